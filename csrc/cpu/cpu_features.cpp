@@ -1,0 +1,42 @@
+#include "cpu/cpu_features.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/error.h"
+
+namespace pq {
+
+bool cpu_has_avx2() {
+#if defined(PYQUANT_HAVE_AVX2_BUILD) && (defined(__x86_64__) || defined(__i386__))
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+static std::atomic<int>& isa_slot() {
+  static std::atomic<int> slot([] {
+    const char* force = std::getenv("PYQUANT_FORCE_SCALAR");
+    const bool scalar = force && *force && std::strcmp(force, "0") != 0;
+    return static_cast<int>((!scalar && cpu_has_avx2()) ? Isa::Avx2 : Isa::Scalar);
+  }());
+  return slot;
+}
+
+Isa active_isa() { return static_cast<Isa>(isa_slot().load(std::memory_order_relaxed)); }
+
+void set_isa(Isa isa) {
+  PQ_CHECK(isa == Isa::Scalar || cpu_has_avx2(), "set_isa: this CPU (or build) has no AVX2+FMA+F16C");
+  isa_slot().store(static_cast<int>(isa));
+}
+
+const char* isa_name(Isa isa) { return isa == Isa::Avx2 ? "avx2" : "scalar"; }
+
+}  // namespace pq

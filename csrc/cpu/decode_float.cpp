@@ -1,0 +1,34 @@
+// Decoders for the plain element types: F32, F16, BF16 (scalar; exact).
+#include <cstring>
+
+#include "common/fp16.h"
+#include "common/qtypes.h"
+#include "cpu/decode.h"
+
+namespace pq {
+namespace {
+
+void decode_f32(const uint8_t* src, float* dst, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
+
+void decode_f16(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = fp16_to_fp32(h);
+  }
+}
+
+void decode_bf16(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = bf16_to_fp32(h);
+  }
+}
+
+const bool registered = register_decode_kernel((int)QType::F32, decode_f32, nullptr) &&
+                        register_decode_kernel((int)QType::F16, decode_f16, nullptr) &&
+                        register_decode_kernel((int)QType::BF16, decode_bf16, nullptr);
+
+}  // namespace
+}  // namespace pq

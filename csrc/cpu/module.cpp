@@ -1,0 +1,55 @@
+// pyquant._C: the CPU extension. Each kernel family registers its own functions
+// (register_*_bindings, defined next to the kernels), so adding one touches one file.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <tuple>
+#include <vector>
+
+#include "common/qtypes.h"
+#include "cpu/cpu_features.h"
+#include "cpu/error.h"
+#include "cpu/threadpool.h"
+
+namespace py = pybind11;
+
+namespace pq {
+void register_decode_bindings(py::module_& m);
+void register_quantize_bindings(py::module_& m);
+void register_matmul_bindings(py::module_& m);
+}  // namespace pq
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pyquant CPU kernels (AVX2+FMA+F16C with a portable scalar fallback)";
+  // pq::Error -> pyquant.errors.KernelError (subclass of PyquantError and ValueError).
+  static py::object kernel_error = py::module_::import("pyquant.errors").attr("KernelError");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const pq::Error& e) {
+      PyErr_SetString(kernel_error.ptr(), e.what());
+    }
+  });
+
+  m.def("cpu_has_avx2", &pq::cpu_has_avx2);
+  m.def("active_isa", [] { return std::string(pq::isa_name(pq::active_isa())); });
+  m.def("set_isa", [](const std::string& name) {
+    if (name == "scalar") pq::set_isa(pq::Isa::Scalar);
+    else if (name == "avx2") pq::set_isa(pq::Isa::Avx2);
+    else pq::fail("set_isa: unknown ISA '", name, "' (scalar or avx2)");
+  });
+  m.def("get_num_threads", &pq::get_num_threads);
+  m.def("set_num_threads", &pq::set_num_threads);
+  m.def("qtype_table", [] {
+    std::vector<std::tuple<int, int, int>> out;
+    for (int id = 0; id < pq::kMaxQType; ++id) {
+      auto g = pq::qtype_geometry(id);
+      if (g.block_size) out.emplace_back(id, g.block_size, g.type_size);
+    }
+    return out;
+  });
+
+  pq::register_decode_bindings(m);
+  pq::register_quantize_bindings(m);
+  pq::register_matmul_bindings(m);
+}

@@ -1,0 +1,40 @@
+"""`pyquant` command line. Each subcommand lives in its own module (pyquant/cli/<name>.py) that
+defines `register(subparsers)`; this file only assembles them."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = ["info", "quantize", "run", "chat", "bench", "ppl", "kernels"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyquant", description="Quantized LLM kernels and runner")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"pyquant.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"pyquant.cli.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    from ..errors import PyquantError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PyquantError as e:
+        print(f"pyquant: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
