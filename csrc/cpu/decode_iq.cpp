@@ -1,0 +1,1 @@
+// i-quant decoders (placeholder: registered by the i-quant work).
