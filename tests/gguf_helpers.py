@@ -70,9 +70,9 @@ def _flatten(value):
 def _type_chain(field):
     """[vtype, elem, elem-of-first-item, ...] as gguf-py's ReaderField.types reports it."""
     chain = [int(field.vtype)]
-    while field.elem_type is not None:
-        chain.append(int(field.elem_type))
-        if field.elem_type != ARR or not field.value:
+    while field.elem_type is not None and len(field.value):   # gguf-py omits an empty array's
+        chain.append(int(field.elem_type))                      # element type
+        if field.elem_type != ARR:
             break
         field = field.value[0]
     return chain
@@ -92,6 +92,7 @@ def assert_matches_gguf_py(ours, path) -> None:
         assert _type_chain(f) == [int(t) for t in gf.types], key
         expected = gf.contents()
         if f.vtype == ARR:
+            assert int(gf.parts[3][0]) == int(f.elem_type), key   # parts: klen, key, type, elem
             # gguf-py flattens nested arrays; compare flattened values plus our nesting
             got = _flatten(f.plain())
             assert got == (expected if isinstance(expected, list) else [expected]), key

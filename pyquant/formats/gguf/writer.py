@@ -175,9 +175,11 @@ class GGUFWriter:
         if not isinstance(value, (int, float, np.integer, np.floating)):
             raise GGUFError(self.path, f"field {key!r}: {vtype.name} value must be a number")
         value = float(value)
-        if vtype == _V.FLOAT32 and math.isfinite(value) and not math.isfinite(
-                np.float32(value).item()):
-            raise GGUFError(self.path, f"field {key!r}: {value} overflows FLOAT32")
+        if vtype == _V.FLOAT32:
+            try:
+                struct.pack("<f", value)
+            except OverflowError:
+                raise GGUFError(self.path, f"field {key!r}: {value} overflows FLOAT32") from None
         return value
 
     def _numeric_array(self, key, value, elem_type) -> np.ndarray:
@@ -207,7 +209,8 @@ class GGUFWriter:
             return arr.astype(target)
         if kind not in "biuf":
             raise GGUFError(self.path, f"field {key!r}: {elem_type.name} array holds non-numbers")
-        out = arr.astype(target)
+        with np.errstate(over="ignore"):
+            out = arr.astype(target)
         if (np.isfinite(arr) & ~np.isfinite(out)).any():
             raise GGUFError(self.path, f"field {key!r}: values overflow {elem_type.name}")
         return out
