@@ -150,3 +150,35 @@ def test_autograd_x_and_bias():
     pyquant.qmatmul(x, qt, b).backward(g)
     torch.testing.assert_close(x.grad, g @ wd, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(b.grad, g.sum(0))
+
+
+# ---- linear_into: the runner's direct path ------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["int4", "int8", "f16", "bf16", "f32", "Q8_0", "Q4_K"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_into_matches_qmatmul(fmt, dtype):
+    from pyquant.kernels.cpu.matmul import linear_into
+
+    qt_ = qtypes.qtype(fmt)
+    n, k = 40, 256
+    if qt_ in (QType.INT4, QType.INT8) or qt_ in FLOATS:
+        qt = QTensor.quantize(torch.randn(n, k) * 0.1, qt_, group_size=64)
+    else:
+        _needs(qt_, "cpu")
+        qt = QTensor(random_gguf_weight(qt_, n, k), qt_, (n, k))
+    x = torch.randn(2, 3, k).to(dtype)
+    bias = torch.randn(n)
+    out = torch.empty(2, 3, n, dtype=dtype)
+    assert linear_into(x, qt, out, bias) is out
+    w64 = qt.dequantize().double()
+    _check(out, x, w64, f"linear_into {fmt} {dtype}", bias)
+    torch.testing.assert_close(out, pyquant.qmatmul(x, qt, bias), rtol=0, atol=0)
+
+
+def test_linear_into_rejects_what_cpp_cannot_check():
+    from pyquant.kernels.cpu.matmul import linear_into
+
+    qt = QTensor.quantize(torch.randn(8, 64), "int8")
+    with pytest.raises(pyquant.KernelError, match="contiguous"):
+        linear_into(torch.randn(64, 2).T, qt, torch.empty(2, 8))
+    with pytest.raises(pyquant.KernelError, match="one dtype"):
+        linear_into(torch.randn(2, 64), qt, torch.empty(2, 8, dtype=torch.bfloat16))
