@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_helpers import DATA, assert_matches_gguf_py
+from gguf_helpers import DATA, _flatten, assert_matches_gguf_py
 from pyquant import GGUFError, QType
 from pyquant.formats.gguf import GGUFReader, GGUFValueType as V, GGUFWriter
 
@@ -102,11 +102,13 @@ def test_copy_fields_keeps_exact_types_of_nested_and_empty_arrays(tmp_path):
     with GGUFReader(a) as ra, GGUFReader(b) as rb:
         assert list(rb.fields) == [k for k in ra.fields if k != "inferred.int"]
         assert rb.alignment == 64   # the copied general.alignment field sets it
-        assert rb.fields["array.nested"] == ra.fields["array.nested"].__class__(
-            "array.nested", V.ARRAY, rb.fields["array.nested"].value, V.ARRAY)
+        nested_a, nested_b = ra.fields["array.nested"], rb.fields["array.nested"]
+        assert [i.elem_type for i in nested_b.value] == [i.elem_type for i in nested_a.value]
+        assert [a.tolist() for a in rb.metadata["array.nested"]] == [[1, 2], [3]]
         for key, fb in rb.fields.items():
             fa = ra.fields[key]
             assert (fb.vtype, fb.elem_type) == (fa.vtype, fa.elem_type)
+            assert _flatten(fb.plain()) == _flatten(fa.plain()), key
 
 
 def test_progress_reporting(tmp_path):
