@@ -22,12 +22,14 @@ import numpy as np
 from ...errors import GGUFError
 from ...qtypes import QType, REGISTRY, qtype as to_qtype
 from .constants import (
-    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, DTYPE_TO_VTYPE, GGUF_MAGIC, INTEGER_RANGES, MAX_ARRAY_DEPTH,
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, DTYPE_TO_VTYPE, GGUF_MAGIC, INT64_MAX, INTEGER_RANGES,
+    MAX_ARRAY_DEPTH,
     MAX_DIMS, SCALAR_DTYPES, SCALAR_FORMATS, WRITE_VERSION, GGUFValueType,
 )
 from .reader import GGUFField, GGUFReader
 
 _V = GGUFValueType
+GGML_MAX_NAME = 64   # llama.cpp's tensor name buffer, NUL included
 # element dtype of plain (non-block) tensor types, for float/int data given in another dtype
 _ELEMENT_DTYPES = {QType.F32: "<f4", QType.F16: "<f2", QType.F64: "<f8", QType.I8: "i1",
                    QType.I16: "<i2", QType.I32: "<i4", QType.I64: "<i8"}
@@ -62,6 +64,7 @@ class GGUFWriter:
         numpy scalars and arrays by dtype, lists by their items. A GGUFField value keeps its types."""
         if not isinstance(key, str) or not key:
             raise GGUFError(self.path, f"field key must be a non-empty str, got {key!r}")
+        _check_utf8(self.path, key, f"field key {key!r}")
         if key in self.fields:
             raise GGUFError(self.path, f"duplicate key {key!r}")
         if key == ALIGNMENT_KEY and vtype is None and not isinstance(value, GGUFField):
@@ -159,6 +162,7 @@ class GGUFWriter:
             if not isinstance(value, str):
                 raise GGUFError(self.path, f"field {key!r}: STRING value must be str, got "
                                            f"{type(value).__name__}")
+            _check_utf8(self.path, value, f"field {key!r}")
             return value
         if vtype == _V.BOOL:
             if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
@@ -245,6 +249,10 @@ class GGUFWriter:
             raise GGUFError(self.path, f"tensor name must be a non-empty str, got {name!r}")
         if name in self._tensors:
             raise GGUFError(self.path, f"duplicate tensor name {name!r}")
+        _check_utf8(self.path, name, what)
+        if len(name.encode("utf-8")) >= GGML_MAX_NAME:
+            raise GGUFError(self.path, f"{what}: name is {len(name.encode('utf-8'))} bytes; "
+                                       f"llama.cpp accepts at most {GGML_MAX_NAME - 1}")
         qt = to_qtype(qtype)
         if qt not in REGISTRY or qt >= 1000:
             raise GGUFError(self.path, f"{what}: {qt.name} is not a ggml type")
@@ -256,6 +264,8 @@ class GGUFWriter:
         if shape[-1] % info.block_size:
             raise GGUFError(self.path, f"{what}: row length {shape[-1]} is not a multiple of "
                                        f"{qt.name}'s block size {info.block_size}")
+        if math.prod(shape) > INT64_MAX:
+            raise GGUFError(self.path, f"{what}: shape {shape} overflows int64 (element count)")
         nbytes = math.prod(shape) // info.block_size * info.type_size
         t = _PendingTensor(name, qt, tuple(reversed(shape)), nbytes, data)
         if not callable(data):
@@ -331,6 +341,13 @@ class GGUFWriter:
             tmp.unlink(missing_ok=True)
             raise
         return self.path
+
+
+def _check_utf8(path, text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise GGUFError(path, f"{what}: not encodable as UTF-8 ({e.reason})") from None
 
 
 def _report(progress, name, nbytes, done, total) -> None:
