@@ -93,14 +93,13 @@ class GGUFWriter:
             raise GGUFError(self.path, f"alignment {a!r} is not a power of two that fits in u32")
 
     def _make_field(self, key, value, vtype, elem_type, depth) -> GGUFField:
-        if isinstance(value, GGUFField):
-            if vtype is None and elem_type is None:
-                vtype, elem_type, value = value.vtype, value.elem_type, value.value
-            else:
-                value = value.value
+        if isinstance(value, GGUFField):   # keep its types unless told otherwise
+            if vtype is None or (vtype == value.vtype and elem_type is None):
+                vtype, elem_type = value.vtype, value.elem_type
+            value = value.value
         if depth > MAX_ARRAY_DEPTH:
             raise GGUFError(self.path, f"field {key!r}: arrays nested deeper than {MAX_ARRAY_DEPTH}")
-        vtype = _V(vtype) if vtype is not None else self._infer_type(key, value)
+        vtype = self._as_vtype(key, vtype) if vtype is not None else self._infer_type(key, value)
         if vtype != _V.ARRAY:
             if elem_type is not None:
                 raise GGUFError(self.path, f"field {key!r}: elem_type given for a {vtype.name} value")
@@ -108,7 +107,8 @@ class GGUFWriter:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
             raise GGUFError(self.path, f"field {key!r}: ARRAY value must be a sequence, got "
                                        f"{type(value).__name__}")
-        elem_type = _V(elem_type) if elem_type is not None else self._infer_elem_type(key, value)
+        elem_type = (self._as_vtype(key, elem_type) if elem_type is not None
+                     else self._infer_elem_type(key, value))
         if elem_type == _V.STRING:
             items = [self._scalar(f"{key}[{i}]", v, _V.STRING) for i, v in enumerate(value)]
         elif elem_type == _V.ARRAY:
@@ -117,6 +117,12 @@ class GGUFWriter:
         else:
             items = self._numeric_array(key, value, elem_type)
         return GGUFField(key, _V.ARRAY, items, elem_type)
+
+    def _as_vtype(self, key, v) -> GGUFValueType:
+        try:
+            return _V(v)
+        except ValueError:
+            raise GGUFError(self.path, f"field {key!r}: unknown value type {v!r}") from None
 
     def _infer_type(self, key, value) -> GGUFValueType:
         if isinstance(value, (bool, np.bool_)):
