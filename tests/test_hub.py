@@ -133,3 +133,23 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("PYQUANT_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert hub.cache_dir() == tmp_path / ".cache" / "pyquant"
+
+
+def test_unwritable_cache(monkeypatch, tmp_path, fake):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("PYQUANT_CACHE", str(blocker))
+    with pytest.raises(PyquantError, match="cannot write the model cache.*PYQUANT_CACHE"):
+        hub.fetch("fake")
+
+
+def test_read_only_cache_with_verified_file(monkeypatch, fake):
+    p = hub.model_path("fake")
+    p.parent.mkdir(parents=True)
+    p.write_bytes(CONTENT)
+
+    def no_lock(lock_path):
+        raise PermissionError(13, "Permission denied", str(lock_path))
+
+    monkeypatch.setattr(hub, "_locked", no_lock)
+    assert hub.fetch("fake") == p and fake["downloads"] == 0
