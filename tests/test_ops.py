@@ -6,10 +6,10 @@ import importlib.util
 
 import pytest
 import torch
-from random_weights import ENGINE_TYPES, fp32_matmul_bound, oracle_dequantize, random_gguf_weight
+from random_weights import ENGINE_TYPES, OTHER_TYPES, fp32_matmul_bound, oracle_dequantize, random_gguf_weight
 
 import pyquant
-from pyquant import ops, qtypes
+from pyquant import dispatch, ops, qtypes
 from pyquant._ext import _C
 from pyquant.qtensor import QTensor
 from pyquant.qtypes import QType
@@ -62,6 +62,21 @@ def test_gguf_qmatmul_accuracy(qt, backend, monkeypatch):
             y = pyquant.qmatmul(x, qtensor, bias)
             assert y.shape == (*lead, n) and y.dtype == dtype
             _check(y, x, w64, f"{backend} {qt.name} {lead}x{n}x{k} {dtype}", bias)
+
+
+@pytest.mark.parametrize("qt", OTHER_TYPES, ids=lambda t: t.name)
+def test_other_types_dequantize_then_matmul(qt):
+    """The rest of the ggml weight types: the CPU backend decodes, then one fp32 torch matmul."""
+    _needs(qt, "cpu")
+    n, k = 11, 512
+    data = random_gguf_weight(qt, n, k, seed=int(qt))
+    w64 = oracle_dequantize(data, qt, n, k)
+    assert torch.isfinite(w64).all() and w64.abs().max() < 10
+    x = torch.randn(3, k)
+    _check(pyquant.qmatmul(x, QTensor(data, qt, (n, k))), x, w64, f"cpu {qt.name}")
+    verdict = dispatch.explain("gguf_matmul", qt, "cpu", 3)[0]
+    if not hasattr(_C, "gguf_matmul"):
+        assert verdict[:2] == ("cpu", True) and "then torch matmul" in verdict[2]
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
