@@ -87,3 +87,13 @@ def fp32_matmul_bound(x64: torch.Tensor, w64: torch.Tensor, out_dtype: torch.dty
         mag, y = mag + b64.abs(), y + b64
     out_eps = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[out_dtype]
     return 2 * (k + 3) * 2.0 ** -24 * mag + out_eps * y.abs() * 1.01 + 2.0 ** -25
+
+
+def int8_activation_bound(x64: torch.Tensor, w64: torch.Tensor, block: int) -> torch.Tensor:
+    """Extra error [M, N] when x is quantized to int8 per `block` values (llama.cpp's Q8_0 / Q8_K role):
+    each element moves by at most d/2 with d = amax(block)/127, so |dy| <= (d/2) @ |W|.T."""
+    m, k = x64.shape
+    pad = (-k) % block
+    xb = torch.nn.functional.pad(x64.abs(), (0, pad)).reshape(m, -1, block)
+    half_step = (xb.amax(dim=-1, keepdim=True) / 127 / 2).expand_as(xb).reshape(m, -1)[:, :k]
+    return 1.01 * (half_step @ w64.abs().T)

@@ -34,7 +34,8 @@ def _fused_path(op: str, qt: QType, m: int) -> str | None:
         path = probe(_KIND[op], int(qt), int(m))
     except (KernelError, ValueError, RuntimeError):
         return None
-    return path or None
+    # _C answers "unsupported: ..." for types without a fused kernel
+    return None if not path or path.startswith("unsupported") else path
 
 
 _fused_cache: dict = {}
