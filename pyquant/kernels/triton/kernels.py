@@ -17,6 +17,10 @@ import triton.language as tl
 from .dequant import dequant_gguf, dequant_int4, dequant_int8
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# triton 3.9's interpreter computes tl.dot on bfloat16 operands wrongly (garbage ~1e10 on a 16x16
+# test): under the interpreter the rounded operands are widened to fp32 first, which is what the
+# tensor cores compute anyway (exact products of the rounded inputs, fp32 accumulation).
+_DOT_UPCAST = tl.constexpr(INTERPRET)
 
 
 def _configs():
@@ -42,7 +46,7 @@ def _prune(configs, named_args, **kwargs):
 
 @triton.jit
 def decode_kernel(w_ptr, out_ptr, kv_ptr, total, cols, row_bytes, QT: tl.constexpr, QK: tl.constexpr,
-                  TS: tl.constexpr, BLOCK: tl.constexpr):
+                  TS: tl.constexpr, BLOCK: tl.constexpr, OUT_BF16: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     e = pid * BLOCK + tl.arange(0, BLOCK)
     mask = e < total
@@ -50,7 +54,15 @@ def decode_kernel(w_ptr, out_ptr, kv_ptr, total, cols, row_bytes, QT: tl.constex
     row = e // cols
     k = e % cols
     y = dequant_gguf(w_ptr, row * row_bytes, k, kv_ptr, QT, QK, TS)
-    tl.store(out_ptr + e, y.to(out_ptr.dtype.element_ty), mask=mask)
+    if OUT_BF16:
+        # out_ptr is the bf16 output viewed as int16. Round to nearest even on the integer bits (NaN
+        # stays NaN), as torch and pyquant's CPU path do: Triton's interpreter truncates in .to(bf16).
+        bits = y.to(tl.uint32, bitcast=True)
+        nan = (bits & 0x7FFFFFFF) > 0x7F800000
+        r = tl.where(nan, (bits >> 16) | 0x40, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16)
+        tl.store(out_ptr + e, r.to(tl.uint16).to(tl.int16, bitcast=True), mask=mask)
+    else:
+        tl.store(out_ptr + e, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -66,6 +78,8 @@ def _tile_dot(x_ptr, w, acc, rm, rk, M, K):
     xm = (rm[:, None] < M) & (rk[None, :] < K)
     xt = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=xm, other=0.0)
     w = w.to(xt.dtype)
+    if _DOT_UPCAST:
+        return tl.dot(xt.to(tl.float32), tl.trans(w.to(tl.float32)), acc, input_precision="ieee")
     if xt.dtype == tl.float32:
         return tl.dot(xt, tl.trans(w), acc, input_precision="ieee")
     return tl.dot(xt, tl.trans(w), acc)

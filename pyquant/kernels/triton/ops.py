@@ -54,8 +54,10 @@ def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.floa
     if total == 0:
         return out
     block = 1024
+    bf16 = dtype == torch.bfloat16
     kernels.decode_kernel[(triton.cdiv(total, block),)](
-        data, out, _kvalues(data.device), total, cols, row_bytes, QT=qt, QK=qk, TS=ts, BLOCK=block,
+        data, out.view(torch.int16) if bf16 else out, _kvalues(data.device), total, cols, row_bytes,
+        QT=qt, QK=qk, TS=ts, BLOCK=block, OUT_BF16=bf16,
         enable_fp_fusion=False)  # bit-exact with gguf-py: no a*b+c fusion
     return out
 
