@@ -34,8 +34,8 @@ def main(args) -> int:
 
     model = load_model(args)
     tok = model.tokenizer
-    bos = tok.vocab[tok.bos_id] if tok.bos_id is not None else ""
-    eos = tok.vocab[tok.eos_id] if tok.eos_id is not None else ""
+    bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
+    eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
     sampler = Sampler(args.temp, args.top_k, args.top_p, args.seed)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     cached: list[int] = []   # token ids whose K/V are in the cache, position = index

@@ -45,8 +45,29 @@ def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None =
         reader.close()
         raise FormatError(path, f"general.architecture = {arch!r} is not supported "
                                 f"(supported: {', '.join(sorted(ARCHITECTURES))})")
-    tokenizer = Tokenizer.from_gguf(reader.metadata, path)
-    return cls(reader, tokenizer, max_seq_len=max_seq_len)
+    try:
+        tokenizer = Tokenizer.from_gguf(reader.metadata, path)
+        model = cls(reader, tokenizer, max_seq_len=max_seq_len)
+    finally:
+        # The weight tensors hold their own exports of the mmap, so the mapping outlives the reader;
+        # closing it frees the parsed metadata (tokens, merges: ~11 MB for SmolLM2).
+        reader.close()
+    del reader
+    trim_heap()
+    return model
+
+
+def trim_heap() -> None:
+    """Give the heap freed while loading (tokenizer construction, metadata) back to the OS, so the
+    file pages touched later do not stack on top of it in peak RSS. glibc only; else a no-op."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def set_threads(n: int) -> None:

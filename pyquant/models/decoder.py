@@ -80,7 +80,6 @@ class DecoderModel:
         self.rope = rope_table(self.max_seq_len, cfg.rope_dim, cfg.rope_base, cfg.rope_linear_scale, factors)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
         self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
-        self._reader = reader  # keeps the mmap alive as long as the weights are used
         from .decode import DecodeState
 
         self._decode = DecodeState(self)

@@ -67,9 +67,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 @dataclass
 class Tokenizer:
     """Text <-> token ids for one GGUF model. `encode` matches llama.cpp's `llama_tokenize`."""
-    backend: object                       # tokenizers.Tokenizer
-    vocab: list[str]
-    token_types: list[int]
+    backend: object                       # tokenizers.Tokenizer (owns the vocabulary strings)
+    token_types: bytes                    # token_type per id (kept compact: 49k ids -> 49 kB)
     piece_bytes: list[bytes]              # what each token contributes to the output text
     model: str                            # "gpt2" | "llama"
     bos_id: int | None
@@ -81,7 +80,11 @@ class Tokenizer:
 
     @property
     def n_vocab(self) -> int:
-        return len(self.vocab)
+        return len(self.piece_bytes)
+
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary string of a token as stored in the GGUF (e.g. 'Ġthe', '<|im_end|>')."""
+        return self.backend.id_to_token(int(token_id))
 
     def encode(self, text: str, add_bos: bool | None = None, parse_special: bool = False) -> list[int]:
         """Token ids of `text`; BOS first when the model asks for it (add_bos=None) or when add_bos."""
@@ -141,7 +144,7 @@ class Tokenizer:
         bos, eos = token_id("bos_token_id"), token_id("eos_token_id")
         eog = {i for i in (eos, token_id("eot_token_id"), token_id("eom_token_id")) if i is not None}
         eog |= {i for i, (t, ty) in enumerate(zip(tokens, types)) if ty == CONTROL and t in _EOG_TEXTS}
-        return cls(backend=backend, vocab=tokens, token_types=types, piece_bytes=piece_bytes, model=model,
+        return cls(backend=backend, token_types=bytes(t & 0xFF for t in types), piece_bytes=piece_bytes, model=model,
                    bos_id=bos, eos_id=eos,
                    add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", add_bos_default)),
                    add_eos=bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
