@@ -34,7 +34,7 @@ class ReferenceLlama:
         self.w = {}
         for t in r.tensors:
             arr = gguf.quants.dequantize(t.data, t.tensor_type)
-            self.w[t.name] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(dtype).reshape(
+            self.w[t.name] = torch.from_numpy(np.array(arr, dtype=np.float32)).to(dtype).reshape(
                 tuple(int(x) for x in reversed(t.shape)) if len(t.shape) > 1 else (-1,))
         if "output.weight" not in self.w:
             self.w["output.weight"] = self.w["token_embd.weight"]
