@@ -291,3 +291,24 @@ def test_input_forms():
     assert pyquant.dequantize(raw, "Q8_0", (2, 96), out=out) is out and torch.equal(out, want)
     f16 = torch.randn(3, 5).half()
     assert torch.equal(pyquant.dequantize(f16, "F16", (3, 5)), f16.float())  # non-uint8 tensors: their bytes
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_outputs_identical_on_both_isas(dtype):
+    """The driver's float32 -> half conversion, NaN payloads included, is the same on both paths;
+    F32 data with random bits reaches every rounding case (subnormals, overflow, ties, NaNs)."""
+    from pyquant._ext import _C
+
+    if not _C.cpu_has_avx2():
+        pytest.skip("CPU has no AVX2")
+    raw = np.random.default_rng(9).integers(0, 256, 4 * 20011, dtype=np.uint8)
+    raw[:8] = np.array([0x7F800001, 0x477FF000], dtype="<u4").view(np.uint8)  # sNaN; rounds to f16 inf
+    before = _C.active_isa()
+    try:
+        results = []
+        for isa in ("scalar", "avx2"):
+            _C.set_isa(isa)
+            results.append(pyquant.dequantize(raw, "F32", (20011,), dtype=dtype).view(torch.int16))
+    finally:
+        _C.set_isa(before)
+    assert torch.equal(results[0], results[1])

@@ -345,6 +345,39 @@ void pick_stores(const uint8_t* src, float* dst, int64_t n) {
 
 }  // namespace
 
+// VCVTPS2PH with round-to-nearest-even gives exactly fp32_to_fp16's bits: RNE with correct
+// subnormals, overflow to inf, NaN -> quiet NaN keeping the top payload bits.
+void f32_to_f16_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i*)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) y[i] = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x[i]), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+// bfloat16: round the upper half to nearest even with the 0x7fff + lsb trick; NaNs keep their top
+// payload bits and get the quiet bit (0x40), as fp32_to_bf16.
+inline __m128i bf16x8_from_f32(__m256 v) {
+  const __m256i x = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+  const __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                            _mm256_set1_epi32(0x7f800000));
+  const __m256i r = _mm256_blendv_epi8(rounded, quiet_nan, is_nan);
+  // 8 x u32 (each <= 0xffff) -> 8 x u16: packus works per 128-bit lane, then gather the halves.
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+  return _mm256_castsi256_si128(packed);
+}
+
+void f32_to_bf16_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i*)(y + i), bf16x8_from_f32(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) {
+    alignas(32) float one[8] = {x[i]};
+    y[i] = (uint16_t)_mm_extract_epi16(bf16x8_from_f32(_mm256_load_ps(one)), 0);
+  }
+}
+
 DecodeBlocksFn avx2_decoder(QType t) {
   switch (t) {
     case QType::Q4_0: return PQ_AVX2(q4_0, 32);
@@ -367,8 +400,16 @@ DecodeBlocksFn avx2_decoder(QType t) {
 
 #else  // no AVX2 in this build (non-x86 targets): the scalar decoders run everywhere
 
+#include "common/fp16.h"
+
 namespace pq {
 DecodeBlocksFn avx2_decoder(QType) { return nullptr; }
+void f32_to_f16_avx2(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+}
+void f32_to_bf16_avx2(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_bf16(x[i]);
+}
 }  // namespace pq
 
 #endif
