@@ -112,7 +112,8 @@ def test_cpu_matches_gguf(qt, mode, isa):
     assert_same_bits(got, gguf_oracle(raw, qt), f"C++ {isa} {qt.name} {mode}")
 
 
-@pytest.mark.parametrize("qt", [QType.Q4_0, QType.Q4_K, QType.Q6_K, QType.F16, QType.BF16], ids=lambda t: t.name)
+@pytest.mark.parametrize("qt", [QType.Q4_0, QType.Q4_K, QType.Q6_K, QType.TQ1_0, QType.MXFP4, QType.F16, QType.BF16],
+                         ids=lambda t: t.name)
 def test_cpu_large_output(qt, isa):
     """More than 2 MiB of output per thread: the AVX2 kernels' streaming-store path."""
     bs = info(qt).block_size

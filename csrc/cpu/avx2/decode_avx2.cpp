@@ -6,7 +6,7 @@
 // Stores: decoding is bound by writing the output (4 bytes per element against 0.5-1 byte read).
 // When a call's output is larger than the L2 cache (a whole tensor split over threads) the
 // kernels use non-temporal stores, which skip the read-for-ownership of every destination line:
-// measured ~1.6x on Q4_0 4096x14336 on the 2-core dev box. Small calls (the driver's 64 KiB
+// Q4_0 4096x14336 on one thread took 11.3 ms of CPU time with them and 27.3 ms without. Small calls (the driver's 64 KiB
 // staging buffer for half outputs, GEMM panels through decode_rows) keep ordinary stores so the
 // data stays in cache for its consumer.
 //
@@ -294,6 +294,97 @@ void q6_k(const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
+// ----------------------------------------------------------------------------- ternary and fp4
+
+template <bool NT>
+void tq2_0(const uint8_t* src, float* dst, int64_t n) {
+  const __m128i three = _mm_set1_epi8(3), one = _mm_set1_epi8(1);
+  for (int64_t i = 0; i < n; ++i, src += 66, dst += 256) {
+    const __m256 d = _mm256_set1_ps(f16_scale(src + 64));
+    for (int c = 0; c < 2; ++c) {
+      const __m128i q0 = _mm_loadu_si128((const __m128i*)(src + 32 * c));
+      const __m128i q1 = _mm_loadu_si128((const __m128i*)(src + 32 * c + 16));
+      for (int s = 0; s < 4; ++s) {
+        const __m128i shift = _mm_cvtsi32_si128(2 * s);
+        float* y = dst + 128 * c + 32 * s;
+        scale16_i8<NT>(y, d, _mm_sub_epi8(_mm_and_si128(_mm_srl_epi16(q0, shift), three), one));
+        scale16_i8<NT>(y + 16, d, _mm_sub_epi8(_mm_and_si128(_mm_srl_epi16(q1, shift), three), one));
+      }
+    }
+  }
+}
+
+// 16 TQ1_0 bytes, each times its power of 3 (16-bit lanes of pow3), -> 16 ternary digits as int8:
+// ((byte * 3^n mod 256) * 3) >> 8, minus 1 (see tq1_digit in decode_misc.h).
+inline __m128i tq1_digits16(__m128i bytes, __m256i pow3) {
+  const __m256i rotated = _mm256_and_si256(_mm256_mullo_epi16(_mm256_cvtepu8_epi16(bytes), pow3), _mm256_set1_epi16(255));
+  const __m256i digit = _mm256_sub_epi16(_mm256_srli_epi16(_mm256_mullo_epi16(rotated, _mm256_set1_epi16(3)), 8),
+                                         _mm256_set1_epi16(1));
+  return _mm_packs_epi16(_mm256_castsi256_si128(digit), _mm256_extracti128_si256(digit, 1));
+}
+
+template <bool NT>
+void tq1_0(const uint8_t* src, float* dst, int64_t n) {
+  static const int16_t kPow3[5] = {1, 3, 9, 27, 81};
+  // qh: 4 bytes x 4 digits -> outputs 240 + 4n + m; lane 4n+m takes byte m times 3^n
+  const __m128i qh_spread = _mm_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+  const __m256i qh_pow3 = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+  for (int64_t i = 0; i < n; ++i, src += 54, dst += 256) {
+    const __m256 d = _mm256_set1_ps(f16_scale(src + 52));
+    const __m128i a0 = _mm_loadu_si128((const __m128i*)src);
+    const __m128i a1 = _mm_loadu_si128((const __m128i*)(src + 16));
+    const __m128i b = _mm_loadu_si128((const __m128i*)(src + 32));
+    for (int k = 0; k < 5; ++k) {
+      const __m256i p = _mm256_set1_epi16(kPow3[k]);
+      scale16_i8<NT>(dst + 32 * k, d, tq1_digits16(a0, p));
+      scale16_i8<NT>(dst + 32 * k + 16, d, tq1_digits16(a1, p));
+      scale16_i8<NT>(dst + 160 + 16 * k, d, tq1_digits16(b, p));
+    }
+    const __m128i qh = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)rd_u32(src + 48)), qh_spread);
+    scale16_i8<NT>(dst + 240, d, tq1_digits16(qh, qh_pow3));
+  }
+}
+
+// E2M1 codes -> doubled values as int8, looked up 16 at a time with pshufb.
+inline __m128i e2m1_table() { return _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12); }
+
+template <bool NT>
+void mxfp4(const uint8_t* src, float* dst, int64_t n) {
+  const __m128i table = e2m1_table();
+  for (int64_t i = 0; i < n; ++i, src += 17, dst += 32) {
+    const uint8_t e = src[0];
+    uint32_t bits = e < 2 ? (0x00200000u << e) : ((uint32_t)(e - 1) << 23);  // 2^(e-127) / 2
+    float d1;
+    std::memcpy(&d1, &bits, 4);
+    const __m256 d = _mm256_set1_ps(d1);
+    const __m128i qs = _mm_loadu_si128((const __m128i*)(src + 1));
+    scale16_i8<NT>(dst, d, _mm_shuffle_epi8(table, low_nibbles(qs)));
+    scale16_i8<NT>(dst + 16, d, _mm_shuffle_epi8(table, high_nibbles(qs)));
+  }
+}
+
+// Unsigned E4M3 scale / 2, exactly as ue4m3_to_fp32_half in decode_misc.h.
+inline float ue4m3_half(uint8_t x) {
+  if (x == 0 || x == 0x7F) return 0.0f;
+  const int e = (x >> 3) & 15, m = x & 7;
+  uint32_t bits = e == 0 ? (127u - 10u) << 23 : (uint32_t)(127 + e - 11) << 23;
+  float p;
+  std::memcpy(&p, &bits, 4);
+  return (float)(e == 0 ? m : 8 + m) * p;
+}
+
+template <bool NT>
+void nvfp4(const uint8_t* src, float* dst, int64_t n) {
+  const __m128i table = e2m1_table();
+  for (int64_t i = 0; i < n; ++i, src += 36, dst += 64) {
+    for (int s = 0; s < 4; ++s) {
+      const __m128i q = _mm_loadl_epi64((const __m128i*)(src + 4 + 8 * s));
+      const __m128i codes = _mm_unpacklo_epi64(low_nibbles(q), high_nibbles(q));  // 8 low then 8 high
+      scale16_i8<NT>(dst + 16 * s, _mm256_set1_ps(ue4m3_half(src[s])), _mm_shuffle_epi8(table, codes));
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- plain halves
 
 // F16: F16C widening, then signalling NaNs get their quiet bit cleared again: gguf-py (numpy)
@@ -390,6 +481,10 @@ DecodeBlocksFn avx2_decoder(QType t) {
     case QType::Q4_K: return PQ_AVX2(q4_k, 256);
     case QType::Q5_K: return PQ_AVX2(q5_k, 256);
     case QType::Q6_K: return PQ_AVX2(q6_k, 256);
+    case QType::TQ1_0: return PQ_AVX2(tq1_0, 256);
+    case QType::TQ2_0: return PQ_AVX2(tq2_0, 256);
+    case QType::MXFP4: return PQ_AVX2(mxfp4, 32);
+    case QType::NVFP4: return PQ_AVX2(nvfp4, 64);
     case QType::F16: return PQ_AVX2(f16, 1);
     case QType::BF16: return PQ_AVX2(bf16, 1);
     default: return nullptr;
