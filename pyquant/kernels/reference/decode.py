@@ -86,7 +86,14 @@ def decode_f32(b):
 
 
 def decode_f16(b):
-    return fp16_bits_to_f32(b.contiguous().view(torch.int16))
+    # torch's widening is exact for every finite value and infinity; only NaN payloads need the
+    # bit-level path (torch canonicalises or quiets them), so run it on the NaNs alone.
+    h = b.contiguous().view(torch.int16)
+    y = h.view(torch.float16).to(torch.float32)
+    nan = torch.isnan(y)
+    if bool(nan.any()):
+        y[nan] = fp16_bits_to_f32(h[nan])
+    return y
 
 
 def decode_bf16(b):
