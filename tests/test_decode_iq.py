@@ -206,3 +206,22 @@ def test_generated_tables_are_current():
     spec.loader.exec_module(gen)
     assert gen.OUT.read_text() == gen.build()
     assert gen.OUT_PY.read_text() == gen.build_py()
+
+
+@pytest.mark.parametrize("name", IQ_TYPES)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_pyquant_dequantize(name, backend):
+    """The public entry point routes every i-quant to these decoders (odd row count: 3 x 49 blocks)."""
+    import pyquant
+
+    blocks = make_blocks(name)
+    block_size, _ = geometry(name)
+    shape = (3, blocks.shape[0] * block_size // 3)
+    before = _C.get_num_threads()
+    _C.set_num_threads(1)  # threads are covered above (behind threads_ok); this checks the routing
+    try:
+        got = pyquant.dequantize(torch.from_numpy(blocks.copy()), name, shape, backend=backend)
+    finally:
+        _C.set_num_threads(before)
+    assert got.shape == shape
+    assert_bits_equal(got.numpy().reshape(-1, block_size), oracle(name, blocks), f"dequantize {backend} {name}")
