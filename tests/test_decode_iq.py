@@ -225,3 +225,25 @@ def test_pyquant_dequantize(name, backend):
         _C.set_num_threads(before)
     assert got.shape == shape
     assert_bits_equal(got.numpy().reshape(-1, block_size), oracle(name, blocks), f"dequantize {backend} {name}")
+
+
+@pytest.fixture(scope="module")
+def iq4_nl_every_scale():
+    """One IQ4_NL block per f16 bit pattern (all 65536 super-scales) with random codes, and the oracle."""
+    rng = np.random.default_rng(11)
+    blocks = rng.integers(0, 256, size=(65536, 18), dtype=np.uint8)
+    set_scale(blocks, "IQ4_NL", np.arange(65536, dtype=np.uint16))
+    return blocks, oracle("IQ4_NL", blocks)
+
+
+def test_every_f16_scale_reference(iq4_nl_every_scale):
+    blocks, want = iq4_nl_every_scale
+    got = IQ_DECODERS[QType.IQ4_NL](torch.from_numpy(blocks.copy())).numpy()
+    assert_bits_equal(got, want, "reference IQ4_NL, every f16 scale")
+
+
+def test_every_f16_scale_cpu(iq4_nl_every_scale, isa):
+    """Exercises the scale conversion of each path (scalar integer conversion, AVX2 F16C) exhaustively."""
+    blocks, want = iq4_nl_every_scale
+    got = cpu_decode("IQ4_NL", blocks, rows=1, nthreads=1).numpy().reshape(-1, 32)
+    assert_bits_equal(got, want, f"{isa} IQ4_NL, every f16 scale")
