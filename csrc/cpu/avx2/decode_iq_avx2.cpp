@@ -11,6 +11,7 @@
 //    multiply exactly as for the scalar conversion).
 // Only template instantiations with Avx2Emit and trivially inlined loads come from the shared
 // headers, so no AVX2-compiled copy of a shared inline function can end up in the scalar path.
+#if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
 #include "common/decode_iquants.h"
@@ -74,3 +75,5 @@ void decode_iq4_nl_avx2(const uint8_t* s, float* d, int64_t n) { run<iq4_nl<Avx2
 void decode_iq4_xs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq4_xs<Avx2Emit>, 256, 136>(s, d, n); }
 
 }  // namespace pq
+
+#endif  // PYQUANT_HAVE_AVX2_BUILD
