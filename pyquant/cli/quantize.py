@@ -28,8 +28,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..formats.gguf import GGUFReader
+    from ..formats.gguf.recipes import resolve_ftype
     from ..hub import resolve
 
+    resolve_ftype(args.type)  # a bad TYPE fails before any file is touched
     if args.threads:
         from .._ext import set_num_threads
 
