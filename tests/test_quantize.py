@@ -91,7 +91,7 @@ def oracle():
 
 @pytest.mark.parametrize("qt", QUANTIZABLE, ids=lambda q: q.name)
 @pytest.mark.parametrize("case", CASES)
-def test_bytes_match_llama_cpp(oracle, qt, case):
+def test_bytes_match_llama_cpp(oracle, qt, case, isa):
     for cols in (256, 512, 4096):
         x = make_case(case, cols)
         ours = quantize_np(x, qt)
@@ -99,12 +99,12 @@ def test_bytes_match_llama_cpp(oracle, qt, case):
         if not np.array_equal(ours, ref):
             bad = np.argwhere(ours != ref)
             r, c = bad[0]
-            pytest.fail(f"{qt.name}/{case}/{cols}: {len(bad)} bytes differ, first at row {r} byte {c} "
+            pytest.fail(f"{qt.name}/{case}/{cols} ({isa}): {len(bad)} bytes differ, first at row {r} byte {c} "
                         f"(block {c // info(qt).type_size}): ours {ours[r, c]} llama.cpp {ref[r, c]}")
 
 
 @pytest.mark.parametrize("qt", QUANTIZABLE, ids=lambda q: q.name)
-def test_random_blocks_match_llama_cpp(oracle, qt):
+def test_random_blocks_match_llama_cpp(oracle, qt, isa):
     """Many independent blocks with random per-block scale and shape: hits rare search branches."""
     rng = np.random.default_rng(int(qt))
     bs = 256
@@ -116,7 +116,7 @@ def test_random_blocks_match_llama_cpp(oracle, qt):
     assert np.array_equal(quantize_np(x, qt), oracle.quantize(int(qt), x, row_bytes(qt, bs)))
 
 
-def test_golden_digests():
+def test_golden_digests(isa):
     """llama.cpp's bytes for seeded inputs, as sha256 (runs without network or compiler)."""
     golden = json.loads((DATA / "quantize_golden.json").read_text())
     assert golden["source"].startswith("llama-cpp-python==")

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "common/qtypes.h"
+#include "cpu/cpu_features.h"
 #include "cpu/error.h"
 #include "cpu/quantize_common.h"
 #include "cpu/threadpool.h"
@@ -18,7 +19,19 @@ namespace pq {
 
 namespace {
 
+QuantizeBlocksFn avx2_quantizer_for(int qtype) {
+  switch (static_cast<QType>(qtype)) {
+    case QType::Q2_K: return quantize_blocks_q2_k_avx2;
+    case QType::Q4_K: return quantize_blocks_q4_k_avx2;
+    case QType::Q5_K: return quantize_blocks_q5_k_avx2;
+    case QType::Q6_K: return quantize_blocks_q6_k_avx2;
+    default: return nullptr;  // legacy types are cheap already; Q3_K's early-exit descent stays scalar
+  }
+}
+
 QuantizeBlocksFn quantizer_for(int qtype) {
+  if (active_isa() == Isa::Avx2)
+    if (QuantizeBlocksFn f = avx2_quantizer_for(qtype)) return f;
   switch (static_cast<QType>(qtype)) {
     case QType::Q4_0: return quantize_blocks_q4_0;
     case QType::Q4_1: return quantize_blocks_q4_1;
