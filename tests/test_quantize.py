@@ -114,6 +114,11 @@ def test_random_blocks_match_llama_cpp(oracle, qt, isa):
     scale = 10.0 ** rng.uniform(-8, 4, (n, 1))
     x = ((base + skew * np.abs(base).max(1, keepdims=True)) * scale).astype(np.float32)
     assert np.array_equal(quantize_np(x, qt), oracle.quantize(int(qt), x, row_bytes(qt, bs)))
+    # block counts that are not a multiple of the 8-lane groups / thread chunks (tails)
+    for rows, nblk in ((1, 1), (3, 3), (5, 7), (41, 13)):
+        cols = nblk * info(qt).block_size
+        x = (rng.standard_normal((rows, cols)) * scale[:rows]).astype(np.float32)
+        assert np.array_equal(quantize_np(x, qt), oracle.quantize(int(qt), x, row_bytes(qt, cols))), (rows, nblk)
 
 
 def test_golden_digests(isa):

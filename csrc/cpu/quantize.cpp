@@ -25,6 +25,8 @@ QuantizeBlocksFn avx2_quantizer_for(int qtype) {
     case QType::Q4_K: return quantize_blocks_q4_k_avx2;
     case QType::Q5_K: return quantize_blocks_q5_k_avx2;
     case QType::Q6_K: return quantize_blocks_q6_k_avx2;
+    case QType::IQ4_NL: return quantize_blocks_iq4_nl_avx2;
+    case QType::IQ4_XS: return quantize_blocks_iq4_xs_avx2;
     default: return nullptr;  // legacy types are cheap already; Q3_K's early-exit descent stays scalar
   }
 }
