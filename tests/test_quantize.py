@@ -49,6 +49,11 @@ def make_case(name: str, cols: int, seed: int = 0) -> np.ndarray:
     if name == "sparse":  # mostly exact zeros, some blocks all-zero, signs mixed
         x = rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) < 0.05)
         return x.astype(np.float32)
+    if name == "signed_zeros":  # +0/-0 mixes: upstream keeps the first extreme, so zero signs matter
+        x = rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) < 0.02)
+        x = np.where(rng.random((rows, cols)) < 0.5, x, -x)  # -0.0 where x was +0.0
+        x[:, :64] = np.where(rng.random((rows, 64)) < 0.5, 0.0, -0.0)  # whole zero blocks
+        return x.astype(np.float32)
     if name == "tiny":  # scales underflow fp16 (d stored as 0 or subnormal)
         return (rng.standard_normal((rows, cols)) * 1e-30).astype(np.float32)
     if name == "subnormal":  # float32 subnormals: 1/d overflows to inf
@@ -69,7 +74,7 @@ def make_case(name: str, cols: int, seed: int = 0) -> np.ndarray:
     raise KeyError(name)
 
 
-CASES = ["normal", "heavy_tailed", "row_scales", "all_equal", "zeros", "sparse", "tiny", "subnormal", "huge",
+CASES = ["normal", "heavy_tailed", "row_scales", "all_equal", "zeros", "sparse", "signed_zeros", "tiny", "subnormal", "huge",
          "fp16_edge", "uniform_int", "nonfinite"]
 
 

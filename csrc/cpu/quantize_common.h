@@ -105,6 +105,11 @@ void quantize_blocks_iq4_xs(const float* x, uint8_t* y, int64_t nb);
 
 // AVX2 versions (csrc/cpu/avx2/quantize_*_avx2.cpp): same bytes, independent sub-blocks searched
 // in parallel SIMD lanes. Only call when active_isa() == Isa::Avx2.
+void quantize_blocks_q4_0_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q4_1_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q5_0_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q5_1_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q8_0_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q2_k_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q5_k_avx2(const float* x, uint8_t* y, int64_t nb);
