@@ -155,6 +155,7 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   const DotQFn dot = ti.kind == Kind::X256 ? (ti.signed_q ? kern.dot_x256_s : kern.dot_x256_u)
                                            : (ti.signed_q ? kern.dot_x32_s : kern.dot_x32_u);
   const UnpackRowFn unpack = avx2 && ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
+  const GemvFusedFn fused = q8 && avx2 ? ti.fused_avx2 : nullptr;
   const bool direct_f32 = w.qtype == (int)QType::F32;
 
   // Chunks of 16 rows: contiguous per thread, so each streams its own slice of W once.
@@ -166,6 +167,14 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
     const float* xs[4];
     float out[4];
     for (int64_t r = r0; r < r1; ++r) {
+      if (fused) {
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
+          fused(w, r, rows.data() + i0, mr, out);
+          for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
+        }
+        continue;
+      }
       if (q8) {
         unpack(w, r, 0, nch, scratch);
       } else if (!direct_f32) {
@@ -304,7 +313,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemvQ8:
       return isa + "/gemv-int8: " + who + "packed rows unpacked once, int8 dot with activations quantized per " +
              (ti->kind == Kind::X256 ? "256 (Q8_K-like, bsums for mins)" : "32 (Q8_0/Q8_1-like)") +
-             (ti->unpack_avx2 || isa == "scalar" ? "" : "; scalar unpack");
+             (isa == "scalar" ? "" : ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
+              ti->unpack_avx2 ? "; AVX2 unpack + dot" : "; scalar unpack + AVX2 dot");
   }
   return "";
 }
