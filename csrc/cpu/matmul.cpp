@@ -1,7 +1,7 @@
 // Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
 // validation, and the per-(type, M) choice of kernel path:
 //
-//   m <= gemm_min_m (16)  GEMV: each weight row is unpacked once (UChunks, L1-resident) and dotted
+//   m <= gemm_min_m(type) GEMV (16..96 by type, measured: see gemm_min_m): each weight row is unpacked once (UChunks, L1-resident) and dotted
 //                         with 1..4 activation rows at a time; threads split N in chunks.
 //                         quantized types: int8 activations (default; X32 or X256 format, see
 //                         act_quant.h) or float activations (set_matmul_act("float"));
@@ -38,14 +38,21 @@ enum class ActMode { Auto, Int8, Float };
 
 std::atomic<int> g_act_mode{(int)ActMode::Auto};
 
-// Largest m that takes the GEMV path. Measured (bench_matmul.py, Q4_K 4096x4096, 1 thread):
-// the GEMM reaches the GEMV's throughput between m = 16 and 32.
-int64_t gemm_min_m() {
-  static const int64_t v = [] {
+// Largest m that takes the GEMV path (PYQUANT_GEMM_MIN_M overrides, for measurements).
+// Measured, 1 thread, 1024x4096, thread CPU time (GFLOP/s GEMV int8 vs GEMM float):
+//   Q4_K m=32: 95 vs 63, m=64: 97 vs 85, m=128: 92 vs 85, m=256: 83 vs 98  -> 96 for the fused
+//   K-quant kernels (their int8 dot runs at ~1 cycle per 32 MACs and row);
+//   Q4_0 m=17: 65 vs 47, m=32: 68 vs 63, m=48: 69 vs 79  -> 32 for the other quantized types;
+//   float weights: the float GEMV re-reads each weight row once per 4 activation rows -> 16.
+int64_t gemm_min_m(const TypeInfo& ti) {
+  static const int64_t forced = [] {
     const char* e = std::getenv("PYQUANT_GEMM_MIN_M");
-    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)16;
+    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)0;
   }();
-  return v;
+  if (forced) return forced;
+  if (ti.kind == Kind::Float) return 16;
+  if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
+  return 32;
 }
 
 DType parse_dtype(const char* fn, const std::string& s) {
@@ -121,7 +128,7 @@ const float* x_as_float(const Call& c, std::vector<float>& buf) {
 enum class Path { GemvQ8, GemvFloat, Gemm };
 
 Path choose_path(const TypeInfo& ti, int64_t m) {
-  if (m > gemm_min_m()) return Path::Gemm;
+  if (m > gemm_min_m(ti)) return Path::Gemm;
   if (ti.kind == Kind::Float) return Path::GemvFloat;
   return (ActMode)g_act_mode.load() == ActMode::Float ? Path::GemvFloat : Path::GemvQ8;
 }
@@ -304,7 +311,7 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   const std::string who = std::string(ti->name) + " m=" + std::to_string(m) + ": ";
   switch (choose_path(*ti, m)) {
     case Path::Gemm:
-      return isa + "/gemm: " + who + "m > " + std::to_string(gemm_min_m()) +
+      return isa + "/gemm: " + who + "m > " + std::to_string(gemm_min_m(*ti)) +
              ", weight tiles dequantized to float (64x256), " +
              (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
     case Path::GemvFloat:
@@ -346,7 +353,12 @@ void register_matmul_bindings(py::module_& m) {
     const int v = mm::g_act_mode.load();
     return std::string(v == (int)mm::ActMode::Float ? "float" : v == (int)mm::ActMode::Int8 ? "int8" : "auto");
   });
-  m.def("gemm_min_m", &mm::gemm_min_m, "Largest m that takes the GEMV (small-m) path.");
+  m.def("gemm_min_m", [](const std::string& kind, int qtype) {
+    const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8 : qtype;
+    const mm::TypeInfo* ti = mm::type_info(id);
+    PQ_CHECK(ti != nullptr, "gemm_min_m: no fused kernel for ", kind, " type ", qtype);
+    return mm::gemm_min_m(*ti);
+  }, "kind"_a, "qtype"_a = 0, "Largest m that takes the GEMV (small-m) path for this weight type.");
   m.def("bandwidth_probe", [](int64_t nbytes, int nthreads, int repeats) {
     PQ_CHECK(nbytes >= (1 << 20) && nbytes <= (int64_t(64) << 30), "bandwidth_probe: nbytes must be in [1 MiB, 64 GiB], got ", nbytes);
     PQ_CHECK(nthreads >= 0 && repeats >= 1 && repeats <= 1000, "bandwidth_probe: bad nthreads ", nthreads, " or repeats ", repeats);
