@@ -170,13 +170,88 @@ void gemv_x32(const L& ld, int64_t nb, const XQRow* x, float* out) {
   for (int i = 0; i < MR; ++i) out[i] = hsum(_mm256_add_ps(_mm256_add_ps(acc0[i], acc1[i]), accb[i]));
 }
 
+// ---------------------------------------------------------------- 4 activation rows at once
+// At M >= 4 the per-(row, block) work dominates. Doing cvt + FMA per row and block costs 4 uops
+// on the two vector-multiply ports (maddubs, madd, cvt, fma). Here the four rows' products are
+// first folded together with horizontal adds (shuffle port): one cvt + one FMA serve 4 rows.
+// Unsigned weights of <= 5 bits fold in int16 (|pair| <= 2*31*127, x4 = 31496 < 2^15); signed
+// 8-bit weights (|pair| <= 32512) widen to int32 first. Lanes end as [r0 r1 r2 r3 | r0 r1 r2 r3].
+inline __m256i fold4_16(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+  return _mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3));
+}
+inline __m256i fold4_32(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+}
+// [r0 r1 r2 r3 | r0 r1 r2 r3] -> out[0..3]
+inline void store4(__m256 v, float* out) {
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+}
+
+template <typename L>
+void gemv_x32_r4(const L& ld, int64_t nb, const XQRow* x, float* out) {
+  constexpr bool kNarrow = !L::kSigned;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accb[4] = {acc0, acc0, acc0, acc0};
+  alignas(32) float st[4][8];  // st[j & 3][4 * (j >> 2) + i] = a_j * d_x[i][j]
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int nj = (int)std::min<int64_t>(8, nb - b0);
+    __m256 av, ov;
+    if (nj == 8) {
+      av = ld.a8(b0);
+      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
+    } else {
+      alignas(32) float at[8] = {0}, ot[8] = {0};
+      for (int j = 0; j < nj; ++j) {
+        at[j] = ld.a1(b0 + j);
+        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
+      }
+      av = _mm256_load_ps(at);
+      ov = _mm256_load_ps(ot);
+    }
+    __m256 sc[4];
+    for (int i = 0; i < 4; ++i) {
+      sc[i] = _mm256_mul_ps(av, _mm256_loadu_ps(x[i].d + b0));
+      if (L::kOff) accb[i] = _mm256_fmadd_ps(ov, _mm256_loadu_ps(x[i].s + b0), accb[i]);
+    }
+    // 4 x 8 transpose: st[t] holds blocks t and t+4 for rows 0..3.
+    const __m256 t0 = _mm256_unpacklo_ps(sc[0], sc[1]), t1 = _mm256_unpackhi_ps(sc[0], sc[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(sc[2], sc[3]), t3 = _mm256_unpackhi_ps(sc[2], sc[3]);
+    _mm256_store_ps(st[0], _mm256_shuffle_ps(t0, t2, 0x44));
+    _mm256_store_ps(st[1], _mm256_shuffle_ps(t0, t2, 0xEE));
+    _mm256_store_ps(st[2], _mm256_shuffle_ps(t1, t3, 0x44));
+    _mm256_store_ps(st[3], _mm256_shuffle_ps(t1, t3, 0xEE));
+    for (int j = 0; j < nj; ++j) {
+      const int64_t b = b0 + j;
+      const __m256i qw = ld.q(b);
+      const __m256i qa = L::kSigned ? _mm256_abs_epi8(qw) : qw;
+      __m256i p[4];
+      for (int i = 0; i < 4; ++i) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 32 * b));
+        p[i] = L::kSigned ? _mm256_maddubs_epi16(qa, _mm256_sign_epi8(xq, qw)) : _mm256_maddubs_epi16(qw, xq);
+      }
+      __m256i v;
+      if (kNarrow) {
+        v = _mm256_madd_epi16(fold4_16(p[0], p[1], p[2], p[3]), ones);
+      } else {
+        v = fold4_32(_mm256_madd_epi16(p[0], ones), _mm256_madd_epi16(p[1], ones), _mm256_madd_epi16(p[2], ones),
+                     _mm256_madd_epi16(p[3], ones));
+      }
+      const __m256 sv = _mm256_broadcast_ps((const __m128*)&st[j & 3][4 * (j >> 2)]);
+      __m256& acc = (j & 1) ? acc1 : acc0;
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), sv, acc);
+    }
+  }
+  store4(_mm256_add_ps(acc0, acc1), out);
+  for (int i = 0; i < 4; ++i) out[i] += hsum(accb[i]);
+}
+
 template <typename L>
 void gemv_x32_any(const L& ld, int64_t nb, const XQRow* x, int mr, float* out) {
   switch (mr) {
     case 1: gemv_x32<L, 1>(ld, nb, x, out); break;
     case 2: gemv_x32<L, 2>(ld, nb, x, out); break;
     case 3: gemv_x32<L, 3>(ld, nb, x, out); break;
-    default: gemv_x32<L, 4>(ld, nb, x, out); break;
+    default: gemv_x32_r4<L>(ld, nb, x, out); break;
   }
 }
 
@@ -309,13 +384,104 @@ void gemv_q6_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   for (int i = 0; i < MR; ++i) out[i] = hsum(acc[i]);
 }
 
+// Q4_K, 4 rows: maddubs per row, then the 4 rows fold in int16 (4-bit: x4 pairs fits) and one
+// madd applies the sub-block scale to all of them.
+void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+    uint32_t u[4];
+    std::memcpy(u, blk + 4, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    const uint32_t m03 = u[1] & 0x3f3f3f3f;
+    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3f;
+    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
+    const __m256i scb = _mm256_set_m128i(sc8, sc8);
+    const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
+    const float d = h2f(blk), dmin = h2f(blk + 2);
+    __m256i iacc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
+      const __m256i half[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        const __m256i s = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+        __m256i p[4];
+        for (int i = 0; i < 4; ++i)
+          p[i] = _mm256_maddubs_epi16(half[h], _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j)));
+        iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(fold4_16(p[0], p[1], p[2], p[3]), s));
+      }
+    }
+    __m256i mm[4];
+    for (int i = 0; i < 4; ++i)
+      mm[i] = _mm256_madd_epi16(mv, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
+    const __m128 dx4 = _mm_setr_ps(x[0].d[sb], x[1].d[sb], x[2].d[sb], x[3].d[sb]);
+    const __m256 dx = _mm256_set_m128(dx4, dx4);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_mul_ps(dx, _mm256_set1_ps(d)), acc);
+    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_32(mm[0], mm[1], mm[2], mm[3])),
+                           _mm256_mul_ps(dx, _mm256_set1_ps(dmin)), accm);
+  }
+  store4(_mm256_sub_ps(acc, accm), out);
+}
+
+// Q6_K, 4 rows: 6-bit pairs reach 16002, so rows fold pairwise in int16 (x2 = 32004) before the
+// scale madd, and the two halves fold in int32 at the end of the super-block.
+void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 210) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 192)));
+    const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+    const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    const float d = h2f(blk + 208);
+    __m256i i01 = _mm256_setzero_si256(), i23 = i01;
+    for (int n = 0; n < 2; ++n) {
+      const __m256i A = _mm256_loadu_si256((const __m256i*)(blk + 64 * n));
+      const __m256i B = _mm256_loadu_si256((const __m256i*)(blk + 64 * n + 32));
+      const __m256i H = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * n));
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), _mm256_and_si256(H, m30));
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                             _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+      for (int t = 0; t < 4; ++t) {
+        const int j = 4 * n + t;
+        const int tt = j & 3;
+        const __m256i mask = _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * tt + 1))),
+                                              _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * tt))));
+        const __m256i s = _mm256_shuffle_epi8(j < 4 ? sc_lo : sc_hi, mask);
+        __m256i p[4];
+        for (int i = 0; i < 4; ++i)
+          p[i] = _mm256_maddubs_epi16(q[t], _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j)));
+        i01 = _mm256_add_epi32(i01, _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), s));
+        i23 = _mm256_add_epi32(i23, _mm256_madd_epi16(_mm256_hadd_epi16(p[2], p[3]), s));
+      }
+    }
+    // i01 lanes per half: [r0 r0 r1 r1], i23: [r2 r2 r3 r3] -> hadd -> [r0 r1 r2 r3].
+    const __m256i mv = _mm256_slli_epi16(sc16, 5);
+    __m256i mm[4];
+    for (int i = 0; i < 4; ++i)
+      mm[i] = _mm256_madd_epi16(mv, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
+    const __m256i tot = _mm256_sub_epi32(_mm256_hadd_epi32(i01, i23), fold4_32(mm[0], mm[1], mm[2], mm[3]));
+    const __m128 dx4 = _mm_setr_ps(x[0].d[sb], x[1].d[sb], x[2].d[sb], x[3].d[sb]);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(_mm256_set_m128(dx4, dx4), _mm256_set1_ps(d)), acc);
+  }
+  store4(acc, out);
+}
+
 #define PQ_MR_DISPATCH(NAME, FN)                                                       \
   void NAME(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {       \
     switch (mr) {                                                                      \
       case 1: FN<1>(w, r, x, out); break;                                              \
       case 2: FN<2>(w, r, x, out); break;                                              \
       case 3: FN<3>(w, r, x, out); break;                                              \
-      default: FN<4>(w, r, x, out); break;                                             \
+      default: FN##_r4(w, r, x, out); break;                                           \
     }                                                                                  \
   }
 PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k)
