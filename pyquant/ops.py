@@ -14,12 +14,34 @@ from __future__ import annotations
 
 import torch
 
-# Placeholder bodies; the API work (issue #3) fills in CPU implementations and dispatch.
+from . import dispatch
+from .errors import KernelError
+from .qtypes import QType
+
+# Every op body is the default (any-device) implementation: it flattens x to a contiguous [M, K],
+# asks pyquant.dispatch for the backend of (op, qtype, device, M) and calls it. A device module may
+# still override one device with `<op>.register_kernel("cuda")`.
+
+
+_X_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _run(op: str, qtype: int, x: torch.Tensor, n: int, k: int, *args) -> torch.Tensor:
+    if x.shape[-1] != k:
+        raise KernelError(f"{op}: x has {x.shape[-1]} features in its last dim, the weight expects {k}")
+    if x.dtype not in _X_DTYPES:
+        raise KernelError(f"{op}: x dtype {x.dtype} not supported (float32, float16, bfloat16)")
+    flat = x.dim() == 2 and x.is_contiguous()  # the decode-step case: no reshapes (~2 us each)
+    x2 = x if flat else x.reshape(-1, k).contiguous()
+    fn = dispatch.choose(op, qtype, x.device.type, x2.shape[0]).impl[op]
+    y = fn(x2, *args)
+    return y if flat else y.reshape(*x.shape[:-1], n)
 
 
 @torch.library.custom_op("pyquant::dequantize", mutates_args=())
 def dequantize_op(data: torch.Tensor, qtype: int, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
-    raise NotImplementedError
+    fn = dispatch.choose("dequantize", qtype, data.device.type, 0).impl["dequantize"]
+    return fn(data, qtype, rows, cols, dtype)
 
 
 @dequantize_op.register_fake
@@ -30,7 +52,7 @@ def _(data, qtype, rows, cols, dtype):
 @torch.library.custom_op("pyquant::gguf_matmul", mutates_args=())
 def gguf_matmul(x: torch.Tensor, w: torch.Tensor, qtype: int, n: int, k: int,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-    raise NotImplementedError
+    return _run("gguf_matmul", qtype, x, n, k, w, qtype, n, k, bias)
 
 
 @gguf_matmul.register_fake
@@ -41,7 +63,8 @@ def _(x, w, qtype, n, k, bias=None):
 @torch.library.custom_op("pyquant::int4_matmul", mutates_args=())
 def int4_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
                 group_size: int, bias: torch.Tensor | None = None) -> torch.Tensor:
-    raise NotImplementedError
+    n, k = qweight.shape[0], qweight.shape[1] * 2
+    return _run("int4_matmul", QType.INT4, x, n, k, qweight, scales, mins, group_size, bias)
 
 
 @int4_matmul.register_fake
@@ -52,9 +75,71 @@ def _(x, qweight, scales, mins, group_size, bias=None):
 @torch.library.custom_op("pyquant::int8_matmul", mutates_args=())
 def int8_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-    raise NotImplementedError
+    n, k = qweight.shape
+    return _run("int8_matmul", QType.INT8, x, n, k, qweight, scales, bias)
 
 
 @int8_matmul.register_fake
 def _(x, qweight, scales, bias=None):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+# ---- autograd: gradients for x and bias (the packed weight is frozen) -----------------------------
+def _dense_weight(op: str, inputs: tuple) -> torch.Tensor:
+    from .kernels.reference.matmul import dequantize_int4, dequantize_int8
+
+    if op == "gguf_matmul":
+        x, w, qtype, n, k, _ = inputs
+        return dequantize_op(w, qtype, n, k, torch.float32)
+    if op == "int4_matmul":
+        return dequantize_int4(*inputs[1:5])
+    return dequantize_int8(*inputs[1:3])
+
+
+def _make_autograd(op_obj, op: str):
+    def setup_context(ctx, inputs, output):
+        # tensors through save_for_backward (what torch.compile traces), the rest as attributes
+        slots = [i for i, v in enumerate(inputs) if isinstance(v, torch.Tensor)]
+        ctx.save_for_backward(*(inputs[i] for i in slots))
+        ctx.slots, ctx.consts = slots, [None if isinstance(v, torch.Tensor) else v for v in inputs]
+        ctx.x_dtype = inputs[0].dtype
+        ctx.bias_dtype = inputs[-1].dtype if isinstance(inputs[-1], torch.Tensor) else None
+        ctx.set_materialize_grads(False)
+
+    def backward(ctx, grad):
+        inputs = list(ctx.consts)
+        for i, t in zip(ctx.slots, ctx.saved_tensors):
+            inputs[i] = t
+        grads = [None] * len(inputs)
+        if grad is None:
+            return tuple(grads)
+        if ctx.needs_input_grad[0]:  # dL/dx = dL/dy @ W, in fp32 then x's dtype
+            w = _dense_weight(op, tuple(inputs))
+            grads[0] = (grad.to(torch.float32) @ w.to(grad.device)).to(ctx.x_dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[-1]:
+            grads[-1] = grad.reshape(-1, grad.shape[-1]).to(torch.float32).sum(0).to(ctx.bias_dtype)
+        return tuple(grads)
+
+    op_obj.register_autograd(backward, setup_context=setup_context)
+
+
+_make_autograd(gguf_matmul, "gguf_matmul")
+_make_autograd(int4_matmul, "int4_matmul")
+_make_autograd(int8_matmul, "int8_matmul")
+
+
+# ---- public entry -------------------------------------------------------------------------------
+def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W.T (+ bias) with a quantized W.
+
+    x: float32 / float16 / bfloat16 [..., K], any layout, on w's device; w: pyquant.QTensor (N, K);
+    bias: [N] or None. Returns [..., N] in x's dtype; accumulation is fp32 on every backend.
+    """
+    qt = w.qtype
+    if qt is QType.INT4:
+        return int4_matmul(x, w.data, w.scales, w.mins, w.group_size, bias)
+    if qt is QType.INT8:
+        return int8_matmul(x, w.data, w.scales, bias)
+    if len(w.shape) != 2:
+        raise ValueError(f"qmatmul: weight must be 2-D (out, in), got {w.shape}")
+    return gguf_matmul(x, w.data, int(qt), w.shape[0], w.shape[1], bias)

@@ -4,6 +4,7 @@
 #include "common/fp16.h"
 #include "common/qtypes.h"
 #include "cpu/decode.h"
+#include "cpu/decode_kernels.h"
 
 namespace pq {
 namespace {
@@ -27,8 +28,8 @@ void decode_bf16(const uint8_t* src, float* dst, int64_t n) {
 }
 
 const bool registered = register_decode_kernel((int)QType::F32, decode_f32, nullptr) &&
-                        register_decode_kernel((int)QType::F16, decode_f16, nullptr) &&
-                        register_decode_kernel((int)QType::BF16, decode_bf16, nullptr);
+                        register_decode_kernel((int)QType::F16, decode_f16, avx2_decoder(QType::F16)) &&
+                        register_decode_kernel((int)QType::BF16, decode_bf16, avx2_decoder(QType::BF16));
 
 }  // namespace
 }  // namespace pq

@@ -1,1 +1,37 @@
-// i-quant decoders (placeholder: registered by the i-quant work).
+// Registers the i-quant block decoders (csrc/common/decode_iquants.h) with the decode driver:
+// the scalar path for every i-quant, plus the AVX2 versions from avx2/decode_iq_avx2.cpp where
+// they exist (IQ4_NL, IQ4_XS), which are bit-identical to the scalar ones.
+#include "common/decode_iquants.h"
+#include "common/qtypes.h"
+#include "cpu/decode.h"
+#include "cpu/decode_iq_avx2.h"
+
+namespace pq {
+namespace {
+
+template <void (*DecodeBlock)(const uint8_t*, float*), int kBlockSize, int kTypeSize>
+void decode_blocks(const uint8_t* src, float* dst, int64_t nblocks) {
+  for (int64_t i = 0; i < nblocks; ++i) DecodeBlock(src + i * kTypeSize, dst + i * kBlockSize);
+}
+
+#if defined(PYQUANT_HAVE_AVX2_BUILD)
+constexpr DecodeBlocksFn kIq4nlAvx2 = decode_iq4_nl_avx2;
+constexpr DecodeBlocksFn kIq4xsAvx2 = decode_iq4_xs_avx2;
+#else
+constexpr DecodeBlocksFn kIq4nlAvx2 = nullptr;
+constexpr DecodeBlocksFn kIq4xsAvx2 = nullptr;
+#endif
+
+const bool registered =
+    register_decode_kernel((int)QType::IQ2_XXS, decode_blocks<decode_block_iq2_xxs, 256, 66>, nullptr) &&
+    register_decode_kernel((int)QType::IQ2_XS, decode_blocks<decode_block_iq2_xs, 256, 74>, nullptr) &&
+    register_decode_kernel((int)QType::IQ2_S, decode_blocks<decode_block_iq2_s, 256, 82>, nullptr) &&
+    register_decode_kernel((int)QType::IQ3_XXS, decode_blocks<decode_block_iq3_xxs, 256, 98>, nullptr) &&
+    register_decode_kernel((int)QType::IQ3_S, decode_blocks<decode_block_iq3_s, 256, 110>, nullptr) &&
+    register_decode_kernel((int)QType::IQ1_S, decode_blocks<decode_block_iq1_s, 256, 50>, nullptr) &&
+    register_decode_kernel((int)QType::IQ1_M, decode_blocks<decode_block_iq1_m, 256, 56>, nullptr) &&
+    register_decode_kernel((int)QType::IQ4_NL, decode_blocks<decode_block_iq4_nl, 32, 18>, kIq4nlAvx2) &&
+    register_decode_kernel((int)QType::IQ4_XS, decode_blocks<decode_block_iq4_xs, 256, 136>, kIq4xsAvx2);
+
+}  // namespace
+}  // namespace pq

@@ -1,0 +1,15 @@
+// Link between the scalar decoder registrations (csrc/cpu/decode_*.cpp) and the AVX2 versions
+// (csrc/cpu/avx2/decode_avx2.cpp). A plain lookup function rather than a second registration
+// from the AVX2 file so that static-initialiser order between translation units cannot matter.
+#pragma once
+#include "common/qtypes.h"
+#include "cpu/decode.h"
+
+namespace pq {
+
+// The AVX2 block decoder of `t`, or nullptr when there is none (or the build has no AVX2 code).
+// Returning the pointer executes no AVX2 instruction; the driver calls it only when
+// active_isa() == Isa::Avx2.
+DecodeBlocksFn avx2_decoder(QType t);
+
+}  // namespace pq

@@ -1,0 +1,65 @@
+// pyquant._C_cuda: the CUDA kernels. Raw device pointers, byte sizes and the CUDA stream come in as
+// integers (tensor.data_ptr(), nbytes, torch.cuda.current_stream().cuda_stream); every entry
+// validates them in C++ before launching (see kernels.h).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cuda_runtime.h>
+
+#include "cpu/error.h"
+#include "cuda/kernels.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "pyquant CUDA kernels (GGUF decode, fused GEMV / GEMM for GGUF, int4 and int8 weights)";
+  static py::object kernel_error = py::module_::import("pyquant.errors").attr("KernelError");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const pq::Error& e) {
+      PyErr_SetString(kernel_error.ptr(), e.what());
+    }
+  });
+
+  m.def("device_count", [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }, "CUDA devices visible to this module's runtime (0 when there is no driver or GPU).");
+  m.def("runtime_version", [] {
+    int v = 0;
+    cudaRuntimeGetVersion(&v);
+    return v;
+  });
+
+  m.def("has_decoder", &pq::cuda::has_decoder, py::arg("qtype"));
+  m.def("decoder_types", &pq::cuda::decoder_types);
+  m.def("decode", &pq::cuda::decode, py::arg("qtype"), py::arg("src_ptr"), py::arg("src_nbytes"),
+        py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("rows"), py::arg("cols"),
+        py::arg("stream") = 0,
+        "Decode rows x cols elements of a ggml type on the GPU into float32/float16/bfloat16 (async on stream).");
+
+  m.def("gemv_supports", &pq::cuda::gemv_supports, py::arg("qtype"));
+  m.def("gguf_gemv", &pq::cuda::gguf_gemv, py::arg("qtype"), py::arg("w_ptr"), py::arg("w_nbytes"), py::arg("n"),
+        py::arg("k"), py::arg("x_ptr"), py::arg("x_nbytes"), py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"),
+        py::arg("y_nbytes"), py::arg("bias_ptr"), py::arg("bias_nbytes"), py::arg("stream") = 0,
+        "y[m, n] = x[m, k] @ W[n, k].T (+ bias) with W in a GGUF block type: fused dequant GEMV.");
+  m.def("int4_gemv", &pq::cuda::int4_gemv, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("mins_ptr"), py::arg("sm_nbytes"), py::arg("group_size"), py::arg("n"), py::arg("k"),
+        py::arg("x_ptr"), py::arg("x_nbytes"), py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"),
+        py::arg("y_nbytes"), py::arg("bias_ptr"), py::arg("bias_nbytes"), py::arg("stream") = 0);
+  m.def("int8_gemv", &pq::cuda::int8_gemv, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("scales_nbytes"), py::arg("n"), py::arg("k"), py::arg("x_ptr"), py::arg("x_nbytes"),
+        py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"), py::arg("y_nbytes"), py::arg("bias_ptr"),
+        py::arg("bias_nbytes"), py::arg("stream") = 0);
+  m.def("int4_dequant", &pq::cuda::int4_dequant, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("mins_ptr"), py::arg("sm_nbytes"), py::arg("group_size"), py::arg("n"), py::arg("k"),
+        py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("stream") = 0);
+  m.def("int8_dequant", &pq::cuda::int8_dequant, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("scales_nbytes"), py::arg("n"), py::arg("k"), py::arg("dst_ptr"), py::arg("dst_nbytes"),
+        py::arg("dtype"), py::arg("stream") = 0);
+}

@@ -1,0 +1,211 @@
+"""CPU backend: thin wrappers around pyquant._C's matmul kernels.
+
+Two entry styles:
+- the dispatch impl functions (IMPL, used by the torch.library ops): allocate the output;
+- `linear_into(x, qt, out, bias)`: the runner's hot-loop path. No torch.library, no dispatch, no
+  allocation when a fused kernel exists: raw pointers straight into _C.
+
+Types without a fused kernel run "dequantize-then-matmul" (_C.decode to float32, one torch matmul in
+float32); the dispatcher says so in its reason. Until the fused kernels are built into _C
+(hasattr(_C, "gguf_matmul")), every type takes that path.
+"""
+from __future__ import annotations
+
+import torch
+
+from ... import qtypes
+from ..._ext import _C
+from ...errors import KernelError
+from ...qtypes import QType
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+_KIND = {"gguf_matmul": "gguf", "int4_matmul": "int4", "int8_matmul": "int8"}
+
+
+def _fused_path(op: str, qt: QType, m: int) -> str | None:
+    """The fused kernel path _C would take (its own words), or None when it has none."""
+    fn = getattr(_C, op, None)
+    if fn is None:
+        return None
+    probe = getattr(_C, "matmul_path", None)
+    if probe is None:
+        return f"_C.{op}"
+    try:
+        path = probe(_KIND[op], int(qt), int(m))
+    except (KernelError, ValueError, RuntimeError):
+        return None
+    # _C answers "unsupported: ..." for types without a fused kernel
+    return None if not path or path.startswith("unsupported") else path
+
+
+_fused_cache: dict = {}
+
+
+def _has_fused(op: str, qt: QType) -> bool:
+    """Per-call check (cached: _C's kernel set is fixed once loaded; the path may vary with M and
+    ISA, whether a fused kernel exists does not)."""
+    hit = _fused_cache.get((op, qt))
+    if hit is None:
+        hit = _fused_cache[(op, qt)] = _fused_path(op, qt, 1) is not None
+    return hit
+
+
+def _has_decoder(qt: QType) -> bool:
+    return qt < 1000 and bool(_C.has_decoder(int(qt)))
+
+
+def supports(op: str, qt: QType, m: int) -> tuple[bool, str]:
+    """Dispatch probe for the "cpu" backend: (can run, why)."""
+    if op == "dequantize":
+        if _has_decoder(qt):
+            return True, f"_C.decode ({_C.active_isa()}, threaded)"
+        return False, f"_C has no decoder for {qt.name}"
+    if op in ("int4_matmul", "int8_matmul"):
+        path = _fused_path(op, qt, m)
+        if path:
+            return True, path
+        return True, f"no fused {op} in _C yet: dequantize in torch, then torch matmul (fp32)"
+    if qtypes.info(qt).kind is qtypes.Kind.GENERIC or qtypes.info(qt).activation_only:
+        return False, f"{qt.name} is not a GGUF weight type"
+    path = _fused_path(op, qt, m)
+    if path:
+        return True, path
+    if _has_decoder(qt):
+        return True, f"no fused kernel for {qt.name}: _C.decode to float32, then torch matmul (fp32)"
+    return False, f"no fused kernel and no decoder for {qt.name} in _C"
+
+
+def _ptr_bias(bias):
+    if bias is None:
+        return None, 0, 0
+    b = bias.to(torch.float32).contiguous()  # the kernels add a float32 bias
+    return b, b.data_ptr(), b.nbytes
+
+
+def _decoded(w: torch.Tensor, qt: QType, n: int, k: int) -> torch.Tensor:
+    out = torch.empty((n, k), dtype=torch.float32)
+    w = w.contiguous()
+    _C.decode(int(qt), w.data_ptr(), w.nbytes, out.data_ptr(), out.nbytes, "float32", n, k)
+    return out
+
+
+def _torch_linear(x, w32, bias):
+    y = x.to(torch.float32) @ w32.t()
+    if bias is not None:
+        y += bias.to(torch.float32)
+    return y.to(x.dtype)
+
+
+def dequantize(data, qtype, rows, cols, dtype):
+    """ggml bytes (uint8, rows * row_bytes) -> dtype [rows, cols] via _C.decode (threaded)."""
+    out = torch.empty((rows, cols), dtype=dtype)
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:  # e.g. float64: decode to float32 (exact for every ggml type), then widen
+        return dequantize(data, qtype, rows, cols, torch.float32).to(dtype)
+    data = data.contiguous()
+    _C.decode(int(qtype), data.data_ptr(), data.nbytes, out.data_ptr(), out.nbytes, name, rows, cols)
+    return out
+
+
+def gguf_matmul(x, w, qtype, n, k, bias=None):
+    """x [M, K] contiguous float32/f16/bf16 @ W.T, W = w uint8 [N, row_bytes(K)] -> x.dtype [M, N]."""
+    qt = QType(qtype)
+    m = x.shape[0]
+    if not _has_fused("gguf_matmul", qt):
+        return _torch_linear(x, _decoded(w, qt, n, k), bias)
+    y = torch.empty((m, n), dtype=x.dtype)
+    w = w.contiguous()
+    b, bp, bn = _ptr_bias(bias)
+    _C.gguf_matmul(int(qt), w.data_ptr(), w.nbytes, n, k, x.data_ptr(), x.nbytes, _DTYPE_NAMES[x.dtype], m,
+                   y.data_ptr(), y.nbytes, bp, bn)
+    return y
+
+
+def int4_matmul(x, qweight, scales, mins, group_size, bias=None):
+    """x [M, K] @ W.T, W from int4 kernel layout (pyquant.formats.generic) -> x.dtype [M, N]."""
+    m, n = x.shape[0], qweight.shape[0]
+    if not _has_fused("int4_matmul", QType.INT4):
+        from ..reference.matmul import dequantize_int4
+
+        return _torch_linear(x, dequantize_int4(qweight, scales, mins, group_size), bias)
+    y = torch.empty((m, n), dtype=x.dtype)
+    qw, s, mn = qweight.contiguous(), scales.to(torch.float32).contiguous(), mins.to(torch.float32).contiguous()
+    if s.nbytes != mn.nbytes:
+        raise KernelError(f"int4_matmul: scales {tuple(s.shape)} and mins {tuple(mn.shape)} differ")
+    b, bp, bn = _ptr_bias(bias)
+    _C.int4_matmul(qw.data_ptr(), qw.nbytes, s.data_ptr(), mn.data_ptr(), s.nbytes, group_size, n, x.shape[1],
+                   x.data_ptr(), x.nbytes, _DTYPE_NAMES[x.dtype], m, y.data_ptr(), y.nbytes, bp, bn)
+    return y
+
+
+def int8_matmul(x, qweight, scales, bias=None):
+    """x [M, K] @ W.T, W = qweight int8 [N, K] * scales float32 [N] -> x.dtype [M, N]."""
+    m, n = x.shape[0], qweight.shape[0]
+    if not _has_fused("int8_matmul", QType.INT8):
+        from ..reference.matmul import dequantize_int8
+
+        return _torch_linear(x, dequantize_int8(qweight, scales), bias)
+    y = torch.empty((m, n), dtype=x.dtype)
+    qw, s = qweight.contiguous(), scales.to(torch.float32).contiguous()
+    b, bp, bn = _ptr_bias(bias)
+    _C.int8_matmul(qw.data_ptr(), qw.nbytes, s.data_ptr(), s.nbytes, n, x.shape[1], x.data_ptr(), x.nbytes,
+                   _DTYPE_NAMES[x.dtype], m, y.data_ptr(), y.nbytes, bp, bn)
+    return y
+
+
+IMPL = {"dequantize": dequantize, "gguf_matmul": gguf_matmul, "int4_matmul": int4_matmul,
+        "int8_matmul": int8_matmul}
+
+
+def linear_into(x: torch.Tensor, qt, out: torch.Tensor, bias: torch.Tensor | None = None,
+                nthreads: int = 0) -> torch.Tensor:
+    """out[..., N] = x[..., K] @ W.T (+ bias), straight into _C (the runner's hot path).
+
+    x: contiguous CPU float32/float16/bfloat16 [..., K]; qt: a CPU pyquant.QTensor [N, K];
+    out: contiguous, x's dtype, [..., N] (same leading dims); bias: contiguous float32 [N] or None
+    (other dtypes are converted per call, which allocates). nthreads 0 = pyquant.get_num_threads().
+    All sizes are validated again in C++; this function checks only what C++ cannot see (dtype,
+    contiguity, device). Returns `out`.
+    """
+    if not (x.is_contiguous() and out.is_contiguous()) or x.dtype != out.dtype or x.device.type != "cpu":
+        raise KernelError(
+            f"linear_into: x ({x.dtype}, contiguous={x.is_contiguous()}, {x.device}) and out "
+            f"({out.dtype}, contiguous={out.is_contiguous()}) must be contiguous CPU tensors of one dtype")
+    k = qt.shape[-1]
+    m = x.numel() // k if k else 0
+    dt = _DTYPE_NAMES.get(x.dtype)
+    if dt is None:
+        raise KernelError(f"linear_into: x dtype {x.dtype} not supported (float32, float16, bfloat16)")
+    if bias is not None and bias.dtype != torch.float32:
+        bias = bias.to(torch.float32)
+    bp, bn = (bias.data_ptr(), bias.nbytes) if bias is not None else (0, 0)
+    fmt = qt.qtype
+    fn = qt._cpu_kernel  # resolved once per QTensor: (kind, _C function or None)
+    if fn is None or m == 0:
+        out.copy_(_fallback(x.reshape(m, k), qt, bias).reshape(out.shape))
+        return out
+    n = qt.shape[0]
+    if fmt is QType.INT4:
+        fn(qt.data.data_ptr(), qt.data.nbytes, qt.scales.data_ptr(), qt.mins.data_ptr(), qt.scales.nbytes,
+           qt.group_size, n, k, x.data_ptr(), x.nbytes, dt, m, out.data_ptr(), out.nbytes, bp, bn, nthreads)
+    elif fmt is QType.INT8:
+        fn(qt.data.data_ptr(), qt.data.nbytes, qt.scales.data_ptr(), qt.scales.nbytes, n, k,
+           x.data_ptr(), x.nbytes, dt, m, out.data_ptr(), out.nbytes, bp, bn, nthreads)
+    else:
+        fn(int(fmt), qt.data.data_ptr(), qt.data.nbytes, n, k, x.data_ptr(), x.nbytes, dt, m,
+           out.data_ptr(), out.nbytes, bp, bn, nthreads)
+    return out
+
+
+def fused_kernel_for(qt) -> object | None:
+    """The _C function linear_into calls for this QTensor, or None (fallback path)."""
+    if qt.device.type != "cpu":
+        return None
+    op = {QType.INT4: "int4_matmul", QType.INT8: "int8_matmul"}.get(qt.qtype, "gguf_matmul")
+    if not _has_fused(op, qt.qtype):
+        return None
+    return getattr(_C, op)
+
+
+def _fallback(x2d, qt, bias):
+    return _torch_linear(x2d, qt.dequantize(torch.float32), bias)

@@ -1,0 +1,82 @@
+"""Model hyper-parameters, read from GGUF metadata only (`{arch}.*` keys), never from names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import FormatError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    context_length: int
+    norm_eps: float
+    rope_base: float
+    rope_dim: int            # leading dims of each head that RoPE rotates
+    rope_linear_scale: float  # positions are divided by this (rope.scaling.type = linear)
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+
+def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConfig:
+    """ModelConfig from GGUF metadata; missing or inconsistent keys raise FormatError naming them."""
+
+    def get(key, default=None, required=True):
+        v = metadata.get(f"{arch}.{key}", default)
+        if v is None and required:
+            raise FormatError(path, f"metadata key '{arch}.{key}' is missing")
+        return v
+
+    def positive_int(key, default=None):
+        v = get(key, default)
+        if hasattr(v, "__len__"):  # per-layer arrays (e.g. head_count_kv): we need them uniform
+            vals = {int(x) for x in v}
+            if len(vals) != 1:
+                raise FormatError(path, f"'{arch}.{key}' varies per layer ({sorted(vals)}): not supported")
+            v = vals.pop()
+        v = int(v)
+        if v <= 0:
+            raise FormatError(path, f"'{arch}.{key}' = {v} must be positive")
+        return v
+
+    if int(get("expert_count", 0, required=False) or 0) > 0:
+        raise FormatError(path, f"'{arch}.expert_count' > 0: mixture-of-experts models are not supported")
+    d = positive_int("embedding_length")
+    n_heads = positive_int("attention.head_count")
+    n_kv = positive_int("attention.head_count_kv", n_heads)
+    head_dim = positive_int("attention.key_length", d // n_heads)
+    if int(get("attention.value_length", head_dim, required=False)) != head_dim:
+        raise FormatError(path, f"'{arch}.attention.value_length' != key_length: not supported")
+    if n_heads % n_kv:
+        raise FormatError(path, f"head_count {n_heads} is not a multiple of head_count_kv {n_kv}")
+    rope_dim = positive_int("rope.dimension_count", head_dim)
+    if rope_dim > head_dim or rope_dim % 2:
+        raise FormatError(path, f"'{arch}.rope.dimension_count' = {rope_dim} must be even and <= {head_dim}")
+    scaling = get("rope.scaling.type", "none", required=False)
+    factor = float(get("rope.scaling.factor", 1.0, required=False) or 1.0)
+    if scaling in ("none", None) or factor == 1.0:
+        linear_scale = 1.0
+    elif scaling == "linear":
+        linear_scale = factor
+    else:
+        raise FormatError(path, f"'{arch}.rope.scaling.type' = {scaling!r} is not supported (none, linear)")
+    vocab = int(get("vocab_size", n_vocab, required=False))
+    return ModelConfig(
+        arch=arch, n_layers=positive_int("block_count"), d_model=d, n_heads=n_heads, n_kv_heads=n_kv,
+        head_dim=head_dim, ffn_dim=positive_int("feed_forward_length"), vocab_size=vocab,
+        context_length=positive_int("context_length", 4096),
+        norm_eps=float(get("attention.layer_norm_rms_epsilon")), rope_base=float(get("rope.freq_base", 10000.0)),
+        rope_dim=rope_dim, rope_linear_scale=linear_scale)

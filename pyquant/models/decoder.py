@@ -1,0 +1,198 @@
+"""The pre-norm decoder-only transformer shared by the Llama family (llama, mistral, qwen2, ...).
+
+An architecture file subclasses DecoderModel and sets class attributes / overrides the small hooks
+(rope_style, norm, activation); nothing here branches on the architecture name.
+
+Two paths through the same weights:
+- `forward(ids, start_pos)`: any number of tokens (prefill, perplexity): one GEMM per linear.
+- `decode_step(token, pos)`: one token, everything preallocated (GEMV path, see decode.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import PyquantError
+from ..runtime.kv_cache import KVCache
+from .config import ModelConfig, read_config
+from .rope import apply_rope_, neox_to_normal_rows, rope_table
+from .weights import Embedding, Linear, float_vector, fused_linear, load_qtensor
+
+
+@dataclass
+class Layer:
+    attn_norm: torch.Tensor   # [d]
+    qkv: list                 # Linear(s) producing [q | k | v]: [S, q_dim + 2 kv_dim]
+    wo: Linear                # [q_dim] -> [d]
+    ffn_norm: torch.Tensor    # [d]
+    gate_up: list             # Linear(s) producing [gate | up]: [S, 2 ffn]
+    down: Linear              # [ffn] -> [d]
+
+
+def run_linears(linears: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Fill out [S, sum(n_i)] from one or several Linears (several when quant types differ)."""
+    if len(linears) == 1:
+        return linears[0].into(x, out)
+    off = 0
+    for lin in linears:
+        n = lin.out_features
+        out[:, off:off + n].copy_(lin(x))
+        off += n
+    return out
+
+
+class DecoderModel:
+    rope_style = "normal"   # "normal" (adjacent pairs) or "neox" (halves), as ggml names them
+
+    def __init__(self, reader, tokenizer, max_seq_len: int | None = None):
+        self.path = reader.path
+        self.tokenizer = tokenizer
+        cfg = self.config = read_config(reader.metadata, reader.architecture, tokenizer.n_vocab, reader.path)
+        self.max_seq_len = min(cfg.context_length, max_seq_len or 4096)
+        self.embed = Embedding(load_qtensor(reader, "token_embd.weight", (cfg.vocab_size, cfg.d_model)))
+        self.layers = [self._load_layer(reader, i) for i in range(cfg.n_layers)]
+        self.output_norm = float_vector(reader, "output_norm.weight", cfg.d_model)
+        # No output.weight: the output projection is tied to the token embedding.
+        out_name = "output.weight" if "output.weight" in reader.tensors else "token_embd.weight"
+        self.output = Linear(load_qtensor(reader, out_name, (cfg.vocab_size, cfg.d_model)), name=out_name)
+        factors = None
+        if "rope_freqs.weight" in reader.tensors:
+            factors = float_vector(reader, "rope_freqs.weight", cfg.rope_dim // 2)
+        self.rope = rope_table(self.max_seq_len, cfg.rope_dim, cfg.rope_base, cfg.rope_linear_scale, factors)
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
+        self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
+        self._reader = reader  # keeps the mmap alive as long as the weights are used
+        from .decode import DecodeState
+
+        self._decode = DecodeState(self)
+
+    # ------------------------------------------------------------------ loading
+    def _qk_row_perms(self):
+        """Q and K row permutations making this architecture's RoPE pairing adjacent (or None)."""
+        cfg = self.config
+        if self.rope_style == "normal":
+            return None, None
+        if self.rope_style == "neox":
+            return (neox_to_normal_rows(cfg.n_heads, cfg.head_dim, cfg.rope_dim),
+                    neox_to_normal_rows(cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim))
+        raise PyquantError(f"unknown rope_style {self.rope_style!r}")
+
+    def _load_layer(self, reader, i: int) -> Layer:
+        cfg, p = self.config, f"blk.{i}."
+
+        def bias(name, n):
+            full = p + name + ".bias"
+            return float_vector(reader, full, n) if full in reader.tensors else None
+
+        d, qd, kvd, ff = cfg.d_model, cfg.q_dim, cfg.kv_dim, cfg.ffn_dim
+        perm_q, perm_k = self._qk_row_perms()
+        bq, bk, bv = bias("attn_q", qd), bias("attn_k", kvd), bias("attn_v", kvd)
+        if perm_q is not None:
+            bq = bq[perm_q] if bq is not None else None
+            bk = bk[perm_k] if bk is not None else None
+        qkv = fused_linear(reader, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"],
+                           [(qd, d), (kvd, d), (kvd, d)], [bq, bk, bv], p + "attn_qkv",
+                           row_perms=[perm_q, perm_k, None])
+        wo = Linear(load_qtensor(reader, p + "attn_output.weight", (d, qd)), bias("attn_output", d),
+                    p + "attn_output.weight")
+        gate_up = fused_linear(reader, [p + "ffn_gate.weight", p + "ffn_up.weight"], [(ff, d), (ff, d)],
+                               [bias("ffn_gate", ff), bias("ffn_up", ff)], p + "ffn_gate_up")
+        down = Linear(load_qtensor(reader, p + "ffn_down.weight", (d, ff)), bias("ffn_down", d),
+                      p + "ffn_down.weight")
+        return Layer(float_vector(reader, p + "attn_norm.weight", d), qkv, wo,
+                     float_vector(reader, p + "ffn_norm.weight", d), gate_up, down)
+
+    # ------------------------------------------------------------------ hooks
+    def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.rms_norm(x, (x.shape[-1],), weight, self.config.norm_eps)
+
+    def mlp_activation(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """[S, 2 ffn] -> [S, ffn]: SwiGLU, silu(gate) * up."""
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    def mlp_activation_into(self, gate: torch.Tensor, up: torch.Tensor, out: torch.Tensor) -> None:
+        """The same into a preallocated out (decode path)."""
+        torch._C._nn.silu(gate, out=out)
+        out.mul_(up)
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def weight_nbytes(self) -> int:
+        """Bytes of weights one decoded token reads (every linear once + one embedding row)."""
+        lins = [self.output]
+        for L in self.layers:
+            lins += [*L.qkv, L.wo, *L.gate_up, L.down]
+        return sum(lin.nbytes for lin in lins) + self.embed.qt.nbytes // self.config.vocab_size
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """q [S, H, hd] at positions start_pos.., k/v [Hkv, T, hd] (T = start_pos + S) -> [S, H*hd].
+        Grouped-query: the g = H/Hkv query heads sharing a KV head become one [g*S, hd] matrix."""
+        S, H, hd = q.shape
+        Hkv, T, _ = k.shape
+        g = H // Hkv
+        qg = q.view(S, Hkv, g, hd).permute(1, 2, 0, 3).reshape(Hkv, g * S, hd)
+        scores = torch.bmm(qg, k.transpose(1, 2)).mul_(self.attn_scale)  # [Hkv, g*S, T]
+        if S > 1:
+            qpos = torch.arange(start_pos, start_pos + S).repeat(g)           # [g*S]
+            masked = torch.arange(T)[None, :] > qpos[:, None]                 # [g*S, T]
+            scores.masked_fill_(masked, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.bmm(probs, v)                                             # [Hkv, g*S, hd]
+        return out.view(Hkv, g, S, hd).permute(2, 0, 1, 3).reshape(S, H * hd)
+
+    def forward(self, ids, start_pos: int = 0, all_logits: bool = False) -> torch.Tensor:
+        """Logits for `ids` (1-D) placed at positions start_pos..; fills the KV cache.
+        Returns [S, vocab] when all_logits else [vocab] for the last position."""
+        cfg = self.config
+        ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        S = ids.numel()
+        if S == 0:
+            raise PyquantError("forward: no tokens")
+        if int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size:
+            raise PyquantError(f"forward: token ids must be in [0, {cfg.vocab_size})")
+        self.cache.check(start_pos, S)
+        T = start_pos + S
+        freqs = self.rope[start_pos:T]
+        qd, kvd = cfg.q_dim, cfg.kv_dim
+        x = self.embed(ids)                                               # [S, d]
+        qkv = torch.empty((S, qd + 2 * kvd))
+        gu = torch.empty((S, 2 * cfg.ffn_dim))
+        for i, L in enumerate(self.layers):
+            run_linears(L.qkv, self.norm(x, L.attn_norm), qkv)            # [S, qd + 2 kvd]
+            q = qkv[:, :qd].view(S, cfg.n_heads, cfg.head_dim)
+            k = qkv[:, qd:qd + kvd].view(S, cfg.n_kv_heads, cfg.head_dim)
+            v = qkv[:, qd + kvd:].view(S, cfg.n_kv_heads, cfg.head_dim)
+            apply_rope_(q, freqs, cfg.rope_dim)
+            apply_rope_(k, freqs, cfg.rope_dim)
+            self.cache.write(i, start_pos, k, v)
+            K, V = self.cache.read(i, T)                                  # [Hkv, T, hd]
+            x = x + L.wo(self.attention(q, K, V, start_pos))
+            run_linears(L.gate_up, self.norm(x, L.ffn_norm), gu)          # [S, 2 ffn]
+            x = x + L.down(self.mlp_activation(gu))
+        x = self.norm(x if all_logits else x[-1:], self.output_norm)
+        logits = self.output(x.contiguous())
+        return logits if all_logits else logits[0]
+
+    def decode_step(self, token: int, pos: int) -> torch.Tensor:
+        """Logits [vocab] for one token at position `pos` (the KV cache holds 0..pos-1).
+        The returned tensor is a buffer reused by the next step."""
+        return self._decode.step(token, pos)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompt, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, stop=None, stream: bool = False, **kw):
+        """Completion of `prompt` (text or token ids): text, or a generator of text pieces if stream."""
+        from ..runtime.generate import generate
+
+        return generate(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, seed=seed, stop=stop, stream=stream, **kw)
+
+    def __repr__(self):
+        c = self.config
+        return (f"{type(self).__name__}({c.arch}: {c.n_layers} layers, d={c.d_model}, heads={c.n_heads}/"
+                f"{c.n_kv_heads}, ffn={c.ffn_dim}, vocab={c.vocab_size}, rope={self.rope_style})")
+

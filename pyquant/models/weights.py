@@ -1,0 +1,123 @@
+"""Quantized weights as the kernels want them: QTensors over the mmap'ed GGUF bytes, fused where
+the quant types match, float only for 1-D norms (zero-copy views of the file)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import FormatError
+from ..qtypes import QType
+
+_FLOAT_TYPES = {QType.F32, QType.F16, QType.BF16}
+
+
+def float_vector(reader, name: str, length: int) -> torch.Tensor:
+    """A 1-D float tensor (norm weight, bias) as float32; F32 tensors are zero-copy views of the file."""
+    t = reader.tensors.get(name)
+    if t is None:
+        raise FormatError(reader.path, f"tensor '{name}' is missing")
+    if t.n_elements != length:
+        raise FormatError(reader.path, f"tensor '{name}' has {t.n_elements} elements, expected {length}")
+    if t.qtype == QType.F32:
+        return torch.from_numpy(np.asarray(t.data).reshape(-1).view(np.float32))
+    from ..decode import dequantize
+
+    return dequantize(t.bytes(), t.qtype, (length,))
+
+
+class Linear:
+    """y = x @ W.T (+ b) with W quantized (kernels) or float (F32/F16/BF16 tensors: torch)."""
+
+    def __init__(self, qt, bias: torch.Tensor | None = None, name: str = ""):
+        self.qt = qt
+        self.bias = bias
+        self.name = name
+        self.out_features, self.in_features = qt.shape
+        # Float weights go to torch as float32 (small models keep their output layer in F16/F32).
+        self.dense = qt.dequantize(torch.float32) if qt.qtype in _FLOAT_TYPES else None
+        from ..kernels.cpu.matmul import linear_into
+
+        self._linear_into = linear_into
+
+    @property
+    def nbytes(self) -> int:
+        return self.qt.nbytes
+
+    def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x [M, in] float32 contiguous -> out [M, out_features] (preallocated, contiguous)."""
+        if self.dense is not None:
+            if self.bias is not None:
+                torch.addmm(self.bias, x, self.dense.t(), out=out)
+            else:
+                torch.mm(x, self.dense.t(), out=out)
+            return out
+        return self._linear_into(x, self.qt, out, self.bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.into(x, x.new_empty((x.shape[0], self.out_features)))
+
+
+def load_qtensor(reader, name: str, shape: tuple[int, ...]):
+    from ..qtensor import QTensor
+
+    t = reader.tensors.get(name)
+    if t is None:
+        raise FormatError(reader.path, f"tensor '{name}' is missing")
+    if tuple(t.shape) != tuple(shape):
+        raise FormatError(reader.path, f"tensor '{name}' has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    return QTensor.from_gguf(t)
+
+
+def concat_rows(qts: list, row_perms: list | None = None):
+    """One QTensor holding the rows of `qts` stacked (same qtype, same in_features): one kernel call
+    instead of several. ggml rows are independent byte strings, so stacking (and permuting) rows is
+    exact. Copies the bytes once at load (QKV and gate/up are ~45% of the weights of SmolLM2)."""
+    from ..qtensor import QTensor
+
+    parts = []
+    for i, qt in enumerate(qts):
+        data = qt.data.reshape(qt.shape[0], -1)
+        if row_perms is not None and row_perms[i] is not None:
+            data = data[row_perms[i]]
+        parts.append(data)
+    n = sum(qt.shape[0] for qt in qts)
+    return QTensor(torch.cat(parts).contiguous(), qts[0].qtype, (n, qts[0].shape[1]))
+
+
+def fused_linear(reader, names: list[str], shapes: list[tuple], biases: list, name: str,
+                 row_perms: list | None = None) -> list[Linear]:
+    """Linears for `names` in output order: one when all weights share a quant type, else one each."""
+    qts = [load_qtensor(reader, n, s) for n, s in zip(names, shapes)]
+    if any(b is not None for b in biases):
+        bias = torch.cat([b if b is not None else torch.zeros(s[0]) for b, s in zip(biases, shapes)])
+    else:
+        bias = None
+    permute = row_perms is not None and any(p is not None for p in row_perms)
+    if len({qt.qtype for qt in qts}) == 1 and qts[0].qtype not in _FLOAT_TYPES:
+        if len(qts) == 1 and not permute:
+            return [Linear(qts[0], bias, name)]
+        return [Linear(concat_rows(qts, row_perms), bias, name)]
+    out, off = [], 0
+    for i, qt in enumerate(qts):
+        if row_perms is not None and row_perms[i] is not None:
+            qt = concat_rows([qt], [row_perms[i]])
+        b = None if bias is None else bias[off:off + qt.shape[0]].clone()
+        out.append(Linear(qt, b, names[i]))
+        off += qt.shape[0]
+    return out
+
+
+class Embedding:
+    """Token embedding that stays quantized: each step gathers the rows of its ids and dequantizes
+    only those (a 49152x576 Q8_0 table is 30 MB packed, 113 MB as float32)."""
+
+    def __init__(self, qt):
+        self.qt = qt
+        self.rows = qt.data.reshape(qt.shape[0], -1)
+        self.vocab_size, self.dim = qt.shape
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        from ..decode import dequantize
+
+        rows = self.rows.index_select(0, ids)  # [S, row_bytes] uint8
+        return dequantize(rows, self.qt.qtype, (ids.numel(), self.dim))  # [S, dim] float32

@@ -1,0 +1,183 @@
+"""QTensor: a quantized weight matrix -- packed bytes + format + logical shape (out, in).
+
+A plain class holding plain tensors (not a torch.Tensor subclass): the kernels take raw packed
+buffers, and nn.Module buffers / state_dict / torch.compile all handle plain tensors without
+surprises. Layouts by format (`qtype`):
+
+- ggml types (Q4_0 .. Q6_K, IQ*, F16, BF16, F32): data uint8 [rows, row_bytes(qtype, in)], the bytes
+  exactly as in a GGUF file (shape may be N-D for non-matmul tensors; rows = prod(shape[:-1]));
+- INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
+- INT8: data int8 [N, K] + scales float32 [N].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import qtypes
+from .errors import UnsupportedQTypeError
+from .formats import generic
+from .qtypes import QType
+
+_FLOAT_TYPES = {QType.F32: torch.float32, QType.F16: torch.float16, QType.BF16: torch.bfloat16}
+
+
+class QTensor:
+    """Quantized weight. `shape` is the logical torch shape, (out_features, in_features) for a matmul.
+
+    data: packed tensor (layout per format, see module docstring); qtype: QType / id / name;
+    scales, mins, group_size: only for INT4 (all three) and INT8 (scales).
+    """
+
+    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "_kernel")
+
+    def __init__(self, data: torch.Tensor, qtype, shape, scales=None, mins=None, group_size=None):
+        self.qtype = qtypes.qtype(qtype)
+        self.shape = tuple(int(s) for s in shape)
+        self.data, self.scales, self.mins = data, scales, mins
+        self.group_size = None if group_size is None else int(group_size)
+        self._kernel = ...  # linear_into's _C function, resolved on first use
+        self._validate()
+
+    def _validate(self) -> None:
+        qt, shape, name = self.qtype, self.shape, self.qtype.name
+        if not shape or any(s < 0 for s in shape):
+            raise UnsupportedQTypeError(f"QTensor {name}: bad shape {shape}")
+        if qt is QType.INT4:
+            n, k = self._nk()
+            generic.check_int4_shape(n, k, self.group_size or 0)
+            want = {"data": (self.data, (n, k // 2), torch.uint8),
+                    "scales": (self.scales, (n, k // self.group_size), torch.float32),
+                    "mins": (self.mins, (n, k // self.group_size), torch.float32)}
+        elif qt is QType.INT8:
+            n, k = self._nk()
+            want = {"data": (self.data, (n, k), torch.int8), "scales": (self.scales, (n,), torch.float32)}
+        else:
+            info = qtypes.info(qt)
+            if info.kind in (qtypes.Kind.INTEGER,) or info.activation_only:
+                raise UnsupportedQTypeError(f"QTensor: {name} is not a weight format")
+            rows = math.prod(shape[:-1])
+            want = {"data": (self.data, (rows, qtypes.row_bytes(qt, shape[-1])), torch.uint8)}
+        for field, (t, shp, dt) in want.items():
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shp or t.dtype != dt:
+                got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(type(t).__name__)
+                raise UnsupportedQTypeError(
+                    f"QTensor {name} {shape}: {field} must be {dt} {shp}, got {got}")
+
+    def _nk(self) -> tuple[int, int]:
+        if len(self.shape) != 2:
+            raise UnsupportedQTypeError(f"QTensor {self.qtype.name}: shape must be (out, in), got {self.shape}")
+        return self.shape
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_gguf(cls, tensor) -> "QTensor":
+        """From a pyquant.formats.gguf.GGUFTensor, sharing the file's mmap (no copy)."""
+        data = tensor.bytes()
+        rows = math.prod(tensor.shape[:-1]) if len(tensor.shape) > 1 else 1
+        return cls(data.reshape(rows, -1), tensor.qtype, tuple(tensor.shape))
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor, qtype, group_size: int = 128) -> "QTensor":
+        """Quantize a float weight w [out, in] (any float dtype) to `qtype`.
+
+        INT4 (group_size 32/64/128) and INT8 are packed here (pyquant.formats.generic, on w's
+        device); F32/F16/BF16 are cast; ggml quant types go through pyquant.quantize (CPU).
+        """
+        qt = qtypes.qtype(qtype)
+        if w.dim() != 2:
+            raise UnsupportedQTypeError(f"QTensor.quantize: weight must be 2-D [out, in], got {tuple(w.shape)}")
+        shape = tuple(w.shape)
+        if qt is QType.INT4:
+            p = generic.pack_int4(w, group_size)
+            return cls(p.qweight, qt, shape, p.scales, p.mins, p.group_size)
+        if qt is QType.INT8:
+            p = generic.pack_int8(w)
+            return cls(p.qweight, qt, shape, p.scales)
+        if qt in _FLOAT_TYPES:
+            data = w.detach().to(_FLOAT_TYPES[qt]).contiguous().view(torch.uint8)
+            return cls(data.reshape(shape[0], -1).clone(), qt, shape)
+        from .quantize import quantize as quantize_ggml
+
+        data = quantize_ggml(w.detach().to("cpu", torch.float32).contiguous(), qt)
+        return cls(data.reshape(shape[0], -1), qt, shape)
+
+    @classmethod
+    def from_int4(cls, stored: generic.Int4Stored) -> "QTensor":
+        """From int4 "as stored" (q codes, scales, zeros; e.g. an AWQ reader's output): repacks."""
+        p = generic.repack_int4(stored)
+        n, k = stored.q.shape
+        return cls(p.qweight, QType.INT4, (n, k), p.scales, p.mins, p.group_size)
+
+    # ---- properties ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.shape[:-1])
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every tensor the kernels read (packed codes + scales + mins)."""
+        return sum(t.nbytes for t in self.tensors().values())
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.nbytes / self.numel if self.numel else 0.0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The packed tensors by name ("qweight", "scales", "mins"), e.g. to register as buffers."""
+        out = {"qweight": self.data}
+        if self.scales is not None:
+            out["scales"] = self.scales
+        if self.mins is not None:
+            out["mins"] = self.mins
+        return out
+
+    @property
+    def _cpu_kernel(self):
+        if self._kernel is ...:
+            from .kernels.cpu.matmul import fused_kernel_for
+
+            self._kernel = fused_kernel_for(self)
+        return self._kernel
+
+    # ---- conversions --------------------------------------------------------------------------
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Dense weight of `shape` in `dtype`, on this QTensor's device."""
+        if self.qtype is QType.INT4:
+            from .kernels.reference.matmul import dequantize_int4
+
+            return dequantize_int4(self.data, self.scales, self.mins, self.group_size, dtype)
+        if self.qtype is QType.INT8:
+            from .kernels.reference.matmul import dequantize_int8
+
+            return dequantize_int8(self.data, self.scales, dtype)
+        from .ops import dequantize_op
+
+        k = self.shape[-1]
+        return dequantize_op(self.data, int(self.qtype), self.out_features, k, dtype).reshape(self.shape)
+
+    def to(self, device) -> "QTensor":
+        """A QTensor on `device` (self when already there). Only the device changes, never the format."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size)
+
+    def __repr__(self) -> str:
+        g = f", group_size={self.group_size}" if self.group_size else ""
+        return (f"QTensor({self.qtype.name}, shape={self.shape}{g}, {self.bits_per_weight:.2f} bpw, "
+                f"{self.nbytes / 2**20:.2f} MiB, device={self.device})")
