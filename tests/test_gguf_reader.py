@@ -126,7 +126,8 @@ def _u32kv(key, v):
 
 
 def test_bad_magic(tmp_path):
-    _expect(tmp_path, raw_gguf(magic=b"GGUX") + bytes(8), "bad magic")
+    _expect(tmp_path, raw_gguf(magic=b"GGUX") + bytes(8), "bad magic b'GGUX'")
+    _expect(tmp_path, b"hello", "bad magic b'hell'")   # a short non-GGUF file: magic first
 
 
 @pytest.mark.parametrize("version,pattern", [(1, "version 1"), (7, "unknown GGUF version 7"),

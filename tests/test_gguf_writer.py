@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_helpers import DATA, assert_matches_gguf_py
+from gguf_helpers import DATA, _flatten, assert_matches_gguf_py
 from pyquant import GGUFError, QType
-from pyquant.formats.gguf import GGUFReader, GGUFValueType as V, GGUFWriter
+from pyquant.formats.gguf import GGUFField, GGUFReader, GGUFValueType as V, GGUFWriter
 
 
 def _rewrite(src, dst) -> None:
@@ -52,6 +52,9 @@ def _every_type_writer(path) -> GGUFWriter:
     w.add_field("array.empty_str", [], V.ARRAY, V.STRING)
     w.add_field("array.nested", [np.array([1, 2], np.uint8), np.array([3], np.uint8)])
     w.add_field("array.nested_str", [["x"], ["y", "z"]])
+    # an empty inner array's element type can only be given through a GGUFField item
+    inner = [GGUFField("", V.ARRAY, [], V.STRING), ["q"]]
+    w.add_field("array.nested_with_empty", inner, V.ARRAY, V.ARRAY)
     w.add_field("inferred.int", 7)
     w.add_field("inferred.big", 2**40)
     w.add_field("inferred.huge", 2**63)
@@ -82,6 +85,7 @@ def test_every_type_read_back_by_gguf_py_and_ours(tmp_path):
         assert f["array.empty_str"].value == [] and f["array.empty_str"].elem_type == V.STRING
         assert [i.elem_type for i in f["array.nested"].value] == [V.UINT8, V.UINT8]
         assert r.metadata["array.nested_str"] == [["x"], ["y", "z"]]
+        assert [i.elem_type for i in f["array.nested_with_empty"].value] == [V.STRING, V.STRING]
         assert (f["inferred.int"].vtype, f["inferred.big"].vtype, f["inferred.huge"].vtype) == (
             V.INT32, V.INT64, V.UINT64)
         assert f["inferred.float"].vtype == V.FLOAT32 and f["inferred.np_u16"].vtype == V.UINT16
@@ -102,11 +106,13 @@ def test_copy_fields_keeps_exact_types_of_nested_and_empty_arrays(tmp_path):
     with GGUFReader(a) as ra, GGUFReader(b) as rb:
         assert list(rb.fields) == [k for k in ra.fields if k != "inferred.int"]
         assert rb.alignment == 64   # the copied general.alignment field sets it
-        assert rb.fields["array.nested"] == ra.fields["array.nested"].__class__(
-            "array.nested", V.ARRAY, rb.fields["array.nested"].value, V.ARRAY)
+        nested_a, nested_b = ra.fields["array.nested"], rb.fields["array.nested"]
+        assert [i.elem_type for i in nested_b.value] == [i.elem_type for i in nested_a.value]
+        assert [a.tolist() for a in rb.metadata["array.nested"]] == [[1, 2], [3]]
         for key, fb in rb.fields.items():
             fa = ra.fields[key]
             assert (fb.vtype, fb.elem_type) == (fa.vtype, fa.elem_type)
+            assert _flatten(fb.plain()) == _flatten(fa.plain()), key
 
 
 def test_progress_reporting(tmp_path):
@@ -135,9 +141,13 @@ def test_progress_reporting(tmp_path):
     (lambda w: w.add_field("k", [300], V.ARRAY, V.UINT8), "outside UINT8 range"),
     (lambda w: w.add_field("k", np.zeros(2, np.complex64)), "no GGUF type"),
     (lambda w: w.add_field("k", object()), "cannot store"),
+    (lambda w: w.add_field("k", 1, 42), "unknown value type 42"),
     (lambda w: w.add_field("general.alignment", 48), "not a power of two"),
     (lambda w: w.add_field("general.alignment", 64, V.UINT64), "must be UINT32"),
     (lambda w: [w.add_field("k", 1), w.add_field("k", 2)], "duplicate key 'k'"),
+    (lambda w: w.add_field("k", "bad \udcff surrogate"), "not encodable as UTF-8"),
+    (lambda w: w.add_tensor("x" * 64, bytes(4), QType.F32, (1,)), "at most 63"),
+    (lambda w: w.add_tensor("t", bytes(4), QType.F32, (2**32, 2**32)), "overflows int64"),
     (lambda w: w.add_tensor("t", bytes(17), QType.Q4_0, (1, 32)), "got 17 bytes"),
     (lambda w: w.add_tensor("t", bytes(18), QType.Q4_0, (1, 31)), "not a multiple"),
     (lambda w: w.add_tensor("t", bytes(4), QType.INT4, (8,)), "not a ggml type"),

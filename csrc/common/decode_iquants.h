@@ -8,22 +8,17 @@
 // gguf-py does, not by negation: the two differ for NaN (x86 mulss keeps a NaN operand's sign,
 // negation flips it), and a NaN/inf super-scale must give the oracle's NaN bit patterns. The +-1
 // factor is built from bits so the compiler cannot turn x * -1.0f back into -x.
-// Unaligned multi-byte fields are assembled from bytes (little-endian, alignment-free, valid in CUDA).
+// Unaligned multi-byte fields are read with the byte-wise loads of decode_util.h.
 #pragma once
 #include <cstdint>
 
+#include "common/decode_util.h"
 #include "common/fp16.h"
 #include "common/iq_tables.h"
 #include "common/macros.h"
 
 namespace pq {
 namespace iq_detail {
-
-PQ_HD uint32_t ld_u16(const uint8_t* p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
-PQ_HD uint32_t ld_u32(const uint8_t* p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-PQ_HD float ld_f16(const uint8_t* p) { return fp16_to_fp32((uint16_t)ld_u16(p)); }
 
 // +1.0f for neg == 0, -1.0f for neg == 1.
 PQ_HD float sign_factor(uint32_t neg) { return bits_to_float(0x3f800000u | (neg << 31)); }
@@ -52,10 +47,10 @@ PQ_HD void put8_iq1(float* y, float dl, float delta, uint64_t grid) {
 // IQ2_XXS, 66 bytes: d:f16 | 8 x (4 grid bytes, u32 {4 x 7-bit sign index, 4-bit scale in bits 28..31}).
 PQ_HD void decode_block_iq2_xxs(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   for (int ib = 0; ib < 8; ++ib) {
     const uint8_t* g = blk + 2 + 8 * ib;
-    const uint32_t aux = ld_u32(g + 4);
+    const uint32_t aux = load_u32le(g + 4);
     const float db = (d * (0.5f + (float)(aux >> 28))) * 0.25f;
     for (int l = 0; l < 4; ++l)
       put8_signed(y + 32 * ib + 8 * l, db, iq2xxs_grid[g[l]], ksigns_iq2xs[(aux >> (7 * l)) & 127u]);
@@ -66,10 +61,10 @@ PQ_HD void decode_block_iq2_xxs(const uint8_t* blk, float* y) {
 // (two 4-bit scales per 32 elements: low nibble for the first 16).
 PQ_HD void decode_block_iq2_xs(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   const uint8_t* scales = blk + 66;
   for (int k = 0; k < 32; ++k) {
-    const uint32_t q = ld_u16(blk + 2 + 2 * k);
+    const uint32_t q = load_u16le(blk + 2 + 2 * k);
     const uint32_t s = (scales[k / 4] >> (4 * ((k / 2) & 1))) & 15u;
     const float db = (d * (0.5f + (float)s)) * 0.25f;
     put8_signed(y + 8 * k, db, iq2xs_grid[q & 511u], ksigns_iq2xs[q >> 9]);
@@ -80,7 +75,7 @@ PQ_HD void decode_block_iq2_xs(const uint8_t* blk, float* y) {
 // | qh[8] (2 high index bits per group) | scales[8] (as IQ2_XS).
 PQ_HD void decode_block_iq2_s(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   const uint8_t* qs = blk + 2;
   const uint8_t* signs = blk + 34;
   const uint8_t* qh = blk + 66;
@@ -97,10 +92,10 @@ PQ_HD void decode_block_iq2_s(const uint8_t* blk, float* y) {
 // index, 4-bit scale in bits 28..31}.
 PQ_HD void decode_block_iq3_xxs(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   const uint8_t* qs = blk + 2;
   for (int ib = 0; ib < 8; ++ib) {
-    const uint32_t aux = ld_u32(blk + 66 + 4 * ib);
+    const uint32_t aux = load_u32le(blk + 66 + 4 * ib);
     const float db = (d * (0.5f + (float)(aux >> 28))) * 0.5f;
     for (int l = 0; l < 4; ++l) {
       const uint32_t signs = ksigns_iq2xs[(aux >> (7 * l)) & 127u];
@@ -115,7 +110,7 @@ PQ_HD void decode_block_iq3_xxs(const uint8_t* blk, float* y) {
 // | signs[32] | scales[4] (4-bit, one per 32 elements, low nibble first). db = d * (1 + 2 s).
 PQ_HD void decode_block_iq3_s(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   const uint8_t* qs = blk + 2;
   const uint8_t* qh = blk + 66;
   const uint8_t* signs = blk + 74;
@@ -134,10 +129,10 @@ PQ_HD void decode_block_iq3_s(const uint8_t* blk, float* y) {
 // bits, a 3-bit scale in bits 12..14 and the delta sign in bit 15.
 PQ_HD void decode_block_iq1_s(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   const uint8_t* qs = blk + 2;
   for (int ib = 0; ib < 8; ++ib) {
-    const uint32_t qh = ld_u16(blk + 34 + 2 * ib);
+    const uint32_t qh = load_u16le(blk + 34 + 2 * ib);
     const float dl = d * (float)(2u * ((qh >> 12) & 7u) + 1u);
     const float delta = (qh & 0x8000u) ? -IQ1S_DELTA : IQ1S_DELTA;
     for (int l = 0; l < 4; ++l) {
@@ -155,7 +150,7 @@ PQ_HD void decode_block_iq1_m(const uint8_t* blk, float* y) {
   const uint8_t* qs = blk;
   const uint8_t* qh = blk + 32;
   uint32_t sc[4];
-  for (int w = 0; w < 4; ++w) sc[w] = ld_u16(blk + 48 + 2 * w);
+  for (int w = 0; w < 4; ++w) sc[w] = load_u16le(blk + 48 + 2 * w);
   const uint32_t dbits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0u) | ((sc[2] >> 4) & 0x0f00u) | (sc[3] & 0xf000u);
   const float d = fp16_to_fp32((uint16_t)dbits);
   for (int k = 0; k < 32; ++k) {  // k: 8-element group
@@ -171,7 +166,7 @@ PQ_HD void decode_block_iq1_m(const uint8_t* blk, float* y) {
 // IQ4_NL, 18 bytes: d:f16 | qs[16]: low nibbles are elements 0..15, high nibbles 16..31.
 PQ_HD void decode_block_iq4_nl(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
+  const float d = load_f16(blk);
   const uint8_t* qs = blk + 2;
   for (int j = 0; j < 16; ++j) {
     y[j] = d * (float)kvalues_iq4nl[qs[j] & 15];
@@ -183,8 +178,8 @@ PQ_HD void decode_block_iq4_nl(const uint8_t* blk, float* y) {
 // low nibble first) | qs[128] (per 32 elements, 16 bytes laid out as IQ4_NL). dl = d * (ls - 32).
 PQ_HD void decode_block_iq4_xs(const uint8_t* blk, float* y) {
   using namespace iq_detail;
-  const float d = ld_f16(blk);
-  const uint32_t scales_h = ld_u16(blk + 2);
+  const float d = load_f16(blk);
+  const uint32_t scales_h = load_u16le(blk + 2);
   const uint8_t* scales_l = blk + 4;
   const uint8_t* qs = blk + 8;
   for (int ib = 0; ib < 8; ++ib) {

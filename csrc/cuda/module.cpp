@@ -42,4 +42,24 @@ PYBIND11_MODULE(_C_cuda, m) {
         py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("rows"), py::arg("cols"),
         py::arg("stream") = 0,
         "Decode rows x cols elements of a ggml type on the GPU into float32/float16/bfloat16 (async on stream).");
+
+  m.def("gemv_supports", &pq::cuda::gemv_supports, py::arg("qtype"));
+  m.def("gguf_gemv", &pq::cuda::gguf_gemv, py::arg("qtype"), py::arg("w_ptr"), py::arg("w_nbytes"), py::arg("n"),
+        py::arg("k"), py::arg("x_ptr"), py::arg("x_nbytes"), py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"),
+        py::arg("y_nbytes"), py::arg("bias_ptr"), py::arg("bias_nbytes"), py::arg("stream") = 0,
+        "y[m, n] = x[m, k] @ W[n, k].T (+ bias) with W in a GGUF block type: fused dequant GEMV.");
+  m.def("int4_gemv", &pq::cuda::int4_gemv, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("mins_ptr"), py::arg("sm_nbytes"), py::arg("group_size"), py::arg("n"), py::arg("k"),
+        py::arg("x_ptr"), py::arg("x_nbytes"), py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"),
+        py::arg("y_nbytes"), py::arg("bias_ptr"), py::arg("bias_nbytes"), py::arg("stream") = 0);
+  m.def("int8_gemv", &pq::cuda::int8_gemv, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("scales_nbytes"), py::arg("n"), py::arg("k"), py::arg("x_ptr"), py::arg("x_nbytes"),
+        py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"), py::arg("y_nbytes"), py::arg("bias_ptr"),
+        py::arg("bias_nbytes"), py::arg("stream") = 0);
+  m.def("int4_dequant", &pq::cuda::int4_dequant, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("mins_ptr"), py::arg("sm_nbytes"), py::arg("group_size"), py::arg("n"), py::arg("k"),
+        py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("stream") = 0);
+  m.def("int8_dequant", &pq::cuda::int8_dequant, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
+        py::arg("scales_nbytes"), py::arg("n"), py::arg("k"), py::arg("dst_ptr"), py::arg("dst_nbytes"),
+        py::arg("dtype"), py::arg("stream") = 0);
 }

@@ -31,7 +31,7 @@ void decode_iq4_nl_avx2(const uint8_t* src, float* dst, int64_t nblocks) {
   const __m128i table = iq4nl_table();
   for (int64_t i = 0; i < nblocks; ++i) {
     const uint8_t* blk = src + i * 18;
-    decode_nl32(blk + 2, _mm256_set1_ps(iq_detail::ld_f16(blk)), table, dst + i * 32);
+    decode_nl32(blk + 2, _mm256_set1_ps(load_f16(blk)), table, dst + i * 32);
   }
 }
 
@@ -40,8 +40,8 @@ void decode_iq4_xs_avx2(const uint8_t* src, float* dst, int64_t nblocks) {
   for (int64_t i = 0; i < nblocks; ++i) {
     const uint8_t* blk = src + i * 136;
     float* y = dst + i * 256;
-    const float d = iq_detail::ld_f16(blk);
-    const uint32_t scales_h = iq_detail::ld_u16(blk + 2);
+    const float d = load_f16(blk);
+    const uint32_t scales_h = load_u16le(blk + 2);
     for (int ib = 0; ib < 8; ++ib) {
       const int ls = (int)(((blk[4 + ib / 2] >> (4 * (ib % 2))) & 15u) | (((scales_h >> (2 * ib)) & 3u) << 4));
       const float dl = d * (float)(ls - 32);  // same scalar product as decode_block_iq4_xs

@@ -193,11 +193,17 @@ class GGUFReader:
         try:
             self._file = open(self.path, "rb")
             self.file_size = os.fstat(self._file.fileno()).st_size
+            head = self._file.read(4)
         except OSError as e:
             raise GGUFError(self.path, f"cannot open: {e.strerror or e}") from None
+        if len(head) == 4 and head != GGUF_MAGIC:
+            self._fail(f"bad magic {head!r}: not a GGUF file (expected {GGUF_MAGIC!r})")
         if self.file_size < 24:
             self._fail(f"truncated: {self.file_size} bytes is shorter than the 24-byte GGUF header")
-        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError) as e:
+            raise GGUFError(self.path, f"cannot memory-map: {e}") from None
         self._file.close()  # the mapping holds its own descriptor
         self._file = None
 
@@ -226,10 +232,7 @@ class GGUFReader:
             self._fail(f"{what}: invalid UTF-8 at offset {pos + e.start}: {e.reason}")
 
     def _parse(self) -> None:
-        mm = self._mm
-        magic = mm[0:4]
-        if magic != GGUF_MAGIC:
-            self._fail(f"bad magic {magic!r}: not a GGUF file (expected {GGUF_MAGIC!r})")
+        mm = self._mm   # magic already checked in _open
         version = _U32.unpack_from(mm, 4)[0]
         if version not in SUPPORTED_VERSIONS:
             swapped = int.from_bytes(version.to_bytes(4, "little"), "big")

@@ -22,12 +22,14 @@ import numpy as np
 from ...errors import GGUFError
 from ...qtypes import QType, REGISTRY, qtype as to_qtype
 from .constants import (
-    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, DTYPE_TO_VTYPE, GGUF_MAGIC, INTEGER_RANGES, MAX_ARRAY_DEPTH,
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, DTYPE_TO_VTYPE, GGUF_MAGIC, INT64_MAX, INTEGER_RANGES,
+    MAX_ARRAY_DEPTH,
     MAX_DIMS, SCALAR_DTYPES, SCALAR_FORMATS, WRITE_VERSION, GGUFValueType,
 )
 from .reader import GGUFField, GGUFReader
 
 _V = GGUFValueType
+GGML_MAX_NAME = 64   # llama.cpp's tensor name buffer, NUL included
 # element dtype of plain (non-block) tensor types, for float/int data given in another dtype
 _ELEMENT_DTYPES = {QType.F32: "<f4", QType.F16: "<f2", QType.F64: "<f8", QType.I8: "i1",
                    QType.I16: "<i2", QType.I32: "<i4", QType.I64: "<i8"}
@@ -62,6 +64,7 @@ class GGUFWriter:
         numpy scalars and arrays by dtype, lists by their items. A GGUFField value keeps its types."""
         if not isinstance(key, str) or not key:
             raise GGUFError(self.path, f"field key must be a non-empty str, got {key!r}")
+        _check_utf8(self.path, key, f"field key {key!r}")
         if key in self.fields:
             raise GGUFError(self.path, f"duplicate key {key!r}")
         if key == ALIGNMENT_KEY and vtype is None and not isinstance(value, GGUFField):
@@ -90,14 +93,13 @@ class GGUFWriter:
             raise GGUFError(self.path, f"alignment {a!r} is not a power of two that fits in u32")
 
     def _make_field(self, key, value, vtype, elem_type, depth) -> GGUFField:
-        if isinstance(value, GGUFField):
-            if vtype is None and elem_type is None:
-                vtype, elem_type, value = value.vtype, value.elem_type, value.value
-            else:
-                value = value.value
+        if isinstance(value, GGUFField):   # keep its types unless told otherwise
+            if vtype is None or (vtype == value.vtype and elem_type is None):
+                vtype, elem_type = value.vtype, value.elem_type
+            value = value.value
         if depth > MAX_ARRAY_DEPTH:
             raise GGUFError(self.path, f"field {key!r}: arrays nested deeper than {MAX_ARRAY_DEPTH}")
-        vtype = _V(vtype) if vtype is not None else self._infer_type(key, value)
+        vtype = self._as_vtype(key, vtype) if vtype is not None else self._infer_type(key, value)
         if vtype != _V.ARRAY:
             if elem_type is not None:
                 raise GGUFError(self.path, f"field {key!r}: elem_type given for a {vtype.name} value")
@@ -105,7 +107,8 @@ class GGUFWriter:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
             raise GGUFError(self.path, f"field {key!r}: ARRAY value must be a sequence, got "
                                        f"{type(value).__name__}")
-        elem_type = _V(elem_type) if elem_type is not None else self._infer_elem_type(key, value)
+        elem_type = (self._as_vtype(key, elem_type) if elem_type is not None
+                     else self._infer_elem_type(key, value))
         if elem_type == _V.STRING:
             items = [self._scalar(f"{key}[{i}]", v, _V.STRING) for i, v in enumerate(value)]
         elif elem_type == _V.ARRAY:
@@ -114,6 +117,12 @@ class GGUFWriter:
         else:
             items = self._numeric_array(key, value, elem_type)
         return GGUFField(key, _V.ARRAY, items, elem_type)
+
+    def _as_vtype(self, key, v) -> GGUFValueType:
+        try:
+            return _V(v)
+        except ValueError:
+            raise GGUFError(self.path, f"field {key!r}: unknown value type {v!r}") from None
 
     def _infer_type(self, key, value) -> GGUFValueType:
         if isinstance(value, (bool, np.bool_)):
@@ -159,6 +168,7 @@ class GGUFWriter:
             if not isinstance(value, str):
                 raise GGUFError(self.path, f"field {key!r}: STRING value must be str, got "
                                            f"{type(value).__name__}")
+            _check_utf8(self.path, value, f"field {key!r}")
             return value
         if vtype == _V.BOOL:
             if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
@@ -245,6 +255,10 @@ class GGUFWriter:
             raise GGUFError(self.path, f"tensor name must be a non-empty str, got {name!r}")
         if name in self._tensors:
             raise GGUFError(self.path, f"duplicate tensor name {name!r}")
+        _check_utf8(self.path, name, what)
+        if len(name.encode("utf-8")) >= GGML_MAX_NAME:
+            raise GGUFError(self.path, f"{what}: name is {len(name.encode('utf-8'))} bytes; "
+                                       f"llama.cpp accepts at most {GGML_MAX_NAME - 1}")
         qt = to_qtype(qtype)
         if qt not in REGISTRY or qt >= 1000:
             raise GGUFError(self.path, f"{what}: {qt.name} is not a ggml type")
@@ -256,6 +270,8 @@ class GGUFWriter:
         if shape[-1] % info.block_size:
             raise GGUFError(self.path, f"{what}: row length {shape[-1]} is not a multiple of "
                                        f"{qt.name}'s block size {info.block_size}")
+        if math.prod(shape) > INT64_MAX:
+            raise GGUFError(self.path, f"{what}: shape {shape} overflows int64 (element count)")
         nbytes = math.prod(shape) // info.block_size * info.type_size
         t = _PendingTensor(name, qt, tuple(reversed(shape)), nbytes, data)
         if not callable(data):
@@ -331,6 +347,13 @@ class GGUFWriter:
             tmp.unlink(missing_ok=True)
             raise
         return self.path
+
+
+def _check_utf8(path, text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise GGUFError(path, f"{what}: not encodable as UTF-8 ({e.reason})") from None
 
 
 def _report(progress, name, nbytes, done, total) -> None:

@@ -1,0 +1,190 @@
+"""Python wrappers of pyquant._C_cuda: torch CUDA tensors in, raw pointers + byte sizes + the current
+stream out. The C++ side validates everything again; these wrappers make tensors contiguous and
+aligned and allocate the outputs.
+
+Kernel choice per M (`matmul_path`): the fused GEMV streams the quantized weights once and is
+memory-bound while M is small; its fp32 FMA work grows with M, so past a crossover it loses to
+"dequantize the weights to x's dtype, then torch matmul (cuBLAS, tensor cores)". Expected
+crossover on an H200: the GEMV reads 4.5 bpw (Q4_K) instead of 16, so at M=1 it should be
+~3x faster than bf16 cuBLAS; at M=16 its CUDA-core FMAs (16 per weight) take about as long as
+the weight stream, while dequant+cuBLAS pays a bf16 write + read of W (~8x the Q4_K bytes). The
+default crossover M <= 16 (PYQUANT_CUDA_GEMV_MAX_M) is that estimate; bench/gpu_check.py measures
+both paths at M = 1, 16 and 512 and prints where they cross.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ... import qtypes
+from ..._ext import _C_cuda
+from ...errors import KernelError, UnsupportedQTypeError
+
+if _C_cuda is None:  # pragma: no cover - importers check this
+    raise ImportError("pyquant._C_cuda is not built (no nvcc when pyquant was installed)")
+
+_DT = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def gemv_max_m() -> int:
+    return int(os.environ.get("PYQUANT_CUDA_GEMV_MAX_M", "16"))
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _dtype_name(dtype: torch.dtype, who: str) -> str:
+    try:
+        return _DT[dtype]
+    except KeyError:
+        raise KernelError(f"{who}: dtype {dtype} not supported (float32, float16, bfloat16)") from None
+
+
+def _aligned16(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous and 16-byte aligned (the kernels load activations 16 bytes at a time)."""
+    t = t.contiguous()
+    if t.data_ptr() % 16:
+        t = t.clone()
+    return t
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _bias_args(bias, n, device):
+    if bias is None:
+        return 0, 0, None
+    b = bias.to(device=device, dtype=torch.float32).contiguous()
+    if b.numel() != n:
+        raise KernelError(f"bias has {b.numel()} elements, expected {n}")
+    return b.data_ptr(), _nbytes(b), b
+
+
+# ---------------------------------------------------------------------------------------- decode
+def has_decoder(qt) -> bool:
+    qt = qtypes.qtype(qt)
+    return qt in (qtypes.QType.F32, qtypes.QType.F16, qtypes.QType.BF16) or (
+        int(qt) < 1000 and _C_cuda.has_decoder(int(qt)))
+
+
+def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.float32) -> torch.Tensor:
+    """Decode `rows` x `cols` elements of a ggml type held in CUDA uint8 `data` -> [rows, cols]."""
+    qt = qtypes.qtype(qtype)
+    if not data.is_cuda:
+        raise KernelError("cuda dequantize: data is not a CUDA tensor")
+    data = data.contiguous()
+    if data.dtype != torch.uint8:
+        data = data.view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8)
+    if qt in (qtypes.QType.F32, qtypes.QType.F16, qtypes.QType.BF16):  # plain floats: a view + exact cast
+        src = {qtypes.QType.F32: torch.float32, qtypes.QType.F16: torch.float16,
+               qtypes.QType.BF16: torch.bfloat16}[qt]
+        need = rows * cols * torch.finfo(src).bits // 8
+        if data.numel() < need:
+            raise KernelError(f"cuda dequantize: {qt.name} data has {data.numel()} bytes, needs {need}")
+        return data.reshape(-1)[:need].view(src).reshape(rows, cols).to(dtype)
+    out = torch.empty((rows, cols), dtype=dtype, device=data.device)
+    _C_cuda.decode(int(qt), data.data_ptr(), _nbytes(data), out.data_ptr(), _nbytes(out),
+                   _dtype_name(dtype, "cuda dequantize"), rows, cols, _stream(data))
+    return out
+
+
+def dequantize_int4(qweight, scales, mins, group_size, dtype=torch.float32) -> torch.Tensor:
+    n, k = qweight.shape[0], qweight.shape[1] * 2
+    qw, sc, mn = qweight.contiguous(), scales.to(torch.float32).contiguous(), mins.to(torch.float32).contiguous()
+    if sc.shape != mn.shape:
+        raise KernelError(f"int4: scales {tuple(sc.shape)} and mins {tuple(mn.shape)} differ")
+    out = torch.empty((n, k), dtype=dtype, device=qweight.device)
+    _C_cuda.int4_dequant(qw.data_ptr(), _nbytes(qw), sc.data_ptr(), mn.data_ptr(), _nbytes(sc), group_size, n, k,
+                         out.data_ptr(), _nbytes(out), _dtype_name(dtype, "int4 dequantize"), _stream(qw))
+    return out
+
+
+def dequantize_int8(qweight, scales, dtype=torch.float32) -> torch.Tensor:
+    n, k = qweight.shape
+    qw, sc = qweight.contiguous(), scales.to(torch.float32).contiguous()
+    out = torch.empty((n, k), dtype=dtype, device=qweight.device)
+    _C_cuda.int8_dequant(qw.data_ptr(), _nbytes(qw), sc.data_ptr(), _nbytes(sc), n, k, out.data_ptr(),
+                         _nbytes(out), _dtype_name(dtype, "int8 dequantize"), _stream(qw))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- matmul
+def matmul_path(op: str, qtype, m: int) -> tuple[str, str]:
+    """("gemv" | "dequant", why) for this op / type / M."""
+    qt = qtypes.qtype(qtype)
+    if op == "gguf_matmul" and not _C_cuda.gemv_supports(int(qt)):
+        return "dequant", f"no fused GEMV for {qt.name}: dequantize to x's dtype + cuBLAS"
+    if m <= gemv_max_m():
+        return "gemv", f"M={m} <= {gemv_max_m()}: fused dequant GEMV (weights streamed once)"
+    return "dequant", f"M={m} > {gemv_max_m()}: dequantize to x's dtype + cuBLAS tensor cores"
+
+
+def _linear(x, w_dense, bias):
+    y = x @ w_dense.t()
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y
+
+
+def gguf_matmul(x, w, qtype, n, k, bias=None, path=None):
+    m = x.shape[0]
+    path = path or matmul_path("gguf_matmul", qtype, m)[0]
+    if path == "dequant":
+        wd = dequantize(w, qtype, n, k, x.dtype)
+        return _linear(x, wd, bias)
+    x = _aligned16(x)
+    w = w.contiguous()
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    bp, bn, _keep = _bias_args(bias, n, x.device)
+    _C_cuda.gguf_gemv(int(qtypes.qtype(qtype)), w.data_ptr(), _nbytes(w), n, k, x.data_ptr(), _nbytes(x),
+                      _dtype_name(x.dtype, "gguf_matmul"), m, y.data_ptr(), _nbytes(y), bp, bn, _stream(x))
+    return y
+
+
+def int4_matmul(x, qweight, scales, mins, group_size, bias=None, path=None):
+    m, n, k = x.shape[0], qweight.shape[0], qweight.shape[1] * 2
+    path = path or matmul_path("int4_matmul", qtypes.QType.INT4, m)[0]
+    if path == "dequant":
+        return _linear(x, dequantize_int4(qweight, scales, mins, group_size, x.dtype), bias)
+    x, qw = _aligned16(x), qweight.contiguous()
+    sc, mn = scales.to(torch.float32).contiguous(), mins.to(torch.float32).contiguous()
+    if sc.shape != mn.shape:
+        raise KernelError(f"int4_matmul: scales {tuple(sc.shape)} and mins {tuple(mn.shape)} differ")
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    bp, bn, _keep = _bias_args(bias, n, x.device)
+    _C_cuda.int4_gemv(qw.data_ptr(), _nbytes(qw), sc.data_ptr(), mn.data_ptr(), _nbytes(sc), group_size, n, k,
+                      x.data_ptr(), _nbytes(x), _dtype_name(x.dtype, "int4_matmul"), m, y.data_ptr(), _nbytes(y),
+                      bp, bn, _stream(x))
+    return y
+
+
+def int8_matmul(x, qweight, scales, bias=None, path=None):
+    m, (n, k) = x.shape[0], qweight.shape
+    path = path or matmul_path("int8_matmul", qtypes.QType.INT8, m)[0]
+    if path == "dequant":
+        return _linear(x, dequantize_int8(qweight, scales, x.dtype), bias)
+    x, qw, sc = _aligned16(x), qweight.contiguous(), scales.to(torch.float32).contiguous()
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    bp, bn, _keep = _bias_args(bias, n, x.device)
+    _C_cuda.int8_gemv(qw.data_ptr(), _nbytes(qw), sc.data_ptr(), _nbytes(sc), n, k, x.data_ptr(), _nbytes(x),
+                      _dtype_name(x.dtype, "int8_matmul"), m, y.data_ptr(), _nbytes(y), bp, bn, _stream(x))
+    return y
+
+
+def supports(op: str, qt, m: int) -> tuple[bool, str]:
+    """dispatch probe of the "cuda" backend."""
+    qt = qtypes.qtype(qt)
+    if op == "dequantize":
+        return (True, "CUDA decode kernel") if has_decoder(qt) else (False, f"no CUDA decoder for {qt.name}")
+    if op == "gguf_matmul":
+        if int(qt) >= 1000 or not _C_cuda.has_decoder(int(qt)):
+            return False, f"no CUDA decoder for {qt.name}"
+        return True, matmul_path(op, qt, m)[1]
+    return True, matmul_path(op, qt, m)[1]
+
+
+IMPL = {"dequantize": dequantize, "gguf_matmul": gguf_matmul, "int4_matmul": int4_matmul,
+        "int8_matmul": int8_matmul}

@@ -1,0 +1,270 @@
+"""The CUDA side without and with a GPU.
+
+Always (CPU-only CI included):
+- the GEMV's chunk decoders (csrc/cuda/chunk_decode.cuh, host+device code) compiled for the host and
+  compared bit for bit with gguf.quants.dequantize on random blocks (NaN / inf scales included);
+- pyquant._C_cuda, when this build has it: its kernel list and its argument validation (bad shapes,
+  sizes, host pointers -> KernelError, never a crash) work without a GPU;
+- when nvcc exists but the module was not built (tools/dev_build.sh builds CPU-only by default):
+  the CUDA sources compile (front end + NVVM to PTX for sm_80, no ptxas: seconds, not minutes).
+With a GPU (torch.cuda.is_available()): the full correctness suite on CUDA tensors — every CUDA
+decoder bit-exact with gguf, the GEMV and the dequant+cuBLAS path for every GEMV type and int4 /
+int8 within a rounding-error bound of float64 (odd K, M from 1 to 33, every x dtype, bias), the
+Triton kernels on CUDA tensors, and dispatch through pyquant.ops.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from _gguf_random import TYPES, bound, raw_blocks, sane_blocks  # noqa: E402
+
+from pyquant.errors import KernelError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_GPU = torch.cuda.is_available()
+try:
+    from pyquant._ext import _C_cuda
+except Exception:  # pragma: no cover
+    _C_cuda = None
+
+needs_module = pytest.mark.skipif(_C_cuda is None, reason="pyquant._C_cuda not built (no nvcc at build time)")
+needs_gpu = pytest.mark.skipif(not (HAS_GPU and _C_cuda is not None), reason="no CUDA GPU (or _C_cuda not built)")
+
+
+def _gt(name):
+    return gguf.GGMLQuantizationType[name]
+
+
+def _nvcc():
+    return shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+
+
+# ------------------------------------------------------------------------------------ host-side
+@pytest.fixture(scope="module")
+def chunk_dump(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path_factory.mktemp("chunk") / "chunk_dump"
+    subprocess.run([cxx, "-std=c++17", "-O1", "-ffp-contract=off", f"-I{ROOT / 'csrc'}",
+                    str(ROOT / "tests" / "cuda_host" / "chunk_dump.cpp"), "-o", str(exe)], check=True)
+    return exe
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_gemv_chunk_decoders_match_gguf(chunk_dump, tmp_path, name):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    qk = gguf.GGML_QUANT_SIZES[_gt(name)][0]
+    raw = raw_blocks(rng, name, 64, qk)  # 64 blocks, every bit pattern
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
+    raw.tofile(src)
+    subprocess.run([str(chunk_dump), name, str(src), str(dst)], check=True)
+    out = np.fromfile(dst, dtype=np.float32).reshape(64, qk)
+    with np.errstate(all="ignore"):
+        ref = gguf.quants.dequantize(raw, _gt(name)).astype(np.float32)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(out), nan)
+    # equal as values (q*s + 0 turns a -0 into +0: the sign of a zero weight is irrelevant to a dot)
+    np.testing.assert_array_equal(out[~nan], ref[~nan])
+
+
+@needs_module
+def test_module_lists_kernels():
+    decoders = set(_C_cuda.decoder_types())
+    from pyquant.qtypes import QType
+
+    assert int(QType.Q8_0) in decoders  # the first kernel; the rest arrive with the shared headers
+    for name in TYPES:
+        assert _C_cuda.gemv_supports(int(QType[name])), name
+    assert not _C_cuda.gemv_supports(int(QType.F32))
+
+
+@needs_module
+def test_module_validates_before_touching_memory():
+    """Wrong sizes / shapes / dtypes and host pointers are refused on the host, without a GPU."""
+    with pytest.raises(KernelError, match="multiple of the block size"):
+        _C_cuda.decode(8, 1 << 20, 34, 1 << 21, 128, "float32", 1, 48)
+    with pytest.raises(KernelError, match="needs"):
+        _C_cuda.decode(8, 1 << 20, 33, 1 << 21, 128, "float32", 1, 32)
+    with pytest.raises(KernelError, match="overflows"):
+        _C_cuda.decode(8, 1 << 20, 1 << 40, 1 << 21, 1 << 40, "float32", 1 << 62, 1 << 40)
+    with pytest.raises(KernelError, match="dtype"):
+        _C_cuda.decode(8, 1 << 20, 34, 1 << 21, 128, "int8", 1, 32)
+    with pytest.raises(KernelError, match="no CUDA GEMV"):
+        _C_cuda.gguf_gemv(16, 1, 66, 1, 256, 16, 1024, "float32", 1, 16, 4, 0, 0)
+    with pytest.raises(KernelError, match="K=40"):
+        _C_cuda.int8_gemv(16, 40, 16, 4, 1, 40, 16, 160, "float32", 1, 16, 4, 0, 0)
+    with pytest.raises(KernelError, match="group_size"):
+        _C_cuda.int4_gemv(16, 32, 16, 32, 4, 48, 1, 64, 16, 256, "float32", 1, 16, 4, 0, 0)
+    with pytest.raises(KernelError, match="16-byte aligned"):
+        _C_cuda.int8_gemv(16, 64, 16, 4, 1, 64, 17, 256, "float32", 1, 16, 4, 0, 0)
+    # valid sizes, but a host address: rejected by the pointer check, not a crash
+    buf = np.zeros(1024, dtype=np.uint8)
+    with pytest.raises(KernelError, match="pointer|CUDA"):
+        _C_cuda.decode(8, buf.ctypes.data, 34, buf.ctypes.data + 64, 128, "float32", 1, 32)
+
+
+@pytest.mark.skipif(_C_cuda is not None or _nvcc() is None, reason="module built, or no nvcc")
+def test_cuda_sources_compile(tmp_path):
+    nvcc = _nvcc()
+    for src in sorted(glob.glob(str(ROOT / "csrc" / "cuda" / "*.cu"))):
+        out = tmp_path / (Path(src).stem + ".ptx")
+        r = subprocess.run([nvcc, "-std=c++17", "--fmad=false", "--expt-relaxed-constexpr", f"-I{ROOT / 'csrc'}",
+                            "-arch=compute_80", "-ptx", src, "-o", str(out)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{src}:\n{r.stderr[-4000:]}"
+        assert out.stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------ on a GPU
+DEV = "cuda"
+X_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_DNAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _check(y, x, w64, bias, dtype):
+    x64 = x.double().cpu().numpy()
+    ref = x64 @ w64.T + (bias.double().cpu().numpy() if bias is not None else 0)
+    tol = bound(x64, w64, _DNAME[dtype])
+    err = np.abs(y.double().cpu().numpy() - ref)
+    assert y.dtype == dtype and tuple(y.shape) == ref.shape
+    assert (err <= tol).all(), f"max err {err.max():.3g}, worst err/bound {(err / tol).max():.3g}"
+
+
+@needs_gpu
+def test_gpu_decode_every_type_bit_exact():
+    from pyquant.kernels.cuda import matmul as cm
+    from pyquant.qtypes import QType
+
+    rng = np.random.default_rng(0)
+    checked = []
+    for tid in _C_cuda.decoder_types():
+        name = QType(tid).name
+        try:
+            gt = _gt(name)
+            qk, ts = gguf.GGML_QUANT_SIZES[gt]
+        except KeyError:
+            continue
+        rows, cols = 5, qk * 37  # 37 blocks per row: partial CTAs and odd byte counts
+        raw = rng.integers(0, 256, size=(rows, cols // qk * ts), dtype=np.uint8)
+        try:
+            with np.errstate(all="ignore"):
+                ref = gguf.quants.dequantize(raw, gt).astype(np.float32)
+        except (NotImplementedError, ValueError):
+            continue  # gguf-py has no decoder for this one (Q8_1)
+        data = torch.from_numpy(raw).to(DEV)
+        out = cm.dequantize(data, name, rows, cols, torch.float32).cpu().numpy()
+        np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32), err_msg=name)
+        for dt in (torch.float16, torch.bfloat16):
+            o = cm.dequantize(data, name, rows, cols, dt).cpu()
+            r = torch.from_numpy(ref).to(dt)
+            fin = torch.isfinite(r)
+            assert torch.equal(o[fin].view(torch.int16), r[fin].view(torch.int16)), (name, dt)
+        # misaligned source (byte path of the staging loop)
+        flat = torch.zeros(raw.size + 1, dtype=torch.uint8, device=DEV)
+        flat[1:] = data.reshape(-1)
+        out2 = cm.dequantize(flat[1:], name, rows, cols).cpu().numpy()
+        np.testing.assert_array_equal(out2.view(np.uint32), ref.view(np.uint32), err_msg=name + " unaligned")
+        checked.append(name)
+    assert "Q8_0" in checked
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", TYPES)
+def test_gpu_gguf_matmul_paths(name):
+    from pyquant.kernels.cuda import matmul as cm
+
+    rng = np.random.default_rng(1)
+    qk = gguf.GGML_QUANT_SIZES[_gt(name)][0]
+    # K = 2304 / 576 (Q*_0 576 gives unaligned rows: the byte staging path) and a long K
+    for n, k in ((67, 9 * qk if qk == 256 else 18 * qk), (130, 4096)):
+        raw = sane_blocks(rng, name, n, k)
+        w64 = gguf.quants.dequantize(raw, _gt(name)).astype(np.float64)
+        w = torch.from_numpy(raw).to(DEV)
+        for m in (1, 2, 5, 8, 16, 33):
+            for dt in X_DTYPES:
+                x = torch.randn(m, k, device=DEV).to(dt)
+                bias = torch.randn(n, device=DEV) if m % 2 else None
+                for path in ("gemv", "dequant"):
+                    y = cm.gguf_matmul(x, w, name, n, k, bias, path=path)
+                    _check(y, x, w64, bias, dt)
+
+
+@needs_gpu
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_gpu_int4_int8(g):
+    from pyquant.kernels.cuda import matmul as cm
+
+    gen = torch.Generator().manual_seed(g)
+    n, k = 72, 1024
+    qw = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
+    scales = torch.rand(n, k // g, generator=gen) * 0.02 + 1e-3
+    mins = -torch.rand(n, k // g, generator=gen) * 0.1
+    b = qw.reshape(n, k // 32, 16).to(torch.int64)
+    q = torch.cat([b & 15, b >> 4], dim=2).reshape(n, k).double()
+    w64 = (q * scales.double().repeat_interleave(g, 1) + mins.double().repeat_interleave(g, 1)).numpy()
+    q8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+    s8 = torch.rand(n, generator=gen) * 0.01 + 1e-4
+    w8 = (q8.double() * s8.double()[:, None]).numpy()
+    for m in (1, 3, 16, 40):
+        for dt in X_DTYPES:
+            x = torch.randn(m, k, device=DEV).to(dt)
+            bias = torch.randn(n, device=DEV)
+            for path in ("gemv", "dequant"):
+                _check(cm.int4_matmul(x, qw.to(DEV), scales.to(DEV), mins.to(DEV), g, bias, path=path), x, w64, bias, dt)
+                _check(cm.int8_matmul(x, q8.to(DEV), s8.to(DEV), bias, path=path), x, w8, bias, dt)
+
+
+@needs_gpu
+def test_gpu_rejects_host_tensors_and_other_devices():
+    with pytest.raises(KernelError, match="device memory|not a CUDA pointer"):
+        host = torch.zeros(34, dtype=torch.uint8).pin_memory()
+        out = torch.empty(32, device=DEV)
+        _C_cuda.decode(8, host.data_ptr(), 34, out.data_ptr(), 128, "float32", 1, 32, 0)
+
+
+@needs_gpu
+def test_gpu_triton_kernels():
+    pytest.importorskip("triton")
+    from pyquant.kernels.triton import ops
+
+    rng = np.random.default_rng(2)
+    for name in TYPES:
+        qk = gguf.GGML_QUANT_SIZES[_gt(name)][0]
+        raw = raw_blocks(rng, name, 6, 4 * qk)
+        with np.errstate(all="ignore"):
+            ref = gguf.quants.dequantize(raw, _gt(name)).astype(np.float32)
+        out = ops.dequantize(torch.from_numpy(raw).to(DEV), name, 6, 4 * qk).cpu().numpy()
+        np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32), err_msg=name)
+        n, k = 96, 8 * qk if qk == 32 else 2 * qk
+        w = sane_blocks(rng, name, n, k)
+        w64 = gguf.quants.dequantize(w, _gt(name)).astype(np.float64)
+        for m, dt in ((1, torch.bfloat16), (7, torch.float16), (64, torch.float32)):
+            x = torch.randn(m, k, device=DEV).to(dt)
+            _check(ops.gguf_matmul(x, torch.from_numpy(w).to(DEV), name, n, k), x, w64, None, dt)
+
+
+@needs_gpu
+def test_gpu_dispatch_through_ops():
+    dispatch = pytest.importorskip("pyquant.dispatch")
+    import pyquant.ops as pops
+    from pyquant.qtypes import QType
+
+    verdicts = dispatch.explain("gguf_matmul", QType.Q4_K, "cuda", 1)
+    assert verdicts[0][0] == "cuda" and verdicts[0][1], verdicts
+    rng = np.random.default_rng(3)
+    n, k = 64, 512
+    raw = sane_blocks(rng, "Q4_K", n, k)
+    w64 = gguf.quants.dequantize(raw, _gt("Q4_K")).astype(np.float64)
+    x = torch.randn(2, 3, k, device=DEV, dtype=torch.bfloat16)
+    y = pops.gguf_matmul(x, torch.from_numpy(raw).to(DEV), int(QType.Q4_K), n, k)
+    _check(y.reshape(6, n), x.reshape(6, k), w64, None, torch.bfloat16)

@@ -1,0 +1,186 @@
+"""Triton kernels on the CPU through the interpreter, tiny shapes. Run by test_triton_kernels.py in
+a child process with TRITON_INTERPRET=1 (the variable must be set before triton is imported: triton
+decorates its own library functions at import), so nothing of it leaks into other tests.
+
+Decode: bit-exact (every bit, NaN payloads included) with gguf.quants.dequantize on random block
+bytes, and with pyquant's torch reference. Matmul: within a rounding-error bound of float64
+(tests/_gguf_random.bound), tight enough to catch a single flipped quant bit.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("run through test_triton_kernels.py (needs TRITON_INTERPRET=1 before triton import)",
+                allow_module_level=True)
+
+pytest.importorskip("triton")
+gguf = pytest.importorskip("gguf")
+
+from _gguf_random import TYPES, bound, raw_blocks, sane_blocks  # noqa: E402
+
+from pyquant.errors import KernelError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tops():
+    from pyquant.kernels.triton import ops
+
+    return ops
+
+
+def _gt(name):
+    return gguf.GGMLQuantizationType[name]
+
+
+def _qk(name):
+    return gguf.GGML_QUANT_SIZES[_gt(name)][0]
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_decode_bit_exact_with_gguf(tops, name):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    qk = _qk(name)
+    rows, cols = 3, 2 * qk if qk == 256 else 8 * qk
+    raw = raw_blocks(rng, name, rows, cols)  # every bit pattern: NaN / inf / subnormal scales too
+    with np.errstate(all="ignore"):
+        ref = gguf.quants.dequantize(raw, _gt(name)).astype(np.float32)
+    out = tops.dequantize(torch.from_numpy(raw), name, rows, cols, torch.float32).numpy()
+    assert out.shape == (rows, cols)
+    np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "IQ4_NL"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decode_half_outputs_round_like_torch(tops, name, dtype):
+    rng = np.random.default_rng(7)
+    qk = _qk(name)
+    raw = raw_blocks(rng, name, 2, 2 * qk)
+    with np.errstate(all="ignore"):
+        ref = torch.from_numpy(gguf.quants.dequantize(raw, _gt(name)).astype(np.float32)).to(dtype)
+    out = tops.dequantize(torch.from_numpy(raw), name, 2, 2 * qk, dtype)
+    fin = torch.isfinite(ref)  # NaN payloads differ between torch's and ggml's conversions
+    assert torch.equal(out[fin].view(torch.int16), ref[fin].view(torch.int16))
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+
+
+def test_decode_matches_pyquant_reference(tops):
+    ref_mod = pytest.importorskip("pyquant.kernels.reference.decode")
+    from pyquant.qtypes import QType
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for name in TYPES:
+        fn = ref_mod.DECODERS.get(QType[name])
+        if fn is None:
+            continue
+        qk = _qk(name)
+        raw = raw_blocks(rng, name, 2, 2 * qk)
+        nb = raw.size // gguf.GGML_QUANT_SIZES[_gt(name)][1]
+        ref = fn(torch.from_numpy(raw).reshape(nb, -1)).reshape(2, 2 * qk)
+        out = tops.dequantize(torch.from_numpy(raw), name, 2, 2 * qk)
+        assert torch.equal(out.view(torch.int32), ref.view(torch.int32)), name
+        checked += 1
+    assert checked > 0
+
+
+def _check_matmul(y, x, w64, bias, dtype):
+    x64 = x.double().numpy()
+    ref = x64 @ w64.T + (bias.double().numpy() if bias is not None else 0)
+    tol = bound(x64, w64, {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[dtype])
+    err = np.abs(y.double().numpy() - ref)
+    assert y.dtype == dtype and y.shape == ref.shape
+    assert (err <= tol).all(), f"max err {err.max():.3g}, worst ratio {(err / tol).max():.3g}"
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_gguf_matmul_within_bound(tops, name):
+    rng = np.random.default_rng(11)
+    qk = _qk(name)
+    n, k, m = 24, max(2 * qk, 128), 3
+    raw = sane_blocks(rng, name, n, k)
+    w64 = gguf.quants.dequantize(raw, _gt(name)).astype(np.float64)
+    g = torch.Generator().manual_seed(1)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(m, k, generator=g).to(dtype)
+        bias = torch.randn(n, generator=g) if dtype == torch.float32 else None
+        y = tops.gguf_matmul(x, torch.from_numpy(raw), name, n, k, bias)
+        _check_matmul(y, x, w64, bias, dtype)
+
+
+def test_gguf_matmul_m1_float16_and_ragged_n(tops):
+    rng = np.random.default_rng(12)
+    n, k = 37, 96  # N not a multiple of the tile, K not a multiple of BLOCK_K... (96 = 3 x 32)
+    raw = sane_blocks(rng, "Q5_1", n, k)
+    w64 = gguf.quants.dequantize(raw, _gt("Q5_1")).astype(np.float64)
+    x = torch.randn(1, k, generator=torch.Generator().manual_seed(2)).half()
+    _check_matmul(tops.gguf_matmul(x, torch.from_numpy(raw), "Q5_1", n, k), x, w64, None, torch.float16)
+
+
+def _int4_case(n, k, g, seed):
+    gen = torch.Generator().manual_seed(seed)
+    qw = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
+    scales = torch.rand(n, k // g, generator=gen) * 0.02 + 0.001
+    mins = -(torch.rand(n, k // g, generator=gen) * 0.1)
+    # independent float64 decode of the layout: per 32-run, byte j = elem j (lo) | elem j+16 (hi)
+    b = qw.reshape(n, k // 32, 16).to(torch.int64)
+    q = torch.cat([b & 15, b >> 4], dim=2).reshape(n, k).double()
+    w64 = q * scales.double().repeat_interleave(g, 1) + mins.double().repeat_interleave(g, 1)
+    return qw, scales, mins, w64.numpy()
+
+
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_int4_matmul_within_bound(tops, g):
+    n, k = 20, 256
+    qw, scales, mins, w64 = _int4_case(n, k, g, seed=g)
+    for dtype, m in ((torch.float32, 2), (torch.bfloat16, 5)):
+        x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(dtype)
+        bias = torch.randn(n) if dtype == torch.float32 else None
+        _check_matmul(tops.int4_matmul(x, qw, scales, mins, g, bias), x, w64, bias, dtype)
+
+
+def test_int8_matmul_within_bound(tops):
+    n, k = 33, 160
+    gen = torch.Generator().manual_seed(5)
+    qw = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+    scales = torch.rand(n, generator=gen) * 0.01 + 1e-4
+    w64 = (qw.double() * scales.double()[:, None]).numpy()
+    for dtype in (torch.float32, torch.float16):
+        x = torch.randn(4, k, generator=gen).to(dtype)
+        bias = torch.randn(n, generator=gen)
+        _check_matmul(tops.int8_matmul(x, qw, scales, bias), x, w64, bias, dtype)
+
+
+def test_matmul_detects_a_wrong_kernel(tops):
+    """The bound is tight enough to catch a one-nibble slip (a test that can fail)."""
+    rng = np.random.default_rng(21)
+    n, k = 16, 256
+    raw = sane_blocks(rng, "Q4_K", n, k)
+    w64 = gguf.quants.dequantize(raw, _gt("Q4_K")).astype(np.float64)
+    x = torch.randn(2, k, generator=torch.Generator().manual_seed(0))
+    y = tops.gguf_matmul(x, torch.from_numpy(raw), "Q4_K", n, k)
+    bad = raw.copy()
+    bad[0, 16] ^= 0x01  # flip one quant bit of row 0
+    w_bad = gguf.quants.dequantize(bad, _gt("Q4_K")).astype(np.float64)
+    _check_matmul(y, x, w64, None, torch.float32)
+    with pytest.raises(AssertionError):
+        _check_matmul(y, x, w_bad, None, torch.float32)
+
+
+def test_bad_arguments_raise_kernel_error(tops):
+    data = torch.zeros(18 * 4, dtype=torch.uint8)
+    with pytest.raises(KernelError, match="no Triton kernel"):
+        tops.dequantize(data, "IQ2_XXS", 1, 256)
+    with pytest.raises(KernelError, match="multiple of the block size"):
+        tops.dequantize(data, "Q4_0", 1, 48)
+    with pytest.raises(KernelError, match="bytes"):
+        tops.dequantize(data, "Q4_0", 3, 64)  # 3 rows x 36 bytes > the 72 there are
+    with pytest.raises(KernelError, match="x must be"):
+        tops.gguf_matmul(torch.zeros(2, 64), data, "Q4_0", 2, 32)
+    with pytest.raises(KernelError, match="group_size"):
+        tops.int4_matmul(torch.zeros(1, 64), torch.zeros(2, 32, dtype=torch.uint8), torch.ones(2, 1),
+                         torch.zeros(2, 1), 48)
