@@ -112,8 +112,9 @@ def test_greedy_decode_matches_reference_int8_activations(model, reference_greed
     assert _greedy(model, 5) == reference_greedy[:10]
 
 
-def test_decode_step_equals_batched_forward(model):
-    """The GEMV decode path and the batched path compute the same function of the same cache."""
+def test_decode_step_equals_batched_forward(model, float_activations):
+    """The GEMV decode path and the batched path compute the same function of the same cache
+    (float activations: with int8 ones, kernels for different M may round differently)."""
     ids = model.tokenizer.encode("One two three four five six")
     model.forward(ids[:-1], 0)
     step = model.decode_step(ids[-1], len(ids) - 1).clone()
@@ -121,7 +122,7 @@ def test_decode_step_equals_batched_forward(model):
     assert float((step - full).abs().max()) < 2e-3 * float(full.abs().max())
 
 
-def test_continuation_after_prefill_offset(model):
+def test_continuation_after_prefill_offset(model, float_activations):
     """A second prefill at start_pos > 0 (chat turns) equals one prefill of the whole text."""
     ids = model.tokenizer.encode("Alpha beta gamma delta epsilon zeta eta theta")
     whole = model.forward(ids, 0, all_logits=True)[5:].clone()
@@ -138,11 +139,14 @@ def test_bad_token_ids(model):
 
 
 def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
+    # Peak RSS from /proc/self/status VmHWM: getrusage's ru_maxrss survives fork+exec, so a child of
+    # this (large) pytest process would report the parent's size.
     code = (
-        "import resource, sys, pyquant\n"
+        "import pyquant, sys\n"
         "m = pyquant.load(sys.argv[1])\n"
         "m.generate('The capital of France is', max_new_tokens=16)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n")
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(hwm.split()[1]) * 1024)\n")
     out = subprocess.run([sys.executable, "-c", code, str(smollm2_path)], capture_output=True, text=True,
                          check=True)
     peak = int(out.stdout.split()[-1])

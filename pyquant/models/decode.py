@@ -1,15 +1,44 @@
-"""One-token decode step with every buffer and view preallocated.
+"""One-token decode step with every buffer, view and kernel argument prepared once.
 
 A decoded token of a small model is ~30 layers x ~15 tiny ops, so the Python/torch dispatch cost
 per op matters as much as the matmuls: no allocations in the loop, `out=` variants, views built once,
-fused QKV / gate-up linears (one kernel call each), one in-place complex multiply doing the RoPE of Q
-and K together, one index_copy_ writing K and V into the cache.
+fused QKV / gate-up linears (one kernel call each) called through pre-bound raw-pointer arguments
+(`GemvCall`), one in-place complex multiply doing the RoPE of Q and K together, one index_copy_
+writing K and V into the cache.
 """
 from __future__ import annotations
 
 import torch
 
 from .decoder import run_linears
+
+
+class GemvCall:
+    """`out = x @ W.T (+ b)` for fixed W, bias and out buffer: every argument of the _C kernel but the
+    input pointer is computed once. Falls back to Linear.into for weights without a fused kernel."""
+
+    def __init__(self, linears: list, out: torch.Tensor, x_numel: int):
+        self.linears, self.out = linears, out
+        self.args = None
+        if len(linears) == 1 and linears[0].dense is None:
+            lin = linears[0]
+            qt = lin.qt
+            fn = getattr(qt, "_cpu_kernel", None)
+            if fn is not None and qt.qtype < 1000 and out.is_contiguous():   # ggml types (not INT4/INT8)
+                b = lin.bias
+                self.bias = b.contiguous() if b is not None else None
+                self.fn = fn
+                self.args = [int(qt.qtype), qt.data.data_ptr(), qt.data.nbytes, lin.out_features, lin.in_features,
+                             0, x_numel * 4, "float32", 1, out.data_ptr(), out.nbytes,
+                             self.bias.data_ptr() if b is not None else 0, self.bias.nbytes if b is not None else 0, 0]
+
+    def __call__(self, x: torch.Tensor) -> None:
+        if self.args is None:
+            run_linears(self.linears, x, self.out)
+            return
+        a = self.args
+        a[5] = x.data_ptr()   # x: contiguous float32 [1, in_features] (checked again in C++)
+        self.fn(*a)
 
 
 class DecodeState:
@@ -27,7 +56,11 @@ class DecodeState:
         self.gu = torch.empty((1, 2 * ff))                    # [gate | up]
         self.act = torch.empty((1, ff))
         self.logits = torch.empty((1, cfg.vocab_size))
-        self.scores = torch.empty((Hkv, g, T))
+        # flat: a step views the first Hkv*g*T values as a contiguous [Hkv, g, T] (out= kernels such as
+        # _softmax.out assume contiguous outputs; a [:, :, :T] slice of a 3-D buffer is not)
+        self.scores = torch.empty(Hkv * g * T)
+        self.probs = torch.empty(Hkv * g * T)
+        self.groups = (Hkv, g)
         self.gate, self.up = self.gu[:, :ff], self.gu[:, ff:]
         # Q heads h*g .. h*g+g-1 share KV head h: q viewed [Hkv, g, hd] feeds one bmm per KV head.
         self.q_grouped = self.qkv[0, :qd].view(Hkv, g, hd)
@@ -35,13 +68,14 @@ class DecodeState:
         # RoPE of Q and K at once: the first qd + kvd values are H + Hkv heads of hd.
         qk = self.qkv[0, :qd + kvd].view(H + Hkv, hd)[:, :cfg.rope_dim]
         self.qk_complex = torch.view_as_complex(qk.unflatten(-1, (cfg.rope_dim // 2, 2)))
-        self.k = self.qkv[0, qd:qd + kvd].view(Hkv, 1, hd)
-        self.v = self.qkv[0, qd + kvd:].view(Hkv, 1, hd)
+        self.kv_new = self.qkv[0, qd:].view(2, Hkv, 1, hd)   # [k | v] -> cache layout [2, Hkv, 1, hd]
         self.pos = torch.zeros(1, dtype=torch.long)
         self.token = torch.zeros(1, dtype=torch.long)
         self.scale = model.attn_scale
-        self.eps = cfg.norm_eps
-        self.norm_shape = (d,)
+        self.layers = [(L, GemvCall(L.qkv, self.qkv, d), GemvCall([L.wo], self.tmp, qd),
+                        GemvCall(L.gate_up, self.gu, d), GemvCall([L.down], self.tmp, ff))
+                       for L in model.layers]
+        self.output = GemvCall([model.output], self.logits, d)
 
     def step(self, token: int, pos: int) -> torch.Tensor:
         m = self.model
@@ -52,22 +86,25 @@ class DecodeState:
         x = self.x
         x.copy_(m.embed(self.token))
         freqs = m.rope[pos]
-        scores = self.scores[:, :, :T]
-        cache = m.cache
-        for i, L in enumerate(m.layers):
-            run_linears(L.qkv, m.norm(x, L.attn_norm), self.qkv)
+        n = self.groups[0] * self.groups[1] * T
+        scores = self.scores[:n].view(*self.groups, T)
+        probs = self.probs[:n].view(*self.groups, T)
+        layer_kv = m.cache.layer_kv
+        softmax_out = torch.ops.aten._softmax.out
+        norm, act_into = m.norm, m.mlp_activation_into
+        for i, (L, qkv, wo, gate_up, down) in enumerate(self.layers):
+            qkv(norm(x, L.attn_norm))
             self.qk_complex.mul_(freqs)
-            Kl, Vl = cache.layer_k[i], cache.layer_v[i]              # [Hkv, Tmax, hd]
-            Kl.index_copy_(1, self.pos, self.k)
-            Vl.index_copy_(1, self.pos, self.v)
-            torch.bmm(self.q_grouped, Kl[:, :T].transpose(1, 2), out=scores)    # [Hkv, g, T]
-            probs = torch.softmax(scores.mul_(self.scale), dim=-1)
-            torch.bmm(probs, Vl[:, :T], out=self.attn_grouped)                   # [Hkv, g, hd]
-            L.wo.into(self.attn, self.tmp)
+            kv = layer_kv[i]                                                   # [2, Hkv, Tmax, hd]
+            kv.index_copy_(2, self.pos, self.kv_new)
+            torch.bmm(self.q_grouped, kv[0, :, :T].transpose(1, 2), out=scores)  # [Hkv, g, T]
+            softmax_out(scores.mul_(self.scale), -1, False, out=probs)
+            torch.bmm(probs, kv[1, :, :T], out=self.attn_grouped)               # [Hkv, g, hd]
+            wo(self.attn)
             x.add_(self.tmp)
-            run_linears(L.gate_up, m.norm(x, L.ffn_norm), self.gu)
-            m.mlp_activation_into(self.gate, self.up, self.act)
-            L.down.into(self.act, self.tmp)
+            gate_up(norm(x, L.ffn_norm))
+            act_into(self.gate, self.up, self.act)
+            down(self.act)
             x.add_(self.tmp)
-        m.output.into(m.norm(x, m.output_norm), self.logits)
+        self.output(norm(x, m.output_norm))
         return self.logits[0]

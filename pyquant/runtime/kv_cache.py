@@ -13,12 +13,13 @@ class KVCache:
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_seq_len: int,
                  dtype: torch.dtype = torch.float32):
         self.max_seq_len = max_seq_len
-        # k, v: [n_layers, n_kv_heads, max_seq_len, head_dim]; a head's positions are contiguous,
-        # so attention reads K[:, :T] as plain strided matrices.
-        self.k = torch.empty((n_layers, n_kv_heads, max_seq_len, head_dim), dtype=dtype)
-        self.v = torch.empty((n_layers, n_kv_heads, max_seq_len, head_dim), dtype=dtype)
-        self.layer_k = list(self.k.unbind(0))  # per-layer views made once, not per step
-        self.layer_v = list(self.v.unbind(0))
+        # kv: [n_layers, 2 (k, v), n_kv_heads, max_seq_len, head_dim]; a head's positions are
+        # contiguous, so attention reads K[:, :T] as plain strided matrices, and K and V of a new
+        # token (adjacent in the fused QKV output) go in with one index_copy_.
+        self.kv = torch.empty((n_layers, 2, n_kv_heads, max_seq_len, head_dim), dtype=dtype)
+        self.layer_kv = list(self.kv.unbind(0))  # per-layer views made once, not per step
+        self.layer_k = [kv[0] for kv in self.layer_kv]
+        self.layer_v = [kv[1] for kv in self.layer_kv]
 
     def check(self, start: int, n: int) -> None:
         if start < 0 or start + n > self.max_seq_len:
