@@ -154,3 +154,73 @@ def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
     print(f"peak RSS {peak / 1e6:.0f} MB, file {size / 1e6:.0f} MB")
     # measured 392.6e6 bytes = file + 294e6, of which `import torch` alone is 229e6 (218 MiB)
     assert peak < size + 300 * 2**20
+
+
+def _write_tiny_model(path, arch, seed=0, biases=True, tied=False):
+    """A random 2-layer model in GGUF (Q8_0 weights, F32 norms/biases) with a byte-level vocab."""
+    from pyquant.formats.gguf import GGUFValueType, GGUFWriter
+    from pyquant.runtime.tokenizer import _bytes_to_unicode
+
+    g = torch.Generator().manual_seed(seed)
+    d, H, Hkv, hd, ff, V, n_layers = 64, 4, 2, 16, 96, 256, 2
+    w = GGUFWriter(path)
+    for k, v in {"general.architecture": arch, f"{arch}.block_count": n_layers,
+                 f"{arch}.context_length": 256, f"{arch}.embedding_length": d,
+                 f"{arch}.feed_forward_length": ff, f"{arch}.attention.head_count": H,
+                 f"{arch}.attention.head_count_kv": Hkv, f"{arch}.rope.freq_base": 10000.0,
+                 f"{arch}.attention.layer_norm_rms_epsilon": 1e-6, "tokenizer.ggml.model": "gpt2",
+                 "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": list(_bytes_to_unicode().values()),
+                 "tokenizer.ggml.token_type": [1] * V,
+                 "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1}.items():
+        w.add_field(k, v)
+    w.add_field("tokenizer.ggml.merges", [], elem_type=GGUFValueType.STRING)
+
+    def q8(name, rows, cols, scale=0.15):
+        t = torch.randn(rows, cols, generator=g) * scale
+        w.add_tensor(name, pyquant.quantize(t, pyquant.QType.Q8_0), pyquant.QType.Q8_0, (rows, cols))
+
+    def f32(name, n, mean=0.0):
+        w.add_tensor(name, (mean + 0.1 * torch.randn(n, generator=g)).numpy(), pyquant.QType.F32, (n,))
+
+    q8("token_embd.weight", V, d, 1.0)
+    if not tied:
+        q8("output.weight", V, d)
+    f32("output_norm.weight", d, 1.0)
+    for i in range(n_layers):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", d, 1.0)
+        f32(p + "ffn_norm.weight", d, 1.0)
+        for name, rows, cols in (("attn_q", H * hd, d), ("attn_k", Hkv * hd, d), ("attn_v", Hkv * hd, d),
+                                 ("attn_output", d, H * hd), ("ffn_gate", ff, d), ("ffn_up", ff, d),
+                                 ("ffn_down", d, ff)):
+            q8(p + name + ".weight", rows, cols)
+        if biases:
+            for name, n in (("attn_q", H * hd), ("attn_k", Hkv * hd), ("attn_v", Hkv * hd)):
+                f32(p + name + ".bias", n)
+    w.write()
+    return path
+
+
+@pytest.mark.parametrize("arch,biases,tied", [("qwen2", True, False), ("llama", False, True)])
+def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, float_activations):
+    """qwen2: neox RoPE (run through permuted Q/K rows) and Q/K/V biases; llama: tied output."""
+    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, biases=biases, tied=tied)
+    m = pyquant.load(path, max_seq_len=64)
+    assert type(m).rope_style == ("neox" if arch == "qwen2" else "normal")
+    ids = list(range(40, 72))
+    ref = ReferenceLlama(path).forward(ids)
+    ours = m.forward(ids, 0, all_logits=True).double()
+    assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
+    m.forward(ids[:-1], 0)
+    step = m.decode_step(ids[-1], len(ids) - 1).double()
+    assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
+
+
+def test_unsupported_architecture(tmp_path):
+    from pyquant.formats.gguf import GGUFWriter
+
+    w = GGUFWriter(tmp_path / "x.gguf")
+    w.add_field("general.architecture", "mamba")
+    w.write()
+    with pytest.raises(pyquant.FormatError, match="mamba"):
+        pyquant.load(tmp_path / "x.gguf")

@@ -20,10 +20,33 @@ def register(subparsers):
     p.add_argument("-n", "--n-gen", type=int, default=32)
     p.add_argument("-r", "--repetitions", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--overhead", action="store_true",
+                   help="also time decode steps with the matmuls skipped: the Python + torch-op cost per token")
     p.set_defaults(func=main)
 
 
-def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> dict:
+def decode_overhead(model, n: int = 32, reps: int = 3) -> float:
+    """Seconds per decode step spent outside the matmul kernels (best of reps): the same steps with
+    every GEMV skipped. Buffers get normal values first (garbage could hit NaN/denormal slow paths)."""
+    from ..models.decode import GemvCall
+
+    st = model._decode
+    for buf in (st.x, st.tmp, st.qkv, st.gu, st.logits):
+        buf.normal_()
+    GemvCall.enabled = False
+    try:
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for pos in range(n):
+                model.decode_step(1, pos)
+            best = min(best, (time.perf_counter() - t0) / n)
+    finally:
+        GemvCall.enabled = True
+    return best
+
+
+def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, overhead: bool = False) -> dict:
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -54,6 +77,8 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> d
     if "tg_tok_s" in res:
         res["tg_weight_GB_s"] = res["tg_tok_s"] * model.weight_nbytes / 1e9
         res["tg_ms_per_token"] = 1e3 / res["tg_tok_s"]
+    if overhead and n_gen > 0:
+        res["tg_overhead_ms_per_token"] = 1e3 * decode_overhead(model, n_gen, reps)
     return res
 
 
@@ -69,7 +94,7 @@ def main(args) -> int:
     if args.max_seq_len is None:
         args.max_seq_len = max(args.n_prompt, args.n_gen) + 1
     model = load_model(args)
-    res = bench_model(model, args.n_prompt, args.n_gen, args.repetitions)
+    res = bench_model(model, args.n_prompt, args.n_gen, args.repetitions, overhead=args.overhead)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -80,5 +105,9 @@ def main(args) -> int:
     if "tg_tok_s" in res:
         print(f"tg{args.n_gen}: {res['tg_tok_s']:8.1f} ± {res['tg_tok_s_std']:.1f} tok/s  "
               f"({res['tg_ms_per_token']:.2f} ms/token, {res['tg_weight_GB_s']:.1f} GB/s of weights)")
+    if "tg_overhead_ms_per_token" in res:
+        ovh = res["tg_overhead_ms_per_token"]
+        print(f"decode overhead outside the matmuls: {ovh:.2f} ms/token "
+              f"({ovh / res['tg_ms_per_token']:.0%} of a step)")
     sys.stdout.flush()
     return 0

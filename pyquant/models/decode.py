@@ -15,7 +15,10 @@ from .decoder import run_linears
 
 class GemvCall:
     """`out = x @ W.T (+ b)` for fixed W, bias and out buffer: every argument of the _C kernel but the
-    input pointer is computed once. Falls back to Linear.into for weights without a fused kernel."""
+    input pointer is computed once. Falls back to Linear.into for weights without a fused kernel.
+    `GemvCall.enabled = False` skips the matmuls (bench's measure of everything else per token)."""
+
+    enabled = True
 
     def __init__(self, linears: list, out: torch.Tensor, x_numel: int):
         self.linears, self.out = linears, out
@@ -33,6 +36,8 @@ class GemvCall:
                              self.bias.data_ptr() if b is not None else 0, self.bias.nbytes if b is not None else 0, 0]
 
     def __call__(self, x: torch.Tensor) -> None:
+        if not GemvCall.enabled:
+            return
         if self.args is None:
             run_linears(self.linears, x, self.out)
             return
