@@ -136,6 +136,10 @@ def test_bad_token_ids(model):
         model.forward([0, 49152])
     with pytest.raises(pyquant.PyquantError):
         model.forward(list(range(300)))   # beyond max_seq_len = 256
+    with pytest.raises(pyquant.PyquantError):
+        model.decode_step(49152, 0)       # would index past the embedding table
+    with pytest.raises(pyquant.PyquantError):
+        model.decode_step(-1, 0)
 
 
 def test_peak_rss_within_file_size_plus_300mb(smollm2_path):

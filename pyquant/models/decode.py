@@ -81,15 +81,40 @@ class DecodeState:
                         GemvCall(L.gate_up, self.gu, d), GemvCall([L.down], self.tmp, ff))
                        for L in model.layers]
         self.output = GemvCall([model.output], self.logits, d)
+        self._bind_embedding(model.embed)
+
+    def _bind_embedding(self, embed) -> None:
+        """Decode the one embedding row of the token straight from the file bytes into x (no gather,
+        no allocation); types without a C++ decoder go through Embedding.__call__."""
+        from .._ext import _C
+
+        qt = embed.qt
+        self.embed_row = None
+        if qt.qtype < 1000 and _C.has_decoder(int(qt.qtype)):
+            rows = embed.rows
+            self.embed_row = (_C.decode, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.vocab_size,
+                              self.x.data_ptr(), self.x.nbytes, embed.dim)
+
+    def embed_into_x(self, token: int) -> None:
+        e = self.embed_row
+        if e is None:
+            self.token[0] = token
+            self.x.copy_(self.model.embed(self.token))
+            return
+        decode, qtype, base, row_bytes, vocab, x_ptr, x_nbytes, dim = e
+        if not 0 <= token < vocab:  # the pointer arithmetic below trusts this check
+            from ..errors import PyquantError
+
+            raise PyquantError(f"decode_step: token id {token} outside [0, {vocab})")
+        decode(qtype, base + token * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
 
     def step(self, token: int, pos: int) -> torch.Tensor:
         m = self.model
         m.cache.check(pos, 1)
         T = pos + 1
-        self.token[0] = token
         self.pos[0] = pos
         x = self.x
-        x.copy_(m.embed(self.token))
+        self.embed_into_x(int(token))
         freqs = m.rope[pos]
         n = self.groups[0] * self.groups[1] * T
         scores = self.scores[:n].view(*self.groups, T)
