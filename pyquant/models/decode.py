@@ -119,17 +119,16 @@ class DecodeState:
         n = self.groups[0] * self.groups[1] * T
         scores = self.scores[:n].view(*self.groups, T)
         probs = self.probs[:n].view(*self.groups, T)
-        layer_kv = m.cache.layer_kv
+        layer_kv, layer_k, layer_v = m.cache.layer_kv, m.cache.layer_k, m.cache.layer_v
         softmax_out = torch.ops.aten._softmax.out
         norm, act_into = m.norm, m.mlp_activation_into
         for i, (L, qkv, wo, gate_up, down) in enumerate(self.layers):
             qkv(norm(x, L.attn_norm))
             self.qk_complex.mul_(freqs)
-            kv = layer_kv[i]                                                   # [2, Hkv, Tmax, hd]
-            kv.index_copy_(2, self.pos, self.kv_new)
-            torch.bmm(self.q_grouped, kv[0, :, :T].transpose(1, 2), out=scores)  # [Hkv, g, T]
+            layer_kv[i].index_copy_(2, self.pos, self.kv_new)                  # [2, Hkv, Tmax, hd]
+            torch.bmm(self.q_grouped, layer_k[i][:, :T].transpose(1, 2), out=scores)  # [Hkv, g, T]
             softmax_out(scores.mul_(self.scale), -1, False, out=probs)
-            torch.bmm(probs, kv[1, :, :T], out=self.attn_grouped)               # [Hkv, g, hd]
+            torch.bmm(probs, layer_v[i][:, :T], out=self.attn_grouped)          # [Hkv, g, hd]
             wo(self.attn)
             x.add_(self.tmp)
             gate_up(norm(x, L.ffn_norm))
