@@ -22,6 +22,8 @@ def register(subparsers):
     p.add_argument("--json", action="store_true")
     p.add_argument("--overhead", action="store_true",
                    help="also time decode steps with the matmuls skipped: the Python + torch-op cost per token")
+    p.add_argument("--roofline", action="store_true",
+                   help="also measure the DRAM read bandwidth (_C.bandwidth_probe, same threads) for reference")
     p.set_defaults(func=main)
 
 
@@ -95,6 +97,11 @@ def main(args) -> int:
         args.max_seq_len = max(args.n_prompt, args.n_gen) + 1
     model = load_model(args)
     res = bench_model(model, args.n_prompt, args.n_gen, args.repetitions, overhead=args.overhead)
+    if args.roofline:
+        from .._ext import _C
+
+        # 256 MiB: well past the L3, like the 96 MB of weights a SmolLM2 token streams
+        res["roofline_GB_s"] = _C.bandwidth_probe(256 << 20, res["threads"], 3)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -105,6 +112,9 @@ def main(args) -> int:
     if "tg_tok_s" in res:
         print(f"tg{args.n_gen}: {res['tg_tok_s']:8.1f} ± {res['tg_tok_s_std']:.1f} tok/s  "
               f"({res['tg_ms_per_token']:.2f} ms/token, {res['tg_weight_GB_s']:.1f} GB/s of weights)")
+    if "roofline_GB_s" in res and "tg_weight_GB_s" in res:
+        print(f"DRAM read roofline: {res['roofline_GB_s']:.1f} GB/s -> generation at "
+              f"{res['tg_weight_GB_s'] / res['roofline_GB_s']:.0%} of it")
     if "tg_overhead_ms_per_token" in res:
         ovh = res["tg_overhead_ms_per_token"]
         print(f"decode overhead outside the matmuls: {ovh:.2f} ms/token "

@@ -5,6 +5,16 @@ per op matters as much as the matmuls: no allocations in the loop, `out=` varian
 fused QKV / gate-up linears (one kernel call each) called through pre-bound raw-pointer arguments
 (`GemvCall`), one in-place complex multiply doing the RoPE of Q and K together, one index_copy_
 writing K and V into the cache.
+
+Measured on the shared 2-core Zen 3 dev box (load average 4-10, so absolute numbers are pessimistic;
+`pyquant bench smollm2 -t 1 --overhead` reproduces them):
+- everything but the matmuls, per token: 3.3 ms with Linear.into + per-step views and allocations,
+  2.8 ms with pre-bound GEMV calls, 1.33 ms after also fusing the K/V cache write, making the
+  softmax write a contiguous buffer, decoding the embedding row in place and caching per-layer K/V
+  views. About 13 torch ops per layer remain at ~3 us each; torch.rms_norm (12.5 us under load) is
+  the largest, and a hand-written 5-op norm measured the same, so it stays.
+- torch's own ops run single-threaded inside a step (see decoder.torch_single_thread): with torch
+  at 2 threads next to pyquant's pool, a [3, 3, T] softmax took 25 ms.
 """
 from __future__ import annotations
 
