@@ -351,3 +351,15 @@ def test_bandwidth_probe():
     assert 0.1 < gbs < 10000
     with pytest.raises(KernelError, match="nbytes"):
         _C.bandwidth_probe(1 << 50, 1, 1)
+
+
+@pytest.mark.parametrize("t", FLOAT_TYPES, ids=lambda t: t.name)
+def test_float_weights_odd_k(t, isa):
+    """k not a multiple of 8/16/256: the vector loops' scalar tails and the padded GEMM panels."""
+    rng = np.random.default_rng(400 + int(t))
+    n, k = 13, 301
+    w = rand_gguf(t, n, k, rng)
+    W = dequant_gguf(t, w, n, k)
+    for m in (1, 3, 4, 9, 40):
+        x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+        check(call_gguf(t, w, n, k, x), x, W, "float")

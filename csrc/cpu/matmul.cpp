@@ -164,6 +164,7 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   const UnpackRowFn unpack = avx2 && ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
   const GemvFusedFn fused = q8 && avx2 ? ti.fused_avx2 : nullptr;
   const bool direct_f32 = w.qtype == (int)QType::F32;
+  const bool half_direct = avx2 && (w.qtype == (int)QType::F16 || w.qtype == (int)QType::BF16);
 
   // Chunks of 16 rows: contiguous per thread, so each streams its own slice of W once.
   parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
@@ -174,6 +175,16 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
     const float* xs[4];
     float out[4];
     for (int64_t r = r0; r < r1; ++r) {
+      if (half_direct) {
+        const uint16_t* wh = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
+          for (int t = 0; t < mr; ++t) xs[t] = xf + (i0 + t) * c.k;
+          dot_half_avx2(wh, w.qtype == (int)QType::BF16, xs, mr, c.k, out);
+          for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
+        }
+        continue;
+      }
       if (fused) {
         for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
           const int mr = (int)std::min<int64_t>(4, c.m - i0);

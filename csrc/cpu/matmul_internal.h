@@ -113,6 +113,8 @@ void row_to_float(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* 
 // Float weights: F32 / F16 / BF16 row -> float (ISA-specific).
 void f16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out);
 void bf16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out);
+// F16 / BF16 weight row dotted with mr (1..4) float rows, converting in registers.
+void dot_half_avx2(const uint16_t* w, bool bf16, const float* const* x, int mr, int64_t k, float* out);
 
 // GEMM over output rows [n0, n1): C = x @ W[n0:n1].T in float, handed to `store` in column
 // blocks: store(nb, nn, c, ldc) receives c[i * ldc + j] = y[i, nb + j] for i < m, j < nn.
