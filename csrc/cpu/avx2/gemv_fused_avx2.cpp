@@ -49,6 +49,12 @@ inline __m256i bit5_32(const uint8_t* p) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
 }
 
+// Bit `bit` of every byte of h, moved to bit 4 (value 16): the 5th bit of Q5_K.
+inline __m256i bit_to_16(__m256i h, int bit) {
+  const __m256i b = _mm256_and_si256(h, _mm256_set1_epi8((char)(1 << bit)));
+  return bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4);
+}
+
 // ---------------------------------------------------------------- X32 block loaders
 // q(b): 32 weights as bytes (w = a*q + off); a8(b) / off8(b, a8): the scales and offsets of
 // blocks b..b+7 as one vector, so the per-block float work is a broadcast from the stack.
@@ -289,13 +295,15 @@ void fused_int8(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* ou
 
 // Q4_K: per super-block one int32 accumulator per row; 8 sub-block scales as 16-bit broadcasts;
 // mins through bsums (madd of 16 x int16), all applied with 2 FMAs per 256 weights.
-template <int MR>
+// Q5 = true: Q5_K (same scales; qh[32] at 16 adds bit 2c / 2c+1 as value 16; qs at 48).
+template <int MR, bool Q5>
 void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  constexpr int kBytes = Q5 ? 176 : 144, kQs = Q5 ? 48 : 16;
   const uint8_t* blk = w.data + r * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
     // 12 bytes of 6-bit scales/mins -> bytes 0..7 scales, 8..15 mins (the get_scale_min_k4
     // arithmetic done on 32-bit words), then widened to 16 bits.
     uint32_t u[4];
@@ -312,9 +320,14 @@ void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
     const float d = h2f(blk), dmin = h2f(blk + 2);
     __m256i iacc[MR];
     for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    const __m256i H = Q5 ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
-      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + kQs + 32 * c));
+      __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if (Q5) {
+        lo = _mm256_or_si256(lo, bit_to_16(H, 2 * c));
+        hi = _mm256_or_si256(hi, bit_to_16(H, 2 * c + 1));
+      }
       // Broadcast 16-bit scale 2c / 2c+1 with one byte shuffle each.
       const __m256i slo = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * c))));
       const __m256i shi = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1))));
@@ -386,11 +399,13 @@ void gemv_q6_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
 
 // Q4_K, 4 rows: maddubs per row, then the 4 rows fold in int16 (4-bit: x4 pairs fits) and one
 // madd applies the sub-block scale to all of them.
+template <bool Q5>
 void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  constexpr int kBytes = Q5 ? 176 : 144, kQs = Q5 ? 48 : 16;
   const uint8_t* blk = w.data + r * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
     uint32_t u[4];
     std::memcpy(u, blk + 4, 12);
     u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
@@ -404,9 +419,14 @@ void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
     const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
     const float d = h2f(blk), dmin = h2f(blk + 2);
     __m256i iacc = _mm256_setzero_si256();
+    const __m256i H = Q5 ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
-      const __m256i half[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + kQs + 32 * c));
+      __m256i half[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+      if (Q5) {  // 5-bit q: 4 rows x |pair| <= 2*31*127 still fold in int16
+        half[0] = _mm256_or_si256(half[0], bit_to_16(H, 2 * c));
+        half[1] = _mm256_or_si256(half[1], bit_to_16(H, 2 * c + 1));
+      }
       for (int h = 0; h < 2; ++h) {
         const int j = 2 * c + h;
         const __m256i s = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
@@ -484,7 +504,14 @@ void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
       default: FN##_r4(w, r, x, out); break;                                           \
     }                                                                                  \
   }
-PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k)
+template <int MR>
+void gemv_q4_k_only(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k<MR, false>(w, r, x, out); }
+template <int MR>
+void gemv_q5_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k<MR, true>(w, r, x, out); }
+void gemv_q4_k_only_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k_r4<false>(w, r, x, out); }
+void gemv_q5_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k_r4<true>(w, r, x, out); }
+PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k_only)
+PQ_MR_DISPATCH(fused_q5_k, gemv_q5_k)
 PQ_MR_DISPATCH(fused_q6_k, gemv_q6_k)
 #undef PQ_MR_DISPATCH
 
@@ -499,6 +526,7 @@ GemvFusedFn avx2_fused_gemv(int qtype) {
     case (int)QType::Q8_0: return fused_gguf_x32<LQ8_0>;
     case (int)QType::IQ4_NL: return fused_gguf_x32<LIQ4_NL>;
     case (int)QType::Q4_K: return fused_q4_k;
+    case (int)QType::Q5_K: return fused_q5_k;
     case (int)QType::Q6_K: return fused_q6_k;
     case kInt4: return fused_int4;
     case kInt8: return fused_int8;
