@@ -33,10 +33,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline __m256i nibbles32(const uint8_t* p) {
+inline __m256i nibbles32(const uint8_t* p) {  // load, shift, insert, one 256-bit AND
   const __m128i v = _mm_loadu_si128((const __m128i*)p);
-  const __m128i m4 = _mm_set1_epi8(15);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
 }
 
 // 32 bits -> 32 bytes, 0x10 where the bit is set (the 5th bit of Q5_0 / Q5_1).
@@ -59,10 +58,22 @@ inline __m256i bit_to_16(__m256i h, int bit) {
 // q(b): 32 weights as bytes (w = a*q + off); a8(b) / off8(b, a8): the scales and offsets of
 // blocks b..b+7 as one vector, so the per-block float work is a broadcast from the stack.
 // fp16 scales of 8 consecutive blocks: 8 word inserts + one vcvtph2ps (vs 8 scalar conversions).
+// (word inserts, not 8 narrow stores + a wide load: that load cannot be store-forwarded)
 inline __m256 fp16x8(const uint8_t* p, int stride) {
-  uint16_t h[8];
-  for (int j = 0; j < 8; ++j) std::memcpy(&h[j], p + j * stride, 2);
-  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h));
+  auto ld = [&](int j) {
+    uint16_t h;
+    std::memcpy(&h, p + j * stride, 2);
+    return (int)h;
+  };
+  __m128i v = _mm_cvtsi32_si128(ld(0));
+  v = _mm_insert_epi16(v, ld(1), 1);
+  v = _mm_insert_epi16(v, ld(2), 2);
+  v = _mm_insert_epi16(v, ld(3), 3);
+  v = _mm_insert_epi16(v, ld(4), 4);
+  v = _mm_insert_epi16(v, ld(5), 5);
+  v = _mm_insert_epi16(v, ld(6), 6);
+  v = _mm_insert_epi16(v, ld(7), 7);
+  return _mm256_cvtph_ps(v);
 }
 
 template <int kBytes, int kQOff, int kDOff, int kMOff, int kBias, bool kS>
