@@ -342,7 +342,7 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   else if (kind == "int8") id = kInt8;
   else PQ_CHECK(kind == "gguf", "matmul_path: kind must be 'gguf', 'int4' or 'int8', got '", kind, "'");
   PQ_CHECK(m >= 0, "matmul_path: m must be >= 0, got ", m);
-  const TypeInfo* ti = id < kMaxQType && id >= 0 ? type_info(id) : type_info(id);
+  const TypeInfo* ti = type_info(id);
   if (!ti || (kind == "gguf" && id >= kMaxQType))
     return std::string("unsupported: no fused CPU kernel for ") + qtype_name(qtype) + " (dequantize, then float matmul)";
   const std::string isa = isa_name(active_isa());
