@@ -183,7 +183,8 @@ def test_float_activation_path(t, isa, act_mode):
 
 
 @pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
-def test_one_block_int8_path(t, isa):
+def test_one_block_int8_path(t, isa, act_mode):
+    act_mode("int8")
     rng = np.random.default_rng(200 + int(t))
     bs = gq.GGML_QUANT_SIZES[t][0]
     n, k = 9, bs
@@ -333,6 +334,7 @@ def test_validation_errors():
 
 
 def test_matmul_path_explains(act_mode):
+    act_mode("auto")  # also when PYQUANT_MATMUL_ACT=float is set
     assert "gemv-int8" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 256" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 32" in _C.matmul_path("int4", 0, 8)
