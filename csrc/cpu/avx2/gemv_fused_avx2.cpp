@@ -509,8 +509,8 @@ void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
 // Q3_K: 110 B = hmask[32] | qs[64] | scales[12] | d. Element 128n + 32j + l: u = ((qs[32n+l] >> 2j) & 3)
 // + 4 * (hmask[l] bit 4n+j), w = d*(sc-32)*(u-4); the -4 goes through bsums (mn = 4*(sc-32)).
 struct Q3Block {
-  __m256i hm, qs[2], sc16;  // sc16: the 16 signed sub-block scales (sc - 32)
-  float d;
+  __m256i hm, qs[2], sc16, mn16;  // sc16: the 16 signed sub-block scales (sc - 32)
+  float d, dmin;
   explicit Q3Block(const uint8_t* blk) {
     hm = _mm256_loadu_si256((const __m256i*)blk);
     qs[0] = _mm256_loadu_si256((const __m256i*)(blk + 32));
@@ -527,15 +527,35 @@ struct Q3Block {
     const __m128i h23 = _mm_unpacklo_epi32(_mm_and_si128(_mm_srli_epi16(h, 4), m3), _mm_and_si128(_mm_srli_epi16(h, 6), m3));
     const __m128i hi = _mm_unpacklo_epi64(h01, h23);
     sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_or_si128(lo, _mm_slli_epi16(hi, 4))), _mm256_set1_epi16(32));
-    uint16_t dh;
-    std::memcpy(&dh, blk + 108, 2);
-    d = _cvtsh_ss(dh);
+    mn16 = _mm256_slli_epi16(sc16, 2);  // 4 * (sc - 32)
+    d = dmin = h2f(blk + 108);
   }
+  static constexpr int kBytes = 110;
   __m256i q(int jj) const {  // 32-chunk jj = 4n + j
     const int n = jj >> 2, j = jj & 3;
     const __m256i low = _mm256_and_si256(_mm256_srli_epi16(qs[n], 2 * j), _mm256_set1_epi8(3));
     const __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << jj)));
     return _mm256_or_si256(low, _mm256_andnot_si256(_mm256_cmpeq_epi8(hb, _mm256_setzero_si256()), _mm256_set1_epi8(4)));
+  }
+};
+
+// Q2_K: 84 B = scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin; element
+// 128n + 32j + l = (qs[32n+l] >> 2j) & 3; w = d*sc*q - dmin*m.
+struct Q2Block {
+  static constexpr int kBytes = 84;
+  __m256i qs[2], sc16, mn16;
+  float d, dmin;
+  explicit Q2Block(const uint8_t* blk) {
+    const __m128i v = _mm_loadu_si128((const __m128i*)blk);
+    sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(15)));
+    mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15)));
+    qs[0] = _mm256_loadu_si256((const __m256i*)(blk + 16));
+    qs[1] = _mm256_loadu_si256((const __m256i*)(blk + 48));
+    d = h2f(blk + 80);
+    dmin = h2f(blk + 82);
+  }
+  __m256i q(int jj) const {
+    return _mm256_and_si256(_mm256_srli_epi16(qs[jj >> 2], 2 * (jj & 3)), _mm256_set1_epi8(3));
   }
 };
 
@@ -547,13 +567,14 @@ inline __m256i scale_pair(__m256i lo, __m256i hi, int jj) {
   return _mm256_shuffle_epi8(jj < 4 ? lo : hi, mask);
 }
 
-template <int MR>
-void gemv_q3_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+// K-quants with 16 sub-blocks of 16 and small unsigned q (Q2_K, Q3_K): Block decodes one super-block.
+template <typename Block, int MR>
+void gemv_k16(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
   __m256 acc[MR];
   for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 110) {
-    const Q3Block b(blk);
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += Block::kBytes) {
+    const Block b(blk);
     const __m256i lo = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x00);
     const __m256i hi = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x11);
     __m256i iacc[MR];
@@ -565,22 +586,23 @@ void gemv_q3_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
         iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), s));
       }
     }
-    const __m256i mv = _mm256_slli_epi16(b.sc16, 2);  // 4 * (sc - 32)
     for (int i = 0; i < MR; ++i) {
       const __m256i bs = _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb));
-      const __m256i tot = _mm256_sub_epi32(iacc[i], _mm256_madd_epi16(mv, bs));
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(x[i].d[sb] * b.d), acc[i]);
+      const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(b.mn16, bs));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(x[i].d[sb] * b.d), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(mins, _mm256_set1_ps(x[i].d[sb] * b.dmin), acc[i]);
     }
   }
   for (int i = 0; i < MR; ++i) out[i] = hsum(acc[i]);
 }
 
-// 4 rows: 3-bit q (|pair| <= 2*7*127) folds 4 rows in int16 before the scale madd.
-void gemv_q3_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+// 4 rows: <= 3-bit q (|pair| <= 2*7*127) folds 4 rows in int16 before the scale madd.
+template <typename Block>
+void gemv_k16_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 110) {
-    const Q3Block b(blk);
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += Block::kBytes) {
+    const Block b(blk);
     const __m256i lo = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x00);
     const __m256i hi = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x11);
     __m256i iacc = _mm256_setzero_si256();
@@ -591,16 +613,24 @@ void gemv_q3_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
         p[i] = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * jj)));
       iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(fold4_16(p[0], p[1], p[2], p[3]), scale_pair(lo, hi, jj)));
     }
-    const __m256i mv = _mm256_slli_epi16(b.sc16, 2);
     __m256i mm[4];
     for (int i = 0; i < 4; ++i)
-      mm[i] = _mm256_madd_epi16(mv, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
-    const __m256i tot = _mm256_sub_epi32(iacc, fold4_32(mm[0], mm[1], mm[2], mm[3]));
+      mm[i] = _mm256_madd_epi16(b.mn16, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
     const __m128 dx4 = _mm_setr_ps(x[0].d[sb], x[1].d[sb], x[2].d[sb], x[3].d[sb]);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(_mm256_set_m128(dx4, dx4), _mm256_set1_ps(b.d)), acc);
+    const __m256 dx = _mm256_set_m128(dx4, dx4);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_mul_ps(dx, _mm256_set1_ps(b.d)), acc);
+    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_32(mm[0], mm[1], mm[2], mm[3])),
+                           _mm256_mul_ps(dx, _mm256_set1_ps(b.dmin)), accm);
   }
-  store4(acc, out);
+  store4(_mm256_sub_ps(acc, accm), out);
 }
+
+template <int MR>
+void gemv_q3_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16<Q3Block, MR>(w, r, x, out); }
+template <int MR>
+void gemv_q2_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16<Q2Block, MR>(w, r, x, out); }
+void gemv_q3_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16_r4<Q3Block>(w, r, x, out); }
+void gemv_q2_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16_r4<Q2Block>(w, r, x, out); }
 
 #define PQ_MR_DISPATCH(NAME, FN)                                                       \
   void NAME(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {       \
@@ -621,6 +651,7 @@ PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k_only)
 PQ_MR_DISPATCH(fused_q5_k, gemv_q5_k)
 PQ_MR_DISPATCH(fused_q6_k, gemv_q6_k)
 PQ_MR_DISPATCH(fused_q3_k, gemv_q3_k)
+PQ_MR_DISPATCH(fused_q2_k, gemv_q2_k)
 #undef PQ_MR_DISPATCH
 
 }  // namespace
@@ -633,6 +664,7 @@ GemvFusedFn avx2_fused_gemv(int qtype) {
     case (int)QType::Q5_1: return fused_gguf_x32<LQ5_1>;
     case (int)QType::Q8_0: return fused_gguf_x32<LQ8_0>;
     case (int)QType::IQ4_NL: return fused_gguf_x32<LIQ4_NL>;
+    case (int)QType::Q2_K: return fused_q2_k;
     case (int)QType::Q3_K: return fused_q3_k;
     case (int)QType::Q4_K: return fused_q4_k;
     case (int)QType::Q5_K: return fused_q5_k;
