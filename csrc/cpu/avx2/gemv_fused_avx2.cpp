@@ -632,6 +632,43 @@ void gemv_q2_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv
 void gemv_q3_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16_r4<Q3Block>(w, r, x, out); }
 void gemv_q2_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16_r4<Q2Block>(w, r, x, out); }
 
+// IQ4_XS: 136 B = d | scales_h (u16) | scales_l[4] | qs[128]; sub-block j of 32: kvalues[nibble] *
+// (ls_j - 32). Signed q (|q| <= 127): sign trick, and pairs up to 32258 cannot fold rows in int16,
+// so every row keeps its own madd with the broadcast scale.
+template <int MR>
+void gemv_iq4_xs(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 136) {
+    uint16_t sh;
+    std::memcpy(&sh, blk + 2, 2);
+    int16_t ls[8];
+    for (int j = 0; j < 8; ++j)
+      ls[j] = (int16_t)((((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4)) - 32);
+    const __m128i v8 = _mm_setr_epi16(ls[0], ls[1], ls[2], ls[3], ls[4], ls[5], ls[6], ls[7]);
+    const __m256i scb = _mm256_set_m128i(v8, v8);
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i q = _mm256_shuffle_epi8(table, nibbles32(blk + 8 + 16 * j));
+      const __m256i qa = _mm256_abs_epi8(q);
+      const __m256i s = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j));
+        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(xq, q)), s));
+      }
+    }
+    const float d = h2f(blk);
+    for (int i = 0; i < MR; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(x[i].d[sb] * d), acc[i]);
+  }
+  for (int i = 0; i < MR; ++i) out[i] = hsum(acc[i]);
+}
+void gemv_iq4_xs_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_iq4_xs<4>(w, r, x, out); }
+
 #define PQ_MR_DISPATCH(NAME, FN)                                                       \
   void NAME(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {       \
     switch (mr) {                                                                      \
@@ -652,6 +689,7 @@ PQ_MR_DISPATCH(fused_q5_k, gemv_q5_k)
 PQ_MR_DISPATCH(fused_q6_k, gemv_q6_k)
 PQ_MR_DISPATCH(fused_q3_k, gemv_q3_k)
 PQ_MR_DISPATCH(fused_q2_k, gemv_q2_k)
+PQ_MR_DISPATCH(fused_iq4_xs, gemv_iq4_xs)
 #undef PQ_MR_DISPATCH
 
 }  // namespace
@@ -665,6 +703,7 @@ GemvFusedFn avx2_fused_gemv(int qtype) {
     case (int)QType::Q8_0: return fused_gguf_x32<LQ8_0>;
     case (int)QType::IQ4_NL: return fused_gguf_x32<LIQ4_NL>;
     case (int)QType::Q2_K: return fused_q2_k;
+    case (int)QType::IQ4_XS: return fused_iq4_xs;
     case (int)QType::Q3_K: return fused_q3_k;
     case (int)QType::Q4_K: return fused_q4_k;
     case (int)QType::Q5_K: return fused_q5_k;
