@@ -1,13 +1,17 @@
 // Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
 // validation, and the per-(type, M) choice of kernel path:
 //
-//   m <= gemm_min_m(type) GEMV (16..96 by type, measured: see gemm_min_m): each weight row is unpacked once (UChunks, L1-resident) and dotted
-//                         with 1..4 activation rows at a time; threads split N in chunks.
-//                         quantized types: int8 activations (default; X32 or X256 format, see
-//                         act_quant.h) or float activations (set_matmul_act("float"));
-//                         F32/F16/BF16 weights: always float activations.
-//   m >  gemm_min_m       GEMM: float tiles + 6x16 FMA microkernel (avx2/gemm_avx2.cpp).
-// The scalar ISA runs the same paths with the portable kernels (matmul_scalar.cpp).
+//   m <= gemm_min_m(type)  GEMV (16..96 by type, measured: see gemm_min_m); threads split N in
+//     chunks of 16 rows, the packed weight is streamed once per call whatever m is.
+//     quantized types, int8 activations (default; act_quant.h: per 32 or per 256):
+//       AVX2: fused decode-in-registers + maddubs dot, 1..4 activation rows per pass
+//             (avx2/gemv_fused_avx2.cpp; every listed type has one);
+//       scalar: unpack to UChunks + portable dot (matmul_scalar.cpp).
+//     quantized types, float activations (set_matmul_act("float") / PYQUANT_MATMUL_ACT=float):
+//       8 chunks at a time decoded to float in L1, FMA dot.
+//     F32 / F16 / BF16 weights: float dot, halves converted in registers.
+//   m >  gemm_min_m        GEMM: 64x256 weight tiles decoded to float, 6x16 FMA microkernel
+//     (avx2/gemm_avx2.cpp); scalar: row-by-row reference.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>

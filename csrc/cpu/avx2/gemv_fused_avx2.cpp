@@ -6,7 +6,7 @@
 // fp16 scale, maddubs + madd + cvt + fma, 1-2 for the offset). The bandwidth bar (>= 80% of DRAM
 // at 2 threads) needs roughly 5 cycles per Q4_0 block per core, so the split version could not
 // reach it. Measured on the shared dev box (1 thread, thread CPU time, 1024x14336, M = 1):
-// Q4_0 1.30 ms -> see the commit message for the after numbers.
+// Q4_0 1.30 ms (unpack + dot) -> 0.46 ms (fused, 8-block scale vectors); Q4_K 0.77 -> 0.51 ms.
 #include <immintrin.h>
 
 #include <algorithm>
