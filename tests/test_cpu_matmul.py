@@ -365,3 +365,29 @@ def test_float_weights_odd_k(t, isa):
     for m in (1, 3, 4, 9, 40):
         x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
         check(call_gguf(t, w, n, k, x), x, W, "float")
+
+
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+def test_fused_matches_generic_unpack_dot(t, act_mode):
+    """AVX2 fused GEMV kernels against the generic AVX2 unpack + dot path (same quantized x)."""
+    if not _C.cpu_has_avx2():
+        pytest.skip("no AVX2")
+    act_mode("int8")
+    rng = np.random.default_rng(500 + int(t))
+    bs = gq.GGML_QUANT_SIZES[t][0]
+    n, k = 11, 768 if bs == 256 else 352  # 352: an 8-block group plus a 3-block tail
+    w = rand_gguf(t, n, k, rng)
+    before = _C.active_isa()
+    _C.set_isa("avx2")
+    try:
+        for m in (1, 3, 4, 6):
+            x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+            yf = call_gguf(t, w, n, k, x).double().numpy()
+            _C.set_matmul_fused(False)
+            try:
+                yg = call_gguf(t, w, n, k, x).double().numpy()
+            finally:
+                _C.set_matmul_fused(True)
+            assert rel(yf, yg) <= 1e-5
+    finally:
+        _C.set_isa(before)
