@@ -391,3 +391,30 @@ def test_fused_matches_generic_unpack_dot(t, act_mode):
             assert rel(yf, yg) <= 1e-5
     finally:
         _C.set_isa(before)
+
+
+def test_fused_matches_generic_int4_int8(act_mode):
+    if not _C.cpu_has_avx2():
+        pytest.skip("no AVX2")
+    act_mode("int8")
+    rng = np.random.default_rng(600)
+    n, k = 7, 640
+    before = _C.active_isa()
+    _C.set_isa("avx2")
+    try:
+        for gs in (32, 64, 128):
+            packed, scales, mins, _ = rand_int4(n, k, gs, rng)
+            q8, s8, _ = rand_int8(n, k - 3, rng)
+            for m in (1, 4, 5):
+                x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+                x8 = x[:, : k - 3].contiguous()
+                outs = []
+                for fused in (True, False):
+                    _C.set_matmul_fused(fused)
+                    outs.append((call_int4(packed, scales, mins, gs, n, k, x).double().numpy(),
+                                 call_int8(q8, s8, n, k - 3, x8).double().numpy()))
+                _C.set_matmul_fused(True)
+                assert rel(outs[0][0], outs[1][0]) <= 1e-5 and rel(outs[0][1], outs[1][1]) <= 1e-5
+    finally:
+        _C.set_matmul_fused(True)
+        _C.set_isa(before)
