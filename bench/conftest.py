@@ -2,8 +2,8 @@
 "cold" weight pools (M <= 16 rotates through more than the L3 so every call streams from DRAM).
 
 Environment:
-  PYQUANT_BENCH_COLD_MIB   bytes of weight copies to rotate through for cold runs (default 288:
-                           9x the 32 MiB L3 of the reference machine; raise it on bigger caches)
+  PYQUANT_BENCH_COLD_MIB   MiB of weight copies to rotate through for cold runs (default: the larger
+                           of 288 MiB, 9x the 32 MiB L3 of the reference machine, and 2x this L3)
   PYQUANT_BENCH_SECONDS    target time per benchmark (default 0.25 s; rounds are derived from it)
 """
 from __future__ import annotations
@@ -17,7 +17,19 @@ import torch
 
 from pyquant._ext import _C
 
-COLD_BYTES = int(os.environ.get("PYQUANT_BENCH_COLD_MIB", "288")) << 20
+def _l3_bytes() -> int:
+    """Last-level cache size from sysfs (0 if unknown)."""
+    try:
+        text = open("/sys/devices/system/cpu/cpu0/cache/index3/size").read().strip().upper()
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+        return int(text.rstrip("KMG")) * mult
+    except (OSError, ValueError):
+        return 0
+
+
+# At least 288 MiB (9x the 32 MiB L3 of the reference machine) and 2x this machine's L3.
+COLD_BYTES = (int(os.environ["PYQUANT_BENCH_COLD_MIB"]) << 20 if "PYQUANT_BENCH_COLD_MIB" in os.environ
+              else max(288 << 20, 2 * _l3_bytes()))
 TARGET_S = float(os.environ.get("PYQUANT_BENCH_SECONDS", "0.25"))
 
 
@@ -31,11 +43,11 @@ _ROOFLINE: dict[int, float] = {}
 
 @pytest.fixture(scope="session")
 def roofline():
-    """roofline(nthreads) -> DRAM read GB/s (AVX2 sweep over 1 GiB, best of 3), cached per run."""
+    """roofline(nthreads) -> DRAM read GB/s (AVX2 sweep over 1 GiB, best of 5), cached per run."""
 
     def get(nthreads: int) -> float:
         if nthreads not in _ROOFLINE:
-            _ROOFLINE[nthreads] = _C.bandwidth_probe(1 << 30, nthreads, 3)
+            _ROOFLINE[nthreads] = _C.bandwidth_probe(1 << 30, nthreads, 5)
         return _ROOFLINE[nthreads]
 
     return get
