@@ -5,11 +5,14 @@ sdist (tests/oracle/ggml_oracle.py); (2) gguf-py's numpy quantizers for the lega
 (3) sha256 digests of the llama.cpp bytes for seeded inputs (tests/data/quantize_golden.json,
 written by tools/gen_quantize_golden.py with oracle (1)), which need neither network nor compiler.
 
-FP contraction: llama.cpp builds ggml-quants.c into ggml-base for the baseline x86-64 ISA (no FMA
-instructions exist there, so nothing can fuse) and our kernels are built with -ffp-contract=off:
-same bytes. Building the oracle with `-march=native -ffp-contract=fast` (PYQUANT_ORACLE_CFLAGS)
-lets gcc fuse e.g. `sumlx += w*x*l` in the scale searches; the k-quant/iq4 bytes then differ
-from llama.cpp's shipped x86 builds in a few blocks (see test_fma_contracted_oracle_differs).
+FP contraction: llama.cpp builds ggml-quants.c into ggml-base for the baseline x86-64 ISA (GGML_NATIVE's
+-march only reaches ggml-cpu), so no FMA instruction exists to fuse into, and our kernels are built
+with -ffp-contract=off: same bytes. Building the oracle with `-march=haswell -ffp-contract=fast`
+(PYQUANT_ORACLE_CFLAGS; gcc's default contraction in gnu mode) changes 10/32, 3/32 and 11/32
+super-blocks of Q2_K, Q4_K, Q5_K on N(0,1) rows of 4096 -- the make_qkx2_quants search they share
+(`sum_x += w*x`, `best_error += w*diff`, `scale*L + min`) -- while the legacy types, Q3_K, Q6_K and
+IQ4 were unchanged on that data. An ARM64 llama.cpp build (FMA in the base ISA) would therefore
+write different Q2_K/Q4_K/Q5_K bytes than its x86 builds; we match x86.
 """
 from __future__ import annotations
 
