@@ -81,6 +81,7 @@ void pack_q5_k(const uint8_t* L, uint8_t* y);
 void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins);
 void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins);
 void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
+void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
 
 }  // namespace pq::quant
 
@@ -110,6 +111,7 @@ void quantize_blocks_q4_1_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q5_0_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q5_1_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q8_0_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q3_k_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q2_k_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q5_k_avx2(const float* x, uint8_t* y, int64_t nb);

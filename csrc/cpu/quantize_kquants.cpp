@@ -170,60 +170,66 @@ void quantize_blocks_q2_k(const float* x, uint8_t* y, int64_t nb) {
   }
 }
 
-void quantize_blocks_q3_k(const float* x, uint8_t* y, int64_t nb) {
+namespace quant {
+void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
   // block_q3_K: hmask[32], qs[64], scales[12], d
+  uint8_t* hmask = y;
+  uint8_t* qs = y + 32;
+  uint8_t* sc = y + 96;
+  float max_scale = 0, amax = 0;
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float scale = std::fabs(scales[j]);
+    if (scale > amax) { amax = scale; max_scale = scales[j]; }
+  }
+  std::memset(sc, 0, 12);
+  if (max_scale != 0.0f) {
+    const float iscale = -32.f / max_scale;
+    for (int j = 0; j < QK_K / 16; ++j) {
+      int8_t l = (int8_t)nearest_int(iscale * scales[j]);
+      l = (int8_t)(max_<int>(-32, min_<int>(31, l)) + 32);
+      if (j < 8) sc[j] = (uint8_t)(l & 0xF);
+      else sc[j - 8] |= (uint8_t)((l & 0xF) << 4);
+      l = (int8_t)(l >> 4);
+      sc[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
+    }
+    store_f16(y + 108, 1 / iscale);
+  } else {
+    store_f16(y + 108, 0.f);
+  }
+  const float d_all = f16_to_f32(load_u16(y + 108));
+  for (int j = 0; j < QK_K / 16; ++j) {
+    int s = j < 8 ? (sc[j] & 0xF) : (sc[j - 8] >> 4);
+    s = (s | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+    const float d = d_all * (float)s;
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = (int8_t)(max_(-4, min_(3, l)) + 4);
+    }
+  }
+  // High bit of quant j goes to hmask[j % 32], bit j / 32.
+  std::memset(hmask, 0, QK_K / 8);
+  int m = 0;
+  uint8_t hm = 1;
+  for (int j = 0; j < QK_K; ++j) {
+    if (L[j] > 3) {
+      hmask[m] |= hm;
+      L[j] = (int8_t)(L[j] - 4);
+    }
+    if (++m == QK_K / 8) { m = 0; hm = (uint8_t)(hm << 1); }
+  }
+  for (int j = 0; j < QK_K; j += 128)
+    for (int l = 0; l < 32; ++l)
+      qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+}
+}  // namespace quant
+
+void quantize_blocks_q3_k(const float* x, uint8_t* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += QK_K, y += 110) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
-    uint8_t* hmask = y;
-    uint8_t* qs = y + 32;
-    uint8_t* sc = y + 96;
-    float max_scale = 0, amax = 0;
-    for (int j = 0; j < QK_K / 16; ++j) {
-      scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
-      const float scale = std::fabs(scales[j]);
-      if (scale > amax) { amax = scale; max_scale = scales[j]; }
-    }
-    std::memset(sc, 0, 12);
-    if (max_scale != 0.0f) {
-      const float iscale = -32.f / max_scale;
-      for (int j = 0; j < QK_K / 16; ++j) {
-        int8_t l = (int8_t)nearest_int(iscale * scales[j]);
-        l = (int8_t)(max_<int>(-32, min_<int>(31, l)) + 32);
-        if (j < 8) sc[j] = (uint8_t)(l & 0xF);
-        else sc[j - 8] |= (uint8_t)((l & 0xF) << 4);
-        l = (int8_t)(l >> 4);
-        sc[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
-      }
-      store_f16(y + 108, 1 / iscale);
-    } else {
-      store_f16(y + 108, 0.f);
-    }
-    const float d_all = f16_to_f32(load_u16(y + 108));
-    for (int j = 0; j < QK_K / 16; ++j) {
-      int s = j < 8 ? (sc[j] & 0xF) : (sc[j - 8] >> 4);
-      s = (s | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-      const float d = d_all * (float)s;
-      if (d == 0.0f) continue;
-      for (int ii = 0; ii < 16; ++ii) {
-        const int l = nearest_int(x[16 * j + ii] / d);
-        L[16 * j + ii] = (int8_t)(max_(-4, min_(3, l)) + 4);
-      }
-    }
-    // High bit of quant j goes to hmask[j % 32], bit j / 32.
-    std::memset(hmask, 0, QK_K / 8);
-    int m = 0;
-    uint8_t hm = 1;
-    for (int j = 0; j < QK_K; ++j) {
-      if (L[j] > 3) {
-        hmask[m] |= hm;
-        L[j] = (int8_t)(L[j] - 4);
-      }
-      if (++m == QK_K / 8) { m = 0; hm = (uint8_t)(hm << 1); }
-    }
-    for (int j = 0; j < QK_K; j += 128)
-      for (int l = 0; l < 32; ++l)
-        qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+    for (int j = 0; j < QK_K / 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
+    finish_q3_k(x, y, L, scales);
   }
 }
 
