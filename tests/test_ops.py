@@ -6,8 +6,9 @@ import importlib.util
 
 import pytest
 import torch
-from random_weights import (ENGINE_TYPES, OTHER_TYPES, fp32_matmul_bound, int8_activation_bound,
-                            oracle_dequantize, random_gguf_weight)
+from random_weights import ENGINE_TYPES, OTHER_TYPES, oracle_dequantize, random_gguf_weight
+from random_weights import assert_within_bound as _check
+from random_weights import cpu_path as _cpu_path
 
 import pyquant
 from pyquant import dispatch, ops, qtypes
@@ -36,30 +37,6 @@ def _shapes(qt: QType):
     k1 = max(bs, 32) if qt not in FLOATS else 32
     # M = 37 passes the GEMV/GEMM switch of the CPU engine (_C.gemm_min_m(), 8..16)
     return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((37,), 9, 256)]
-
-
-def _cpu_path(qt: QType, m: int) -> str:
-    """The kernel path _C takes (its own words), "" before the fused kernels exist."""
-    if not hasattr(_C, "matmul_path"):
-        return ""
-    kind = {QType.INT4: "int4", QType.INT8: "int8"}.get(qt, "gguf")
-    return _C.matmul_path(kind, int(qt), m)
-
-
-def _check(y, x, w64, what, bias=None, path=""):
-    """|y - float64 reference| within the bound of the path taken: fp32 accumulation everywhere, plus
-    the activation rounding when the path quantizes x to int8 (per 32 or per 256 values)."""
-    x64 = x.to(torch.float64).reshape(-1, x.shape[-1])
-    y64 = y.to(torch.float64).reshape(-1, w64.shape[0])
-    b64 = None if bias is None else bias.to(torch.float64)
-    ref = x64 @ w64.T + (0 if b64 is None else b64)
-    bound = fp32_matmul_bound(x64, w64, y.dtype, b64)
-    if "gemv-int8" in path:
-        bound = bound + int8_activation_bound(x64, w64, 256 if "per 256" in path else 32)
-    what = f"{what} [{path}]" if path else what
-    err = (y64 - ref).abs()
-    worst = (err / bound).max().item()
-    assert worst <= 1.0, f"{what}: error {err.max().item():.3g} exceeds the bound by x{worst:.3g}"
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
