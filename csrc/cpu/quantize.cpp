@@ -20,6 +20,10 @@ namespace pq {
 namespace {
 
 QuantizeBlocksFn avx2_quantizer_for(int qtype) {
+#if !defined(PYQUANT_HAVE_AVX2_BUILD)
+  (void)qtype;
+  return nullptr;  // non-x86 build: the AVX2 files compile to nothing
+#else
   switch (static_cast<QType>(qtype)) {
     case QType::Q4_0: return quantize_blocks_q4_0_avx2;
     case QType::Q4_1: return quantize_blocks_q4_1_avx2;
@@ -35,6 +39,7 @@ QuantizeBlocksFn avx2_quantizer_for(int qtype) {
     case QType::IQ4_XS: return quantize_blocks_iq4_xs_avx2;
     default: return nullptr;
   }
+#endif
 }
 
 QuantizeBlocksFn quantizer_for(int qtype) {

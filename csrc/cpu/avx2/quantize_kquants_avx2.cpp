@@ -7,6 +7,7 @@
 // the scalar operation sequence of sub-block j (IEEE add/mul/div/sqrt are correctly rounded in
 // both), branches become per-lane masks. Inputs are transposed so element i of all 8 sub-blocks
 // is one vector. This file is compiled with -ffp-contract=off like the rest: no FMA fusion.
+#if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
 #include "cpu/quantize_common.h"
@@ -304,3 +305,5 @@ void quantize_blocks_q6_k_avx2(const float* x, uint8_t* y, int64_t nb) {
 }
 
 }  // namespace pq
+
+#endif  // PYQUANT_HAVE_AVX2_BUILD
