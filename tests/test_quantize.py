@@ -250,3 +250,34 @@ def test_fma_contracted_oracle_differs(monkeypatch):
     x = make_case("normal", 4096)
     ours = quantize_np(x, QType.Q4_K)
     assert not np.array_equal(ours, fused.quantize(int(QType.Q4_K), x, row_bytes(QType.Q4_K, 4096)))
+
+
+_SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 1e-45, -1e-45, 1e-38, 3.4e38, -3.4e38, 65504.0, -65520.0,
+            6e-8, float("inf"), float("-inf"), float("nan")]
+
+
+@pytest.mark.parametrize("qt", QUANTIZABLE, ids=lambda q: q.name)
+def test_fuzz_special_values_match_llama_cpp(oracle, qt, isa):
+    """Blocks mixing signed zeros, subnormals, fp16 limits, float32 extremes, inf and NaN with
+    ordinary values at many magnitudes: every comparison / cast corner must take llama.cpp's branch."""
+    rng = np.random.default_rng(1000 + int(qt))
+    special = np.array(_SPECIAL, dtype=np.float32)
+    n_blocks = 64  # 64 rows of 256 values, each with its own mix
+    x = rng.standard_normal((n_blocks, 256)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        _mix_specials(x, rng, special)
+    with np.errstate(all="ignore"):
+        ref = oracle.quantize(int(qt), x, row_bytes(qt, 256))
+    ours = quantize_np(x, qt)
+    bad = [r for r in range(n_blocks) if not np.array_equal(ours[r], ref[r])]
+    assert not bad, f"{qt.name} ({isa}): rows {bad} differ; first: {x[bad[0]].tolist()}"
+
+
+def _mix_specials(x, rng, special):
+    for r in range(x.shape[0]):
+        p_special = rng.choice([0.0, 0.01, 0.1, 0.5, 1.0])
+        mask = rng.random(256) < p_special
+        x[r, mask] = rng.choice(special, mask.sum())
+        x[r] *= np.float32(10.0 ** rng.uniform(-40, 38))
+        if r % 7 == 0:  # a single outlier
+            x[r, rng.integers(256)] = rng.choice(special)
