@@ -76,6 +76,19 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
 // per-sub-block searches (8 sub-blocks in 8 lanes) and reuses these finishing steps.
 void search_scale_min_k4(const float* x, uint8_t* L, float* scales, float* mins, int nmax, float rmin, int nstep);
 void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins, int nmax);
+// The first half of finish_scale_min_k4: 6-bit scales/mins and the fp16 d/dmin into y[0..15].
+void quantize_scales_k4(uint8_t* y, const float* scales, const float* mins);
+
+// Q4_K/Q5_K scale and min of sub-block j from the 12 packed bytes (ggml's get_scale_min_k4).
+inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+  }
+}
 void pack_q4_k(const uint8_t* L, uint8_t* y);
 void pack_q5_k(const uint8_t* L, uint8_t* y);
 void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins);

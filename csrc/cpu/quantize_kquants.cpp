@@ -25,15 +25,6 @@ inline void pack_scale_min_k4(int j, uint8_t ls, uint8_t lm, uint8_t* s) {
   }
 }
 
-inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-  }
-}
 
 }  // namespace
 
@@ -52,6 +43,23 @@ void search_scale_min_k4(const float* x, uint8_t* L, float* scales, float* mins,
 }
 
 void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins, int nmax) {
+  quantize_scales_k4(y, scales, mins);
+  const uint8_t* sc = y + 4;
+  const float d_all = f16_to_f32(load_u16(y)), dmin_all = f16_to_f32(load_u16(y + 2));
+  for (int j = 0; j < QK_K / 32; ++j) {
+    uint8_t s, m;
+    get_scale_min_k4(j, sc, &s, &m);
+    const float d = d_all * (float)s;
+    if (d == 0.0f) continue;  // keep the search's quants (upstream does the same)
+    const float dm = dmin_all * (float)m;
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = (uint8_t)max_(0, min_(nmax, l));
+    }
+  }
+}
+
+void quantize_scales_k4(uint8_t* y, const float* scales, const float* mins) {
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < QK_K / 32; ++j) {
     if (scales[j] > max_scale) max_scale = scales[j];
@@ -69,18 +77,6 @@ void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* sc
   }
   store_f16(y, max_scale / 63.f);
   store_f16(y + 2, max_min / 63.f);
-  const float d_all = f16_to_f32(load_u16(y)), dmin_all = f16_to_f32(load_u16(y + 2));
-  for (int j = 0; j < QK_K / 32; ++j) {
-    uint8_t s, m;
-    get_scale_min_k4(j, sc, &s, &m);
-    const float d = d_all * (float)s;
-    if (d == 0.0f) continue;  // keep the search's quants (upstream does the same)
-    const float dm = dmin_all * (float)m;
-    for (int ii = 0; ii < 32; ++ii) {
-      const int l = nearest_int((x[32 * j + ii] + dm) / d);
-      L[32 * j + ii] = (uint8_t)max_(0, min_(nmax, l));
-    }
-  }
 }
 
 void pack_q4_k(const uint8_t* L, uint8_t* y) {

@@ -229,6 +229,26 @@ void search_scale_min_k4_avx2(const float* x, uint8_t* L, float* scales, float* 
   _mm256_storeu_ps(mins, the_min);
   store_transposed<32>(Lv, 0, L);
 }
+// finish_scale_min_k4 with the element loop 8-wide: (x + dm) / d per element has no reduction,
+// so lanes here are elements.
+void finish_scale_min_k4_avx2(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins,
+                              int nmax) {
+  quantize_scales_k4(y, scales, mins);
+  const float d_all = f16_to_f32(load_u16(y)), dmin_all = f16_to_f32(load_u16(y + 2));
+  for (int j = 0; j < QK_K / 32; ++j) {
+    uint8_t s, m;
+    get_scale_min_k4(j, y + 4, &s, &m);
+    const float d = d_all * (float)s;
+    if (d == 0.0f) continue;
+    const __m256 vd = _mm256_set1_ps(d), vdm = _mm256_set1_ps(dmin_all * (float)m);
+    alignas(32) int32_t t[32];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 v = _mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + 32 * j + 8 * k), vdm), vd);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t + 8 * k), clamp_v(nearest_int_v(v), 0, nmax));
+    }
+    for (int ii = 0; ii < 32; ++ii) L[32 * j + ii] = (uint8_t)t[ii];
+  }
+}
 }  // namespace
 
 void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb) {
@@ -236,7 +256,7 @@ void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb) {
     uint8_t L[QK_K];
     float scales[8], mins[8];
     search_scale_min_k4_avx2(x, L, scales, mins, 15, -1.f, 20);
-    finish_scale_min_k4(x, y, L, scales, mins, 15);
+    finish_scale_min_k4_avx2(x, y, L, scales, mins, 15);
     pack_q4_k(L, y);
   }
 }
@@ -246,7 +266,7 @@ void quantize_blocks_q5_k_avx2(const float* x, uint8_t* y, int64_t nb) {
     uint8_t L[QK_K];
     float scales[8], mins[8];
     search_scale_min_k4_avx2(x, L, scales, mins, 31, -0.5f, 15);
-    finish_scale_min_k4(x, y, L, scales, mins, 31);
+    finish_scale_min_k4_avx2(x, y, L, scales, mins, 31);
     pack_q5_k(L, y);
   }
 }
