@@ -94,6 +94,9 @@ void pack_q5_k(const uint8_t* L, uint8_t* y);
 void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins);
 void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins);
 void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
+// finish_q6_k's parts: int8 scales + fp16 d (false: all-zero super-block, fully written) / packing.
+bool quantize_scales_q6_k(uint8_t* y, const float* scales);
+void pack_q6_k(const int8_t* L, uint8_t* y);
 void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
 
 }  // namespace pq::quant

@@ -252,8 +252,7 @@ void quantize_blocks_q5_k(const float* x, uint8_t* y, int64_t nb) {
 }
 
 namespace quant {
-void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
-  // block_q6_K: ql[128], qh[64], scales[16] (int8), d
+bool quantize_scales_q6_k(uint8_t* y, const float* scales) {
   float max_scale = 0, max_abs_scale = 0;
   for (int ib = 0; ib < QK_K / 16; ++ib) {
     const float abs_scale = std::fabs(scales[ib]);
@@ -261,21 +260,16 @@ void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
   }
   if (max_abs_scale < kGroupMaxEps) {  // all-zero super-block: zero bytes, d = +0
     std::memset(y, 0, 210);
-    return;
+    return false;
   }
   int8_t* sc = reinterpret_cast<int8_t*>(y + 192);
   const float iscale = -128.f / max_scale;
   store_f16(y + 208, 1 / iscale);
   for (int ib = 0; ib < QK_K / 16; ++ib) sc[ib] = (int8_t)min_(127, nearest_int(iscale * scales[ib]));
-  const float d_all = f16_to_f32(load_u16(y + 208));
-  for (int j = 0; j < QK_K / 16; ++j) {
-    const float d = d_all * (float)sc[j];
-    if (d == 0.0f) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      const int l = nearest_int(x[16 * j + ii] / d);
-      L[16 * j + ii] = (int8_t)(max_(-32, min_(31, l)) + 32);
-    }
-  }
+  return true;
+}
+
+void pack_q6_k(const int8_t* L, uint8_t* y) {
   uint8_t* ql = y;
   uint8_t* qh = y + 128;
   for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
@@ -288,6 +282,22 @@ void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
                         ((L[j + l + 96] >> 4) << 6));
     }
   }
+}
+
+void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
+  // block_q6_K: ql[128], qh[64], scales[16] (int8), d
+  if (!quantize_scales_q6_k(y, scales)) return;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(y + 192);
+  const float d_all = f16_to_f32(load_u16(y + 208));
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float d = d_all * (float)sc[j];
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = (int8_t)(max_(-32, min_(31, l)) + 32);
+    }
+  }
+  pack_q6_k(L, y);
 }
 }  // namespace quant
 

@@ -249,6 +249,23 @@ void finish_scale_min_k4_avx2(const float* x, uint8_t* y, uint8_t* L, const floa
     for (int ii = 0; ii < 32; ++ii) L[32 * j + ii] = (uint8_t)t[ii];
   }
 }
+void finish_q6_k_avx2(const float* x, uint8_t* y, int8_t* L, const float* scales) {
+  if (!quantize_scales_q6_k(y, scales)) return;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(y + 192);
+  const float d_all = f16_to_f32(load_u16(y + 208));
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float d = d_all * (float)sc[j];
+    if (d == 0.0f) continue;
+    const __m256 vd = _mm256_set1_ps(d);
+    alignas(32) int32_t t[16];
+    for (int k = 0; k < 2; ++k) {
+      const __m256i l = clamp_v(nearest_int_v(_mm256_div_ps(_mm256_loadu_ps(x + 16 * j + 8 * k), vd)), -32, 31);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t + 8 * k), _mm256_add_epi32(l, _mm256_set1_epi32(32)));
+    }
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (int8_t)t[ii];
+  }
+  pack_q6_k(L, y);
+}
 }  // namespace
 
 void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb) {
@@ -320,7 +337,7 @@ void quantize_blocks_q6_k_avx2(const float* x, uint8_t* y, int64_t nb) {
       _mm256_storeu_ps(scales + 8 * g, scale);
       store_transposed<16>(Lv, 8 * g, L);
     }
-    finish_q6_k(x, y, L, scales);
+    finish_q6_k_avx2(x, y, L, scales);
   }
 }
 
