@@ -91,13 +91,19 @@ inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
 }
 void pack_q4_k(const uint8_t* L, uint8_t* y);
 void pack_q5_k(const uint8_t* L, uint8_t* y);
+// out[i] = clamp(nearest_int((x[i] + add) / d), lo, hi) + offset for i < n: the element loop of the
+// k-quant finishing steps (no reduction, so the AVX2 path runs it over elements).
+using RequantFn = void (*)(const float* x, int n, float d, float add, int lo, int hi, int offset, int32_t* out);
+void requant_scalar(const float* x, int n, float d, float add, int lo, int hi, int offset, int32_t* out);
+
 void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins);
-void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins);
+void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins,
+                 RequantFn requant = requant_scalar);
 void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
 // finish_q6_k's parts: int8 scales + fp16 d (false: all-zero super-block, fully written) / packing.
 bool quantize_scales_q6_k(uint8_t* y, const float* scales);
 void pack_q6_k(const int8_t* L, uint8_t* y);
-void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
+void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales, RequantFn requant = requant_scalar);
 
 }  // namespace pq::quant
 

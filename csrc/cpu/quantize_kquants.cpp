@@ -29,6 +29,11 @@ inline void pack_scale_min_k4(int j, uint8_t ls, uint8_t lm, uint8_t* s) {
 }  // namespace
 
 namespace quant {
+// x/d upstream for Q3_K/Q6_K is (x + 0)/d here: only -0 changes (to +0), and nearest_int(+-0) is 0.
+void requant_scalar(const float* x, int n, float d, float add, int lo, int hi, int offset, int32_t* out) {
+  for (int i = 0; i < n; ++i) out[i] = max_(lo, min_(hi, nearest_int((x[i] + add) / d))) + offset;
+}
+
 void search_scale_min_k4(const float* x, uint8_t* L, float* scales, float* mins, int nmax, float rmin, int nstep) {
   uint8_t Laux[32];
   float weights[32];
@@ -116,7 +121,7 @@ void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins) {
   }
 }
 
-void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins) {
+void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins, RequantFn requant) {
   // block_q2_K: scales[16] (lo4 scale, hi4 min), qs[64], d, dmin
   constexpr float q4scale = 15.f;
   uint8_t* sc = y;
@@ -146,10 +151,9 @@ void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, co
     const float d = d_all * (float)(sc[j] & 0xF);
     if (d == 0.0f) continue;
     const float dm = dmin_all * (float)(sc[j] >> 4);
-    for (int ii = 0; ii < 16; ++ii) {
-      const int l = nearest_int((x[16 * j + ii] + dm) / d);
-      L[16 * j + ii] = (uint8_t)max_(0, min_(3, l));
-    }
+    int32_t l[16];
+    requant(x + 16 * j, 16, d, dm, 0, 3, 0, l);
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (uint8_t)l[ii];
   }
   for (int j = 0; j < QK_K; j += 128)
     for (int l = 0; l < 32; ++l)
@@ -167,7 +171,7 @@ void quantize_blocks_q2_k(const float* x, uint8_t* y, int64_t nb) {
 }
 
 namespace quant {
-void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
+void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales, RequantFn requant) {
   // block_q3_K: hmask[32], qs[64], scales[12], d
   uint8_t* hmask = y;
   uint8_t* qs = y + 32;
@@ -198,10 +202,9 @@ void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
     s = (s | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
     const float d = d_all * (float)s;
     if (d == 0.0f) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      const int l = nearest_int(x[16 * j + ii] / d);
-      L[16 * j + ii] = (int8_t)(max_(-4, min_(3, l)) + 4);
-    }
+    int32_t l[16];
+    requant(x + 16 * j, 16, d, 0.0f, -4, 3, 4, l);
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (int8_t)l[ii];
   }
   // High bit of quant j goes to hmask[j % 32], bit j / 32.
   std::memset(hmask, 0, QK_K / 8);

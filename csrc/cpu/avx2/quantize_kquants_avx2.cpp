@@ -249,6 +249,14 @@ void finish_scale_min_k4_avx2(const float* x, uint8_t* y, uint8_t* L, const floa
     for (int ii = 0; ii < 32; ++ii) L[32 * j + ii] = (uint8_t)t[ii];
   }
 }
+void requant_avx2(const float* x, int n, float d, float add, int lo, int hi, int offset, int32_t* out) {
+  const __m256 vd = _mm256_set1_ps(d), va = _mm256_set1_ps(add);
+  for (int i = 0; i < n; i += 8) {  // n is 16 or 32
+    const __m256i l = clamp_v(nearest_int_v(_mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), va), vd)), lo, hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_add_epi32(l, _mm256_set1_epi32(offset)));
+  }
+}
+
 void finish_q6_k_avx2(const float* x, uint8_t* y, int8_t* L, const float* scales) {
   if (!quantize_scales_q6_k(y, scales)) return;
   const int8_t* sc = reinterpret_cast<const int8_t*>(y + 192);
@@ -303,7 +311,7 @@ void quantize_blocks_q2_k_avx2(const float* x, uint8_t* y, int64_t nb) {
       _mm256_storeu_ps(mins + 8 * g, the_min);
       store_transposed<16>(Lv, 8 * g, L);
     }
-    finish_q2_k(x, y, L, scales, mins);
+    finish_q2_k(x, y, L, scales, mins, requant_avx2);
   }
 }
 
@@ -320,7 +328,7 @@ void quantize_blocks_q3_k_avx2(const float* x, uint8_t* y, int64_t nb) {
       _mm256_storeu_ps(scales + 8 * g, scale);
       store_transposed<16>(Lv, 8 * g, L);
     }
-    finish_q3_k(x, y, L, scales);
+    finish_q3_k(x, y, L, scales, requant_avx2);
   }
 }
 
