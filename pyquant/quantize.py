@@ -5,8 +5,9 @@ llama.cpp writes (what `llama-quantize` without `--imatrix` stores in a GGUF), c
 threaded C++ kernels in csrc/cpu/quantize_*.cpp (AVX2 versions in csrc/cpu/avx2/, same bytes).
 The k-quants and i-quants run llama.cpp's scale searches (make_qkx2_quants, make_qx_quants, ...)
 with the same float operation order; the AVX2 path runs 8 independent sub-blocks in 8 lanes.
-Measured on one Zen 3 core: Q8_0 ~1.3 GB/s, Q4_0 ~2.3 GB/s, Q4_K ~150 MB/s, Q6_K ~180 MB/s,
-IQ4_XS ~70-100 MB/s of float32 input (llama.cpp's own C: 0.5, 1.0, 0.03, 0.06, 0.008 GB/s).
+Measured on one Zen 3 core (shared machine, bench/bench_quantize.py, 4096x4096): Q8_0 ~2.4 GB/s,
+Q4_0 ~3.1 GB/s, Q4_K ~0.29 GB/s, Q6_K ~0.45 GB/s, IQ4_XS ~0.22 GB/s of float32 input -- 3.5-12x
+llama.cpp's own single-threaded C (0.67, 1.09, 0.063, 0.10, 0.018 GB/s in the same run).
 
 Non-finite inputs are not rejected (llama.cpp does not reject them either); they produce the same
 bytes llama.cpp would. Use `torch.isfinite(w).all()` first if you want to be strict.
