@@ -210,3 +210,22 @@ def test_linear_into_rejects_what_cpp_cannot_check():
         linear_into(torch.randn(64, 2).T, qt, torch.empty(2, 8))
     with pytest.raises(pyquant.KernelError, match="one dtype"):
         linear_into(torch.randn(2, 64), qt, torch.empty(2, 8, dtype=torch.bfloat16))
+
+
+def test_linear_into_cache_follows_reassigned_tensors():
+    """QTensor caches the weight's raw pointers for linear_into; reassigning a tensor must drop them."""
+    from pyquant.kernels.cpu.matmul import linear_into
+
+    qt = QTensor.quantize(torch.randn(8, 64), "int8")
+    x, out = torch.randn(2, 64), torch.empty(2, 8)
+    linear_into(x, qt, out)
+    before = qt.cpu_call
+    qt.scales = qt.scales * 2
+    assert qt.cpu_call is not before or before is None
+    torch.testing.assert_close(linear_into(x, qt, torch.empty(2, 8)), out * 2, rtol=1e-5, atol=1e-5)
+    # a non-contiguous weight view cannot go to _C as a raw pointer: the fallback serves it
+    wide = QTensor.quantize(torch.randn(8, 128), "int8")
+    view = QTensor(wide.data[:, :64], "int8", (8, 64), wide.scales)
+    assert view.cpu_call is None
+    ref = x @ (wide.data[:, :64].float() * wide.scales[:, None]).T
+    torch.testing.assert_close(linear_into(x, view, torch.empty(2, 8)), ref, rtol=1e-5, atol=1e-5)
