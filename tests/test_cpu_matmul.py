@@ -148,13 +148,11 @@ def check(y, x, W, kind, block=32, float_bound=1e-5):
         assert rel(y, ref) <= bound, rel(y, ref)
 
 
-def expected_kind(m, weight_is_float=False):
-    if m > _C.gemm_min_m() or weight_is_float or _C.get_matmul_act() == "float":
-        return "float"
-    return "int8"
+def expected_kind(m, kind="gguf", qtype=0):
+    return "int8" if "gemv-int8" in _C.matmul_path(kind, int(qtype), m) else "float"
 
 
-MS = [1, 2, 3, 5, 8, 16, 17, 64, 130]
+MS = [1, 2, 3, 5, 8, 16, 17, 64, 130]  # crosses every type's GEMV/GEMM switch (16..96)
 
 
 @pytest.mark.parametrize("t", QUANT_TYPES + FLOAT_TYPES, ids=lambda t: t.name)
@@ -168,7 +166,7 @@ def test_gguf_types_all_m(t, isa):
     for m in MS:
         x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
         y = call_gguf(t, w, n, k, x)
-        check(y, x, W, expected_kind(m, t in FLOAT_TYPES), 256 if t in X256 else 32)
+        check(y, x, W, expected_kind(m, "gguf", t), 256 if t in X256 else 32)
 
 
 @pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
@@ -202,7 +200,7 @@ def test_int4(gs, isa):
     packed, scales, mins, W = rand_int4(n, k, gs, rng)
     for m in (1, 3, 8, 17, 64):
         x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
-        check(call_int4(packed, scales, mins, gs, n, k, x), x, W, expected_kind(m))
+        check(call_int4(packed, scales, mins, gs, n, k, x), x, W, expected_kind(m, "int4"))
 
 
 @pytest.mark.parametrize("k", [32, 200, 512])
@@ -212,7 +210,7 @@ def test_int8(k, isa):
     q, scales, W = rand_int8(n, k, rng)
     for m in (1, 2, 5, 16, 17, 40):
         x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
-        check(call_int8(q, scales, n, k, x), x, W, expected_kind(m))
+        check(call_int8(q, scales, n, k, x), x, W, expected_kind(m, "int8"))
 
 
 @pytest.mark.parametrize("t", [T.Q4_0, T.Q5_1, T.Q8_0, T.Q3_K, T.Q4_K, T.Q6_K, T.IQ4_XS, T.F16],
@@ -259,7 +257,7 @@ def test_threads_bias_and_half_dtypes(m, isa, threads):
         assert yh.dtype == dt
         ref = xh.double().numpy() @ W.T + bias.double().numpy()
         # Output rounding to 8 (bf16) / 11 (fp16) bits on top of the path's own bound.
-        assert rel(yh, ref) <= (2e-2 if expected_kind(m) == "int8" else 0) + (4e-3 if dt == torch.bfloat16 else 1e-3)
+        assert rel(yh, ref) <= (2e-2 if expected_kind(m, "gguf", t) == "int8" else 0) + (4e-3 if dt == torch.bfloat16 else 1e-3)
 
 
 def test_m_zero_and_nonfinite(isa):
@@ -338,7 +336,8 @@ def test_matmul_path_explains(act_mode):
     assert "gemv-int8" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 256" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 32" in _C.matmul_path("int4", 0, 8)
-    assert "gemm" in _C.matmul_path("int8", 0, _C.gemm_min_m() + 1)
+    assert "gemm" in _C.matmul_path("int8", 0, _C.gemm_min_m("int8") + 1)
+    assert "gemv" in _C.matmul_path("int8", 0, _C.gemm_min_m("int8"))
     assert "gemv-float" in _C.matmul_path("gguf", int(T.F16), 1)
     assert _C.matmul_path("gguf", int(T.IQ2_XXS), 1).startswith("unsupported")
     act_mode("float")

@@ -1,7 +1,7 @@
 // Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
 // validation, and the per-(type, M) choice of kernel path:
 //
-//   m <= gemm_min_m (16)  GEMV: each weight row is unpacked once (UChunks, L1-resident) and dotted
+//   m <= gemm_min_m(type) GEMV (16..96 by type, measured: see gemm_min_m): each weight row is unpacked once (UChunks, L1-resident) and dotted
 //                         with 1..4 activation rows at a time; threads split N in chunks.
 //                         quantized types: int8 activations (default; X32 or X256 format, see
 //                         act_quant.h) or float activations (set_matmul_act("float"));
@@ -38,14 +38,21 @@ enum class ActMode { Auto, Int8, Float };
 
 std::atomic<int> g_act_mode{(int)ActMode::Auto};
 
-// Largest m that takes the GEMV path. Measured (bench_matmul.py, Q4_K 4096x4096, 1 thread):
-// the GEMM reaches the GEMV's throughput between m = 16 and 32.
-int64_t gemm_min_m() {
-  static const int64_t v = [] {
+// Largest m that takes the GEMV path (PYQUANT_GEMM_MIN_M overrides, for measurements).
+// Measured, 1 thread, 1024x4096, thread CPU time (GFLOP/s GEMV int8 vs GEMM float):
+//   Q4_K m=32: 95 vs 63, m=64: 97 vs 85, m=128: 92 vs 85, m=256: 83 vs 98  -> 96 for the fused
+//   K-quant kernels (their int8 dot runs at ~1 cycle per 32 MACs and row);
+//   Q4_0 m=17: 65 vs 47, m=32: 68 vs 63, m=48: 69 vs 79  -> 32 for the other quantized types;
+//   float weights: the float GEMV re-reads each weight row once per 4 activation rows -> 16.
+int64_t gemm_min_m(const TypeInfo& ti) {
+  static const int64_t forced = [] {
     const char* e = std::getenv("PYQUANT_GEMM_MIN_M");
-    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)16;
+    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)0;
   }();
-  return v;
+  if (forced) return forced;
+  if (ti.kind == Kind::Float) return 16;
+  if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
+  return 32;
 }
 
 DType parse_dtype(const char* fn, const std::string& s) {
@@ -121,7 +128,7 @@ const float* x_as_float(const Call& c, std::vector<float>& buf) {
 enum class Path { GemvQ8, GemvFloat, Gemm };
 
 Path choose_path(const TypeInfo& ti, int64_t m) {
-  if (m > gemm_min_m()) return Path::Gemm;
+  if (m > gemm_min_m(ti)) return Path::Gemm;
   if (ti.kind == Kind::Float) return Path::GemvFloat;
   return (ActMode)g_act_mode.load() == ActMode::Float ? Path::GemvFloat : Path::GemvQ8;
 }
@@ -155,32 +162,59 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   const DotQFn dot = ti.kind == Kind::X256 ? (ti.signed_q ? kern.dot_x256_s : kern.dot_x256_u)
                                            : (ti.signed_q ? kern.dot_x32_s : kern.dot_x32_u);
   const UnpackRowFn unpack = avx2 && ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
+  const GemvFusedFn fused = q8 && avx2 ? ti.fused_avx2 : nullptr;
   const bool direct_f32 = w.qtype == (int)QType::F32;
 
   // Chunks of 16 rows: contiguous per thread, so each streams its own slice of W once.
   parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
     thread_local std::vector<UChunk> scratch_v;
     thread_local std::vector<float> rowf_v;
-    UChunk* scratch = grow(scratch_v, (size_t)nch);
-    float* rowf = q8 ? nullptr : grow(rowf_v, (size_t)kp);
+    UChunk* scratch = grow(scratch_v, (size_t)(q8 ? nch : 8));
+    float* rowf = q8 ? nullptr : grow(rowf_v, (size_t)(8 * kChunk));
     const float* xs[4];
     float out[4];
     for (int64_t r = r0; r < r1; ++r) {
+      if (fused) {
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
+          fused(w, r, rows.data() + i0, mr, out);
+          for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
+        }
+        continue;
+      }
       if (q8) {
         unpack(w, r, 0, nch, scratch);
-      } else if (!direct_f32) {
-        row_to_float(w, r, 0, nch, rowf, scratch, avx2);
-      }
-      const float* wf = direct_f32 ? reinterpret_cast<const float*>(w.data + r * w.row_bytes) : rowf;
-      for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
-        const int mr = (int)std::min<int64_t>(4, c.m - i0);
-        if (q8) {
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
           dot(scratch, nch, rows.data() + i0, mr, out);
-        } else {
-          for (int t = 0; t < mr; ++t) xs[t] = xf + (i0 + t) * c.k;
-          kern.dot_f(wf, xs, mr, c.k, out);
+          for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
         }
-        for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
+        continue;
+      }
+      // Float activations: decode kSeg chunks (8 KB of floats, L1-resident) at a time and dot
+      // them with every row before decoding the next (measured: decoding the whole row first
+      // spilled to L2 and ran ~2x slower at k = 14336).
+      constexpr int64_t kSeg = 8;
+      float acc[4 * 64];
+      const int64_t ngroups = (c.m + 3) / 4;
+      for (int64_t g0 = 0; g0 < ngroups; g0 += 64) {  // at most 64 groups (256 rows) per pass
+        const int64_t g1 = std::min(ngroups, g0 + 64);
+        for (int64_t i = 4 * g0; i < std::min(c.m, 4 * g1); ++i) acc[i - 4 * g0] = 0.f;
+        for (int64_t c0 = 0; c0 < nch; c0 += kSeg) {
+          const int64_t c1 = std::min(nch, c0 + kSeg);
+          const int64_t e0 = c0 * kChunk, len = std::min(c.k, c1 * kChunk) - e0;
+          const float* wf;
+          if (direct_f32) wf = reinterpret_cast<const float*>(w.data + r * w.row_bytes) + e0;
+          else { row_to_float(w, r, c0, c1, rowf, scratch, avx2); wf = rowf; }
+          for (int64_t g = g0; g < g1; ++g) {
+            const int64_t i0 = 4 * g;
+            const int mr = (int)std::min<int64_t>(4, c.m - i0);
+            for (int t = 0; t < mr; ++t) xs[t] = xf + (i0 + t) * c.k + e0;
+            kern.dot_f(wf, xs, mr, len, out);
+            for (int t = 0; t < mr; ++t) acc[i0 + t - 4 * g0] += out[t];
+          }
+        }
+        for (int64_t i = 4 * g0; i < std::min(c.m, 4 * g1); ++i) put(c, i, r, acc[i - 4 * g0]);
       }
     }
   });
@@ -295,7 +329,7 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   const std::string who = std::string(ti->name) + " m=" + std::to_string(m) + ": ";
   switch (choose_path(*ti, m)) {
     case Path::Gemm:
-      return isa + "/gemm: " + who + "m > " + std::to_string(gemm_min_m()) +
+      return isa + "/gemm: " + who + "m > " + std::to_string(gemm_min_m(*ti)) +
              ", weight tiles dequantized to float (64x256), " +
              (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
     case Path::GemvFloat:
@@ -304,7 +338,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemvQ8:
       return isa + "/gemv-int8: " + who + "packed rows unpacked once, int8 dot with activations quantized per " +
              (ti->kind == Kind::X256 ? "256 (Q8_K-like, bsums for mins)" : "32 (Q8_0/Q8_1-like)") +
-             (ti->unpack_avx2 || isa == "scalar" ? "" : "; scalar unpack");
+             (isa == "scalar" ? "" : ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
+              ti->unpack_avx2 ? "; AVX2 unpack + dot" : "; scalar unpack + AVX2 dot");
   }
   return "";
 }
@@ -336,7 +371,12 @@ void register_matmul_bindings(py::module_& m) {
     const int v = mm::g_act_mode.load();
     return std::string(v == (int)mm::ActMode::Float ? "float" : v == (int)mm::ActMode::Int8 ? "int8" : "auto");
   });
-  m.def("gemm_min_m", &mm::gemm_min_m, "Largest m that takes the GEMV (small-m) path.");
+  m.def("gemm_min_m", [](const std::string& kind, int qtype) {
+    const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8 : qtype;
+    const mm::TypeInfo* ti = mm::type_info(id);
+    PQ_CHECK(ti != nullptr, "gemm_min_m: no fused kernel for ", kind, " type ", qtype);
+    return mm::gemm_min_m(*ti);
+  }, "kind"_a, "qtype"_a = 0, "Largest m that takes the GEMV (small-m) path for this weight type.");
   m.def("bandwidth_probe", [](int64_t nbytes, int nthreads, int repeats) {
     PQ_CHECK(nbytes >= (1 << 20) && nbytes <= (int64_t(64) << 30), "bandwidth_probe: nbytes must be in [1 MiB, 64 GiB], got ", nbytes);
     PQ_CHECK(nthreads >= 0 && repeats >= 1 && repeats <= 1000, "bandwidth_probe: bad nthreads ", nthreads, " or repeats ", repeats);

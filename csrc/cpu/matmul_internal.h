@@ -52,12 +52,17 @@ constexpr int kInt8 = 1001;
 // (q = a = b = 0; K-quant rows always end on a chunk).
 using UnpackRowFn = void (*)(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out);
 
+struct XQRow;
+// Fused AVX2 GEMV of row r with mr (1..4) quantized activation rows (no UChunk round trip).
+using GemvFusedFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out);
+
 struct TypeInfo {
   Kind kind;
   bool signed_q;
   UnpackRowFn unpack_scalar;
   UnpackRowFn unpack_avx2;  // nullptr: the scalar unpacker feeds the AVX2 dot
   const char* name;
+  GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);

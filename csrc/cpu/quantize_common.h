@@ -72,6 +72,16 @@ float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse);
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                        uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
 
+// k-quant super-block steps shared by the scalar and AVX2 paths: the AVX2 code replaces only the
+// per-sub-block searches (8 sub-blocks in 8 lanes) and reuses these finishing steps.
+void search_scale_min_k4(const float* x, uint8_t* L, float* scales, float* mins, int nmax, float rmin, int nstep);
+void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins, int nmax);
+void pack_q4_k(const uint8_t* L, uint8_t* y);
+void pack_q5_k(const uint8_t* L, uint8_t* y);
+void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins);
+void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins);
+void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales);
+
 }  // namespace pq::quant
 
 namespace pq {
@@ -92,5 +102,19 @@ void quantize_blocks_q5_k(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_q6_k(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_iq4_nl(const float* x, uint8_t* y, int64_t nb);
 void quantize_blocks_iq4_xs(const float* x, uint8_t* y, int64_t nb);
+
+// AVX2 versions (csrc/cpu/avx2/quantize_*_avx2.cpp): same bytes, independent sub-blocks searched
+// in parallel SIMD lanes. Only call when active_isa() == Isa::Avx2.
+void quantize_blocks_q4_0_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q4_1_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q5_0_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q5_1_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q8_0_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q2_k_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q5_k_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_q6_k_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_iq4_nl_avx2(const float* x, uint8_t* y, int64_t nb);
+void quantize_blocks_iq4_xs_avx2(const float* x, uint8_t* y, int64_t nb);
 
 }  // namespace pq

@@ -158,10 +158,123 @@ void unpack_q6_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   }
 }
 
+// Q4_K / Q5_K 6-bit scales and mins (get_scale_min_k4) on 32-bit words: bytes 0..7 scales, 8..15 mins.
+inline void scales_k4(const uint8_t* s12, UChunk& u) {
+  uint32_t w[4];
+  std::memcpy(w, s12, 12);
+  w[3] = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
+  const uint32_t m03 = w[1] & 0x3f3f3f3f;
+  w[1] = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
+  w[2] = m03;
+  w[0] &= 0x3f3f3f3f;
+  const __m256i sm = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)w));
+  const __m128i sc = _mm256_castsi256_si128(sm), mn = _mm256_extracti128_si256(sm, 1);
+  _mm256_store_si256((__m256i*)u.sc, _mm256_set_m128i(_mm_unpackhi_epi16(sc, sc), _mm_unpacklo_epi16(sc, sc)));
+  _mm256_store_si256((__m256i*)u.mn, _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn)));
+}
+
+// Bit `bit` of every byte of h, moved to bit 4 (value 16).
+inline __m256i bit_to_16(__m256i h, int bit) {
+  const __m256i b = _mm256_and_si256(h, _mm256_set1_epi8((char)(1 << bit)));
+  return bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4);
+}
+
+// Q5_K: Q4_K plus the 5th bit: qh[l] bit 2c for the low nibbles of run c, bit 2c+1 for the high.
+void unpack_q5_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 176;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int64_t b = c0; b < c1; ++b, blk += 176) {
+    UChunk& u = out[b - c0];
+    const __m256i H = _mm256_loadu_si256((const __m256i*)(blk + 16));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 48 + 32 * c));
+      store32(u.q + 64 * c, _mm256_or_si256(_mm256_and_si256(v, m4), bit_to_16(H, 2 * c)));
+      store32(u.q + 64 * c + 32,
+              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), bit_to_16(H, 2 * c + 1)));
+    }
+    scales_k4(blk + 4, u);
+    u.d = h2f(blk);
+    u.dmin = h2f(blk + 2);
+    fill_scx_avx2(u);
+  }
+}
+
+// Q3_K: element 128n + 32j + l = ((qs[32n+l] >> 2j) & 3) + 4 * (hmask[l] bit 4n+j), scale - 32.
+void unpack_q3_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 110;
+  const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+  for (int64_t b = c0; b < c1; ++b, blk += 110) {
+    UChunk& u = out[b - c0];
+    const __m256i HM = _mm256_loadu_si256((const __m256i*)blk);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i Q = _mm256_loadu_si256((const __m256i*)(blk + 32 + 32 * n));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
+        const __m256i hb = _mm256_and_si256(HM, _mm256_set1_epi8((char)(1 << (4 * n + j))));
+        const __m256i hi = _mm256_andnot_si256(_mm256_cmpeq_epi8(hb, zero), four);
+        store32(u.q + 128 * n + 32 * j, _mm256_or_si256(low, hi));
+      }
+    }
+    const uint8_t* s = blk + 96;
+    for (int g = 0; g < 16; ++g) {
+      const int sc = (((s[g % 8] >> (4 * (g / 8))) & 15) | (((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
+      u.sc[g] = (int16_t)sc;
+      u.mn[g] = (int16_t)(4 * sc);
+    }
+    u.d = h2f(blk + 108);
+    u.dmin = u.d;
+    fill_scx_avx2(u);
+  }
+}
+
+// Q2_K: element 128n + 32j + l = (qs[32n+l] >> 2j) & 3; scales byte g: low 4 bits scale, high min.
+void unpack_q2_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 84;
+  const __m256i m3 = _mm256_set1_epi8(3);
+  for (int64_t b = c0; b < c1; ++b, blk += 84) {
+    UChunk& u = out[b - c0];
+    for (int n = 0; n < 2; ++n) {
+      const __m256i Q = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * n));
+      for (int j = 0; j < 4; ++j) store32(u.q + 128 * n + 32 * j, _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3));
+    }
+    const __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)blk));
+    _mm256_store_si256((__m256i*)u.sc, _mm256_and_si256(s16, _mm256_set1_epi16(15)));
+    _mm256_store_si256((__m256i*)u.mn, _mm256_srli_epi16(s16, 4));
+    u.d = h2f(blk + 80);
+    u.dmin = h2f(blk + 82);
+    fill_scx_avx2(u);
+  }
+}
+
+// IQ4_XS: kvalues[nibble] via one byte shuffle per 32; 6-bit sub-block scales biased by 32.
+void unpack_iq4_xs(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 136;
+  const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  for (int64_t b = c0; b < c1; ++b, blk += 136) {
+    UChunk& u = out[b - c0];
+    for (int j = 0; j < 8; ++j) store32(u.q + 32 * j, _mm256_shuffle_epi8(table, split_nibbles16(blk + 8 + 16 * j)));
+    uint16_t sh;
+    std::memcpy(&sh, blk + 2, 2);
+    for (int j = 0; j < 8; ++j) {
+      const int ls = ((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4);
+      u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)(ls - 32);
+      u.mn[2 * j] = u.mn[2 * j + 1] = 0;
+    }
+    u.d = h2f(blk);
+    u.dmin = 0.f;
+    fill_scx_avx2(u);
+  }
+}
+
 }  // namespace
 
 UnpackRowFn avx2_unpacker(int qtype) {
   switch (qtype) {
+    case (int)QType::Q2_K: return unpack_q2_k;
+    case (int)QType::Q3_K: return unpack_q3_k;
+    case (int)QType::Q5_K: return unpack_q5_k;
+    case (int)QType::IQ4_XS: return unpack_iq4_xs;
     case (int)QType::Q4_0: return unpack_q4_0;
     case (int)QType::Q8_0: return unpack_q8_0;
     case (int)QType::Q4_K: return unpack_q4_k;
