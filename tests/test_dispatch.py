@@ -47,6 +47,12 @@ def test_forced_backend_that_cannot_run_is_an_error(monkeypatch):
         pyquant.qmatmul(torch.randn(2, 32), QTensor.quantize(torch.randn(8, 32), "int8"))
 
 
+def test_unknown_forced_backend_is_named(monkeypatch):
+    monkeypatch.setenv("PYQUANT_BACKEND", "cpux")
+    with pytest.raises(UnsupportedQTypeError, match="cpux is not a registered backend: .*cpu"):
+        dispatch.choose("int8_matmul", QType.INT8, "cpu", 1)
+
+
 def test_unsupported_type_names_every_reason():
     with pytest.raises(UnsupportedQTypeError, match="cpu: .*reference: "):
         dispatch.choose("gguf_matmul", QType.INT4, "cpu", 1)
