@@ -31,6 +31,27 @@ def _needs(qt: QType, backend: str):
         pytest.skip("_C decoders / fused matmul not merged yet")
 
 
+# the CPU engine once per code path (the scalar one is the portable fallback), then the torch reference
+BACKENDS = ["cpu-avx2", "cpu-scalar", "reference"]
+
+
+def _use_backend(backend: str, monkeypatch) -> str:
+    name, _, isa = backend.partition("-")
+    monkeypatch.setenv("PYQUANT_BACKEND", name)
+    if isa:
+        if isa == "avx2" and not _C.cpu_has_avx2():
+            pytest.skip("CPU has no AVX2+FMA+F16C")
+        _C.set_isa(isa)  # restored by _restore_isa
+    return name
+
+
+@pytest.fixture(autouse=True)
+def _restore_isa():
+    before = _C.active_isa()
+    yield
+    _C.set_isa(before)
+
+
 def _shapes(qt: QType):
     """(lead dims, N, K): odd M, N not a multiple of 8, K of exactly one block, batched leading dims."""
     bs = qtypes.info(qt).block_size
@@ -39,11 +60,11 @@ def _shapes(qt: QType):
     return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((37,), 9, 256)]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("qt", ENGINE_TYPES, ids=lambda t: t.name)
 def test_gguf_qmatmul_accuracy(qt, backend, monkeypatch):
+    backend = _use_backend(backend, monkeypatch)
     _needs(qt, backend)
-    monkeypatch.setenv("PYQUANT_BACKEND", backend)
     for i, (lead, n, k) in enumerate(_shapes(qt)):
         data = random_gguf_weight(qt, n, k, seed=i)
         w64 = oracle_dequantize(data, qt, n, k)
@@ -91,10 +112,10 @@ def test_other_types_dequantize_then_matmul(qt):
         assert verdict[:2] == ("cpu", True) and "then torch matmul" in verdict[2]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fmt", ["int4-32", "int4-64", "int4-128", "int8"])
 def test_generic_qmatmul_accuracy(fmt, backend, monkeypatch):
-    monkeypatch.setenv("PYQUANT_BACKEND", backend)
+    backend = _use_backend(backend, monkeypatch)
     name, _, g = fmt.partition("-")
     for i, (lead, n, k) in enumerate([((1,), 8, 128), ((3,), 13, 256), ((2, 3), 17, 384), ((7,), 24, 128)]):
         w = torch.randn(n, k, generator=torch.Generator().manual_seed(i)) * 0.1
