@@ -56,8 +56,8 @@ def _shapes(qt: QType):
     """(lead dims, N, K): odd M, N not a multiple of 8, K of exactly one block, batched leading dims."""
     bs = qtypes.info(qt).block_size
     k1 = max(bs, 32) if qt not in FLOATS else 32
-    # M = 37 passes the GEMV/GEMM switch of the CPU engine (_C.gemm_min_m(), 8..16)
-    return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((37,), 9, 256)]
+    # M = 111 passes the GEMV/GEMM switch of the CPU engine (per type, 32..96: _C.matmul_path says)
+    return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((3, 37), 9, 256)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -117,7 +117,7 @@ def test_other_types_dequantize_then_matmul(qt):
 def test_generic_qmatmul_accuracy(fmt, backend, monkeypatch):
     backend = _use_backend(backend, monkeypatch)
     name, _, g = fmt.partition("-")
-    for i, (lead, n, k) in enumerate([((1,), 8, 128), ((3,), 13, 256), ((2, 3), 17, 384), ((7,), 24, 128)]):
+    for i, (lead, n, k) in enumerate([((1,), 8, 128), ((3,), 13, 256), ((2, 3), 17, 384), ((111,), 24, 128)]):
         w = torch.randn(n, k, generator=torch.Generator().manual_seed(i)) * 0.1
         qtensor = QTensor.quantize(w, name, group_size=int(g or 128))
         w64 = qtensor.dequantize().to(torch.float64)
