@@ -174,6 +174,8 @@ def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
     bias: [N] or None. Returns [..., N] in x's dtype; accumulation is fp32 on every backend.
     """
     qt = w.qtype
+    if x.device != w.data.device:
+        raise KernelError(f"qmatmul: x is on {x.device}, the weight {w.qtype.name} {w.shape} on {w.data.device}")
     if qt is QType.INT4:
         return int4_matmul(x, w.data, w.scales, w.mins, w.group_size, bias)
     if qt is QType.INT8:

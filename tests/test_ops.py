@@ -145,6 +145,8 @@ def test_noncontiguous_x_and_bad_shapes():
         pyquant.qmatmul(torch.randn(2, 63), qt)
     with pytest.raises(pyquant.KernelError, match="dtype"):
         pyquant.qmatmul(torch.randn(2, 64, dtype=torch.float64), qt)
+    with pytest.raises(pyquant.KernelError, match="meta"):
+        pyquant.qmatmul(torch.randn(2, 64, device="meta"), qt)
 
 
 def test_empty_m():
