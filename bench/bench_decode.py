@@ -5,7 +5,8 @@ kernel at 2 threads against gguf-py's numpy decoder and pyquant's torch referenc
     PYQUANT_BENCH_TYPES=Q4_0,Q4_K ...   restricts the types.
 
 extra_info per benchmark: in_GBps (packed bytes read / time), out_GBps (float32 bytes written /
-time), gguf_s (gguf-py's time, one round: it takes seconds) and x_gguf (gguf_s / this mean time).
+time), gguf_s (gguf-py's time, one round: it takes seconds) and x_gguf (gguf_s / this mean time);
+cpu_s / gguf_cpu_s / x_gguf_cpu: the same in CPU seconds (steadier on a loaded box).
 Two pyquant rows per type: `alloc` (pyquant.dequantize returning a new tensor, page faults
 included, as gguf-py pays too) and `into` (decoding into a preallocated tensor: the kernel alone).
 The box is shared and noisy: compare ratios measured in one run.
@@ -74,16 +75,16 @@ def gguf_seconds(tensors):
     gguf_quants = pytest.importorskip("gguf.quants")
     from gguf.constants import GGMLQuantizationType
 
-    times: dict[str, float] = {}
+    times: dict[str, tuple[float, float]] = {}
 
     def get(name):
         if name not in times:
             data = tensors(name)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 gguf_quants.dequantize(data, GGMLQuantizationType[name])
-                times[name] = time.perf_counter() - t0
+                times[name] = (time.perf_counter() - t0, time.process_time() - c0)
         return times[name]
 
     return get
@@ -97,13 +98,20 @@ def two_threads():
     pyquant.set_num_threads(before)
 
 
-def _report(benchmark, name, data, seconds_gguf=None):
+def _report(benchmark, name, data, gguf, fn=None):
+    """Throughput and ratios. gguf = (wall s, CPU s) of gguf-py. With `fn`, one more call is timed
+    in CPU seconds (all threads): on a shared box CPU time is the steadier measure of work, and
+    x_gguf_cpu compares the CPU seconds each implementation burns."""
     mean = benchmark.stats.stats.mean
     benchmark.extra_info.update(
         qtype=name, shape=[ROWS, COLS], threads=THREADS,
-        in_GBps=round(data.nbytes / mean / 1e9, 2), out_GBps=round(ROWS * COLS * 4 / mean / 1e9, 2))
-    if seconds_gguf is not None:
-        benchmark.extra_info.update(gguf_s=round(seconds_gguf, 3), x_gguf=round(seconds_gguf / mean, 1))
+        in_GBps=round(data.nbytes / mean / 1e9, 2), out_GBps=round(ROWS * COLS * 4 / mean / 1e9, 2),
+        gguf_s=round(gguf[0], 3), x_gguf=round(gguf[0] / mean, 1), gguf_cpu_s=round(gguf[1], 3))
+    if fn is not None:
+        c0 = time.process_time()
+        fn()
+        cpu = time.process_time() - c0
+        benchmark.extra_info.update(cpu_s=round(cpu, 4), x_gguf_cpu=round(gguf[1] / max(cpu, 1e-6), 1))
 
 
 @pytest.mark.parametrize("name", TYPES)
@@ -112,7 +120,7 @@ def test_pyquant_alloc(benchmark, name, tensors, gguf_seconds):
     g = gguf_seconds(name)
     benchmark.group = f"decode {name}"
     benchmark(pyquant.dequantize, data, name, (ROWS, COLS))
-    _report(benchmark, name, data, g)
+    _report(benchmark, name, data, g, lambda: pyquant.dequantize(data, name, (ROWS, COLS)))
 
 
 @pytest.mark.parametrize("name", TYPES)
@@ -123,7 +131,7 @@ def test_pyquant_into(benchmark, name, tensors, gguf_seconds):
     out.fill_(0)  # touch the pages once: this row measures the kernel, not the page faults
     benchmark.group = f"decode {name}"
     benchmark(pyquant.dequantize, data, name, (ROWS, COLS), out=out)
-    _report(benchmark, name, data, g)
+    _report(benchmark, name, data, g, lambda: pyquant.dequantize(data, name, (ROWS, COLS), out=out))
 
 
 @pytest.mark.parametrize("name", TYPES)

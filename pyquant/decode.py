@@ -208,7 +208,10 @@ def _device_route(raw: torch.Tensor, qt: QType, rows: int, cols: int, dtype):
         from . import dispatch
     except ImportError:
         return None
-    backend = dispatch.choose("dequantize", qt, raw.device.type, rows)
+    try:
+        backend = dispatch.choose("dequantize", qt, raw.device.type, rows)
+    except UnsupportedQTypeError:  # e.g. the plain integer types: only our reference decodes them
+        return None
     if backend.name in ("reference", "cpu"):
         return None
     return backend.impl["dequantize"](raw, int(qt), rows, cols, dtype)

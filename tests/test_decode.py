@@ -234,6 +234,20 @@ def test_smollm2_reference_path(smollm2_file):
         assert_same_bits(pyquant.dequantize(t, backend="reference"), want, t.name)
 
 
+def test_smollm2_through_pyquant_reader(smollm2_file):
+    """pyquant's own GGUFTensor (zero-copy mmap bytes, torch-order shape) goes straight in."""
+    from gguf import GGUFReader
+
+    oracle = {t.name: t for t in GGUFReader(smollm2_file).tensors}
+    with pyquant.GGUFReader(smollm2_file) as reader:
+        for name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_norm.weight"):
+            t = reader.tensors[name]
+            want = gguf_oracle(np.ascontiguousarray(oracle[name].data).view(np.uint8), QType(int(t.qtype)))
+            got = pyquant.dequantize(t)
+            assert tuple(got.shape) == tuple(t.shape)
+            assert_same_bits(got, want, name)
+
+
 # ----------------------------------------------------------------------------- errors and API
 
 def test_every_ggml_type_has_a_reference_decoder():
