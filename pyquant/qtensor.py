@@ -98,7 +98,7 @@ class QTensor:
         if qt in _FLOAT_TYPES:
             data = w.detach().to(_FLOAT_TYPES[qt]).contiguous().view(torch.uint8)
             return cls(data.reshape(shape[0], -1).clone(), qt, shape)
-        from .quantize import quantize as quantize_ggml
+        from .quantization import quantize as quantize_ggml
 
         data = quantize_ggml(w.detach().to("cpu", torch.float32).contiguous(), qt)
         return cls(data.reshape(shape[0], -1), qt, shape)

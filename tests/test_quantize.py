@@ -28,7 +28,7 @@ import torch
 import pyquant
 from pyquant.errors import KernelError, UnsupportedQTypeError
 from pyquant.qtypes import QType, info, row_bytes
-from pyquant.quantize import QUANTIZABLE
+from pyquant.quantization import QUANTIZABLE
 
 DATA = pathlib.Path(__file__).parent / "data"
 LEGACY = [QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1, QType.Q8_0]

@@ -97,7 +97,7 @@ def convert_tensor(t, target):
     import torch
 
     from ..qtypes import QType
-    from ..quantize import quantize
+    from ..quantization import quantize
 
     if target == t.qtype:
         return t.bytes()

@@ -14,8 +14,6 @@ bytes llama.cpp would. Use `torch.isfinite(w).all()` first if you want to be str
 """
 from __future__ import annotations
 
-import sys
-import types
 
 import torch
 
@@ -63,15 +61,3 @@ def quantize(w: torch.Tensor, qtype, *, nthreads: int = 0) -> torch.Tensor:
     _C.quantize(int(qt), x.data_ptr(), x.numel() * 4, rows, cols, out.data_ptr(), out.numel(), int(nthreads))
     return out
 
-
-class _CallableModule(types.ModuleType):
-    """`import pyquant.quantize` binds the *module* to the attribute pyquant.quantize (the import
-    system sets it on the package after this file runs), shadowing the lazily exported function
-    of the same name. Making the module callable keeps `pyquant.quantize(w, qtype)` working
-    whichever of the two the attribute holds."""
-
-    def __call__(self, w, qtype, **kwargs):
-        return quantize(w, qtype, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
