@@ -61,6 +61,7 @@ _cache: dict = {}
 _lock = threading.Lock()
 _builtin_loaded = False
 _lazy_done: set[str] = set()
+lazy_errors: dict[str, str] = {}  # registration module -> why it did not load (shown by describe())
 
 # Lazy registration modules per device type; a missing module (ImportError) is simply skipped.
 _LAZY_MODULES = {"cuda": ("pyquant.kernels.cuda", "pyquant.kernels.triton")}
@@ -116,8 +117,8 @@ def _load_lazy(device_type: str) -> None:
         _lazy_done.add(mod)
         try:
             importlib.import_module(mod)  # registers its backends on import
-        except ImportError:
-            pass  # backend not built / triton not installed: its absence shows in explain()
+        except Exception as e:  # not built, triton missing, no driver: the other backends still serve
+            lazy_errors[mod] = f"{type(e).__name__}: {e}"
 
 
 def _reference_supports(op, qt, m):
@@ -187,6 +188,9 @@ def choose(op: str, qtype, device_type: str, m: int = 1) -> Backend:
     if name is None:
         qt = qtypes.qtype(qtype)
         lines = "; ".join(f"{n}: {r}" for n, _, r in verdicts) or "no backend registered"
+        forced = os.environ.get("PYQUANT_BACKEND", "").strip()
+        if forced and forced not in _backends:
+            lines += f" (PYQUANT_BACKEND={forced} is not a registered backend: {', '.join(sorted(_backends))})"
         raise UnsupportedQTypeError(
             f"no kernel for {op} on {qt.name} / {device_type} (M={m}): {lines}")
     backend = _backends[name]
@@ -214,7 +218,8 @@ def describe(device_types=("cpu",), ms=(1, 16, 512), ops=None, qtypes_=None) -> 
     head = ("device", "op", "type", "M", "backend", "why", "rejected")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head[:5]) + "  why  [rejected]"]
+    lines = [f"# {mod} not loaded ({why})" for mod, why in lazy_errors.items()]
+    lines.append(fmt.format(*head[:5]) + "  why  [rejected]")
     for r in rows:
         lines.append(fmt.format(*r[:5]) + f"  {r[5]}" + (f"  [{r[6]}]" if r[6] else ""))
     return "\n".join(lines)

@@ -97,3 +97,29 @@ def int8_activation_bound(x64: torch.Tensor, w64: torch.Tensor, block: int) -> t
     xb = torch.nn.functional.pad(x64.abs(), (0, pad)).reshape(m, -1, block)
     half_step = (xb.amax(dim=-1, keepdim=True) / 127 / 2).expand_as(xb).reshape(m, -1)[:, :k]
     return 1.01 * (half_step @ w64.abs().T)
+
+
+def cpu_path(qt: QType, m: int) -> str:
+    """The kernel path _C takes (its own words), "" before the fused kernels exist."""
+    from pyquant._ext import _C
+
+    if not hasattr(_C, "matmul_path"):
+        return ""
+    kind = {QType.INT4: "int4", QType.INT8: "int8"}.get(qt, "gguf")
+    return _C.matmul_path(kind, int(qt), m)
+
+
+def assert_within_bound(y, x, w64, what, bias=None, path=""):
+    """|y - float64 reference| within the bound of the path taken: fp32 accumulation everywhere, plus
+    the activation rounding when the path quantizes x to int8 (per 32 or per 256 values)."""
+    x64 = x.to(torch.float64).reshape(-1, x.shape[-1])
+    y64 = y.to(torch.float64).reshape(-1, w64.shape[0])
+    b64 = None if bias is None else bias.to(torch.float64)
+    ref = x64 @ w64.T + (0 if b64 is None else b64)
+    bound = fp32_matmul_bound(x64, w64, y.dtype, b64)
+    if "gemv-int8" in path:
+        bound = bound + int8_activation_bound(x64, w64, 256 if "per 256" in path else 32)
+    what = f"{what} [{path}]" if path else what
+    err = (y64 - ref).abs()
+    worst = (err / bound).max().item()
+    assert worst <= 1.0, f"{what}: error {err.max().item():.3g} exceeds the bound by x{worst:.3g}"

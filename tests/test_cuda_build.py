@@ -83,7 +83,14 @@ def test_module_lists_kernels():
     decoders = set(_C_cuda.decoder_types())
     from pyquant.qtypes import QType
 
-    assert int(QType.Q8_0) in decoders  # the first kernel; the rest arrive with the shared headers
+    from pyquant.qtypes import REGISTRY, Kind
+
+    # every quantized ggml type of the registry has a CUDA decoder, with the registry's geometry
+    want = {int(t) for t, i in REGISTRY.items() if int(t) < 1000 and i.kind not in (Kind.FLOAT, Kind.INTEGER)}
+    assert want <= decoders, sorted(want - decoders)
+    for tid, qk, ts in _C_cuda.decoder_geometry():
+        info = REGISTRY[QType(tid)]
+        assert (qk, ts) == (info.block_size, info.type_size), QType(tid).name
     for name in TYPES:
         assert _C_cuda.gemv_supports(int(QType[name])), name
     assert not _C_cuda.gemv_supports(int(QType.F32))

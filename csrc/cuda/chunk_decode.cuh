@@ -55,7 +55,20 @@ PQ_HD float u2f_minus(uint32_t v, float off) {
 #endif
 }
 
-PQ_TABLE int8_t kIQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// The IQ4_NL codebook: a device copy for device code and a host copy for host code (a CUDA
+// translation unit compiles PQ_HD functions for both sides).
+#define PQ_IQ4NL_VALUES {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+#if defined(__CUDACC__)
+static __device__ const int8_t kIQ4NL_dev[16] = PQ_IQ4NL_VALUES;
+#endif
+static const int8_t kIQ4NL_host[16] = PQ_IQ4NL_VALUES;
+PQ_HD float iq4nl(uint32_t i) {
+#if defined(__CUDA_ARCH__)
+  return (float)kIQ4NL_dev[i];
+#else
+  return (float)kIQ4NL_host[i];
+#endif
+}
 
 // ---- legacy 32-element blocks: one chunk per block (c is always 0)
 struct Q4_0 {
@@ -128,8 +141,8 @@ struct IQ4_NL {
     const float d = f16at(b);
 PQ_UNROLL
     for (int j = 0; j < 16; ++j) {
-      q[j] = (float)kIQ4NL[b[2 + j] & 15];
-      q[j + 16] = (float)kIQ4NL[b[2 + j] >> 4];
+      q[j] = iq4nl(b[2 + j] & 15u);
+      q[j + 16] = iq4nl(b[2 + j] >> 4);
     }
     sm[0] = sm[1] = {d, 0.0f};
   }
@@ -249,8 +262,8 @@ struct IQ4_XS {
     const uint8_t* qs = b + 8 + 16 * c;
 PQ_UNROLL
     for (int j = 0; j < 16; ++j) {
-      q[j] = (float)kIQ4NL[qs[j] & 15];
-      q[j + 16] = (float)kIQ4NL[qs[j] >> 4];
+      q[j] = iq4nl(qs[j] & 15u);
+      q[j + 16] = iq4nl(qs[j] >> 4);
     }
     sm[0] = sm[1] = {d * (float)(ls - 32), 0.0f};
   }

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "common/fp16.h"
 #include "cuda/cuda_common.cuh"
@@ -117,6 +119,14 @@ bool has_decoder(int qtype) {
 std::vector<int> decoder_types() {
   std::vector<int> out;
 #define PQ_ADD(T, fn, QK, TS) out.push_back((int)QType::T);
+  PQ_CUDA_DECODE_TYPES(PQ_ADD)
+#undef PQ_ADD
+  return out;
+}
+
+std::vector<std::tuple<int, int, int>> decoder_geometry() {
+  std::vector<std::tuple<int, int, int>> out;
+#define PQ_ADD(T, fn, QK, TS) out.emplace_back((int)QType::T, QK, TS);
   PQ_CUDA_DECODE_TYPES(PQ_ADD)
 #undef PQ_ADD
   return out;

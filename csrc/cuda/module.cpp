@@ -38,6 +38,7 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def("has_decoder", &pq::cuda::has_decoder, py::arg("qtype"));
   m.def("decoder_types", &pq::cuda::decoder_types);
+  m.def("decoder_geometry", &pq::cuda::decoder_geometry, "(ggml id, block size, bytes per block) per decoder");
   m.def("decode", &pq::cuda::decode, py::arg("qtype"), py::arg("src_ptr"), py::arg("src_nbytes"),
         py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("rows"), py::arg("cols"),
         py::arg("stream") = 0,

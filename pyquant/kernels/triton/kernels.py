@@ -4,8 +4,8 @@ matmul: one program computes a [BLOCK_M, BLOCK_N] tile of y = x @ W.T; per K ste
 a [BLOCK_N, BLOCK_K] weight tile in registers (dequant.py), casts it to x's dtype (fp16 / bf16 ->
 tensor cores; fp32 -> exact-fp32 dot) and accumulates in fp32. Small M uses BLOCK_M = 16 (the
 smallest tl.dot tile) and wide N tiles; autotune picks among a few shapes per (M, N, K) bucket.
-Under TRITON_INTERPRET=1 the autotuner gets a single config (benchmarking every config on the
-interpreter would take minutes).
+Under TRITON_INTERPRET=1 (or PYQUANT_TRITON_AUTOTUNE=0) the autotuner gets a single config
+(benchmarking every config on the interpreter would take minutes).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ _DOT_UPCAST = tl.constexpr(INTERPRET)
 
 
 def _configs():
-    if INTERPRET:
+    # PYQUANT_TRITON_AUTOTUNE=0: one config (tests on a GPU: compile once per shape, not nine times)
+    if INTERPRET or os.environ.get("PYQUANT_TRITON_AUTOTUNE") == "0":
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
     out = []
     for bm, bn, bk, w, s in [(16, 64, 64, 4, 3), (16, 128, 64, 4, 3), (16, 64, 128, 4, 2), (32, 64, 64, 4, 3),
