@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -32,7 +34,7 @@ namespace py = pybind11;
 
 namespace pq {
 
-double bandwidth_probe_avx2(int64_t nbytes, int nthreads, int repeats);  // avx2/bandwidth_probe.cpp
+int64_t read_sweep_avx2(const uint8_t* buf, int64_t nlines128);  // avx2/bandwidth_probe.cpp
 
 namespace mm {
 namespace {
@@ -349,6 +351,28 @@ void int8_matmul_py(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, i
   run(c, w);
 }
 
+// GB/s of the AVX2 read sweep over nbytes (split in contiguous halves per thread), best of repeats.
+double bandwidth_probe(int64_t nbytes, int nthreads, int repeats) {
+  nbytes &= ~int64_t(4095);
+  void* raw = std::aligned_alloc(4096, (size_t)nbytes);
+  PQ_CHECK(raw != nullptr, "bandwidth_probe: cannot allocate ", nbytes, " bytes");
+  std::unique_ptr<void, void (*)(void*)> hold(raw, std::free);
+  uint8_t* buf = static_cast<uint8_t*>(raw);
+  // Touch every page (non-zero data) before timing.
+  parallel_for(nbytes, 1 << 20, nthreads, [&](int64_t b, int64_t e) { std::memset(buf + b, 1, (size_t)(e - b)); });
+  double best = 0;
+  std::atomic<int64_t> sink{0};  // keeps the sums alive
+  for (int rep = 0; rep < repeats; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(nbytes / 128, 1024, nthreads, [&](int64_t b, int64_t e) {
+      sink.fetch_add(read_sweep_avx2(buf + b * 128, e - b), std::memory_order_relaxed);
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt > 0 && nbytes / dt / 1e9 > best) best = nbytes / dt / 1e9;
+  }
+  return best;
+}
+
 std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   int id = qtype;
   if (kind == "int4") id = kInt4;
@@ -418,7 +442,7 @@ void register_matmul_bindings(py::module_& m) {
     // Measures the machine, not the active kernel path: only the CPU must have AVX2.
     PQ_CHECK(cpu_has_avx2(), "bandwidth_probe: needs a CPU (and build) with AVX2");
     py::gil_scoped_release nogil;
-    return bandwidth_probe_avx2(nbytes, nthreads, repeats);
+    return mm::bandwidth_probe(nbytes, nthreads, repeats);
   }, "nbytes"_a, "nthreads"_a, "repeats"_a,
      "GB/s (1e9 B/s) of an AVX2 read-only sweep over nbytes split across nthreads, best of `repeats`.");
 }

@@ -68,10 +68,12 @@ struct TypeInfo {
 const TypeInfo* type_info(int qtype);
 void fill_scx(UChunk& u);  // scx from sc (shared by unpackers that only compute sc)
 
-inline int64_t n_chunks(int64_t k) { return (k + kChunk - 1) / kChunk; }
+// static: these helpers are compiled into baseline and -mavx2 files; internal linkage keeps the
+// linker from sharing one (possibly AVX2-encoded) COMDAT copy between them.
+static inline int64_t n_chunks(int64_t k) { return (k + kChunk - 1) / kChunk; }
 
 // Zeroes the part of the row's last chunk past k so padded activations meet zero weights.
-inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
+static inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
   const int rem = (int)(k - (n_chunks(k) - 1) * kChunk);
   if (rem == kChunk) return;
   for (int e = rem; e < kChunk; ++e) u.q[e] = 0;
