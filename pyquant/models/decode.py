@@ -30,20 +30,19 @@ class GemvCall:
 
     enabled = True
 
-    def __init__(self, linears: list, out: torch.Tensor, x_numel: int):
+    def __init__(self, linears: list, out: torch.Tensor, x_numel: int, nthreads: int = 0):
         self.linears, self.out = linears, out
         self.args = None
-        if len(linears) == 1 and linears[0].dense is None:
+        if len(linears) == 1 and linears[0].dense is None and out.is_contiguous():
             lin = linears[0]
-            qt = lin.qt
-            fn = getattr(qt, "_cpu_kernel", None)
-            if fn is not None and qt.qtype < 1000 and out.is_contiguous():   # ggml types (not INT4/INT8)
-                b = lin.bias
-                self.bias = b.contiguous() if b is not None else None
-                self.fn = fn
-                self.args = [int(qt.qtype), qt.data.data_ptr(), qt.data.nbytes, lin.out_features, lin.in_features,
-                             0, x_numel * 4, "float32", 1, out.data_ptr(), out.nbytes,
-                             self.bias.data_ptr() if b is not None else 0, self.bias.nbytes if b is not None else 0, 0]
+            call = getattr(lin.qt, "cpu_call", None)   # (_C fn, the weight's leading args) or None
+            if call is not None:
+                self.fn, head = call
+                self.bias = lin.bias.contiguous() if lin.bias is not None else None
+                b = self.bias
+                self.x_slot = len(head)
+                self.args = [*head, 0, x_numel * 4, "float32", 1, out.data_ptr(), out.nbytes,
+                             b.data_ptr() if b is not None else 0, b.nbytes if b is not None else 0, nthreads]
 
     def __call__(self, x: torch.Tensor) -> None:
         if not GemvCall.enabled:
@@ -52,7 +51,7 @@ class GemvCall:
             run_linears(self.linears, x, self.out)
             return
         a = self.args
-        a[5] = x.data_ptr()   # x: contiguous float32 [1, in_features] (checked again in C++)
+        a[self.x_slot] = x.data_ptr()   # x: contiguous float32 [1, in_features] (checked again in C++)
         self.fn(*a)
 
 
