@@ -67,7 +67,7 @@ def test_against_transformers_gguf_tokenizer(tok, smollm2_path):
     """transformers' GGUF converter builds a plain GPT-2 ByteLevel pre-tokenizer and ignores
     tokenizer.ggml.pre: it differs from llama.cpp (and from SmolLM2's own tokenizer.json, which splits
     digits first) only where a digit follows whitespace, so those texts are compared by hand below."""
-    import regex
+    regex = pytest.importorskip("regex")
 
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
@@ -98,7 +98,7 @@ def test_stream_decoder_holds_split_characters(tok):
 
 def _regex_split(text, regexes):
     """llama.cpp's unicode_regex_split: each regex splits every piece into matches and gaps."""
-    import regex
+    regex = pytest.importorskip("regex")
 
     pieces = [text]
     for r in regexes:
