@@ -151,8 +151,10 @@ class DecodeState:
             qkv(norm(L.attn_norm))
             self.qk_complex.mul_(freqs)
             layer_kv[i].index_copy_(2, self.pos, self.kv_new)                  # [2, Hkv, Tmax, hd]
-            torch.bmm(self.q_grouped, layer_k[i][:, :T].transpose(1, 2), out=scores)  # [Hkv, g, T]
-            softmax_out(scores.mul_(self.scale), -1, False, out=probs)
+            # scores = scale * q @ K^T in one call (beta=0: the old contents are ignored)
+            torch.baddbmm(scores, self.q_grouped, layer_k[i][:, :T].transpose(1, 2), beta=0.0,
+                          alpha=self.scale, out=scores)                          # [Hkv, g, T]
+            softmax_out(scores, -1, False, out=probs)
             torch.bmm(probs, layer_v[i][:, :T], out=self.attn_grouped)          # [Hkv, g, hd]
             wo(self.attn)
             x.add_(self.tmp)
