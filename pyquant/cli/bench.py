@@ -33,7 +33,7 @@ def decode_overhead(model, n: int = 32, reps: int = 3) -> float:
     from ..models.decode import GemvCall
 
     st = model._decode
-    for buf in (st.x, st.tmp, st.qkv, st.gu, st.logits):
+    for buf in (st.x, st.x2, st.tmp, st.qkv, st.gu, st.logits):
         buf.normal_()
     GemvCall.enabled = False
     try:

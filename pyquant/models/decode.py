@@ -30,9 +30,13 @@ class GemvCall:
 
     enabled = True
 
-    def __init__(self, linears: list, out: torch.Tensor, x_numel: int, nthreads: int = 0):
+    def __init__(self, linears: list, out: torch.Tensor, x_numel: int, nthreads: int = 0,
+                 residual: torch.Tensor | None = None):
+        """residual: a float32 [out_features] buffer the kernel adds as its bias (out = residual + x @ W.T),
+        used when the weight has no bias of its own; `adds_residual` says whether that happened."""
         self.linears, self.out = linears, out
         self.args = None
+        self.adds_residual = False
         if len(linears) == 1 and linears[0].dense is None and out.is_contiguous():
             lin = linears[0]
             call = getattr(lin.qt, "cpu_call", None)   # (_C fn, the weight's leading args) or None
@@ -40,6 +44,9 @@ class GemvCall:
                 self.fn, head = call
                 self.bias = lin.bias.contiguous() if lin.bias is not None else None
                 b = self.bias
+                if b is None and residual is not None and residual.is_contiguous() \
+                        and residual.numel() == lin.out_features and residual.dtype == torch.float32:
+                    b, self.adds_residual = residual, True
                 self.x_slot = len(head)
                 self.args = [*head, 0, x_numel * 4, "float32", 1, out.data_ptr(), out.nbytes,
                              b.data_ptr() if b is not None else 0, b.nbytes if b is not None else 0, nthreads]
@@ -64,6 +71,7 @@ class DecodeState:
         g = H // Hkv
         T = model.max_seq_len
         self.x = torch.empty((1, d))
+        self.x2 = torch.empty((1, d))    # residual stream after attention (see residual_in_kernel)
         self.tmp = torch.empty((1, d))
         self.qkv = torch.empty((1, qd + 2 * kvd))            # [q | k | v]
         self.attn = torch.empty((1, qd))
@@ -87,25 +95,32 @@ class DecodeState:
         self.token = torch.zeros(1, dtype=torch.long)
         self.scale = model.attn_scale
         self.eps = cfg.norm_eps
-        self.layers = [(L, GemvCall(L.qkv, self.qkv, d), GemvCall([L.wo], self.tmp, qd),
-                        GemvCall(L.gate_up, self.gu, d), GemvCall([L.down], self.tmp, ff))
-                       for L in model.layers]
+        # Residual adds inside the kernels: wo writes x2 = x + Wo a (x passed as the kernel's bias),
+        # down writes x = x2 + Wd a: no tmp buffer, no add_ (60 ops per SmolLM2 token). Only when
+        # every wo / down qualifies (no bias of their own, a fused kernel); else out=tmp and add_.
+        fused = [(GemvCall([L.wo], self.x2, qd, residual=self.x), GemvCall([L.down], self.x, ff, residual=self.x2))
+                 for L in model.layers]
+        self.residual_in_kernel = all(a.adds_residual and b.adds_residual for a, b in fused)
+        if not self.residual_in_kernel:
+            fused = [(GemvCall([L.wo], self.tmp, qd), GemvCall([L.down], self.tmp, ff)) for L in model.layers]
+        self.layers = [(L, GemvCall(L.qkv, self.qkv, d), wo, GemvCall(L.gate_up, self.gu, d), down)
+                       for L, (wo, down) in zip(model.layers, fused)]
         self.output = GemvCall([model.output], self.logits, d)
         self._bind_embedding(model.embed)
         self.h = torch.empty((1, d))
-        self.x_flat = self.x[0]
         self.inv_d = 1.0 / d
         # The model's own RMSNorm (not an architecture's override) takes a 3-op path: torch.rms_norm
         # is composite (~6 kernels, 9 us per call measured here, 0.56 ms of a token's 1.3 ms outside
         # the matmuls); one BLAS dot, a float, two multiplies measured ~4 us.
         self.plain_norm = type(model).norm is DecoderModel.norm
 
-    def norm(self, weight: torch.Tensor) -> torch.Tensor:
-        """RMSNorm of x into h: x * w / sqrt(mean(x^2) + eps), the sum in float64 as ggml does."""
+    def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """RMSNorm of x [1, d] into h: x * w / sqrt(mean(x^2) + eps), the sum in float64 as ggml does."""
         if not self.plain_norm:
-            return self.model.norm(self.x, weight)
-        ss = float(torch.dot(self.x_flat, self.x_flat))
-        h = torch.mul(self.x, weight, out=self.h)
+            return self.model.norm(x, weight)
+        flat = x[0]
+        ss = float(torch.dot(flat, flat))
+        h = torch.mul(x, weight, out=self.h)
         return h.mul_((ss * self.inv_d + self.eps) ** -0.5)
 
     def _bind_embedding(self, embed) -> None:
@@ -138,8 +153,9 @@ class DecodeState:
         m.cache.check(pos, 1)
         T = pos + 1
         self.pos[0] = pos
-        x = self.x
+        x, x2, tmp = self.x, self.x2, self.tmp
         self.embed_into_x(int(token))
+        in_kernel = self.residual_in_kernel
         freqs = m.rope[pos]
         n = self.groups[0] * self.groups[1] * T
         scores = self.scores[:n].view(*self.groups, T)
@@ -148,7 +164,7 @@ class DecodeState:
         softmax_out = torch.ops.aten._softmax.out
         norm, act_into = self.norm, m.mlp_activation_into
         for i, (L, qkv, wo, gate_up, down) in enumerate(self.layers):
-            qkv(norm(L.attn_norm))
+            qkv(norm(x, L.attn_norm))
             self.qk_complex.mul_(freqs)
             layer_kv[i].index_copy_(2, self.pos, self.kv_new)                  # [2, Hkv, Tmax, hd]
             # scores = scale * q @ K^T in one call (beta=0: the old contents are ignored)
@@ -157,10 +173,15 @@ class DecodeState:
             softmax_out(scores, -1, False, out=probs)
             torch.bmm(probs, layer_v[i][:, :T], out=self.attn_grouped)          # [Hkv, g, hd]
             wo(self.attn)
-            x.add_(self.tmp)
-            gate_up(norm(L.ffn_norm))
-            act_into(self.gate, self.up, self.act)
-            down(self.act)
-            x.add_(self.tmp)
-        self.output(norm(m.output_norm))
+            if in_kernel:
+                gate_up(norm(x2, L.ffn_norm))                                 # x2 = x + Wo attn
+                act_into(self.gate, self.up, self.act)
+                down(self.act)                                                # x = x2 + Wd act
+            else:
+                x.add_(tmp)
+                gate_up(norm(x, L.ffn_norm))
+                act_into(self.gate, self.up, self.act)
+                down(self.act)
+                x.add_(tmp)
+        self.output(norm(x, m.output_norm))
         return self.logits[0]
