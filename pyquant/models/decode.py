@@ -6,15 +6,21 @@ fused QKV / gate-up linears (one kernel call each) called through pre-bound raw-
 (`GemvCall`), one in-place complex multiply doing the RoPE of Q and K together, one index_copy_
 writing K and V into the cache.
 
-Measured on the shared 2-core Zen 3 dev box (load average 4-10, so absolute numbers are pessimistic;
-`pyquant bench smollm2 -t 1 --overhead` reproduces them):
-- everything but the matmuls, per token: 3.3 ms with Linear.into + per-step views and allocations,
-  2.8 ms with pre-bound GEMV calls, 1.33 ms after also fusing the K/V cache write, making the
-  softmax write a contiguous buffer, decoding the embedding row in place and caching per-layer K/V
-  views. About 13 torch ops per layer remain at ~3 us each; torch.rms_norm (12.5 us under load) is
-  the largest, and a hand-written 5-op norm measured the same, so it stays.
-- torch's own ops run single-threaded inside a step (see decoder.torch_single_thread): with torch
-  at 2 threads next to pyquant's pool, a [3, 3, T] softmax took 25 ms.
+Measured on the shared 2-core Zen 3 dev box (load average 2-10, so absolute numbers are pessimistic;
+`pyquant bench smollm2 -t 2 --overhead --roofline` reproduces them). Everything but the matmuls,
+per token (matmuls skipped, best of 3 x 32 steps):
+- 3.3 ms: Linear.into (linear_into's Python checks) + per-step views and allocations;
+- 2.8 ms: pre-bound GEMV calls (GemvCall);
+- 1.33 ms: + one index_copy_ for K and V, softmax into a contiguous buffer, the embedding row decoded
+  in place, per-layer K/V views made once;
+- 1.05 ms: + RMSNorm as dot / mul / mul (torch.rms_norm is composite: 9 us per call, 61 calls);
+- ~1.0 ms: + attention scale folded into baddbmm, residual adds done by the wo / down kernels
+  (gains below this machine's noise; predicted ~0.1 ms from 90 fewer ops).
+What remains is ~11 torch ops per layer at ~3 us each. The matmuls take the other ~85-90% of a step:
+at 2 threads ~7 ms for 96 MB of weights, 45-55% of the measured DRAM roofline (23 GB/s while shared),
+so generation speed is now the GEMV kernels' streaming efficiency, not Python.
+torch's own ops run single-threaded inside a step (see decoder.torch_single_thread): with torch at 2
+threads next to pyquant's pool, a [3, 3, T] softmax took 25 ms.
 """
 from __future__ import annotations
 
