@@ -1,6 +1,8 @@
 """Shared fixtures. Real model files come from PyPI packages through pyquant.hub (cached)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -23,3 +25,18 @@ def isa(request):
     _C.set_isa(request.param)
     yield request.param
     _C.set_isa(before)
+
+
+@pytest.fixture(scope="session")
+def ggml_oracle():
+    """llama.cpp's own ggml-quants.c, built from the llama-cpp-python sdist on PyPI (tests/oracle).
+    Skips where it cannot be built (offline, no compiler), except in CI or with
+    PYQUANT_REQUIRE_ORACLE=1, where a missing oracle is a failure."""
+    from oracle.ggml_oracle import OracleUnavailable, load
+
+    try:
+        return load()
+    except OracleUnavailable as e:
+        if os.environ.get("PYQUANT_REQUIRE_ORACLE") or os.environ.get("CI"):
+            raise
+        pytest.skip(f"llama.cpp oracle unavailable: {e}")

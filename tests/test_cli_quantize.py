@@ -145,15 +145,10 @@ def test_real_model_bytes(smollm2_path, requantized):
                 assert np.array_equal(t.data, pyquant.quantize(tensor_floats(s), t.qtype).numpy()), name
 
 
-def test_real_model_bytes_match_llama_cpp(smollm2_path, requantized):
-    from tests.oracle.ggml_oracle import OracleUnavailable, load
-
+def test_real_model_bytes_match_llama_cpp(smollm2_path, requantized, ggml_oracle):
     from pyquant.cli.quantize import tensor_floats
 
-    try:
-        oracle = load()
-    except OracleUnavailable as e:
-        pytest.skip(f"llama.cpp oracle unavailable: {e}")
+    oracle = ggml_oracle
     with GGUFReader(smollm2_path) as src, GGUFReader(requantized["Q4_K_M"]) as out:
         for name in ("blk.0.ffn_down.weight", "blk.3.ffn_down.weight", "blk.1.attn_q.weight"):
             t = out.tensors[name]
