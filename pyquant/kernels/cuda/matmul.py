@@ -164,6 +164,9 @@ def int4_matmul(x, qweight, scales, mins, group_size, bias=None, path=None):
 def int8_matmul(x, qweight, scales, bias=None, path=None):
     m, (n, k) = x.shape[0], qweight.shape
     path = path or matmul_path("int8_matmul", qtypes.QType.INT8, m)[0]
+    if k % 32:  # the kernels work in 32-weight chunks; odd K (rare) goes through torch
+        w = qweight.to(torch.float32) * scales.to(torch.float32)[:, None]
+        return _linear(x, w.to(x.dtype), bias)
     if path == "dequant":
         return _linear(x, dequantize_int8(qweight, scales, x.dtype), bias)
     x, qw, sc = _aligned16(x), qweight.contiguous(), scales.to(torch.float32).contiguous()
@@ -180,7 +183,7 @@ def supports(op: str, qt, m: int) -> tuple[bool, str]:
     if op == "dequantize":
         return (True, "CUDA decode kernel") if has_decoder(qt) else (False, f"no CUDA decoder for {qt.name}")
     if op == "gguf_matmul":
-        if int(qt) >= 1000 or not _C_cuda.has_decoder(int(qt)):
+        if int(qt) >= 1000 or not has_decoder(qt):
             return False, f"no CUDA decoder for {qt.name}"
         return True, matmul_path(op, qt, m)[1]
     return True, matmul_path(op, qt, m)[1]
