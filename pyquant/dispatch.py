@@ -61,6 +61,7 @@ _cache: dict = {}
 _lock = threading.Lock()
 _builtin_loaded = False
 _lazy_done: set[str] = set()
+lazy_errors: dict[str, str] = {}  # registration module -> why it did not load (shown by describe())
 
 # Lazy registration modules per device type; a missing module (ImportError) is simply skipped.
 _LAZY_MODULES = {"cuda": ("pyquant.kernels.cuda", "pyquant.kernels.triton")}
@@ -116,8 +117,8 @@ def _load_lazy(device_type: str) -> None:
         _lazy_done.add(mod)
         try:
             importlib.import_module(mod)  # registers its backends on import
-        except ImportError:
-            pass  # backend not built / triton not installed: its absence shows in explain()
+        except Exception as e:  # not built, triton missing, no driver: the other backends still serve
+            lazy_errors[mod] = f"{type(e).__name__}: {e}"
 
 
 def _reference_supports(op, qt, m):
@@ -158,11 +159,27 @@ def explain(op: str, qtype, device_type: str, m: int = 1) -> list[tuple[str, boo
     return verdicts
 
 
+def _env_reader():
+    """A fast reader of (PYQUANT_BACKEND, PYQUANT_DISABLE) for the per-call cache key.
+
+    os.environ.get costs ~0.5-1.3 us per key here (it encodes the key each time); choose() runs on
+    every op call, so read os.environ's backing dict with pre-encoded keys where CPython has one.
+    Changes made through os.environ (monkeypatch.setenv included) are seen immediately either way.
+    """
+    names = ("PYQUANT_BACKEND", "PYQUANT_DISABLE")
+    data, encode = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and encode is not None:
+        k1, k2 = (encode(n) for n in names)
+        return lambda: (data.get(k1), data.get(k2))
+    return lambda: (os.environ.get(names[0]), os.environ.get(names[1]))
+
+
+_read_env = _env_reader()
+
+
 def choose(op: str, qtype, device_type: str, m: int = 1) -> Backend:
     """The backend that runs `op` for this quant type, device and number of activation rows M."""
-    env = (os.environ.get("PYQUANT_BACKEND"), os.environ.get("PYQUANT_DISABLE"),
-           os.environ.get("TRITON_INTERPRET"))
-    key = (op, qtype, device_type, m, env)
+    key = (op, qtype, device_type, m, _read_env())
     hit = _cache.get(key)
     if hit is not None:
         return hit
@@ -198,7 +215,8 @@ def describe(device_types=("cpu",), ms=(1, 16, 512), ops=None, qtypes_=None) -> 
     head = ("device", "op", "type", "M", "backend", "why", "rejected")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head[:5]) + "  why  [rejected]"]
+    lines = [f"# {mod} not loaded ({why})" for mod, why in lazy_errors.items()]
+    lines.append(fmt.format(*head[:5]) + "  why  [rejected]")
     for r in rows:
         lines.append(fmt.format(*r[:5]) + f"  {r[5]}" + (f"  [{r[6]}]" if r[6] else ""))
     return "\n".join(lines)

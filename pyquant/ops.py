@@ -23,18 +23,19 @@ from .qtypes import QType
 # still override one device with `<op>.register_kernel("cuda")`.
 
 
-def _flat(x: torch.Tensor, k: int, op: str) -> torch.Tensor:
-    if x.shape[-1] != k:
-        raise KernelError(f"{op}: x has {x.shape[-1]} features in its last dim, the weight expects {k}")
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise KernelError(f"{op}: x dtype {x.dtype} not supported (float32, float16, bfloat16)")
-    return x.reshape(-1, k).contiguous()
+_X_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _run(op: str, qtype: int, x: torch.Tensor, n: int, k: int, *args) -> torch.Tensor:
-    x2 = _flat(x, k, op)
+    if x.shape[-1] != k:
+        raise KernelError(f"{op}: x has {x.shape[-1]} features in its last dim, the weight expects {k}")
+    if x.dtype not in _X_DTYPES:
+        raise KernelError(f"{op}: x dtype {x.dtype} not supported (float32, float16, bfloat16)")
+    flat = x.dim() == 2 and x.is_contiguous()  # the decode-step case: no reshapes (~2 us each)
+    x2 = x if flat else x.reshape(-1, k).contiguous()
     fn = dispatch.choose(op, qtype, x.device.type, x2.shape[0]).impl[op]
-    return fn(x2, *args).reshape(*x.shape[:-1], n)
+    y = fn(x2, *args)
+    return y if flat else y.reshape(*x.shape[:-1], n)
 
 
 @torch.library.custom_op("pyquant::dequantize", mutates_args=())

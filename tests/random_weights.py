@@ -17,11 +17,15 @@ from pyquant.qtypes import QType
 FP16_FIELDS = {
     QType.Q4_0: (0,), QType.Q4_1: (0, 2), QType.Q5_0: (0,), QType.Q5_1: (0, 2), QType.Q8_0: (0,),
     QType.Q2_K: (80, 82), QType.Q3_K: (108,), QType.Q4_K: (0, 2), QType.Q5_K: (0, 2), QType.Q6_K: (208,),
-    QType.IQ4_NL: (0,), QType.IQ4_XS: (0,),
+    QType.IQ4_NL: (0,), QType.IQ4_XS: (0,), QType.IQ2_XXS: (0,), QType.IQ2_XS: (0,), QType.IQ2_S: (0,),
+    QType.IQ3_XXS: (0,), QType.IQ3_S: (0,), QType.IQ1_S: (0,), QType.TQ1_0: (52,), QType.TQ2_0: (64,),
+    QType.IQ1_M: (), QType.MXFP4: (), QType.NVFP4: (),
 }
 FLOAT_TYPES = {QType.F32: np.float32, QType.F16: np.float16, QType.BF16: None}
 
 # the GGUF weight types the CPU engine supports (issue #3)
+OTHER_TYPES = [QType.IQ2_XXS, QType.IQ2_XS, QType.IQ2_S, QType.IQ3_XXS, QType.IQ3_S, QType.IQ1_S, QType.IQ1_M,
+               QType.TQ1_0, QType.TQ2_0, QType.MXFP4, QType.NVFP4]
 ENGINE_TYPES = [QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1, QType.Q8_0, QType.Q2_K, QType.Q3_K,
                 QType.Q4_K, QType.Q5_K, QType.Q6_K, QType.IQ4_NL, QType.IQ4_XS, QType.F16, QType.BF16,
                 QType.F32]
@@ -46,6 +50,15 @@ def random_gguf_weight(qt, n: int, k: int, seed: int = 0) -> torch.Tensor:
         if i == 0:
             vals *= rng.choice([-1.0, 1.0], nb)
         blocks[:, off:off + 2] = vals.astype(np.float16).view(np.uint8).reshape(nb, 2)
+    if qt is QType.IQ1_M:  # fp16 d spread over the top nibbles of the four u16 scales (bytes 49, 51, 53, 55)
+        bits = (rng.uniform(0.2, 1.0, nb) * dmax).astype(np.float16).view(np.uint16).astype(np.int64)
+        for i in range(4):
+            top = ((bits >> (4 * i)) & 0xF).astype(np.uint8)
+            blocks[:, 49 + 2 * i] = (blocks[:, 49 + 2 * i] & 0x0F) | (top << 4)
+    elif qt is QType.MXFP4:  # e8m0 shared exponent: 2^(e-127), keep values ~0.1 (e2m1 codes reach 6)
+        blocks[:, 0] = rng.integers(120, 124, nb)
+    elif qt is QType.NVFP4:  # four ue4m3 sub-block scales; exponent field 1..4 keeps values < 1
+        blocks[:, 0:4] = (rng.integers(1, 5, (nb, 4)) << 3 | rng.integers(0, 8, (nb, 4))).astype(np.uint8)
     return torch.from_numpy(blocks.reshape(n, -1))
 
 
@@ -74,3 +87,39 @@ def fp32_matmul_bound(x64: torch.Tensor, w64: torch.Tensor, out_dtype: torch.dty
         mag, y = mag + b64.abs(), y + b64
     out_eps = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[out_dtype]
     return 2 * (k + 3) * 2.0 ** -24 * mag + out_eps * y.abs() * 1.01 + 2.0 ** -25
+
+
+def int8_activation_bound(x64: torch.Tensor, w64: torch.Tensor, block: int) -> torch.Tensor:
+    """Extra error [M, N] when x is quantized to int8 per `block` values (llama.cpp's Q8_0 / Q8_K role):
+    each element moves by at most d/2 with d = amax(block)/127, so |dy| <= (d/2) @ |W|.T."""
+    m, k = x64.shape
+    pad = (-k) % block
+    xb = torch.nn.functional.pad(x64.abs(), (0, pad)).reshape(m, -1, block)
+    half_step = (xb.amax(dim=-1, keepdim=True) / 127 / 2).expand_as(xb).reshape(m, -1)[:, :k]
+    return 1.01 * (half_step @ w64.abs().T)
+
+
+def cpu_path(qt: QType, m: int) -> str:
+    """The kernel path _C takes (its own words), "" before the fused kernels exist."""
+    from pyquant._ext import _C
+
+    if not hasattr(_C, "matmul_path"):
+        return ""
+    kind = {QType.INT4: "int4", QType.INT8: "int8"}.get(qt, "gguf")
+    return _C.matmul_path(kind, int(qt), m)
+
+
+def assert_within_bound(y, x, w64, what, bias=None, path=""):
+    """|y - float64 reference| within the bound of the path taken: fp32 accumulation everywhere, plus
+    the activation rounding when the path quantizes x to int8 (per 32 or per 256 values)."""
+    x64 = x.to(torch.float64).reshape(-1, x.shape[-1])
+    y64 = y.to(torch.float64).reshape(-1, w64.shape[0])
+    b64 = None if bias is None else bias.to(torch.float64)
+    ref = x64 @ w64.T + (0 if b64 is None else b64)
+    bound = fp32_matmul_bound(x64, w64, y.dtype, b64)
+    if "gemv-int8" in path:
+        bound = bound + int8_activation_bound(x64, w64, 256 if "per 256" in path else 32)
+    what = f"{what} [{path}]" if path else what
+    err = (y64 - ref).abs()
+    worst = (err / bound).max().item()
+    assert worst <= 1.0, f"{what}: error {err.max().item():.3g} exceeds the bound by x{worst:.3g}"

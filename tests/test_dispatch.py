@@ -96,6 +96,7 @@ def test_lazy_device_modules(monkeypatch):
     """cuda dispatch imports the cuda/triton registration modules once; missing ones are skipped."""
     seen = []
     monkeypatch.setattr(dispatch, "_lazy_done", set())
+    monkeypatch.setattr(dispatch, "lazy_errors", {})
     real = dispatch.importlib.import_module
 
     def fake_import(name, *a):
@@ -108,6 +109,9 @@ def test_lazy_device_modules(monkeypatch):
     dispatch.explain("int8_matmul", "int8", "cuda")
     dispatch.explain("int8_matmul", "int8", "cuda")
     assert seen == ["pyquant.kernels.cuda", "pyquant.kernels.triton"]
+    assert dispatch.lazy_errors == {"pyquant.kernels.cuda": "ImportError: not built"}
+    assert dispatch.describe(device_types=("cuda",), ms=(1,), ops=["int8_matmul"]).startswith(
+        "# pyquant.kernels.cuda not loaded (ImportError: not built)")
     assert dispatch.choose("int8_matmul", "int8", "cuda").name in {b.name for b in dispatch.backends("cuda")}
 
 

@@ -6,10 +6,12 @@ import importlib.util
 
 import pytest
 import torch
-from random_weights import ENGINE_TYPES, fp32_matmul_bound, oracle_dequantize, random_gguf_weight
+from random_weights import ENGINE_TYPES, OTHER_TYPES, oracle_dequantize, random_gguf_weight
+from random_weights import assert_within_bound as _check
+from random_weights import cpu_path as _cpu_path
 
 import pyquant
-from pyquant import ops, qtypes
+from pyquant import dispatch, ops, qtypes
 from pyquant._ext import _C
 from pyquant.qtensor import QTensor
 from pyquant.qtypes import QType
@@ -33,18 +35,8 @@ def _shapes(qt: QType):
     """(lead dims, N, K): odd M, N not a multiple of 8, K of exactly one block, batched leading dims."""
     bs = qtypes.info(qt).block_size
     k1 = max(bs, 32) if qt not in FLOATS else 32
-    return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512)]
-
-
-def _check(y, x, w64, what, bias=None):
-    x64 = x.to(torch.float64).reshape(-1, x.shape[-1])
-    y64 = y.to(torch.float64).reshape(-1, w64.shape[0])
-    b64 = None if bias is None else bias.to(torch.float64)
-    ref = x64 @ w64.T + (0 if b64 is None else b64)
-    bound = fp32_matmul_bound(x64, w64, y.dtype, b64)
-    err = (y64 - ref).abs()
-    worst = (err / bound).max().item()
-    assert worst <= 1.0, f"{what}: error {err.max().item():.3g} exceeds the bound by x{worst:.3g}"
+    # M = 37 passes the GEMV/GEMM switch of the CPU engine (_C.gemm_min_m(), 8..16)
+    return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((37,), 9, 256)]
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
@@ -61,7 +53,42 @@ def test_gguf_qmatmul_accuracy(qt, backend, monkeypatch):
             bias = torch.randn(n) if i % 2 else None
             y = pyquant.qmatmul(x, qtensor, bias)
             assert y.shape == (*lead, n) and y.dtype == dtype
-            _check(y, x, w64, f"{backend} {qt.name} {lead}x{n}x{k} {dtype}", bias)
+            path = _cpu_path(qt, x.numel() // k) if backend == "cpu" else ""
+            _check(y, x, w64, f"{backend} {qt.name} {lead}x{n}x{k} {dtype}", bias, path)
+
+
+@pytest.mark.skipif(not hasattr(_C, "set_matmul_act"), reason="fused CPU matmul not merged yet")
+@pytest.mark.parametrize("qt", [QType.Q4_0, QType.Q5_1, QType.Q4_K, QType.Q6_K, QType.IQ4_XS, QType.INT4],
+                         ids=lambda t: t.name)
+def test_float_activation_gemv(qt):
+    """The small-M path with float activations (set_matmul_act('float')) within the fp32 bound."""
+    n, k = 21, 512
+    qtensor = (QTensor.quantize(torch.randn(n, k), qt, group_size=64) if qt is QType.INT4
+               else QTensor(random_gguf_weight(qt, n, k), qt, (n, k)))
+    x = torch.randn(3, k)
+    before = _C.get_matmul_act()
+    _C.set_matmul_act("float")
+    try:
+        path = _cpu_path(qt, 3)
+        assert "gemv-float" in path
+        _check(pyquant.qmatmul(x, qtensor), x, qtensor.dequantize().double(), f"float act {qt.name}", path=path)
+    finally:
+        _C.set_matmul_act(before)
+
+
+@pytest.mark.parametrize("qt", OTHER_TYPES, ids=lambda t: t.name)
+def test_other_types_dequantize_then_matmul(qt):
+    """The rest of the ggml weight types: the CPU backend decodes, then one fp32 torch matmul."""
+    _needs(qt, "cpu")
+    n, k = 11, 512
+    data = random_gguf_weight(qt, n, k, seed=int(qt))
+    w64 = oracle_dequantize(data, qt, n, k)
+    assert torch.isfinite(w64).all() and w64.abs().max() < 10
+    x = torch.randn(3, k)
+    _check(pyquant.qmatmul(x, QTensor(data, qt, (n, k))), x, w64, f"cpu {qt.name}", path=_cpu_path(qt, 3))
+    verdict = dispatch.explain("gguf_matmul", qt, "cpu", 3)[0]
+    if not hasattr(_C, "gguf_matmul"):
+        assert verdict[:2] == ("cpu", True) and "then torch matmul" in verdict[2]
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
@@ -78,7 +105,8 @@ def test_generic_qmatmul_accuracy(fmt, backend, monkeypatch):
             bias = torch.randn(n) if i % 2 else None
             y = pyquant.qmatmul(x, qtensor, bias)
             assert y.shape == (*lead, n) and y.dtype == dtype
-            _check(y, x, w64, f"{backend} {fmt} {lead}x{n}x{k} {dtype}", bias)
+            path = _cpu_path(qtensor.qtype, x.numel() // k) if backend == "cpu" else ""
+            _check(y, x, w64, f"{backend} {fmt} {lead}x{n}x{k} {dtype}", bias, path)
 
 
 def test_bias_is_added():
@@ -170,7 +198,7 @@ def test_linear_into_matches_qmatmul(fmt, dtype):
     out = torch.empty(2, 3, n, dtype=dtype)
     assert linear_into(x, qt, out, bias) is out
     w64 = qt.dequantize().double()
-    _check(out, x, w64, f"linear_into {fmt} {dtype}", bias)
+    _check(out, x, w64, f"linear_into {fmt} {dtype}", bias, _cpu_path(qt.qtype, 6))
     torch.testing.assert_close(out, pyquant.qmatmul(x, qt, bias), rtol=0, atol=0)
 
 

@@ -7,8 +7,9 @@ import types
 import numpy as np
 import pytest
 import torch
-from random_weights import oracle_dequantize, random_gguf_weight
+from random_weights import assert_within_bound, cpu_path, oracle_dequantize, random_gguf_weight
 
+import pyquant
 from pyquant import qtypes
 from pyquant.errors import UnsupportedQTypeError
 from pyquant.formats import generic
@@ -114,13 +115,14 @@ def test_from_real_gguf_file(tmp_path):
     with GGUFReader(tmp_path / "t.gguf") as r:
         qt = QTensor.from_gguf(r.tensors["w8"])
         assert qt.qtype is QType.Q8_0 and qt.shape == (16, 64)
+        assert qt.data.data_ptr() == r.tensors["w8"].bytes().data_ptr()  # a view of the mmap
         assert qt.data.shape == (16, qtypes.row_bytes(QType.Q8_0, 64))
         expect = gguf.quants.dequantize(gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0),
                                         gguf.GGMLQuantizationType.Q8_0)
-        from pyquant._ext import _C
-
-        if _C.has_decoder(int(QType.Q8_0)):
-            assert np.array_equal(qt.dequantize().numpy(), expect)
+        assert np.array_equal(qt.dequantize().numpy(), expect)
+        x = torch.randn(2, 64)
+        w64 = torch.from_numpy(expect).double()
+        assert_within_bound(pyquant.qmatmul(x, qt), x, w64, "Q8_0 from file", path=cpu_path(QType.Q8_0, 2))
 
 
 @pytest.mark.skipif(not HAS_QUANTIZE, reason="pyquant.quantize not merged yet")

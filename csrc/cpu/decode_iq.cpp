@@ -1,6 +1,6 @@
 // Registers the i-quant block decoders (csrc/common/decode_iquants.h) with the decode driver:
-// the scalar path for every i-quant, plus the AVX2 versions from avx2/decode_iq_avx2.cpp where
-// they exist (IQ4_NL, IQ4_XS), which are bit-identical to the scalar ones.
+// the scalar path for every i-quant, plus the AVX2 versions from avx2/decode_iq_avx2.cpp (same
+// layout code with an 8-lane emitter, bit-identical to the scalar path).
 #include "common/decode_iquants.h"
 #include "common/qtypes.h"
 #include "cpu/decode.h"
@@ -15,23 +15,32 @@ void decode_blocks(const uint8_t* src, float* dst, int64_t nblocks) {
 }
 
 #if defined(PYQUANT_HAVE_AVX2_BUILD)
-constexpr DecodeBlocksFn kIq4nlAvx2 = decode_iq4_nl_avx2;
-constexpr DecodeBlocksFn kIq4xsAvx2 = decode_iq4_xs_avx2;
+#define PQ_IQ_AVX2(fn) fn
 #else
-constexpr DecodeBlocksFn kIq4nlAvx2 = nullptr;
-constexpr DecodeBlocksFn kIq4xsAvx2 = nullptr;
+#define PQ_IQ_AVX2(fn) nullptr
 #endif
 
 const bool registered =
-    register_decode_kernel((int)QType::IQ2_XXS, decode_blocks<decode_block_iq2_xxs, 256, 66>, nullptr) &&
-    register_decode_kernel((int)QType::IQ2_XS, decode_blocks<decode_block_iq2_xs, 256, 74>, nullptr) &&
-    register_decode_kernel((int)QType::IQ2_S, decode_blocks<decode_block_iq2_s, 256, 82>, nullptr) &&
-    register_decode_kernel((int)QType::IQ3_XXS, decode_blocks<decode_block_iq3_xxs, 256, 98>, nullptr) &&
-    register_decode_kernel((int)QType::IQ3_S, decode_blocks<decode_block_iq3_s, 256, 110>, nullptr) &&
-    register_decode_kernel((int)QType::IQ1_S, decode_blocks<decode_block_iq1_s, 256, 50>, nullptr) &&
-    register_decode_kernel((int)QType::IQ1_M, decode_blocks<decode_block_iq1_m, 256, 56>, nullptr) &&
-    register_decode_kernel((int)QType::IQ4_NL, decode_blocks<decode_block_iq4_nl, 32, 18>, kIq4nlAvx2) &&
-    register_decode_kernel((int)QType::IQ4_XS, decode_blocks<decode_block_iq4_xs, 256, 136>, kIq4xsAvx2);
+    register_decode_kernel((int)QType::IQ2_XXS, decode_blocks<decode_block_iq2_xxs, 256, 66>,
+                           PQ_IQ_AVX2(decode_iq2_xxs_avx2)) &&
+    register_decode_kernel((int)QType::IQ2_XS, decode_blocks<decode_block_iq2_xs, 256, 74>,
+                           PQ_IQ_AVX2(decode_iq2_xs_avx2)) &&
+    register_decode_kernel((int)QType::IQ2_S, decode_blocks<decode_block_iq2_s, 256, 82>,
+                           PQ_IQ_AVX2(decode_iq2_s_avx2)) &&
+    register_decode_kernel((int)QType::IQ3_XXS, decode_blocks<decode_block_iq3_xxs, 256, 98>,
+                           PQ_IQ_AVX2(decode_iq3_xxs_avx2)) &&
+    register_decode_kernel((int)QType::IQ3_S, decode_blocks<decode_block_iq3_s, 256, 110>,
+                           PQ_IQ_AVX2(decode_iq3_s_avx2)) &&
+    register_decode_kernel((int)QType::IQ1_S, decode_blocks<decode_block_iq1_s, 256, 50>,
+                           PQ_IQ_AVX2(decode_iq1_s_avx2)) &&
+    register_decode_kernel((int)QType::IQ1_M, decode_blocks<decode_block_iq1_m, 256, 56>,
+                           PQ_IQ_AVX2(decode_iq1_m_avx2)) &&
+    register_decode_kernel((int)QType::IQ4_NL, decode_blocks<decode_block_iq4_nl, 32, 18>,
+                           PQ_IQ_AVX2(decode_iq4_nl_avx2)) &&
+    register_decode_kernel((int)QType::IQ4_XS, decode_blocks<decode_block_iq4_xs, 256, 136>,
+                           PQ_IQ_AVX2(decode_iq4_xs_avx2));
+
+#undef PQ_IQ_AVX2
 
 }  // namespace
 }  // namespace pq

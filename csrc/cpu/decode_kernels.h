@@ -12,4 +12,11 @@ namespace pq {
 // active_isa() == Isa::Avx2.
 DecodeBlocksFn avx2_decoder(QType t);
 
+// float32 -> float16 / bfloat16 with round-to-nearest-even: the same bits as fp32_to_fp16 /
+// fp32_to_bf16 (common/fp16.h) including NaN payloads, 8 lanes at a time. For the decode
+// driver's half outputs (the scalar conversion costs ~20x the decode itself). Only call when
+// active_isa() == Isa::Avx2.
+void f32_to_f16_avx2(const float* x, uint16_t* y, int64_t n);
+void f32_to_bf16_avx2(const float* x, uint16_t* y, int64_t n);
+
 }  // namespace pq

@@ -1,5 +1,390 @@
-// Placeholder until the fused matmul kernels land (issue #3): registers nothing.
+// Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
+// validation, and the per-(type, M) choice of kernel path:
+//
+//   m <= gemm_min_m(type) GEMV (16..96 by type, measured: see gemm_min_m): each weight row is unpacked once (UChunks, L1-resident) and dotted
+//                         with 1..4 activation rows at a time; threads split N in chunks.
+//                         quantized types: int8 activations (default; X32 or X256 format, see
+//                         act_quant.h) or float activations (set_matmul_act("float"));
+//                         F32/F16/BF16 weights: always float activations.
+//   m >  gemm_min_m       GEMM: float tiles + 6x16 FMA microkernel (avx2/gemm_avx2.cpp).
+// The scalar ISA runs the same paths with the portable kernels (matmul_scalar.cpp).
 #include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/fp16.h"
+#include "common/qtypes.h"
+#include "cpu/cpu_features.h"
+#include "cpu/error.h"
+#include "cpu/matmul_internal.h"
+#include "cpu/threadpool.h"
+
+namespace py = pybind11;
+
 namespace pq {
-void register_matmul_bindings(pybind11::module_&) {}
+
+double bandwidth_probe_avx2(int64_t nbytes, int nthreads, int repeats);  // avx2/bandwidth_probe.cpp
+
+namespace mm {
+namespace {
+
+enum class DType { F32, F16, BF16 };
+enum class ActMode { Auto, Int8, Float };
+
+std::atomic<int> g_act_mode{(int)ActMode::Auto};
+
+// Largest m that takes the GEMV path (PYQUANT_GEMM_MIN_M overrides, for measurements).
+// Measured, 1 thread, 1024x4096, thread CPU time (GFLOP/s GEMV int8 vs GEMM float):
+//   Q4_K m=32: 95 vs 63, m=64: 97 vs 85, m=128: 92 vs 85, m=256: 83 vs 98  -> 96 for the fused
+//   K-quant kernels (their int8 dot runs at ~1 cycle per 32 MACs and row);
+//   Q4_0 m=17: 65 vs 47, m=32: 68 vs 63, m=48: 69 vs 79  -> 32 for the other quantized types;
+//   float weights: the float GEMV re-reads each weight row once per 4 activation rows -> 16.
+int64_t gemm_min_m(const TypeInfo& ti) {
+  static const int64_t forced = [] {
+    const char* e = std::getenv("PYQUANT_GEMM_MIN_M");
+    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)0;
+  }();
+  if (forced) return forced;
+  if (ti.kind == Kind::Float) return 16;
+  if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
+  return 32;
+}
+
+DType parse_dtype(const char* fn, const std::string& s) {
+  if (s == "float32") return DType::F32;
+  if (s == "float16") return DType::F16;
+  if (s == "bfloat16") return DType::BF16;
+  fail(fn, ": x_dtype must be float32, float16 or bfloat16, got '", s, "'");
+}
+int64_t esize(DType d) { return d == DType::F32 ? 4 : 2; }
+
+int64_t checked_mul(const char* fn, int64_t a, int64_t b, const char* what) {
+  int64_t r;
+  PQ_CHECK(!__builtin_mul_overflow(a, b, &r), fn, ": ", what, " overflows (", a, " x ", b, ")");
+  return r;
+}
+
+// The activation/output side shared by the three entry points.
+struct Call {
+  const char* fn;
+  int64_t m, n, k;
+  DType dt;
+  const void* x;
+  void* y;
+  const float* bias;
+  int nthreads;
+};
+
+Call check_common(const char* fn, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
+                  const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
+                  int64_t bias_nbytes, int nthreads) {
+  PQ_CHECK(n >= 1 && n <= INT32_MAX, fn, ": n (output features) must be in [1, 2^31), got ", n);
+  PQ_CHECK(k >= 1 && k <= INT32_MAX, fn, ": k (input features) must be in [1, 2^31), got ", k);
+  PQ_CHECK(m >= 0 && m <= INT32_MAX, fn, ": m (rows of x) must be in [0, 2^31), got ", m);
+  PQ_CHECK(nthreads >= 0, fn, ": nthreads must be >= 0 (0 = default), got ", nthreads);
+  const DType dt = parse_dtype(fn, x_dtype);
+  const int64_t need_x = checked_mul(fn, checked_mul(fn, m, k, "m*k"), esize(dt), "x size");
+  const int64_t need_y = checked_mul(fn, checked_mul(fn, m, n, "m*n"), esize(dt), "y size");
+  PQ_CHECK(x_nbytes >= need_x, fn, ": x has ", x_nbytes, " bytes, [", m, ", ", k, "] ", x_dtype, " needs ", need_x);
+  PQ_CHECK(y_nbytes >= need_y, fn, ": y has ", y_nbytes, " bytes, [", m, ", ", n, "] ", x_dtype, " needs ", need_y);
+  if (bias_ptr) PQ_CHECK(bias_nbytes >= 4 * n, fn, ": bias has ", bias_nbytes, " bytes, ", n, " float32 need ", 4 * n);
+  PQ_CHECK(m == 0 || (x_ptr && y_ptr), fn, ": null x or y pointer");
+  return {fn, m, n, k, dt, reinterpret_cast<const void*>(x_ptr), reinterpret_cast<void*>(y_ptr),
+          reinterpret_cast<const float*>(bias_ptr), nthreads};
+}
+
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// y[i, r] = v (+ bias[r]) in x's dtype.
+inline void put(const Call& c, int64_t i, int64_t r, float v) {
+  if (c.bias) v += c.bias[r];
+  const int64_t at = i * c.n + r;
+  if (c.dt == DType::F32) static_cast<float*>(c.y)[at] = v;
+  else if (c.dt == DType::F16) static_cast<uint16_t*>(c.y)[at] = fp32_to_fp16(v);
+  else static_cast<uint16_t*>(c.y)[at] = fp32_to_bf16(v);
+}
+
+// x as float32 [m, k]: the caller's buffer when it already is, else a converted copy.
+const float* x_as_float(const Call& c, std::vector<float>& buf) {
+  if (c.dt == DType::F32) return static_cast<const float*>(c.x);
+  float* out = grow(buf, (size_t)(c.m * c.k));
+  const uint16_t* h = static_cast<const uint16_t*>(c.x);
+  parallel_for(c.m * c.k, 1 << 16, c.nthreads, [&](int64_t b, int64_t e) {
+    if (c.dt == DType::F16) for (int64_t t = b; t < e; ++t) out[t] = fp16_to_fp32(h[t]);
+    else for (int64_t t = b; t < e; ++t) out[t] = bf16_to_fp32(h[t]);
+  });
+  return out;
+}
+
+enum class Path { GemvQ8, GemvFloat, Gemm };
+
+Path choose_path(const TypeInfo& ti, int64_t m) {
+  if (m > gemm_min_m(ti)) return Path::Gemm;
+  if (ti.kind == Kind::Float) return Path::GemvFloat;
+  return (ActMode)g_act_mode.load() == ActMode::Float ? Path::GemvFloat : Path::GemvQ8;
+}
+
+void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool q8) {
+  const bool avx2 = active_isa() == Isa::Avx2;
+  const Kernels& kern = avx2 ? avx2_kernels() : scalar_kernels();
+  const int64_t nch = n_chunks(c.k), kp = nch * kChunk;
+  // Quantized activations (int8 path), one XQRow per row of x.
+  std::vector<int8_t> q;
+  std::vector<float> d, s;
+  std::vector<int16_t> bs;
+  std::vector<XQRow> rows((size_t)c.m);
+  if (q8) {
+    q.resize((size_t)(c.m * kp));
+    d.resize((size_t)(c.m * kp / 32));
+    s.resize((size_t)(c.m * kp / 32));
+    bs.resize((size_t)(c.m * kp / 16));
+    const bool x256 = ti.kind == Kind::X256;
+    parallel_for(c.m, 1, c.nthreads, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        int8_t* qi = q.data() + i * kp;
+        float* di = d.data() + i * kp / 32;
+        float* si = s.data() + i * kp / 32;
+        int16_t* bi = bs.data() + i * kp / 16;
+        (x256 ? kern.quant_x256 : kern.quant_x32)(xf + i * c.k, c.k, kp, qi, di, si, bi);
+        rows[(size_t)i] = {qi, di, si, bi};
+      }
+    });
+  }
+  const DotQFn dot = ti.kind == Kind::X256 ? (ti.signed_q ? kern.dot_x256_s : kern.dot_x256_u)
+                                           : (ti.signed_q ? kern.dot_x32_s : kern.dot_x32_u);
+  const UnpackRowFn unpack = avx2 && ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
+  const GemvFusedFn fused = q8 && avx2 ? ti.fused_avx2 : nullptr;
+  const bool direct_f32 = w.qtype == (int)QType::F32;
+
+  // Chunks of 16 rows: contiguous per thread, so each streams its own slice of W once.
+  parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
+    thread_local std::vector<UChunk> scratch_v;
+    thread_local std::vector<float> rowf_v;
+    UChunk* scratch = grow(scratch_v, (size_t)(q8 ? nch : 8));
+    float* rowf = q8 ? nullptr : grow(rowf_v, (size_t)(8 * kChunk));
+    const float* xs[4];
+    float out[4];
+    for (int64_t r = r0; r < r1; ++r) {
+      if (fused) {
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
+          fused(w, r, rows.data() + i0, mr, out);
+          for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
+        }
+        continue;
+      }
+      if (q8) {
+        unpack(w, r, 0, nch, scratch);
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
+          dot(scratch, nch, rows.data() + i0, mr, out);
+          for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
+        }
+        continue;
+      }
+      // Float activations: decode kSeg chunks (8 KB of floats, L1-resident) at a time and dot
+      // them with every row before decoding the next (measured: decoding the whole row first
+      // spilled to L2 and ran ~2x slower at k = 14336).
+      constexpr int64_t kSeg = 8;
+      float acc[4 * 64];
+      const int64_t ngroups = (c.m + 3) / 4;
+      for (int64_t g0 = 0; g0 < ngroups; g0 += 64) {  // at most 64 groups (256 rows) per pass
+        const int64_t g1 = std::min(ngroups, g0 + 64);
+        for (int64_t i = 4 * g0; i < std::min(c.m, 4 * g1); ++i) acc[i - 4 * g0] = 0.f;
+        for (int64_t c0 = 0; c0 < nch; c0 += kSeg) {
+          const int64_t c1 = std::min(nch, c0 + kSeg);
+          const int64_t e0 = c0 * kChunk, len = std::min(c.k, c1 * kChunk) - e0;
+          const float* wf;
+          if (direct_f32) wf = reinterpret_cast<const float*>(w.data + r * w.row_bytes) + e0;
+          else { row_to_float(w, r, c0, c1, rowf, scratch, avx2); wf = rowf; }
+          for (int64_t g = g0; g < g1; ++g) {
+            const int64_t i0 = 4 * g;
+            const int mr = (int)std::min<int64_t>(4, c.m - i0);
+            for (int t = 0; t < mr; ++t) xs[t] = xf + (i0 + t) * c.k + e0;
+            kern.dot_f(wf, xs, mr, len, out);
+            for (int t = 0; t < mr; ++t) acc[i0 + t - 4 * g0] += out[t];
+          }
+        }
+        for (int64_t i = 4 * g0; i < std::min(c.m, 4 * g1); ++i) put(c, i, r, acc[i - 4 * g0]);
+      }
+    }
+  });
+}
+
+void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
+  const bool avx2 = active_isa() == Isa::Avx2;
+  std::vector<float> apack;
+  if (avx2) {
+    apack.resize((size_t)gemm_apack_floats(c.m, c.k));
+    const int64_t strips = (c.m + kGemmMR - 1) / kGemmMR;
+    parallel_for(strips, 1, c.nthreads, [&](int64_t s0, int64_t s1) {
+      gemm_pack_a_avx2(xf, c.m, c.k, s0, s1, apack.data());
+    });
+  }
+  parallel_for(c.n, kGemmNR, c.nthreads, [&](int64_t n0, int64_t n1) {
+    GemmArgs a{&w, xf, apack.data(), c.m, c.k, n0, n1,
+               [&](int64_t nb, int64_t nn, const float* cb, int64_t ldc) {
+                 for (int64_t i = 0; i < c.m; ++i)
+                   for (int64_t j = 0; j < nn; ++j) put(c, i, nb + j, cb[i * ldc + j]);
+               }};
+    if (avx2) gemm_avx2(a);
+    else gemm_scalar(a);
+  });
+}
+
+void run(const Call& c, const WeightRef& w) {
+  if (c.m == 0) return;
+  const TypeInfo& ti = *type_info(w.qtype);
+  py::gil_scoped_release nogil;
+  std::vector<float> xbuf;
+  const float* xf = x_as_float(c, xbuf);
+  const Path p = choose_path(ti, c.m);
+  if (p == Path::Gemm) run_gemm(c, w, xf);
+  else run_gemv(c, w, ti, xf, p == Path::GemvQ8);
+}
+
+const char* qtype_name(int qtype) {
+  static const char* names[kMaxQType] = {
+      "F32", "F16", "Q4_0", "Q4_1", nullptr, nullptr, "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
+      "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+      "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", nullptr, nullptr, nullptr, "TQ1_0", "TQ2_0", nullptr,
+      nullptr, nullptr, "MXFP4", "NVFP4"};
+  return qtype >= 0 && qtype < kMaxQType && names[qtype] ? names[qtype] : "unknown";
+}
+
+void gguf_matmul_py(int qtype, uintptr_t w_ptr, int64_t w_nbytes, int64_t n, int64_t k, uintptr_t x_ptr,
+                    int64_t x_nbytes, const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes,
+                    uintptr_t bias_ptr, int64_t bias_nbytes, int nthreads) {
+  const char* fn = "gguf_matmul";
+  const TypeInfo* ti = type_info(qtype);
+  PQ_CHECK(ti != nullptr && qtype < kMaxQType, fn, ": no fused CPU kernel for ggml type ", qtype_name(qtype), " (id ",
+           qtype, "); dequantize it and use a float matmul");
+  const Call c = check_common(fn, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes, nthreads);
+  const QTypeGeometry g = qtype_geometry(qtype);
+  PQ_CHECK(k % g.block_size == 0, fn, ": k = ", k, " is not a multiple of the ", ti->name, " block size ",
+           g.block_size);
+  const int64_t row_bytes = k / g.block_size * g.type_size;
+  const int64_t need = checked_mul(fn, n, row_bytes, "weight size");
+  PQ_CHECK(w_nbytes >= need, fn, ": weight has ", w_nbytes, " bytes, ", n, " rows of ", k, " ", ti->name,
+           " values need ", need);
+  PQ_CHECK(w_ptr != 0, fn, ": null weight pointer");
+  run(c, WeightRef{qtype, reinterpret_cast<const uint8_t*>(w_ptr), row_bytes, k});
+}
+
+void int4_matmul_py(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, uintptr_t mins_ptr,
+                    int64_t sm_nbytes, int group_size, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
+                    const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
+                    int64_t bias_nbytes, int nthreads) {
+  const char* fn = "int4_matmul";
+  PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128, fn,
+           ": group_size must be 32, 64 or 128, got ", group_size);
+  const Call c = check_common(fn, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes, nthreads);
+  PQ_CHECK(k % group_size == 0, fn, ": k = ", k, " is not a multiple of group_size ", group_size);
+  const int64_t need_q = checked_mul(fn, n, k / 2, "qweight size");
+  const int64_t need_s = checked_mul(fn, n, k / group_size * 4, "scales size");
+  PQ_CHECK(qw_nbytes >= need_q, fn, ": qweight has ", qw_nbytes, " bytes, [", n, ", ", k / 2, "] uint8 needs ", need_q);
+  PQ_CHECK(sm_nbytes >= need_s, fn, ": scales/mins have ", sm_nbytes, " bytes each, [", n, ", ", k / group_size,
+           "] float32 needs ", need_s);
+  PQ_CHECK(qw_ptr && scales_ptr && mins_ptr, fn, ": null qweight, scales or mins pointer");
+  WeightRef w{kInt4, reinterpret_cast<const uint8_t*>(qw_ptr), k / 2, k};
+  w.scales = reinterpret_cast<const float*>(scales_ptr);
+  w.mins = reinterpret_cast<const float*>(mins_ptr);
+  w.group_size = group_size;
+  run(c, w);
+}
+
+void int8_matmul_py(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int64_t scales_nbytes, int64_t n,
+                    int64_t k, uintptr_t x_ptr, int64_t x_nbytes, const std::string& x_dtype, int64_t m,
+                    uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr, int64_t bias_nbytes, int nthreads) {
+  const char* fn = "int8_matmul";
+  const Call c = check_common(fn, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes, nthreads);
+  const int64_t need_q = checked_mul(fn, n, k, "qweight size");
+  PQ_CHECK(qw_nbytes >= need_q, fn, ": qweight has ", qw_nbytes, " bytes, [", n, ", ", k, "] int8 needs ", need_q);
+  PQ_CHECK(scales_nbytes >= 4 * n, fn, ": scales have ", scales_nbytes, " bytes, ", n, " float32 need ", 4 * n);
+  PQ_CHECK(qw_ptr && scales_ptr, fn, ": null qweight or scales pointer");
+  WeightRef w{kInt8, reinterpret_cast<const uint8_t*>(qw_ptr), k, k};
+  w.scales = reinterpret_cast<const float*>(scales_ptr);
+  run(c, w);
+}
+
+std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
+  int id = qtype;
+  if (kind == "int4") id = kInt4;
+  else if (kind == "int8") id = kInt8;
+  else PQ_CHECK(kind == "gguf", "matmul_path: kind must be 'gguf', 'int4' or 'int8', got '", kind, "'");
+  PQ_CHECK(m >= 0, "matmul_path: m must be >= 0, got ", m);
+  const TypeInfo* ti = id < kMaxQType && id >= 0 ? type_info(id) : type_info(id);
+  if (!ti || (kind == "gguf" && id >= kMaxQType))
+    return std::string("unsupported: no fused CPU kernel for ") + qtype_name(qtype) + " (dequantize, then float matmul)";
+  const std::string isa = isa_name(active_isa());
+  const std::string who = std::string(ti->name) + " m=" + std::to_string(m) + ": ";
+  switch (choose_path(*ti, m)) {
+    case Path::Gemm:
+      return isa + "/gemm: " + who + "m > " + std::to_string(gemm_min_m(*ti)) +
+             ", weight tiles dequantized to float (64x256), " +
+             (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
+    case Path::GemvFloat:
+      return isa + "/gemv-float: " + who + "packed rows decoded to float in L1, dotted with float activations (" +
+             (ti->kind == Kind::Float ? "float weights" : "set_matmul_act('float')") + ")";
+    case Path::GemvQ8:
+      return isa + "/gemv-int8: " + who + "packed rows unpacked once, int8 dot with activations quantized per " +
+             (ti->kind == Kind::X256 ? "256 (Q8_K-like, bsums for mins)" : "32 (Q8_0/Q8_1-like)") +
+             (isa == "scalar" ? "" : ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
+              ti->unpack_avx2 ? "; AVX2 unpack + dot" : "; scalar unpack + AVX2 dot");
+  }
+  return "";
+}
+
+}  // namespace
+}  // namespace mm
+
+void register_matmul_bindings(py::module_& m) {
+  using namespace pybind11::literals;
+  m.def("gguf_matmul", &mm::gguf_matmul_py, "qtype"_a, "w_ptr"_a, "w_nbytes"_a, "n"_a, "k"_a, "x_ptr"_a,
+        "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a, "bias_ptr"_a, "bias_nbytes"_a, "nthreads"_a = 0,
+        "y[m, n] = x[m, k] @ W[n, k].T (+ bias) for a GGUF-typed W (n rows of packed blocks).");
+  m.def("int4_matmul", &mm::int4_matmul_py, "qw_ptr"_a, "qw_nbytes"_a, "scales_ptr"_a, "mins_ptr"_a, "sm_nbytes"_a,
+        "group_size"_a, "n"_a, "k"_a, "x_ptr"_a, "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a,
+        "bias_ptr"_a, "bias_nbytes"_a, "nthreads"_a = 0,
+        "y = x @ W.T for group-wise asymmetric int4 W (w = q*scale + min; layout in docs/contracts).");
+  m.def("int8_matmul", &mm::int8_matmul_py, "qw_ptr"_a, "qw_nbytes"_a, "scales_ptr"_a, "scales_nbytes"_a, "n"_a,
+        "k"_a, "x_ptr"_a, "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a, "bias_ptr"_a, "bias_nbytes"_a,
+        "nthreads"_a = 0, "y = x @ W.T for per-channel symmetric int8 W (w = q*scale[n]).");
+  m.def("matmul_path", &mm::matmul_path_py, "kind"_a, "qtype"_a, "m"_a,
+        "Which CPU kernel path a matmul of this kind ('gguf'|'int4'|'int8'), type and m takes, and why.");
+  m.def("set_matmul_act", [](const std::string& mode) {
+    if (mode == "auto") mm::g_act_mode = (int)mm::ActMode::Auto;
+    else if (mode == "int8") mm::g_act_mode = (int)mm::ActMode::Int8;
+    else if (mode == "float") mm::g_act_mode = (int)mm::ActMode::Float;
+    else fail("set_matmul_act: mode must be 'auto', 'int8' or 'float', got '", mode, "'");
+  }, "mode"_a, "Activation handling of the small-m path for quantized weights: auto (= int8), int8 or float.");
+  m.def("get_matmul_act", [] {
+    const int v = mm::g_act_mode.load();
+    return std::string(v == (int)mm::ActMode::Float ? "float" : v == (int)mm::ActMode::Int8 ? "int8" : "auto");
+  });
+  m.def("gemm_min_m", [](const std::string& kind, int qtype) {
+    const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8 : qtype;
+    const mm::TypeInfo* ti = mm::type_info(id);
+    PQ_CHECK(ti != nullptr, "gemm_min_m: no fused kernel for ", kind, " type ", qtype);
+    return mm::gemm_min_m(*ti);
+  }, "kind"_a, "qtype"_a = 0, "Largest m that takes the GEMV (small-m) path for this weight type.");
+  m.def("bandwidth_probe", [](int64_t nbytes, int nthreads, int repeats) {
+    PQ_CHECK(nbytes >= (1 << 20) && nbytes <= (int64_t(64) << 30), "bandwidth_probe: nbytes must be in [1 MiB, 64 GiB], got ", nbytes);
+    PQ_CHECK(nthreads >= 0 && repeats >= 1 && repeats <= 1000, "bandwidth_probe: bad nthreads ", nthreads, " or repeats ", repeats);
+    PQ_CHECK(active_isa() == Isa::Avx2, "bandwidth_probe: needs the AVX2 ISA (active: ", isa_name(active_isa()), ")");
+    py::gil_scoped_release nogil;
+    return bandwidth_probe_avx2(nbytes, nthreads, repeats);
+  }, "nbytes"_a, "nthreads"_a, "repeats"_a,
+     "GB/s (1e9 B/s) of an AVX2 read-only sweep over nbytes split across nthreads, best of `repeats`.");
+}
+
 }  // namespace pq

@@ -51,14 +51,16 @@ class Pool {
   void ensure_workers(int n) {
     while ((int)workers_.size() < n) {
       const int idx = (int)workers_.size() + 1;
-      workers_.emplace_back([this, idx] { worker_loop(idx); });
+      // The worker must start from the generation *before* the bump that publishes the job that
+      // created it; reading it inside the new thread races with run() and can miss that job.
+      const uint64_t gen = generation_.load(std::memory_order_acquire);
+      workers_.emplace_back([this, idx, gen] { worker_loop(idx, gen); });
       workers_.back().detach();
     }
   }
 
-  void worker_loop(int idx) {
+  void worker_loop(int idx, uint64_t seen) {
     t_in_pool = true;
-    uint64_t seen = generation_.load(std::memory_order_acquire);
     for (;;) {
       // Spin ~50 us before sleeping: back-to-back kernel calls then cost no OS wake-up.
       auto t0 = std::chrono::steady_clock::now();

@@ -44,6 +44,22 @@ def run_linears(linears: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tens
     return out
 
 
+class torch_single_thread:
+    """Runs torch's own ops on one thread inside a forward / decode step. pyquant's kernels have their
+    own thread pool; letting torch's OpenMP pool spin up between kernel calls made a [3, 3, T]
+    softmax take 25 ms instead of 11 us on a loaded 2-core machine (threads fighting for cores),
+    and the small attention / norm ops of one step gain nothing from threads."""
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.before != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.before != 1:
+            torch.set_num_threads(self.before)
+
+
 class DecoderModel:
     rope_style = "normal"   # "normal" (adjacent pairs) or "neox" (halves), as ggml names them
 
@@ -147,6 +163,10 @@ class DecoderModel:
     def forward(self, ids, start_pos: int = 0, all_logits: bool = False) -> torch.Tensor:
         """Logits for `ids` (1-D) placed at positions start_pos..; fills the KV cache.
         Returns [S, vocab] when all_logits else [vocab] for the last position."""
+        with torch_single_thread():
+            return self._forward(ids, start_pos, all_logits)
+
+    def _forward(self, ids, start_pos: int, all_logits: bool) -> torch.Tensor:
         cfg = self.config
         ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
         S = ids.numel()
@@ -180,7 +200,8 @@ class DecoderModel:
     def decode_step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] for one token at position `pos` (the KV cache holds 0..pos-1).
         The returned tensor is a buffer reused by the next step."""
-        return self._decode.step(token, pos)
+        with torch_single_thread():
+            return self._decode.step(token, pos)
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,

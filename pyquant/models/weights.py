@@ -2,7 +2,6 @@
 the quant types match, float only for 1-D norms (zero-copy views of the file)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import FormatError
@@ -19,7 +18,7 @@ def float_vector(reader, name: str, length: int) -> torch.Tensor:
     if t.n_elements != length:
         raise FormatError(reader.path, f"tensor '{name}' has {t.n_elements} elements, expected {length}")
     if t.qtype == QType.F32:
-        return torch.from_numpy(np.asarray(t.data).reshape(-1).view(np.float32))
+        return t.bytes().reshape(-1).view(torch.float32)
     from ..decode import dequantize
 
     return dequantize(t.bytes(), t.qtype, (length,))

@@ -34,7 +34,20 @@ def _fused_path(op: str, qt: QType, m: int) -> str | None:
         path = probe(_KIND[op], int(qt), int(m))
     except (KernelError, ValueError, RuntimeError):
         return None
-    return path or None
+    # _C answers "unsupported: ..." for types without a fused kernel
+    return None if not path or path.startswith("unsupported") else path
+
+
+_fused_cache: dict = {}
+
+
+def _has_fused(op: str, qt: QType) -> bool:
+    """Per-call check (cached: _C's kernel set is fixed once loaded; the path may vary with M and
+    ISA, whether a fused kernel exists does not)."""
+    hit = _fused_cache.get((op, qt))
+    if hit is None:
+        hit = _fused_cache[(op, qt)] = _fused_path(op, qt, 1) is not None
+    return hit
 
 
 def _has_decoder(qt: QType) -> bool:
@@ -98,7 +111,7 @@ def gguf_matmul(x, w, qtype, n, k, bias=None):
     """x [M, K] contiguous float32/f16/bf16 @ W.T, W = w uint8 [N, row_bytes(K)] -> x.dtype [M, N]."""
     qt = QType(qtype)
     m = x.shape[0]
-    if _fused_path("gguf_matmul", qt, m) is None:
+    if not _has_fused("gguf_matmul", qt):
         return _torch_linear(x, _decoded(w, qt, n, k), bias)
     y = torch.empty((m, n), dtype=x.dtype)
     w = w.contiguous()
@@ -111,7 +124,7 @@ def gguf_matmul(x, w, qtype, n, k, bias=None):
 def int4_matmul(x, qweight, scales, mins, group_size, bias=None):
     """x [M, K] @ W.T, W from int4 kernel layout (pyquant.formats.generic) -> x.dtype [M, N]."""
     m, n = x.shape[0], qweight.shape[0]
-    if _fused_path("int4_matmul", QType.INT4, m) is None:
+    if not _has_fused("int4_matmul", QType.INT4):
         from ..reference.matmul import dequantize_int4
 
         return _torch_linear(x, dequantize_int4(qweight, scales, mins, group_size), bias)
@@ -128,7 +141,7 @@ def int4_matmul(x, qweight, scales, mins, group_size, bias=None):
 def int8_matmul(x, qweight, scales, bias=None):
     """x [M, K] @ W.T, W = qweight int8 [N, K] * scales float32 [N] -> x.dtype [M, N]."""
     m, n = x.shape[0], qweight.shape[0]
-    if _fused_path("int8_matmul", QType.INT8, m) is None:
+    if not _has_fused("int8_matmul", QType.INT8):
         from ..reference.matmul import dequantize_int8
 
         return _torch_linear(x, dequantize_int8(qweight, scales), bias)
@@ -189,7 +202,7 @@ def fused_kernel_for(qt) -> object | None:
     if qt.device.type != "cpu":
         return None
     op = {QType.INT4: "int4_matmul", QType.INT8: "int8_matmul"}.get(qt.qtype, "gguf_matmul")
-    if _fused_path(op, qt.qtype, 1) is None:
+    if not _has_fused(op, qt.qtype):
         return None
     return getattr(_C, op)
 

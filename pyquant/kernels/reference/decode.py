@@ -56,6 +56,17 @@ def _f32(b: torch.Tensor, off: int) -> torch.Tensor:
     return _bits_to_f32(_u32(b, off))
 
 
+def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b, returning a's NaN when both are NaN: what x86 does for numpy's (and C's) a + b, and what
+    torch's CPU kernels do not (they hand back b's). Only NaN payloads differ without this."""
+    return torch.where(torch.isnan(a), a, a + b)
+
+
+def _sub(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a - b with a's NaN kept when both are NaN (see _add)."""
+    return torch.where(torch.isnan(a), a, a - b)
+
+
 def _nibbles(qs: torch.Tensor) -> torch.Tensor:
     """[nb, n] bytes -> [nb, 2n]: all low nibbles, then all high nibbles (ggml's 4-bit order)."""
     return torch.cat([qs & 15, qs >> 4], dim=-1)
@@ -75,7 +86,14 @@ def decode_f32(b):
 
 
 def decode_f16(b):
-    return fp16_bits_to_f32(b.contiguous().view(torch.int16))
+    # torch's widening is exact for every finite value and infinity; only NaN payloads need the
+    # bit-level path (torch canonicalises or quiets them), so run it on the NaNs alone.
+    h = b.contiguous().view(torch.int16)
+    y = h.view(torch.float16).to(torch.float32)
+    nan = torch.isnan(y)
+    if bool(nan.any()):
+        y[nan] = fp16_bits_to_f32(h[nan])
+    return y
 
 
 def decode_bf16(b):
@@ -96,7 +114,7 @@ def decode_q4_0(b):  # d:f16, qs[16]
 
 def decode_q4_1(b):  # d:f16, m:f16, qs[16]
     q = _nibbles(b[:, 4:20]).to(torch.float32)
-    return _f16(b, 0) * q + _f16(b, 2)
+    return _add(_f16(b, 0) * q, _f16(b, 2))
 
 
 def _q5_high_bits(b, off):  # qh as u32: bit j is the 5th bit of element j
@@ -110,7 +128,7 @@ def decode_q5_0(b):  # d:f16, qh:u32, qs[16]
 
 def decode_q5_1(b):  # d:f16, m:f16, qh:u32, qs[16]
     q = _nibbles(b[:, 8:24]).to(torch.int32) | _q5_high_bits(b, 4)
-    return _f16(b, 0) * q.to(torch.float32) + _f16(b, 2)
+    return _add(_f16(b, 0) * q.to(torch.float32), _f16(b, 2))
 
 
 def decode_q8_0(b):  # d:f16, qs[32]:i8
@@ -130,7 +148,7 @@ def decode_q2_k(b):  # scales[16] (lo4 scale, hi4 min), qs[64], d:f16, dmin:f16
     dl = (_f16(b, 80) * (scales & 15).to(torch.float32)).view(nb, 16, 1)
     ml = (_f16(b, 82) * (scales >> 4).to(torch.float32)).view(nb, 16, 1)
     q = _bit_planes(b[:, 16:80].reshape(nb, 2, 32), 2, 4).reshape(nb, 16, 16)  # [half, plane, 32]
-    return (dl * q.to(torch.float32) - ml).reshape(nb, 256)
+    return _sub(dl * q.to(torch.float32), ml).reshape(nb, 256)
 
 
 def q3_k_scales(sc: torch.Tensor) -> torch.Tensor:
@@ -164,7 +182,7 @@ def _k4_apply(b, q):  # q: [nb, 8, 32] unsigned quants; y = (d * sc) * q - (dmin
     scales, mins = k4_scales_mins(b[:, 4:16])
     dl = (_f16(b, 0) * scales.to(torch.float32)).view(nb, 8, 1)
     ml = (_f16(b, 2) * mins.to(torch.float32)).view(nb, 8, 1)
-    return (dl * q.to(torch.float32) - ml).reshape(nb, 256)
+    return _sub(dl * q.to(torch.float32), ml).reshape(nb, 256)
 
 
 def decode_q4_k(b):  # d:f16, dmin:f16, scales[12], qs[128]

@@ -53,9 +53,6 @@ _BITS8 = torch.arange(8)
 
 
 # ------------------------------------------------------------------------ field helpers
-def _f16(b: torch.Tensor) -> torch.Tensor:
-    """[nb, 2] uint8 -> float32 [nb, 1]."""
-    return b.contiguous().view(torch.float16).float()
 
 
 def _u16(b: torch.Tensor) -> torch.Tensor:
@@ -68,6 +65,27 @@ def _u32(b: torch.Tensor) -> torch.Tensor:
     """[..., 4k] uint8 -> int64 [..., k] little-endian words."""
     b = b.long()
     return b[..., 0::4] | (b[..., 1::4] << 8) | (b[..., 2::4] << 16) | (b[..., 3::4] << 24)
+
+
+def _f16_bits_to_f32(h: torch.Tensor) -> torch.Tensor:
+    """int64 f16 bit patterns -> float32, exactly, NaN payloads included.
+
+    Done on the bits because torch's own half -> float conversion is not payload-exact: its scalar
+    path (small or tail tensors) returns the canonical NaN 0x7fffffff, its vector path keeps the payload."""
+    sign = (h & 0x8000) << 16
+    exp = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    normal = sign | ((exp + 112) << 23) | (mant << 13)
+    inf_nan = sign | 0x7F800000 | (mant << 13)
+    # subnormal (and zero): mant * 2^-24 is exact in float32; the sign is OR-ed in to keep -0.
+    sub = (mant.float() * 2.0**-24).view(torch.int32).long() | sign
+    bits = torch.where(exp == 0x1F, inf_nan, torch.where(exp == 0, sub, normal))
+    return torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+
+
+def _f16(b: torch.Tensor) -> torch.Tensor:
+    """[nb, 2] uint8 -> float32 [nb, 1]."""
+    return _f16_bits_to_f32(_u16(b))
 
 
 def _sign_factors(sign_bytes: torch.Tensor) -> torch.Tensor:
@@ -172,7 +190,7 @@ def decode_iq1_m(blocks: torch.Tensor) -> torch.Tensor:
     qh = blocks[:, 32:48].long()                               # [nb, 16]
     sc = _u16(blocks[:, 48:56])                                # [nb, 4]
     dbits = (sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0xF0) | ((sc[:, 2] >> 4) & 0xF00) | (sc[:, 3] & 0xF000)
-    d = dbits.to(torch.int16).view(torch.float16).float()[:, None]   # [nb, 1]
+    d = _f16_bits_to_f32(dbits)[:, None]                       # [nb, 1]
     s = ((sc.unsqueeze(-1) >> (3 * torch.arange(4))) & 7).reshape(nb, 16)
     dl = (d * (2 * s + 1).float()).repeat_interleave(2, dim=1)       # [nb, 32], one per group
     h = torch.stack([qh & 15, qh >> 4], dim=-1).reshape(nb, 32)      # nibble per group

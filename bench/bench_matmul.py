@@ -1,0 +1,149 @@
+"""CPU fused dequant-matmul vs the DRAM roofline and torch's CPU kernels, on Llama-3 shapes.
+
+    # full matrix (~10 min on a quiet 2-core machine), JSON for bench/report.py:
+    pytest bench/bench_matmul.py --benchmark-json=bench/out/matmul.json
+    python bench/report.py bench/out/matmul.json          # table + docs/roofline.png
+    # quick subset (4096x14336, M in {1, 8, 512}, 2 threads):
+    pytest bench/bench_matmul.py -m quick --benchmark-json=bench/out/quick.json
+    # any slice: -k "Q4_K and m1-" , -k "t2 and 4096x14336" ...
+
+Weights are random valid blocks (sane fp16 scales). M <= 16 runs "cold": it rotates through
+PYQUANT_BENCH_COLD_MIB (288) MiB of weight copies so each call streams its weight from DRAM, as
+decoding a real model does. extra_info: weight GB/s, GFLOP/s, roofline (DRAM GB/s measured in this
+run with the same thread count), frac_roofline, and the ratio to torch's int4 kernel when that
+anchor ran earlier in the same session.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import n_copies, random_blocks, run_rotating
+from pyquant._ext import _C
+
+# (N, K): Llama-3-8B q/o, gate/up, down; Llama-3-70B down, gate/up.
+SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (8192, 28672), (28672, 8192)]
+SHAPES_8B = SHAPES[:3]
+MS_DECODE = [1, 2, 4, 8, 16]
+MS_PREFILL = [64, 512]
+THREADS = [1, 2]
+
+# name -> (ggml id, block size, type size, fp16 scale offsets)
+GGUF = {
+    "Q4_0": (2, 32, 18, [0]),
+    "Q8_0": (8, 32, 34, [0]),
+    "Q4_K": (12, 256, 144, [0, 2]),
+    "Q6_K": (14, 256, 210, [208]),
+}
+KERNELS = list(GGUF) + ["int4-g128", "int8"]
+QUICK_SHAPE = (4096, 14336)
+
+_TORCH_INT4_S: dict[tuple, float] = {}  # (n, k, m, threads) -> seconds, for the ratios
+
+
+def _params(kernels, shapes, ms):
+    out = []
+    for name in kernels:
+        for (n, k) in shapes:
+            for m in ms:
+                for t in THREADS:
+                    quick = (n, k) == QUICK_SHAPE and m in (1, 8, 512) and t == 2
+                    out.append(pytest.param(name, n, k, m, t, marks=[pytest.mark.quick] if quick else [],
+                                            id=f"{name}-{n}x{k}-m{m}-t{t}"))
+    return out
+
+
+def _cases(kernels, prefill_shapes=SHAPES_8B):
+    return _params(kernels, SHAPES, MS_DECODE) + _params(kernels, prefill_shapes, MS_PREFILL)
+
+
+def _record(benchmark, sec, n, k, m, t, wbytes, roofline):
+    gbs = wbytes / sec / 1e9
+    bw = roofline(t)
+    info = {"n": n, "k": k, "m": m, "threads": t, "weight_bytes": wbytes, "GBps": round(gbs, 2),
+            "GFLOPs": round(2 * m * n * k / sec / 1e9, 2), "roofline_GBps": round(bw, 2),
+            "frac_roofline": round(gbs / bw, 3), "cold": m <= 16}
+    anchor = _TORCH_INT4_S.get((n, k, m, t))
+    if anchor:
+        info["x_vs_torch_int4"] = round(anchor / sec, 2)
+    benchmark.extra_info.update(info)
+
+
+# ---------------------------------------------------------------- torch anchors (run first)
+@pytest.mark.anchor
+@pytest.mark.parametrize("name,n,k,m,t", _cases(["torch-int4-g128-bf16", "torch-int8-bf16", "torch-f32-linear"],
+                                                       prefill_shapes=[QUICK_SHAPE]))  # bf16 GEMMs are slow here
+def test_torch_anchor(benchmark, threads, roofline, name, n, k, m, t):
+    threads(t)
+    cold = m <= 16
+    x = torch.randn(m, k)
+    if name.startswith("torch-int4"):
+        gs = 128
+        q = torch.randint(0, 16, (n, k), dtype=torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        del q
+        sz = (torch.rand(k // gs, n, 2) * 0.01).to(torch.bfloat16)
+        wbytes = packed.numel() + sz.numel() * 2
+        pool = [packed] + [packed.clone() for _ in range(n_copies(wbytes, cold) - 1)]
+        xb = x.to(torch.bfloat16)
+        fn = lambda p: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, p, gs, sz)  # noqa: E731
+    elif name.startswith("torch-int8"):
+        w8 = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+        s8 = (torch.rand(n) * 0.01).to(torch.bfloat16)
+        wbytes = w8.numel() + 2 * n
+        pool = [w8] + [w8.clone() for _ in range(n_copies(wbytes, cold) - 1)]
+        xb = x.to(torch.bfloat16)
+        fn = lambda w: torch.ops.aten._weight_int8pack_mm(xb, w, s8)  # noqa: E731
+    else:
+        if (n, k) not in SHAPES_8B:
+            pytest.skip("fp32 70B weights (0.9 GB per copy) are too large to rotate")
+        w = torch.randn(n, k)
+        wbytes = w.numel() * 4
+        pool = [w] + [w.clone() for _ in range(n_copies(wbytes, cold) - 1)]
+        fn = lambda w: F.linear(x, w)  # noqa: E731
+    sec = run_rotating(benchmark, fn, pool, {"kernel": name})
+    if name.startswith("torch-int4"):
+        _TORCH_INT4_S[(n, k, m, t)] = sec
+    _record(benchmark, sec, n, k, m, t, wbytes, roofline)
+
+
+# ---------------------------------------------------------------- pyquant
+def _gguf_pool(name, n, k, cold, rng):
+    qtype, bs, ts, offs = GGUF[name]
+    w = random_blocks(rng, n, k // bs, ts, offs)
+    return qtype, w.nbytes, [w] + [w.copy() for _ in range(n_copies(w.nbytes, cold) - 1)]
+
+
+@pytest.mark.parametrize("name,n,k,m,t", _cases(KERNELS))
+def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
+    threads(t)
+    rng = np.random.default_rng(0)
+    cold = m <= 16
+    x = torch.randn(m, k)
+    y = torch.empty(m, n)
+    xa = (x.data_ptr(), x.numel() * 4, "float32", m, y.data_ptr(), y.numel() * 4, 0, 0, 0)
+    if name in GGUF:
+        qtype, wbytes, pool = _gguf_pool(name, n, k, cold, rng)
+        path = _C.matmul_path("gguf", qtype, m)
+        fn = lambda w: _C.gguf_matmul(qtype, w.ctypes.data, w.nbytes, n, k, *xa)  # noqa: E731
+    elif name.startswith("int4"):
+        gs = 128
+        q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+        sc = np.full((n, k // gs), 0.01, np.float32)
+        mn = np.full((n, k // gs), -0.08, np.float32)
+        wbytes = q.nbytes + sc.nbytes + mn.nbytes
+        pool = [(q, sc, mn)] + [(q.copy(), sc.copy(), mn.copy()) for _ in range(n_copies(wbytes, cold) - 1)]
+        path = _C.matmul_path("int4", 0, m)
+        fn = lambda p: _C.int4_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[2].ctypes.data,  # noqa: E731
+                                      p[1].nbytes, gs, n, k, *xa)
+    else:
+        q = rng.integers(-128, 128, (n, k), dtype=np.int8)
+        s = np.full(n, 0.01, np.float32)
+        wbytes = q.nbytes + s.nbytes
+        pool = [(q, s)] + [(q.copy(), s.copy()) for _ in range(n_copies(wbytes, cold) - 1)]
+        path = _C.matmul_path("int8", 0, m)
+        fn = lambda p: _C.int8_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[1].nbytes, n, k, *xa)  # noqa: E731
+    sec = run_rotating(benchmark, fn, pool, {"kernel": name, "path": path})
+    _record(benchmark, sec, n, k, m, t, wbytes, roofline)

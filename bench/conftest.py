@@ -1,0 +1,86 @@
+"""Shared benchmark fixtures: the DRAM roofline measured in the same run, thread control, and
+"cold" weight pools (M <= 16 rotates through more than the L3 so every call streams from DRAM).
+
+Environment:
+  PYQUANT_BENCH_COLD_MIB   bytes of weight copies to rotate through for cold runs (default 288:
+                           9x the 32 MiB L3 of the reference machine; raise it on bigger caches)
+  PYQUANT_BENCH_SECONDS    target time per benchmark (default 0.4 s; rounds are derived from it)
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pyquant._ext import _C
+
+COLD_BYTES = int(os.environ.get("PYQUANT_BENCH_COLD_MIB", "288")) << 20
+TARGET_S = float(os.environ.get("PYQUANT_BENCH_SECONDS", "0.4"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "quick: the small subset (4096x14336, M in {1, 8, 512}, 2 threads)")
+    config.addinivalue_line("markers", "anchor: torch reference kernels on the same shapes")
+
+
+_ROOFLINE: dict[int, float] = {}
+
+
+@pytest.fixture(scope="session")
+def roofline():
+    """roofline(nthreads) -> DRAM read GB/s (AVX2 sweep over 1 GiB, best of 3), cached per run."""
+
+    def get(nthreads: int) -> float:
+        if nthreads not in _ROOFLINE:
+            _ROOFLINE[nthreads] = _C.bandwidth_probe(1 << 30, nthreads, 3)
+        return _ROOFLINE[nthreads]
+
+    return get
+
+
+@pytest.fixture
+def threads():
+    """threads(n): run pyquant and torch with n threads for this test."""
+    before_pq, before_torch = _C.get_num_threads(), torch.get_num_threads()
+
+    def set_(n: int):
+        _C.set_num_threads(n)
+        torch.set_num_threads(n)
+
+    yield set_
+    _C.set_num_threads(before_pq)
+    torch.set_num_threads(before_torch)
+
+
+def n_copies(nbytes: int, cold: bool) -> int:
+    """How many copies of a weight to rotate through so the working set exceeds COLD_BYTES."""
+    return max(2, -(-COLD_BYTES // max(nbytes, 1)) + 1) if cold else 1
+
+
+def run_rotating(benchmark, fn, pool, extra):
+    """Benchmark fn(item) rotating through `pool`; rounds sized to ~TARGET_S. Returns mean seconds."""
+    state = {"i": 0}
+
+    def setup():
+        state["i"] = (state["i"] + 1) % len(pool)
+        return (pool[state["i"]],), {}
+
+    t0 = time.perf_counter()
+    fn(pool[0])
+    est = max(time.perf_counter() - t0, 1e-6)
+    rounds = int(min(50, max(3, TARGET_S / est)))
+    benchmark.extra_info.update(extra)
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
+    return benchmark.stats.stats.min
+
+
+def random_blocks(rng, rows: int, nblocks: int, type_size: int, fp16_offsets) -> np.ndarray:
+    """Random block bytes with sane fp16 scales: every bit pattern of the quants, finite results."""
+    b = rng.integers(0, 256, (rows * nblocks, type_size), dtype=np.uint8)
+    scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    for off in fp16_offsets:
+        b[:, off:off + 2] = scale
+    return b.reshape(rows, nblocks * type_size)

@@ -1,0 +1,51 @@
+// Portable activation quantizer (see act_quant.h for the format and its error).
+#include "cpu/act_quant.h"
+
+#include <cmath>
+
+namespace pq {
+namespace mm {
+
+namespace {
+// Quantizes x[0..n) (values past `valid` are zero) into q; returns d. Tiny blocks (127/amax
+// not finite) quantize to zero; a NaN or Inf makes d NaN/Inf so it still reaches y.
+float quant_block(const float* x, int64_t valid, int n, int8_t* q) {
+  float amax = 0.f;
+  bool nan = false;
+  for (int i = 0; i < n && i < valid; ++i) {
+    amax = std::fmax(amax, std::fabs(x[i]));
+    nan |= std::isnan(x[i]);
+  }
+  const float id = 127.f / amax;
+  if (nan || !std::isfinite(amax) || !std::isfinite(id)) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    return nan ? NAN : std::isfinite(amax) ? 0.f : amax;
+  }
+  for (int i = 0; i < n; ++i) q[i] = i < valid ? (int8_t)std::nearbyint(x[i] * id) : 0;
+  return amax / 127.f;
+}
+}  // namespace
+
+void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t*) {
+  for (int64_t b = 0; b < kp / 32; ++b) {
+    const float db = quant_block(x + 32 * b, k - 32 * b, 32, q + 32 * b);
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) sum += q[32 * b + i];
+    d[b] = db;
+    s[b] = db * (float)sum;
+  }
+}
+
+void quant_x256_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float*, int16_t* bsum) {
+  for (int64_t b = 0; b < kp / 256; ++b) {
+    d[b] = quant_block(x + 256 * b, k - 256 * b, 256, q + 256 * b);
+    for (int g = 0; g < 16; ++g) {
+      int sum = 0;
+      for (int i = 0; i < 16; ++i) sum += q[256 * b + 16 * g + i];
+      bsum[16 * b + g] = (int16_t)sum;
+    }
+  }
+}
+
+}  // namespace mm
+}  // namespace pq

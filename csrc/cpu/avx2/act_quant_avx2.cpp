@@ -1,0 +1,92 @@
+// AVX2 activation quantizer: bit-identical to act_quant.cpp (same IEEE ops; vcvtps2dq rounds to
+// nearest even like nearbyint).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "cpu/act_quant.h"
+
+namespace pq {
+namespace mm {
+
+namespace {
+
+// Quantizes 8*nv floats (nv = 4 or 32) at x into q; returns d and the integer sum.
+// `valid` < 8*nv means a partial block: it is copied to a zero-padded buffer first.
+float quant_block(const float* x, int64_t valid, int nv, int8_t* q, int16_t* sums16, int& total) {
+  alignas(32) float pad[256];
+  const int n = 8 * nv;
+  if (valid < n) {
+    std::memset(pad, 0, sizeof(float) * n);
+    if (valid > 0) std::memcpy(pad, x, sizeof(float) * valid);
+    x = pad;
+  }
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 vmax = _mm256_setzero_ps(), vnan = _mm256_setzero_ps();
+  for (int v = 0; v < nv; ++v) {
+    const __m256 xv = _mm256_loadu_ps(x + 8 * v);
+    vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, xv));
+    vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(xv, xv, _CMP_UNORD_Q));
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  const float amax = _mm_cvtss_f32(m);
+  const bool nan = _mm256_movemask_ps(vnan) != 0;
+  const float id = 127.f / amax;
+  total = 0;
+  if (nan || !std::isfinite(amax) || !std::isfinite(id)) {
+    std::memset(q, 0, n);
+    if (sums16) std::memset(sums16, 0, sizeof(int16_t) * (n / 16));
+    return nan ? NAN : std::isfinite(amax) ? 0.f : amax;
+  }
+  const __m256 vid = _mm256_set1_ps(id);
+  __m256i vsum = _mm256_setzero_si256();
+  for (int v = 0; v < nv; v += 4) {
+    __m256i i32[4];
+    for (int t = 0; t < 4; ++t) {
+      i32[t] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * (v + t)), vid));
+      vsum = _mm256_add_epi32(vsum, i32[t]);
+      if (sums16 && (t & 1)) {  // one 16-value group done: i32[t-1] and i32[t]
+        const __m256i s = _mm256_add_epi32(i32[t - 1], i32[t]);
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_hadd_epi32(h, h);
+        h = _mm_hadd_epi32(h, h);
+        sums16[(8 * (v + t)) / 16] = (int16_t)_mm_cvtsi128_si32(h);
+      }
+    }
+    // int32 -> int8 with the lane-crossing order of packs fixed by a final permute.
+    const __m256i p01 = _mm256_packs_epi32(i32[0], i32[1]);
+    const __m256i p23 = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)(q + 8 * v), p);
+  }
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(vsum), _mm256_extracti128_si256(vsum, 1));
+  h = _mm_hadd_epi32(h, h);
+  h = _mm_hadd_epi32(h, h);
+  total = _mm_cvtsi128_si32(h);
+  return amax / 127.f;
+}
+
+}  // namespace
+
+void quant_x32_avx2(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t*) {
+  for (int64_t b = 0; b < kp / 32; ++b) {
+    int total;
+    const float db = quant_block(x + 32 * b, k - 32 * b, 4, q + 32 * b, nullptr, total);
+    d[b] = db;
+    s[b] = db * (float)total;
+  }
+}
+
+void quant_x256_avx2(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float*, int16_t* bsum) {
+  for (int64_t b = 0; b < kp / 256; ++b) {
+    int total;
+    d[b] = quant_block(x + 256 * b, k - 256 * b, 32, q + 256 * b, bsum + 16 * b, total);
+  }
+}
+
+}  // namespace mm
+}  // namespace pq

@@ -1,0 +1,510 @@
+// Fused small-M GEMV: weight blocks are decoded straight into registers and dotted with up to 4
+// int8 activation rows, without the UChunk round trip through L1 (gemv_unpack + gemv_dot).
+//
+// Why: at M = 1 the unpack/dot split costs ~22 uops per 32 weights for Q4_0 (store + reload of q,
+// scalar a/b stores, per-chunk scale staging); fused it is ~14 (4 to split nibbles, 3 for the
+// fp16 scale, maddubs + madd + cvt + fma, 1-2 for the offset). The bandwidth bar (>= 80% of DRAM
+// at 2 threads) needs roughly 5 cycles per Q4_0 block per core, so the split version could not
+// reach it. Measured on the shared dev box (1 thread, thread CPU time, 1024x14336, M = 1):
+// Q4_0 1.30 ms -> see the commit message for the after numbers.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/qtypes.h"
+#include "cpu/matmul_internal.h"
+
+namespace pq {
+namespace mm {
+
+namespace {
+
+inline float h2f(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256i nibbles32(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128((const __m128i*)p);
+  const __m128i m4 = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+}
+
+// 32 bits -> 32 bytes, 0x10 where the bit is set (the 5th bit of Q5_0 / Q5_1).
+inline __m256i bit5_32(const uint8_t* p) {
+  uint32_t x;
+  std::memcpy(&x, p, 4);
+  const __m256i shuf = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL);
+  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfeLL));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
+
+// ---------------------------------------------------------------- X32 block loaders
+// q(b): 32 weights as bytes (w = a*q + off); a8(b) / off8(b, a8): the scales and offsets of
+// blocks b..b+7 as one vector, so the per-block float work is a broadcast from the stack.
+// fp16 scales of 8 consecutive blocks: 8 word inserts + one vcvtph2ps (vs 8 scalar conversions).
+inline __m256 fp16x8(const uint8_t* p, int stride) {
+  uint16_t h[8];
+  for (int j = 0; j < 8; ++j) std::memcpy(&h[j], p + j * stride, 2);
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h));
+}
+
+template <int kBytes, int kQOff, int kDOff, int kMOff, int kBias, bool kS>
+struct LLegacy {  // kMOff >= 0: fp16 min at that offset; else off = kBias * a
+  static constexpr bool kSigned = kS, kOff = kMOff >= 0 || kBias != 0;
+  const uint8_t* row;
+  __m256i q(int64_t b) const {
+    const uint8_t* blk = row + kBytes * b;
+    if (kBytes == 34) return _mm256_loadu_si256((const __m256i*)(blk + kQOff));  // Q8_0
+    __m256i v = nibbles32(blk + kQOff);
+    if (kBytes == 22 || kBytes == 24) v = _mm256_or_si256(v, bit5_32(blk + kQOff - 4));  // Q5_0 / Q5_1
+    return v;
+  }
+  __m256 a8(int64_t b) const { return fp16x8(row + kBytes * b + kDOff, kBytes); }
+  float a1(int64_t b) const { return h2f(row + kBytes * b + kDOff); }
+  float off1(int64_t b, float a) const { return kMOff >= 0 ? h2f(row + kBytes * b + kMOff) : kBias * a; }
+  __m256 off8(int64_t b, __m256 a) const {
+    if (kMOff >= 0) return fp16x8(row + kBytes * b + kMOff, kBytes);
+    return _mm256_mul_ps(a, _mm256_set1_ps((float)kBias));
+  }
+};
+using LQ4_0 = LLegacy<18, 2, 0, -1, -8, false>;
+using LQ4_1 = LLegacy<20, 4, 0, 2, 0, false>;
+using LQ5_0 = LLegacy<22, 6, 0, -1, -16, false>;
+using LQ5_1 = LLegacy<24, 8, 0, 2, 0, false>;
+using LQ8_0 = LLegacy<34, 2, 0, -1, 0, true>;
+
+struct LIQ4_NL : LLegacy<18, 2, 0, -1, 0, true> {
+  __m256i q(int64_t b) const {
+    const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89,
+                                           113, -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69,
+                                           89, 113);
+    return _mm256_shuffle_epi8(table, nibbles32(row + 18 * b + 2));
+  }
+};
+
+struct LInt4 {
+  static constexpr bool kSigned = false, kOff = true;
+  const uint8_t* row;
+  const float* sc;
+  const float* mn;
+  int shift;  // log2(blocks per group): 0, 1, 2
+  __m256i q(int64_t b) const { return nibbles32(row + 16 * b); }
+  // 8 blocks = 8, 4 or 2 groups: load exactly those, then repeat each 1, 2 or 4 times.
+  __m256 group8(const float* v, int64_t b) const {
+    if (shift == 0) return _mm256_loadu_ps(v + b);
+    if (shift == 1)
+      return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(v + (b >> 1))),
+                                      _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd((const double*)(v + (b >> 2))))),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  }
+  __m256 a8(int64_t b) const { return group8(sc, b); }
+  float a1(int64_t b) const { return sc[b >> shift]; }
+  float off1(int64_t b, float) const { return mn[b >> shift]; }
+  __m256 off8(int64_t b, __m256) const { return group8(mn, b); }
+};
+struct LInt8 {
+  static constexpr bool kSigned = true, kOff = false;
+  const uint8_t* row;
+  float s;
+  __m256i q(int64_t b) const { return _mm256_loadu_si256((const __m256i*)(row + 32 * b)); }
+  __m256 a8(int64_t) const { return _mm256_set1_ps(s); }
+  float a1(int64_t) const { return s; }
+  float off1(int64_t, float) const { return 0.f; }
+  __m256 off8(int64_t, __m256) const { return _mm256_setzero_ps(); }
+};
+
+// Blocks b..b+7: per row one vector of a*d_x (8 blocks) staged on the stack and broadcast per
+// block; offsets as one FMA per 8 blocks and row. Two accumulator sets (even / odd blocks): at
+// M = 1 one FMA chain (4 cycles latency) would otherwise bound the loop.
+template <typename L, int MR>
+void gemv_x32(const L& ld, int64_t nb, const XQRow* x, float* out) {
+  __m256 acc0[MR], acc1[MR], accb[MR];
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = accb[i] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  alignas(32) float scale[MR][8];
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int nj = (int)std::min<int64_t>(8, nb - b0);
+    __m256 av, ov;
+    if (nj == 8) {
+      av = ld.a8(b0);
+      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
+    } else {  // row tail (< 8 blocks): nothing may be read past the row
+      alignas(32) float at[8] = {0}, ot[8] = {0};
+      for (int j = 0; j < nj; ++j) {
+        at[j] = ld.a1(b0 + j);
+        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
+      }
+      av = _mm256_load_ps(at);
+      ov = _mm256_load_ps(ot);
+    }
+    for (int i = 0; i < MR; ++i) {
+      // x rows are padded to whole 256-chunks, so reading 8 scales is always in bounds.
+      _mm256_store_ps(scale[i], _mm256_mul_ps(av, _mm256_loadu_ps(x[i].d + b0)));
+      if (L::kOff) accb[i] = _mm256_fmadd_ps(ov, _mm256_loadu_ps(x[i].s + b0), accb[i]);
+    }
+    for (int j = 0; j < nj; ++j) {
+      const __m256i qw = ld.q(b0 + j);
+      const __m256i qa = L::kSigned ? _mm256_abs_epi8(qw) : qw;
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 32 * (b0 + j)));
+        const __m256i p16 = L::kSigned ? _mm256_maddubs_epi16(qa, _mm256_sign_epi8(xq, qw))
+                                       : _mm256_maddubs_epi16(qw, xq);
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        __m256& acc = (j & 1) ? acc1[i] : acc0[i];
+        acc = _mm256_fmadd_ps(p, _mm256_broadcast_ss(&scale[i][j]), acc);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) out[i] = hsum(_mm256_add_ps(_mm256_add_ps(acc0[i], acc1[i]), accb[i]));
+}
+
+// ---------------------------------------------------------------- 4 activation rows at once
+// At M >= 4 the per-(row, block) work dominates. Doing cvt + FMA per row and block costs 4 uops
+// on the two vector-multiply ports (maddubs, madd, cvt, fma). Here the four rows' products are
+// first folded together with horizontal adds (shuffle port): one cvt + one FMA serve 4 rows.
+// Unsigned weights of <= 5 bits fold in int16 (|pair| <= 2*31*127, x4 = 31496 < 2^15); signed
+// 8-bit weights (|pair| <= 32512) widen to int32 first. Lanes end as [r0 r1 r2 r3 | r0 r1 r2 r3].
+inline __m256i fold4_16(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+  return _mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3));
+}
+inline __m256i fold4_32(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+}
+// [r0 r1 r2 r3 | r0 r1 r2 r3] -> out[0..3]
+inline void store4(__m256 v, float* out) {
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+}
+
+template <typename L>
+void gemv_x32_r4(const L& ld, int64_t nb, const XQRow* x, float* out) {
+  constexpr bool kNarrow = !L::kSigned;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accb[4] = {acc0, acc0, acc0, acc0};
+  alignas(32) float st[4][8];  // st[j & 3][4 * (j >> 2) + i] = a_j * d_x[i][j]
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int nj = (int)std::min<int64_t>(8, nb - b0);
+    __m256 av, ov;
+    if (nj == 8) {
+      av = ld.a8(b0);
+      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
+    } else {
+      alignas(32) float at[8] = {0}, ot[8] = {0};
+      for (int j = 0; j < nj; ++j) {
+        at[j] = ld.a1(b0 + j);
+        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
+      }
+      av = _mm256_load_ps(at);
+      ov = _mm256_load_ps(ot);
+    }
+    __m256 sc[4];
+    for (int i = 0; i < 4; ++i) {
+      sc[i] = _mm256_mul_ps(av, _mm256_loadu_ps(x[i].d + b0));
+      if (L::kOff) accb[i] = _mm256_fmadd_ps(ov, _mm256_loadu_ps(x[i].s + b0), accb[i]);
+    }
+    // 4 x 8 transpose: st[t] holds blocks t and t+4 for rows 0..3.
+    const __m256 t0 = _mm256_unpacklo_ps(sc[0], sc[1]), t1 = _mm256_unpackhi_ps(sc[0], sc[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(sc[2], sc[3]), t3 = _mm256_unpackhi_ps(sc[2], sc[3]);
+    _mm256_store_ps(st[0], _mm256_shuffle_ps(t0, t2, 0x44));
+    _mm256_store_ps(st[1], _mm256_shuffle_ps(t0, t2, 0xEE));
+    _mm256_store_ps(st[2], _mm256_shuffle_ps(t1, t3, 0x44));
+    _mm256_store_ps(st[3], _mm256_shuffle_ps(t1, t3, 0xEE));
+    for (int j = 0; j < nj; ++j) {
+      const int64_t b = b0 + j;
+      const __m256i qw = ld.q(b);
+      const __m256i qa = L::kSigned ? _mm256_abs_epi8(qw) : qw;
+      __m256i p[4];
+      for (int i = 0; i < 4; ++i) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 32 * b));
+        p[i] = L::kSigned ? _mm256_maddubs_epi16(qa, _mm256_sign_epi8(xq, qw)) : _mm256_maddubs_epi16(qw, xq);
+      }
+      __m256i v;
+      if (kNarrow) {
+        v = _mm256_madd_epi16(fold4_16(p[0], p[1], p[2], p[3]), ones);
+      } else {
+        v = fold4_32(_mm256_madd_epi16(p[0], ones), _mm256_madd_epi16(p[1], ones), _mm256_madd_epi16(p[2], ones),
+                     _mm256_madd_epi16(p[3], ones));
+      }
+      const __m256 sv = _mm256_broadcast_ps((const __m128*)&st[j & 3][4 * (j >> 2)]);
+      __m256& acc = (j & 1) ? acc1 : acc0;
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), sv, acc);
+    }
+  }
+  store4(_mm256_add_ps(acc0, acc1), out);
+  for (int i = 0; i < 4; ++i) out[i] += hsum(accb[i]);
+}
+
+template <typename L>
+void gemv_x32_any(const L& ld, int64_t nb, const XQRow* x, int mr, float* out) {
+  switch (mr) {
+    case 1: gemv_x32<L, 1>(ld, nb, x, out); break;
+    case 2: gemv_x32<L, 2>(ld, nb, x, out); break;
+    case 3: gemv_x32<L, 3>(ld, nb, x, out); break;
+    default: gemv_x32_r4<L>(ld, nb, x, out); break;
+  }
+}
+
+template <typename L>
+void fused_gguf_x32(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
+  L ld{};
+  ld.row = w.data + r * w.row_bytes;
+  gemv_x32_any(ld, w.k / 32, x, mr, out);
+}
+
+void fused_int4(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
+  const int64_t ng = w.k / w.group_size;
+  const LInt4 ld{w.data + r * w.row_bytes, w.scales + r * ng, w.mins + r * ng,
+                 w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2};
+  gemv_x32_any(ld, w.k / 32, x, mr, out);
+}
+
+// int8 rows may end inside a 32-block: the full blocks run fused, the tail in scalar (the
+// activation row is zero-padded, the weight row is not).
+void fused_int8(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
+  const LInt8 ld{w.data + r * w.row_bytes, w.scales[r]};
+  const int64_t nb = w.k / 32;
+  gemv_x32_any(ld, nb, x, mr, out);
+  if (nb * 32 < w.k) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(ld.row) + nb * 32;
+    for (int i = 0; i < mr; ++i) {
+      int32_t s = 0;
+      for (int64_t e = 0; e < w.k - nb * 32; ++e) s += (int32_t)q[e] * x[i].q[nb * 32 + e];
+      out[i] += ld.s * x[i].d[nb] * (float)s;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- K-quants
+
+// Q4_K: per super-block one int32 accumulator per row; 8 sub-block scales as 16-bit broadcasts;
+// mins through bsums (madd of 16 x int16), all applied with 2 FMAs per 256 weights.
+template <int MR>
+void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  __m256 acc[MR], accm[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+    // 12 bytes of 6-bit scales/mins -> bytes 0..7 scales, 8..15 mins (the get_scale_min_k4
+    // arithmetic done on 32-bit words), then widened to 16 bits.
+    uint32_t u[4];
+    std::memcpy(u, blk + 4, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    const uint32_t m03 = u[1] & 0x3f3f3f3f;
+    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3f;
+    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
+    const __m256i scb = _mm256_set_m128i(sc8, sc8);
+    const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
+    const float d = h2f(blk), dmin = h2f(blk + 2);
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
+      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      // Broadcast 16-bit scale 2c / 2c+1 with one byte shuffle each.
+      const __m256i slo = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * c))));
+      const __m256i shi = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1))));
+      for (int i = 0; i < MR; ++i) {
+        const int8_t* xq = x[i].q + 256 * sb + 64 * c;
+        const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)xq)), slo);
+        const __m256i phi =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(xq + 32))), shi);
+        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_add_epi32(plo, phi));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const float dx = x[i].d[sb];
+      const __m256i bs = _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(dx * d), acc[i]);
+      accm[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mv, bs)), _mm256_set1_ps(dx * dmin), accm[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) out[i] = hsum(_mm256_sub_ps(acc[i], accm[i]));
+}
+
+// Q6_K: 6-bit q built from ql/qh with shifts and masks (see unpack_q6_k), offset 32 via bsums.
+template <int MR>
+void gemv_q6_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 210) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)sc));
+    // Scale vectors [sc[2j] x 8 | sc[2j+1] x 8] by byte shuffles of the duplicated halves.
+    const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+    const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    const float d = h2f(blk + 208);
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      const __m256i A = _mm256_loadu_si256((const __m256i*)(blk + 64 * n));
+      const __m256i B = _mm256_loadu_si256((const __m256i*)(blk + 64 * n + 32));
+      const __m256i H = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * n));
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), _mm256_and_si256(H, m30));
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                             _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+      for (int t = 0; t < 4; ++t) {
+        const int j = 4 * n + t;  // 32-chunk index: scales 2j (first 16) and 2j+1
+        const int tt = j & 3;  // scale lanes 2tt, 2tt+1 of the half holding 2j, 2j+1
+        const __m256i mask = _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * tt + 1))),
+                                              _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * tt))));
+        const __m256i s = _mm256_shuffle_epi8(j < 4 ? sc_lo : sc_hi, mask);
+        for (int i = 0; i < MR; ++i) {
+          const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j));
+          iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], xq), s));
+        }
+      }
+    }
+    const __m256i mv = _mm256_slli_epi16(sc16, 5);  // 32 * sc
+    for (int i = 0; i < MR; ++i) {
+      const __m256i bs = _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb));
+      const __m256i tot = _mm256_sub_epi32(iacc[i], _mm256_madd_epi16(mv, bs));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(x[i].d[sb] * d), acc[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) out[i] = hsum(acc[i]);
+}
+
+// Q4_K, 4 rows: maddubs per row, then the 4 rows fold in int16 (4-bit: x4 pairs fits) and one
+// madd applies the sub-block scale to all of them.
+void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+    uint32_t u[4];
+    std::memcpy(u, blk + 4, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    const uint32_t m03 = u[1] & 0x3f3f3f3f;
+    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3f;
+    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
+    const __m256i scb = _mm256_set_m128i(sc8, sc8);
+    const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
+    const float d = h2f(blk), dmin = h2f(blk + 2);
+    __m256i iacc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
+      const __m256i half[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        const __m256i s = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+        __m256i p[4];
+        for (int i = 0; i < 4; ++i)
+          p[i] = _mm256_maddubs_epi16(half[h], _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j)));
+        iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(fold4_16(p[0], p[1], p[2], p[3]), s));
+      }
+    }
+    __m256i mm[4];
+    for (int i = 0; i < 4; ++i)
+      mm[i] = _mm256_madd_epi16(mv, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
+    const __m128 dx4 = _mm_setr_ps(x[0].d[sb], x[1].d[sb], x[2].d[sb], x[3].d[sb]);
+    const __m256 dx = _mm256_set_m128(dx4, dx4);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_mul_ps(dx, _mm256_set1_ps(d)), acc);
+    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_32(mm[0], mm[1], mm[2], mm[3])),
+                           _mm256_mul_ps(dx, _mm256_set1_ps(dmin)), accm);
+  }
+  store4(_mm256_sub_ps(acc, accm), out);
+}
+
+// Q6_K, 4 rows: 6-bit pairs reach 16002, so rows fold pairwise in int16 (x2 = 32004) before the
+// scale madd, and the two halves fold in int32 at the end of the super-block.
+void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 210) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 192)));
+    const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+    const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    const float d = h2f(blk + 208);
+    __m256i i01 = _mm256_setzero_si256(), i23 = i01;
+    for (int n = 0; n < 2; ++n) {
+      const __m256i A = _mm256_loadu_si256((const __m256i*)(blk + 64 * n));
+      const __m256i B = _mm256_loadu_si256((const __m256i*)(blk + 64 * n + 32));
+      const __m256i H = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * n));
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), _mm256_and_si256(H, m30));
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                             _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+      for (int t = 0; t < 4; ++t) {
+        const int j = 4 * n + t;
+        const int tt = j & 3;
+        const __m256i mask = _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * tt + 1))),
+                                              _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * tt))));
+        const __m256i s = _mm256_shuffle_epi8(j < 4 ? sc_lo : sc_hi, mask);
+        __m256i p[4];
+        for (int i = 0; i < 4; ++i)
+          p[i] = _mm256_maddubs_epi16(q[t], _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j)));
+        i01 = _mm256_add_epi32(i01, _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), s));
+        i23 = _mm256_add_epi32(i23, _mm256_madd_epi16(_mm256_hadd_epi16(p[2], p[3]), s));
+      }
+    }
+    // i01 lanes per half: [r0 r0 r1 r1], i23: [r2 r2 r3 r3] -> hadd -> [r0 r1 r2 r3].
+    const __m256i mv = _mm256_slli_epi16(sc16, 5);
+    __m256i mm[4];
+    for (int i = 0; i < 4; ++i)
+      mm[i] = _mm256_madd_epi16(mv, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
+    const __m256i tot = _mm256_sub_epi32(_mm256_hadd_epi32(i01, i23), fold4_32(mm[0], mm[1], mm[2], mm[3]));
+    const __m128 dx4 = _mm_setr_ps(x[0].d[sb], x[1].d[sb], x[2].d[sb], x[3].d[sb]);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(_mm256_set_m128(dx4, dx4), _mm256_set1_ps(d)), acc);
+  }
+  store4(acc, out);
+}
+
+#define PQ_MR_DISPATCH(NAME, FN)                                                       \
+  void NAME(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {       \
+    switch (mr) {                                                                      \
+      case 1: FN<1>(w, r, x, out); break;                                              \
+      case 2: FN<2>(w, r, x, out); break;                                              \
+      case 3: FN<3>(w, r, x, out); break;                                              \
+      default: FN##_r4(w, r, x, out); break;                                           \
+    }                                                                                  \
+  }
+PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k)
+PQ_MR_DISPATCH(fused_q6_k, gemv_q6_k)
+#undef PQ_MR_DISPATCH
+
+}  // namespace
+
+GemvFusedFn avx2_fused_gemv(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q4_0: return fused_gguf_x32<LQ4_0>;
+    case (int)QType::Q4_1: return fused_gguf_x32<LQ4_1>;
+    case (int)QType::Q5_0: return fused_gguf_x32<LQ5_0>;
+    case (int)QType::Q5_1: return fused_gguf_x32<LQ5_1>;
+    case (int)QType::Q8_0: return fused_gguf_x32<LQ8_0>;
+    case (int)QType::IQ4_NL: return fused_gguf_x32<LIQ4_NL>;
+    case (int)QType::Q4_K: return fused_q4_k;
+    case (int)QType::Q6_K: return fused_q6_k;
+    case kInt4: return fused_int4;
+    case kInt8: return fused_int8;
+    default: return nullptr;
+  }
+}
+
+}  // namespace mm
+}  // namespace pq

@@ -1,0 +1,289 @@
+// AVX2 unpackers (same output as matmul_unpack_scalar.cpp, checked by the ISA-vs-ISA tests).
+// Nibbles are split with one AND and one 16-bit shift per 16/32 bytes; fp16 scales use F16C.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/qtypes.h"
+#include "cpu/matmul_internal.h"
+
+namespace pq {
+namespace mm {
+
+namespace {
+
+inline float h2f(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// 16 bytes of nibbles -> 32 bytes: low nibbles first (elements 0..15), then high (16..31).
+inline __m256i split_nibbles16(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128((const __m128i*)p);
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m128i lo = _mm_and_si128(v, m4);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+  return _mm256_set_m128i(hi, lo);
+}
+
+inline void store32(int8_t* q, __m256i v) { _mm256_store_si256((__m256i*)q, v); }
+
+void fill_scx_avx2(UChunk& u) {
+  for (int j = 0; j < 8; ++j)
+    _mm256_store_si256((__m256i*)u.scx[j],
+                       _mm256_set_m128i(_mm_set1_epi16(u.sc[2 * j + 1]), _mm_set1_epi16(u.sc[2 * j])));
+}
+
+// Q4_0: w = d * (nib - 8).
+void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * 18;
+  for (int64_t b = 8 * c0; b < b1; ++b, blk += 18) {
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, split_nibbles16(blk + 2));
+    const float d = h2f(blk);
+    u.a[j] = d;
+    u.b[j] = -8.f * d;
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
+// Q8_0: w = d * q.
+void unpack_q8_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * 34;
+  for (int64_t b = 8 * c0; b < b1; ++b, blk += 34) {
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, _mm256_loadu_si256((const __m256i*)(blk + 2)));
+    u.a[j] = h2f(blk);
+    u.b[j] = 0.f;
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
+// int4: Q4_0's nibble layout without block headers; scale/min per group from side arrays.
+void unpack_int4(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* p = w.data + r * w.row_bytes;
+  const int64_t ng = w.k / w.group_size;
+  const float* sc = w.scales + r * ng;
+  const float* mn = w.mins + r * ng;
+  const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;  // blocks per group: 1, 2, 4
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  p += 8 * c0 * 16;
+  for (int64_t b = 8 * c0; b < b1; ++b, p += 16) {
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, split_nibbles16(p));
+    u.a[j] = sc[b >> shift];
+    u.b[j] = mn[b >> shift];
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
+// int8: the weight row is already the q array.
+void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const int8_t* p = reinterpret_cast<const int8_t*>(w.data + r * w.row_bytes) + c0 * kChunk;
+  const float s = w.scales[r];
+  for (int64_t c = c0; c < c1; ++c, p += kChunk) {
+    UChunk& u = out[c - c0];
+    if ((c + 1) * kChunk <= w.k) {
+      for (int j = 0; j < 8; ++j) store32(u.q + 32 * j, _mm256_loadu_si256((const __m256i*)(p + 32 * j)));
+    } else {
+      std::memcpy(u.q, p, (size_t)(w.k - c * kChunk));
+      clear_tail(u, w.k, Kind::X32);
+    }
+    for (int j = 0; j < 8; ++j) { u.a[j] = s; u.b[j] = 0.f; }
+  }
+}
+
+inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& m) {
+  if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
+  else {
+    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Q4_K: 32 bytes of qs -> 64 elements (low nibbles, then high nibbles).
+void unpack_q4_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 144;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int64_t b = c0; b < c1; ++b, blk += 144) {
+    UChunk& u = out[b - c0];
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
+      store32(u.q + 64 * c, _mm256_and_si256(v, m4));
+      store32(u.q + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    }
+    for (int j = 0; j < 8; ++j) {
+      int sc, m;
+      scale_min_k4(j, blk + 4, sc, m);
+      u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
+      u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
+    }
+    u.d = h2f(blk);
+    u.dmin = h2f(blk + 2);
+    fill_scx_avx2(u);
+  }
+}
+
+// Q6_K: per 128-element half, ql A (32 B) and B (32 B) give the low 4 bits, qh H the top 2:
+// e = l: A&15 | (H&3)<<4;  l+32: B&15 | (H<<2)&0x30;  l+64: A>>4 | H&0x30;  l+96: B>>4 | (H>>2)&0x30.
+void unpack_q6_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 210;
+  const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+  for (int64_t b = c0; b < c1; ++b, blk += 210) {
+    UChunk& u = out[b - c0];
+    for (int n = 0; n < 2; ++n) {
+      const __m256i A = _mm256_loadu_si256((const __m256i*)(blk + 64 * n));
+      const __m256i B = _mm256_loadu_si256((const __m256i*)(blk + 64 * n + 32));
+      const __m256i H = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * n));
+      int8_t* q = u.q + 128 * n;
+      store32(q, _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4)));
+      store32(q + 32, _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30)));
+      store32(q + 64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), _mm256_and_si256(H, m30)));
+      store32(q + 96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                                      _mm256_and_si256(_mm256_srli_epi16(H, 2), m30)));
+    }
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 192)));
+    _mm256_store_si256((__m256i*)u.sc, sc);
+    _mm256_store_si256((__m256i*)u.mn, _mm256_slli_epi16(sc, 5));
+    u.d = h2f(blk + 208);
+    u.dmin = u.d;
+    fill_scx_avx2(u);
+  }
+}
+
+// Q4_K / Q5_K 6-bit scales and mins (get_scale_min_k4) on 32-bit words: bytes 0..7 scales, 8..15 mins.
+inline void scales_k4(const uint8_t* s12, UChunk& u) {
+  uint32_t w[4];
+  std::memcpy(w, s12, 12);
+  w[3] = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
+  const uint32_t m03 = w[1] & 0x3f3f3f3f;
+  w[1] = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
+  w[2] = m03;
+  w[0] &= 0x3f3f3f3f;
+  const __m256i sm = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)w));
+  const __m128i sc = _mm256_castsi256_si128(sm), mn = _mm256_extracti128_si256(sm, 1);
+  _mm256_store_si256((__m256i*)u.sc, _mm256_set_m128i(_mm_unpackhi_epi16(sc, sc), _mm_unpacklo_epi16(sc, sc)));
+  _mm256_store_si256((__m256i*)u.mn, _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn)));
+}
+
+// Bit `bit` of every byte of h, moved to bit 4 (value 16).
+inline __m256i bit_to_16(__m256i h, int bit) {
+  const __m256i b = _mm256_and_si256(h, _mm256_set1_epi8((char)(1 << bit)));
+  return bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4);
+}
+
+// Q5_K: Q4_K plus the 5th bit: qh[l] bit 2c for the low nibbles of run c, bit 2c+1 for the high.
+void unpack_q5_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 176;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int64_t b = c0; b < c1; ++b, blk += 176) {
+    UChunk& u = out[b - c0];
+    const __m256i H = _mm256_loadu_si256((const __m256i*)(blk + 16));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 48 + 32 * c));
+      store32(u.q + 64 * c, _mm256_or_si256(_mm256_and_si256(v, m4), bit_to_16(H, 2 * c)));
+      store32(u.q + 64 * c + 32,
+              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), bit_to_16(H, 2 * c + 1)));
+    }
+    scales_k4(blk + 4, u);
+    u.d = h2f(blk);
+    u.dmin = h2f(blk + 2);
+    fill_scx_avx2(u);
+  }
+}
+
+// Q3_K: element 128n + 32j + l = ((qs[32n+l] >> 2j) & 3) + 4 * (hmask[l] bit 4n+j), scale - 32.
+void unpack_q3_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 110;
+  const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+  for (int64_t b = c0; b < c1; ++b, blk += 110) {
+    UChunk& u = out[b - c0];
+    const __m256i HM = _mm256_loadu_si256((const __m256i*)blk);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i Q = _mm256_loadu_si256((const __m256i*)(blk + 32 + 32 * n));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
+        const __m256i hb = _mm256_and_si256(HM, _mm256_set1_epi8((char)(1 << (4 * n + j))));
+        const __m256i hi = _mm256_andnot_si256(_mm256_cmpeq_epi8(hb, zero), four);
+        store32(u.q + 128 * n + 32 * j, _mm256_or_si256(low, hi));
+      }
+    }
+    const uint8_t* s = blk + 96;
+    for (int g = 0; g < 16; ++g) {
+      const int sc = (((s[g % 8] >> (4 * (g / 8))) & 15) | (((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
+      u.sc[g] = (int16_t)sc;
+      u.mn[g] = (int16_t)(4 * sc);
+    }
+    u.d = h2f(blk + 108);
+    u.dmin = u.d;
+    fill_scx_avx2(u);
+  }
+}
+
+// Q2_K: element 128n + 32j + l = (qs[32n+l] >> 2j) & 3; scales byte g: low 4 bits scale, high min.
+void unpack_q2_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 84;
+  const __m256i m3 = _mm256_set1_epi8(3);
+  for (int64_t b = c0; b < c1; ++b, blk += 84) {
+    UChunk& u = out[b - c0];
+    for (int n = 0; n < 2; ++n) {
+      const __m256i Q = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * n));
+      for (int j = 0; j < 4; ++j) store32(u.q + 128 * n + 32 * j, _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3));
+    }
+    const __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)blk));
+    _mm256_store_si256((__m256i*)u.sc, _mm256_and_si256(s16, _mm256_set1_epi16(15)));
+    _mm256_store_si256((__m256i*)u.mn, _mm256_srli_epi16(s16, 4));
+    u.d = h2f(blk + 80);
+    u.dmin = h2f(blk + 82);
+    fill_scx_avx2(u);
+  }
+}
+
+// IQ4_XS: kvalues[nibble] via one byte shuffle per 32; 6-bit sub-block scales biased by 32.
+void unpack_iq4_xs(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes + c0 * 136;
+  const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  for (int64_t b = c0; b < c1; ++b, blk += 136) {
+    UChunk& u = out[b - c0];
+    for (int j = 0; j < 8; ++j) store32(u.q + 32 * j, _mm256_shuffle_epi8(table, split_nibbles16(blk + 8 + 16 * j)));
+    uint16_t sh;
+    std::memcpy(&sh, blk + 2, 2);
+    for (int j = 0; j < 8; ++j) {
+      const int ls = ((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4);
+      u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)(ls - 32);
+      u.mn[2 * j] = u.mn[2 * j + 1] = 0;
+    }
+    u.d = h2f(blk);
+    u.dmin = 0.f;
+    fill_scx_avx2(u);
+  }
+}
+
+}  // namespace
+
+UnpackRowFn avx2_unpacker(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q2_K: return unpack_q2_k;
+    case (int)QType::Q3_K: return unpack_q3_k;
+    case (int)QType::Q5_K: return unpack_q5_k;
+    case (int)QType::IQ4_XS: return unpack_iq4_xs;
+    case (int)QType::Q4_0: return unpack_q4_0;
+    case (int)QType::Q8_0: return unpack_q8_0;
+    case (int)QType::Q4_K: return unpack_q4_k;
+    case (int)QType::Q6_K: return unpack_q6_k;
+    case kInt4: return unpack_int4;
+    case kInt8: return unpack_int8;
+    default: return nullptr;
+  }
+}
+
+}  // namespace mm
+}  // namespace pq

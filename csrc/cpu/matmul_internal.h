@@ -1,0 +1,136 @@
+// Internal interface of the CPU mat-mul (y[m, n] = x[m, k] @ W[n, k].T).
+//
+// Every quantized weight row is first "unpacked" 256 elements at a time into a UChunk: small
+// integers q plus the scales that turn them back into floats. The per-type work is only the
+// unpacking (matmul_unpack_scalar.cpp, avx2/gemv_unpack_avx2.cpp); the dot products, the
+// activation-quantized (int8) path, the float path and the GEMM panel decode are generic over it.
+//
+// Two unpacked kinds, matching the two activation formats (act_quant.h):
+//  * X32  (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL int4 int8): per 32 elements  w = a[j] * q + b[j];
+//         dotted with activations quantized per 32 (scale d, and s = d * sum(q) for the b term).
+//  * X256 (Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS): per 16 elements  w = d * sc[g] * q - dmin * mn[g]
+//         with integer sc/mn, dotted with activations quantized per 256 (one scale, int16 sums
+//         per 16 "bsums"): the whole super-block accumulates in int32 and costs one float FMA.
+// q is unsigned (0..63) for most types so that `vpmaddubsw(q, x)` applies directly, with the
+// offset moved into b / mn; types whose q is signed (Q8_0, IQ4_NL, IQ4_XS, int8) set `signed_q`
+// and the AVX2 dot uses the sign trick (|q| as u8, x * sign(q) as s8).
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace pq {
+namespace mm {
+
+constexpr int kChunk = 256;  // elements per UChunk; activation rows are zero-padded to a multiple
+
+enum class Kind { X32, X256, Float };
+
+struct alignas(32) UChunk {
+  int8_t q[kChunk];
+  int16_t scx[8][16];  // X256, AVX2: per 32-chunk j: 8 x sc[2j] then 8 x sc[2j+1] (vpmaddwd operand)
+  int16_t sc[16];      // X256: per-16 integer scale
+  int16_t mn[16];      // X256: per-16 integer offset multiplier (w -= dmin * mn)
+  float a[8], b[8];    // X32: per-32 float scale and offset
+  float d, dmin;       // X256
+};
+
+// Where the weight lives. For GGUF types only `data`/`row_bytes`; int4 adds scales/mins per
+// group, int8 a per-row scale.
+struct WeightRef {
+  int qtype;  // ggml id, or kInt4 / kInt8 below
+  const uint8_t* data;
+  int64_t row_bytes;
+  int64_t k;
+  const float* scales = nullptr;  // int4: [n, k/gs]; int8: [n]
+  const float* mins = nullptr;    // int4: [n, k/gs]
+  int group_size = 0;             // int4
+};
+constexpr int kInt4 = 1000;
+constexpr int kInt8 = 1001;
+
+// Unpacks chunks [c0, c1) of row `r` into out[0 .. c1-c0); past k the last chunk is zero
+// (q = a = b = 0; K-quant rows always end on a chunk).
+using UnpackRowFn = void (*)(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out);
+
+struct XQRow;
+// Fused AVX2 GEMV of row r with mr (1..4) quantized activation rows (no UChunk round trip).
+using GemvFusedFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out);
+
+struct TypeInfo {
+  Kind kind;
+  bool signed_q;
+  UnpackRowFn unpack_scalar;
+  UnpackRowFn unpack_avx2;  // nullptr: the scalar unpacker feeds the AVX2 dot
+  const char* name;
+  GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
+};
+// nullptr when the type has no fused kernel.
+const TypeInfo* type_info(int qtype);
+void fill_scx(UChunk& u);  // scx from sc (shared by unpackers that only compute sc)
+
+inline int64_t n_chunks(int64_t k) { return (k + kChunk - 1) / kChunk; }
+
+// Zeroes the part of the row's last chunk past k so padded activations meet zero weights.
+inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
+  const int rem = (int)(k - (n_chunks(k) - 1) * kChunk);
+  if (rem == kChunk) return;
+  for (int e = rem; e < kChunk; ++e) u.q[e] = 0;
+  if (kind == Kind::X32)
+    for (int j = (rem + 31) / 32; j < 8; ++j) u.a[j] = u.b[j] = 0.f;
+}
+
+// ---------------------------------------------------------------- activations
+// One quantized activation row (K padded to kp, a multiple of 256, zeros beyond k).
+struct XQRow {
+  const int8_t* q;
+  const float* d;       // X32: per 32; X256: per 256
+  const float* s;       // X32: d * sum(q) per 32
+  const int16_t* bsum;  // X256: sum(q) per 16
+};
+
+// ---------------------------------------------------------------- kernels (per ISA)
+// out[i] = dot(weight row, activation row i), i < mr (1..4), over nch chunks.
+using DotQFn = void (*)(const UChunk* u, int64_t nch, const XQRow* x, int mr, float* out);
+using DotFFn = void (*)(const float* w, const float* const* x, int mr, int64_t k, float* out);
+// Float decode of unpacked chunks into nch * 256 floats.
+using ChunksToFloatFn = void (*)(Kind kind, const UChunk* u, int64_t nch, float* out);
+using QuantRowFn = void (*)(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t* bsum);
+
+struct Kernels {
+  DotQFn dot_x32_u, dot_x32_s, dot_x256_u, dot_x256_s;
+  DotFFn dot_f;
+  ChunksToFloatFn chunks_to_float;
+  QuantRowFn quant_x32, quant_x256;
+};
+const Kernels& scalar_kernels();
+const Kernels& avx2_kernels();  // only when active_isa() == Avx2
+
+// Chunks [c0, c1) of row r -> (c1-c0)*256 floats (zero past k), for any supported type (float
+// weights converted, quantized ones unpacked then decoded); `scratch` holds c1-c0 UChunks.
+// Used by the float-activation path and the GEMM panels.
+void row_to_float(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* out, UChunk* scratch, bool avx2);
+
+// Float weights: F32 / F16 / BF16 row -> float (ISA-specific).
+void f16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out);
+void bf16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out);
+
+// GEMM over output rows [n0, n1): C = x @ W[n0:n1].T in float, handed to `store` in column
+// blocks: store(nb, nn, c, ldc) receives c[i * ldc + j] = y[i, nb + j] for i < m, j < nn.
+using GemmStore = std::function<void(int64_t nb, int64_t nn, const float* c, int64_t ldc)>;
+struct GemmArgs {
+  const WeightRef* w;
+  const float* x;      // [m, k] float (scalar path)
+  const float* apack;  // AVX2 path: x packed by gemm_pack_a_avx2
+  int64_t m, k;
+  int64_t n0, n1;
+  GemmStore store;
+};
+// AVX2 GEMM geometry: 6 x 16 register tile, K blocked by one 256-chunk.
+constexpr int kGemmMR = 6, kGemmNR = 16;
+int64_t gemm_apack_floats(int64_t m, int64_t k);
+void gemm_pack_a_avx2(const float* x, int64_t m, int64_t k, int64_t strip0, int64_t strip1, float* apack);
+void gemm_avx2(const GemmArgs& a);
+void gemm_scalar(const GemmArgs& a);
+
+}  // namespace mm
+}  // namespace pq

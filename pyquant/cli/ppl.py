@@ -1,0 +1,40 @@
+"""`pyquant ppl MODEL FILE --ctx 128`: perplexity computed as llama.cpp's llama-perplexity does."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ._common import add_model_args
+
+
+def register(subparsers):
+    p = subparsers.add_parser("ppl", help="perplexity of a text file (llama-perplexity procedure)")
+    add_model_args(p)
+    p.add_argument("file", help="UTF-8 text file")
+    p.add_argument("--ctx", type=int, default=512, help="chunk length in tokens (llama-perplexity -c)")
+    p.add_argument("--chunks", type=int, default=None, help="evaluate at most this many chunks")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..runtime.perplexity import perplexity
+    from ._common import load_model
+
+    if args.max_seq_len is None:
+        args.max_seq_len = args.ctx
+    model = load_model(args)
+    with open(args.file, encoding="utf-8") as f:
+        text = f.read()
+
+    def progress(i, n, ppl):
+        if not args.json:
+            print(f"[{i}]{ppl:.4f}", end=" " if i < n else "\n", file=sys.stderr, flush=True)
+
+    r = perplexity(model, text, ctx=args.ctx, max_chunks=args.chunks, progress=progress)
+    if args.json:
+        print(json.dumps({"model": str(model.path), "file": args.file, **r.as_dict()}))
+    else:
+        print(f"perplexity: {r.ppl:.4f} ({r.n_chunks} chunks of {r.ctx}, {r.n_scored} scored tokens, "
+              f"{r.seconds:.1f} s)")
+    return 0

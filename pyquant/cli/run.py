@@ -1,0 +1,40 @@
+"""`pyquant run MODEL -p PROMPT -n N`: stream a completion to stdout (timings to stderr)."""
+from __future__ import annotations
+
+import sys
+
+from ._common import add_model_args, add_sampling_args, load_model
+
+
+def register(subparsers):
+    p = subparsers.add_parser("run", help="generate a completion, streamed")
+    add_model_args(p)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate")
+    add_sampling_args(p)
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
+    p.add_argument("--quiet", action="store_true", help="no timings on stderr")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..runtime.generate import GenerationStats, generate
+
+    model = load_model(args)
+    stats = GenerationStats()
+    out = sys.stdout
+    if not args.no_echo:
+        out.write(args.prompt)
+        out.flush()
+    for piece in generate(model, args.prompt, max_new_tokens=args.n_predict, temperature=args.temp,
+                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop, stream=True,
+                          stats=stats):
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    if not args.quiet:
+        print(f"[prompt: {stats.prompt_tokens} tok, {stats.prefill_tok_s:.1f} tok/s | generated: "
+              f"{stats.generated_tokens} tok, {stats.decode_tok_s:.1f} tok/s | stop: {stats.stop_reason}]",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,353 @@
+"""CPU fused dequant-matmul kernels (_C.gguf_matmul / int4_matmul / int8_matmul).
+
+Oracle: float64 x @ dequantize(W).T, with gguf.quants.dequantize for GGUF types and numpy for
+int4/int8. Bounds per path (relative Frobenius error of y):
+  * float paths (float-activation GEMV, GEMM, F32/F16/BF16 weights): 1e-5 (fp32 accumulation
+    over k <= 1024 terms of unit-variance products: ~sqrt(k) * 2^-24 ~ 1e-6, with margin);
+  * int8-activation GEMV: activations rounded to d*q with |error| <= d/2, d = amax/127 per block
+    of 32 (X32 types) or 256 (K-quants, IQ4_XS): rms error amax/(127*sqrt(12)), 0.6-0.8% of the
+    rms for Gaussian x; bound 1.5e-2 (X32) and 2e-2 (X256). On top, the int8 path is checked
+    against float64 x_q @ W.T with x_q from a numpy emulation of the quantizer (bit-identical by
+    construction: same float32 ops, round half to even): bound 1e-5, so a kernel bug cannot hide
+    inside the quantization error.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+gq = pytest.importorskip("gguf.quants")
+from gguf import GGMLQuantizationType as T  # noqa: E402
+
+from pyquant._ext import _C  # noqa: E402
+from pyquant.errors import KernelError  # noqa: E402
+
+# Offsets of the fp16 scale fields inside each block: random bytes elsewhere, sane scales here.
+FP16_FIELDS = {
+    T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0], T.IQ4_NL: [0],
+    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.IQ4_XS: [0],
+}
+X256 = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS}
+FLOAT_TYPES = [T.F32, T.F16, T.BF16]
+QUANT_TYPES = list(FP16_FIELDS)
+
+
+@pytest.fixture
+def threads():
+    before = _C.get_num_threads()
+    yield
+    _C.set_num_threads(before)
+
+
+@pytest.fixture
+def act_mode():
+    before = _C.get_matmul_act()
+    yield _C.set_matmul_act
+    _C.set_matmul_act(before)
+
+
+def rand_gguf(t, n, k, rng):
+    """Random valid weight bytes [n, row_bytes] of type t (all bit patterns, sane fp16 scales)."""
+    if t == T.F32:
+        return rng.standard_normal((n, k)).astype(np.float32).view(np.uint8)
+    if t == T.F16:
+        return rng.standard_normal((n, k)).astype(np.float16).view(np.uint8)
+    if t == T.BF16:
+        return torch.randn(n, k, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30)))).to(
+            torch.bfloat16).view(torch.uint8).numpy()
+    bs, ts = gq.GGML_QUANT_SIZES[t]
+    b = rng.integers(0, 256, (n * (k // bs), ts), dtype=np.uint8)
+    for off in FP16_FIELDS[t]:
+        b[:, off:off + 2] = rng.uniform(0.002, 0.02, (len(b), 1)).astype(np.float16).view(np.uint8)
+    return b.reshape(n, -1)
+
+
+def dequant_gguf(t, w, n, k):
+    return gq.dequantize(w, t).reshape(n, k).astype(np.float64)
+
+
+def rand_int4(n, k, gs, rng):
+    q = rng.integers(0, 16, (n, k), dtype=np.uint8)
+    qr = q.reshape(n, k // 32, 2, 16)  # within each 32: byte j = element j | element j+16 << 4
+    packed = (qr[:, :, 0, :] | (qr[:, :, 1, :] << 4)).reshape(n, k // 2).astype(np.uint8)
+    scales = rng.uniform(0.01, 0.1, (n, k // gs)).astype(np.float32)
+    mins = (-8 * scales * rng.uniform(0.5, 1.5, (n, k // gs))).astype(np.float32)
+    W = q.astype(np.float64) * np.repeat(scales, gs, 1) + np.repeat(mins, gs, 1)
+    return packed, scales, mins, W
+
+
+def rand_int8(n, k, rng):
+    q = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    scales = rng.uniform(0.001, 0.01, n).astype(np.float32)
+    return q, scales, q.astype(np.float64) * scales[:, None].astype(np.float64)
+
+
+def ptr(a):
+    if isinstance(a, np.ndarray):
+        return a.ctypes.data, a.nbytes
+    return a.data_ptr(), a.numel() * a.element_size()
+
+
+def call_gguf(t, w, n, k, x, bias=None, nthreads=0):
+    m = x.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype)
+    bp, bn = ptr(bias) if bias is not None else (0, 0)
+    _C.gguf_matmul(int(t), *ptr(w), n, k, *ptr(x), str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
+    return y
+
+
+def call_int4(packed, scales, mins, gs, n, k, x, bias=None, nthreads=0):
+    m = x.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype)
+    bp, bn = ptr(bias) if bias is not None else (0, 0)
+    _C.int4_matmul(*ptr(packed), scales.ctypes.data, mins.ctypes.data, scales.nbytes, gs, n, k, *ptr(x),
+                   str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
+    return y
+
+
+def call_int8(q, scales, n, k, x, bias=None, nthreads=0):
+    m = x.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype)
+    bp, bn = ptr(bias) if bias is not None else (0, 0)
+    _C.int8_matmul(*ptr(q), *ptr(scales), n, k, *ptr(x), str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
+    return y
+
+
+def quantize_acts(x, block):
+    """numpy emulation of act_quant.h: float64 values d*q the int8 path really multiplies."""
+    m, k = x.shape
+    kp = -(-k // 256) * 256
+    xp = np.zeros((m, kp), np.float32)
+    xp[:, :k] = x
+    b = xp.reshape(m, kp // block, block)
+    amax = np.abs(b).max(-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        idv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(b * idv)
+    d = (amax / np.float32(127)).astype(np.float32)
+    return (q.astype(np.float64) * d.astype(np.float64)).reshape(m, kp)[:, :k]
+
+
+def rel(y, ref):
+    y = y.double().numpy() if isinstance(y, torch.Tensor) else np.asarray(y, np.float64)
+    return np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30)
+
+
+def check(y, x, W, kind, block=32, float_bound=1e-5):
+    """kind: 'float' or 'int8' (then block is the activation block: 32 or 256)."""
+    x64 = x.double().numpy()
+    ref = x64 @ W.T
+    y = y.double().numpy()
+    if kind == "float":
+        assert rel(y, ref) <= float_bound, rel(y, ref)
+    else:
+        emul = quantize_acts(x.float().numpy(), block) @ W.T
+        assert rel(y, emul) <= 1e-5, ("vs emulated activation quantization", rel(y, emul))
+        bound = 2e-2 if block == 256 else 1.5e-2
+        assert rel(y, ref) <= bound, rel(y, ref)
+
+
+def expected_kind(m, kind="gguf", qtype=0):
+    return "int8" if "gemv-int8" in _C.matmul_path(kind, int(qtype), m) else "float"
+
+
+MS = [1, 2, 3, 5, 8, 16, 17, 64, 130]  # crosses every type's GEMV/GEMM switch (16..96)
+
+
+@pytest.mark.parametrize("t", QUANT_TYPES + FLOAT_TYPES, ids=lambda t: t.name)
+def test_gguf_types_all_m(t, isa):
+    rng = np.random.default_rng(int(t) * 7 + (isa == "avx2"))
+    bs = gq.GGML_QUANT_SIZES[t][0]
+    k = 512 if bs == 256 else 320  # 320: a partial last 256-chunk for the 32-block types
+    n = 37  # not a multiple of 8, 16 or the thread count
+    w = rand_gguf(t, n, k, rng)
+    W = dequant_gguf(t, w, n, k)
+    for m in MS:
+        x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+        y = call_gguf(t, w, n, k, x)
+        check(y, x, W, expected_kind(m, "gguf", t), 256 if t in X256 else 32)
+
+
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+def test_float_activation_path(t, isa, act_mode):
+    act_mode("float")
+    rng = np.random.default_rng(100 + int(t))
+    bs = gq.GGML_QUANT_SIZES[t][0]
+    n, k = 19, bs  # K of exactly one block
+    w = rand_gguf(t, n, k, rng)
+    W = dequant_gguf(t, w, n, k)
+    for m in (1, 4, 7):
+        x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+        check(call_gguf(t, w, n, k, x), x, W, "float")
+
+
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+def test_one_block_int8_path(t, isa):
+    rng = np.random.default_rng(200 + int(t))
+    bs = gq.GGML_QUANT_SIZES[t][0]
+    n, k = 9, bs
+    w = rand_gguf(t, n, k, rng)
+    W = dequant_gguf(t, w, n, k)
+    x = torch.from_numpy(rng.standard_normal((3, k)).astype(np.float32))
+    check(call_gguf(t, w, n, k, x), x, W, "int8", 256 if t in X256 else 32)
+
+
+@pytest.mark.parametrize("gs", [32, 64, 128])
+def test_int4(gs, isa):
+    rng = np.random.default_rng(gs)
+    n, k = 29, 384
+    packed, scales, mins, W = rand_int4(n, k, gs, rng)
+    for m in (1, 3, 8, 17, 64):
+        x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+        check(call_int4(packed, scales, mins, gs, n, k, x), x, W, expected_kind(m, "int4"))
+
+
+@pytest.mark.parametrize("k", [32, 200, 512])
+def test_int8(k, isa):
+    rng = np.random.default_rng(k)
+    n = 23
+    q, scales, W = rand_int8(n, k, rng)
+    for m in (1, 2, 5, 16, 17, 40):
+        x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+        check(call_int8(q, scales, n, k, x), x, W, expected_kind(m, "int8"))
+
+
+@pytest.mark.parametrize("t", [T.Q4_0, T.Q5_1, T.Q8_0, T.Q3_K, T.Q4_K, T.Q6_K, T.IQ4_XS, T.F16],
+                         ids=lambda t: t.name)
+def test_isas_agree(t):
+    """The AVX2 path against the scalar one on the same inputs (same activation quantization)."""
+    if not _C.cpu_has_avx2():
+        pytest.skip("no AVX2")
+    rng = np.random.default_rng(300 + int(t))
+    n, k = 45, 768
+    w = rand_gguf(t, n, k, rng)
+    before = _C.active_isa()
+    try:
+        for m in (1, 6, 33):
+            x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+            _C.set_isa("scalar")
+            ys = call_gguf(t, w, n, k, x).double().numpy()
+            _C.set_isa("avx2")
+            ya = call_gguf(t, w, n, k, x).double().numpy()
+            assert rel(ya, ys) <= 1e-5
+    finally:
+        _C.set_isa(before)
+
+
+@pytest.mark.parametrize("m", [1, 5, 40])
+def test_threads_bias_and_half_dtypes(m, isa, threads):
+    rng = np.random.default_rng(m)
+    t, n, k = T.Q4_K, 21, 512
+    w = rand_gguf(t, n, k, rng)
+    W = dequant_gguf(t, w, n, k)
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+    y1 = call_gguf(t, w, n, k, x, bias, nthreads=1)
+    y2 = call_gguf(t, w, n, k, x, bias, nthreads=2)
+    assert torch.equal(y1, y2)  # every output is computed by one thread the same way
+    _C.set_num_threads(3)
+    assert torch.equal(call_gguf(t, w, n, k, x, bias), y1)  # nthreads=0: the global setting
+    y_nobias = call_gguf(t, w, n, k, x).double().numpy()
+    np.testing.assert_allclose(y1.double().numpy() - y_nobias, np.broadcast_to(bias.double().numpy(), (m, n)),
+                               rtol=0, atol=1e-4)
+    for dt in (torch.float16, torch.bfloat16):
+        xh = x.to(dt)
+        yh = call_gguf(t, w, n, k, xh, bias)
+        assert yh.dtype == dt
+        ref = xh.double().numpy() @ W.T + bias.double().numpy()
+        # Output rounding to 8 (bf16) / 11 (fp16) bits on top of the path's own bound.
+        assert rel(yh, ref) <= (2e-2 if expected_kind(m, "gguf", t) == "int8" else 0) + (4e-3 if dt == torch.bfloat16 else 1e-3)
+
+
+def test_m_zero_and_nonfinite(isa):
+    rng = np.random.default_rng(5)
+    t, n, k = T.Q8_0, 8, 64
+    w = rand_gguf(t, n, k, rng)
+    assert call_gguf(t, w, n, k, torch.empty(0, k)).shape == (0, n)
+    x = torch.from_numpy(rng.standard_normal((2, k)).astype(np.float32))
+    x[1, 3] = float("nan")
+    y = call_gguf(t, w, n, k, x)
+    assert torch.isfinite(y[0]).all() and torch.isnan(y[1]).all()
+
+
+def test_validation_errors():
+    rng = np.random.default_rng(1)
+    n, k, m = 8, 64, 2
+    w = rand_gguf(T.Q4_0, n, k, rng)
+    x = torch.zeros(m, k)
+    y = torch.zeros(m, n)
+    wp, wn = ptr(w)
+    xp, xn = ptr(x)
+    yp, yn = ptr(y)
+    good = dict(qtype=int(T.Q4_0), w_ptr=wp, w_nbytes=wn, n=n, k=k, x_ptr=xp, x_nbytes=xn, x_dtype="float32", m=m,
+                y_ptr=yp, y_nbytes=yn, bias_ptr=0, bias_nbytes=0)
+    _C.gguf_matmul(**good)
+    bad = [
+        (dict(w_nbytes=wn - 1), "weight has"),
+        (dict(x_nbytes=xn - 4), "x has"),
+        (dict(y_nbytes=yn - 4), "y has"),
+        (dict(bias_ptr=yp, bias_nbytes=4 * n - 4), "bias has"),
+        (dict(k=48), "not a multiple"),
+        (dict(k=0), "k (input features)"),
+        (dict(m=-1), "m (rows of x)"),
+        (dict(n=1 << 40), "n (output features)"),
+        (dict(m=1 << 30, x_nbytes=1 << 62), "y has"),
+        (dict(x_dtype="float64"), "x_dtype"),
+        (dict(qtype=int(T.IQ2_XXS), k=256, w_nbytes=1 << 20), "no fused CPU kernel for ggml type IQ2_XXS"),
+        (dict(qtype=1000), "no fused CPU kernel"),
+        (dict(w_ptr=0), "null weight"),
+    ]
+    for change, msg in bad:
+        with pytest.raises(KernelError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            _C.gguf_matmul(**{**good, **change})
+
+    packed, scales, mins, _ = rand_int4(n, 128, 64, rng)
+    x4 = torch.zeros(m, 128)
+    y4 = torch.zeros(m, n)
+    args = dict(qw_ptr=packed.ctypes.data, qw_nbytes=packed.nbytes, scales_ptr=scales.ctypes.data,
+                mins_ptr=mins.ctypes.data, sm_nbytes=scales.nbytes, group_size=64, n=n, k=128,
+                x_ptr=x4.data_ptr(), x_nbytes=x4.numel() * 4, x_dtype="float32", m=m, y_ptr=y4.data_ptr(),
+                y_nbytes=y4.numel() * 4, bias_ptr=0, bias_nbytes=0)
+    _C.int4_matmul(**args)
+    for change, msg in [(dict(group_size=16), "group_size must be"), (dict(group_size=256), "group_size must be"),
+                        (dict(sm_nbytes=scales.nbytes - 4), "scales/mins have"),
+                        (dict(qw_nbytes=packed.nbytes - 1), "qweight has"),
+                        (dict(k=96, group_size=64), "not a multiple of group_size")]:
+        with pytest.raises(KernelError, match=msg):
+            _C.int4_matmul(**{**args, **change})
+
+    q8, s8, _ = rand_int8(n, k, rng)
+    args8 = dict(qw_ptr=q8.ctypes.data, qw_nbytes=q8.nbytes, scales_ptr=s8.ctypes.data, scales_nbytes=s8.nbytes,
+                 n=n, k=k, x_ptr=xp, x_nbytes=xn, x_dtype="float32", m=m, y_ptr=yp, y_nbytes=yn, bias_ptr=0,
+                 bias_nbytes=0)
+    _C.int8_matmul(**args8)
+    for change, msg in [(dict(scales_nbytes=4 * n - 4), "scales have"), (dict(qw_nbytes=q8.nbytes - 1), "qweight")]:
+        with pytest.raises(KernelError, match=msg):
+            _C.int8_matmul(**{**args8, **change})
+
+    with pytest.raises(KernelError, match="mode must be"):
+        _C.set_matmul_act("fp8")
+    with pytest.raises(KernelError, match="kind must be"):
+        _C.matmul_path("awq", 2, 1)
+
+
+def test_matmul_path_explains(act_mode):
+    assert "gemv-int8" in _C.matmul_path("gguf", int(T.Q4_K), 1)
+    assert "per 256" in _C.matmul_path("gguf", int(T.Q4_K), 1)
+    assert "per 32" in _C.matmul_path("int4", 0, 8)
+    assert "gemm" in _C.matmul_path("int8", 0, _C.gemm_min_m("int8") + 1)
+    assert "gemv" in _C.matmul_path("int8", 0, _C.gemm_min_m("int8"))
+    assert "gemv-float" in _C.matmul_path("gguf", int(T.F16), 1)
+    assert _C.matmul_path("gguf", int(T.IQ2_XXS), 1).startswith("unsupported")
+    act_mode("float")
+    assert "gemv-float" in _C.matmul_path("gguf", int(T.Q4_0), 1)
+
+
+def test_bandwidth_probe():
+    if not _C.cpu_has_avx2():
+        pytest.skip("no AVX2")
+    gbs = _C.bandwidth_probe(8 << 20, 1, 1)
+    assert 0.1 < gbs < 10000
+    with pytest.raises(KernelError, match="nbytes"):
+        _C.bandwidth_probe(1 << 50, 1, 1)
