@@ -39,7 +39,8 @@ namespace gemv_detail {
 
 constexpr int kWarpsPerCta = 8;
 constexpr int kChunksPerSeg = 64;  // 2 chunks per lane
-constexpr int kXPad = 16;          // bytes of padding after each 32-element chunk of x in shared memory
+constexpr int kXPad = 16;  // bytes after each 32-element chunk of x in shared memory: bank
+                           // spreading, and room for the chunk's two x sums (min types)
 constexpr int kMaxXSmem = 100 * 1024;
 
 template <typename XT>
@@ -115,6 +116,23 @@ gemv_kernel(const GemvArgs a, const bool x_in_smem) {
       *reinterpret_cast<uint4*>(s_x + c * kXStride + part * 16) = __ldg(reinterpret_cast<const uint4*>(xg) + v);
     }
     __syncthreads();
+    if constexpr (W::kHasMin) {
+      // The min term needs sum(x) over each 16 weights: the same for every row, so computed once
+      // here and kept in the chunk's padding (saves one FADD per weight in the row loop).
+      for (int64_t c = threadIdx.x; c < (int64_t)mcount * nchunks; c += blockDim.x) {
+        float xv[32];
+#pragma unroll
+        for (int j = 0; j < 32; j += 8) load8<false>(reinterpret_cast<const XT*>(s_x + c * kXStride) + j, xv + j);
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          s0 += xv[j];
+          s1 += xv[j + 16];
+        }
+        *reinterpret_cast<float2*>(s_x + c * kXStride + 32 * sizeof(XT)) = make_float2(s0, s1);
+      }
+      __syncthreads();
+    }
   }
 
   uint8_t* seg = s_seg + warp * kSegBytes;
@@ -189,10 +207,16 @@ gemv_kernel(const GemvArgs a, const bool x_in_smem) {
           r = __fmaf_rn(sm[1].s, d1, r);
           if constexpr (W::kHasMin) {
             float s0 = 0.0f, s1 = 0.0f;
+            if (x_in_smem) {
+              const float2 ss = *reinterpret_cast<const float2*>(s_x + (m * nchunks + chunk) * kXStride + 32 * sizeof(XT));
+              s0 = ss.x;
+              s1 = ss.y;
+            } else {
 #pragma unroll
-            for (int j = 0; j < 16; ++j) {
-              s0 += xv[j];
-              s1 += xv[j + 16];
+              for (int j = 0; j < 16; ++j) {
+                s0 += xv[j];
+                s1 += xv[j + 16];
+              }
             }
             r = __fmaf_rn(sm[0].m, s0, r);
             r = __fmaf_rn(sm[1].m, s1, r);
