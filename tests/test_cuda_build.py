@@ -18,6 +18,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +295,30 @@ def test_gpu_dispatch_through_ops():
     x = torch.randn(2, 3, k, device=DEV, dtype=torch.bfloat16)
     y = pops.gguf_matmul(x, torch.from_numpy(raw).to(DEV), int(QType.Q4_K), n, k)
     _check(y.reshape(6, n), x.reshape(6, k), w64, None, torch.bfloat16)
+
+
+def test_gpu_check_dry_run(capsys):
+    """bench/gpu_check.py's measurement + table code, on the CPU with the reference backend."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop("gpu_check", None)
+    rows = mod.main(["--dry-run"])
+    out = capsys.readouterr().out
+    fmts = {r.fmt for r in rows}
+    assert {"Q4_K", "Q4_0", "Q8_0", "int4-g128"} <= fmts
+    assert all(r.us > 0 for r in rows)
+    table = out[out.index("pyquant GPU check"):]
+    assert table.count("\n") >= len(rows) + 2 and "%copy" in table
+    # the dry run checks its own numbers too: the reference matmul it timed is the real one
+    x = torch.randn(2, 512)
+    wd = mod.make_weights("Q4_0", 8, 512, "cpu", torch.Generator().manual_seed(0))
+    from pyquant.kernels.reference import matmul as ref
+
+    y = mod.call(mod.backends(True)[0][1], wd, x, 8, 512)
+    assert torch.allclose(y, ref.gguf_matmul(x, wd["w"], wd["qtype"], 8, 512))
