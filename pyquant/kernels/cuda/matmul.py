@@ -3,13 +3,16 @@ stream out. The C++ side validates everything again; these wrappers make tensors
 aligned and allocate the outputs.
 
 Kernel choice per M (`matmul_path`): the fused GEMV streams the quantized weights once and is
-memory-bound while M is small; its fp32 FMA work grows with M, so past a crossover it loses to
-"dequantize the weights to x's dtype, then torch matmul (cuBLAS, tensor cores)". Expected
-crossover on an H200: the GEMV reads 4.5 bpw (Q4_K) instead of 16, so at M=1 it should be
-~3x faster than bf16 cuBLAS; at M=16 its CUDA-core FMAs (16 per weight) take about as long as
-the weight stream, while dequant+cuBLAS pays a bf16 write + read of W (~8x the Q4_K bytes). The
-default crossover M <= 16 (PYQUANT_CUDA_GEMV_MAX_M) is that estimate; bench/gpu_check.py measures
-both paths at M = 1, 16 and 512 and prints where they cross.
+memory-bound at M=1; its fp32 FMA work grows with M, so past a crossover it loses to "dequantize
+the weights to x's dtype, then torch matmul (cuBLAS, tensor cores)". Estimate for an H200 and a
+4096 x 14336 Q4_K weight (33 MB; 132 SMs x 128 fp32 lanes x 1.98 GHz ~ 33 T ops/s; ~4.3 TB/s):
+  M=1:  GEMV ~8 us (weight stream; ~4.5 ALU ops per weight ~ 8 us too: the two are balanced),
+        dense bf16 cuBLAS reads 117 MB ~ 27 us: the GEMV should be ~3x faster than dense bf16;
+  M=16: GEMV ~16 FMAs + ~3 decode ops per weight ~ 34 us; dequant+cuBLAS ~ 35 us (read 33 MB,
+        write + re-read 117 MB of bf16) + ~27 us ~ 62 us: the GEMV still wins;
+  M=32: GEMV runs two 16-row slices ~ 68 us, dequant+cuBLAS ~ 65 us: about the crossover.
+The default crossover M <= 16 (PYQUANT_CUDA_GEMV_MAX_M) stays on the safe side of that estimate;
+bench/gpu_check.py scans M = 1..64 on the device and prints where the two paths cross.
 """
 from __future__ import annotations
 
