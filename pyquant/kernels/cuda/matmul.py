@@ -34,6 +34,21 @@ def gemv_max_m() -> int:
     return int(os.environ.get("PYQUANT_CUDA_GEMV_MAX_M", "16"))
 
 
+def _on_device(fn):
+    """Run fn with the tensors' device current (the C++ side launches on the current device)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(t, *args, **kwargs):
+        idx = t.device.index
+        if idx is None or idx == torch.cuda.current_device():
+            return fn(t, *args, **kwargs)
+        with torch.cuda.device(idx):
+            return fn(t, *args, **kwargs)
+
+    return wrapper
+
+
 def _stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream
 
@@ -73,6 +88,7 @@ def has_decoder(qt) -> bool:
         int(qt) < 1000 and _C_cuda.has_decoder(int(qt)))
 
 
+@_on_device
 def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.float32) -> torch.Tensor:
     """Decode `rows` x `cols` elements of a ggml type held in CUDA uint8 `data` -> [rows, cols]."""
     qt = qtypes.qtype(qtype)
@@ -94,6 +110,7 @@ def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.floa
     return out
 
 
+@_on_device
 def dequantize_int4(qweight, scales, mins, group_size, dtype=torch.float32) -> torch.Tensor:
     n, k = qweight.shape[0], qweight.shape[1] * 2
     qw, sc, mn = qweight.contiguous(), scales.to(torch.float32).contiguous(), mins.to(torch.float32).contiguous()
@@ -105,6 +122,7 @@ def dequantize_int4(qweight, scales, mins, group_size, dtype=torch.float32) -> t
     return out
 
 
+@_on_device
 def dequantize_int8(qweight, scales, dtype=torch.float32) -> torch.Tensor:
     n, k = qweight.shape
     qw, sc = qweight.contiguous(), scales.to(torch.float32).contiguous()
@@ -132,6 +150,7 @@ def _linear(x, w_dense, bias):
     return y
 
 
+@_on_device
 def gguf_matmul(x, w, qtype, n, k, bias=None, path=None):
     m = x.shape[0]
     path = path or matmul_path("gguf_matmul", qtype, m)[0]
@@ -147,6 +166,7 @@ def gguf_matmul(x, w, qtype, n, k, bias=None, path=None):
     return y
 
 
+@_on_device
 def int4_matmul(x, qweight, scales, mins, group_size, bias=None, path=None):
     m, n, k = x.shape[0], qweight.shape[0], qweight.shape[1] * 2
     path = path or matmul_path("int4_matmul", qtypes.QType.INT4, m)[0]
@@ -164,6 +184,7 @@ def int4_matmul(x, qweight, scales, mins, group_size, bias=None, path=None):
     return y
 
 
+@_on_device
 def int8_matmul(x, qweight, scales, bias=None, path=None):
     m, (n, k) = x.shape[0], qweight.shape
     path = path or matmul_path("int8_matmul", qtypes.QType.INT8, m)[0]
