@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import n_copies, random_blocks, run_rotating
+from conftest import cached_pool, random_blocks, run_rotating
 from pyquant._ext import _C
 
 # (N, K): Llama-3-8B q/o, gate/up, down; Llama-3-70B down, gate/up.
@@ -72,36 +72,47 @@ def _record(benchmark, sec, n, k, m, t, wbytes, roofline):
 
 
 # ---------------------------------------------------------------- torch anchors (run first)
+def _torch_weight(name, n, k):
+    if name.startswith("torch-int4"):
+        q = torch.randint(0, 16, (n, k), dtype=torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        return packed, packed.numel() + (k // 128) * n * 2 * 2
+    if name.startswith("torch-int8"):
+        w8 = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+        return w8, w8.numel() + 2 * n
+    w = torch.randn(n, k)
+    return w, w.numel() * 4
+
+
 @pytest.mark.anchor
 @pytest.mark.parametrize("name,n,k,m,t", _cases(["torch-int4-g128-bf16", "torch-int8-bf16", "torch-f32-linear"],
                                                        prefill_shapes=[QUICK_SHAPE]))  # bf16 GEMMs are slow here
 def test_torch_anchor(benchmark, threads, roofline, name, n, k, m, t):
+    if name == "torch-f32-linear" and (n, k) not in SHAPES_8B:
+        pytest.skip("fp32 70B weights (0.9 GB per copy) are too large to rotate")
     threads(t)
     cold = m <= 16
-    x = torch.randn(m, k)
+    first = {}
+
+    def build():
+        first["w"], first["nbytes"] = _torch_weight(name, n, k)
+        return first["w"]
+
+    probe_bytes = {"torch-int4-g128-bf16": n * k // 2, "torch-int8-bf16": n * k, "torch-f32-linear": 4 * n * k}[name]
+    pool = cached_pool((name, n, k), build, probe_bytes, cold)
+    xb = torch.randn(m, k).to(torch.bfloat16)
     if name.startswith("torch-int4"):
         gs = 128
-        q = torch.randint(0, 16, (n, k), dtype=torch.int32)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-        del q
         sz = (torch.rand(k // gs, n, 2) * 0.01).to(torch.bfloat16)
-        wbytes = packed.numel() + sz.numel() * 2
-        pool = [packed] + [packed.clone() for _ in range(n_copies(wbytes, cold) - 1)]
-        xb = x.to(torch.bfloat16)
+        wbytes = n * k // 2 + sz.numel() * 2
         fn = lambda p: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, p, gs, sz)  # noqa: E731
     elif name.startswith("torch-int8"):
-        w8 = torch.randint(-128, 128, (n, k), dtype=torch.int8)
         s8 = (torch.rand(n) * 0.01).to(torch.bfloat16)
-        wbytes = w8.numel() + 2 * n
-        pool = [w8] + [w8.clone() for _ in range(n_copies(wbytes, cold) - 1)]
-        xb = x.to(torch.bfloat16)
+        wbytes = n * k + 2 * n
         fn = lambda w: torch.ops.aten._weight_int8pack_mm(xb, w, s8)  # noqa: E731
     else:
-        if (n, k) not in SHAPES_8B:
-            pytest.skip("fp32 70B weights (0.9 GB per copy) are too large to rotate")
-        w = torch.randn(n, k)
-        wbytes = w.numel() * 4
-        pool = [w] + [w.clone() for _ in range(n_copies(wbytes, cold) - 1)]
+        x = xb.float()
+        wbytes = 4 * n * k
         fn = lambda w: F.linear(x, w)  # noqa: E731
     sec = run_rotating(benchmark, fn, pool, {"kernel": name})
     if name.startswith("torch-int4"):
@@ -110,39 +121,41 @@ def test_torch_anchor(benchmark, threads, roofline, name, n, k, m, t):
 
 
 # ---------------------------------------------------------------- pyquant
-def _gguf_pool(name, n, k, cold, rng):
-    qtype, bs, ts, offs = GGUF[name]
-    w = random_blocks(rng, n, k // bs, ts, offs)
-    return qtype, w.nbytes, [w] + [w.copy() for _ in range(n_copies(w.nbytes, cold) - 1)]
+def _pyquant_weight(name, n, k):
+    rng = np.random.default_rng(0)
+    if name in GGUF:
+        qtype, bs, ts, offs = GGUF[name]
+        return random_blocks(rng, n, k // bs, ts, offs)
+    if name.startswith("int4"):
+        gs = 128
+        return (rng.integers(0, 256, (n, k // 2), dtype=np.uint8), np.full((n, k // gs), 0.01, np.float32),
+                np.full((n, k // gs), -0.08, np.float32))
+    return rng.integers(-128, 128, (n, k), dtype=np.int8), np.full(n, 0.01, np.float32)
+
+
+def _nbytes(item):
+    return sum(v.nbytes for v in item) if isinstance(item, tuple) else item.nbytes
 
 
 @pytest.mark.parametrize("name,n,k,m,t", _cases(KERNELS))
 def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
-    rng = np.random.default_rng(0)
     cold = m <= 16
+    approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625, "int8": 1.0}
+    pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)
+    wbytes = _nbytes(pool[0])
     x = torch.randn(m, k)
     y = torch.empty(m, n)
     xa = (x.data_ptr(), x.numel() * 4, "float32", m, y.data_ptr(), y.numel() * 4, 0, 0, 0)
     if name in GGUF:
-        qtype, wbytes, pool = _gguf_pool(name, n, k, cold, rng)
+        qtype = GGUF[name][0]
         path = _C.matmul_path("gguf", qtype, m)
         fn = lambda w: _C.gguf_matmul(qtype, w.ctypes.data, w.nbytes, n, k, *xa)  # noqa: E731
     elif name.startswith("int4"):
-        gs = 128
-        q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
-        sc = np.full((n, k // gs), 0.01, np.float32)
-        mn = np.full((n, k // gs), -0.08, np.float32)
-        wbytes = q.nbytes + sc.nbytes + mn.nbytes
-        pool = [(q, sc, mn)] + [(q.copy(), sc.copy(), mn.copy()) for _ in range(n_copies(wbytes, cold) - 1)]
         path = _C.matmul_path("int4", 0, m)
         fn = lambda p: _C.int4_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[2].ctypes.data,  # noqa: E731
-                                      p[1].nbytes, gs, n, k, *xa)
+                                      p[1].nbytes, 128, n, k, *xa)
     else:
-        q = rng.integers(-128, 128, (n, k), dtype=np.int8)
-        s = np.full(n, 0.01, np.float32)
-        wbytes = q.nbytes + s.nbytes
-        pool = [(q, s)] + [(q.copy(), s.copy()) for _ in range(n_copies(wbytes, cold) - 1)]
         path = _C.matmul_path("int8", 0, m)
         fn = lambda p: _C.int8_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[1].nbytes, n, k, *xa)  # noqa: E731
     sec = run_rotating(benchmark, fn, pool, {"kernel": name, "path": path})

@@ -17,7 +17,7 @@ import torch
 import pyquant
 from pyquant.qtypes import QType, row_bytes
 
-TYPES = ["Q8_0", "Q4_0", "Q4_K", "Q6_K", "IQ4_XS"]
+TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 
 
 def _best(fn, repeat=3):

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "dequantize": "pyquant.decode",
-    "quantize": "pyquant.quantize",
+    "quantize": "pyquant.quantization",
     "GGUFReader": "pyquant.formats.gguf",
     "GGUFWriter": "pyquant.formats.gguf",
     "QTensor": "pyquant.qtensor",

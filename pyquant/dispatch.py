@@ -188,6 +188,9 @@ def choose(op: str, qtype, device_type: str, m: int = 1) -> Backend:
     if name is None:
         qt = qtypes.qtype(qtype)
         lines = "; ".join(f"{n}: {r}" for n, _, r in verdicts) or "no backend registered"
+        forced = os.environ.get("PYQUANT_BACKEND", "").strip()
+        if forced and forced not in _backends:
+            lines += f" (PYQUANT_BACKEND={forced} is not a registered backend: {', '.join(sorted(_backends))})"
         raise UnsupportedQTypeError(
             f"no kernel for {op} on {qt.name} / {device_type} (M={m}): {lines}")
     backend = _backends[name]

@@ -37,7 +37,7 @@ class QTensor:
         self.shape = tuple(int(s) for s in shape)
         self.data, self.scales, self.mins = data, scales, mins
         self.group_size = None if group_size is None else int(group_size)
-        self._kernel = ...  # linear_into's _C function, resolved on first use
+        self._kernel = ...  # linear_into's (_C function, weight arguments), built on first use
         self._validate()
 
     def _validate(self) -> None:
@@ -98,7 +98,7 @@ class QTensor:
         if qt in _FLOAT_TYPES:
             data = w.detach().to(_FLOAT_TYPES[qt]).contiguous().view(torch.uint8)
             return cls(data.reshape(shape[0], -1).clone(), qt, shape)
-        from .quantize import quantize as quantize_ggml
+        from .quantization import quantize as quantize_ggml
 
         data = quantize_ggml(w.detach().to("cpu", torch.float32).contiguous(), qt)
         return cls(data.reshape(shape[0], -1), qt, shape)
@@ -145,12 +145,19 @@ class QTensor:
             out["mins"] = self.mins
         return out
 
-    @property
-    def _cpu_kernel(self):
-        if self._kernel is ...:
-            from .kernels.cpu.matmul import fused_kernel_for
+    def __setattr__(self, name, value):
+        if name in ("data", "scales", "mins", "shape", "qtype", "group_size"):
+            object.__setattr__(self, "_kernel", ...)  # cached raw pointers would go stale
+        object.__setattr__(self, name, value)
 
-            self._kernel = fused_kernel_for(self)
+    @property
+    def cpu_call(self):
+        """(_C function, weight arguments) for pyquant.kernels.cpu.matmul.linear_into, or None when
+        this weight takes the fallback path; built once (raw pointers of this QTensor's tensors)."""
+        if self._kernel is ...:
+            from .kernels.cpu.matmul import cpu_call_for
+
+            object.__setattr__(self, "_kernel", cpu_call_for(self))
         return self._kernel
 
     # ---- conversions --------------------------------------------------------------------------

@@ -199,3 +199,31 @@ def test_float_sources(tmp_path, src_type):
                 assert np.array_equal(t.array(), v.float().numpy())
             else:
                 assert np.array_equal(t.data, pyquant.quantize(v.float(), t.qtype).numpy()), name
+
+
+# Type counts of SmolLM2-135M (30 layers, d 576, d_ff 1536, 9 heads / 3 KV heads, tied embedding)
+# per file type, worked out by hand from llama_tensor_get_type_impl (see the comments).
+SMOLLM2_MIXES = {
+    # attn_v: first 2 -> Q5_K -> Q5_1, rest Q4_K -> Q5_0; ffn_down: layer 0 Q5_K, rest Q4_K;
+    # attn_output Q4_K -> Q5_0; q/k/gate/up Q3_K -> Q4_0
+    "Q3_K_M": {"Q4_0": 120, "Q5_0": 58, "Q4_K": 29, "Q5_1": 2, "Q5_K": 1, "Q8_0": 1},
+    # attn_v/attn_output/ffn_down -> Q3_K (attn_v falls back to Q4_0), the rest Q2_K -> Q4_0
+    "Q2_K": {"Q4_0": 180, "Q3_K": 30, "Q8_0": 1},
+    # attn_v: first 4 Q5_K -> Q5_1; ffn_down: first n/8 = 3 layers Q5_K
+    "Q4_K_S": {"Q5_0": 176, "Q4_K": 27, "Q5_1": 4, "Q5_K": 3, "Q8_0": 1},
+    # n_gqa = 3 < 4: attn_v not bumped; ffn_down: first 3 layers Q5_K
+    "IQ4_XS": {"IQ4_NL": 180, "IQ4_XS": 27, "Q5_K": 3, "Q8_0": 1},
+    "Q6_K": {"Q8_0": 181, "Q6_K": 30},
+    "Q4_0": {"Q4_0": 210, "Q8_0": 1},
+}
+
+
+@pytest.mark.parametrize("ftype", SMOLLM2_MIXES)
+def test_smollm2_shaped_mixes(ftype):
+    t = llama_tensors(n_layer=30, d=576, d_ff=1536, d_kv=192, vocab=49152, tied=True)
+    plan = plan_tensors(t, ftype, ModelInfo("llama", n_layer=30, n_head=9, n_head_kv=3))
+    counts: dict[str, int] = {}
+    for qt in plan.values():
+        if qt != Q.F32:
+            counts[qt.name] = counts.get(qt.name, 0) + 1
+    assert counts == SMOLLM2_MIXES[ftype]

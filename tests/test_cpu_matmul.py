@@ -183,7 +183,8 @@ def test_float_activation_path(t, isa, act_mode):
 
 
 @pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
-def test_one_block_int8_path(t, isa):
+def test_one_block_int8_path(t, isa, act_mode):
+    act_mode("int8")
     rng = np.random.default_rng(200 + int(t))
     bs = gq.GGML_QUANT_SIZES[t][0]
     n, k = 9, bs
@@ -213,7 +214,7 @@ def test_int8(k, isa):
         check(call_int8(q, scales, n, k, x), x, W, expected_kind(m, "int8"))
 
 
-@pytest.mark.parametrize("t", [T.Q4_0, T.Q5_1, T.Q8_0, T.Q3_K, T.Q4_K, T.Q6_K, T.IQ4_XS, T.F16],
+@pytest.mark.parametrize("t", [T.Q4_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.F16],
                          ids=lambda t: t.name)
 def test_isas_agree(t):
     """The AVX2 path against the scalar one on the same inputs (same activation quantization)."""
@@ -333,6 +334,7 @@ def test_validation_errors():
 
 
 def test_matmul_path_explains(act_mode):
+    act_mode("auto")  # also when PYQUANT_MATMUL_ACT=float is set
     assert "gemv-int8" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 256" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 32" in _C.matmul_path("int4", 0, 8)
@@ -351,3 +353,68 @@ def test_bandwidth_probe():
     assert 0.1 < gbs < 10000
     with pytest.raises(KernelError, match="nbytes"):
         _C.bandwidth_probe(1 << 50, 1, 1)
+
+
+@pytest.mark.parametrize("t", FLOAT_TYPES, ids=lambda t: t.name)
+def test_float_weights_odd_k(t, isa):
+    """k not a multiple of 8/16/256: the vector loops' scalar tails and the padded GEMM panels."""
+    rng = np.random.default_rng(400 + int(t))
+    n, k = 13, 301
+    w = rand_gguf(t, n, k, rng)
+    W = dequant_gguf(t, w, n, k)
+    for m in (1, 3, 4, 9, 40):
+        x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+        check(call_gguf(t, w, n, k, x), x, W, "float")
+
+
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+def test_fused_matches_generic_unpack_dot(t, act_mode):
+    """AVX2 fused GEMV kernels against the generic AVX2 unpack + dot path (same quantized x)."""
+    if not _C.cpu_has_avx2():
+        pytest.skip("no AVX2")
+    act_mode("int8")
+    rng = np.random.default_rng(500 + int(t))
+    bs = gq.GGML_QUANT_SIZES[t][0]
+    n, k = 11, 768 if bs == 256 else 352  # 352: an 8-block group plus a 3-block tail
+    w = rand_gguf(t, n, k, rng)
+    before = _C.active_isa()
+    _C.set_isa("avx2")
+    try:
+        for m in (1, 3, 4, 6):
+            x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+            yf = call_gguf(t, w, n, k, x).double().numpy()
+            _C.set_matmul_fused(False)
+            try:
+                yg = call_gguf(t, w, n, k, x).double().numpy()
+            finally:
+                _C.set_matmul_fused(True)
+            assert rel(yf, yg) <= 1e-5
+    finally:
+        _C.set_isa(before)
+
+
+def test_fused_matches_generic_int4_int8(act_mode):
+    if not _C.cpu_has_avx2():
+        pytest.skip("no AVX2")
+    act_mode("int8")
+    rng = np.random.default_rng(600)
+    n, k = 7, 640
+    before = _C.active_isa()
+    _C.set_isa("avx2")
+    try:
+        for gs in (32, 64, 128):
+            packed, scales, mins, _ = rand_int4(n, k, gs, rng)
+            q8, s8, _ = rand_int8(n, k - 3, rng)
+            for m in (1, 4, 5):
+                x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+                x8 = x[:, : k - 3].contiguous()
+                outs = []
+                for fused in (True, False):
+                    _C.set_matmul_fused(fused)
+                    outs.append((call_int4(packed, scales, mins, gs, n, k, x).double().numpy(),
+                                 call_int8(q8, s8, n, k - 3, x8).double().numpy()))
+                _C.set_matmul_fused(True)
+                assert rel(outs[0][0], outs[1][0]) <= 1e-5 and rel(outs[0][1], outs[1][1]) <= 1e-5
+    finally:
+        _C.set_matmul_fused(True)
+        _C.set_isa(before)

@@ -47,6 +47,12 @@ def test_forced_backend_that_cannot_run_is_an_error(monkeypatch):
         pyquant.qmatmul(torch.randn(2, 32), QTensor.quantize(torch.randn(8, 32), "int8"))
 
 
+def test_unknown_forced_backend_is_named(monkeypatch):
+    monkeypatch.setenv("PYQUANT_BACKEND", "cpux")
+    with pytest.raises(UnsupportedQTypeError, match="cpux is not a registered backend: .*cpu"):
+        dispatch.choose("int8_matmul", QType.INT8, "cpu", 1)
+
+
 def test_unsupported_type_names_every_reason():
     with pytest.raises(UnsupportedQTypeError, match="cpu: .*reference: "):
         dispatch.choose("gguf_matmul", QType.INT4, "cpu", 1)
@@ -131,3 +137,29 @@ def test_describe_and_cli(capsys):
 def test_register_backend_rejects_non_backend():
     with pytest.raises(TypeError):
         dispatch.register_backend({"name": "x"})
+
+
+def test_triton_interpreter_backend_through_qmatmul():
+    """Under TRITON_INTERPRET=1 dispatch imports pyquant.kernels.triton for CPU tensors; forcing it
+    runs qmatmul through the Triton kernels (a fresh process: triton reads the variable at import)."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import torch, pyquant
+from pyquant import dispatch
+qt = pyquant.QTensor.quantize(torch.randn(16, 64), "int4", group_size=32)
+x = torch.randn(3, 64)
+y = pyquant.qmatmul(x, qt)
+ref = x.double() @ qt.dequantize().double().T
+assert dispatch.choose("int4_matmul", "int4", "cpu", 3).name == "triton"
+print(float((y.double() - ref).abs().max()))
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYQUANT_BACKEND="triton")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout.strip().splitlines()[-1]) < 1e-4

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import pytest
 import torch
@@ -31,6 +30,24 @@ def test_from_linear_matches_dequantized(qtype, group_size):
     rel = (q(x) - lin(x)).norm() / lin(x).norm()
     assert rel < {"int4": 0.15, "int8": 0.01, "f16": 1e-3}[qtype]
     assert "qtype=" in repr(q)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q8_0", "IQ4_XS"])
+def test_quantize_model_ggml_types(qtype):
+    """ggml formats go through pyquant.quantize; K = 256 fits every block size."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(256, 64), nn.SiLU(), nn.Linear(256, 32))
+    model[2] = nn.Linear(64, 32)  # K = 64: not a multiple of 256 for Q4_K / IQ4_XS, fine for Q8_0
+    x = torch.randn(3, 256)
+    ref = model(x)
+    if qtype == "Q8_0":
+        quantize_model(model, qtype)
+    else:
+        with pytest.warns(UserWarning, match="2 .*in_features 64"):
+            quantize_model(model, qtype)
+    assert model[0].qtype is QType[qtype]
+    assert isinstance(model[2], QuantLinear) == (qtype == "Q8_0")
+    assert (model(x) - ref).norm() / ref.norm() < 0.1
 
 
 def test_quantize_model_skip_and_incompatible_layers():

@@ -31,19 +31,40 @@ def _needs(qt: QType, backend: str):
         pytest.skip("_C decoders / fused matmul not merged yet")
 
 
+# the CPU engine once per code path (the scalar one is the portable fallback), then the torch reference
+BACKENDS = ["cpu-avx2", "cpu-scalar", "reference"]
+
+
+def _use_backend(backend: str, monkeypatch) -> str:
+    name, _, isa = backend.partition("-")
+    monkeypatch.setenv("PYQUANT_BACKEND", name)
+    if isa:
+        if isa == "avx2" and not _C.cpu_has_avx2():
+            pytest.skip("CPU has no AVX2+FMA+F16C")
+        _C.set_isa(isa)  # restored by _restore_isa
+    return name
+
+
+@pytest.fixture(autouse=True)
+def _restore_isa():
+    before = _C.active_isa()
+    yield
+    _C.set_isa(before)
+
+
 def _shapes(qt: QType):
     """(lead dims, N, K): odd M, N not a multiple of 8, K of exactly one block, batched leading dims."""
     bs = qtypes.info(qt).block_size
     k1 = max(bs, 32) if qt not in FLOATS else 32
-    # M = 37 passes the GEMV/GEMM switch of the CPU engine (_C.gemm_min_m(), 8..16)
-    return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((37,), 9, 256)]
+    # M = 111 passes the GEMV/GEMM switch of the CPU engine (per type, 32..96: _C.matmul_path says)
+    return [((1,), 8, k1), ((3,), 13, 2 * max(bs, 32)), ((2, 3), 17, 256), ((5,), 24, 512), ((3, 37), 9, 256)]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("qt", ENGINE_TYPES, ids=lambda t: t.name)
 def test_gguf_qmatmul_accuracy(qt, backend, monkeypatch):
+    backend = _use_backend(backend, monkeypatch)
     _needs(qt, backend)
-    monkeypatch.setenv("PYQUANT_BACKEND", backend)
     for i, (lead, n, k) in enumerate(_shapes(qt)):
         data = random_gguf_weight(qt, n, k, seed=i)
         w64 = oracle_dequantize(data, qt, n, k)
@@ -91,12 +112,12 @@ def test_other_types_dequantize_then_matmul(qt):
         assert verdict[:2] == ("cpu", True) and "then torch matmul" in verdict[2]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fmt", ["int4-32", "int4-64", "int4-128", "int8"])
 def test_generic_qmatmul_accuracy(fmt, backend, monkeypatch):
-    monkeypatch.setenv("PYQUANT_BACKEND", backend)
+    backend = _use_backend(backend, monkeypatch)
     name, _, g = fmt.partition("-")
-    for i, (lead, n, k) in enumerate([((1,), 8, 128), ((3,), 13, 256), ((2, 3), 17, 384), ((7,), 24, 128)]):
+    for i, (lead, n, k) in enumerate([((1,), 8, 128), ((3,), 13, 256), ((2, 3), 17, 384), ((111,), 24, 128)]):
         w = torch.randn(n, k, generator=torch.Generator().manual_seed(i)) * 0.1
         qtensor = QTensor.quantize(w, name, group_size=int(g or 128))
         w64 = qtensor.dequantize().to(torch.float64)
@@ -124,6 +145,8 @@ def test_noncontiguous_x_and_bad_shapes():
         pyquant.qmatmul(torch.randn(2, 63), qt)
     with pytest.raises(pyquant.KernelError, match="dtype"):
         pyquant.qmatmul(torch.randn(2, 64, dtype=torch.float64), qt)
+    with pytest.raises(pyquant.KernelError, match="meta"):
+        pyquant.qmatmul(torch.randn(2, 64, device="meta"), qt)
 
 
 def test_empty_m():
@@ -210,3 +233,22 @@ def test_linear_into_rejects_what_cpp_cannot_check():
         linear_into(torch.randn(64, 2).T, qt, torch.empty(2, 8))
     with pytest.raises(pyquant.KernelError, match="one dtype"):
         linear_into(torch.randn(2, 64), qt, torch.empty(2, 8, dtype=torch.bfloat16))
+
+
+def test_linear_into_cache_follows_reassigned_tensors():
+    """QTensor caches the weight's raw pointers for linear_into; reassigning a tensor must drop them."""
+    from pyquant.kernels.cpu.matmul import linear_into
+
+    qt = QTensor.quantize(torch.randn(8, 64), "int8")
+    x, out = torch.randn(2, 64), torch.empty(2, 8)
+    linear_into(x, qt, out)
+    before = qt.cpu_call
+    qt.scales = qt.scales * 2
+    assert qt.cpu_call is not before or before is None
+    torch.testing.assert_close(linear_into(x, qt, torch.empty(2, 8)), out * 2, rtol=1e-5, atol=1e-5)
+    # a non-contiguous weight view cannot go to _C as a raw pointer: the fallback serves it
+    wide = QTensor.quantize(torch.randn(8, 128), "int8")
+    view = QTensor(wide.data[:, :64], "int8", (8, 64), wide.scales)
+    assert view.cpu_call is None
+    ref = x @ (wide.data[:, :64].float() * wide.scales[:, None]).T
+    torch.testing.assert_close(linear_into(x, view, torch.empty(2, 8)), ref, rtol=1e-5, atol=1e-5)

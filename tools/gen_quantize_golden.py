@@ -6,7 +6,7 @@ import json
 import pathlib
 
 from pyquant.qtypes import row_bytes
-from pyquant.quantize import QUANTIZABLE
+from pyquant.quantization import QUANTIZABLE
 from tests.oracle.ggml_oracle import SDIST, load
 from tests.test_quantize import CASES, make_case
 

@@ -26,7 +26,7 @@
 #pragma nv_diag_suppress 20091
 #endif
 
-namespace pq {
+PQ_COMMON_BEGIN
 namespace iq_detail {
 
 // +1.0f for neg == 0, -1.0f for neg == 1.
@@ -215,7 +215,7 @@ PQ_HD void decode_block_iq1_m(const uint8_t* blk, float* y) { iq_detail::iq1_m<i
 PQ_HD void decode_block_iq4_nl(const uint8_t* blk, float* y) { iq_detail::iq4_nl<iq_detail::ScalarEmit>(blk, y); }
 PQ_HD void decode_block_iq4_xs(const uint8_t* blk, float* y) { iq_detail::iq4_xs<iq_detail::ScalarEmit>(blk, y); }
 
-}  // namespace pq
+PQ_COMMON_END  // namespace pq
 
 #if defined(__CUDACC__)
 #pragma nv_diagnostic pop

@@ -11,7 +11,7 @@
 #include "common/decode_util.h"
 #include "common/macros.h"
 
-namespace pq {
+PQ_COMMON_BEGIN
 
 // Q2_K (84 B): scales[16] (lo4 = scale, hi4 = min), qs[64], d:f16, dmin:f16.
 PQ_HD void decode_block_q2_k(const uint8_t* blk, float* y) {
@@ -140,4 +140,4 @@ PQ_HD void decode_block_q8_k(const uint8_t* blk, float* y) {
   for (int j = 0; j < 256; ++j) y[j] = d * (float)qs[j];
 }
 
-}  // namespace pq
+PQ_COMMON_END  // namespace pq

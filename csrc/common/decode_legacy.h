@@ -9,7 +9,7 @@
 #include "common/decode_util.h"
 #include "common/macros.h"
 
-namespace pq {
+PQ_COMMON_BEGIN
 
 // Q4_0 (18 B): d:f16, qs[16]. Low nibbles are elements 0..15, high nibbles 16..31.
 PQ_HD void decode_block_q4_0(const uint8_t* blk, float* y) {
@@ -73,4 +73,4 @@ PQ_HD void decode_block_q8_1(const uint8_t* blk, float* y) {
   for (int j = 0; j < 32; ++j) y[j] = d * (float)qs[j];
 }
 
-}  // namespace pq
+PQ_COMMON_END  // namespace pq

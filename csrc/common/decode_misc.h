@@ -5,7 +5,7 @@
 #include "common/decode_util.h"
 #include "common/macros.h"
 
-namespace pq {
+PQ_COMMON_BEGIN
 
 // One base-3 digit of a TQ1_0 byte: the byte is a fixed-point fraction of 3^5 (stored as
 // ceil(v * 256 / 243)); multiplying by 3^n (mod 256) rotates digit n to the top, and *3 >> 8
@@ -83,4 +83,4 @@ PQ_HD void decode_block_nvfp4(const uint8_t* blk, float* y) {
   }
 }
 
-}  // namespace pq
+PQ_COMMON_END  // namespace pq

@@ -5,7 +5,7 @@
 #include "common/fp16.h"
 #include "common/macros.h"
 
-namespace pq {
+PQ_COMMON_BEGIN
 
 PQ_HD uint32_t load_u16le(const uint8_t* p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
 
@@ -18,4 +18,4 @@ PQ_HD float load_f16(const uint8_t* p) { return fp16_to_fp32((uint16_t)load_u16l
 
 PQ_HD float load_f32(const uint8_t* p) { return bits_to_float(load_u32le(p)); }
 
-}  // namespace pq
+PQ_COMMON_END  // namespace pq

@@ -6,7 +6,7 @@
 #include <cstring>
 #include "common/macros.h"
 
-namespace pq {
+PQ_COMMON_BEGIN
 
 PQ_HD float bits_to_float(uint32_t u) {
 #if defined(__CUDA_ARCH__)
@@ -79,4 +79,4 @@ PQ_HD uint16_t fp32_to_bf16(float f) {
   return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-}  // namespace pq
+PQ_COMMON_END  // namespace pq

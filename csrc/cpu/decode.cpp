@@ -11,6 +11,7 @@
 #include "common/fp16.h"
 #include "common/qtypes.h"
 #include "cpu/cpu_features.h"
+#include "cpu/decode_kernels.h"
 #include "cpu/error.h"
 #include "cpu/threadpool.h"
 
@@ -104,10 +105,15 @@ void decode_py(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t dst_p
       fn(src + b * g.type_size, tmp.data(), n);
       uint16_t* out = dst + b * g.block_size;
       const int64_t ne = n * g.block_size;
-      if (od == OutDtype::F16)
-        for (int64_t i = 0; i < ne; ++i) out[i] = fp32_to_fp16(tmp[i]);
-      else
-        for (int64_t i = 0; i < ne; ++i) out[i] = fp32_to_bf16(tmp[i]);
+      // F16C / AVX2 converters give the same bits as the scalar ones, ~10x faster.
+      const bool avx2 = active_isa() == Isa::Avx2;
+      if (od == OutDtype::F16) {
+        if (avx2) f32_to_f16_avx2(tmp.data(), out, ne);
+        else for (int64_t i = 0; i < ne; ++i) out[i] = fp32_to_fp16(tmp[i]);
+      } else {
+        if (avx2) f32_to_bf16_avx2(tmp.data(), out, ne);
+        else for (int64_t i = 0; i < ne; ++i) out[i] = fp32_to_bf16(tmp[i]);
+      }
     }
   });
 }

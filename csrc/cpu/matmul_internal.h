@@ -68,10 +68,12 @@ struct TypeInfo {
 const TypeInfo* type_info(int qtype);
 void fill_scx(UChunk& u);  // scx from sc (shared by unpackers that only compute sc)
 
-inline int64_t n_chunks(int64_t k) { return (k + kChunk - 1) / kChunk; }
+// static: these helpers are compiled into baseline and -mavx2 files; internal linkage keeps the
+// linker from sharing one (possibly AVX2-encoded) COMDAT copy between them.
+static inline int64_t n_chunks(int64_t k) { return (k + kChunk - 1) / kChunk; }
 
 // Zeroes the part of the row's last chunk past k so padded activations meet zero weights.
-inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
+static inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
   const int rem = (int)(k - (n_chunks(k) - 1) * kChunk);
   if (rem == kChunk) return;
   for (int e = rem; e < kChunk; ++e) u.q[e] = 0;
@@ -113,6 +115,8 @@ void row_to_float(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* 
 // Float weights: F32 / F16 / BF16 row -> float (ISA-specific).
 void f16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out);
 void bf16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out);
+// F16 / BF16 weight row dotted with mr (1..4) float rows, converting in registers.
+void dot_half_avx2(const uint16_t* w, bool bf16, const float* const* x, int mr, int64_t k, float* out);
 
 // GEMM over output rows [n0, n1): C = x @ W[n0:n1].T in float, handed to `store` in column
 // blocks: store(nb, nn, c, ldc) receives c[i * ldc + j] = y[i, nb + j] for i < m, j < nn.

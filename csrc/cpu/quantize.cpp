@@ -20,6 +20,10 @@ namespace pq {
 namespace {
 
 QuantizeBlocksFn avx2_quantizer_for(int qtype) {
+#if !defined(PYQUANT_HAVE_AVX2_BUILD)
+  (void)qtype;
+  return nullptr;  // non-x86 build: the AVX2 files compile to nothing
+#else
   switch (static_cast<QType>(qtype)) {
     case QType::Q4_0: return quantize_blocks_q4_0_avx2;
     case QType::Q4_1: return quantize_blocks_q4_1_avx2;
@@ -27,13 +31,15 @@ QuantizeBlocksFn avx2_quantizer_for(int qtype) {
     case QType::Q5_1: return quantize_blocks_q5_1_avx2;
     case QType::Q8_0: return quantize_blocks_q8_0_avx2;
     case QType::Q2_K: return quantize_blocks_q2_k_avx2;
+    case QType::Q3_K: return quantize_blocks_q3_k_avx2;
     case QType::Q4_K: return quantize_blocks_q4_k_avx2;
     case QType::Q5_K: return quantize_blocks_q5_k_avx2;
     case QType::Q6_K: return quantize_blocks_q6_k_avx2;
     case QType::IQ4_NL: return quantize_blocks_iq4_nl_avx2;
     case QType::IQ4_XS: return quantize_blocks_iq4_xs_avx2;
-    default: return nullptr;  // Q3_K's per-element early-exit descent stays scalar
+    default: return nullptr;
   }
+#endif
 }
 
 QuantizeBlocksFn quantizer_for(int qtype) {

@@ -25,19 +25,15 @@ inline void pack_scale_min_k4(int j, uint8_t ls, uint8_t lm, uint8_t* s) {
   }
 }
 
-inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-  }
-}
 
 }  // namespace
 
 namespace quant {
+// x/d upstream for Q3_K/Q6_K is (x + 0)/d here: only -0 changes (to +0), and nearest_int(+-0) is 0.
+void requant_scalar(const float* x, int n, float d, float add, int lo, int hi, int offset, int32_t* out) {
+  for (int i = 0; i < n; ++i) out[i] = max_(lo, min_(hi, nearest_int((x[i] + add) / d))) + offset;
+}
+
 void search_scale_min_k4(const float* x, uint8_t* L, float* scales, float* mins, int nmax, float rmin, int nstep) {
   uint8_t Laux[32];
   float weights[32];
@@ -52,6 +48,23 @@ void search_scale_min_k4(const float* x, uint8_t* L, float* scales, float* mins,
 }
 
 void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins, int nmax) {
+  quantize_scales_k4(y, scales, mins);
+  const uint8_t* sc = y + 4;
+  const float d_all = f16_to_f32(load_u16(y)), dmin_all = f16_to_f32(load_u16(y + 2));
+  for (int j = 0; j < QK_K / 32; ++j) {
+    uint8_t s, m;
+    get_scale_min_k4(j, sc, &s, &m);
+    const float d = d_all * (float)s;
+    if (d == 0.0f) continue;  // keep the search's quants (upstream does the same)
+    const float dm = dmin_all * (float)m;
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = (uint8_t)max_(0, min_(nmax, l));
+    }
+  }
+}
+
+void quantize_scales_k4(uint8_t* y, const float* scales, const float* mins) {
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < QK_K / 32; ++j) {
     if (scales[j] > max_scale) max_scale = scales[j];
@@ -69,18 +82,6 @@ void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* sc
   }
   store_f16(y, max_scale / 63.f);
   store_f16(y + 2, max_min / 63.f);
-  const float d_all = f16_to_f32(load_u16(y)), dmin_all = f16_to_f32(load_u16(y + 2));
-  for (int j = 0; j < QK_K / 32; ++j) {
-    uint8_t s, m;
-    get_scale_min_k4(j, sc, &s, &m);
-    const float d = d_all * (float)s;
-    if (d == 0.0f) continue;  // keep the search's quants (upstream does the same)
-    const float dm = dmin_all * (float)m;
-    for (int ii = 0; ii < 32; ++ii) {
-      const int l = nearest_int((x[32 * j + ii] + dm) / d);
-      L[32 * j + ii] = (uint8_t)max_(0, min_(nmax, l));
-    }
-  }
 }
 
 void pack_q4_k(const uint8_t* L, uint8_t* y) {
@@ -120,7 +121,7 @@ void search_q2_k(const float* x, uint8_t* L, float* scales, float* mins) {
   }
 }
 
-void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins) {
+void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins, RequantFn requant) {
   // block_q2_K: scales[16] (lo4 scale, hi4 min), qs[64], d, dmin
   constexpr float q4scale = 15.f;
   uint8_t* sc = y;
@@ -150,10 +151,9 @@ void finish_q2_k(const float* x, uint8_t* y, uint8_t* L, const float* scales, co
     const float d = d_all * (float)(sc[j] & 0xF);
     if (d == 0.0f) continue;
     const float dm = dmin_all * (float)(sc[j] >> 4);
-    for (int ii = 0; ii < 16; ++ii) {
-      const int l = nearest_int((x[16 * j + ii] + dm) / d);
-      L[16 * j + ii] = (uint8_t)max_(0, min_(3, l));
-    }
+    int32_t l[16];
+    requant(x + 16 * j, 16, d, dm, 0, 3, 0, l);
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (uint8_t)l[ii];
   }
   for (int j = 0; j < QK_K; j += 128)
     for (int l = 0; l < 32; ++l)
@@ -170,60 +170,65 @@ void quantize_blocks_q2_k(const float* x, uint8_t* y, int64_t nb) {
   }
 }
 
-void quantize_blocks_q3_k(const float* x, uint8_t* y, int64_t nb) {
+namespace quant {
+void finish_q3_k(const float* x, uint8_t* y, int8_t* L, const float* scales, RequantFn requant) {
   // block_q3_K: hmask[32], qs[64], scales[12], d
+  uint8_t* hmask = y;
+  uint8_t* qs = y + 32;
+  uint8_t* sc = y + 96;
+  float max_scale = 0, amax = 0;
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float scale = std::fabs(scales[j]);
+    if (scale > amax) { amax = scale; max_scale = scales[j]; }
+  }
+  std::memset(sc, 0, 12);
+  if (max_scale != 0.0f) {
+    const float iscale = -32.f / max_scale;
+    for (int j = 0; j < QK_K / 16; ++j) {
+      int8_t l = (int8_t)nearest_int(iscale * scales[j]);
+      l = (int8_t)(max_<int>(-32, min_<int>(31, l)) + 32);
+      if (j < 8) sc[j] = (uint8_t)(l & 0xF);
+      else sc[j - 8] |= (uint8_t)((l & 0xF) << 4);
+      l = (int8_t)(l >> 4);
+      sc[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
+    }
+    store_f16(y + 108, 1 / iscale);
+  } else {
+    store_f16(y + 108, 0.f);
+  }
+  const float d_all = f16_to_f32(load_u16(y + 108));
+  for (int j = 0; j < QK_K / 16; ++j) {
+    int s = j < 8 ? (sc[j] & 0xF) : (sc[j - 8] >> 4);
+    s = (s | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+    const float d = d_all * (float)s;
+    if (d == 0.0f) continue;
+    int32_t l[16];
+    requant(x + 16 * j, 16, d, 0.0f, -4, 3, 4, l);
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (int8_t)l[ii];
+  }
+  // High bit of quant j goes to hmask[j % 32], bit j / 32.
+  std::memset(hmask, 0, QK_K / 8);
+  int m = 0;
+  uint8_t hm = 1;
+  for (int j = 0; j < QK_K; ++j) {
+    if (L[j] > 3) {
+      hmask[m] |= hm;
+      L[j] = (int8_t)(L[j] - 4);
+    }
+    if (++m == QK_K / 8) { m = 0; hm = (uint8_t)(hm << 1); }
+  }
+  for (int j = 0; j < QK_K; j += 128)
+    for (int l = 0; l < 32; ++l)
+      qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+}
+}  // namespace quant
+
+void quantize_blocks_q3_k(const float* x, uint8_t* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += QK_K, y += 110) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
-    uint8_t* hmask = y;
-    uint8_t* qs = y + 32;
-    uint8_t* sc = y + 96;
-    float max_scale = 0, amax = 0;
-    for (int j = 0; j < QK_K / 16; ++j) {
-      scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
-      const float scale = std::fabs(scales[j]);
-      if (scale > amax) { amax = scale; max_scale = scales[j]; }
-    }
-    std::memset(sc, 0, 12);
-    if (max_scale != 0.0f) {
-      const float iscale = -32.f / max_scale;
-      for (int j = 0; j < QK_K / 16; ++j) {
-        int8_t l = (int8_t)nearest_int(iscale * scales[j]);
-        l = (int8_t)(max_<int>(-32, min_<int>(31, l)) + 32);
-        if (j < 8) sc[j] = (uint8_t)(l & 0xF);
-        else sc[j - 8] |= (uint8_t)((l & 0xF) << 4);
-        l = (int8_t)(l >> 4);
-        sc[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
-      }
-      store_f16(y + 108, 1 / iscale);
-    } else {
-      store_f16(y + 108, 0.f);
-    }
-    const float d_all = f16_to_f32(load_u16(y + 108));
-    for (int j = 0; j < QK_K / 16; ++j) {
-      int s = j < 8 ? (sc[j] & 0xF) : (sc[j - 8] >> 4);
-      s = (s | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-      const float d = d_all * (float)s;
-      if (d == 0.0f) continue;
-      for (int ii = 0; ii < 16; ++ii) {
-        const int l = nearest_int(x[16 * j + ii] / d);
-        L[16 * j + ii] = (int8_t)(max_(-4, min_(3, l)) + 4);
-      }
-    }
-    // High bit of quant j goes to hmask[j % 32], bit j / 32.
-    std::memset(hmask, 0, QK_K / 8);
-    int m = 0;
-    uint8_t hm = 1;
-    for (int j = 0; j < QK_K; ++j) {
-      if (L[j] > 3) {
-        hmask[m] |= hm;
-        L[j] = (int8_t)(L[j] - 4);
-      }
-      if (++m == QK_K / 8) { m = 0; hm = (uint8_t)(hm << 1); }
-    }
-    for (int j = 0; j < QK_K; j += 128)
-      for (int l = 0; l < 32; ++l)
-        qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+    for (int j = 0; j < QK_K / 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
+    finish_q3_k(x, y, L, scales);
   }
 }
 
@@ -250,8 +255,7 @@ void quantize_blocks_q5_k(const float* x, uint8_t* y, int64_t nb) {
 }
 
 namespace quant {
-void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
-  // block_q6_K: ql[128], qh[64], scales[16] (int8), d
+bool quantize_scales_q6_k(uint8_t* y, const float* scales) {
   float max_scale = 0, max_abs_scale = 0;
   for (int ib = 0; ib < QK_K / 16; ++ib) {
     const float abs_scale = std::fabs(scales[ib]);
@@ -259,21 +263,16 @@ void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
   }
   if (max_abs_scale < kGroupMaxEps) {  // all-zero super-block: zero bytes, d = +0
     std::memset(y, 0, 210);
-    return;
+    return false;
   }
   int8_t* sc = reinterpret_cast<int8_t*>(y + 192);
   const float iscale = -128.f / max_scale;
   store_f16(y + 208, 1 / iscale);
   for (int ib = 0; ib < QK_K / 16; ++ib) sc[ib] = (int8_t)min_(127, nearest_int(iscale * scales[ib]));
-  const float d_all = f16_to_f32(load_u16(y + 208));
-  for (int j = 0; j < QK_K / 16; ++j) {
-    const float d = d_all * (float)sc[j];
-    if (d == 0.0f) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      const int l = nearest_int(x[16 * j + ii] / d);
-      L[16 * j + ii] = (int8_t)(max_(-32, min_(31, l)) + 32);
-    }
-  }
+  return true;
+}
+
+void pack_q6_k(const int8_t* L, uint8_t* y) {
   uint8_t* ql = y;
   uint8_t* qh = y + 128;
   for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
@@ -286,6 +285,22 @@ void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
                         ((L[j + l + 96] >> 4) << 6));
     }
   }
+}
+
+void finish_q6_k(const float* x, uint8_t* y, int8_t* L, const float* scales) {
+  // block_q6_K: ql[128], qh[64], scales[16] (int8), d
+  if (!quantize_scales_q6_k(y, scales)) return;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(y + 192);
+  const float d_all = f16_to_f32(load_u16(y + 208));
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float d = d_all * (float)sc[j];
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = (int8_t)(max_(-32, min_(31, l)) + 32);
+    }
+  }
+  pack_q6_k(L, y);
 }
 }  // namespace quant
 

@@ -30,6 +30,7 @@ def run(args) -> int:
     from ..formats.gguf import GGUFReader
     from ..formats.gguf.recipes import resolve_ftype
     from ..hub import resolve
+    from ..qtypes import REGISTRY
 
     resolve_ftype(args.type)  # a bad TYPE fails before any file is touched
     if args.threads:
@@ -42,6 +43,11 @@ def run(args) -> int:
         if args.dry_run:
             print(format_plan(reader, plan))
             return 0
+        requant = sorted({t.qtype.name for n, t in reader.tensors.items()
+                          if REGISTRY[t.qtype].block_size > 1 and plan[n] != t.qtype})
+        if requant:
+            print(f"note: requantizing {'/'.join(requant)} tensors: the result carries the error of both "
+                  "quantizations (llama-quantize needs --allow-requantize for this)", file=sys.stderr)
         t0 = time.perf_counter()
         out_bytes = requantize(reader, args.output, args.type, plan, progress=not args.quiet)
         dt = time.perf_counter() - t0
@@ -91,7 +97,7 @@ def convert_tensor(t, target):
     import torch
 
     from ..qtypes import QType
-    from ..quantize import quantize
+    from ..quantization import quantize
 
     if target == t.qtype:
         return t.bytes()

@@ -14,7 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
+#include <cstdlib>
 
 #include "cpu/matmul_internal.h"
 
@@ -48,11 +48,24 @@ inline void ukernel(const float* A, const float* B, float* C, int64_t ldc, bool 
 
 int64_t n_strips(int64_t m) { return (m + kGemmMR - 1) / kGemmMR; }
 
+// A growable 64-byte-aligned scratch buffer. Deliberately not std::vector: a template instantiated
+// here would be built with -mavx2 and could be the COMDAT copy the linker keeps for baseline code.
 template <typename T>
-T* grow(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
+struct Scratch {
+  T* p = nullptr;
+  size_t n = 0;
+  ~Scratch() { std::free(p); }
+  T* get(size_t need) {
+    if (need > n) {
+      std::free(p);
+      n = 0;
+      p = static_cast<T*>(std::aligned_alloc(64, ((need * sizeof(T) + 63) / 64) * 64));
+      if (!p) std::abort();  // the sizes were validated against the caller's buffers
+      n = need;
+    }
+    return p;
+  }
+};
 
 }  // namespace
 
@@ -75,14 +88,13 @@ void gemm_pack_a_avx2(const float* x, int64_t m, int64_t k, int64_t strip0, int6
 }
 
 void gemm_avx2(const GemmArgs& a) {
-  thread_local std::vector<float> wpack_v, cbuf_v, rowf_v;
-  thread_local std::vector<UChunk> scratch_v;
+  thread_local Scratch<float> wpack_v, cbuf_v, rowf_v;
+  thread_local Scratch<UChunk> scratch_v;
   const int64_t nch = n_chunks(a.k), strips = n_strips(a.m);
-  float* wpack = grow(wpack_v, (size_t)(kNC * kChunk) + 8);
-  wpack = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(wpack) + 31) & ~uintptr_t(31));
-  float* cbuf = grow(cbuf_v, (size_t)(strips * kGemmMR * kNC));
-  float* rowf = grow(rowf_v, (size_t)kChunk);
-  UChunk* scratch = grow(scratch_v, 1);
+  float* wpack = wpack_v.get((size_t)(kNC * kChunk));
+  float* cbuf = cbuf_v.get((size_t)(strips * kGemmMR * kNC));
+  float* rowf = rowf_v.get((size_t)kChunk);
+  UChunk* scratch = scratch_v.get(1);
 
   for (int64_t nb = a.n0; nb < a.n1; nb += kNC) {
     const int64_t nn = std::min<int64_t>(kNC, a.n1 - nb);

@@ -138,6 +138,38 @@ void dot_f(const float* w, const float* const* x, int mr, int64_t k, float* out)
   }
 }
 
+// F16 / BF16 weights dotted directly (converted in registers, no float row in memory).
+template <bool BF>
+inline __m256 load_h8(const uint16_t* p) {
+  const __m128i v = _mm_loadu_si128((const __m128i*)p);
+  if (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+  return _mm256_cvtph_ps(v);
+}
+
+template <bool BF, int MR>
+void dot_h_mr(const uint16_t* w, const float* const* x, int64_t k, float* out) {
+  __m256 a0[MR], a1[MR];
+  for (int i = 0; i < MR; ++i) a0[i] = a1[i] = _mm256_setzero_ps();
+  int64_t e = 0;
+  for (; e + 16 <= k; e += 16) {
+    const __m256 w0 = load_h8<BF>(w + e), w1 = load_h8<BF>(w + e + 8);
+    for (int i = 0; i < MR; ++i) {
+      a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[i] + e), a0[i]);
+      a1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[i] + e + 8), a1[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float s = hsum(_mm256_add_ps(a0[i], a1[i]));
+    for (int64_t t = e; t < k; ++t) {
+      float wf;
+      if (BF) { const uint32_t b = (uint32_t)w[t] << 16; std::memcpy(&wf, &b, 4); }
+      else wf = _cvtsh_ss(w[t]);
+      s += wf * x[i][t];
+    }
+    out[i] = s;
+  }
+}
+
 inline __m256 cvt8(const int8_t* q) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)q)));
 }
@@ -186,6 +218,19 @@ void bf16_row_to_float_avx2(const uint16_t* src, int64_t k, float* out) {
   for (; e < k; ++e) {
     const uint32_t b = (uint32_t)src[e] << 16;
     std::memcpy(out + e, &b, 4);
+  }
+}
+
+void dot_half_avx2(const uint16_t* w, bool bf16, const float* const* x, int mr, int64_t k, float* out) {
+  switch (mr * 2 + (bf16 ? 1 : 0)) {
+    case 2: dot_h_mr<false, 1>(w, x, k, out); break;
+    case 3: dot_h_mr<true, 1>(w, x, k, out); break;
+    case 4: dot_h_mr<false, 2>(w, x, k, out); break;
+    case 5: dot_h_mr<true, 2>(w, x, k, out); break;
+    case 6: dot_h_mr<false, 3>(w, x, k, out); break;
+    case 7: dot_h_mr<true, 3>(w, x, k, out); break;
+    case 8: dot_h_mr<false, 4>(w, x, k, out); break;
+    default: dot_h_mr<true, 4>(w, x, k, out); break;
   }
 }
 

@@ -6,7 +6,7 @@
 // fp16 scale, maddubs + madd + cvt + fma, 1-2 for the offset). The bandwidth bar (>= 80% of DRAM
 // at 2 threads) needs roughly 5 cycles per Q4_0 block per core, so the split version could not
 // reach it. Measured on the shared dev box (1 thread, thread CPU time, 1024x14336, M = 1):
-// Q4_0 1.30 ms -> see the commit message for the after numbers.
+// Q4_0 1.30 ms (unpack + dot) -> 0.46 ms (fused, 8-block scale vectors); Q4_K 0.77 -> 0.51 ms.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -33,10 +33,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline __m256i nibbles32(const uint8_t* p) {
+inline __m256i nibbles32(const uint8_t* p) {  // load, shift, insert, one 256-bit AND
   const __m128i v = _mm_loadu_si128((const __m128i*)p);
-  const __m128i m4 = _mm_set1_epi8(15);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
 }
 
 // 32 bits -> 32 bytes, 0x10 where the bit is set (the 5th bit of Q5_0 / Q5_1).
@@ -49,14 +48,32 @@ inline __m256i bit5_32(const uint8_t* p) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
 }
 
+// Bit `bit` of every byte of h, moved to bit 4 (value 16): the 5th bit of Q5_K.
+inline __m256i bit_to_16(__m256i h, int bit) {
+  const __m256i b = _mm256_and_si256(h, _mm256_set1_epi8((char)(1 << bit)));
+  return bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4);
+}
+
 // ---------------------------------------------------------------- X32 block loaders
 // q(b): 32 weights as bytes (w = a*q + off); a8(b) / off8(b, a8): the scales and offsets of
 // blocks b..b+7 as one vector, so the per-block float work is a broadcast from the stack.
 // fp16 scales of 8 consecutive blocks: 8 word inserts + one vcvtph2ps (vs 8 scalar conversions).
+// (word inserts, not 8 narrow stores + a wide load: that load cannot be store-forwarded)
 inline __m256 fp16x8(const uint8_t* p, int stride) {
-  uint16_t h[8];
-  for (int j = 0; j < 8; ++j) std::memcpy(&h[j], p + j * stride, 2);
-  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h));
+  auto ld = [&](int j) {
+    uint16_t h;
+    std::memcpy(&h, p + j * stride, 2);
+    return (int)h;
+  };
+  __m128i v = _mm_cvtsi32_si128(ld(0));
+  v = _mm_insert_epi16(v, ld(1), 1);
+  v = _mm_insert_epi16(v, ld(2), 2);
+  v = _mm_insert_epi16(v, ld(3), 3);
+  v = _mm_insert_epi16(v, ld(4), 4);
+  v = _mm_insert_epi16(v, ld(5), 5);
+  v = _mm_insert_epi16(v, ld(6), 6);
+  v = _mm_insert_epi16(v, ld(7), 7);
+  return _mm256_cvtph_ps(v);
 }
 
 template <int kBytes, int kQOff, int kDOff, int kMOff, int kBias, bool kS>
@@ -289,13 +306,15 @@ void fused_int8(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* ou
 
 // Q4_K: per super-block one int32 accumulator per row; 8 sub-block scales as 16-bit broadcasts;
 // mins through bsums (madd of 16 x int16), all applied with 2 FMAs per 256 weights.
-template <int MR>
+// Q5 = true: Q5_K (same scales; qh[32] at 16 adds bit 2c / 2c+1 as value 16; qs at 48).
+template <int MR, bool Q5>
 void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  constexpr int kBytes = Q5 ? 176 : 144, kQs = Q5 ? 48 : 16;
   const uint8_t* blk = w.data + r * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
     // 12 bytes of 6-bit scales/mins -> bytes 0..7 scales, 8..15 mins (the get_scale_min_k4
     // arithmetic done on 32-bit words), then widened to 16 bits.
     uint32_t u[4];
@@ -312,9 +331,14 @@ void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
     const float d = h2f(blk), dmin = h2f(blk + 2);
     __m256i iacc[MR];
     for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    const __m256i H = Q5 ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
-      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + kQs + 32 * c));
+      __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if (Q5) {
+        lo = _mm256_or_si256(lo, bit_to_16(H, 2 * c));
+        hi = _mm256_or_si256(hi, bit_to_16(H, 2 * c + 1));
+      }
       // Broadcast 16-bit scale 2c / 2c+1 with one byte shuffle each.
       const __m256i slo = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * c))));
       const __m256i shi = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1))));
@@ -386,11 +410,13 @@ void gemv_q6_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
 
 // Q4_K, 4 rows: maddubs per row, then the 4 rows fold in int16 (4-bit: x4 pairs fits) and one
 // madd applies the sub-block scale to all of them.
+template <bool Q5>
 void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  constexpr int kBytes = Q5 ? 176 : 144, kQs = Q5 ? 48 : 16;
   const uint8_t* blk = w.data + r * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 144) {
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
     uint32_t u[4];
     std::memcpy(u, blk + 4, 12);
     u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
@@ -404,9 +430,14 @@ void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
     const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
     const float d = h2f(blk), dmin = h2f(blk + 2);
     __m256i iacc = _mm256_setzero_si256();
+    const __m256i H = Q5 ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
-      const __m256i half[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + kQs + 32 * c));
+      __m256i half[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+      if (Q5) {  // 5-bit q: 4 rows x |pair| <= 2*31*127 still fold in int16
+        half[0] = _mm256_or_si256(half[0], bit_to_16(H, 2 * c));
+        half[1] = _mm256_or_si256(half[1], bit_to_16(H, 2 * c + 1));
+      }
       for (int h = 0; h < 2; ++h) {
         const int j = 2 * c + h;
         const __m256i s = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
@@ -475,6 +506,169 @@ void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   store4(acc, out);
 }
 
+// Q3_K: 110 B = hmask[32] | qs[64] | scales[12] | d. Element 128n + 32j + l: u = ((qs[32n+l] >> 2j) & 3)
+// + 4 * (hmask[l] bit 4n+j), w = d*(sc-32)*(u-4); the -4 goes through bsums (mn = 4*(sc-32)).
+struct Q3Block {
+  __m256i hm, qs[2], sc16, mn16;  // sc16: the 16 signed sub-block scales (sc - 32)
+  float d, dmin;
+  explicit Q3Block(const uint8_t* blk) {
+    hm = _mm256_loadu_si256((const __m256i*)blk);
+    qs[0] = _mm256_loadu_si256((const __m256i*)(blk + 32));
+    qs[1] = _mm256_loadu_si256((const __m256i*)(blk + 64));
+    // 12 scale bytes (no over-read: the block ends 2 bytes after them): low nibbles of bytes 0..7
+    // are scales 0..7, high nibbles scales 8..15; 2-bit highs from bytes 8..11 (shift 2*(g/4)).
+    uint32_t tail;
+    std::memcpy(&tail, blk + 104, 4);
+    const __m128i v = _mm_insert_epi32(_mm_loadl_epi64((const __m128i*)(blk + 96)), (int)tail, 2);
+    const __m128i m4 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+    const __m128i h = _mm_srli_si128(v, 8);  // bytes 8..11
+    const __m128i h01 = _mm_unpacklo_epi32(_mm_and_si128(h, m3), _mm_and_si128(_mm_srli_epi16(h, 2), m3));
+    const __m128i h23 = _mm_unpacklo_epi32(_mm_and_si128(_mm_srli_epi16(h, 4), m3), _mm_and_si128(_mm_srli_epi16(h, 6), m3));
+    const __m128i hi = _mm_unpacklo_epi64(h01, h23);
+    sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_or_si128(lo, _mm_slli_epi16(hi, 4))), _mm256_set1_epi16(32));
+    mn16 = _mm256_slli_epi16(sc16, 2);  // 4 * (sc - 32)
+    d = dmin = h2f(blk + 108);
+  }
+  static constexpr int kBytes = 110;
+  __m256i q(int jj) const {  // 32-chunk jj = 4n + j
+    const int n = jj >> 2, j = jj & 3;
+    const __m256i low = _mm256_and_si256(_mm256_srli_epi16(qs[n], 2 * j), _mm256_set1_epi8(3));
+    const __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << jj)));
+    return _mm256_or_si256(low, _mm256_andnot_si256(_mm256_cmpeq_epi8(hb, _mm256_setzero_si256()), _mm256_set1_epi8(4)));
+  }
+};
+
+// Q2_K: 84 B = scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin; element
+// 128n + 32j + l = (qs[32n+l] >> 2j) & 3; w = d*sc*q - dmin*m.
+struct Q2Block {
+  static constexpr int kBytes = 84;
+  __m256i qs[2], sc16, mn16;
+  float d, dmin;
+  explicit Q2Block(const uint8_t* blk) {
+    const __m128i v = _mm_loadu_si128((const __m128i*)blk);
+    sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, _mm_set1_epi8(15)));
+    mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15)));
+    qs[0] = _mm256_loadu_si256((const __m256i*)(blk + 16));
+    qs[1] = _mm256_loadu_si256((const __m256i*)(blk + 48));
+    d = h2f(blk + 80);
+    dmin = h2f(blk + 82);
+  }
+  __m256i q(int jj) const {
+    return _mm256_and_si256(_mm256_srli_epi16(qs[jj >> 2], 2 * (jj & 3)), _mm256_set1_epi8(3));
+  }
+};
+
+// [sc[2jj] x 8 | sc[2jj+1] x 8] from the duplicated halves of a 16 x int16 scale vector.
+inline __m256i scale_pair(__m256i lo, __m256i hi, int jj) {
+  const int t = jj & 3;
+  const __m256i mask = _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * t + 1))),
+                                        _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * t))));
+  return _mm256_shuffle_epi8(jj < 4 ? lo : hi, mask);
+}
+
+// K-quants with 16 sub-blocks of 16 and small unsigned q (Q2_K, Q3_K): Block decodes one super-block.
+template <typename Block, int MR>
+void gemv_k16(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += Block::kBytes) {
+    const Block b(blk);
+    const __m256i lo = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x00);
+    const __m256i hi = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x11);
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    for (int jj = 0; jj < 8; ++jj) {
+      const __m256i q = b.q(jj), s = scale_pair(lo, hi, jj);
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * jj));
+        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), s));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256i bs = _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb));
+      const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(b.mn16, bs));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(x[i].d[sb] * b.d), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(mins, _mm256_set1_ps(x[i].d[sb] * b.dmin), acc[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) out[i] = hsum(acc[i]);
+}
+
+// 4 rows: <= 3-bit q (|pair| <= 2*7*127) folds 4 rows in int16 before the scale madd.
+template <typename Block>
+void gemv_k16_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += Block::kBytes) {
+    const Block b(blk);
+    const __m256i lo = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x00);
+    const __m256i hi = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x11);
+    __m256i iacc = _mm256_setzero_si256();
+    for (int jj = 0; jj < 8; ++jj) {
+      const __m256i q = b.q(jj);
+      __m256i p[4];
+      for (int i = 0; i < 4; ++i)
+        p[i] = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * jj)));
+      iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(fold4_16(p[0], p[1], p[2], p[3]), scale_pair(lo, hi, jj)));
+    }
+    __m256i mm[4];
+    for (int i = 0; i < 4; ++i)
+      mm[i] = _mm256_madd_epi16(b.mn16, _mm256_loadu_si256((const __m256i*)(x[i].bsum + 16 * sb)));
+    const __m128 dx4 = _mm_setr_ps(x[0].d[sb], x[1].d[sb], x[2].d[sb], x[3].d[sb]);
+    const __m256 dx = _mm256_set_m128(dx4, dx4);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_mul_ps(dx, _mm256_set1_ps(b.d)), acc);
+    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_32(mm[0], mm[1], mm[2], mm[3])),
+                           _mm256_mul_ps(dx, _mm256_set1_ps(b.dmin)), accm);
+  }
+  store4(_mm256_sub_ps(acc, accm), out);
+}
+
+template <int MR>
+void gemv_q3_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16<Q3Block, MR>(w, r, x, out); }
+template <int MR>
+void gemv_q2_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16<Q2Block, MR>(w, r, x, out); }
+void gemv_q3_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16_r4<Q3Block>(w, r, x, out); }
+void gemv_q2_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_k16_r4<Q2Block>(w, r, x, out); }
+
+// IQ4_XS: 136 B = d | scales_h (u16) | scales_l[4] | qs[128]; sub-block j of 32: kvalues[nibble] *
+// (ls_j - 32). Signed q (|q| <= 127): sign trick, and pairs up to 32258 cannot fold rows in int16,
+// so every row keeps its own madd with the broadcast scale.
+template <int MR>
+void gemv_iq4_xs(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 136) {
+    uint16_t sh;
+    std::memcpy(&sh, blk + 2, 2);
+    int16_t ls[8];
+    for (int j = 0; j < 8; ++j)
+      ls[j] = (int16_t)((((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4)) - 32);
+    const __m128i v8 = _mm_setr_epi16(ls[0], ls[1], ls[2], ls[3], ls[4], ls[5], ls[6], ls[7]);
+    const __m256i scb = _mm256_set_m128i(v8, v8);
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i q = _mm256_shuffle_epi8(table, nibbles32(blk + 8 + 16 * j));
+      const __m256i qa = _mm256_abs_epi8(q);
+      const __m256i s = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i*)(x[i].q + 256 * sb + 32 * j));
+        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(xq, q)), s));
+      }
+    }
+    const float d = h2f(blk);
+    for (int i = 0; i < MR; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(x[i].d[sb] * d), acc[i]);
+  }
+  for (int i = 0; i < MR; ++i) out[i] = hsum(acc[i]);
+}
+void gemv_iq4_xs_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_iq4_xs<4>(w, r, x, out); }
+
 #define PQ_MR_DISPATCH(NAME, FN)                                                       \
   void NAME(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {       \
     switch (mr) {                                                                      \
@@ -484,8 +678,18 @@ void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
       default: FN##_r4(w, r, x, out); break;                                           \
     }                                                                                  \
   }
-PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k)
+template <int MR>
+void gemv_q4_k_only(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k<MR, false>(w, r, x, out); }
+template <int MR>
+void gemv_q5_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k<MR, true>(w, r, x, out); }
+void gemv_q4_k_only_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k_r4<false>(w, r, x, out); }
+void gemv_q5_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { gemv_q4_k_r4<true>(w, r, x, out); }
+PQ_MR_DISPATCH(fused_q4_k, gemv_q4_k_only)
+PQ_MR_DISPATCH(fused_q5_k, gemv_q5_k)
 PQ_MR_DISPATCH(fused_q6_k, gemv_q6_k)
+PQ_MR_DISPATCH(fused_q3_k, gemv_q3_k)
+PQ_MR_DISPATCH(fused_q2_k, gemv_q2_k)
+PQ_MR_DISPATCH(fused_iq4_xs, gemv_iq4_xs)
 #undef PQ_MR_DISPATCH
 
 }  // namespace
@@ -498,7 +702,11 @@ GemvFusedFn avx2_fused_gemv(int qtype) {
     case (int)QType::Q5_1: return fused_gguf_x32<LQ5_1>;
     case (int)QType::Q8_0: return fused_gguf_x32<LQ8_0>;
     case (int)QType::IQ4_NL: return fused_gguf_x32<LIQ4_NL>;
+    case (int)QType::Q2_K: return fused_q2_k;
+    case (int)QType::IQ4_XS: return fused_iq4_xs;
+    case (int)QType::Q3_K: return fused_q3_k;
     case (int)QType::Q4_K: return fused_q4_k;
+    case (int)QType::Q5_K: return fused_q5_k;
     case (int)QType::Q6_K: return fused_q6_k;
     case kInt4: return fused_int4;
     case kInt8: return fused_int8;

@@ -3,6 +3,7 @@
 // in the scalar operation order (the sums are per block, so lanes never mix). The codebook lookup
 // (best_index_int8: a binary search) becomes a branch-free count of codebook values <= x, which
 // selects the same interval, then the same nearest-of-two comparison.
+#if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
 #include "cpu/quantize_common.h"
@@ -162,3 +163,5 @@ void quantize_blocks_iq4_xs_avx2(const float* x, uint8_t* y, int64_t nb) {
 }
 
 }  // namespace pq
+
+#endif  // PYQUANT_HAVE_AVX2_BUILD

@@ -7,6 +7,7 @@
 // the scalar operation sequence of sub-block j (IEEE add/mul/div/sqrt are correctly rounded in
 // both), branches become per-lane masks. Inputs are transposed so element i of all 8 sub-blocks
 // is one vector. This file is compiled with -ffp-contract=off like the rest: no FMA fusion.
+#if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
 #include "cpu/quantize_common.h"
@@ -157,6 +158,62 @@ void make_qx_lanes_q6(const __m256* X, __m256i* L, __m256* scale_out) {
   *scale_out = _mm256_blendv_ps(scale, zero, all_zero);
 }
 
+// make_q3_quants(16, 4, x, L, do_rmse=true) for 8 sub-blocks of 16 (Q3_K). The coordinate
+// descent stops per sub-block when a sweep changes nothing: a lane leaves the `active` mask then
+// and its state is frozen, exactly as the scalar `break`.
+void make_q3_lanes(const __m256* X, __m256i* L, __m256* scale_out) {
+  constexpr int N = 16, nmax = 4;
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < N; ++i) {
+    const __m256 ax = abs_v(X[i]);
+    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = _mm256_blendv_ps(amax, ax, gt);
+    max = _mm256_blendv_ps(max, X[i], gt);
+  }
+  const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+  const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)(-nmax)), max);
+  __m256 W[N], Lf[N];
+  __m256 sumlx = zero, suml2 = zero;
+  for (int i = 0; i < N; ++i) {
+    W[i] = _mm256_mul_ps(X[i], X[i]);
+    L[i] = clamp_v(nearest_int_v(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+    Lf[i] = _mm256_cvtepi32_ps(L[i]);
+    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), Lf[i]));
+    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf[i]), Lf[i]));
+  }
+  __m256 active = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  for (int itry = 0; itry < 5; ++itry) {
+    __m256 changed = zero;
+    for (int i = 0; i < N; ++i) {
+      const __m256 wx = _mm256_mul_ps(W[i], X[i]);
+      __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx, Lf[i]));
+      __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf[i]), Lf[i]));
+      const __m256i new_l = clamp_v(nearest_int_v(_mm256_div_ps(_mm256_mul_ps(X[i], sl2), slx)), -nmax, nmax - 1);
+      const __m256 nlf = _mm256_cvtepi32_ps(new_l);
+      __m256 cond = _mm256_and_ps(active, _mm256_cmp_ps(slx, zero, _CMP_GT_OQ));
+      cond = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(new_l, L[i])), cond);
+      if (!_mm256_movemask_ps(cond)) continue;
+      slx = _mm256_add_ps(slx, _mm256_mul_ps(wx, nlf));
+      sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[i], nlf), nlf));
+      cond = _mm256_and_ps(cond, _mm256_cmp_ps(sl2, zero, _CMP_GT_OQ));
+      cond = _mm256_and_ps(cond, _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
+                                               _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ));
+      L[i] = blend_i(L[i], new_l, cond);
+      Lf[i] = _mm256_blendv_ps(Lf[i], nlf, cond);
+      sumlx = _mm256_blendv_ps(sumlx, slx, cond);
+      suml2 = _mm256_blendv_ps(suml2, sl2, cond);
+      changed = _mm256_or_ps(changed, cond);
+    }
+    active = _mm256_and_ps(active, changed);
+    if (!_mm256_movemask_ps(active)) break;
+  }
+  for (int i = 0; i < N; ++i)
+    L[i] = blend_i(_mm256_add_epi32(L[i], _mm256_set1_epi32(nmax)), _mm256_setzero_si256(), all_zero);
+  const __m256 scale = _mm256_blendv_ps(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
+  *scale_out = _mm256_blendv_ps(scale, zero, all_zero);
+}
+
 // Q4_K/Q5_K: weights av_x + |x| per sub-block of 32, then the (scale, min) search in 8 lanes.
 void search_scale_min_k4_avx2(const float* x, uint8_t* L, float* scales, float* mins, int nmax, float rmin, int nstep) {
   __m256 X[32], W[32];
@@ -172,6 +229,51 @@ void search_scale_min_k4_avx2(const float* x, uint8_t* L, float* scales, float* 
   _mm256_storeu_ps(mins, the_min);
   store_transposed<32>(Lv, 0, L);
 }
+// finish_scale_min_k4 with the element loop 8-wide: (x + dm) / d per element has no reduction,
+// so lanes here are elements.
+void finish_scale_min_k4_avx2(const float* x, uint8_t* y, uint8_t* L, const float* scales, const float* mins,
+                              int nmax) {
+  quantize_scales_k4(y, scales, mins);
+  const float d_all = f16_to_f32(load_u16(y)), dmin_all = f16_to_f32(load_u16(y + 2));
+  for (int j = 0; j < QK_K / 32; ++j) {
+    uint8_t s, m;
+    get_scale_min_k4(j, y + 4, &s, &m);
+    const float d = d_all * (float)s;
+    if (d == 0.0f) continue;
+    const __m256 vd = _mm256_set1_ps(d), vdm = _mm256_set1_ps(dmin_all * (float)m);
+    alignas(32) int32_t t[32];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 v = _mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + 32 * j + 8 * k), vdm), vd);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t + 8 * k), clamp_v(nearest_int_v(v), 0, nmax));
+    }
+    for (int ii = 0; ii < 32; ++ii) L[32 * j + ii] = (uint8_t)t[ii];
+  }
+}
+void requant_avx2(const float* x, int n, float d, float add, int lo, int hi, int offset, int32_t* out) {
+  const __m256 vd = _mm256_set1_ps(d), va = _mm256_set1_ps(add);
+  for (int i = 0; i < n; i += 8) {  // n is 16 or 32
+    const __m256i l = clamp_v(nearest_int_v(_mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), va), vd)), lo, hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_add_epi32(l, _mm256_set1_epi32(offset)));
+  }
+}
+
+void finish_q6_k_avx2(const float* x, uint8_t* y, int8_t* L, const float* scales) {
+  if (!quantize_scales_q6_k(y, scales)) return;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(y + 192);
+  const float d_all = f16_to_f32(load_u16(y + 208));
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float d = d_all * (float)sc[j];
+    if (d == 0.0f) continue;
+    const __m256 vd = _mm256_set1_ps(d);
+    alignas(32) int32_t t[16];
+    for (int k = 0; k < 2; ++k) {
+      const __m256i l = clamp_v(nearest_int_v(_mm256_div_ps(_mm256_loadu_ps(x + 16 * j + 8 * k), vd)), -32, 31);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t + 8 * k), _mm256_add_epi32(l, _mm256_set1_epi32(32)));
+    }
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (int8_t)t[ii];
+  }
+  pack_q6_k(L, y);
+}
 }  // namespace
 
 void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb) {
@@ -179,7 +281,7 @@ void quantize_blocks_q4_k_avx2(const float* x, uint8_t* y, int64_t nb) {
     uint8_t L[QK_K];
     float scales[8], mins[8];
     search_scale_min_k4_avx2(x, L, scales, mins, 15, -1.f, 20);
-    finish_scale_min_k4(x, y, L, scales, mins, 15);
+    finish_scale_min_k4_avx2(x, y, L, scales, mins, 15);
     pack_q4_k(L, y);
   }
 }
@@ -189,7 +291,7 @@ void quantize_blocks_q5_k_avx2(const float* x, uint8_t* y, int64_t nb) {
     uint8_t L[QK_K];
     float scales[8], mins[8];
     search_scale_min_k4_avx2(x, L, scales, mins, 31, -0.5f, 15);
-    finish_scale_min_k4(x, y, L, scales, mins, 31);
+    finish_scale_min_k4_avx2(x, y, L, scales, mins, 31);
     pack_q5_k(L, y);
   }
 }
@@ -209,7 +311,24 @@ void quantize_blocks_q2_k_avx2(const float* x, uint8_t* y, int64_t nb) {
       _mm256_storeu_ps(mins + 8 * g, the_min);
       store_transposed<16>(Lv, 8 * g, L);
     }
-    finish_q2_k(x, y, L, scales, mins);
+    finish_q2_k(x, y, L, scales, mins, requant_avx2);
+  }
+}
+
+void quantize_blocks_q3_k_avx2(const float* x, uint8_t* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += QK_K, y += 110) {
+    int8_t L[QK_K];
+    float scales[16];
+    for (int g = 0; g < 2; ++g) {
+      __m256 X[16];
+      load_transposed<16>(x, 8 * g, X);
+      __m256i Lv[16];
+      __m256 scale;
+      make_q3_lanes(X, Lv, &scale);
+      _mm256_storeu_ps(scales + 8 * g, scale);
+      store_transposed<16>(Lv, 8 * g, L);
+    }
+    finish_q3_k(x, y, L, scales, requant_avx2);
   }
 }
 
@@ -226,8 +345,10 @@ void quantize_blocks_q6_k_avx2(const float* x, uint8_t* y, int64_t nb) {
       _mm256_storeu_ps(scales + 8 * g, scale);
       store_transposed<16>(Lv, 8 * g, L);
     }
-    finish_q6_k(x, y, L, scales);
+    finish_q6_k_avx2(x, y, L, scales);
   }
 }
 
 }  // namespace pq
+
+#endif  // PYQUANT_HAVE_AVX2_BUILD

@@ -4,6 +4,7 @@
 // The one order-dependent case is Q8_0's MAX(amax, fabsf(v)) macro, which *does* take a NaN and
 // then drops it at the next element: blocks holding a NaN go to the scalar code.
 // Element conversions replicate x86 C casts: cvttps -> INT32_MIN for NaN/out-of-range, low byte.
+#if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
 #include <cfloat>
@@ -188,3 +189,5 @@ void quantize_blocks_q5_1_avx2(const float* x, uint8_t* y, int64_t nb) {
 }
 
 }  // namespace pq
+
+#endif  // PYQUANT_HAVE_AVX2_BUILD
