@@ -322,3 +322,23 @@ def test_gpu_check_dry_run(capsys):
 
     y = mod.call(mod.backends(True)[0][1], wd, x, 8, 512)
     assert torch.allclose(y, ref.gguf_matmul(x, wd["w"], wd["qtype"], 8, 512))
+
+
+@needs_module
+def test_cuda_backend_path_choice(monkeypatch):
+    """Which kernel the cuda backend runs per (type, M), and the env override of the crossover."""
+    from pyquant.kernels.cuda import matmul as cm
+    from pyquant.qtypes import QType
+
+    monkeypatch.delenv("PYQUANT_CUDA_GEMV_MAX_M", raising=False)
+    assert cm.matmul_path("gguf_matmul", QType.Q4_K, 1)[0] == "gemv"
+    assert cm.matmul_path("gguf_matmul", QType.Q4_K, 16)[0] == "gemv"
+    assert cm.matmul_path("gguf_matmul", QType.Q4_K, 17)[0] == "dequant"
+    assert cm.matmul_path("gguf_matmul", QType.IQ2_XXS, 1)[0] == "dequant"  # no fused GEMV for it
+    assert cm.matmul_path("int4_matmul", QType.INT4, 4)[0] == "gemv"
+    monkeypatch.setenv("PYQUANT_CUDA_GEMV_MAX_M", "4")
+    assert cm.matmul_path("int8_matmul", QType.INT8, 5)[0] == "dequant"
+    ok, why = cm.supports("gguf_matmul", QType.IQ1_M, 1)
+    assert ok and "dequantize" in why
+    assert cm.supports("dequantize", QType.F16, 0)[0]
+    assert not cm.supports("gguf_matmul", QType.INT4, 1)[0]
