@@ -3,13 +3,16 @@ stream out. The C++ side validates everything again; these wrappers make tensors
 aligned and allocate the outputs.
 
 Kernel choice per M (`matmul_path`): the fused GEMV streams the quantized weights once and is
-memory-bound while M is small; its fp32 FMA work grows with M, so past a crossover it loses to
-"dequantize the weights to x's dtype, then torch matmul (cuBLAS, tensor cores)". Expected
-crossover on an H200: the GEMV reads 4.5 bpw (Q4_K) instead of 16, so at M=1 it should be
-~3x faster than bf16 cuBLAS; at M=16 its CUDA-core FMAs (16 per weight) take about as long as
-the weight stream, while dequant+cuBLAS pays a bf16 write + read of W (~8x the Q4_K bytes). The
-default crossover M <= 16 (PYQUANT_CUDA_GEMV_MAX_M) is that estimate; bench/gpu_check.py measures
-both paths at M = 1, 16 and 512 and prints where they cross.
+memory-bound at M=1; its fp32 FMA work grows with M, so past a crossover it loses to "dequantize
+the weights to x's dtype, then torch matmul (cuBLAS, tensor cores)". Estimate for an H200 and a
+4096 x 14336 Q4_K weight (33 MB; 132 SMs x 128 fp32 lanes x 1.98 GHz ~ 33 T ops/s; ~4.3 TB/s):
+  M=1:  GEMV ~8 us (weight stream; ~4.5 ALU ops per weight ~ 8 us too: the two are balanced),
+        dense bf16 cuBLAS reads 117 MB ~ 27 us: the GEMV should be ~3x faster than dense bf16;
+  M=16: GEMV ~16 FMAs + ~3 decode ops per weight ~ 34 us; dequant+cuBLAS ~ 35 us (read 33 MB,
+        write + re-read 117 MB of bf16) + ~27 us ~ 62 us: the GEMV still wins;
+  M=32: GEMV runs two 16-row slices ~ 68 us, dequant+cuBLAS ~ 65 us: about the crossover.
+The default crossover M <= 16 (PYQUANT_CUDA_GEMV_MAX_M) stays on the safe side of that estimate;
+bench/gpu_check.py scans M = 1..64 on the device and prints where the two paths cross.
 """
 from __future__ import annotations
 
@@ -29,6 +32,21 @@ _DT = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bflo
 
 def gemv_max_m() -> int:
     return int(os.environ.get("PYQUANT_CUDA_GEMV_MAX_M", "16"))
+
+
+def _on_device(fn):
+    """Run fn with the tensors' device current (the C++ side launches on the current device)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(t, *args, **kwargs):
+        idx = t.device.index
+        if idx is None or idx == torch.cuda.current_device():
+            return fn(t, *args, **kwargs)
+        with torch.cuda.device(idx):
+            return fn(t, *args, **kwargs)
+
+    return wrapper
 
 
 def _stream(t: torch.Tensor) -> int:
@@ -70,6 +88,7 @@ def has_decoder(qt) -> bool:
         int(qt) < 1000 and _C_cuda.has_decoder(int(qt)))
 
 
+@_on_device
 def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.float32) -> torch.Tensor:
     """Decode `rows` x `cols` elements of a ggml type held in CUDA uint8 `data` -> [rows, cols]."""
     qt = qtypes.qtype(qtype)
@@ -91,6 +110,7 @@ def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.floa
     return out
 
 
+@_on_device
 def dequantize_int4(qweight, scales, mins, group_size, dtype=torch.float32) -> torch.Tensor:
     n, k = qweight.shape[0], qweight.shape[1] * 2
     qw, sc, mn = qweight.contiguous(), scales.to(torch.float32).contiguous(), mins.to(torch.float32).contiguous()
@@ -102,6 +122,7 @@ def dequantize_int4(qweight, scales, mins, group_size, dtype=torch.float32) -> t
     return out
 
 
+@_on_device
 def dequantize_int8(qweight, scales, dtype=torch.float32) -> torch.Tensor:
     n, k = qweight.shape
     qw, sc = qweight.contiguous(), scales.to(torch.float32).contiguous()
@@ -129,6 +150,7 @@ def _linear(x, w_dense, bias):
     return y
 
 
+@_on_device
 def gguf_matmul(x, w, qtype, n, k, bias=None, path=None):
     m = x.shape[0]
     path = path or matmul_path("gguf_matmul", qtype, m)[0]
@@ -144,6 +166,7 @@ def gguf_matmul(x, w, qtype, n, k, bias=None, path=None):
     return y
 
 
+@_on_device
 def int4_matmul(x, qweight, scales, mins, group_size, bias=None, path=None):
     m, n, k = x.shape[0], qweight.shape[0], qweight.shape[1] * 2
     path = path or matmul_path("int4_matmul", qtypes.QType.INT4, m)[0]
@@ -161,9 +184,13 @@ def int4_matmul(x, qweight, scales, mins, group_size, bias=None, path=None):
     return y
 
 
+@_on_device
 def int8_matmul(x, qweight, scales, bias=None, path=None):
     m, (n, k) = x.shape[0], qweight.shape
     path = path or matmul_path("int8_matmul", qtypes.QType.INT8, m)[0]
+    if k % 32:  # the kernels work in 32-weight chunks; odd K (rare) goes through torch
+        w = qweight.to(torch.float32) * scales.to(torch.float32)[:, None]
+        return _linear(x, w.to(x.dtype), bias)
     if path == "dequant":
         return _linear(x, dequantize_int8(qweight, scales, x.dtype), bias)
     x, qw, sc = _aligned16(x), qweight.contiguous(), scales.to(torch.float32).contiguous()
@@ -180,7 +207,7 @@ def supports(op: str, qt, m: int) -> tuple[bool, str]:
     if op == "dequantize":
         return (True, "CUDA decode kernel") if has_decoder(qt) else (False, f"no CUDA decoder for {qt.name}")
     if op == "gguf_matmul":
-        if int(qt) >= 1000 or not _C_cuda.has_decoder(int(qt)):
+        if int(qt) >= 1000 or not has_decoder(qt):
             return False, f"no CUDA decoder for {qt.name}"
         return True, matmul_path(op, qt, m)[1]
     return True, matmul_path(op, qt, m)[1]

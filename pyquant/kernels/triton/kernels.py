@@ -86,7 +86,7 @@ def _tile_dot(x_ptr, w, acc, rm, rk, M, K):
     return tl.dot(xt, tl.trans(w), acc)
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune})
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "QT"], prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def gguf_matmul_kernel(x_ptr, w_ptr, kv_ptr, bias_ptr, y_ptr, M, N, K, row_bytes, M_BUCKET,
                        QT: tl.constexpr, QK: tl.constexpr, TS: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -106,7 +106,7 @@ def gguf_matmul_kernel(x_ptr, w_ptr, kv_ptr, bias_ptr, y_ptr, M, N, K, row_bytes
     _finish(acc, bias_ptr, y_ptr, rm, rn, M, N, HAS_BIAS)
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune})
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "GROUP"], prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def int4_matmul_kernel(x_ptr, qw_ptr, scales_ptr, mins_ptr, bias_ptr, y_ptr, M, N, K, M_BUCKET,
                        GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
