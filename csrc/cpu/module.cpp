@@ -17,6 +17,7 @@ namespace pq {
 void register_decode_bindings(py::module_& m);
 void register_quantize_bindings(py::module_& m);
 void register_matmul_bindings(py::module_& m);
+void register_llm_bindings(py::module_& m);
 }  // namespace pq
 
 PYBIND11_MODULE(_C, m) {
@@ -52,4 +53,5 @@ PYBIND11_MODULE(_C, m) {
   pq::register_decode_bindings(m);
   pq::register_quantize_bindings(m);
   pq::register_matmul_bindings(m);
+  pq::register_llm_bindings(m);
 }
