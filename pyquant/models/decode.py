@@ -119,6 +119,15 @@ class DecodeState:
         # is composite (~6 kernels, 9 us per call measured here, 0.56 ms of a token's 1.3 ms outside
         # the matmuls); one BLAS dot, a float, two multiplies measured ~4 us.
         self.plain_norm = type(model).norm is DecoderModel.norm
+        self.native = build_native(self)
+        from .._ext import _C
+
+        self.get_act = _C.get_matmul_act
+
+    @property
+    def mode(self) -> str:
+        """"native" (the C++ step, _C.LlmDecoder) or "python" (the torch ops below)."""
+        return "native" if self.native is not None else "python"
 
     def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """RMSNorm of x [1, d] into h: x * w / sqrt(mean(x^2) + eps), the sum in float64 as ggml does."""
@@ -155,6 +164,14 @@ class DecodeState:
         decode(qtype, base + token * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
 
     def step(self, token: int, pos: int) -> torch.Tensor:
+        if self.native is not None and GemvCall.enabled:
+            self.model.cache.check(pos, 1)
+            self.embed_into_x(int(token))
+            self.native.step(pos, self.get_act() == "float")
+            return self.logits[0]
+        return self.python_step(token, pos)
+
+    def python_step(self, token: int, pos: int) -> torch.Tensor:
         m = self.model
         m.cache.check(pos, 1)
         T = pos + 1
@@ -191,3 +208,67 @@ class DecodeState:
                 x.add_(tmp)
         self.output(norm(x, m.output_norm))
         return self.logits[0]
+
+
+def build_native(st: DecodeState):
+    """The C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, or None when the
+    model needs something only the Python step does: an architecture overriding the norm or the
+    MLP activation, weights
+    without a GGUF CPU kernel (int4 / int8 QTensors), or PYQUANT_DECODE=python.
+
+    Measured (shared 2-core Zen 3, SmolLM2 Q4_1, 2 threads, CPU time per token): see the numbers
+    in llm_ops.cpp's header and the commit log."""
+    import os
+
+    from .._ext import _C
+
+    m, cfg = st.model, st.model.config
+    if os.environ.get("PYQUANT_DECODE", "").lower() == "python" or not hasattr(_C, "LlmDecoder"):
+        return None
+    cls = type(m)
+    if not (st.plain_norm and cls.mlp_activation_into is DecoderModel.mlp_activation_into):
+        return None
+    kv = m.cache.kv
+    if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
+        return None
+    linears = [("output", -1, [m.output])]
+    for i, L in enumerate(m.layers):
+        linears += [("qkv", i, L.qkv), ("wo", i, [L.wo]), ("gate_up", i, L.gate_up), ("down", i, [L.down])]
+    args = []
+    for slot, i, lins in linears:
+        for lin in lins:
+            if lin.dense is not None:
+                w, qtype = lin.dense, 0
+                if w.dtype != torch.float32 or not w.is_contiguous():
+                    return None
+            else:
+                w, qtype = lin.qt.data, int(lin.qt.qtype)
+                if qtype >= 1000 or w.device.type != "cpu" or not w.is_contiguous():
+                    return None
+            b = lin.bias
+            if b is not None:
+                b = b.contiguous().to(torch.float32)
+            args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b))
+    dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
+                        cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
+    keep = []   # tensors whose pointers the decoder holds (the model keeps the rest alive)
+    try:
+        for slot, i, qtype, w, n, k, b in args:
+            dec.add_linear(slot, i, qtype, w.data_ptr(), w.nbytes, n, k,
+                           b.data_ptr() if b is not None else 0, b.nbytes if b is not None else 0)
+            keep += [w] + ([b] if b is not None else [])
+        norms = [m.output_norm] + [t for L in m.layers for t in (L.attn_norm, L.ffn_norm)]
+        norms = [t.contiguous().to(torch.float32) for t in norms]
+        keep += norms
+        dec.set_norm("output", -1, norms[0].data_ptr(), norms[0].nbytes)
+        for i in range(cfg.n_layers):
+            a, f = norms[1 + 2 * i], norms[2 + 2 * i]
+            dec.set_norm("attn", i, a.data_ptr(), a.nbytes)
+            dec.set_norm("ffn", i, f.data_ptr(), f.nbytes)
+        dec.set_buffers(kv.data_ptr(), kv.nbytes, m.rope.data_ptr(), m.rope.nbytes, st.x.data_ptr(), st.x.nbytes,
+                        st.logits.data_ptr(), st.logits.nbytes)
+        dec.finalize(0)
+    except Exception:   # a layout this step does not handle (e.g. a type without a CPU kernel)
+        return None
+    st.native_keep = keep
+    return dec
