@@ -19,5 +19,10 @@ void softmax_avx2(float* x, int64_t n);
 // out[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u
 void silu_mul_avx2(const float* g, const float* u, float* out, int64_t n);
 
+// One query head over T cached positions: sc[t] = scale * q.K[t], softmax, out = sum_t sc[t] V[t].
+// K, V: [T, hd] rows; hd must be a multiple of 8; sc: T floats of scratch.
+void attend_head_avx2(const float* q, const float* K, const float* V, int64_t T, int64_t hd, float scale, float* sc,
+                      float* out);
+
 }  // namespace llm
 }  // namespace pq

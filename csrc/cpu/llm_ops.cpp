@@ -16,6 +16,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -111,6 +112,11 @@ struct ActQ {
   std::vector<int16_t> bs;
   XQRow row{};
 };
+
+// Per-phase wall time of step() (set_profile(true)): where a token's time goes, for bench/.
+enum Phase { kNorm, kActQuant, kQKV, kRopeKV, kAttn, kWo, kGateUp, kSilu, kDown, kHead, kNumPhases };
+const char* const kPhaseNames[kNumPhases] = {"norm", "act_quant", "qkv", "rope_kv", "attention", "wo",
+                                             "gate_up", "silu_mul", "down", "output_head"};
 
 class Decoder {
  public:
@@ -220,38 +226,79 @@ class Decoder {
     const Vec v{avx2};
     float_act_ = float_act;
     const int64_t T = pos + 1, g = H_ / Hkv_;
+    if (profile_) ++prof_steps_;
+    tick();
     for (int64_t l = 0; l < L_; ++l) {
       rms_norm(v, x_, norms_[(size_t)(2 * l)], h_.data());
+      tock(kNorm);
       gemv(slots_[(size_t)(4 * l)], h_.data(), qkv_.data(), nullptr, avx2);
+      tock(kQKV);
       rope(qkv_.data(), H_ + Hkv_, pos);  // Q heads then K heads: adjacent in the QKV output
+      tock(kRopeKV);
       float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
       float* Vc = K + Hkv_ * T_ * hd_;
       for (int64_t h = 0; h < Hkv_; ++h) {
         std::memcpy(K + (h * T_ + pos) * hd_, qkv_.data() + qd_ + h * hd_, (size_t)hd_ * 4);
         std::memcpy(Vc + (h * T_ + pos) * hd_, qkv_.data() + qd_ + kvd_ + h * hd_, (size_t)hd_ * 4);
       }
+      tock(kRopeKV);
       for (int64_t hq = 0; hq < H_; ++hq) {  // query head hq reads KV head hq / g
         const float* q = qkv_.data() + hq * hd_;
         const float* Kh = K + (hq / g) * T_ * hd_;
         const float* Vh = Vc + (hq / g) * T_ * hd_;
         float* sc = scores_.data();
+        if (avx2 && hd_ % 8 == 0) {  // one call per head: ~5x faster than per-position dot calls
+          attend_head_avx2(q, Kh, Vh, T, hd_, scale_, sc, attn_.data() + hq * hd_);
+          continue;
+        }
         for (int64_t t = 0; t < T; ++t) sc[t] = v.dot(q, Kh + t * hd_, hd_) * scale_;
         v.softmax(sc, T);
         float* o = attn_.data() + hq * hd_;
         std::fill(o, o + hd_, 0.f);
         for (int64_t t = 0; t < T; ++t) v.axpy(o, sc[t], Vh + t * hd_, hd_);
       }
+      tock(kAttn);
       gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, avx2);      // x2 = x + Wo attn
+      tock(kWo);
       rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data());
+      tock(kNorm);
       gemv(slots_[(size_t)(4 * l + 2)], h_.data(), gu_.data(), nullptr, avx2);
+      tock(kGateUp);
       v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
+      tock(kSilu);
       gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), avx2);       // x = x2 + Wd act
+      tock(kDown);
     }
     rms_norm(v, x_, norms_[(size_t)(2 * L_)], h_.data());
+    tock(kNorm);
     gemv(slots_[(size_t)(4 * L_)], h_.data(), logits_, nullptr, avx2);
+    tock(kHead);
+  }
+
+  void set_profile(bool on) {
+    profile_ = on;
+    prof_steps_ = 0;
+    for (double& t : prof_) t = 0;
+  }
+  // {phase: microseconds per step} since set_profile(true).
+  py::dict profile() const {
+    py::dict d;
+    for (int i = 0; i < kNumPhases; ++i) d[kPhaseNames[i]] = prof_steps_ ? 1e6 * prof_[i] / (double)prof_steps_ : 0.0;
+    return d;
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  void tick() {
+    if (profile_) t0_ = Clock::now();
+  }
+  void tock(Phase p) {  // charges the time since the last tick/tock to p
+    if (!profile_) return;
+    const Clock::time_point t = Clock::now();
+    prof_[p] += std::chrono::duration<double>(t - t0_).count();
+    t0_ = t;
+  }
+
   Slot& slot_ref(const std::string& name, int64_t layer) {
     if (name == "output") return slots_[(size_t)(4 * L_)];
     PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: layer ", layer, " outside [0, ", L_, ")");
@@ -303,6 +350,7 @@ class Decoder {
       (kind ? kern.quant_x256 : kern.quant_x32)(x, s.k, kp, a.q.data(), a.d.data(), a.s.data(), a.bs.data());
       a.row = XQRow{a.q.data(), a.d.data(), a.s.data(), a.bs.data()};
     }
+    tock(kActQuant);
     const Part* parts = s.parts.data();
     const size_t np = s.parts.size();
     const ActQ* aq = actq_;
@@ -351,7 +399,10 @@ class Decoder {
   double eps_;
   float scale_;
   int nthreads_ = 0;
-  bool ready_ = false, float_act_ = false;
+  bool ready_ = false, float_act_ = false, profile_ = false;
+  int64_t prof_steps_ = 0;
+  double prof_[kNumPhases] = {};
+  Clock::time_point t0_;
   std::vector<Slot> slots_;
   std::vector<const float*> norms_;
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
@@ -376,7 +427,9 @@ void register_llm_bindings(py::module_& m) {
       .def("set_buffers", &llm::Decoder::set_buffers, "kv"_a, "kv_nbytes"_a, "rope"_a, "rope_nbytes"_a, "x"_a,
            "x_nbytes"_a, "logits"_a, "logits_nbytes"_a)
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
-      .def("step", &llm::Decoder::step, "pos"_a, "float_act"_a = false);
+      .def("step", &llm::Decoder::step, "pos"_a, "float_act"_a = false)
+      .def("set_profile", &llm::Decoder::set_profile, "on"_a)
+      .def("profile", &llm::Decoder::profile, "{phase: microseconds per step} since set_profile(True)");
 }
 
 }  // namespace pq

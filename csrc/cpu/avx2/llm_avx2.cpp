@@ -133,5 +133,41 @@ void silu_mul_avx2(const float* g, const float* u, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = g[i] / (1.0f + exp_scalar(-g[i])) * u[i];
 }
 
+void attend_head_avx2(const float* q, const float* K, const float* V, int64_t T, int64_t hd, float scale, float* sc,
+                      float* out) {
+  // scores: one dot of hd per cached position (hd % 8 == 0, checked by the caller)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* k = K + t * hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= hd; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+    }
+    if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+    sc[t] = hsum(_mm256_add_ps(a0, a1)) * scale;
+  }
+  softmax_avx2(sc, T);
+  // out = sum_t p_t V_t, 64 output values (8 registers) at a time accumulated over all t
+  for (int64_t b = 0; b < hd; b += 64) {
+    const int nb = (int)((hd - b < 64 ? hd - b : 64) / 8);
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+    const float* v = V + b;
+    if (nb == 8) {
+      for (int64_t t = 0; t < T; ++t, v += hd) {
+        const __m256 p = _mm256_broadcast_ss(sc + t);
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
+      }
+    } else {
+      for (int64_t t = 0; t < T; ++t, v += hd) {
+        const __m256 p = _mm256_broadcast_ss(sc + t);
+        for (int j = 0; j < nb; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
+      }
+    }
+    for (int j = 0; j < nb; ++j) _mm256_storeu_ps(out + b + 8 * j, acc[j]);
+  }
+}
+
 }  // namespace llm
 }  // namespace pq
