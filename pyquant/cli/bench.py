@@ -27,12 +27,39 @@ def register(subparsers):
     p.set_defaults(func=main)
 
 
+GEMV_PHASES = ("qkv", "wo", "gate_up", "down", "output_head")
+
+
+def native_profile(model, n: int = 32, reps: int = 3) -> dict:
+    """The C++ decode step's per-phase microseconds per token (_C.LlmDecoder.profile) over reps x n
+    steps from an empty cache, plus "python": the rest of a decode_step call's wall time (embedding
+    row, checks, the call itself)."""
+    st = model._decode
+    st.native.set_profile(True)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            for pos in range(n):
+                model.decode_step(1, pos)
+        wall = (time.perf_counter() - t0) / (reps * n) * 1e6
+        prof = dict(st.native.profile())
+    finally:
+        st.native.set_profile(False)
+    prof["python"] = max(0.0, wall - sum(prof.values()))
+    return prof
+
+
 def decode_overhead(model, n: int = 32, reps: int = 3) -> float:
-    """Seconds per decode step spent outside the matmul kernels (best of reps): the same steps with
-    every GEMV skipped. Buffers get normal values first (garbage could hit NaN/denormal slow paths)."""
+    """Seconds per decode step spent outside the matmul kernels. C++ step: everything but the GEMV
+    phases of its profile (norms, activation quantization, RoPE, KV write, attention, SiLU, Python).
+    Python step: the same steps with every GEMV skipped, best of reps (buffers get normal values
+    first: garbage could hit NaN/denormal slow paths)."""
     from ..models.decode import GemvCall
 
     st = model._decode
+    if st.native is not None:
+        prof = native_profile(model, n, reps)
+        return sum(v for k, v in prof.items() if k not in GEMV_PHASES) / 1e6
     for buf in (st.x, st.x2, st.tmp, st.qkv, st.gu, st.logits):
         buf.normal_()
     GemvCall.enabled = False
@@ -60,15 +87,20 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
         model.forward(ids, 0)
         return n_prompt / (time.perf_counter() - t0)
 
+    cpu = []   # process CPU seconds per generated token (all threads; spinning workers included)
+
     def tg():
         ids = torch.randint(0, vocab, (n_gen,), generator=g).tolist()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for pos, token in enumerate(ids):
             model.decode_step(token, pos)
-        return n_gen / (time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        cpu.append((time.process_time() - c0) / n_gen)
+        return n_gen / (t1 - t0)
 
     res = {"model": str(model.path), "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": reps,
-           "threads": _threads(), "weight_bytes_per_token": model.weight_nbytes}
+           "threads": _threads(), "weight_bytes_per_token": model.weight_nbytes,
+           "decode_step": model._decode.mode}
     for name, fn, n in (("pp", pp, n_prompt), ("tg", tg, n_gen)):
         if n <= 0:
             continue
@@ -79,8 +111,11 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
     if "tg_tok_s" in res:
         res["tg_weight_GB_s"] = res["tg_tok_s"] * model.weight_nbytes / 1e9
         res["tg_ms_per_token"] = 1e3 / res["tg_tok_s"]
+        res["tg_cpu_ms_per_token"] = 1e3 * min(cpu[1:] or cpu)   # best measured run (not the warm-up)
     if overhead and n_gen > 0:
         res["tg_overhead_ms_per_token"] = 1e3 * decode_overhead(model, n_gen, reps)
+        if model._decode.native is not None:
+            res["tg_profile_us"] = native_profile(model, n_gen, reps)
     return res
 
 
@@ -106,12 +141,13 @@ def main(args) -> int:
         print(json.dumps(res))
         return 0
     print(f"model: {res['model']}  threads: {res['threads']}  weights/token: "
-          f"{res['weight_bytes_per_token'] / 1e6:.1f} MB")
+          f"{res['weight_bytes_per_token'] / 1e6:.1f} MB  decode step: {res['decode_step']}")
     if "pp_tok_s" in res:
         print(f"pp{args.n_prompt}: {res['pp_tok_s']:8.1f} ± {res['pp_tok_s_std']:.1f} tok/s")
     if "tg_tok_s" in res:
         print(f"tg{args.n_gen}: {res['tg_tok_s']:8.1f} ± {res['tg_tok_s_std']:.1f} tok/s  "
-              f"({res['tg_ms_per_token']:.2f} ms/token, {res['tg_weight_GB_s']:.1f} GB/s of weights)")
+              f"({res['tg_ms_per_token']:.2f} ms/token, {res['tg_weight_GB_s']:.1f} GB/s of weights; "
+              f"CPU {res['tg_cpu_ms_per_token']:.2f} ms/token over all threads)")
     if "roofline_GB_s" in res and "tg_weight_GB_s" in res:
         print(f"DRAM read roofline: {res['roofline_GB_s']:.1f} GB/s -> generation at "
               f"{res['tg_weight_GB_s'] / res['roofline_GB_s']:.0%} of it")
@@ -119,5 +155,10 @@ def main(args) -> int:
         ovh = res["tg_overhead_ms_per_token"]
         print(f"decode overhead outside the matmuls: {ovh:.2f} ms/token "
               f"({ovh / res['tg_ms_per_token']:.0%} of a step)")
+    if "tg_profile_us" in res:
+        prof = res["tg_profile_us"]
+        total = sum(prof.values())
+        print("decode step profile (us/token): " + ", ".join(
+            f"{k} {v:.0f} ({v / total:.0%})" for k, v in sorted(prof.items(), key=lambda kv: -kv[1])))
     sys.stdout.flush()
     return 0
