@@ -48,12 +48,23 @@ def test_native_step_is_used(model):
     assert model._decode.mode == "native"
 
 
+@pytest.mark.parametrize("one_region", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("isa", ["scalar", "avx2"], indirect=True)
-def test_native_equals_python_float_activations(model, isa, float_activations):
+def test_native_equals_python_float_activations(model, isa, threads, one_region, float_activations):
     st = model._decode
     ids = IDS if isa == "avx2" else IDS[:3]   # the scalar float path is slow
     ref = _run(st.python_step, ids)
-    ours = _run(st.step, ids)
+    from pyquant._ext import _C
+
+    before = _C.get_num_threads() if hasattr(_C, "get_num_threads") else 0
+    pyquant.set_num_threads(threads)
+    st.native.set_one_region(one_region)
+    try:
+        ours = _run(st.step, ids)
+    finally:
+        st.native.set_one_region(True)
+        pyquant.set_num_threads(before)
     for p in range(len(ids)):
         assert _rel(ours[p], ref[p]) < 1e-4, p
 

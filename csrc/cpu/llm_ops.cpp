@@ -16,10 +16,12 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/qtypes.h"
@@ -139,7 +141,6 @@ class Decoder {
     attn_.resize((size_t)qd_);
     gu_.resize((size_t)(2 * ff_));
     act_.resize((size_t)ff_);
-    scores_.resize((size_t)T_);
   }
 
   // slot: "qkv" | "wo" | "gate_up" | "down" (layer 0..L-1) or "output" (layer -1).
@@ -218,62 +219,46 @@ class Decoder {
   // Logits of the token whose embedding is in x, at position pos (the cache holds 0..pos-1).
   // float_act: float activations (the matmul engine's PYQUANT_MATMUL_ACT=float / set_matmul_act
   // mode: weights decoded to float and dotted in float32, exact up to summation order).
+  //
+  // One parallel region for the whole token: the threads meet at a spin barrier between phases
+  // instead of one pool dispatch per GEMV (121 per SmolLM2 token, ~1.5 us each measured as the
+  // 2-thread minus 1-thread time of a 576x576 GEMV). Small serial pieces (norm + activation
+  // quantization, RoPE + KV write, SiLU*up) run on thread 0 while the others wait at the barrier;
+  // the GEMV rows are handed out in chunks from a shared counter (a thread that starts late or is
+  // preempted on a busy machine takes fewer chunks instead of holding everyone up at the barrier),
+  // attention is split by query heads.
   void step(int64_t pos, bool float_act) {
     PQ_CHECK(ready_, "LlmDecoder: finalize() not called");
     PQ_CHECK(pos >= 0 && pos < T_, "LlmDecoder: position ", pos, " outside the KV cache (", T_, ")");
+    int nth = nthreads_ > 0 ? nthreads_ : get_num_threads();
+    nth = std::max(1, std::min(nth, 256));
+    // per-thread scratch, sized before the region (nothing allocates inside it)
+    const int64_t nch = mm::n_chunks(kmax_);
+    if ((int)scratch_.size() < nth) {
+      scratch_.resize((size_t)nth);
+      for (Scratch& sc : scratch_) {
+        sc.chunks.resize((size_t)nch);
+        sc.rowf.resize((size_t)(nch * kChunk));
+        sc.scores.resize((size_t)T_);
+      }
+    }
     py::gil_scoped_release nogil;
-    const bool avx2 = active_isa() == Isa::Avx2;
-    const Vec v{avx2};
+    avx2_ = active_isa() == Isa::Avx2;
     float_act_ = float_act;
-    const int64_t T = pos + 1, g = H_ / Hkv_;
     if (profile_) ++prof_steps_;
     tick();
-    for (int64_t l = 0; l < L_; ++l) {
-      rms_norm(v, x_, norms_[(size_t)(2 * l)], h_.data());
-      tock(kNorm);
-      gemv(slots_[(size_t)(4 * l)], h_.data(), qkv_.data(), nullptr, avx2);
-      tock(kQKV);
-      rope(qkv_.data(), H_ + Hkv_, pos);  // Q heads then K heads: adjacent in the QKV output
-      tock(kRopeKV);
-      float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
-      float* Vc = K + Hkv_ * T_ * hd_;
-      for (int64_t h = 0; h < Hkv_; ++h) {
-        std::memcpy(K + (h * T_ + pos) * hd_, qkv_.data() + qd_ + h * hd_, (size_t)hd_ * 4);
-        std::memcpy(Vc + (h * T_ + pos) * hd_, qkv_.data() + qd_ + kvd_ + h * hd_, (size_t)hd_ * 4);
-      }
-      tock(kRopeKV);
-      for (int64_t hq = 0; hq < H_; ++hq) {  // query head hq reads KV head hq / g
-        const float* q = qkv_.data() + hq * hd_;
-        const float* Kh = K + (hq / g) * T_ * hd_;
-        const float* Vh = Vc + (hq / g) * T_ * hd_;
-        float* sc = scores_.data();
-        if (avx2 && hd_ % 8 == 0) {  // one call per head: ~5x faster than per-position dot calls
-          attend_head_avx2(q, Kh, Vh, T, hd_, scale_, sc, attn_.data() + hq * hd_);
-          continue;
-        }
-        for (int64_t t = 0; t < T; ++t) sc[t] = v.dot(q, Kh + t * hd_, hd_) * scale_;
-        v.softmax(sc, T);
-        float* o = attn_.data() + hq * hd_;
-        std::fill(o, o + hd_, 0.f);
-        for (int64_t t = 0; t < T; ++t) v.axpy(o, sc[t], Vh + t * hd_, hd_);
-      }
-      tock(kAttn);
-      gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, avx2);      // x2 = x + Wo attn
-      tock(kWo);
-      rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data());
-      tock(kNorm);
-      gemv(slots_[(size_t)(4 * l + 2)], h_.data(), gu_.data(), nullptr, avx2);
-      tock(kGateUp);
-      v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
-      tock(kSilu);
-      gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), avx2);       // x = x2 + Wd act
-      tock(kDown);
+    nth_ = nth;
+    if (nth == 1 || !one_region_) {
+      body(pos, 0, 1);
+      return;
     }
-    rms_norm(v, x_, norms_[(size_t)(2 * L_)], h_.data());
-    tock(kNorm);
-    gemv(slots_[(size_t)(4 * L_)], h_.data(), logits_, nullptr, avx2);
-    tock(kHead);
+    barrier_count_.store(0);
+    parallel_run(nth, [&](int tid, int nt) { body(pos, tid, nt); });
   }
+
+  // false: the previous structure (one thread-pool dispatch per GEMV, everything else on the
+  // calling thread), kept for side-by-side measurements.
+  void set_one_region(bool on) { one_region_ = on; }
 
   void set_profile(bool on) {
     profile_ = on;
@@ -335,11 +320,60 @@ class Decoder {
     }
   }
 
-  // y = x @ W.T (+ bias) (+ res), x: float32 [k]. Same int8 activation path as _C.gguf_matmul at
-  // m = 1 (float weights: a float dot).
-  void gemv(const Slot& s, const float* x, float* y, const float* res, bool avx2) {
-    const mm::Kernels& kern = avx2 ? mm::avx2_kernels() : mm::scalar_kernels();
-    const int64_t nch = mm::n_chunks(s.k), kp = nch * kChunk;
+  struct Scratch {
+    std::vector<UChunk> chunks;
+    std::vector<float> rowf, scores;
+  };
+
+  // All threads of the region call it with the same nt; the last one to arrive releases the rest.
+  // Spins with pause, yielding the core now and then: on an oversubscribed machine the thread we
+  // wait for may need it.
+  void barrier(int nt) {
+    if (nt <= 1) return;
+    const int gen = barrier_gen_.load(std::memory_order_acquire);
+    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nt - 1) {
+      barrier_count_.store(0, std::memory_order_relaxed);
+      barrier_gen_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 1; barrier_gen_.load(std::memory_order_acquire) == gen; ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      if ((spins & 4095) == 0) std::this_thread::yield();
+    }
+  }
+
+  // Thread 0 quantizes x for the slot's GEMV and resets the row counter; then everyone meets.
+  void gemv(const Slot& s, const float* x, float* y, const float* res, int tid, int nt) {
+    if (tid == 0) {
+      quant_act(s, x);
+      next_row_.store(0, std::memory_order_relaxed);
+      tock(kActQuant);
+    }
+    barrier(nt);
+    if (nt == 1 && nth_ > 1) {  // set_one_region(false): one pool dispatch per GEMV, static row split
+      parallel_run(nth_, [&](int t, int n) {
+        const int64_t units = (s.n + 15) / 16;
+        const int64_t r0 = std::min(s.n, units * t / n * 16), r1 = std::min(s.n, units * (t + 1) / n * 16);
+        if (r0 < r1) gemv_rows(s, x, y, res, r0, r1, scratch_[(size_t)t]);
+      });
+      return;
+    }
+    const int64_t chunk = s.n >= 8192 ? 64 : 16;
+    for (;;) {
+      const int64_t r0 = nt > 1 ? next_row_.fetch_add(chunk, std::memory_order_relaxed) : 0;
+      if (r0 >= s.n) break;
+      const int64_t r1 = nt > 1 ? std::min(s.n, r0 + chunk) : s.n;
+      gemv_rows(s, x, y, res, r0, r1, scratch_[(size_t)tid]);
+      if (nt == 1) break;
+    }
+    barrier(nt);
+  }
+
+  void quant_act(const Slot& s, const float* x) {
+    const mm::Kernels& kern = avx2_ ? mm::avx2_kernels() : mm::scalar_kernels();
+    const int64_t kp = mm::n_chunks(s.k) * kChunk;
     bool have[2] = {false, false};
     for (const Part& p : s.parts) {
       if (p.ti->kind == Kind::Float || float_act_) continue;
@@ -350,56 +384,123 @@ class Decoder {
       (kind ? kern.quant_x256 : kern.quant_x32)(x, s.k, kp, a.q.data(), a.d.data(), a.s.data(), a.bs.data());
       a.row = XQRow{a.q.data(), a.d.data(), a.s.data(), a.bs.data()};
     }
-    tock(kActQuant);
-    const Part* parts = s.parts.data();
-    const size_t np = s.parts.size();
-    const ActQ* aq = actq_;
-    parallel_for(s.n, 16, nthreads_, [&](int64_t r0, int64_t r1) {
-      thread_local std::vector<UChunk> scratch_v;
-      thread_local std::vector<float> rowf_v;
-      size_t pi = 0;
-      for (int64_t r = r0; r < r1; ++r) {
-        while (r >= parts[pi].off + parts[pi].n) ++pi;
-        const Part& p = parts[pi];
-        const int64_t rl = r - p.off;
-        float out;
-        if (p.ti->kind == Kind::Float) {
-          const float* w = reinterpret_cast<const float*>(p.w.data + rl * p.w.row_bytes);
-          const float* xs[1] = {x};
-          kern.dot_f(w, xs, 1, s.k, &out);
-        } else if (float_act_) {
-          if (scratch_v.size() < (size_t)nch) scratch_v.resize((size_t)nch);
-          if (rowf_v.size() < (size_t)kp) rowf_v.resize((size_t)kp);
-          mm::row_to_float(p.w, rl, 0, nch, rowf_v.data(), scratch_v.data(), avx2);
-          const float* xs[1] = {x};
-          kern.dot_f(rowf_v.data(), xs, 1, s.k, &out);
+  }
+
+  // y[r] = W[r] . x (+ bias) (+ res[r]) for r in [r0, r1): the int8 activation path of
+  // _C.gguf_matmul at m = 1 (float weights, or float_act: a float dot).
+  void gemv_rows(const Slot& s, const float* x, float* y, const float* res, int64_t r0, int64_t r1,
+                 Scratch& scr) const {
+    const mm::Kernels& kern = avx2_ ? mm::avx2_kernels() : mm::scalar_kernels();
+    const int64_t nch = mm::n_chunks(s.k);
+    const float* xs[1] = {x};
+    size_t pi = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      while (r >= s.parts[pi].off + s.parts[pi].n) ++pi;
+      const Part& p = s.parts[pi];
+      const int64_t rl = r - p.off;
+      float out;
+      if (p.ti->kind == Kind::Float) {
+        kern.dot_f(reinterpret_cast<const float*>(p.w.data + rl * p.w.row_bytes), xs, 1, s.k, &out);
+      } else if (float_act_) {
+        mm::row_to_float(p.w, rl, 0, nch, scr.rowf.data(), scr.chunks.data(), avx2_);
+        kern.dot_f(scr.rowf.data(), xs, 1, s.k, &out);
+      } else {
+        const XQRow* row = &actq_[p.ti->kind == Kind::X256].row;
+        if (avx2_ && p.ti->fused_avx2) {
+          p.ti->fused_avx2(p.w, rl, row, 1, &out);
         } else {
-          const XQRow* row = &aq[p.ti->kind == Kind::X256].row;
-          const mm::GemvFusedFn fused = avx2 ? p.ti->fused_avx2 : nullptr;
-          if (fused) {
-            fused(p.w, rl, row, 1, &out);
-          } else {
-            if (scratch_v.size() < (size_t)nch) scratch_v.resize((size_t)nch);
-            const mm::UnpackRowFn unpack = avx2 && p.ti->unpack_avx2 ? p.ti->unpack_avx2 : p.ti->unpack_scalar;
-            unpack(p.w, rl, 0, nch, scratch_v.data());
-            const mm::DotQFn dot = p.ti->kind == Kind::X256 ? (p.ti->signed_q ? kern.dot_x256_s : kern.dot_x256_u)
-                                                            : (p.ti->signed_q ? kern.dot_x32_s : kern.dot_x32_u);
-            dot(scratch_v.data(), nch, row, 1, &out);
-          }
+          const mm::UnpackRowFn unpack = avx2_ && p.ti->unpack_avx2 ? p.ti->unpack_avx2 : p.ti->unpack_scalar;
+          unpack(p.w, rl, 0, nch, scr.chunks.data());
+          const mm::DotQFn dot = p.ti->kind == Kind::X256 ? (p.ti->signed_q ? kern.dot_x256_s : kern.dot_x256_u)
+                                                          : (p.ti->signed_q ? kern.dot_x32_s : kern.dot_x32_u);
+          dot(scr.chunks.data(), nch, row, 1, &out);
         }
-        if (p.bias) out += p.bias[rl];
-        if (res) out += res[r];
-        y[r] = out;
       }
-    });
-    (void)np;
+      if (p.bias) out += p.bias[rl];
+      if (res) out += res[r];
+      y[r] = out;
+    }
+  }
+
+  // Query heads [hq0, hq1) of layer l over positions 0..pos (head hq reads KV head hq / g).
+  void attend(int64_t l, int64_t pos, int64_t hq0, int64_t hq1, float* sc) {
+    const Vec v{avx2_};
+    const int64_t T = pos + 1, g = H_ / Hkv_;
+    const float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
+    const float* Vc = K + Hkv_ * T_ * hd_;
+    for (int64_t hq = hq0; hq < hq1; ++hq) {
+      const float* q = qkv_.data() + hq * hd_;
+      const float* Kh = K + (hq / g) * T_ * hd_;
+      const float* Vh = Vc + (hq / g) * T_ * hd_;
+      float* o = attn_.data() + hq * hd_;
+      if (avx2_ && hd_ % 8 == 0) {  // one call per head: ~5x faster than per-position dot calls
+        attend_head_avx2(q, Kh, Vh, T, hd_, scale_, sc, o);
+        continue;
+      }
+      for (int64_t t = 0; t < T; ++t) sc[t] = v.dot(q, Kh + t * hd_, hd_) * scale_;
+      v.softmax(sc, T);
+      std::fill(o, o + hd_, 0.f);
+      for (int64_t t = 0; t < T; ++t) v.axpy(o, sc[t], Vh + t * hd_, hd_);
+    }
+  }
+
+  // The token, as thread tid of nt (profile times are thread 0's view: its work plus waits).
+  void body(int64_t pos, int tid, int nt) {
+    const Vec v{avx2_};
+    const bool t0 = tid == 0;
+    for (int64_t l = 0; l < L_; ++l) {
+      if (t0) {
+        rms_norm(v, x_, norms_[(size_t)(2 * l)], h_.data());
+        tock(kNorm);
+      }
+      gemv(slots_[(size_t)(4 * l)], h_.data(), qkv_.data(), nullptr, tid, nt);
+      if (t0) {
+        tock(kQKV);
+        rope(qkv_.data(), H_ + Hkv_, pos);  // Q heads then K heads: adjacent in the QKV output
+        float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
+        float* Vc = K + Hkv_ * T_ * hd_;
+        for (int64_t h = 0; h < Hkv_; ++h) {
+          std::memcpy(K + (h * T_ + pos) * hd_, qkv_.data() + qd_ + h * hd_, (size_t)hd_ * 4);
+          std::memcpy(Vc + (h * T_ + pos) * hd_, qkv_.data() + qd_ + kvd_ + h * hd_, (size_t)hd_ * 4);
+        }
+        tock(kRopeKV);
+      }
+      barrier(nt);
+      attend(l, pos, H_ * tid / nt, H_ * (tid + 1) / nt, scratch_[(size_t)tid].scores.data());
+      barrier(nt);
+      if (t0) tock(kAttn);
+      gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, tid, nt);  // x2 = x + Wo attn
+      if (t0) {
+        tock(kWo);
+        rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data());
+        tock(kNorm);
+      }
+      gemv(slots_[(size_t)(4 * l + 2)], h_.data(), gu_.data(), nullptr, tid, nt);
+      if (t0) {
+        tock(kGateUp);
+        v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
+        tock(kSilu);
+      }
+      gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), tid, nt);   // x = x2 + Wd act
+      if (t0) tock(kDown);
+    }
+    if (t0) {
+      rms_norm(v, x_, norms_[(size_t)(2 * L_)], h_.data());
+      tock(kNorm);
+    }
+    gemv(slots_[(size_t)(4 * L_)], h_.data(), logits_, nullptr, tid, nt);
+    if (t0) tock(kHead);
   }
 
   int64_t L_, d_, H_, Hkv_, hd_, rd_, ff_, V_, T_, qd_ = 0, kvd_ = 0, kmax_ = 0;
   double eps_;
   float scale_;
   int nthreads_ = 0;
-  bool ready_ = false, float_act_ = false, profile_ = false;
+  bool ready_ = false, float_act_ = false, profile_ = false, avx2_ = false, one_region_ = true;
+  int nth_ = 1;
+  std::vector<Scratch> scratch_;
+  std::atomic<int64_t> next_row_{0};
+  std::atomic<int> barrier_count_{0}, barrier_gen_{0};
   int64_t prof_steps_ = 0;
   double prof_[kNumPhases] = {};
   Clock::time_point t0_;
@@ -407,7 +508,7 @@ class Decoder {
   std::vector<const float*> norms_;
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
   const float* rope_ = nullptr;
-  std::vector<float> h_, x2_, qkv_, attn_, gu_, act_, scores_;
+  std::vector<float> h_, x2_, qkv_, attn_, gu_, act_;
   ActQ actq_[2];
 };
 
@@ -428,6 +529,7 @@ void register_llm_bindings(py::module_& m) {
            "x_nbytes"_a, "logits"_a, "logits_nbytes"_a)
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a, "float_act"_a = false)
+      .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
       .def("set_profile", &llm::Decoder::set_profile, "on"_a)
       .def("profile", &llm::Decoder::profile, "{phase: microseconds per step} since set_profile(True)");
 }

@@ -24,6 +24,9 @@ def register(subparsers):
                    help="also time decode steps with the matmuls skipped: the Python + torch-op cost per token")
     p.add_argument("--roofline", action="store_true",
                    help="also measure the DRAM read bandwidth (_C.bandwidth_probe, same threads) for reference")
+    p.add_argument("--per-gemv", action="store_true",
+                   help="C++ decode step: one thread-pool dispatch per GEMV instead of one parallel region per "
+                        "token (the previous structure, for side-by-side measurements)")
     p.set_defaults(func=main)
 
 
@@ -131,6 +134,8 @@ def main(args) -> int:
     if args.max_seq_len is None:
         args.max_seq_len = max(args.n_prompt, args.n_gen) + 1
     model = load_model(args)
+    if args.per_gemv and model._decode.native is not None:
+        model._decode.native.set_one_region(False)
     res = bench_model(model, args.n_prompt, args.n_gen, args.repetitions, overhead=args.overhead)
     if args.roofline:
         from .._ext import _C
