@@ -81,7 +81,9 @@ class DecoderModel:
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
         self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
         from .decode import DecodeState
+        from .packing import pack_decode_weights
 
+        self.packed_nbytes = pack_decode_weights(self)   # before DecodeState binds weight pointers
         self._decode = DecodeState(self)
 
     # ------------------------------------------------------------------ loading
