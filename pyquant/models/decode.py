@@ -171,8 +171,12 @@ class DecodeState:
             raise PyquantError(f"decode_step: token id {token} outside [0, {vocab})")
         decode(qtype, base + token * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
 
+    @property
+    def runs_native(self) -> bool:
+        return self.native is not None and GemvCall.enabled
+
     def step(self, token: int, pos: int) -> torch.Tensor:
-        if self.native is not None and GemvCall.enabled:
+        if self.runs_native:
             self.model.cache.check(pos, 1)
             self.embed_into_x(int(token))
             self.native.step(pos, self.get_act() == "float")

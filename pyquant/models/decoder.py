@@ -201,6 +201,8 @@ class DecoderModel:
     def decode_step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] for one token at position `pos` (the KV cache holds 0..pos-1).
         The returned tensor is a buffer reused by the next step."""
+        if self._decode.runs_native:   # no torch op inside: torch's threads need no pinning
+            return self._decode.step(token, pos)
         with torch_single_thread():
             return self._decode.step(token, pos)
 
