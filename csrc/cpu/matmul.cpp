@@ -70,6 +70,16 @@ int64_t gemm_min_m(const TypeInfo& ti) {
   return 32;
 }
 
+// Smallest m (per group of 8 rows) for the XQ8 kernels; PYQUANT_GEMV8_MIN_M overrides (e.g. 99 to
+// measure the 4-row kernels at m = 8).
+int64_t min_m8() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("PYQUANT_GEMV8_MIN_M");
+    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)kMinM8;
+  }();
+  return v;
+}
+
 DType parse_dtype(const char* fn, const std::string& s) {
   if (s == "float32") return DType::F32;
   if (s == "float16") return DType::F16;
@@ -183,6 +193,51 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
       }
     });
   }
+  // Groups of 8 activation rows interleaved for the XQ8 kernels (while >= kMinM8 rows remain);
+  // the rest (< kMinM8 rows) goes through the 1..4-row kernels.
+  const GemvFused8Fn fused8 = q8 && avx2 && g_fused.load() ? ti.fused8_avx2 : nullptr;
+  int64_t m8 = 0;  // rows [0, m8) go through fused8
+  std::vector<int8_t> q8v;
+  std::vector<float> d8v, s8v;
+  std::vector<int16_t> bs8v;
+  std::vector<XQ8> groups;
+  if (fused8) {
+    while (c.m - m8 >= min_m8()) m8 = std::min(c.m, m8 + 8);
+    const int64_t ng = (m8 + 7) / 8, nb32 = kp / 32, nsb = kp / 256;
+    const bool x256 = ti.kind == Kind::X256;
+    q8v.assign((size_t)(ng * kp * 8), 0);
+    d8v.assign((size_t)(ng * nb32 * 8), 0.f);
+    s8v.assign((size_t)(ng * nb32 * 8), 0.f);
+    bs8v.assign((size_t)(ng * nsb * 64), 0);
+    for (int64_t g = 0; g < ng; ++g)
+      groups.push_back({q8v.data() + g * kp * 8, d8v.data() + g * nb32 * 8, s8v.data() + g * nb32 * 8,
+                        bs8v.data() + g * nsb * 64});
+    parallel_for(ng * nb32, 64, c.nthreads, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t g = t / nb32, b = t % nb32;
+        const int64_t rows_in = std::min<int64_t>(8, m8 - 8 * g);
+        int8_t* dst = q8v.data() + g * kp * 8 + 256 * b;
+        for (int64_t i = 0; i < rows_in; ++i) {
+          const XQRow& xr = rows[(size_t)(8 * g + i)];
+          for (int dw = 0; dw < 8; ++dw) std::memcpy(dst + 32 * dw + 4 * i, xr.q + 32 * b + 4 * dw, 4);
+          if (!x256) {
+            d8v[(size_t)((g * nb32 + b) * 8 + i)] = xr.d[b];
+            s8v[(size_t)((g * nb32 + b) * 8 + i)] = xr.s[b];
+          } else if (b % 8 == 0) {
+            const int64_t sb = b / 8;
+            d8v[(size_t)((g * nb32 + sb) * 8 + i)] = xr.d[sb];
+            int16_t* bp = bs8v.data() + g * nsb * 64 + sb * 64;
+            for (int p = 0; p < 4; ++p) {
+              const int16_t* b16 = xr.bsum + 16 * sb + 4 * p;  // 16-sums of sub-blocks 2p, 2p+1
+              bp[16 * p + 2 * i] = (int16_t)(b16[0] + b16[1]);
+              bp[16 * p + 2 * i + 1] = (int16_t)(b16[2] + b16[3]);
+            }
+          }
+        }
+      }
+    });
+  }
+
   const DotQFn dot = ti.kind == Kind::X256 ? (ti.signed_q ? kern.dot_x256_s : kern.dot_x256_u)
                                            : (ti.signed_q ? kern.dot_x32_s : kern.dot_x32_u);
   const UnpackRowFn unpack = avx2 && ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
@@ -209,8 +264,15 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
         }
         continue;
       }
+      if (fused8) {
+        float out8[8];
+        for (int64_t g = 0; g < (int64_t)groups.size(); ++g) {
+          fused8(w, r, groups[(size_t)g], out8);
+          for (int64_t i = 8 * g; i < std::min(m8, 8 * g + 8); ++i) put(c, i, r, out8[i - 8 * g]);
+        }
+      }
       if (fused) {
-        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+        for (int64_t i0 = m8; i0 < c.m; i0 += 4) {
           const int mr = (int)std::min<int64_t>(4, c.m - i0);
           fused(w, r, rows.data() + i0, mr, out);
           for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
