@@ -208,10 +208,10 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
     q8v.assign((size_t)(ng * kp * 8), 0);
     d8v.assign((size_t)(ng * nb32 * 8), 0.f);
     s8v.assign((size_t)(ng * nb32 * 8), 0.f);
-    bs8v.assign((size_t)(ng * nsb * 64), 0);
+    bs8v.assign((size_t)(ng * nsb * 128), 0);
     for (int64_t g = 0; g < ng; ++g)
       groups.push_back({q8v.data() + g * kp * 8, d8v.data() + g * nb32 * 8, s8v.data() + g * nb32 * 8,
-                        bs8v.data() + g * nsb * 64});
+                        bs8v.data() + g * nsb * 128});
     parallel_for(ng * nb32, 64, c.nthreads, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t g = t / nb32, b = t % nb32;
@@ -226,11 +226,10 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
           } else if (b % 8 == 0) {
             const int64_t sb = b / 8;
             d8v[(size_t)((g * nb32 + sb) * 8 + i)] = xr.d[sb];
-            int16_t* bp = bs8v.data() + g * nsb * 64 + sb * 64;
-            for (int p = 0; p < 4; ++p) {
-              const int16_t* b16 = xr.bsum + 16 * sb + 4 * p;  // 16-sums of sub-blocks 2p, 2p+1
-              bp[16 * p + 2 * i] = (int16_t)(b16[0] + b16[1]);
-              bp[16 * p + 2 * i + 1] = (int16_t)(b16[2] + b16[3]);
+            int16_t* bp = bs8v.data() + g * nsb * 128 + sb * 128;
+            for (int p = 0; p < 8; ++p) {
+              bp[16 * p + 2 * i] = xr.bsum[16 * sb + 2 * p];
+              bp[16 * p + 2 * i + 1] = xr.bsum[16 * sb + 2 * p + 1];
             }
           }
         }

@@ -99,8 +99,8 @@ struct XQRow {
 // needed (see gemv_x32_t8 in avx2/gemv_fused_avx2.cpp). Rows past m are zero.
 //   q:  [kp/32 blocks][8 dwords t][8 rows][4 bytes]  (dword t = elements 4t..4t+3 of the block)
 //   X32:  d, s: [kp/32][8 rows]           (d and d * sum(q) per 32)
-//   X256: d: [kp/256][8 rows]; bsum: [kp/256][4 pairs p][8 rows][2] = the sums of q over
-//         the 32-element sub-blocks 2p and 2p+1 (int16: |sum| <= 32 * 127)
+//   X256: d: [kp/256][8 rows]; bsum: [kp/256][8 pairs p][8 rows][2] = the sums of q over
+//         the 16-element groups 2p and 2p+1 (one vpmaddwd applies two per-16 offsets)
 struct XQ8 {
   const int8_t* q;
   const float* d;
