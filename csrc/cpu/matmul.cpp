@@ -2,7 +2,9 @@
 // validation, and the per-(type, M) choice of kernel path:
 //
 //   m <= gemm_min_m(type)  GEMV (16..96 by type, measured: see gemm_min_m); threads split N in
-//     chunks of 16 rows, the packed weight is streamed once per call whatever m is.
+//     contiguous ranges (multiples of 16 rows), the packed weight is streamed once per call
+//     whatever m is. m >= 5: groups of 8 activation rows interleaved (XQ8), one vpmaddubsw per
+//     32 weights and 8 rows, lanes = activation rows; the < 5 left over rows: 1..4-row kernels.
 //     quantized types, int8 activations (default; act_quant.h: per 32 or per 256):
 //       AVX2: fused decode-in-registers + maddubs dot, 1..4 activation rows per pass
 //             (avx2/gemv_fused_avx2.cpp; every listed type has one);
@@ -66,6 +68,10 @@ int64_t gemm_min_m(const TypeInfo& ti) {
   }();
   if (forced) return forced;
   if (ti.kind == Kind::Float) return 16;
+  // XQ8 kernels (8 activation rows per lane), measured 1 thread, N=1024, K=14336 (thread CPU ms,
+  // GEMV vs GEMM): Q4_0 m=64 18.7 vs 23.1, m=80 23.5 vs 27.2, m=96 30.4 vs 31.0, m=128 51 vs 40;
+  // Q8_0 m=96 33.4 vs 34.2; Q4_K m=128 41.8 vs 42.0 (past ~100 rows the activations leave L2).
+  if (ti.fused8_avx2) return 96;
   if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
   return 32;
 }
@@ -456,7 +462,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemvQ8:
       return isa + "/gemv-int8: " + who + "packed rows unpacked once, int8 dot with activations quantized per " +
              (ti->kind == Kind::X256 ? "256 (Q8_K-like, bsums for mins)" : "32 (Q8_0/Q8_1-like)") +
-             (isa == "scalar" ? "" : ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
+             (isa == "scalar" ? "" : ti->fused8_avx2 && m >= min_m8() ? "; fused decode+dot, 8 rows per lane (XQ8)" :
+              ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
               ti->unpack_avx2 ? "; AVX2 unpack + dot" : "; scalar unpack + AVX2 dot");
   }
   return "";
