@@ -152,7 +152,7 @@ def expected_kind(m, kind="gguf", qtype=0):
     return "int8" if "gemv-int8" in _C.matmul_path(kind, int(qtype), m) else "float"
 
 
-MS = [1, 2, 3, 5, 8, 16, 17, 64, 130]  # crosses every type's GEMV/GEMM switch (16..96)
+MS = [1, 2, 3, 5, 8, 16, 17, 64, 130, 520]  # crosses every type's GEMV/GEMM switch (16..512)
 
 
 @pytest.mark.parametrize("t", QUANT_TYPES + FLOAT_TYPES, ids=lambda t: t.name)

@@ -1,7 +1,7 @@
 // Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
 // validation, and the per-(type, M) choice of kernel path:
 //
-//   m <= gemm_min_m(type)  GEMV (16..96 by type, measured: see gemm_min_m); threads split N in
+//   m <= gemm_min_m(type)  GEMV (16..512 by type, measured: see gemm_min_m); threads split N in
 //     contiguous ranges (multiples of 16 rows), the packed weight is streamed once per call
 //     whatever m is. m >= 5: groups of 8 activation rows interleaved (XQ8), one vpmaddubsw per
 //     32 weights and 8 rows, lanes = activation rows; the < 5 left over rows: 1..4-row kernels.
@@ -68,10 +68,14 @@ int64_t gemm_min_m(const TypeInfo& ti) {
   }();
   if (forced) return forced;
   if (ti.kind == Kind::Float) return 16;
-  // XQ8 kernels (8 activation rows per lane), measured 1 thread, N=1024, K=14336 (thread CPU ms,
-  // GEMV vs GEMM): Q4_0 m=64 18.7 vs 23.1, m=80 23.5 vs 27.2, m=96 30.4 vs 31.0, m=128 51 vs 40;
-  // Q8_0 m=96 33.4 vs 34.2; Q4_K m=128 41.8 vs 42.0 (past ~100 rows the activations leave L2).
-  if (ti.fused8_avx2) return 96;
+  // XQ8 kernels (8 activation rows per lane, 16-row weight tiles), measured 1 thread, N=1024,
+  // K=14336 (thread CPU ms, XQ8 GEMV vs float GEMM): Q4_0 m=64 16.5 vs 23.1, m=128 39.9 vs 39.2,
+  // m=256 75 vs 71, m=512 164 vs 148; Q8_0 m=96 33.4 vs 34.2, m=512 182 vs 143;
+  // Q4_K m=128 31.2 vs 42.4, m=256 66.5 vs 73.2, m=512 137 vs 148; Q6_K m=512 139 vs 164.
+  // -> 512 for the K-quants (beyond, all groups' activations, m * k bytes, outgrow the L3),
+  // 96 for the 32-block types. Float activation mode keeps the float-GEMV limits below.
+  const bool int8_act = (ActMode)g_act_mode.load() != ActMode::Float;
+  if (int8_act && ti.fused8_avx2) return ti.kind == Kind::X256 ? 512 : 96;
   if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
   return 32;
 }
@@ -270,10 +274,17 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
         continue;
       }
       if (fused8) {
-        float out8[8];
-        for (int64_t g = 0; g < (int64_t)groups.size(); ++g) {
-          fused8(w, r, groups[(size_t)g], out8);
-          for (int64_t i = 8 * g; i < std::min(m8, 8 * g + 8); ++i) put(c, i, r, out8[i - 8 * g]);
+        // Tiles of 16 weight rows x every group: the 16 rows (<= 16 x 14 KB for Q8_0 at k = 14336)
+        // and one group's XQ8 (8 * kp bytes) stay in L2 while the other groups pass, instead of every
+        // weight row re-streaming all groups from L3 (which made m = 128 cost 2.7x m = 64).
+        if (r % 16 == 0 || r == r0) {
+          const int64_t re = std::min(r1, (r / 16 + 1) * 16);
+          float out8[8];
+          for (int64_t g = 0; g < (int64_t)groups.size(); ++g)
+            for (int64_t rr = r; rr < re; ++rr) {
+              fused8(w, rr, groups[(size_t)g], out8);
+              for (int64_t i = 8 * g; i < std::min(m8, 8 * g + 8); ++i) put(c, i, rr, out8[i - 8 * g]);
+            }
         }
       }
       if (fused) {
