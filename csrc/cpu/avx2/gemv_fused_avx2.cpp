@@ -281,7 +281,7 @@ void gemv_x32_any(const L& ld, int64_t nb, const XQRow* x, int mr, float* out) {
 }
 
 // ---------------------------------------------------------------- 8 activation rows per lane
-// m = 5..8 (XQ8 layout, matmul_internal.h). The r4 kernel above folds 4 rows with 3 vphaddw per
+// m >= 6, 8 rows at a time (XQ8 layout, matmul_internal.h). The r4 kernel above folds 4 rows with 3 vphaddw per
 // block: 6 shuffle uops on the one shuffle port of Intel cores (2 on Zen 3) for 4 row-blocks,
 // which bounds it at ~1.75 cycles per (row, block). Here the lanes are activation rows: each
 // 4-byte group of the decoded weight block is broadcast (a plain load, no shuffle) and meets the
