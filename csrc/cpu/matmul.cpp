@@ -3,8 +3,9 @@
 //
 //   m <= gemm_min_m(type)  GEMV (16..512 by type, measured: see gemm_min_m); threads split N in
 //     contiguous ranges (multiples of 16 rows), the packed weight is streamed once per call
-//     whatever m is. m >= 5: groups of 8 activation rows interleaved (XQ8), one vpmaddubsw per
-//     32 weights and 8 rows, lanes = activation rows; the < 5 left over rows: 1..4-row kernels.
+//     whatever m is. m >= 6: groups of 8 activation rows interleaved (XQ8), one vpmaddubsw per
+//     32 weights and 8 rows, lanes = activation rows (16-row weight tiles x all groups); the < 6 left-over rows take the
+//     1..4-row kernels.
 //     quantized types, int8 activations (default; act_quant.h: per 32 or per 256):
 //       AVX2: fused decode-in-registers + maddubs dot, 1..4 activation rows per pass
 //             (avx2/gemv_fused_avx2.cpp; every listed type has one);
