@@ -22,7 +22,6 @@ import pytest
 import torch
 
 import pyquant
-from pyquant import QType
 from pyquant.qtypes import info
 
 ROWS, COLS = 4096, 14336

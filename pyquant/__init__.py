@@ -31,7 +31,13 @@ _LAZY = {
 }
 
 
+# submodules reachable as attributes without an explicit import (pyquant.hub.fetch(...))
+_SUBMODULES = {"hub", "formats", "kernels", "models", "runtime", "dispatch", "ops", "nn", "qtypes"}
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"pyquant.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pyquant' has no attribute {name!r}")

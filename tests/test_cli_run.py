@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from child_process import child_env, child_python
 
 DATA = Path(__file__).parent / "data"
 
 
 def _pyquant(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "pyquant", *args], capture_output=True, text=True,
-                          input=stdin, timeout=300)
+    return subprocess.run(child_python("-m", "pyquant", *args), capture_output=True, text=True,
+                          input=stdin, timeout=300, env=child_env())
 
 
 def test_run_capital_of_france(smollm2_path):

@@ -152,7 +152,7 @@ def expected_kind(m, kind="gguf", qtype=0):
     return "int8" if "gemv-int8" in _C.matmul_path(kind, int(qtype), m) else "float"
 
 
-MS = [1, 2, 3, 5, 8, 16, 17, 64, 130]  # crosses every type's GEMV/GEMM switch (16..96)
+MS = [1, 2, 3, 5, 8, 16, 17, 64, 130, 520]  # crosses every type's GEMV/GEMM switch (16..512)
 
 
 @pytest.mark.parametrize("t", QUANT_TYPES + FLOAT_TYPES, ids=lambda t: t.name)
@@ -380,7 +380,7 @@ def test_fused_matches_generic_unpack_dot(t, act_mode):
     before = _C.active_isa()
     _C.set_isa("avx2")
     try:
-        for m in (1, 3, 4, 6):
+        for m in (1, 3, 4, 6, 8, 13):
             x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
             yf = call_gguf(t, w, n, k, x).double().numpy()
             _C.set_matmul_fused(False)
@@ -405,7 +405,7 @@ def test_fused_matches_generic_int4_int8(act_mode):
         for gs in (32, 64, 128):
             packed, scales, mins, _ = rand_int4(n, k, gs, rng)
             q8, s8, _ = rand_int8(n, k - 3, rng)
-            for m in (1, 4, 5):
+            for m in (1, 4, 5, 8, 13):
                 x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
                 x8 = x[:, : k - 3].contiguous()
                 outs = []

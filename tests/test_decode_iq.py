@@ -4,13 +4,12 @@ on random blocks whose f16 super-scales include inf, NaN (with payloads, signall
 +-0 and +-65504."""
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from child_process import child_env, child_python
 import torch
 
 gguf = pytest.importorskip("gguf")
@@ -100,10 +99,8 @@ def threads_ok():
     otherwise hang the whole suite (the caller spins in C++, out of reach of any Python timeout)."""
     probe = ("import torch; from pyquant._ext import _C; n = 100000; s = torch.zeros(n); o = torch.empty(n); "
              "_C.decode(0, s.data_ptr(), 4 * n, o.data_ptr(), 4 * n, 'float32', 1, n, 2)")
-    root = str(pathlib.Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     try:
-        subprocess.run([sys.executable, "-c", probe], timeout=20, check=True, env=env, cwd=root)
+        subprocess.run(child_python("-c", probe), timeout=20, check=True, env=child_env())
     except subprocess.TimeoutExpired:
         pytest.fail("a 2-thread _C.decode did not finish in 20 s (thread pool hang)")
 

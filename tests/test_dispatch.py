@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from child_process import child_env, child_python
 import torch
 
 import pyquant
@@ -143,9 +144,7 @@ def test_triton_interpreter_backend_through_qmatmul():
     """Under TRITON_INTERPRET=1 dispatch imports pyquant.kernels.triton for CPU tensors; forcing it
     runs qmatmul through the Triton kernels (a fresh process: triton reads the variable at import)."""
     pytest.importorskip("triton")
-    import os
     import subprocess
-    import sys
 
     code = """
 import torch, pyquant
@@ -157,9 +156,7 @@ ref = x.double() @ qt.dequantize().double().T
 assert dispatch.choose("int4_matmul", "int4", "cpu", 3).name == "triton"
 print(float((y.double() - ref).abs().max()))
 """
-    env = dict(os.environ, TRITON_INTERPRET="1", PYQUANT_BACKEND="triton")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    env = child_env(TRITON_INTERPRET="1", PYQUANT_BACKEND="triton")
+    run = subprocess.run(child_python("-c", code), env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert float(run.stdout.strip().splitlines()[-1]) < 1e-4

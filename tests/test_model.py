@@ -12,9 +12,9 @@ a relative RMS error below 8% and the same greedy continuation.
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
+from child_process import child_env, child_python
 import torch
 
 import pyquant
@@ -151,8 +151,8 @@ def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
         "m.generate('The capital of France is', max_new_tokens=16)\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "print(int(hwm.split()[1]) * 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(smollm2_path)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(child_python("-c", code, str(smollm2_path)), capture_output=True, text=True,
+                         check=True, env=child_env())
     peak = int(out.stdout.split()[-1])
     size = smollm2_path.stat().st_size
     print(f"peak RSS {peak / 1e6:.0f} MB, file {size / 1e6:.0f} MB")

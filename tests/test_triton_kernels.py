@@ -6,12 +6,11 @@ pytest with the variable set, and this test reports its result (the child's outp
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from child_process import child_env, child_python
 
 pytest.importorskip("triton")
 pytest.importorskip("gguf")
@@ -20,13 +19,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_triton_kernels_under_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
     root = str(HERE.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(HERE / "triton_interp_suite.py"), "-q", "-p", "no:cacheprovider",
-         "-W", "ignore::RuntimeWarning", "--rootdir", root],
-        cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        child_python("-m", "pytest", str(HERE / "triton_interp_suite.py"), "-q", "-p", "no:cacheprovider",
+                     "-W", "ignore::RuntimeWarning", "--rootdir", root),
+        cwd=root, env=child_env(TRITON_INTERPRET="1"), capture_output=True, text=True, timeout=900)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     print(f"triton interpreter suite: {summary}")
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-4000:]

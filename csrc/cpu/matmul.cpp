@@ -1,8 +1,11 @@
 // Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
 // validation, and the per-(type, M) choice of kernel path:
 //
-//   m <= gemm_min_m(type)  GEMV (16..96 by type, measured: see gemm_min_m); threads split N in
-//     chunks of 16 rows, the packed weight is streamed once per call whatever m is.
+//   m <= gemm_min_m(type)  GEMV (16..512 by type, measured: see gemm_min_m); threads split N in
+//     contiguous ranges (multiples of 16 rows), the packed weight is streamed once per call
+//     whatever m is. m >= 6: groups of 8 activation rows interleaved (XQ8), one vpmaddubsw per
+//     32 weights and 8 rows, lanes = activation rows (16-row weight tiles x all groups); the < 6 left-over rows take the
+//     1..4-row kernels.
 //     quantized types, int8 activations (default; act_quant.h: per 32 or per 256):
 //       AVX2: fused decode-in-registers + maddubs dot, 1..4 activation rows per pass
 //             (avx2/gemv_fused_avx2.cpp; every listed type has one);
@@ -66,8 +69,26 @@ int64_t gemm_min_m(const TypeInfo& ti) {
   }();
   if (forced) return forced;
   if (ti.kind == Kind::Float) return 16;
+  // XQ8 kernels (8 activation rows per lane, 16-row weight tiles), measured 1 thread, N=1024,
+  // K=14336 (thread CPU ms, XQ8 GEMV vs float GEMM): Q4_0 m=64 16.5 vs 23.1, m=128 39.9 vs 39.2,
+  // m=256 75 vs 71, m=512 164 vs 148; Q8_0 m=96 33.4 vs 34.2, m=512 182 vs 143;
+  // Q4_K m=128 31.2 vs 42.4, m=256 66.5 vs 73.2, m=512 137 vs 148; Q6_K m=512 139 vs 164.
+  // -> 512 for the K-quants (beyond, all groups' activations, m * k bytes, outgrow the L3),
+  // 96 for the 32-block types. Float activation mode keeps the float-GEMV limits below.
+  const bool int8_act = (ActMode)g_act_mode.load() != ActMode::Float;
+  if (int8_act && ti.fused8_avx2) return ti.kind == Kind::X256 ? 512 : 96;
   if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
   return 32;
+}
+
+// Smallest m (per group of 8 rows) for the XQ8 kernels; PYQUANT_GEMV8_MIN_M overrides (e.g. 99 to
+// measure the 4-row kernels at m = 8).
+int64_t min_m8() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("PYQUANT_GEMV8_MIN_M");
+    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)kMinM8;
+  }();
+  return v;
 }
 
 DType parse_dtype(const char* fn, const std::string& s) {
@@ -183,6 +204,50 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
       }
     });
   }
+  // Groups of 8 activation rows interleaved for the XQ8 kernels (while >= kMinM8 rows remain);
+  // the rest (< kMinM8 rows) goes through the 1..4-row kernels.
+  const GemvFused8Fn fused8 = q8 && avx2 && g_fused.load() ? ti.fused8_avx2 : nullptr;
+  int64_t m8 = 0;  // rows [0, m8) go through fused8
+  std::vector<int8_t> q8v;
+  std::vector<float> d8v, s8v;
+  std::vector<int16_t> bs8v;
+  std::vector<XQ8> groups;
+  if (fused8) {
+    while (c.m - m8 >= min_m8()) m8 = std::min(c.m, m8 + 8);
+    const int64_t ng = (m8 + 7) / 8, nb32 = kp / 32, nsb = kp / 256;
+    const bool x256 = ti.kind == Kind::X256;
+    q8v.assign((size_t)(ng * kp * 8), 0);
+    d8v.assign((size_t)(ng * nb32 * 8), 0.f);
+    s8v.assign((size_t)(ng * nb32 * 8), 0.f);
+    bs8v.assign((size_t)(ng * nsb * 128), 0);
+    for (int64_t g = 0; g < ng; ++g)
+      groups.push_back({q8v.data() + g * kp * 8, d8v.data() + g * nb32 * 8, s8v.data() + g * nb32 * 8,
+                        bs8v.data() + g * nsb * 128});
+    parallel_for(ng * nb32, 64, c.nthreads, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t g = t / nb32, b = t % nb32;
+        const int64_t rows_in = std::min<int64_t>(8, m8 - 8 * g);
+        int8_t* dst = q8v.data() + g * kp * 8 + 256 * b;
+        for (int64_t i = 0; i < rows_in; ++i) {
+          const XQRow& xr = rows[(size_t)(8 * g + i)];
+          for (int dw = 0; dw < 8; ++dw) std::memcpy(dst + 32 * dw + 4 * i, xr.q + 32 * b + 4 * dw, 4);
+          if (!x256) {
+            d8v[(size_t)((g * nb32 + b) * 8 + i)] = xr.d[b];
+            s8v[(size_t)((g * nb32 + b) * 8 + i)] = xr.s[b];
+          } else if (b % 8 == 0) {
+            const int64_t sb = b / 8;
+            d8v[(size_t)((g * nb32 + sb) * 8 + i)] = xr.d[sb];
+            int16_t* bp = bs8v.data() + g * nsb * 128 + sb * 128;
+            for (int p = 0; p < 8; ++p) {
+              bp[16 * p + 2 * i] = xr.bsum[16 * sb + 2 * p];
+              bp[16 * p + 2 * i + 1] = xr.bsum[16 * sb + 2 * p + 1];
+            }
+          }
+        }
+      }
+    });
+  }
+
   const DotQFn dot = ti.kind == Kind::X256 ? (ti.signed_q ? kern.dot_x256_s : kern.dot_x256_u)
                                            : (ti.signed_q ? kern.dot_x32_s : kern.dot_x32_u);
   const UnpackRowFn unpack = avx2 && ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
@@ -209,8 +274,22 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
         }
         continue;
       }
+      if (fused8) {
+        // Tiles of 16 weight rows x every group: the 16 rows (<= 16 x 14 KB for Q8_0 at k = 14336)
+        // and one group's XQ8 (8 * kp bytes) stay in L2 while the other groups pass, instead of every
+        // weight row re-streaming all groups from L3 (which made m = 128 cost 2.7x m = 64).
+        if (r % 16 == 0 || r == r0) {
+          const int64_t re = std::min(r1, (r / 16 + 1) * 16);
+          float out8[8];
+          for (int64_t g = 0; g < (int64_t)groups.size(); ++g)
+            for (int64_t rr = r; rr < re; ++rr) {
+              fused8(w, rr, groups[(size_t)g], out8);
+              for (int64_t i = 8 * g; i < std::min(m8, 8 * g + 8); ++i) put(c, i, rr, out8[i - 8 * g]);
+            }
+        }
+      }
       if (fused) {
-        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+        for (int64_t i0 = m8; i0 < c.m; i0 += 4) {
           const int mr = (int)std::min<int64_t>(4, c.m - i0);
           fused(w, r, rows.data() + i0, mr, out);
           for (int t = 0; t < mr; ++t) put(c, i0 + t, r, out[t]);
@@ -395,7 +474,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemvQ8:
       return isa + "/gemv-int8: " + who + "packed rows unpacked once, int8 dot with activations quantized per " +
              (ti->kind == Kind::X256 ? "256 (Q8_K-like, bsums for mins)" : "32 (Q8_0/Q8_1-like)") +
-             (isa == "scalar" ? "" : ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
+             (isa == "scalar" ? "" : ti->fused8_avx2 && m >= min_m8() ? "; fused decode+dot, 8 rows per lane (XQ8)" :
+              ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
               ti->unpack_avx2 ? "; AVX2 unpack + dot" : "; scalar unpack + AVX2 dot");
   }
   return "";

@@ -53,8 +53,11 @@ constexpr int kInt8 = 1001;
 using UnpackRowFn = void (*)(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out);
 
 struct XQRow;
+struct XQ8;
 // Fused AVX2 GEMV of row r with mr (1..4) quantized activation rows (no UChunk round trip).
 using GemvFusedFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out);
+// Fused AVX2 GEMV of row r with 8 interleaved activation rows (XQ8): out[0..8).
+using GemvFused8Fn = void (*)(const WeightRef& w, int64_t r, const XQ8& x, float* out);
 
 struct TypeInfo {
   Kind kind;
@@ -63,6 +66,7 @@ struct TypeInfo {
   UnpackRowFn unpack_avx2;  // nullptr: the scalar unpacker feeds the AVX2 dot
   const char* name;
   GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
+  GemvFused8Fn fused8_avx2 = nullptr;  // 8 activation rows per lane (m >= kMinM8); nullptr: none
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);
@@ -89,6 +93,24 @@ struct XQRow {
   const float* s;       // X32: d * sum(q) per 32
   const int16_t* bsum;  // X256: sum(q) per 16
 };
+
+// Up to 8 activation rows interleaved so that one vpmaddubsw serves all of them: the weight
+// bytes are broadcast (4 at a time) and the lanes are activation rows, so no horizontal fold is
+// needed (see gemv_x32_t8 in avx2/gemv_fused_avx2.cpp). Rows past m are zero.
+//   q:  [kp/32 blocks][8 dwords t][8 rows][4 bytes]  (dword t = elements 4t..4t+3 of the block)
+//   X32:  d, s: [kp/32][8 rows]           (d and d * sum(q) per 32)
+//   X256: d: [kp/256][8 rows]; bsum: [kp/256][8 pairs p][8 rows][2] = the sums of q over
+//         the 16-element groups 2p and 2p+1 (one vpmaddwd applies two per-16 offsets)
+struct XQ8 {
+  const int8_t* q;
+  const float* d;
+  const float* s;
+  const int16_t* bsum;
+};
+// Smallest m (per group of 8 rows) that takes the XQ8 kernels. Measured (1 thread, 2048x14336,
+// thread CPU ms, XQ8 vs 1..4-row kernels): Q4_0 m=5 4.49 vs 3.41, m=6 4.39 vs 4.51; Q4_K m=5 3.67
+// vs 3.05, m=6 3.55 vs 3.65 (XQ8 costs the same for 5..8 rows).
+constexpr int kMinM8 = 6;
 
 // ---------------------------------------------------------------- kernels (per ISA)
 // out[i] = dot(weight row, activation row i), i < mr (1..4), over nch chunks.

@@ -43,7 +43,12 @@ class Pool {
     t_in_pool = true;
     fn(0, nth);
     t_in_pool = false;
-    while (remaining_.load(std::memory_order_acquire) != 0) PQ_PAUSE();
+    // Spin, but yield the core now and then: when the machine is oversubscribed (more runnable
+    // threads than cores) the worker we wait for may need this very core to finish its share.
+    for (int spins = 0; remaining_.load(std::memory_order_acquire) != 0;) {
+      PQ_PAUSE();
+      if (++spins == 64) { spins = 0; std::this_thread::yield(); }
+    }
     job_ = nullptr;
   }
 
@@ -69,6 +74,7 @@ class Pool {
         PQ_PAUSE();
         if (++spins == 256) {
           spins = 0;
+          std::this_thread::yield();  // see run(): let a descheduled caller make progress
           if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(50)) {
             std::unique_lock<std::mutex> lk(sleep_mutex_);
             sleep_cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..errors import PyquantError
 from ..runtime.kv_cache import KVCache
-from .config import ModelConfig, read_config
+from .config import read_config
 from .rope import apply_rope_, neox_to_normal_rows, rope_table
 from .weights import Embedding, Linear, float_vector, fused_linear, load_qtensor
 

@@ -33,9 +33,12 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline __m256i nibbles32(const uint8_t* p) {  // load, shift, insert, one 256-bit AND
-  const __m128i v = _mm_loadu_si128((const __m128i*)p);
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+// 16 bytes -> 32 nibbles (low nibbles in the low half). vbroadcasti128 is a plain load, then one
+// variable shift (0 | 4 bits per 128-bit half) and one AND: 2 vector uops instead of 3 (shift,
+// vinserti128 on the shuffle port, AND).
+inline __m256i nibbles32(const uint8_t* p) {
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
+  return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
 }
 
 // 32 bits -> 32 bytes, 0x10 where the bit is set (the 5th bit of Q5_0 / Q5_1).
@@ -79,6 +82,9 @@ inline __m256 fp16x8(const uint8_t* p, int stride) {
 template <int kBytes, int kQOff, int kDOff, int kMOff, int kBias, bool kS>
 struct LLegacy {  // kMOff >= 0: fp16 min at that offset; else off = kBias * a
   static constexpr bool kSigned = kS, kOff = kMOff >= 0 || kBias != 0;
+  // maddubs products that still fit one int16 lane sum: 8 for 4-bit q (8 * 2*15*127 = 30480),
+  // 4 for 5-bit (4 * 2*31*127 = 31496), 1 for signed 8-bit (2*127*127 = 32258).
+  static constexpr int kSum16 = kS ? 1 : (kBytes == 22 || kBytes == 24) ? 4 : 8;
   const uint8_t* row;
   __m256i q(int64_t b) const {
     const uint8_t* blk = row + kBytes * b;
@@ -112,6 +118,7 @@ struct LIQ4_NL : LLegacy<18, 2, 0, -1, 0, true> {
 
 struct LInt4 {
   static constexpr bool kSigned = false, kOff = true;
+  static constexpr int kSum16 = 8;
   const uint8_t* row;
   const float* sc;
   const float* mn;
@@ -133,6 +140,7 @@ struct LInt4 {
 };
 struct LInt8 {
   static constexpr bool kSigned = true, kOff = false;
+  static constexpr int kSum16 = 1;
   const uint8_t* row;
   float s;
   __m256i q(int64_t b) const { return _mm256_loadu_si256((const __m256i*)(row + 32 * b)); }
@@ -269,6 +277,241 @@ void gemv_x32_any(const L& ld, int64_t nb, const XQRow* x, int mr, float* out) {
     case 2: gemv_x32<L, 2>(ld, nb, x, out); break;
     case 3: gemv_x32<L, 3>(ld, nb, x, out); break;
     default: gemv_x32_r4<L>(ld, nb, x, out); break;
+  }
+}
+
+// ---------------------------------------------------------------- 8 activation rows per lane
+// m >= 6, 8 rows at a time (XQ8 layout, matmul_internal.h). The r4 kernel above folds 4 rows
+// with 3 vphaddw per block: 6 shuffle uops on the one shuffle port of Intel cores (2 on Zen 3) for 4 row-blocks,
+// which bounds it at ~1.75 cycles per (row, block). Here the lanes are activation rows: each
+// 4-byte group of the decoded weight block is broadcast (a plain load, no shuffle) and meets the
+// same 4 bytes of 8 activation rows in one vpmaddubsw. Per 32 weights and 8 rows (Q4_0):
+//   decode 4 + 1 store, 8 vpbroadcastd (load port), 8 vpmaddubsw, 7 vpaddw (int16 sums:
+//   8 * 2*15*127 < 2^15), 1 vpmaddwd, 1 cvt, 1 mul + 1 fma (scale), 1 bcast + 1 fma (offset)
+//   = ~24 vector uops for 8 (row, block) pairs: ~3 per pair, no hadd, vs ~5 (1.75 cycles) in r4.
+// Prediction: ~1 cycle per (row, block) -> M=8 about 2x faster than through r4.
+// Measured (shared dev VM, 1 thread, 4096x14336, thread CPU time, A/B): Q4_0 M=8 10.8 -> 8.1-8.8 ms,
+// int4-g128 10.0 -> 7.3-8.0, Q8_0 12.8 -> 10.3; Q4_K 8.6 -> 7.0, Q6_K 10.7 -> 9.0 (kernels below).
+// Less than predicted: on that VM an independent vpaddw or load+vpmaddubsw+vpaddw costs ~1.6-1.8
+// "cycles" of thread time (microbenchmark), and Q4_K runs at ~1.95 per vpmaddubsw, i.e. ~90% of
+// that floor: what remains is the one vpmaddubsw + one vpaddw per 32 weights and row.
+template <typename L>
+void gemv_x32_t8(const L& ld, int64_t nb, const XQ8& x, float* out) {
+  constexpr int kS = L::kSum16;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc = _mm256_setzero_ps(), accb = _mm256_setzero_ps();
+  alignas(32) float scale[8], offs[8];
+  alignas(32) uint8_t qb[32], qab[32];
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int nj = (int)std::min<int64_t>(8, nb - b0);
+    if (nj == 8) {
+      const __m256 av = ld.a8(b0);
+      _mm256_store_ps(scale, av);
+      _mm256_store_ps(offs, L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps());
+    } else {
+      for (int j = 0; j < nj; ++j) {
+        scale[j] = ld.a1(b0 + j);
+        offs[j] = L::kOff ? ld.off1(b0 + j, scale[j]) : 0.f;
+      }
+    }
+    for (int j = 0; j < nj; ++j) {
+      const int64_t b = b0 + j;
+      const __m256i q = ld.q(b);
+      _mm256_store_si256((__m256i*)qb, q);
+      if (L::kSigned) _mm256_store_si256((__m256i*)qab, _mm256_abs_epi8(q));
+      // Make the compiler reload the bytes: it would otherwise extract them with 15 shuffles
+      // (psrldq + register vpbroadcastd, all on Intel's single shuffle port); a vpbroadcastd
+      // from memory is a plain load (store-forwarded from the 32-byte store).
+      asm volatile("" : : "r"(qb), "r"(qab) : "memory");
+      const int8_t* xt = x.q + 256 * b;
+      __m256i i32 = _mm256_setzero_si256(), s16 = _mm256_setzero_si256();
+      for (int t = 0; t < 8; ++t) {
+        int32_t wq;
+        std::memcpy(&wq, qb + 4 * t, 4);
+        const __m256i bw = _mm256_set1_epi32(wq);
+        const __m256i xv = _mm256_loadu_si256((const __m256i*)(xt + 32 * t));
+        __m256i p;
+        if (L::kSigned) {
+          int32_t wa;
+          std::memcpy(&wa, qab + 4 * t, 4);
+          p = _mm256_maddubs_epi16(_mm256_set1_epi32(wa), _mm256_sign_epi8(xv, bw));
+        } else {
+          p = _mm256_maddubs_epi16(bw, xv);
+        }
+        s16 = _mm256_add_epi16(s16, p);
+        if ((t + 1) % kS == 0) {
+          i32 = _mm256_add_epi32(i32, _mm256_madd_epi16(s16, ones));
+          s16 = _mm256_setzero_si256();
+        }
+      }
+      const __m256 sv = _mm256_mul_ps(_mm256_broadcast_ss(&scale[j]), _mm256_loadu_ps(x.d + 8 * b));
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32), sv, acc);
+      if (L::kOff) accb = _mm256_fmadd_ps(_mm256_broadcast_ss(&offs[j]), _mm256_loadu_ps(x.s + 8 * b), accb);
+    }
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(acc, accb));
+}
+
+// Sums of kN consecutive broadcast-weight x activation products (dwords t0..t0+kN-1 of a decoded
+// 32-weight group at qb) for the 8 interleaved activation rows, as int16 lanes.
+template <int kN>
+inline __m256i dot_t8(const uint8_t* qb, const int8_t* xt, int t0) {
+  __m256i s16 = _mm256_setzero_si256();
+  for (int t = t0; t < t0 + kN; ++t) {
+    int32_t wq;
+    std::memcpy(&wq, qb + 4 * t, 4);
+    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(_mm256_set1_epi32(wq),
+                                                     _mm256_loadu_si256((const __m256i*)(xt + 32 * t))));
+  }
+  return s16;
+}
+inline __m256i bcast32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// Q4_K / Q5_K with 8 activation rows per lane. Per super-block: the 8 sub-block scales as int32
+// words (sc, sc) for one vpmaddwd per 32 weights (the int16 lane sums of 8 products fit for 4-bit
+// q, of 4 for 5-bit), int32 accumulation over the super-block, mins through the per-16 bsums
+// (8 vpmaddwd), then 2 float FMAs per 256 weights. Per 32 weights and 8 rows (Q4_K): 8 vpbroadcastd
+// (loads), 8 vpmaddubsw, 7 vpaddw, 1 vpmaddwd, 1 vpaddd + ~3 to split nibbles: ~20 vector uops
+// for 8 (row, 32-weight) pairs, vs ~5 per pair in the 4-row kernel (3 vphaddw per 4 rows).
+template <bool Q5>
+void gemv_q4_k_t8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+  constexpr int kBytes = Q5 ? 176 : 144, kQs = Q5 ? 48 : 16, kS = Q5 ? 4 : 8;
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  alignas(32) uint8_t qb[64];
+  alignas(32) int16_t scw[16], mnw[16];  // scw: (sc_j, sc_j) pairs; mnw: (mn_j, mn_j) pairs
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
+    uint32_t u[4];
+    std::memcpy(u, blk + 4, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    const uint32_t m03 = u[1] & 0x3f3f3f3f;
+    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3f;
+    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
+    _mm256_store_si256((__m256i*)scw, _mm256_set_m128i(_mm_unpackhi_epi16(sc8, sc8), _mm_unpacklo_epi16(sc8, sc8)));
+    _mm256_store_si256((__m256i*)mnw, _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8)));
+    const __m256i H = Q5 ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
+    const int8_t* xs = x.q + 8 * 256 * sb;  // 8 sub-blocks of 256 interleaved bytes
+    __m256i iacc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + kQs + 32 * c));
+      __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if (Q5) {
+        lo = _mm256_or_si256(lo, bit_to_16(H, 2 * c));
+        hi = _mm256_or_si256(hi, bit_to_16(H, 2 * c + 1));
+      }
+      _mm256_store_si256((__m256i*)qb, lo);
+      _mm256_store_si256((__m256i*)(qb + 32), hi);
+      asm volatile("" : : "r"(qb), "r"(scw), "r"(mnw) : "memory");  // broadcasts from memory (see gemv_x32_t8)
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        const uint8_t* q = qb + 32 * h;
+        const int8_t* xt = xs + 256 * j;
+        __m256i sum;
+        if (kS == 8) {
+          sum = _mm256_madd_epi16(dot_t8<8>(q, xt, 0), bcast32(scw + 2 * j));
+        } else {
+          sum = _mm256_add_epi32(_mm256_madd_epi16(dot_t8<4>(q, xt, 0), bcast32(scw + 2 * j)),
+                                 _mm256_madd_epi16(dot_t8<4>(q, xt, 4), bcast32(scw + 2 * j)));
+        }
+        iacc = _mm256_add_epi32(iacc, sum);
+      }
+    }
+    // mins: sum_j mn_j * (bsum16[2j] + bsum16[2j+1]), one vpmaddwd per sub-block.
+    const int16_t* bs = x.bsum + 128 * sb;
+    __m256i mm = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j)
+      mm = _mm256_add_epi32(mm, _mm256_madd_epi16(bcast32(mnw + 2 * j), _mm256_loadu_si256((const __m256i*)(bs + 16 * j))));
+    const __m256 dx = _mm256_loadu_ps(x.d + 8 * sb);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_mul_ps(dx, _mm256_set1_ps(h2f(blk))), acc);
+    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_mul_ps(dx, _mm256_set1_ps(h2f(blk + 2))), accm);
+  }
+  _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));
+}
+
+// Q6_K with 8 activation rows per lane: 6-bit products (2*63*127) allow 2 per int16 lane sum, so
+// each 16-weight half gets its own vpmaddwd with (sc, sc); the -32 offset through the per-16
+// bsums, 32 * sc as pairs (sc[2p], sc[2p+1]) to match the (bsum[2p], bsum[2p+1]) layout.
+void gemv_q6_k_t8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+  const uint8_t* blk = w.data + r * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+  __m256 acc = _mm256_setzero_ps();
+  alignas(32) uint8_t qb[128];
+  alignas(32) int16_t scw[32], sc2[16];  // scw: (sc_g, sc_g) per 16-group g; sc2: 32 * sc
+  for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 210) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 192)));
+    _mm256_store_si256((__m256i*)scw, _mm256_unpacklo_epi16(sc16, sc16));        // g 0-3 | 8-11
+    _mm256_store_si256((__m256i*)(scw + 16), _mm256_unpackhi_epi16(sc16, sc16));  // g 4-7 | 12-15
+    _mm256_store_si256((__m256i*)sc2, _mm256_slli_epi16(sc16, 5));
+    const int8_t* xs = x.q + 8 * 256 * sb;
+    __m256i iacc = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      const __m256i A = _mm256_loadu_si256((const __m256i*)(blk + 64 * n));
+      const __m256i B = _mm256_loadu_si256((const __m256i*)(blk + 64 * n + 32));
+      const __m256i Hq = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * n));
+      _mm256_store_si256((__m256i*)qb, _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(Hq, m3), 4)));
+      _mm256_store_si256((__m256i*)(qb + 32), _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(_mm256_slli_epi16(Hq, 2), m30)));
+      _mm256_store_si256((__m256i*)(qb + 64), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), _mm256_and_si256(Hq, m30)));
+      _mm256_store_si256((__m256i*)(qb + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                                                              _mm256_and_si256(_mm256_srli_epi16(Hq, 2), m30)));
+      asm volatile("" : : "r"(qb), "r"(scw), "r"(sc2) : "memory");
+      for (int t = 0; t < 4; ++t) {
+        const int j = 4 * n + t;  // sub-block of 32: 16-groups 2j, 2j+1
+        const uint8_t* q = qb + 32 * t;
+        const int8_t* xt = xs + 256 * j;
+        // scw index of group g: g in 0-3 -> 2g, 4-7 -> 16 + 2(g-4), 8-11 -> 8 + 2(g-8), 12-15 -> 24 + 2(g-12)
+        auto widx = [](int g) { return (g & 3) * 2 + ((g >> 2) & 1) * 16 + ((g >> 3) & 1) * 8; };
+        const __m256i s0 = bcast32(scw + widx(2 * j)), s1 = bcast32(scw + widx(2 * j + 1));
+        iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(_mm256_madd_epi16(dot_t8<2>(q, xt, 0), s0),
+                                                       _mm256_madd_epi16(dot_t8<2>(q, xt, 2), s0)));
+        iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(_mm256_madd_epi16(dot_t8<2>(q, xt, 4), s1),
+                                                       _mm256_madd_epi16(dot_t8<2>(q, xt, 6), s1)));
+      }
+    }
+    const int16_t* bs = x.bsum + 128 * sb;
+    __m256i mm = _mm256_setzero_si256();
+    for (int p = 0; p < 8; ++p)
+      mm = _mm256_add_epi32(mm, _mm256_madd_epi16(bcast32(sc2 + 2 * p), _mm256_loadu_si256((const __m256i*)(bs + 16 * p))));
+    const __m256 dx = _mm256_loadu_ps(x.d + 8 * sb);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(iacc, mm)), _mm256_mul_ps(dx, _mm256_set1_ps(h2f(blk + 208))), acc);
+  }
+  _mm256_storeu_ps(out, acc);
+}
+void fused8_q4_k(const WeightRef& w, int64_t r, const XQ8& x, float* out) { gemv_q4_k_t8<false>(w, r, x, out); }
+void fused8_q5_k(const WeightRef& w, int64_t r, const XQ8& x, float* out) { gemv_q4_k_t8<true>(w, r, x, out); }
+
+template <typename L>
+void fused8_gguf_x32(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+  L ld{};
+  ld.row = w.data + r * w.row_bytes;
+  gemv_x32_t8(ld, w.k / 32, x, out);
+}
+
+void fused8_int4(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+  const int64_t ng = w.k / w.group_size;
+  const LInt4 ld{w.data + r * w.row_bytes, w.scales + r * ng, w.mins + r * ng,
+                 w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2};
+  gemv_x32_t8(ld, w.k / 32, x, out);
+}
+
+void fused8_int8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+  const LInt8 ld{w.data + r * w.row_bytes, w.scales[r]};
+  const int64_t nb = w.k / 32;
+  gemv_x32_t8(ld, nb, x, out);
+  if (nb * 32 < w.k) {  // tail inside a block: scalar over the interleaved layout
+    const int8_t* q = reinterpret_cast<const int8_t*>(ld.row) + nb * 32;
+    for (int i = 0; i < 8; ++i) {
+      int32_t s = 0;
+      for (int64_t e = 0; e < w.k - nb * 32; ++e) s += (int32_t)q[e] * x.q[256 * nb + 32 * (e / 4) + 4 * i + e % 4];
+      out[i] += ld.s * x.d[8 * nb + i] * (float)s;
+    }
   }
 }
 
@@ -693,6 +936,23 @@ PQ_MR_DISPATCH(fused_iq4_xs, gemv_iq4_xs)
 #undef PQ_MR_DISPATCH
 
 }  // namespace
+
+GemvFused8Fn avx2_fused_gemv8(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q4_0: return fused8_gguf_x32<LQ4_0>;
+    case (int)QType::Q4_1: return fused8_gguf_x32<LQ4_1>;
+    case (int)QType::Q5_0: return fused8_gguf_x32<LQ5_0>;
+    case (int)QType::Q5_1: return fused8_gguf_x32<LQ5_1>;
+    case (int)QType::Q8_0: return fused8_gguf_x32<LQ8_0>;
+    case (int)QType::IQ4_NL: return fused8_gguf_x32<LIQ4_NL>;
+    case (int)QType::Q4_K: return fused8_q4_k;
+    case (int)QType::Q5_K: return fused8_q5_k;
+    case (int)QType::Q6_K: return gemv_q6_k_t8;
+    case kInt4: return fused8_int4;
+    case kInt8: return fused8_int8;
+    default: return nullptr;
+  }
+}
 
 GemvFusedFn avx2_fused_gemv(int qtype) {
   switch (qtype) {

@@ -22,7 +22,7 @@ import torch
 
 from ... import qtypes
 from ..._ext import _C_cuda
-from ...errors import KernelError, UnsupportedQTypeError
+from ...errors import KernelError
 
 if _C_cuda is None:  # pragma: no cover - importers check this
     raise ImportError("pyquant._C_cuda is not built (no nvcc when pyquant was installed)")

@@ -1,0 +1,24 @@
+"""Running a child Python that sees the same pyquant as the test process."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def child_python(*args):
+    """argv for a child Python that imports the same pyquant as this process. `-P` keeps the
+    working directory off sys.path: in a clean clone the source tree's pyquant has no compiled
+    _C and must not shadow the installed package."""
+    return [sys.executable, "-P", *args]
+
+
+def child_env(**extra):
+    """os.environ plus `extra`, with the directory this process imported pyquant from first on
+    PYTHONPATH (the source tree in development, site-packages when installed)."""
+    import pyquant
+
+    home = str(Path(pyquant.__file__).resolve().parent.parent)
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
+    return env
