@@ -16,6 +16,10 @@
 // llama.cpp's anchor is 106. Per token (bench --overhead profile): the five GEMV phases ~6.0 ms
 // of ~6.3, everything else (norms, activation quantization, RoPE/KV, attention, SiLU, the Python
 // call) ~0.3 ms; the GEMVs stream 96 MB at ~15 GB/s of the 23 GB/s probe measured alongside.
+// After merging main (02:48 UTC, load ~1.3): tg32 178-193 tok/s (5.2-5.6 ms/token, 80% of the
+// 23.3 GB/s probe), Python step on file-mapped weights 111.5; 1 thread 83.9 (llama.cpp 71).
+// Tried and not kept: prefetching a thread's next GEMV rows while it spins at the barrier
+// (16 / 64 KiB: 5.14-5.44 vs 5.24-5.29 ms p10 per step, inside the noise).
 //
 // Safety: Python hands raw pointers with byte sizes once (`LlmDecoder.add_linear`, `set_*`);
 // every size is checked against what step() will touch, and step() checks the position. The
