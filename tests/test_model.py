@@ -216,8 +216,11 @@ def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, flo
     ours = m.forward(ids, 0, all_logits=True).double()
     assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
     m.forward(ids[:-1], 0)
+    assert m._decode.mode == "native"   # the C++ step (biases, permuted Q/K rows, tied output)
     step = m.decode_step(ids[-1], len(ids) - 1).double()
     assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
+    py_step = m._decode.python_step(ids[-1], len(ids) - 1).double()
+    assert float((py_step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
 def test_unsupported_architecture(tmp_path):
