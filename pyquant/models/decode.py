@@ -262,7 +262,7 @@ def build_native(st: DecodeState):
             args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b))
     dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
-    keep = []   # tensors whose pointers the decoder holds (the model keeps the rest alive)
+    keep = []   # every tensor whose pointer the decoder holds
     try:
         for slot, i, qtype, w, n, k, b in args:
             dec.add_linear(slot, i, qtype, w.data_ptr(), w.nbytes, n, k,
@@ -278,6 +278,7 @@ def build_native(st: DecodeState):
             dec.set_norm("ffn", i, f.data_ptr(), f.nbytes)
         dec.set_buffers(kv.data_ptr(), kv.nbytes, m.rope.data_ptr(), m.rope.nbytes, st.x.data_ptr(), st.x.nbytes,
                         st.logits.data_ptr(), st.logits.nbytes)
+        keep += [kv, m.rope, st.x, st.logits]   # alive as long as the decoder even if the model rebinds them
         dec.finalize(0)
     except Exception:   # a layout this step does not handle (e.g. a type without a CPU kernel)
         return None
