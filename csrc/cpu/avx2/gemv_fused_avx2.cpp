@@ -354,6 +354,19 @@ void gemv_x32_t8(const L& ld, int64_t nb, const XQ8& x, float* out) {
 
 // Sums of kN consecutive broadcast-weight x activation products (dwords t0..t0+kN-1 of a decoded
 // 32-weight group at qb) for the 8 interleaved activation rows, as int16 lanes.
+// Q4_K/Q5_K: the 12 bytes of 6-bit scales and mins (block bytes 4..15) -> 16-bit lanes 0..7 the
+// scales, 8..15 the mins: llama.cpp's get_scale_min_k4 done on 32-bit words for all 8 at once.
+inline __m256i k4_scales_mins16(const uint8_t* blk) {
+  uint32_t u[4];
+  std::memcpy(u, blk + 4, 12);
+  u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+  const uint32_t m03 = u[1] & 0x3f3f3f3f;
+  u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+  u[2] = m03;
+  u[0] &= 0x3f3f3f3f;
+  return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+}
+
 template <int kN>
 inline __m256i dot_t8(const uint8_t* qb, const int8_t* xt, int t0) {
   __m256i s16 = _mm256_setzero_si256();
@@ -386,14 +399,7 @@ void gemv_q4_k_t8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
   alignas(32) uint8_t qb[64];
   alignas(32) int16_t scw[16], mnw[16];  // scw: (sc_j, sc_j) pairs; mnw: (mn_j, mn_j) pairs
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
-    uint32_t u[4];
-    std::memcpy(u, blk + 4, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-    const uint32_t m03 = u[1] & 0x3f3f3f3f;
-    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-    u[2] = m03;
-    u[0] &= 0x3f3f3f3f;
-    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m256i sm16 = k4_scales_mins16(blk);
     const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
     _mm256_store_si256((__m256i*)scw, _mm256_set_m128i(_mm_unpackhi_epi16(sc8, sc8), _mm_unpacklo_epi16(sc8, sc8)));
     _mm256_store_si256((__m256i*)mnw, _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8)));
@@ -558,16 +564,7 @@ void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
-    // 12 bytes of 6-bit scales/mins -> bytes 0..7 scales, 8..15 mins (the get_scale_min_k4
-    // arithmetic done on 32-bit words), then widened to 16 bits.
-    uint32_t u[4];
-    std::memcpy(u, blk + 4, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-    const uint32_t m03 = u[1] & 0x3f3f3f3f;
-    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-    u[2] = m03;
-    u[0] &= 0x3f3f3f3f;
-    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m256i sm16 = k4_scales_mins16(blk);
     const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
     const __m256i scb = _mm256_set_m128i(sc8, sc8);
     const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
@@ -660,14 +657,7 @@ void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
-    uint32_t u[4];
-    std::memcpy(u, blk + 4, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-    const uint32_t m03 = u[1] & 0x3f3f3f3f;
-    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-    u[2] = m03;
-    u[0] &= 0x3f3f3f3f;
-    const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+    const __m256i sm16 = k4_scales_mins16(blk);
     const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
     const __m256i scb = _mm256_set_m128i(sc8, sc8);
     const __m256i mv = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
