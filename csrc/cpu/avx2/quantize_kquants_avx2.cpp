@@ -23,6 +23,20 @@ inline __m256i nearest_int_v(__m256 f) {  // quant::nearest_int, lane-wise
   return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
 }
 inline __m256 abs_v(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+// Per lane: amax = max |x|, max = the signed x that has it (first one wins on ties, as the
+// scalar `if (ax > amax)` loop in make_qx_quants / make_q3_quants).
+inline void signed_absmax_lanes(const __m256* X, int n, __m256* amax_out, __m256* max_out) {
+  __m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const __m256 ax = abs_v(X[i]);
+    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = _mm256_blendv_ps(amax, ax, gt);
+    max = _mm256_blendv_ps(max, X[i], gt);
+  }
+  *amax_out = amax;
+  *max_out = max;
+}
 inline __m256i clamp_v(__m256i l, int lo, int hi) {  // MAX(lo, MIN(hi, l))
   return _mm256_max_epi32(_mm256_set1_epi32(lo), _mm256_min_epi32(_mm256_set1_epi32(hi), l));
 }
@@ -116,13 +130,8 @@ void make_qkx2_lanes(const __m256* X, const __m256* W, int nmax, float rmin, flo
 void make_qx_lanes_q6(const __m256* X, __m256i* L, __m256* scale_out) {
   constexpr int N = 16, nmax = 32;
   const __m256 zero = _mm256_setzero_ps();
-  __m256 amax = zero, max = zero;
-  for (int i = 0; i < N; ++i) {
-    const __m256 ax = abs_v(X[i]);
-    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-    amax = _mm256_blendv_ps(amax, ax, gt);
-    max = _mm256_blendv_ps(max, X[i], gt);
-  }
+  __m256 amax, max;
+  signed_absmax_lanes(X, N, &amax, &max);
   const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
   __m256 W[N];
   for (int i = 0; i < N; ++i) W[i] = _mm256_mul_ps(X[i], X[i]);
@@ -164,13 +173,8 @@ void make_qx_lanes_q6(const __m256* X, __m256i* L, __m256* scale_out) {
 void make_q3_lanes(const __m256* X, __m256i* L, __m256* scale_out) {
   constexpr int N = 16, nmax = 4;
   const __m256 zero = _mm256_setzero_ps();
-  __m256 amax = zero, max = zero;
-  for (int i = 0; i < N; ++i) {
-    const __m256 ax = abs_v(X[i]);
-    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-    amax = _mm256_blendv_ps(amax, ax, gt);
-    max = _mm256_blendv_ps(max, X[i], gt);
-  }
+  __m256 amax, max;
+  signed_absmax_lanes(X, N, &amax, &max);
   const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
   const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)(-nmax)), max);
   __m256 W[N], Lf[N];
