@@ -182,6 +182,19 @@ inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& m) {
   }
 }
 
+// Q4_K / Q5_K shared header: d, dmin and the 8 six-bit (scale, min) pairs, each pair covering
+// two 16-element sub-chunks of the UChunk.
+void k4_scales_mins(const uint8_t* blk, UChunk& u) {
+  for (int j = 0; j < 8; ++j) {
+    int sc, m;
+    scale_min_k4(j, blk + 4, sc, m);
+    u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
+    u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
+  }
+  u.d = h2f(blk);
+  u.dmin = h2f(blk + 2);
+}
+
 // Q4_K: d, dmin, scales[12], qs[128]; 64-element run c: low nibbles of qs[32c..] are elements
 // 64c..64c+31 (sub-block 2c), high nibbles 64c+32.. (sub-block 2c+1).  w = d*sc*q - dmin*m.
 void unpack_q4_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
@@ -192,13 +205,7 @@ void unpack_q4_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
         u.q[64 * c + l] = (int8_t)(qs[32 * c + l] & 15);
         u.q[64 * c + 32 + l] = (int8_t)(qs[32 * c + l] >> 4);
       }
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(j, blk + 4, sc, m);
-      u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
-      u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
-    }
-    u.d = h2f(blk); u.dmin = h2f(blk + 2);
+    k4_scales_mins(blk, u);
   });
 }
 
@@ -212,13 +219,7 @@ void unpack_q5_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
         u.q[64 * c + l] = (int8_t)((qs[32 * c + l] & 15) | (((qh[l] >> (2 * c)) & 1) << 4));
         u.q[64 * c + 32 + l] = (int8_t)((qs[32 * c + l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4));
       }
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(j, blk + 4, sc, m);
-      u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
-      u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
-    }
-    u.d = h2f(blk); u.dmin = h2f(blk + 2);
+    k4_scales_mins(blk, u);
   });
 }
 
