@@ -10,6 +10,10 @@ int4/int8. Bounds per path (relative Frobenius error of y):
     against float64 x_q @ W.T with x_q from a numpy emulation of the quantizer (bit-identical by
     construction: same float32 ops, round half to even): bound 1e-5, so a kernel bug cannot hide
     inside the quantization error.
+  * int8x2 GEMV (the default): x = d1*q1 + r, r quantized the same way (d2 = amax(r)/127 with
+    amax(r) <= d1/2 = amax/254), both rows dotted: the error is the second rounding's, at most
+    1/254 of the one-pass error: bound 1.5e-2 / 254 -> 1e-4 (X32) and 2e-2 / 254 -> 1e-4 (X256),
+    and again 1e-5 against the numpy emulation of both passes.
 """
 from __future__ import annotations
 
@@ -114,8 +118,20 @@ def call_int8(q, scales, n, k, x, bias=None, nthreads=0):
     return y
 
 
-def quantize_acts(x, block):
-    """numpy emulation of act_quant.h: float64 values d*q the int8 path really multiplies."""
+def quantize_acts(x, block, comp=False):
+    """numpy emulation of act_quant.h: float64 values d*q the int8 path really multiplies; comp:
+    the int8x2 path's d1*q1 + d2*q2, q2 the quantization of the float32 residual x - d1*q1."""
+    if comp:
+        m, k = x.shape
+        q, d = _quant_blocks(x, block)
+        r = (x - (np.repeat(d, block, 1)[:, :k] * q[:, :k])).astype(np.float32)
+        return quantize_acts(x, block) + quantize_acts(r, block)
+    q, d = _quant_blocks(x, block)
+    return (q.astype(np.float64) * np.repeat(d, block, 1).astype(np.float64))[:, :x.shape[1]]
+
+
+def _quant_blocks(x, block):
+    """(q [m, kp] float32 integers, d [m, kp/block] float32) as act_quant.h computes them."""
     m, k = x.shape
     kp = -(-k // 256) * 256
     xp = np.zeros((m, kp), np.float32)
@@ -124,9 +140,9 @@ def quantize_acts(x, block):
     amax = np.abs(b).max(-1, keepdims=True)
     with np.errstate(divide="ignore"):
         idv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
-    q = np.rint(b * idv)
+    q = np.rint(b * idv).astype(np.float32)
     d = (amax / np.float32(127)).astype(np.float32)
-    return (q.astype(np.float64) * d.astype(np.float64)).reshape(m, kp)[:, :k]
+    return q.reshape(m, kp), d.reshape(m, kp // block)
 
 
 def rel(y, ref):
@@ -135,28 +151,34 @@ def rel(y, ref):
 
 
 def check(y, x, W, kind, block=32, float_bound=1e-5):
-    """kind: 'float' or 'int8' (then block is the activation block: 32 or 256)."""
+    """kind: 'float', 'int8' or 'int8x2' (then block is the activation block: 32 or 256)."""
     x64 = x.double().numpy()
     ref = x64 @ W.T
     y = y.double().numpy()
     if kind == "float":
         assert rel(y, ref) <= float_bound, rel(y, ref)
     else:
-        emul = quantize_acts(x.float().numpy(), block) @ W.T
+        emul = quantize_acts(x.float().numpy(), block, comp=kind == "int8x2") @ W.T
         assert rel(y, emul) <= 1e-5, ("vs emulated activation quantization", rel(y, emul))
-        bound = 2e-2 if block == 256 else 1.5e-2
+        bound = 1e-4 if kind == "int8x2" else 2e-2 if block == 256 else 1.5e-2
         assert rel(y, ref) <= bound, rel(y, ref)
 
 
 def expected_kind(m, kind="gguf", qtype=0):
-    return "int8" if "gemv-int8" in _C.matmul_path(kind, int(qtype), m) else "float"
+    path = _C.matmul_path(kind, int(qtype), m)
+    return "int8x2" if "gemv-int8x2" in path else "int8" if "gemv-int8" in path else "float"
+
+
+INT8_MODES = ["int8", "int8x2"]
 
 
 MS = [1, 2, 3, 5, 8, 16, 17, 64, 130, 520]  # crosses every type's GEMV/GEMM switch (16..512)
 
 
+@pytest.mark.parametrize("mode", INT8_MODES)
 @pytest.mark.parametrize("t", QUANT_TYPES + FLOAT_TYPES, ids=lambda t: t.name)
-def test_gguf_types_all_m(t, isa):
+def test_gguf_types_all_m(t, isa, mode, act_mode):
+    act_mode(mode)
     rng = np.random.default_rng(int(t) * 7 + (isa == "avx2"))
     bs = gq.GGML_QUANT_SIZES[t][0]
     k = 512 if bs == 256 else 320  # 320: a partial last 256-chunk for the 32-block types
@@ -194,8 +216,10 @@ def test_one_block_int8_path(t, isa, act_mode):
     check(call_gguf(t, w, n, k, x), x, W, "int8", 256 if t in X256 else 32)
 
 
+@pytest.mark.parametrize("mode", INT8_MODES)
 @pytest.mark.parametrize("gs", [32, 64, 128])
-def test_int4(gs, isa):
+def test_int4(gs, isa, mode, act_mode):
+    act_mode(mode)
     rng = np.random.default_rng(gs)
     n, k = 29, 384
     packed, scales, mins, W = rand_int4(n, k, gs, rng)
@@ -204,8 +228,10 @@ def test_int4(gs, isa):
         check(call_int4(packed, scales, mins, gs, n, k, x), x, W, expected_kind(m, "int4"))
 
 
+@pytest.mark.parametrize("mode", INT8_MODES)
 @pytest.mark.parametrize("k", [32, 200, 512])
-def test_int8(k, isa):
+def test_int8(k, isa, mode, act_mode):
+    act_mode(mode)
     rng = np.random.default_rng(k)
     n = 23
     q, scales, W = rand_int8(n, k, rng)
@@ -334,8 +360,13 @@ def test_validation_errors():
 
 
 def test_matmul_path_explains(act_mode):
-    act_mode("auto")  # also when PYQUANT_MATMUL_ACT=float is set
-    assert "gemv-int8" in _C.matmul_path("gguf", int(T.Q4_K), 1)
+    act_mode("auto")  # also when PYQUANT_MATMUL_ACT=float is set: auto = int8x2
+    assert "gemv-int8x2" in _C.matmul_path("gguf", int(T.Q4_K), 1)
+    g = _C.gemm_min_m("int8")      # int8x2 streams 2m rows: it hands over to the GEMM at half the m
+    assert "gemv-int8x2" in _C.matmul_path("int8", 0, g // 2)
+    assert "gemm" in _C.matmul_path("int8", 0, g // 2 + 1)
+    act_mode("int8")
+    assert "gemv-int8:" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 256" in _C.matmul_path("gguf", int(T.Q4_K), 1)
     assert "per 32" in _C.matmul_path("int4", 0, 8)
     assert "gemm" in _C.matmul_path("int8", 0, _C.gemm_min_m("int8") + 1)

@@ -26,6 +26,10 @@ float quant_block(const float* x, int64_t valid, int n, int8_t* q) {
 }
 }  // namespace
 
+void act_residual(const float* x, int64_t k, const int8_t* q, const float* d, int block, float* r) {
+  for (int64_t i = 0; i < k; ++i) r[i] = x[i] - d[i / block] * (float)q[i];
+}
+
 void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t*) {
   for (int64_t b = 0; b < kp / 32; ++b) {
     const float db = quant_block(x + 32 * b, k - 32 * b, 32, q + 32 * b);

@@ -14,6 +14,12 @@
 namespace pq {
 namespace mm {
 
+// Second pass of the "int8x2" activation mode: r = x - d*q, the part of x the first int8 pass
+// dropped (|r| <= d/2 per element). Quantizing r the same way and summing both rows' dot products
+// gives activations good to ~1/254 of the int8 error (about 15 bits), at the cost of one more
+// activation row through the same weight stream. Scalar on both ISAs, so both give the same r.
+void act_residual(const float* x, int64_t k, const int8_t* q, const float* d, int block, float* r);
+
 // x has k floats; outputs cover kp >= k values (a multiple of 256), zeros past k.
 void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t* bsum);
 void quant_x256_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t* bsum);

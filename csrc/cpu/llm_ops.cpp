@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/qtypes.h"
+#include "cpu/act_quant.h"
 #include "cpu/cpu_features.h"
 #include "cpu/error.h"
 #include "cpu/llm_kernels.h"
@@ -118,12 +119,13 @@ struct Slot {
   int64_t n = 0, k = 0;
 };
 
-// Activation x quantized once per step and kind (X32 / X256), reused by every part.
+// Activation x quantized once per step and kind (X32 / X256), reused by every part; in int8x2
+// mode row[1] is the int8 quantization of what row[0] dropped (act_quant.h: act_residual).
 struct ActQ {
   std::vector<int8_t> q;
-  std::vector<float> d, s;
+  std::vector<float> d, s, resid;
   std::vector<int16_t> bs;
-  XQRow row{};
+  XQRow row[2]{};
 };
 
 // Per-phase wall time of step() (set_profile(true)): where a token's time goes, for bench/.
@@ -219,24 +221,26 @@ class Decoder {
     PQ_CHECK(kv_ && rope_ && x_ && logits_, "LlmDecoder: buffers not set");
     const int64_t kp = mm::n_chunks(kmax_) * kChunk;
     for (ActQ& a : actq_) {
-      a.q.resize((size_t)kp);
-      a.d.resize((size_t)(kp / 32));
-      a.s.resize((size_t)(kp / 32));
-      a.bs.resize((size_t)(kp / 16));
+      a.q.resize((size_t)(2 * kp));
+      a.d.resize((size_t)(2 * kp / 32));
+      a.s.resize((size_t)(2 * kp / 32));
+      a.bs.resize((size_t)(2 * kp / 16));
+      a.resid.resize((size_t)kp);
     }
     ready_ = true;
   }
 
   // Logits of the token whose embedding is in x, at position pos (the cache holds 0..pos-1).
-  // float_act: float activations (the matmul engine's PYQUANT_MATMUL_ACT=float / set_matmul_act
-  // mode: weights decoded to float and dotted in float32, exact up to summation order).
+  // Activations as the matmul engine's mode says (set_matmul_act / PYQUANT_MATMUL_ACT): int8,
+  // int8x2 (int8 + its int8 residual, two rows per dot) or float (weights decoded to float and
+  // dotted in float32, exact up to summation order), so the step computes what _C.gguf_matmul does.
   //
   // One parallel region for the whole token: the threads meet at a spin barrier between phases
   // instead of one pool dispatch per GEMV (121 per SmolLM2 token, ~1.5 us each measured as the
   // 2-thread minus 1-thread time of a 576x576 GEMV). Small serial pieces (norm + activation
   // quantization, RoPE + KV write, SiLU*up) run on thread 0 while the others wait at the barrier;
   // each thread takes a contiguous share of every GEMV's rows, attention is split by query heads.
-  void step(int64_t pos, bool float_act) {
+  void step(int64_t pos) {
     PQ_CHECK(ready_, "LlmDecoder: finalize() not called");
     PQ_CHECK(pos >= 0 && pos < T_, "LlmDecoder: position ", pos, " outside the KV cache (", T_, ")");
     int nth = nthreads_ > 0 ? nthreads_ : get_num_threads();
@@ -253,7 +257,8 @@ class Decoder {
     }
     py::gil_scoped_release nogil;
     avx2_ = active_isa() == Isa::Avx2;
-    float_act_ = float_act;
+    float_act_ = mm::act_float();
+    comp_ = !float_act_ && mm::act_compensated();
     if (profile_) ++prof_steps_;
     tick();
     nth_ = nth;
@@ -387,8 +392,20 @@ class Decoder {
       if (have[kind]) continue;
       have[kind] = true;
       ActQ& a = actq_[kind];
-      (kind ? kern.quant_x256 : kern.quant_x32)(x, s.k, kp, a.q.data(), a.d.data(), a.s.data(), a.bs.data());
-      a.row = XQRow{a.q.data(), a.d.data(), a.s.data(), a.bs.data()};
+      const mm::QuantRowFn quant = kind ? kern.quant_x256 : kern.quant_x32;
+      const float* src = x;
+      for (int j = 0; j < (comp_ ? 2 : 1); ++j) {
+        int8_t* q = a.q.data() + j * kp;
+        float* d = a.d.data() + j * kp / 32;
+        float* sm = a.s.data() + j * kp / 32;
+        int16_t* bs = a.bs.data() + j * kp / 16;
+        quant(src, s.k, kp, q, d, sm, bs);
+        a.row[j] = XQRow{q, d, sm, bs};
+        if (comp_ && j == 0) {
+          mm::act_residual(x, s.k, q, d, kind ? 256 : 32, a.resid.data());
+          src = a.resid.data();
+        }
+      }
     }
   }
 
@@ -404,22 +421,25 @@ class Decoder {
       while (r >= s.parts[pi].off + s.parts[pi].n) ++pi;
       const Part& p = s.parts[pi];
       const int64_t rl = r - p.off;
-      float out;
+      float out, o2[2];
       if (p.ti->kind == Kind::Float) {
         kern.dot_f(reinterpret_cast<const float*>(p.w.data + rl * p.w.row_bytes), xs, 1, s.k, &out);
       } else if (float_act_) {
         mm::row_to_float(p.w, rl, 0, nch, scr.rowf.data(), scr.chunks.data(), avx2_);
         kern.dot_f(scr.rowf.data(), xs, 1, s.k, &out);
       } else {
-        const XQRow* row = &actq_[p.ti->kind == Kind::X256].row;
+        const XQRow* row = actq_[p.ti->kind == Kind::X256].row;
+        const int mr = comp_ ? 2 : 1;
         if (avx2_ && p.ti->fused_avx2) {
-          p.ti->fused_avx2(p.w, rl, row, 1, &out);
+          p.ti->fused_avx2(p.w, rl, row, mr, o2);
+          out = comp_ ? o2[0] + o2[1] : o2[0];
         } else {
           const mm::UnpackRowFn unpack = avx2_ && p.ti->unpack_avx2 ? p.ti->unpack_avx2 : p.ti->unpack_scalar;
           unpack(p.w, rl, 0, nch, scr.chunks.data());
           const mm::DotQFn dot = p.ti->kind == Kind::X256 ? (p.ti->signed_q ? kern.dot_x256_s : kern.dot_x256_u)
                                                           : (p.ti->signed_q ? kern.dot_x32_s : kern.dot_x32_u);
-          dot(scr.chunks.data(), nch, row, 1, &out);
+          dot(scr.chunks.data(), nch, row, mr, o2);
+          out = comp_ ? o2[0] + o2[1] : o2[0];
         }
       }
       if (p.bias) out += p.bias[rl];
@@ -502,7 +522,7 @@ class Decoder {
   double eps_;
   float scale_;
   int nthreads_ = 0;
-  bool ready_ = false, float_act_ = false, profile_ = false, avx2_ = false, one_region_ = true;
+  bool ready_ = false, float_act_ = false, comp_ = false, profile_ = false, avx2_ = false, one_region_ = true;
   int nth_ = 1;
   std::vector<Scratch> scratch_;
   std::atomic<int> barrier_count_{0}, barrier_gen_{0};
@@ -533,7 +553,7 @@ void register_llm_bindings(py::module_& m) {
       .def("set_buffers", &llm::Decoder::set_buffers, "kv"_a, "kv_nbytes"_a, "rope"_a, "rope_nbytes"_a, "x"_a,
            "x_nbytes"_a, "logits"_a, "logits_nbytes"_a)
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
-      .def("step", &llm::Decoder::step, "pos"_a, "float_act"_a = false)
+      .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
       .def("set_profile", &llm::Decoder::set_profile, "on"_a)
       .def("profile", &llm::Decoder::profile, "{phase: microseconds per step} since set_profile(True)");

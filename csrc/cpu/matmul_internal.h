@@ -86,6 +86,11 @@ static inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
 }
 
 // ---------------------------------------------------------------- activations
+// The engine's activation mode (set_matmul_act / PYQUANT_MATMUL_ACT), shared with the C++ step:
+// act_float(): weights decoded to float; else int8, plus the int8 residual row when act_compensated().
+bool act_compensated();
+bool act_float();
+
 // One quantized activation row (K padded to kp, a multiple of 256, zeros beyond k).
 struct XQRow {
   const int8_t* q;

@@ -128,9 +128,6 @@ class DecodeState:
         # the matmuls); one BLAS dot, a float, two multiplies measured ~4 us.
         self.plain_norm = type(model).norm is DecoderModel.norm
         self.native = build_native(self)
-        from .._ext import _C
-
-        self.get_act = _C.get_matmul_act
 
     @property
     def mode(self) -> str:
@@ -179,7 +176,7 @@ class DecodeState:
         if self.runs_native:
             self.model.cache.check(pos, 1)
             self.embed_into_x(int(token))
-            self.native.step(pos, self.get_act() == "float")
+            self.native.step(pos)
             return self.logits[0]
         return self.python_step(token, pos)
 
