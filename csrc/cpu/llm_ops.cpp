@@ -30,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -261,18 +262,56 @@ class Decoder {
     comp_ = !float_act_ && mm::act_compensated();
     if (profile_) ++prof_steps_;
     tick();
+    const bool multi = governor_pick(nth);
+    nth = multi ? nth : 1;
     nth_ = nth;
+    const Clock::time_point t_start = Clock::now();
     if (nth == 1 || !one_region_) {
       body(pos, 0, 1);
-      return;
+    } else {
+      barrier_count_.store(0);
+      parallel_run(nth, [&](int tid, int nt) { body(pos, tid, nt); });
     }
-    barrier_count_.store(0);
-    parallel_run(nth, [&](int tid, int nt) { body(pos, tid, nt); });
+    governor_record(multi, std::chrono::duration<double>(Clock::now() - t_start).count());
+  }
+
+  // Thread-count governor. A step meets at ~150 barriers, so when another process holds the cores
+  // every barrier waits for a descheduled partner: measured with one busy process per core, 2
+  // threads ran SmolLM2 at 33-38 tok/s against 45-49 for 1 thread (llama.cpp: 37 vs 61). So the
+  // step keeps a running mean of its time at nth threads and at 1, runs the faster, and re-times
+  // the other every 64th step (a quiet machine pays ~1/64 of a slower step, under 1%).
+  // set_adaptive(false) / PYQUANT_ADAPTIVE_THREADS=0 pins nth.
+  bool governor_pick(int nth) {
+    if (nth == 1 || !adaptive_) return true;
+    ++gov_steps_;
+    if (gov_ema_[1] == 0) return true;           // first: time the multi-threaded step
+    if (gov_ema_[0] == 0) return false;          // then the 1-thread one
+    const bool multi_faster = gov_ema_[1] <= gov_ema_[0] * 1.05;
+    return gov_steps_ % 64 == 0 ? !multi_faster : multi_faster;
+  }
+  void governor_record(bool multi, double seconds) {
+    double& e = gov_ema_[multi ? 1 : 0];
+    e = e == 0 ? seconds : 0.75 * e + 0.25 * seconds;
+    ++gov_count_[multi ? 1 : 0];
   }
 
   // false: the previous structure (one thread-pool dispatch per GEMV, everything else on the
   // calling thread), kept for side-by-side measurements.
   void set_one_region(bool on) { one_region_ = on; }
+
+  void set_adaptive(bool on) {
+    adaptive_ = on;
+    gov_ema_[0] = gov_ema_[1] = 0;
+  }
+  // {"single": steps run on 1 thread, "multi": on nth, "single_ms"/"multi_ms": running means}
+  py::dict governor() const {
+    py::dict d;
+    d["single"] = gov_count_[0];
+    d["multi"] = gov_count_[1];
+    d["single_ms"] = 1e3 * gov_ema_[0];
+    d["multi_ms"] = 1e3 * gov_ema_[1];
+    return d;
+  }
 
   void set_profile(bool on) {
     profile_ = on;
@@ -342,20 +381,18 @@ class Decoder {
   // All threads of the region call it with the same nt; the last one to arrive releases the rest.
   // Spins with pause, yielding the core now and then: on an oversubscribed machine the thread we
   // wait for may need it.
+  // All nt threads meet: spin briefly, then sleep on the generation word (threadpool.h), so a
+  // thread waiting for a descheduled partner frees its core.
   void barrier(int nt) {
     if (nt <= 1) return;
-    const int gen = barrier_gen_.load(std::memory_order_acquire);
+    const uint32_t gen = barrier_.word.load(std::memory_order_acquire);
     if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nt - 1) {
       barrier_count_.store(0, std::memory_order_relaxed);
-      barrier_gen_.fetch_add(1, std::memory_order_release);
+      barrier_.word.fetch_add(1, std::memory_order_seq_cst);
+      wake_all(barrier_);
       return;
     }
-    for (int spins = 1; barrier_gen_.load(std::memory_order_acquire) == gen; ++spins) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-      if ((spins & 4095) == 0) std::this_thread::yield();
-    }
+    wait_while_equal(barrier_, gen);
   }
 
   // Thread 0 quantizes x for the slot's GEMV; then everyone meets, computes its rows, meets again.
@@ -522,10 +559,17 @@ class Decoder {
   double eps_;
   float scale_;
   int nthreads_ = 0;
+  bool adaptive_ = [] {
+    const char* e = std::getenv("PYQUANT_ADAPTIVE_THREADS");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  int64_t gov_steps_ = 0, gov_count_[2] = {0, 0};
+  double gov_ema_[2] = {0, 0};  // seconds per step: [1 thread, nth threads]
   bool ready_ = false, float_act_ = false, comp_ = false, profile_ = false, avx2_ = false, one_region_ = true;
   int nth_ = 1;
   std::vector<Scratch> scratch_;
-  std::atomic<int> barrier_count_{0}, barrier_gen_{0};
+  std::atomic<int> barrier_count_{0};
+  WakeWord barrier_;
   int64_t prof_steps_ = 0;
   double prof_[kNumPhases] = {};
   Clock::time_point t0_;
@@ -555,6 +599,9 @@ void register_llm_bindings(py::module_& m) {
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
+      .def("set_adaptive", &llm::Decoder::set_adaptive, "on"_a,
+           "True (default): each step runs on 1 thread or all, whichever has been faster lately")
+      .def("governor", &llm::Decoder::governor, "Steps run on 1 thread / on all, and their mean times")
       .def("set_profile", &llm::Decoder::set_profile, "on"_a)
       .def("profile", &llm::Decoder::profile, "{phase: microseconds per step} since set_profile(True)");
 }

@@ -1,12 +1,17 @@
 #include "cpu/threadpool.h"
 
-#include <atomic>
+#include <climits>
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define PQ_PAUSE() _mm_pause()
@@ -16,10 +21,63 @@
 
 namespace pq {
 
+// ---------------------------------------------------------------- spin, then sleep
+// Waiters spin (pause) for a short while, then sleep in the kernel on the word itself (futex), so
+// a thread whose partner was descheduled by a competing process gives its core away instead of
+// burning the very time slice the partner needs (issue #9: with a busy process on each of 2
+// cores, 2 threads spinning in barriers ran at 2.6-26 tok/s against 29-54 for 1 thread).
+// `sleepers` keeps the waker's syscall off the fast path: waker (store word; load sleepers) and
+// sleeper (add sleepers; futex re-checks word) are both sequentially consistent, so either the
+// waker sees the sleeper or the sleeper's futex sees the new word.
+int spin_us() {
+  static const int v = [] {
+    const char* e = std::getenv("PYQUANT_SPIN_US");
+    return e && std::atoi(e) >= 0 ? std::atoi(e) : 50;
+  }();
+  return v;
+}
+
+void wait_while_equal(WakeWord& w, uint32_t old) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto budget = std::chrono::microseconds(spin_us());
+  for (int spins = 1; w.word.load(std::memory_order_acquire) == old; ++spins) {
+    PQ_PAUSE();
+    if ((spins & 63) != 0) continue;
+    if (std::chrono::steady_clock::now() - t0 < budget) continue;
+    w.sleepers.fetch_add(1, std::memory_order_seq_cst);
+#if defined(__linux__)
+    while (w.word.load(std::memory_order_seq_cst) == old)
+      syscall(SYS_futex, reinterpret_cast<uint32_t*>(&w.word), FUTEX_WAIT_PRIVATE, old, nullptr, nullptr, 0);
+#else
+    while (w.word.load(std::memory_order_seq_cst) == old) std::this_thread::sleep_for(std::chrono::microseconds(20));
+#endif
+    w.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+}
+
+void wake_all(WakeWord& w) {
+  if (w.sleepers.load(std::memory_order_seq_cst) == 0) return;
+#if defined(__linux__)
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&w.word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#endif
+}
+
 namespace {
 
 std::atomic<int> g_num_threads{0};
 thread_local bool t_in_pool = false;
+
+// Each worker has its own mailbox: the caller writes the job and nth there and then bumps the
+// ticket, so a worker only ever reads a job addressed to it. (One shared job pointer and
+// generation, as before, let a worker that sat out a job read the *next* job's fields after the
+// caller had moved on: two regions of different thread counts in a row then ran a job twice, or a
+// null one, and the remaining-count went past zero: SIGSEGV, hangs, wrong results, issue #15.)
+struct alignas(64) Mailbox {
+  WakeWord ticket;
+  const std::function<void(int, int)>* job = nullptr;
+  int nth = 0;
+};
 
 class Pool {
  public:
@@ -32,71 +90,53 @@ class Pool {
     std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
     if (!busy.owns_lock() || t_in_pool) { fn(0, 1); return; }
     ensure_workers(nth - 1);
-    job_ = &fn;
-    job_nth_ = nth;
     remaining_.store(nth - 1, std::memory_order_relaxed);
-    {
-      std::lock_guard<std::mutex> lk(sleep_mutex_);
-      generation_.fetch_add(1, std::memory_order_release);
+    for (int w = 1; w < nth; ++w) {
+      Mailbox& mb = *boxes_[(size_t)w - 1];
+      mb.job = &fn;
+      mb.nth = nth;
+      mb.ticket.word.fetch_add(1, std::memory_order_seq_cst);  // publishes job/nth (release)
+      wake_all(mb.ticket);
     }
-    sleep_cv_.notify_all();
     t_in_pool = true;
     fn(0, nth);
     t_in_pool = false;
-    // Spin, but yield the core now and then: when the machine is oversubscribed (more runnable
-    // threads than cores) the worker we wait for may need this very core to finish its share.
-    for (int spins = 0; remaining_.load(std::memory_order_acquire) != 0;) {
-      PQ_PAUSE();
-      if (++spins == 64) { spins = 0; std::this_thread::yield(); }
+    // The last worker to finish bumps done_; a stale bump from an earlier job only costs a re-check.
+    while (remaining_.load(std::memory_order_acquire) != 0) {
+      const uint32_t d = done_.word.load(std::memory_order_acquire);
+      if (remaining_.load(std::memory_order_acquire) == 0) break;
+      wait_while_equal(done_, d);
     }
-    job_ = nullptr;
   }
 
  private:
   void ensure_workers(int n) {
-    while ((int)workers_.size() < n) {
-      const int idx = (int)workers_.size() + 1;
-      // The worker must start from the generation *before* the bump that publishes the job that
-      // created it; reading it inside the new thread races with run() and can miss that job.
-      const uint64_t gen = generation_.load(std::memory_order_acquire);
-      workers_.emplace_back([this, idx, gen] { worker_loop(idx, gen); });
-      workers_.back().detach();
+    while ((int)boxes_.size() < n) {
+      boxes_.push_back(std::make_unique<Mailbox>());
+      Mailbox* mb = boxes_.back().get();
+      const int idx = (int)boxes_.size();
+      std::thread([this, mb, idx] { worker_loop(*mb, idx); }).detach();
     }
   }
 
-  void worker_loop(int idx, uint64_t seen) {
+  void worker_loop(Mailbox& mb, int idx) {
     t_in_pool = true;
+    uint32_t seen = 0;  // the mailbox is new: its first job is ticket 1
     for (;;) {
-      // Spin ~50 us before sleeping: back-to-back kernel calls then cost no OS wake-up.
-      auto t0 = std::chrono::steady_clock::now();
-      int spins = 0;
-      while (generation_.load(std::memory_order_acquire) == seen) {
-        PQ_PAUSE();
-        if (++spins == 256) {
-          spins = 0;
-          std::this_thread::yield();  // see run(): let a descheduled caller make progress
-          if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(50)) {
-            std::unique_lock<std::mutex> lk(sleep_mutex_);
-            sleep_cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-          }
-        }
-      }
-      seen = generation_.load(std::memory_order_acquire);
-      if (idx < job_nth_) {
-        (*job_)(idx, job_nth_);
-        remaining_.fetch_sub(1, std::memory_order_acq_rel);
+      wait_while_equal(mb.ticket, seen);
+      seen = mb.ticket.word.load(std::memory_order_acquire);
+      (*mb.job)(idx, mb.nth);
+      if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        done_.word.fetch_add(1, std::memory_order_seq_cst);
+        wake_all(done_);
       }
     }
   }
 
   std::mutex run_mutex_;
-  std::mutex sleep_mutex_;
-  std::condition_variable sleep_cv_;
-  std::atomic<uint64_t> generation_{0};
+  std::vector<std::unique_ptr<Mailbox>> boxes_;  // worker idx (1..) uses boxes_[idx - 1]
   std::atomic<int> remaining_{0};
-  const std::function<void(int, int)>* job_ = nullptr;
-  int job_nth_ = 0;
-  std::vector<std::thread> workers_;
+  WakeWord done_;
 };
 
 }  // namespace

@@ -1,11 +1,23 @@
 // A persistent worker pool. Kernels at decode time take ~0.1-2 ms, so creating threads per
 // call (tens of microseconds) or waking sleeping threads through the OS on every call would
-// cost a visible share; workers spin briefly on a generation counter before sleeping.
+// cost a visible share; workers spin briefly (PYQUANT_SPIN_US, default 50) on their mailbox
+// before sleeping in the kernel, and so does a caller waiting for its workers.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
 namespace pq {
+
+// A 32-bit word threads wait on: spin ~PYQUANT_SPIN_US, then futex-sleep until it changes.
+struct WakeWord {
+  std::atomic<uint32_t> word{0};
+  std::atomic<int> sleepers{0};
+};
+// Returns once w.word != old (spinning first, then sleeping).
+void wait_while_equal(WakeWord& w, uint32_t old);
+// Call after changing w.word: wakes the threads sleeping on it (no syscall when none sleeps).
+void wake_all(WakeWord& w);
 
 // Default thread count: set_num_threads() value, else PYQUANT_NUM_THREADS, else hardware cores.
 int get_num_threads();

@@ -1,0 +1,62 @@
+"""The thread pool under stress (issue #15): parallel regions of different thread counts back to
+back, from 1 to 64 threads, every result checked, a watchdog on the whole run.
+
+Before the per-worker mailboxes (csrc/cpu/threadpool.cpp), 4 threads alternating a 2-row and a
+3-row region segfaulted within seconds, 8 threads every time, and random thread counts returned
+wrong numbers: a worker that sat one job out read the next job's fields. Each scenario runs in a
+child process so a crash or a hang fails the test instead of killing the suite; the child's own
+time budget is PYQUANT_STRESS_S seconds per thread count (default 1.5; e.g. 60 for a soak run).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from child_process import child_env, child_python
+
+CHILD = r"""
+import os, random, sys, time
+import torch, pyquant
+from pyquant._ext import _C
+
+budget = float(os.environ.get("PYQUANT_STRESS_S", "1.5"))
+torch.manual_seed(0)
+small = pyquant.QTensor.quantize(torch.randn(64, 256), "Q4_K")      # few rows: regions of 1-2 threads
+big = pyquant.QTensor.quantize(torch.randn(2000, 256), "Q4_K")      # many rows: every thread
+x = torch.randn(3, 256)
+w8 = torch.randn(300, 512)
+_C.set_num_threads(1)
+ref_small, ref_big = pyquant.qmatmul(x, small), pyquant.qmatmul(x, big)
+ref_q = pyquant.quantize(w8, "Q8_0")
+ref_d = pyquant.dequantize(ref_q, "Q8_0", tuple(w8.shape))
+rng = random.Random(int(sys.argv[1]))
+for n in [int(v) for v in sys.argv[2].split(",")]:
+    t_end = time.monotonic() + budget
+    calls = 0
+    while time.monotonic() < t_end:
+        nt = n if n > 0 else rng.choice([1, 2, 3, 4, 5, 8, 13, 64])
+        _C.set_num_threads(nt)
+        for _ in range(20):
+            a, b = pyquant.qmatmul(x, small), pyquant.qmatmul(x, big)
+            assert torch.equal(a, ref_small) and torch.equal(b, ref_big), ("matmul", nt)
+            q = pyquant.quantize(w8, "Q8_0")
+            assert torch.equal(q, ref_q), ("quantize", nt)
+            assert torch.equal(pyquant.dequantize(q, "Q8_0", tuple(w8.shape)), ref_d), ("dequantize", nt)
+            calls += 4
+    print(f"threads={n or 'random'}: {calls} checked calls")
+"""
+
+
+@pytest.mark.parametrize("counts", ["1,2,3,4", "8,64", "0"], ids=["1-4", "8-64", "random"])
+def test_pool_regions_of_changing_size(counts):
+    budget = float(os.environ.get("PYQUANT_STRESS_S", "1.5"))
+    n = len(counts.split(","))
+    watchdog = 60 + 4 * budget * n
+    try:
+        r = subprocess.run(child_python("-c", CHILD, "7", counts), env=child_env(), capture_output=True,
+                           text=True, timeout=watchdog)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"thread pool hung: no result within {watchdog:.0f} s (threads {counts})")
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
+    assert r.stdout.count("checked calls") == n, r.stdout
