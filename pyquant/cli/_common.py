@@ -2,24 +2,77 @@
 from __future__ import annotations
 
 
-def add_model_args(p, threads_default=None):
+def add_model_args(p, threads_default=None, ctx_flag=True):
     p.add_argument("model", help="GGUF file or alias (smollm2)")
     p.add_argument("-t", "--threads", type=int, default=threads_default,
                    help="threads for pyquant's kernels and torch (default: torch's count)")
-    p.add_argument("-c", "--ctx-size", type=int, default=None, dest="max_seq_len",
-                   help="KV cache positions (default: min(model context, 4096))")
+    p.add_argument("--act", choices=["int8x2", "int8", "float"], default=None,
+                   help="activations of the CPU matmuls: int8x2 (default: int8 + its residual, ~float "
+                        "fidelity), int8 (one pass, as llama.cpp: fastest), float")
+    if ctx_flag:
+        p.add_argument("-c", "--ctx-size", type=int, default=None, dest="max_seq_len",
+                       help="KV cache positions (default: min(model context, 4096))")
+    else:
+        p.set_defaults(max_seq_len=None)
+
+
+def check_model_arg(model: str) -> None:
+    """Fail before any loading when MODEL is neither an existing file nor a known alias."""
+    import os
+
+    from ..errors import PyquantError
+    from ..hub import MODELS
+
+    if model in MODELS:
+        return
+    if os.path.isdir(model):
+        raise PyquantError(f"{model}: is a directory; pyquant runs GGUF files (or an alias: "
+                           f"{', '.join(sorted(MODELS))})")
+    if not os.path.exists(model):
+        raise PyquantError(f"{model}: no such file, and not a model alias ({', '.join(sorted(MODELS))})")
+
+
+def read_text_file(path: str) -> str:
+    """The UTF-8 text of `path`, or a PyquantError naming the file and what is wrong."""
+    from ..errors import PyquantError
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise PyquantError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PyquantError(f"{path}: is a directory, not a text file") from None
+    except OSError as e:
+        raise PyquantError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PyquantError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
 
 
 def add_sampling_args(p):
-    p.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy, the default)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=None)
+    from ..runtime.sampling import DEFAULTS as D
+
+    p.add_argument("--temp", type=float, default=D.temperature, help="temperature (0 = greedy, the default)")
+    p.add_argument("--top-k", type=int, default=D.top_k, help=f"sample from the k most likely (default {D.top_k})")
+    p.add_argument("--top-p", type=float, default=D.top_p,
+                   help=f"... within the smallest set of mass >= p (default {D.top_p})")
+    p.add_argument("--repeat-penalty", type=float, default=D.repeat_penalty,
+                   help=f"divide the logits of recent tokens by this (llama.cpp's; default {D.repeat_penalty}: off)")
+    p.add_argument("--repeat-last-n", type=int, default=D.repeat_last_n,
+                   help=f"tokens the repeat penalty looks back over (default {D.repeat_last_n})")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: random)")
 
 
 def load_model(args):
     from ..models import load, set_threads
 
+    check_model_arg(args.model)
     if args.threads:
         set_threads(args.threads)
+    if getattr(args, "act", None):
+        from .._ext import _C
+
+        _C.set_matmul_act(args.act)
     return load(args.model, max_seq_len=args.max_seq_len)

@@ -36,7 +36,7 @@ def main(args) -> int:
     tok = model.tokenizer
     bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
     eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
-    sampler = Sampler(args.temp, args.top_k, args.top_p, args.seed)
+    sampler = Sampler(args.temp, args.top_k, args.top_p, args.seed, args.repeat_penalty, args.repeat_last_n)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     cached: list[int] = []   # token ids whose K/V are in the cache, position = index
     interactive = sys.stdin.isatty()

@@ -21,6 +21,33 @@ def run(args) -> int:
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     print(f"pyquant._C: isa={_C.active_isa()} threads={_C.get_num_threads()}  "
           f"backends: {', '.join(f'{b.name}({b.device_type}, prio {b.priority})' for b in dispatch.backends())}")
+    for name, why in missing_backends():
+        print(f"  {name}: not listed: {why}")
     qts = [qtype(q) for q in args.qtype] if args.qtype else None
     print(dispatch.describe(device_types=devices, ms=tuple(args.rows or (1, 16, 512)), ops=args.op, qtypes_=qts))
     return 0
+
+
+def missing_backends() -> list[tuple[str, str]]:
+    """(backend, why it is not in the table) for the GPU backends this machine cannot run."""
+    import importlib.util
+    import os
+
+    import torch
+
+    from .._ext import _C_cuda
+
+    out = []
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else f"torch {torch.__version__}"
+        where = ("pyquant._C_cuda is not built either (no GPU at build time: PYQUANT_CUDA_ARCHS=80,... "
+                 "builds it)" if _C_cuda is None else "pyquant._C_cuda is built and waits for one")
+        out.append(("cuda", f"no CUDA device visible to torch ({build}); {where}"))
+    elif _C_cuda is None:
+        out.append(("cuda", "pyquant._C_cuda was not built (reinstall on this machine, or set PYQUANT_CUDA_ARCHS)"))
+    if importlib.util.find_spec("triton") is None:
+        out.append(("triton", "the triton package is not installed (pip install triton)"))
+    elif not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        out.append(("triton", "its kernels need a CUDA device (TRITON_INTERPRET=1 runs them on the CPU, "
+                              "slowly: for tests)"))
+    return out

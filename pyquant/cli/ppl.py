@@ -9,23 +9,25 @@ from ._common import add_model_args
 
 def register(subparsers):
     p = subparsers.add_parser("ppl", help="perplexity of a text file (llama-perplexity procedure)")
-    add_model_args(p)
+    add_model_args(p, ctx_flag=False)
     p.add_argument("file", help="UTF-8 text file")
-    p.add_argument("--ctx", type=int, default=512, help="chunk length in tokens (llama-perplexity -c)")
+    p.add_argument("-c", "--ctx", type=int, default=512, help="chunk length in tokens (llama-perplexity's -c)")
     p.add_argument("--chunks", type=int, default=None, help="evaluate at most this many chunks")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
+    from ..errors import PyquantError
     from ..runtime.perplexity import perplexity
-    from ._common import load_model
+    from ._common import check_model_arg, load_model, read_text_file
 
-    if args.max_seq_len is None:
-        args.max_seq_len = args.ctx
+    check_model_arg(args.model)
+    text = read_text_file(args.file)        # before the model loads: a typo fails at once
+    if args.ctx < 4 or args.ctx % 2:
+        raise PyquantError(f"-c/--ctx must be even and >= 4, got {args.ctx}")
+    args.max_seq_len = args.ctx
     model = load_model(args)
-    with open(args.file, encoding="utf-8") as f:
-        text = f.read()
 
     def progress(i, n, ppl):
         if not args.json:

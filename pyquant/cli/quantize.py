@@ -39,9 +39,13 @@ def run(args) -> int:
         set_num_threads(args.threads)
     src = resolve(args.input)
     with GGUFReader(src) as reader:
-        plan = build_plan(reader, args.type, pure=args.pure)
+        fallbacks: dict = {}
+        plan = build_plan(reader, args.type, pure=args.pure, fallbacks=fallbacks)
         if args.dry_run:
             print(format_plan(reader, plan))
+        if not args.quiet or args.dry_run:
+            print(explain_plan(reader, plan, args.type, fallbacks), file=sys.stderr)
+        if args.dry_run:
             return 0
         requant = sorted({t.qtype.name for n, t in reader.tensors.items()
                           if REGISTRY[t.qtype].block_size > 1 and plan[n] != t.qtype})
@@ -61,13 +65,46 @@ def run(args) -> int:
     return 0
 
 
-def build_plan(reader, ftype: str, pure: bool = False):
+def build_plan(reader, ftype: str, pure: bool = False, fallbacks: dict | None = None):
     from ..formats.gguf.recipes import ModelInfo, plan_tensors
 
     model = ModelInfo.from_metadata(reader.metadata)
     tensors = {t.name: t.dims for t in reader.tensors.values()}
     types = {t.name: t.qtype for t in reader.tensors.values()}
-    return plan_tensors(tensors, ftype, model, source_types=types, pure=pure)
+    return plan_tensors(tensors, ftype, model, source_types=types, pure=pure, fallbacks=fallbacks)
+
+
+def explain_plan(reader, plan, ftype: str, fallbacks: dict) -> str:
+    """What the plan does and costs, before anything is written: the types chosen (count, share of
+    the weights), the tensors that fell back to another type and why, and bits per weight of the
+    source and of the result (a file can come out *larger* than a 4-bit source: SmolLM2's 576-wide
+    rows fit no 256-value K-quant block, so Q4_K_M becomes mostly Q5_0)."""
+    from ..qtypes import REGISTRY
+
+    n_total = sum(t.n_elements for t in reader.tensors.values())
+    src_bytes = sum(t.nbytes for t in reader.tensors.values())
+    out_bytes, by_type = 0, {}
+    for name, qt in plan.items():
+        t, info = reader.tensors[name], REGISTRY[qt]
+        nb = t.n_elements // info.block_size * info.type_size
+        out_bytes += nb
+        c = by_type.setdefault(qt.name, [0, 0])
+        c[0], c[1] = c[0] + 1, c[1] + t.n_elements
+    mix = ", ".join(f"{k} x{c[0]} ({100 * c[1] / n_total:.0f}% of weights)"
+                    for k, c in sorted(by_type.items(), key=lambda kv: -kv[1][1]))
+    lines = [f"{ftype}: {mix}"]
+    why: dict = {}
+    for name, (wanted, used) in fallbacks.items():
+        key = (wanted.name, used.name, reader.tensors[name].dims[0], REGISTRY[wanted].block_size)
+        why[key] = why.get(key, 0) + 1
+    for (wanted, used, ne0, bs), n in sorted(why.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {n} tensor(s) {wanted} -> {used}: rows of {ne0} values are not a multiple of "
+                     f"{wanted}'s {bs}-value block (llama.cpp's tensor_type_fallback)")
+    bpw_in, bpw_out = 8 * src_bytes / n_total, 8 * out_bytes / n_total
+    verdict = "larger than" if out_bytes > src_bytes else "smaller than" if out_bytes < src_bytes else "same as"
+    lines.append(f"  bits per weight: {bpw_in:.2f} -> {bpw_out:.2f} ({src_bytes / 2**20:.1f} -> "
+                 f"{out_bytes / 2**20:.1f} MiB, {verdict} the source)")
+    return "\n".join(lines)
 
 
 def format_plan(reader, plan) -> str:

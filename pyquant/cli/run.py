@@ -10,7 +10,11 @@ def register(subparsers):
     p = subparsers.add_parser("run", help="generate a completion, streamed")
     add_model_args(p)
     p.add_argument("-p", "--prompt", required=True)
-    p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate")
+    from ..runtime.sampling import DEFAULTS
+
+    p.add_argument("-n", "--n-predict", type=int, default=DEFAULTS.max_new_tokens,
+                   help=f"at most this many new tokens; generation also ends at the end-of-text token "
+                        f"(default {DEFAULTS.max_new_tokens})")
     add_sampling_args(p)
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
@@ -29,10 +33,13 @@ def main(args) -> int:
         out.flush()
     for piece in generate(model, args.prompt, max_new_tokens=args.n_predict, temperature=args.temp,
                           top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop, stream=True,
-                          stats=stats):
+                          stats=stats, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n):
         out.write(piece)
         out.flush()
     out.write("\n")
+    if stats.stop_reason == "context":
+        print(f"[stopped after {stats.generated_tokens} of {args.n_predict} tokens: the context is full "
+              f"({model.max_seq_len} positions); raise -c/--ctx-size]", file=sys.stderr)
     if not args.quiet:
         print(f"[prompt: {stats.prompt_tokens} tok, {stats.prefill_tok_s:.1f} tok/s | generated: "
               f"{stats.generated_tokens} tok, {stats.decode_tok_s:.1f} tok/s | stop: {stats.stop_reason}]",

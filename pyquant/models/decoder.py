@@ -207,13 +207,15 @@ class DecoderModel:
             return self._decode.step(token, pos)
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompt, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, stop=None, stream: bool = False, **kw):
-        """Completion of `prompt` (text or token ids): text, or a generator of text pieces if stream."""
+    def generate(self, prompt, max_new_tokens: int | None = None, stream: bool = False, **sampling):
+        """Completion of `prompt` (text or token ids): text, or a generator of text pieces if stream.
+        Keyword arguments and defaults as `pyquant.runtime.generate.generate` (temperature, top_k,
+        top_p, seed, repeat_penalty, repeat_last_n, stop, stats, ...): greedy, at most 128 tokens."""
         from ..runtime.generate import generate
+        from ..runtime.sampling import DEFAULTS
 
-        return generate(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                        top_p=top_p, seed=seed, stop=stop, stream=stream, **kw)
+        n = DEFAULTS.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return generate(self, prompt, max_new_tokens=n, stream=stream, **sampling)
 
     def __repr__(self):
         c = self.config

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import PyquantError
-from .sampling import Sampler
+from .sampling import DEFAULTS, Sampler
 
 
 @dataclass
@@ -40,8 +40,11 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: 
     budget = model.max_seq_len - start_pos - n_prompt
     if budget < 0:
         raise PyquantError(f"prompt of {n_prompt} tokens does not fit the context ({model.max_seq_len})")
+    context_bound = max_new_tokens > budget + 1
     max_new_tokens = min(max_new_tokens, budget + 1)
     stats.prompt_tokens = n_prompt
+    for t in prompt_ids:
+        sampler.accept(t)
     t0 = time.perf_counter()
     logits = model.forward(prompt_ids, start_pos)
     stats.prefill_s = time.perf_counter() - t0
@@ -55,12 +58,14 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: 
                 return
             stats.generated_tokens += 1
             stats.tokens.append(token)
+            sampler.accept(token)
             yield token
             if i + 1 == max_new_tokens:
                 break
             logits = model.decode_step(token, pos)
             pos += 1
-        stats.stop_reason = "length"
+        # "length": the requested number of tokens; "context": the KV cache (max_seq_len) is full
+        stats.stop_reason = "context" if context_bound else "length"
     finally:
         stats.decode_s = time.perf_counter() - t0
 
@@ -95,17 +100,21 @@ def stream_text(model, token_iter, stop: list[str] | None = None, stats=None):
         yield pending
 
 
-def generate(model, prompt, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int | None = None, stop=None, stream: bool = False,
-             stats: GenerationStats | None = None, add_bos: bool | None = None, parse_special: bool = True):
+def generate(model, prompt, max_new_tokens: int = DEFAULTS.max_new_tokens, temperature: float = DEFAULTS.temperature,
+             top_k: int = DEFAULTS.top_k, top_p: float = DEFAULTS.top_p, seed: int | None = None, stop=None,
+             stream: bool = False, stats: GenerationStats | None = None, add_bos: bool | None = None,
+             parse_special: bool = True, repeat_penalty: float = DEFAULTS.repeat_penalty,
+             repeat_last_n: int = DEFAULTS.repeat_last_n):
     """Completion of `prompt` (str, or a list of token ids). Returns the text, or with stream=True a
-    generator of text pieces. Pass a GenerationStats to get token counts and timings."""
+    generator of text pieces. Pass a GenerationStats to get token counts, timings and why it stopped
+    ("eog", "length", "context" when the KV cache filled up, "stop" at a stop string). Sampling
+    parameters and their defaults are those of `pyquant.runtime.sampling` (the CLI's too)."""
     if isinstance(stop, str):
         stop = [stop]
     if isinstance(prompt, str):
         ids = model.tokenizer.encode(prompt, add_bos=add_bos, parse_special=parse_special)
     else:
         ids = [int(t) for t in prompt]
-    sampler = Sampler(temperature, top_k, top_p, seed)
+    sampler = Sampler(temperature, top_k, top_p, seed, repeat_penalty, repeat_last_n)
     pieces = stream_text(model, generate_tokens(model, ids, max_new_tokens, sampler, stats), stop, stats)
     return pieces if stream else "".join(pieces)

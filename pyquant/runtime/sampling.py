@@ -1,20 +1,48 @@
-"""Next-token choice: greedy (temperature 0) or temperature / top-k / top-p sampling with a seed.
+"""Next-token choice: greedy (temperature 0) or temperature / top-k / top-p sampling with a seed, after
+an optional repetition penalty.
 
-Order as llama.cpp's common sampler chain: top-k, then top-p over the renormalised survivors,
-then temperature, then a draw from a seeded generator (same seed -> same tokens)."""
+Order as llama.cpp's common sampler chain: penalties (over the last `repeat_last_n` tokens, prompt
+included), top-k, top-p over the renormalised survivors, temperature, then a draw from a seeded
+generator (same seed -> same tokens). `DEFAULTS` is the one set of defaults that `generate`, the
+model's `generate` and the CLI all use."""
 from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import PyquantError
 
 
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Greedy by default (the same answer every run; top-k / top-p apply once temperature > 0, with
+    llama.cpp's values), no repetition penalty (llama.cpp's default 1.0), at most 128 new tokens."""
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    max_new_tokens: int = 128
+
+
+DEFAULTS = SamplingDefaults()
+
+
 class Sampler:
-    def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None):
+    def __init__(self, temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                 top_p: float = DEFAULTS.top_p, seed: int | None = None,
+                 repeat_penalty: float = DEFAULTS.repeat_penalty, repeat_last_n: int = DEFAULTS.repeat_last_n):
         if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
             raise PyquantError(f"sampling: need temperature >= 0, 0 < top_p <= 1, top_k >= 0 "
                                f"(got {temperature}, {top_p}, {top_k})")
+        if not repeat_penalty > 0 or repeat_last_n < 0:
+            raise PyquantError(f"sampling: need repeat_penalty > 0 and repeat_last_n >= 0 "
+                               f"(got {repeat_penalty}, {repeat_last_n})")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.repeat_penalty = repeat_penalty
+        self.recent: deque[int] = deque(maxlen=repeat_last_n)
         self.generator = torch.Generator()
         self.generator.manual_seed(seed if seed is not None else torch.seed())
 
@@ -22,8 +50,25 @@ class Sampler:
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
 
+    def accept(self, token: int) -> None:
+        """Record a token of the context (prompt or generated) for the repetition penalty."""
+        if self.recent.maxlen:
+            self.recent.append(int(token))
+
+    def penalize(self, logits: torch.Tensor) -> torch.Tensor:
+        """llama.cpp's repeat penalty: each distinct recent token's logit is divided by the penalty
+        when positive, multiplied when negative (a copy; the model's buffer is left alone)."""
+        if self.repeat_penalty == 1.0 or not self.recent:
+            return logits
+        ids = torch.tensor(sorted(set(self.recent)), dtype=torch.long)
+        out = logits.clone()
+        v = out[ids]
+        out[ids] = torch.where(v > 0, v / self.repeat_penalty, v * self.repeat_penalty)
+        return out
+
     def __call__(self, logits: torch.Tensor) -> int:
         """logits: [vocab] float -> token id."""
+        logits = self.penalize(logits)
         if self.greedy:
             return int(torch.argmax(logits))
         if self.top_k:

@@ -224,10 +224,12 @@ def fallback_type(qt: QType, ne0: int) -> QType:
 
 
 def plan_tensors(tensors: dict[str, tuple[int, ...]], ftype: str, model: ModelInfo, source_types=None,
-                 pure: bool = False) -> dict[str, QType]:
+                 pure: bool = False, fallbacks: dict | None = None) -> dict[str, QType]:
     """Target type of every tensor. tensors: name -> dims as stored (ne0 first), in any order.
     source_types: name -> current QType (tensors llama.cpp does not quantize keep it; default F32).
     pure: no mixture rules, only the file type's default (llama-quantize --pure).
+    fallbacks: if given, filled with {name: (wanted QType, QType used)} for the tensors whose row
+    length does not fit the wanted type's block (tensor_type_fallback).
     Returns {name: QType} in llama.cpp's processing order (also the order it writes tensors)."""
     ftype = resolve_ftype(ftype)
     default = _DEFAULT_TYPE[ftype]
@@ -245,6 +247,8 @@ def plan_tensors(tensors: dict[str, tuple[int, ...]], ftype: str, model: ModelIn
         if quantized_default:
             if not pure:
                 new = planner.mixture_type(name, dims[0], new)
-            new = fallback_type(new, dims[0])
+            wanted, new = new, fallback_type(new, dims[0])
+            if fallbacks is not None and new != wanted:
+                fallbacks[name] = (wanted, new)
         plan[name] = new
     return plan
