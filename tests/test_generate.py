@@ -66,3 +66,25 @@ def test_stops_at_end_of_generation_token(model):
 def test_prompt_too_long(model):
     with pytest.raises(pyquant.PyquantError):
         model.generate(list(range(300)), max_new_tokens=4)
+
+
+def test_one_model_from_several_threads(model):
+    """Generations from 4 Python threads at once are serialized per model: each equals the
+    single-threaded text (unserialized they hung or crashed in the C++ step's barriers)."""
+    import threading
+
+    prompts = ["The capital of France is", "One, two, three,", "The sky is", "Water boils at"]
+    alone = [model.generate(p, max_new_tokens=12) for p in prompts]
+    got = [None] * 4
+
+    def work(i):
+        for _ in range(3):
+            got[i] = model.generate(prompts[i], max_new_tokens=12)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a generation hung"
+    assert got == alone

@@ -10,6 +10,7 @@ Two paths through the same weights:
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,11 @@ class DecoderModel:
         from .decode import DecodeState
         from .packing import pack_decode_weights
 
+        # One model, one KV cache and one set of step buffers: calls from several Python threads are
+        # serialized (a generation holds the lock from its prefill to its last token, so each
+        # thread's text equals a single-threaded run). Unserialized, two steps reset each other's
+        # barriers mid-token: hangs and segfaults (issue #15).
+        self.lock = threading.RLock()
         self.packed_nbytes = pack_decode_weights(self)   # before DecodeState binds weight pointers
         self._decode = DecodeState(self)
 
@@ -164,7 +170,7 @@ class DecoderModel:
     def forward(self, ids, start_pos: int = 0, all_logits: bool = False) -> torch.Tensor:
         """Logits for `ids` (1-D) placed at positions start_pos..; fills the KV cache.
         Returns [S, vocab] when all_logits else [vocab] for the last position."""
-        with torch_single_thread():
+        with self.lock, torch_single_thread():
             return self._forward(ids, start_pos, all_logits)
 
     def _forward(self, ids, start_pos: int, all_logits: bool) -> torch.Tensor:
@@ -201,10 +207,11 @@ class DecoderModel:
     def decode_step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] for one token at position `pos` (the KV cache holds 0..pos-1).
         The returned tensor is a buffer reused by the next step."""
-        if self._decode.runs_native:   # no torch op inside: torch's threads need no pinning
-            return self._decode.step(token, pos)
-        with torch_single_thread():
-            return self._decode.step(token, pos)
+        with self.lock:
+            if self._decode.runs_native:   # no torch op inside: torch's threads need no pinning
+                return self._decode.step(token, pos)
+            with torch_single_thread():
+                return self._decode.step(token, pos)
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt, max_new_tokens: int | None = None, stream: bool = False, **sampling):

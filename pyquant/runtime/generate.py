@@ -45,8 +45,16 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: 
     stats.prompt_tokens = n_prompt
     for t in prompt_ids:
         sampler.accept(t)
+    lock = getattr(model, "lock", None)
+    if lock is not None:     # released in the finally below (or when an abandoned stream is closed)
+        lock.acquire()
     t0 = time.perf_counter()
-    logits = model.forward(prompt_ids, start_pos)
+    try:
+        logits = model.forward(prompt_ids, start_pos)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     stats.prefill_s = time.perf_counter() - t0
     pos = start_pos + n_prompt
     t0 = time.perf_counter()
@@ -68,6 +76,8 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: 
         stats.stop_reason = "context" if context_bound else "length"
     finally:
         stats.decode_s = time.perf_counter() - t0
+        if lock is not None:
+            lock.release()
 
 
 def stream_text(model, token_iter, stop: list[str] | None = None, stats=None):
