@@ -60,3 +60,30 @@ def test_pool_regions_of_changing_size(counts):
         pytest.fail(f"thread pool hung: no result within {watchdog:.0f} s (threads {counts})")
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
     assert r.stdout.count("checked calls") == n, r.stdout
+
+
+FORK_CHILD = r"""
+import multiprocessing as mp, torch, pyquant
+pyquant.set_num_threads(2)
+w = pyquant.QTensor.quantize(torch.randn(512, 256), "Q4_K")
+x = torch.randn(3, 256)
+ref = pyquant.qmatmul(x, w)                 # the parent's pool now has a worker thread
+
+def child(_):
+    return bool(torch.equal(pyquant.qmatmul(x, w), ref))   # the child's first threaded kernel
+
+with mp.get_context("fork").Pool(2) as pool:
+    print("child results", pool.map(child, range(4), chunksize=1))
+"""
+
+
+def test_pool_after_fork():
+    """A fork()ed child (multiprocessing's default start method on Linux) runs threaded kernels:
+    it gets a fresh pool instead of waiting forever for the parent's workers."""
+    try:
+        r = subprocess.run(child_python("-c", FORK_CHILD), env=child_env(), capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a forked child's threaded kernel hung")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "child results [True, True, True, True]" in r.stdout, r.stdout

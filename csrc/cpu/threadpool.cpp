@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <pthread.h>
 #include <thread>
 #include <vector>
 #if defined(__linux__)
@@ -79,11 +80,27 @@ struct alignas(64) Mailbox {
   int nth = 0;
 };
 
+class Pool;
+std::atomic<Pool*> g_pool{nullptr};
+
 class Pool {
  public:
+  // Leaked on purpose: no join races at interpreter exit. A forked child gets a fresh pool
+  // (pthread_atfork below): the parent's workers do not exist there, so the first region of the
+  // child would wait forever for them (a multiprocessing fork pool hung, issue #15).
   static Pool& get() {
-    static Pool* pool = new Pool();  // leaked on purpose: no join races at interpreter exit
-    return *pool;
+    static const bool registered = [] {
+      pthread_atfork(nullptr, nullptr, [] { g_pool.store(new Pool()); });
+      return true;
+    }();
+    (void)registered;
+    Pool* p = g_pool.load(std::memory_order_acquire);
+    if (!p) {
+      Pool* fresh = new Pool();
+      if (g_pool.compare_exchange_strong(p, fresh)) return *fresh;
+      delete fresh;
+    }
+    return *p;
   }
 
   void run(int nth, const std::function<void(int, int)>& fn) {
