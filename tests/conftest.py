@@ -40,3 +40,24 @@ def ggml_oracle():
         if os.environ.get("PYQUANT_REQUIRE_ORACLE") or os.environ.get("CI"):
             raise
         pytest.skip(f"llama.cpp oracle unavailable: {e}")
+
+
+@pytest.fixture
+def act():
+    """Sets the CPU matmuls' activation mode for one test ("int8x2", "int8", "float", "auto") and
+    restores the previous one afterwards."""
+    from pyquant._ext import _C
+
+    before = _C.get_matmul_act()
+    yield _C.set_matmul_act
+    _C.set_matmul_act(before)
+
+
+@pytest.fixture
+def float_activations(act):
+    act("float")
+
+
+@pytest.fixture
+def int8_activations(act):
+    act("int8")

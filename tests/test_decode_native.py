@@ -27,25 +27,6 @@ def model(smollm2_path):
     return pyquant.load(smollm2_path, max_seq_len=64)
 
 
-@pytest.fixture
-def act():
-    from pyquant._ext import _C
-
-    before = _C.get_matmul_act()
-    yield _C.set_matmul_act
-    _C.set_matmul_act(before)
-
-
-@pytest.fixture
-def float_activations():
-    from pyquant._ext import _C
-
-    before = _C.get_matmul_act()
-    _C.set_matmul_act("float")
-    yield
-    _C.set_matmul_act(before)
-
-
 def _run(step, ids):
     with torch_single_thread():
         return torch.stack([step(t, p).clone() for p, t in enumerate(ids)])

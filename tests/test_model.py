@@ -14,6 +14,7 @@ default path (int8x2) adds the int8-quantized residual: its rounding step is 1/2
 from __future__ import annotations
 
 import subprocess
+import warnings
 
 import pytest
 from child_process import child_env, child_python
@@ -57,16 +58,6 @@ def _rel_rms(a, b):
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
 
 
-@pytest.fixture
-def float_activations():
-    from pyquant._ext import _C
-
-    before = _C.get_matmul_act()
-    _C.set_matmul_act("float")
-    yield
-    _C.set_matmul_act(before)
-
-
 def test_prefill_logits_exact_with_float_activations(model, reference, float_activations):
     ids = model.tokenizer.encode(PROMPT + " Paris, and the capital of Japan is")
     ours = model.forward(ids, 0, all_logits=True).double()          # [S, vocab]
@@ -76,16 +67,6 @@ def test_prefill_logits_exact_with_float_activations(model, reference, float_act
     step = model.decode_step(int(ref[-1].argmax()), len(ids)).double()
     ref2 = reference.forward(ids + [int(ref[-1].argmax())])[-1]
     assert float((step - ref2).abs().max()) < 1e-3
-
-
-@pytest.fixture
-def int8_activations():
-    from pyquant._ext import _C
-
-    before = _C.get_matmul_act()
-    _C.set_matmul_act("int8")
-    yield
-    _C.set_matmul_act(before)
 
 
 def test_prefill_logits_close_default_activations(model, reference):
@@ -255,3 +236,29 @@ def test_unsupported_architecture(tmp_path):
     w.write()
     with pytest.raises(pyquant.FormatError, match="mamba"):
         pyquant.load(tmp_path / "x.gguf")
+
+
+def test_python_step_fallback_warns_and_explains(tmp_path, monkeypatch):
+    """An architecture the C++ step cannot run gets the Python step with a warning naming the reason
+    (it used to fall back silently), and model.explain() says which path and kernels run."""
+    from pyquant.models import ARCHITECTURES, _import_families
+    from pyquant.models.decoder import DecoderModel
+
+    _import_families()
+
+    class OwnNorm(ARCHITECTURES["llama"]):
+        def norm(self, x, weight):   # an override the C++ step does not implement
+            return DecoderModel.norm(self, x, weight)
+
+    monkeypatch.setitem(ARCHITECTURES, "llama", OwnNorm)
+    path = _write_tiny_model(tmp_path / "llama.gguf", "llama", biases=False, tied=True)
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ decode step cannot run this model .OwnNorm overrides the norm"):
+        m = pyquant.load(path, max_seq_len=32)
+    assert m._decode.mode == "python"
+    text = m.explain(8)
+    assert "decode step: python" in text and "OwnNorm overrides the norm" in text
+    assert "attn_qkv" in text and "output" in text and "gemv" in text
+    monkeypatch.setenv("PYQUANT_DECODE", "python")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # asked for: no warning
+        assert pyquant.load(path, max_seq_len=32)._decode.mode == "python"

@@ -151,3 +151,9 @@ def test_kernels_says_why_gpu_backends_are_missing():
     assert out.returncode == 0, out.stderr
     if not torch.cuda.is_available():
         assert "cuda: not listed:" in out.stdout and "triton: not listed:" in out.stdout
+
+
+def test_run_verbose_explains_the_paths(smollm2_path):
+    out = _pyquant("run", "smollm2", "-p", README_PROMPT, "-n", "2", "-v")
+    assert out.returncode == 0, out.stderr
+    assert "decode step: native" in out.stderr and "avx2/gemv-int8x2" in out.stderr, out.stderr

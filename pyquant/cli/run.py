@@ -19,6 +19,8 @@ def register(subparsers):
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
     p.add_argument("--quiet", action="store_true", help="no timings on stderr")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print which path and kernel run each phase (model.explain()) to stderr first")
     p.set_defaults(func=main)
 
 
@@ -26,6 +28,8 @@ def main(args) -> int:
     from ..runtime.generate import GenerationStats, generate
 
     model = load_model(args)
+    if args.verbose:
+        print(model.explain(len(model.tokenizer.encode(args.prompt))), file=sys.stderr)
     stats = GenerationStats()
     out = sys.stdout
     if not args.no_echo:

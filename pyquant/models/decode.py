@@ -127,7 +127,13 @@ class DecodeState:
         # is composite (~6 kernels, 9 us per call measured here, 0.56 ms of a token's 1.3 ms outside
         # the matmuls); one BLAS dot, a float, two multiplies measured ~4 us.
         self.plain_norm = type(model).norm is DecoderModel.norm
-        self.native = build_native(self)
+        self.native, self.native_reason = build_native(self)
+        if self.native is None and self.native_reason != "PYQUANT_DECODE=python":
+            import warnings
+
+            warnings.warn(f"pyquant: {model.path}: the C++ decode step cannot run this model "
+                          f"({self.native_reason}); using the Python step (slower; model.explain() says more)",
+                          RuntimeWarning, stacklevel=3)
 
     @property
     def mode(self) -> str:
@@ -220,10 +226,10 @@ class DecodeState:
 
 
 def build_native(st: DecodeState):
-    """The C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, or None when the
-    model needs something only the Python step does: an architecture overriding the norm or the
-    MLP activation, weights
-    without a GGUF CPU kernel (int4 / int8 QTensors), or PYQUANT_DECODE=python.
+    """(the C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, None) or (None, why
+    not) when the model needs something only the Python step does: an architecture overriding the
+    norm or the MLP activation, weights without a GGUF CPU kernel (int4 / int8 QTensors), or
+    PYQUANT_DECODE=python.
 
     Measured numbers: llm_ops.cpp's header."""
     import os
@@ -231,14 +237,18 @@ def build_native(st: DecodeState):
     from .._ext import _C
 
     m, cfg = st.model, st.model.config
-    if os.environ.get("PYQUANT_DECODE", "").lower() == "python" or not hasattr(_C, "LlmDecoder"):
-        return None
+    if os.environ.get("PYQUANT_DECODE", "").lower() == "python":
+        return None, "PYQUANT_DECODE=python"
+    if not hasattr(_C, "LlmDecoder"):
+        return None, "this build of pyquant._C has no LlmDecoder"
     cls = type(m)
-    if not (st.plain_norm and cls.mlp_activation_into is DecoderModel.mlp_activation_into):
-        return None
+    if not st.plain_norm:
+        return None, f"{cls.__name__} overrides the norm"
+    if cls.mlp_activation_into is not DecoderModel.mlp_activation_into:
+        return None, f"{cls.__name__} overrides the MLP activation"
     kv = m.cache.kv
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
-        return None
+        return None, "the KV cache or RoPE table is not contiguous float32"
     linears = [("output", -1, [m.output])]
     for i, L in enumerate(m.layers):
         linears += [("qkv", i, L.qkv), ("wo", i, [L.wo]), ("gate_up", i, L.gate_up), ("down", i, [L.down])]
@@ -248,11 +258,13 @@ def build_native(st: DecodeState):
             if lin.dense is not None:
                 w, qtype = lin.dense, 0
                 if w.dtype != torch.float32 or not w.is_contiguous():
-                    return None
+                    return None, f"{lin.name}: float weight not contiguous float32"
             else:
                 w, qtype = lin.qt.data, int(lin.qt.qtype)
-                if qtype >= 1000 or w.device.type != "cpu" or not w.is_contiguous():
-                    return None
+                if qtype >= 1000:
+                    return None, f"{lin.name}: {lin.qt.qtype.name} weights have no kernel in the C++ step"
+                if w.device.type != "cpu" or not w.is_contiguous():
+                    return None, f"{lin.name}: weight not a contiguous CPU tensor"
             b = lin.bias
             if b is not None:
                 b = b.contiguous().to(torch.float32)
@@ -277,7 +289,7 @@ def build_native(st: DecodeState):
                         st.logits.data_ptr(), st.logits.nbytes)
         keep += [kv, m.rope, st.x, st.logits]   # alive as long as the decoder even if the model rebinds them
         dec.finalize(0)
-    except Exception:   # a layout this step does not handle (e.g. a type without a CPU kernel)
-        return None
+    except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)
+        return None, f"{type(e).__name__}: {e}"
     st.native_keep = keep
-    return dec
+    return dec, None

@@ -224,6 +224,46 @@ class DecoderModel:
         n = DEFAULTS.max_new_tokens if max_new_tokens is None else max_new_tokens
         return generate(self, prompt, max_new_tokens=n, stream=stream, **sampling)
 
+    def explain(self, prompt_tokens: int = 64) -> str:
+        """Which path and which kernel run each phase of prefill and of a decode step, and why."""
+        from collections import OrderedDict
+
+        from .._ext import _C
+        from ..kernels.cpu.matmul import linear_path
+
+        cfg, st = self.config, self._decode
+        act = _C.get_matmul_act()
+        lines = [repr(self),
+                 f"activations: {act}{' (= int8x2)' if act == 'auto' else ''} (PYQUANT_MATMUL_ACT / --act); "
+                 f"threads: {_C.get_num_threads()}"]
+        if st.native is not None:
+            gov = st.native.governor()
+            lines.append("decode step: native (_C.LlmDecoder: one C++ call per token, one parallel region; "
+                         f"steps so far on 1 thread / all: {gov['single']} / {gov['multi']})")
+        else:
+            lines.append(f"decode step: python (torch ops + per-linear kernel calls): {st.native_reason}")
+        lines.append(f"prefill of {prompt_tokens} tokens: torch attention/norms, one matmul per linear")
+        # linears grouped by (role, type, shape): one line each
+        groups: OrderedDict = OrderedDict()
+        for L in self.layers:
+            for role, lins in (("attn_qkv", L.qkv), ("attn_output", [L.wo]), ("ffn_gate_up", L.gate_up),
+                               ("ffn_down", [L.down])):
+                for lin in lins:
+                    groups.setdefault((role, lin), None)
+        per_role: OrderedDict = OrderedDict()
+        for role, lin in groups:
+            key = (role, lin.qt.qtype.name, lin.out_features, lin.in_features)
+            per_role[key] = per_role.get(key, 0) + 1
+        per_role[("output", self.output.qt.qtype.name, self.output.out_features, self.output.in_features)] = 1
+        lookup = {(r, lin.qt.qtype.name, lin.out_features, lin.in_features): lin for r, lin in groups}
+        lookup[("output", self.output.qt.qtype.name, self.output.out_features, self.output.in_features)] = self.output
+        for (role, tname, n, k), count in per_role.items():
+            lin = lookup[(role, tname, n, k)]
+            lines.append(f"  {role:12s} x{count:<3d} {tname:5s} [{n}x{k}]")
+            lines.append(f"      step:    {linear_path(lin, 1)}")
+            lines.append(f"      prefill: {linear_path(lin, prompt_tokens)}")
+        return "\n".join(lines)
+
     def __repr__(self):
         c = self.config
         return (f"{type(self).__name__}({c.arch}: {c.n_layers} layers, d={c.d_model}, heads={c.n_heads}/"

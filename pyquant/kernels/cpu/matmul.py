@@ -223,3 +223,13 @@ def cpu_call_for(qt) -> tuple | None:
 
 def _fallback(x2d, qt, bias):
     return _torch_linear(x2d, qt.dequantize(torch.float32), bias)
+
+
+def linear_path(lin, m: int) -> str:
+    """What a model Linear (pyquant.models.weights.Linear) runs for m rows, in _C's own words."""
+    if lin.dense is not None:
+        return f"torch float32 matmul ({lin.qt.qtype.name} weights kept as float)"
+    qt = lin.qt.qtype
+    op = "int4_matmul" if qt == QType.INT4 else "int8_matmul" if qt == QType.INT8 else "gguf_matmul"
+    path = _fused_path(op, qt, m)
+    return path or f"no fused kernel for {qt.name}: _C.decode to float32, then torch matmul"
