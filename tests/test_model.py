@@ -221,11 +221,11 @@ def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, flo
     ours = m.forward(ids, 0, all_logits=True).double()
     assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
     m.forward(ids[:-1], 0)
-    assert m._decode.mode == "native"   # the C++ step (biases, permuted Q/K rows, tied output)
+    assert m._step.mode == "native"   # the C++ step (biases, permuted Q/K rows, tied output)
     step = m.decode_step(ids[-1], len(ids) - 1).double()
     assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
-    py_step = m._decode.python_step(ids[-1], len(ids) - 1).double()
-    assert float((py_step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
+    one = m.forward([ids[-1]], len(ids) - 1).double()          # the forward's own one-token step
+    assert float((one - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
 def test_unsupported_architecture(tmp_path):
@@ -254,11 +254,11 @@ def test_python_step_fallback_warns_and_explains(tmp_path, monkeypatch):
     path = _write_tiny_model(tmp_path / "llama.gguf", "llama", biases=False, tied=True)
     with pytest.warns(RuntimeWarning, match="C\\+\\+ decode step cannot run this model .OwnNorm overrides the norm"):
         m = pyquant.load(path, max_seq_len=32)
-    assert m._decode.mode == "python"
+    assert m._step.mode == "python"
     text = m.explain(8)
     assert "decode step: python" in text and "OwnNorm overrides the norm" in text
     assert "attn_qkv" in text and "output" in text and "gemv" in text
     monkeypatch.setenv("PYQUANT_DECODE", "python")
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # asked for: no warning
-        assert pyquant.load(path, max_seq_len=32)._decode.mode == "python"
+        assert pyquant.load(path, max_seq_len=32)._step.mode == "python"

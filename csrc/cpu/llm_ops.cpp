@@ -1,7 +1,7 @@
 // The runner's decode step in C++: one call per token runs every layer (RMSNorm, QKV GEMV, RoPE,
 // KV-cache write, grouped-query attention, output projection + residual, RMSNorm, gate/up GEMV,
 // SiLU*up, down projection + residual) and the output head, with no Python or torch op between
-// them. The Python step it replaces (pyquant/models/decode.py) spent ~1 ms per SmolLM2 token on
+// them. The Python step it replaced (since removed: its fallback is now the model forward) spent ~1 ms per SmolLM2 token on
 // ~11 torch ops per layer at ~3 us each, plus per-call argument parsing and allocations in the
 // matmul entry points (std::vector activation buffers per call).
 //
@@ -23,7 +23,7 @@
 //
 // Safety: Python hands raw pointers with byte sizes once (`LlmDecoder.add_linear`, `set_*`);
 // every size is checked against what step() will touch, and step() checks the position. The
-// Python side keeps the tensors alive for the decoder's lifetime (pyquant/models/decode.py).
+// Python side keeps the tensors alive for the decoder's lifetime (pyquant/models/step.py).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -587,7 +587,7 @@ class Decoder {
 void register_llm_bindings(py::module_& m) {
   using namespace pybind11::literals;
   py::class_<llm::Decoder>(m, "LlmDecoder",
-                           "C++ decode step of a Llama-family model (pyquant/models/decode.py builds it)")
+                           "C++ decode step of a Llama-family model (pyquant/models/step.py builds it)")
       .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double>(),
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)

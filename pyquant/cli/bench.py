@@ -40,7 +40,7 @@ def native_profile(model, n: int = 32, reps: int = 3) -> dict:
     """The C++ decode step's per-phase microseconds per token (_C.LlmDecoder.profile) over reps x n
     steps from an empty cache, plus "python": the rest of a decode_step call's wall time (embedding
     row, checks, the call itself)."""
-    st = model._decode
+    st = model._step
     st.native.set_profile(True)
     try:
         t0 = time.perf_counter()
@@ -55,30 +55,14 @@ def native_profile(model, n: int = 32, reps: int = 3) -> dict:
     return prof
 
 
-def decode_overhead(model, n: int = 32, reps: int = 3) -> float:
-    """Seconds per decode step spent outside the matmul kernels. C++ step: everything but the GEMV
-    phases of its profile (norms, activation quantization, RoPE, KV write, attention, SiLU, Python).
-    Python step: the same steps with every GEMV skipped, best of reps (buffers get normal values
-    first: garbage could hit NaN/denormal slow paths)."""
-    from ..models.decode import GemvCall
-
-    st = model._decode
-    if st.native is not None:
-        prof = native_profile(model, n, reps)
-        return sum(v for k, v in prof.items() if k not in GEMV_PHASES) / 1e6
-    for buf in (st.x, st.x2, st.tmp, st.qkv, st.gu, st.logits):
-        buf.normal_()
-    GemvCall.enabled = False
-    try:
-        best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for pos in range(n):
-                model.decode_step(1, pos)
-            best = min(best, (time.perf_counter() - t0) / n)
-    finally:
-        GemvCall.enabled = True
-    return best
+def decode_overhead(model, n: int = 32, reps: int = 3) -> float | None:
+    """Seconds per decode step spent outside the matmul kernels: everything but the GEMV phases of
+    the C++ step's profile (norms, activation quantization, RoPE, KV write, attention, SiLU, Python).
+    None when the model runs without the C++ step (its forward per token has no such profile)."""
+    if model._step.native is None:
+        return None
+    prof = native_profile(model, n, reps)
+    return sum(v for k, v in prof.items() if k not in GEMV_PHASES) / 1e6
 
 
 def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, overhead: bool = False) -> dict:
@@ -106,7 +90,7 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
 
     res = {"model": str(model.path), "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": reps,
            "threads": _threads(), "weight_bytes_per_token": model.weight_nbytes,
-           "decode_step": model._decode.mode}
+           "decode_step": model._step.mode}
     for name, fn, n in (("pp", pp, n_prompt), ("tg", tg, n_gen)):
         if n <= 0:
             continue
@@ -118,10 +102,9 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
         res["tg_weight_GB_s"] = res["tg_tok_s"] * model.weight_nbytes / 1e9
         res["tg_ms_per_token"] = 1e3 / res["tg_tok_s"]
         res["tg_cpu_ms_per_token"] = 1e3 * min(cpu[1:] or cpu)   # best measured run (not the warm-up)
-    if overhead and n_gen > 0:
+    if overhead and n_gen > 0 and model._step.native is not None:
         res["tg_overhead_ms_per_token"] = 1e3 * decode_overhead(model, n_gen, reps)
-        if model._decode.native is not None:
-            res["tg_profile_us"] = native_profile(model, n_gen, reps)
+        res["tg_profile_us"] = native_profile(model, n_gen, reps)
     return res
 
 
@@ -137,8 +120,8 @@ def main(args) -> int:
     if args.max_seq_len is None:
         args.max_seq_len = max(args.n_prompt, args.n_gen) + 1
     model = load_model(args)
-    if args.per_gemv and model._decode.native is not None:
-        model._decode.native.set_one_region(False)
+    if args.per_gemv and model._step.native is not None:
+        model._step.native.set_one_region(False)
     res = bench_model(model, args.n_prompt, args.n_gen, args.repetitions, overhead=args.overhead)
     if args.roofline:
         from .._ext import _C

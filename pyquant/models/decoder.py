@@ -3,9 +3,9 @@
 An architecture file subclasses DecoderModel and sets class attributes / overrides the small hooks
 (rope_style, norm, activation); nothing here branches on the architecture name.
 
-Two paths through the same weights:
-- `forward(ids, start_pos)`: any number of tokens (prefill, perplexity): one GEMM per linear.
-- `decode_step(token, pos)`: one token, everything preallocated (GEMV path, see decode.py).
+The block is written once, in `forward(ids, start_pos)`: prefill, perplexity, the reference the
+tests hold the C++ step to, and every token when that step cannot take the model.
+`decode_step(token, pos)` runs the C++ executor of the same layers and weights (step.py).
 """
 from __future__ import annotations
 
@@ -81,16 +81,16 @@ class DecoderModel:
         self.rope = rope_table(self.max_seq_len, cfg.rope_dim, cfg.rope_base, cfg.rope_linear_scale, factors)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
         self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
-        from .decode import DecodeState
         from .packing import pack_decode_weights
+        from .step import TokenStep
 
         # One model, one KV cache and one set of step buffers: calls from several Python threads are
         # serialized (a generation holds the lock from its prefill to its last token, so each
         # thread's text equals a single-threaded run). Unserialized, two steps reset each other's
         # barriers mid-token: hangs and segfaults (issue #15).
         self.lock = threading.RLock()
-        self.packed_nbytes = pack_decode_weights(self)   # before DecodeState binds weight pointers
-        self._decode = DecodeState(self)
+        self.packed_nbytes = pack_decode_weights(self)   # before TokenStep binds weight pointers
+        self._step = TokenStep(self)
 
     # ------------------------------------------------------------------ loading
     def _qk_row_perms(self):
@@ -136,11 +136,6 @@ class DecoderModel:
         """[S, 2 ffn] -> [S, ffn]: SwiGLU, silu(gate) * up."""
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate) * up
-
-    def mlp_activation_into(self, gate: torch.Tensor, up: torch.Tensor, out: torch.Tensor) -> None:
-        """The same into a preallocated out (decode path)."""
-        torch._C._nn.silu(gate, out=out)
-        out.mul_(up)
 
     # ------------------------------------------------------------------ forward
     @property
@@ -208,10 +203,10 @@ class DecoderModel:
         """Logits [vocab] for one token at position `pos` (the KV cache holds 0..pos-1).
         The returned tensor is a buffer reused by the next step."""
         with self.lock:
-            if self._decode.runs_native:   # no torch op inside: torch's threads need no pinning
-                return self._decode.step(token, pos)
+            if self._step.native is not None:   # no torch op inside: torch's threads need no pinning
+                return self._step.step(token, pos)
             with torch_single_thread():
-                return self._decode.step(token, pos)
+                return self._step.step(token, pos)
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt, max_new_tokens: int | None = None, stream: bool = False, **sampling):
@@ -231,7 +226,7 @@ class DecoderModel:
         from .._ext import _C
         from ..kernels.cpu.matmul import linear_path
 
-        cfg, st = self.config, self._decode
+        cfg, st = self.config, self._step
         act = _C.get_matmul_act()
         lines = [repr(self),
                  f"activations: {act}{' (= int8x2)' if act == 'auto' else ''} (PYQUANT_MATMUL_ACT / --act); "
@@ -241,7 +236,7 @@ class DecoderModel:
             lines.append("decode step: native (_C.LlmDecoder: one C++ call per token, one parallel region; "
                          f"steps so far on 1 thread / all: {gov['single']} / {gov['multi']})")
         else:
-            lines.append(f"decode step: python (torch ops + per-linear kernel calls): {st.native_reason}")
+            lines.append(f"decode step: python (the model's forward, one token at a time): {st.native_reason}")
         lines.append(f"prefill of {prompt_tokens} tokens: torch attention/norms, one matmul per linear")
         # linears grouped by (role, type, shape): one line each
         groups: OrderedDict = OrderedDict()

@@ -1,10 +1,10 @@
-"""The C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) against the Python/torch step
-(pyquant/models/decode.py DecodeState.python_step) on the same model and cache, on both ISAs,
-plus its input validation.
+"""The C++ token step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) against the model's own forward run one
+token at a time (pyquant/models/decoder.py: the one Python definition of the block) on the same
+model and cache, on both ISAs, plus its input validation.
 
-Float activations: both steps compute the same float32 function up to summation order, so the
-logits agree to ~1e-5 relative (bound 1e-4). Quantized activations: each path (prefill, C++ step,
-Python step) is compared with the float forward, never with another noisy path: two paths whose
+Float activations: both compute the same float32 function up to summation order, so the logits
+agree to ~1e-5 relative (bound 1e-4). Quantized activations: each path (prefill, C++ step, forward
+one token at a time) is compared with the float forward, never with another noisy path: two paths whose
 RMSNorms round differently in the last bit flip different int8 levels, and on another CPU (torch's
 kernels differ by ISA) different ones again, so path-vs-path bounds end up tuned to one machine.
 """
@@ -32,21 +32,25 @@ def _run(step, ids):
         return torch.stack([step(t, p).clone() for p, t in enumerate(ids)])
 
 
+def _forward_step(model):
+    return lambda t, p: model.forward([t], p)
+
+
 def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
 def test_native_step_is_used(model):
-    assert model._decode.mode == "native"
+    assert model._step.mode == "native"
 
 
 @pytest.mark.parametrize("one_region", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("isa", ["scalar", "avx2"], indirect=True)
-def test_native_equals_python_float_activations(model, isa, threads, one_region, float_activations):
-    st = model._decode
+def test_native_equals_forward_float_activations(model, isa, threads, one_region, float_activations):
+    st = model._step
     ids = IDS if isa == "avx2" else IDS[:3]   # the scalar float path is slow
-    ref = _run(st.python_step, ids)
+    ref = _run(_forward_step(model), ids)
     from pyquant._ext import _C
 
     before = _C.get_num_threads() if hasattr(_C, "get_num_threads") else 0
@@ -69,10 +73,10 @@ def apache_ids(model):
 
 def _paths(model, ids):
     """Logits [len(ids), vocab] (float64) of the three ways through the model: batched prefill,
-    the C++ step and the Python step, in the current activation mode."""
-    st = model._decode
+    the C++ step and the forward one token at a time, in the current activation mode."""
+    st = model._step
     return {"prefill": model.forward(ids, 0, all_logits=True).double(),
-            "native": _run(st.step, ids).double(), "python": _run(st.python_step, ids).double()}
+            "native": _run(st.step, ids).double(), "forward-step": _run(_forward_step(model), ids).double()}
 
 
 def _kl(logits, ref):
@@ -156,9 +160,9 @@ def test_int8_activations_every_path_as_far_from_float_as_derived(model, isa, ap
         assert kl < 2 * emulated_int8_kl, (name, kl, emulated_int8_kl)
 
 
-def test_native_greedy_generation_matches_python(model, monkeypatch):
+def test_native_greedy_generation_matches_forward(model, monkeypatch):
     text = model.generate("The capital of France is", max_new_tokens=8)
-    st = model._decode
+    st = model._step
     monkeypatch.setattr(st, "native", None)
     assert model.generate("The capital of France is", max_new_tokens=8) == text
 
@@ -169,7 +173,7 @@ def test_native_position_checked(model):
     with pytest.raises(PyquantError):
         model.decode_step(1, model.max_seq_len)       # the cache check in Python
     with pytest.raises(KernelError):
-        model._decode.native.step(model.max_seq_len)  # and in C++
+        model._step.native.step(model.max_seq_len)  # and in C++
 
 
 def test_decoder_validates_inputs():

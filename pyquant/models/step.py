@@ -1,0 +1,146 @@
+"""The token step: one decoded token per call, on the C++ executor when it can take the model.
+
+`_C.LlmDecoder` (csrc/cpu/llm_ops.cpp) runs a whole token in one call and one parallel region
+(measured 173-182 vs 113-119 tok/s for the former Python/torch step on SmolLM2 Q4_1 at 2 threads):
+norms, the GEMVs through the matmul engine's own kernels (the same arithmetic as `_C.gguf_matmul`,
+in the same activation mode), RoPE, the KV write, GQA attention, SiLU*up, residuals, the head. It is
+built from the model's layers and weights (build_native); when a model needs something it does not
+do (an architecture's own norm or activation, a weight type it has no kernel for), `pyquant.load`
+warns with the reason and every token goes through the model's own `forward` (one token at
+`start_pos = pos`): the Python block is defined once, in decoder.py, for prefill, steps and tests.
+PYQUANT_DECODE=python forces that path.
+"""
+from __future__ import annotations
+
+import torch
+
+from .decoder import DecoderModel
+
+
+class TokenStep:
+    """The C++ step bound to one model: its input (x, the token's embedding) and output (logits)
+    buffers, the embedding-row decoder, and the executor, or None with the reason why not."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.model = model
+        self.x = torch.empty((1, cfg.d_model))
+        self.logits = torch.empty((1, cfg.vocab_size))
+        self.token = torch.zeros(1, dtype=torch.long)
+        self._bind_embedding(model.embed)
+        self.native, self.native_reason = build_native(self)
+        if self.native is None and self.native_reason != "PYQUANT_DECODE=python":
+            import warnings
+
+            warnings.warn(f"pyquant: {model.path}: the C++ decode step cannot run this model "
+                          f"({self.native_reason}); each token runs the model's forward instead (slower; "
+                          "model.explain() says more)", RuntimeWarning, stacklevel=3)
+
+    @property
+    def mode(self) -> str:
+        """"native" (the C++ step, _C.LlmDecoder) or "python" (the model's forward, one token)."""
+        return "native" if self.native is not None else "python"
+
+    def _bind_embedding(self, embed) -> None:
+        """Decode the one embedding row of the token straight from the file bytes into x (no gather,
+        no allocation); types without a C++ decoder go through Embedding.__call__."""
+        from .._ext import _C
+
+        qt = embed.qt
+        self.embed_row = None
+        if qt.qtype < 1000 and _C.has_decoder(int(qt.qtype)):
+            rows = embed.rows
+            self.embed_row = (_C.decode, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.vocab_size,
+                              self.x.data_ptr(), self.x.nbytes, embed.dim)
+
+    def embed_into_x(self, token: int) -> None:
+        e = self.embed_row
+        if e is None:
+            self.token[0] = token
+            self.x.copy_(self.model.embed(self.token))
+            return
+        decode, qtype, base, row_bytes, vocab, x_ptr, x_nbytes, dim = e
+        if not 0 <= token < vocab:  # the pointer arithmetic below trusts this check
+            from ..errors import PyquantError
+
+            raise PyquantError(f"decode_step: token id {token} outside [0, {vocab})")
+        decode(qtype, base + token * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
+
+    def step(self, token: int, pos: int) -> torch.Tensor:
+        """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
+        if self.native is None:
+            return self.model._forward([int(token)], pos, False)
+        self.model.cache.check(pos, 1)
+        self.embed_into_x(int(token))
+        self.native.step(pos)
+        return self.logits[0]
+
+
+def build_native(st: TokenStep):
+    """(the C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, None) or (None, why
+    not) when the model needs something only the model.s forward does: an architecture overriding the
+    norm or the MLP activation, weights without a GGUF CPU kernel (int4 / int8 QTensors), or
+    PYQUANT_DECODE=python.
+
+    Measured numbers: llm_ops.cpp's header."""
+    import os
+
+    from .._ext import _C
+
+    m, cfg = st.model, st.model.config
+    if os.environ.get("PYQUANT_DECODE", "").lower() == "python":
+        return None, "PYQUANT_DECODE=python"
+    if not hasattr(_C, "LlmDecoder"):
+        return None, "this build of pyquant._C has no LlmDecoder"
+    cls = type(m)
+    if cls.norm is not DecoderModel.norm:
+        return None, f"{cls.__name__} overrides the norm"
+    if cls.mlp_activation is not DecoderModel.mlp_activation:
+        return None, f"{cls.__name__} overrides the MLP activation"
+    kv = m.cache.kv
+    if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
+        return None, "the KV cache or RoPE table is not contiguous float32"
+    linears = [("output", -1, [m.output])]
+    for i, L in enumerate(m.layers):
+        linears += [("qkv", i, L.qkv), ("wo", i, [L.wo]), ("gate_up", i, L.gate_up), ("down", i, [L.down])]
+    args = []
+    for slot, i, lins in linears:
+        for lin in lins:
+            if lin.dense is not None:
+                w, qtype = lin.dense, 0
+                if w.dtype != torch.float32 or not w.is_contiguous():
+                    return None, f"{lin.name}: float weight not contiguous float32"
+            else:
+                w, qtype = lin.qt.data, int(lin.qt.qtype)
+                if qtype >= 1000:
+                    return None, f"{lin.name}: {lin.qt.qtype.name} weights have no kernel in the C++ step"
+                if w.device.type != "cpu" or not w.is_contiguous():
+                    return None, f"{lin.name}: weight not a contiguous CPU tensor"
+            b = lin.bias
+            if b is not None:
+                b = b.contiguous().to(torch.float32)
+            args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b))
+    dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
+                        cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
+    keep = []   # every tensor whose pointer the decoder holds
+    try:
+        for slot, i, qtype, w, n, k, b in args:
+            dec.add_linear(slot, i, qtype, w.data_ptr(), w.nbytes, n, k,
+                           b.data_ptr() if b is not None else 0, b.nbytes if b is not None else 0)
+            keep += [w] + ([b] if b is not None else [])
+        norms = [m.output_norm] + [t for L in m.layers for t in (L.attn_norm, L.ffn_norm)]
+        norms = [t.contiguous().to(torch.float32) for t in norms]
+        keep += norms
+        dec.set_norm("output", -1, norms[0].data_ptr(), norms[0].nbytes)
+        for i in range(cfg.n_layers):
+            a, f = norms[1 + 2 * i], norms[2 + 2 * i]
+            dec.set_norm("attn", i, a.data_ptr(), a.nbytes)
+            dec.set_norm("ffn", i, f.data_ptr(), f.nbytes)
+        dec.set_buffers(kv.data_ptr(), kv.nbytes, m.rope.data_ptr(), m.rope.nbytes, st.x.data_ptr(), st.x.nbytes,
+                        st.logits.data_ptr(), st.logits.nbytes)
+        keep += [kv, m.rope, st.x, st.logits]   # alive as long as the decoder even if the model rebinds them
+        dec.finalize(0)
+    except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)
+        return None, f"{type(e).__name__}: {e}"
+    st.native_keep = keep
+    return dec, None
