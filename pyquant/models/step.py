@@ -78,7 +78,7 @@ class TokenStep:
 
 def build_native(st: TokenStep):
     """(the C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, None) or (None, why
-    not) when the model needs something only the model.s forward does: an architecture overriding the
+    not) when the model needs something only the model's forward does: an architecture overriding the
     norm or the MLP activation, weights without a GGUF CPU kernel (int4 / int8 QTensors), or
     PYQUANT_DECODE=python.
 
