@@ -1,4 +1,4 @@
-"""An independent float implementation of the llama / qwen2 GGUF forward pass, for tests only.
+"""An independent float implementation of the llama / qwen2 / qwen3 GGUF forward pass, for tests only.
 
 Written separately from pyquant.models: weights are read and dequantized by the `gguf` package
 (not pyquant's reader or decoders), RoPE is applied in each architecture's own pairing (no row
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-ROPE_NEOX_ARCHS = {"qwen2"}
+ROPE_NEOX_ARCHS = {"qwen2", "qwen3"}
 
 
 class ReferenceLlama:
@@ -76,8 +76,12 @@ class ReferenceLlama:
         for i in range(self.n_layers):
             p = f"blk.{i}."
             h = self.rms_norm(x, self.w[p + "attn_norm.weight"])
-            q = self.rope(self.lin(h, p + "attn_q").view(S, H, hd), pos)
-            k = self.rope(self.lin(h, p + "attn_k").view(S, Hkv, hd), pos)
+            q = self.lin(h, p + "attn_q").view(S, H, hd)
+            k = self.lin(h, p + "attn_k").view(S, Hkv, hd)
+            if p + "attn_q_norm.weight" in self.w:     # qwen3: RMSNorm of every head before RoPE
+                q = self.rms_norm(q, self.w[p + "attn_q_norm.weight"])
+                k = self.rms_norm(k, self.w[p + "attn_k_norm.weight"])
+            q, k = self.rope(q, pos), self.rope(k, pos)
             v = self.lin(h, p + "attn_v").view(S, Hkv, hd)
             k = k.repeat_interleave(H // Hkv, dim=1)
             v = v.repeat_interleave(H // Hkv, dim=1)

@@ -165,7 +165,7 @@ def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
     assert peak < size + 300 * 2**20
 
 
-def _write_tiny_model(path, arch, seed=0, biases=True, tied=False):
+def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False):
     """A random 2-layer model in GGUF (Q8_0 weights, F32 norms/biases) with a byte-level vocab."""
     from pyquant.formats.gguf import GGUFValueType, GGUFWriter
     from pyquant.runtime.tokenizer import _bytes_to_unicode
@@ -206,16 +206,22 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False):
         if biases:
             for name, n in (("attn_q", H * hd), ("attn_k", Hkv * hd), ("attn_v", Hkv * hd)):
                 f32(p + name + ".bias", n)
+        if qk_norm:
+            f32(p + "attn_q_norm.weight", hd, 1.0)
+            f32(p + "attn_k_norm.weight", hd, 1.0)
     w.write()
     return path
 
 
-@pytest.mark.parametrize("arch,biases,tied", [("qwen2", True, False), ("llama", False, True)])
-def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, float_activations):
-    """qwen2: neox RoPE (run through permuted Q/K rows) and Q/K/V biases; llama: tied output."""
-    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, biases=biases, tied=tied)
+@pytest.mark.parametrize("arch,biases,tied,qk_norm", [("qwen2", True, False, False), ("llama", False, True, False),
+                                                      ("qwen3", False, False, True)])
+def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, qk_norm, float_activations):
+    """qwen2: neox RoPE (run through permuted Q/K rows) and Q/K/V biases; llama: tied output;
+    qwen3: neox RoPE and QK-norm (its weights permuted with the rows of each head)."""
+    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, biases=biases, tied=tied, qk_norm=qk_norm)
     m = pyquant.load(path, max_seq_len=64)
-    assert type(m).rope_style == ("neox" if arch == "qwen2" else "normal")
+    assert type(m).rope_style == ("normal" if arch == "llama" else "neox")
+    assert type(m).qk_norm == qk_norm
     ids = list(range(40, 72))
     ref = ReferenceLlama(path).forward(ids)
     ours = m.forward(ids, 0, all_logits=True).double()

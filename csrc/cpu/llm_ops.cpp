@@ -149,6 +149,7 @@ class Decoder {
     kvd_ = Hkv_ * hd_;
     slots_.resize((size_t)(4 * L_ + 1));
     norms_.assign((size_t)(2 * L_ + 1), nullptr);
+    qk_norms_.assign((size_t)(2 * L_), nullptr);
     h_.resize((size_t)std::max(d_, qd_));
     x2_.resize((size_t)d_);
     qkv_.resize((size_t)(qd_ + 2 * kvd_));
@@ -180,8 +181,15 @@ class Decoder {
     kmax_ = std::max(kmax_, k);
   }
 
-  // which: "attn" | "ffn" (layer 0..L-1) or "output" (layer -1): float32 [d].
+  // which: "attn" | "ffn" (layer 0..L-1) or "output" (layer -1): float32 [d]; "q" | "k": float32
+  // [head_dim], an RMSNorm of every Q / K head before RoPE (qwen3's QK-norm; absent: none).
   void set_norm(const std::string& which, int64_t layer, uintptr_t ptr, int64_t nbytes) {
+    if (which == "q" || which == "k") {
+      PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
+      PQ_CHECK(ptr != 0 && nbytes >= 4 * hd_, "LlmDecoder: ", which, " norm weight too small");
+      qk_norms_[(size_t)(2 * layer + (which == "k"))] = reinterpret_cast<const float*>(ptr);
+      return;
+    }
     int64_t i;
     if (which == "output") i = 2 * L_;
     else {
@@ -358,6 +366,11 @@ class Decoder {
     const double ms = v.sumsq(x, d_) / (double)d_;
     v.scale_mul(x, (float)(1.0 / std::sqrt(ms + eps_)), w, out, d_);
   }
+  // In place over one head of head_dim values (QK-norm).
+  void head_norm(const Vec& v, float* x, const float* w) const {
+    const double ms = v.sumsq(x, hd_) / (double)hd_;
+    v.scale_mul(x, (float)(1.0 / std::sqrt(ms + eps_)), w, x, hd_);
+  }
 
   // Adjacent pairs (x[2i], x[2i+1]) of the first rope_dim values of each head rotate by the
   // table's e^(i pos theta_i) (the Python step's complex multiply).
@@ -519,6 +532,10 @@ class Decoder {
       gemv(slots_[(size_t)(4 * l)], h_.data(), qkv_.data(), nullptr, tid, nt);
       if (t0) {
         tock(kQKV);
+        if (const float* qn = qk_norms_[(size_t)(2 * l)])
+          for (int64_t h = 0; h < H_; ++h) head_norm(v, qkv_.data() + h * hd_, qn);
+        if (const float* kn = qk_norms_[(size_t)(2 * l + 1)])
+          for (int64_t h = 0; h < Hkv_; ++h) head_norm(v, qkv_.data() + qd_ + h * hd_, kn);
         rope(qkv_.data(), H_ + Hkv_, pos);  // Q heads then K heads: adjacent in the QKV output
         float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
         float* Vc = K + Hkv_ * T_ * hd_;
@@ -575,6 +592,7 @@ class Decoder {
   Clock::time_point t0_;
   std::vector<Slot> slots_;
   std::vector<const float*> norms_;
+  std::vector<const float*> qk_norms_;  // [2L]: per layer q, k head norms (null: the family has none)
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
   const float* rope_ = nullptr;
   std::vector<float> h_, x2_, qkv_, attn_, gu_, act_;

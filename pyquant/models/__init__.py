@@ -1,8 +1,8 @@
 """Models: `pyquant.load(path_or_alias)` and the architecture registry.
 
-Each architecture family lives in its own file and registers its class under the GGUF
-`general.architecture` names it runs (`@register("llama", "mistral")`); load() looks the name up.
-Adding an architecture is adding a file, never a branch here.
+Each architecture family lives in its own file in `pyquant/models/arch/` and registers its class under
+the GGUF `general.architecture` names it runs (`@register("llama", "mistral")`); load() imports every
+module there and looks the name up. Adding an architecture is adding a file, never a line here.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import importlib
 from ..errors import FormatError
 
 ARCHITECTURES: dict[str, type] = {}
-_FAMILY_MODULES = ["llama", "qwen2"]  # imported on first load() so their @register calls run
 
 
 def register(*names: str):
@@ -23,8 +22,13 @@ def register(*names: str):
 
 
 def _import_families():
-    for mod in _FAMILY_MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+    """Import every module of pyquant.models.arch (once) so their @register calls run."""
+    import pkgutil
+
+    from . import arch
+
+    for info in pkgutil.iter_modules(arch.__path__):
+        importlib.import_module(f"{arch.__name__}.{info.name}")
 
 
 def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None = None):

@@ -31,6 +31,8 @@ class Layer:
     ffn_norm: torch.Tensor    # [d]
     gate_up: list             # Linear(s) producing [gate | up]: [S, 2 ffn]
     down: Linear              # [ffn] -> [d]
+    q_norm: torch.Tensor | None = None   # [head_dim]: RMSNorm of each Q / K head before RoPE (qk_norm)
+    k_norm: torch.Tensor | None = None
 
 
 def run_linears(linears: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -62,7 +64,9 @@ class torch_single_thread:
 
 
 class DecoderModel:
+    # Named differences between families (set by each file in arch/):
     rope_style = "normal"   # "normal" (adjacent pairs) or "neox" (halves), as ggml names them
+    qk_norm = False         # RMSNorm over each Q and K head (weights attn_q_norm / attn_k_norm) before RoPE
 
     def __init__(self, reader, tokenizer, max_seq_len: int | None = None):
         self.path = reader.path
@@ -125,8 +129,16 @@ class DecoderModel:
                                [bias("ffn_gate", ff), bias("ffn_up", ff)], p + "ffn_gate_up")
         down = Linear(load_qtensor(reader, p + "ffn_down.weight", (d, ff)), bias("ffn_down", d),
                       p + "ffn_down.weight")
+        q_norm = k_norm = None
+        if self.qk_norm:
+            # one [head_dim] weight shared by every head, in the head's (possibly permuted) row order
+            q_norm = float_vector(reader, p + "attn_q_norm.weight", cfg.head_dim)
+            k_norm = float_vector(reader, p + "attn_k_norm.weight", cfg.head_dim)
+            if perm_q is not None:
+                within = perm_q[:cfg.head_dim]
+                q_norm, k_norm = q_norm[within].contiguous(), k_norm[within].contiguous()
         return Layer(float_vector(reader, p + "attn_norm.weight", d), qkv, wo,
-                     float_vector(reader, p + "ffn_norm.weight", d), gate_up, down)
+                     float_vector(reader, p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm)
 
     # ------------------------------------------------------------------ hooks
     def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -188,6 +200,9 @@ class DecoderModel:
             q = qkv[:, :qd].view(S, cfg.n_heads, cfg.head_dim)
             k = qkv[:, qd:qd + kvd].view(S, cfg.n_kv_heads, cfg.head_dim)
             v = qkv[:, qd + kvd:].view(S, cfg.n_kv_heads, cfg.head_dim)
+            if L.q_norm is not None:
+                q.copy_(torch.rms_norm(q, (cfg.head_dim,), L.q_norm, cfg.norm_eps))
+                k.copy_(torch.rms_norm(k, (cfg.head_dim,), L.k_norm, cfg.norm_eps))
             apply_rope_(q, freqs, cfg.rope_dim)
             apply_rope_(k, freqs, cfg.rope_dim)
             self.cache.write(i, start_pos, k, v)

@@ -136,6 +136,12 @@ def build_native(st: TokenStep):
             a, f = norms[1 + 2 * i], norms[2 + 2 * i]
             dec.set_norm("attn", i, a.data_ptr(), a.nbytes)
             dec.set_norm("ffn", i, f.data_ptr(), f.nbytes)
+            L = m.layers[i]
+            for which, t in (("q", L.q_norm), ("k", L.k_norm)):
+                if t is not None:
+                    t = t.contiguous().to(torch.float32)
+                    keep.append(t)
+                    dec.set_norm(which, i, t.data_ptr(), t.nbytes)
         dec.set_buffers(kv.data_ptr(), kv.nbytes, m.rope.data_ptr(), m.rope.nbytes, st.x.data_ptr(), st.x.nbytes,
                         st.logits.data_ptr(), st.logits.nbytes)
         keep += [kv, m.rope, st.x, st.logits]   # alive as long as the decoder even if the model rebinds them

@@ -3,8 +3,8 @@ shared loader) and "neox" RoPE (rotating the two halves of each head), which the
 adjacent pairs by permuting the Q/K rows (and biases) once at load."""
 from __future__ import annotations
 
-from . import register
-from .decoder import DecoderModel
+from .. import register
+from ..decoder import DecoderModel
 
 
 @register("qwen2")

@@ -5,8 +5,8 @@ applies; the rows are used as stored. Llama 3 frequency factors (`rope_freqs.wei
 rope scaling are read by the shared decoder."""
 from __future__ import annotations
 
-from . import register
-from .decoder import DecoderModel
+from .. import register
+from ..decoder import DecoderModel
 
 
 @register("llama", "mistral")
