@@ -31,6 +31,7 @@ class ReferenceLlama:
         self.rope_dim = md.get(f"{a}.rope.dimension_count", self.head_dim)
         self.base = md.get(f"{a}.rope.freq_base", 10000.0)
         self.eps = md[f"{a}.attention.layer_norm_rms_epsilon"]
+        self.window = int(md.get(f"{a}.attention.sliding_window", 0) or 0)
         self.w = {}
         for t in r.tensors:
             arr = gguf.quants.dequantize(t.data, t.tensor_type)
@@ -73,6 +74,8 @@ class ReferenceLlama:
         pos = torch.arange(S)
         x = self.w["token_embd.weight"][ids]
         causal = torch.ones(S, S, dtype=torch.bool).tril()
+        if self.window:   # query s sees keys t with s - W < t <= s
+            causal &= torch.ones(S, S, dtype=torch.bool).triu(-(self.window - 1))
         for i in range(self.n_layers):
             p = f"blk.{i}."
             h = self.rms_norm(x, self.w[p + "attn_norm.weight"])

@@ -165,7 +165,7 @@ def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
     assert peak < size + 300 * 2**20
 
 
-def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False):
+def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False, sliding_window=0):
     """A random 2-layer model in GGUF (Q8_0 weights, F32 norms/biases) with a byte-level vocab."""
     from pyquant.formats.gguf import GGUFValueType, GGUFWriter
     from pyquant.runtime.tokenizer import _bytes_to_unicode
@@ -183,6 +183,8 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False
                  "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1}.items():
         w.add_field(k, v)
     w.add_field("tokenizer.ggml.merges", [], elem_type=GGUFValueType.STRING)
+    if sliding_window:
+        w.add_field(f"{arch}.attention.sliding_window", sliding_window)
 
     def q8(name, rows, cols, scale=0.15):
         t = torch.randn(rows, cols, generator=g) * scale
@@ -213,15 +215,18 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False
     return path
 
 
-@pytest.mark.parametrize("arch,biases,tied,qk_norm", [("qwen2", True, False, False), ("llama", False, True, False),
-                                                      ("qwen3", False, False, True)])
-def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, qk_norm, float_activations):
+@pytest.mark.parametrize("arch,biases,tied,qk_norm,window", [
+    ("qwen2", True, False, False, 0), ("llama", False, True, False, 0), ("qwen3", False, False, True, 0),
+    ("mistral", False, False, False, 7)])
+def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, qk_norm, window, float_activations):
     """qwen2: neox RoPE (run through permuted Q/K rows) and Q/K/V biases; llama: tied output;
-    qwen3: neox RoPE and QK-norm (its weights permuted with the rows of each head)."""
-    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, biases=biases, tied=tied, qk_norm=qk_norm)
+    qwen3: neox RoPE and QK-norm (its weights permuted with the rows of each head); mistral: a
+    sliding window of 7 positions over 32 tokens (prefill mask, C++ step, forward step)."""
+    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, biases=biases, tied=tied, qk_norm=qk_norm,
+                             sliding_window=window)
     m = pyquant.load(path, max_seq_len=64)
-    assert type(m).rope_style == ("normal" if arch == "llama" else "neox")
-    assert type(m).qk_norm == qk_norm
+    assert type(m).rope_style == ("neox" if arch.startswith("qwen") else "normal")
+    assert type(m).qk_norm == qk_norm and m.config.sliding_window == window
     ids = list(range(40, 72))
     ref = ReferenceLlama(path).forward(ids)
     ours = m.forward(ids, 0, all_logits=True).double()

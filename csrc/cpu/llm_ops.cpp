@@ -307,6 +307,11 @@ class Decoder {
   // calling thread), kept for side-by-side measurements.
   void set_one_region(bool on) { one_region_ = on; }
 
+  void set_sliding_window(int64_t w) {
+    PQ_CHECK(w >= 0, "LlmDecoder: sliding window must be >= 0, got ", w);
+    window_ = w;
+  }
+
   void set_adaptive(bool on) {
     adaptive_ = on;
     gov_ema_[0] = gov_ema_[1] = 0;
@@ -499,15 +504,17 @@ class Decoder {
   }
 
   // Query heads [hq0, hq1) of layer l over positions 0..pos (head hq reads KV head hq / g).
+  // With a sliding window W only positions pos-W+1 .. pos are attended (llama.cpp's standard SWA).
   void attend(int64_t l, int64_t pos, int64_t hq0, int64_t hq1, float* sc) {
     const Vec v{avx2_};
-    const int64_t T = pos + 1, g = H_ / Hkv_;
+    const int64_t t0 = window_ > 0 ? std::max<int64_t>(0, pos - window_ + 1) : 0;
+    const int64_t T = pos + 1 - t0, g = H_ / Hkv_;
     const float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
     const float* Vc = K + Hkv_ * T_ * hd_;
     for (int64_t hq = hq0; hq < hq1; ++hq) {
       const float* q = qkv_.data() + hq * hd_;
-      const float* Kh = K + (hq / g) * T_ * hd_;
-      const float* Vh = Vc + (hq / g) * T_ * hd_;
+      const float* Kh = K + ((hq / g) * T_ + t0) * hd_;
+      const float* Vh = Vc + ((hq / g) * T_ + t0) * hd_;
       float* o = attn_.data() + hq * hd_;
       if (avx2_ && hd_ % 8 == 0) {  // one call per head: ~5x faster than per-position dot calls
         attend_head_avx2(q, Kh, Vh, T, hd_, scale_, sc, o);
@@ -572,7 +579,7 @@ class Decoder {
     if (t0) tock(kHead);
   }
 
-  int64_t L_, d_, H_, Hkv_, hd_, rd_, ff_, V_, T_, qd_ = 0, kvd_ = 0, kmax_ = 0;
+  int64_t L_, d_, H_, Hkv_, hd_, rd_, ff_, V_, T_, qd_ = 0, kvd_ = 0, kmax_ = 0, window_ = 0;
   double eps_;
   float scale_;
   int nthreads_ = 0;
@@ -617,6 +624,8 @@ void register_llm_bindings(py::module_& m) {
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
+      .def("set_sliding_window", &llm::Decoder::set_sliding_window, "window"_a,
+           "Attend to the last `window` positions only (0: all)")
       .def("set_adaptive", &llm::Decoder::set_adaptive, "on"_a,
            "True (default): each step runs on 1 thread or all, whichever has been faster lately")
       .def("governor", &llm::Decoder::governor, "Steps run on 1 thread / on all, and their mean times")

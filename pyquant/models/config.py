@@ -21,6 +21,7 @@ class ModelConfig:
     rope_base: float
     rope_dim: int            # leading dims of each head that RoPE rotates
     rope_linear_scale: float  # positions are divided by this (rope.scaling.type = linear)
+    sliding_window: int = 0   # attention.sliding_window: a query sees the last W positions (0: all)
 
     @property
     def q_dim(self) -> int:
@@ -79,4 +80,15 @@ def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConf
         head_dim=head_dim, ffn_dim=positive_int("feed_forward_length"), vocab_size=vocab,
         context_length=positive_int("context_length", 4096),
         norm_eps=float(get("attention.layer_norm_rms_epsilon")), rope_base=float(get("rope.freq_base", 10000.0)),
-        rope_dim=rope_dim, rope_linear_scale=linear_scale)
+        rope_dim=rope_dim, rope_linear_scale=linear_scale,
+        sliding_window=_sliding_window(get("attention.sliding_window", 0, required=False), arch, path))
+
+
+def _sliding_window(v, arch, path) -> int:
+    try:
+        w = int(v or 0)
+    except (TypeError, ValueError):
+        raise FormatError(path, f"'{arch}.attention.sliding_window' = {v!r} is not an integer") from None
+    if w < 0:
+        raise FormatError(path, f"'{arch}.attention.sliding_window' = {w} must be >= 0")
+    return w

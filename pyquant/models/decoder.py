@@ -166,9 +166,13 @@ class DecoderModel:
         g = H // Hkv
         qg = q.view(S, Hkv, g, hd).permute(1, 2, 0, 3).reshape(Hkv, g * S, hd)
         scores = torch.bmm(qg, k.transpose(1, 2)).mul_(self.attn_scale)  # [Hkv, g*S, T]
-        if S > 1:
+        W = self.config.sliding_window
+        if S > 1 or (W and T > W):
             qpos = torch.arange(start_pos, start_pos + S).repeat(g)           # [g*S]
-            masked = torch.arange(T)[None, :] > qpos[:, None]                 # [g*S, T]
+            kpos = torch.arange(T)[None, :]
+            masked = kpos > qpos[:, None]                                     # [g*S, T] causal
+            if W:                                                             # and the last W only
+                masked |= kpos <= qpos[:, None] - W
             scores.masked_fill_(masked, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         out = torch.bmm(probs, v)                                             # [Hkv, g*S, hd]

@@ -122,6 +122,8 @@ def build_native(st: TokenStep):
             args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b))
     dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
+    if cfg.sliding_window:
+        dec.set_sliding_window(cfg.sliding_window)
     keep = []   # every tensor whose pointer the decoder holds
     try:
         for slot, i, qtype, w, n, k, b in args:
