@@ -165,13 +165,14 @@ def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
     assert peak < size + 300 * 2**20
 
 
-def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False, sliding_window=0):
+def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False, sliding_window=0, n_layers=2,
+                      post_norms=False, softcap=0.0):
     """A random 2-layer model in GGUF (Q8_0 weights, F32 norms/biases) with a byte-level vocab."""
     from pyquant.formats.gguf import GGUFValueType, GGUFWriter
     from pyquant.runtime.tokenizer import _bytes_to_unicode
 
     g = torch.Generator().manual_seed(seed)
-    d, H, Hkv, hd, ff, V, n_layers = 64, 4, 2, 16, 96, 256, 2
+    d, H, Hkv, hd, ff, V = 64, 4, 2, 16, 96, 256
     w = GGUFWriter(path)
     for k, v in {"general.architecture": arch, f"{arch}.block_count": n_layers,
                  f"{arch}.context_length": 256, f"{arch}.embedding_length": d,
@@ -185,6 +186,8 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False
     w.add_field("tokenizer.ggml.merges", [], elem_type=GGUFValueType.STRING)
     if sliding_window:
         w.add_field(f"{arch}.attention.sliding_window", sliding_window)
+    if softcap:
+        w.add_field(f"{arch}.final_logit_softcapping", float(softcap))
 
     def q8(name, rows, cols, scale=0.15):
         t = torch.randn(rows, cols, generator=g) * scale
@@ -211,6 +214,9 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False
         if qk_norm:
             f32(p + "attn_q_norm.weight", hd, 1.0)
             f32(p + "attn_k_norm.weight", hd, 1.0)
+        if post_norms:
+            f32(p + "post_attention_norm.weight", d, 1.0)
+            f32(p + "post_ffw_norm.weight", d, 1.0)
     w.write()
     return path
 
@@ -237,6 +243,26 @@ def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, qk_
     assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
     one = m.forward([ids[-1]], len(ids) - 1).double()          # the forward's own one-token step
     assert float((one - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
+
+
+def test_tiny_gemma3_matches_reference(tmp_path, float_activations):
+    """gemma3: embedding scale, QK-norm, post-norms, GELU-tanh, neox RoPE, 5 local layers (window 5,
+    RoPE base 10000) per global one (rope.freq_base 10000 here too: the tiny file's), soft-capped
+    logits; 7 layers so that layer 5 is global and layer 6 local again. The C++ step declines the
+    model (with a warning) and every token runs the forward."""
+    path = _write_tiny_model(tmp_path / "gemma3.gguf", "gemma3", biases=False, tied=True, qk_norm=True,
+                             sliding_window=5, n_layers=7, post_norms=True, softcap=3.0)
+    with pytest.warns(RuntimeWarning, match="overrides the"):
+        m = pyquant.load(path, max_seq_len=64)
+    assert [L.local for L in m.layers] == [True] * 5 + [False, True]
+    ids = list(range(40, 60))
+    ref = ReferenceLlama(path).forward(ids)
+    assert float(ref.abs().max()) <= 3.0                 # the cap is in effect
+    ours = m.forward(ids, 0, all_logits=True).double()
+    assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
+    m.forward(ids[:-1], 0)
+    step = m.decode_step(ids[-1], len(ids) - 1).double()
+    assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
 def test_unsupported_architecture(tmp_path):

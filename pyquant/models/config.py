@@ -22,6 +22,7 @@ class ModelConfig:
     rope_dim: int            # leading dims of each head that RoPE rotates
     rope_linear_scale: float  # positions are divided by this (rope.scaling.type = linear)
     sliding_window: int = 0   # attention.sliding_window: a query sees the last W positions (0: all)
+    final_logit_softcap: float = 0.0   # final_logit_softcapping: logits = c * tanh(logits / c) (0: none)
 
     @property
     def q_dim(self) -> int:
@@ -81,7 +82,21 @@ def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConf
         context_length=positive_int("context_length", 4096),
         norm_eps=float(get("attention.layer_norm_rms_epsilon")), rope_base=float(get("rope.freq_base", 10000.0)),
         rope_dim=rope_dim, rope_linear_scale=linear_scale,
-        sliding_window=_sliding_window(get("attention.sliding_window", 0, required=False), arch, path))
+        sliding_window=_sliding_window(get("attention.sliding_window", 0, required=False), arch, path),
+        final_logit_softcap=_non_negative(get("final_logit_softcapping", 0.0, required=False), arch,
+                                          "final_logit_softcapping", path))
+
+
+def _non_negative(v, arch, key, path) -> float:
+    import math
+
+    try:
+        f = float(v or 0.0)
+    except (TypeError, ValueError):
+        raise FormatError(path, f"'{arch}.{key}' = {v!r} is not a number") from None
+    if not (math.isfinite(f) and f >= 0):
+        raise FormatError(path, f"'{arch}.{key}' = {f} must be finite and >= 0")
+    return f
 
 
 def _sliding_window(v, arch, path) -> int:

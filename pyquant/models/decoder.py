@@ -33,6 +33,10 @@ class Layer:
     down: Linear              # [ffn] -> [d]
     q_norm: torch.Tensor | None = None   # [head_dim]: RMSNorm of each Q / K head before RoPE (qk_norm)
     k_norm: torch.Tensor | None = None
+    attn_post_norm: torch.Tensor | None = None   # [d]: RMSNorm of the attention / FFN output before the
+    ffn_post_norm: torch.Tensor | None = None    # residual add (post_norms)
+    window: int = 0          # sliding window of this layer (0: every position)
+    local: bool = False      # a sliding-window layer of an interleaved family: its own RoPE base
 
 
 def run_linears(linears: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -67,6 +71,10 @@ class DecoderModel:
     # Named differences between families (set by each file in arch/):
     rope_style = "normal"   # "normal" (adjacent pairs) or "neox" (halves), as ggml names them
     qk_norm = False         # RMSNorm over each Q and K head (weights attn_q_norm / attn_k_norm) before RoPE
+    embed_scale = False     # token embeddings multiplied by sqrt(d_model)
+    post_norms = False      # attn_post_norm / ffn_post_norm on each sublayer's output before its residual add
+    swa_pattern = 0         # n > 0: layer i is global when (i + 1) % n == 0, else it uses the sliding window
+    local_rope_base = None  # RoPE base of the sliding-window layers (None: the model's rope.freq_base)
 
     def __init__(self, reader, tokenizer, max_seq_len: int | None = None):
         self.path = reader.path
@@ -83,8 +91,11 @@ class DecoderModel:
         if "rope_freqs.weight" in reader.tensors:
             factors = float_vector(reader, "rope_freqs.weight", cfg.rope_dim // 2)
         self.rope = rope_table(self.max_seq_len, cfg.rope_dim, cfg.rope_base, cfg.rope_linear_scale, factors)
+        self.rope_local = self.rope
+        if self.local_rope_base is not None:
+            self.rope_local = rope_table(self.max_seq_len, cfg.rope_dim, self.local_rope_base)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
-        self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
+        self.attn_scale = self.attention_scale()
         from .packing import pack_decode_weights
         from .step import TokenStep
 
@@ -137,10 +148,21 @@ class DecoderModel:
             if perm_q is not None:
                 within = perm_q[:cfg.head_dim]
                 q_norm, k_norm = q_norm[within].contiguous(), k_norm[within].contiguous()
+        post = (None, None)
+        if self.post_norms:
+            post = (float_vector(reader, p + "post_attention_norm.weight", d),
+                    float_vector(reader, p + "post_ffw_norm.weight", d))
+        local = self.swa_pattern > 0 and (i + 1) % self.swa_pattern != 0
+        window = cfg.sliding_window if (local or self.swa_pattern == 0) else 0
         return Layer(float_vector(reader, p + "attn_norm.weight", d), qkv, wo,
-                     float_vector(reader, p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm)
+                     float_vector(reader, p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm, *post,
+                     window=window, local=local)
 
     # ------------------------------------------------------------------ hooks
+    def attention_scale(self) -> float:
+        """Multiplier of q.k: 1/sqrt(head_dim)."""
+        return 1.0 / math.sqrt(self.config.head_dim)
+
     def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return torch.rms_norm(x, (x.shape[-1],), weight, self.config.norm_eps)
 
@@ -158,7 +180,8 @@ class DecoderModel:
             lins += [*L.qkv, L.wo, *L.gate_up, L.down]
         return sum(lin.nbytes for lin in lins) + self.embed.qt.nbytes // self.config.vocab_size
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int) -> torch.Tensor:
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
+                  window: int = 0) -> torch.Tensor:
         """q [S, H, hd] at positions start_pos.., k/v [Hkv, T, hd] (T = start_pos + S) -> [S, H*hd].
         Grouped-query: the g = H/Hkv query heads sharing a KV head become one [g*S, hd] matrix."""
         S, H, hd = q.shape
@@ -166,7 +189,7 @@ class DecoderModel:
         g = H // Hkv
         qg = q.view(S, Hkv, g, hd).permute(1, 2, 0, 3).reshape(Hkv, g * S, hd)
         scores = torch.bmm(qg, k.transpose(1, 2)).mul_(self.attn_scale)  # [Hkv, g*S, T]
-        W = self.config.sliding_window
+        W = window
         if S > 1 or (W and T > W):
             qpos = torch.arange(start_pos, start_pos + S).repeat(g)           # [g*S]
             kpos = torch.arange(T)[None, :]
@@ -197,6 +220,9 @@ class DecoderModel:
         freqs = self.rope[start_pos:T]
         qd, kvd = cfg.q_dim, cfg.kv_dim
         x = self.embed(ids)                                               # [S, d]
+        if self.embed_scale:
+            x = x * math.sqrt(cfg.d_model)
+        local_freqs = self.rope_local[start_pos:T]
         qkv = torch.empty((S, qd + 2 * kvd))
         gu = torch.empty((S, 2 * cfg.ffn_dim))
         for i, L in enumerate(self.layers):
@@ -207,15 +233,21 @@ class DecoderModel:
             if L.q_norm is not None:
                 q.copy_(torch.rms_norm(q, (cfg.head_dim,), L.q_norm, cfg.norm_eps))
                 k.copy_(torch.rms_norm(k, (cfg.head_dim,), L.k_norm, cfg.norm_eps))
-            apply_rope_(q, freqs, cfg.rope_dim)
-            apply_rope_(k, freqs, cfg.rope_dim)
+            f = local_freqs if L.local else freqs
+            apply_rope_(q, f, cfg.rope_dim)
+            apply_rope_(k, f, cfg.rope_dim)
             self.cache.write(i, start_pos, k, v)
             K, V = self.cache.read(i, T)                                  # [Hkv, T, hd]
-            x = x + L.wo(self.attention(q, K, V, start_pos))
+            o = L.wo(self.attention(q, K, V, start_pos, L.window))
+            x = x + (o if L.attn_post_norm is None else self.norm(o, L.attn_post_norm))
             run_linears(L.gate_up, self.norm(x, L.ffn_norm), gu)          # [S, 2 ffn]
-            x = x + L.down(self.mlp_activation(gu))
+            f = L.down(self.mlp_activation(gu))
+            x = x + (f if L.ffn_post_norm is None else self.norm(f, L.ffn_post_norm))
         x = self.norm(x if all_logits else x[-1:], self.output_norm)
         logits = self.output(x.contiguous())
+        if cfg.final_logit_softcap:
+            c = cfg.final_logit_softcap
+            logits = torch.tanh(logits / c) * c
         return logits if all_logits else logits[0]
 
     def decode_step(self, token: int, pos: int) -> torch.Tensor:

@@ -97,6 +97,14 @@ def build_native(st: TokenStep):
         return None, f"{cls.__name__} overrides the norm"
     if cls.mlp_activation is not DecoderModel.mlp_activation:
         return None, f"{cls.__name__} overrides the MLP activation"
+    if cls.attention_scale is not DecoderModel.attention_scale:
+        return None, f"{cls.__name__} overrides the attention scale"
+    # options of the shared block the C++ step does not implement yet
+    for option in ("embed_scale", "post_norms", "swa_pattern", "local_rope_base"):
+        if getattr(cls, option):
+            return None, f"{cls.__name__}.{option} is not in the C++ step yet"
+    if cfg.final_logit_softcap:
+        return None, "final logit soft-capping is not in the C++ step yet"
     kv = m.cache.kv
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
         return None, "the KV cache or RoPE table is not contiguous float32"

@@ -151,11 +151,17 @@ class Tokenizer:
                    eog_ids=frozenset(eog), chat_template=metadata.get("tokenizer.chat_template"))
 
 
-def _added_tokens(tokens, types):
+def _add_tokens(backend, tokens, types) -> None:
+    """Tokens matched as wholes in the raw text, before the model splits it: control tokens only when
+    encode(parse_special=True), user-defined ones always (llama.cpp's tokenizer_st_partition skips
+    only control/unknown tokens without parse_special). Gemma's whitespace runs and newlines are
+    user-defined: registered as special, 31 spaces became 31 one-space tokens instead of 1."""
     from tokenizers import AddedToken
 
-    return [AddedToken(t, special=(ty == CONTROL), normalized=False)
-            for t, ty in zip(tokens, types) if ty in (CONTROL, USER_DEFINED)]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, ty in zip(tokens, types) if ty == CONTROL])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t, ty in zip(tokens, types) if ty == USER_DEFINED])
 
 
 def _build_bpe(metadata, tokens, types, path):
@@ -182,7 +188,7 @@ def _build_bpe(metadata, tokens, types, path):
     splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_TOKENIZER_REGEXES[pre]]
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         splits + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    backend.add_special_tokens(_added_tokens(tokens, types))
+    _add_tokens(backend, tokens, types)
 
     unbyte = {c: b for b, c in _bytes_to_unicode().items()}
     piece_bytes = []
@@ -222,7 +228,7 @@ def _build_spm(metadata, tokens, types, path):
     if metadata.get("tokenizer.ggml.add_space_prefix", True):
         norm.insert(0, normalizers.Prepend("\u2581"))
     backend.normalizer = normalizers.Sequence(norm)
-    backend.add_special_tokens(_added_tokens(tokens, types))
+    _add_tokens(backend, tokens, types)
 
     piece_bytes = []
     for t, ty in zip(tokens, types):
