@@ -25,7 +25,9 @@ def float_vector(reader, name: str, length: int) -> torch.Tensor:
 
 
 class Linear:
-    """y = x @ W.T (+ b) with W quantized (kernels) or float (F32/F16/BF16 tensors: torch)."""
+    """y = x @ W.T (+ b) with W quantized (through pyquant.dispatch.linear: the kernels of whichever
+    backend serves x's device, the direct CPU path when that is the cpu backend) or float (F32/F16/
+    BF16 tensors: torch)."""
 
     def __init__(self, qt, bias: torch.Tensor | None = None, name: str = ""):
         self.qt = qt
@@ -34,9 +36,9 @@ class Linear:
         self.out_features, self.in_features = qt.shape
         # Float weights go to torch as float32 (small models keep their output layer in F16/F32).
         self.dense = qt.dequantize(torch.float32) if qt.qtype in _FLOAT_TYPES else None
-        from ..kernels.cpu.matmul import linear_into
+        from ..dispatch import linear
 
-        self._linear_into = linear_into
+        self._linear = linear
 
     @property
     def nbytes(self) -> int:
@@ -50,7 +52,7 @@ class Linear:
             else:
                 torch.mm(x, self.dense.t(), out=out)
             return out
-        return self._linear_into(x, self.qt, out, self.bias)
+        return self._linear(self.qt, x, out, self.bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.into(x, x.new_empty((x.shape[0], self.out_features)))
