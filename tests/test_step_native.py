@@ -187,13 +187,18 @@ def test_decoder_validates_inputs():
     err(_C.LlmDecoder, 2, 64, 3, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)   # heads not a multiple of kv heads
     err(_C.LlmDecoder, 2, 64, 4, 2, 16, 18, 128, 100, 16, 1e-5, 0.25)   # rope_dim > head_dim
     dec = _C.LlmDecoder(1, 64, 4, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)
-    w = torch.zeros(128 * 64 * 20 // 32, dtype=torch.uint8)            # Q4_1 [128, 64] needs 5120 bytes
-    err(dec.add_linear, "qkv", 0, 3, w.data_ptr(), w.nbytes - 1, 128, 64, 0, 0)   # short weight
-    err(dec.add_linear, "qkv", 1, 3, w.data_ptr(), w.nbytes, 128, 64, 0, 0)       # layer out of range
-    err(dec.add_linear, "nope", 0, 3, w.data_ptr(), w.nbytes, 128, 64, 0, 0)      # unknown slot
-    err(dec.add_linear, "qkv", 0, 3, w.data_ptr(), w.nbytes, 128, 48, 0, 0)       # k not a block multiple
-    err(dec.add_linear, "qkv", 0, 99, w.data_ptr(), w.nbytes, 128, 64, 0, 0)      # unknown type
-    err(dec.add_linear, "qkv", 0, 3, w.data_ptr(), w.nbytes, 128, 64, w.data_ptr(), 4)  # short bias
-    dec.add_linear("qkv", 0, 3, w.data_ptr(), w.nbytes, 64, 64, 0, 0)              # [64, 64]: qkv needs 128 rows
-    err(dec.finalize)                                                              # shapes / pieces missing
+    w = torch.zeros(128 * 64 * 20 // 32, dtype=torch.uint8).numpy()    # Q4_1 [128, 64] needs 5120 bytes
+    err(dec.add_linear, "qkv", 0, 3, w[:-1], 128, 64)                    # short weight
+    err(dec.add_linear, "qkv", 1, 3, w, 128, 64)                         # layer out of range
+    err(dec.add_linear, "nope", 0, 3, w, 128, 64)                        # unknown slot
+    err(dec.add_linear, "qkv", 0, 3, w, 128, 48)                         # k not a block multiple
+    err(dec.add_linear, "qkv", 0, 99, w, 128, 64)                        # unknown type
+    err(dec.add_linear, "qkv", 0, 3, w, 128, 64, w[:4])                  # short bias
+    err(dec.add_linear, "qkv", 0, 3, w.reshape(64, 80)[:, ::2], 128, 64) # not contiguous
+    err(dec.add_linear, "qkv", 0, 3, 12345, 128, 64)                     # not a buffer at all
+    ro = w.copy()
+    ro.flags.writeable = False
+    err(dec.set_buffers, ro, ro, ro, ro)                                 # the KV cache must be writable
+    dec.add_linear("qkv", 0, 3, w, 64, 64)                               # [64, 64]: qkv needs 128 rows
+    err(dec.finalize)                                                    # shapes / pieces missing
     err(dec.step, 0)                                                               # not finalized

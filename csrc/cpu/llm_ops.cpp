@@ -134,6 +134,27 @@ enum Phase { kNorm, kActQuant, kQKV, kRopeKV, kAttn, kWo, kGateUp, kSilu, kDown,
 const char* const kPhaseNames[kNumPhases] = {"norm", "act_quant", "qkv", "rope_kv", "attention", "wo",
                                              "gate_up", "silu_mul", "down", "output_head"};
 
+// A C-contiguous buffer (a numpy array, memoryview, ... anything with the buffer protocol) that
+// the decoder reads (weights, norms, RoPE) or writes (KV cache, x, logits). The decoder keeps a
+// reference to the object for as long as it lives, so the memory cannot go away under it; sizes
+// come from the buffer itself, never from a caller's word.
+struct HeldBuffer {
+  const uint8_t* ptr;
+  int64_t nbytes;
+};
+static HeldBuffer hold(std::vector<py::object>& owners, const py::object& obj, const std::string& what, bool writable) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) {
+    PyErr_Clear();
+    fail("LlmDecoder: ", what, " must be a C-contiguous", writable ? ", writable" : "",
+         " buffer (e.g. tensor.numpy()), got ", std::string(py::str(py::type::of(obj))));
+  }
+  const HeldBuffer b{static_cast<const uint8_t*>(view.buf), (int64_t)view.len};
+  PyBuffer_Release(&view);
+  owners.push_back(obj);
+  return b;
+}
+
 class Decoder {
  public:
   Decoder(int64_t n_layers, int64_t d, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t rope_dim,
@@ -158,9 +179,20 @@ class Decoder {
     act_.resize((size_t)ff_);
   }
 
-  // slot: "qkv" | "wo" | "gate_up" | "down" (layer 0..L-1) or "output" (layer -1).
-  void add_linear(const std::string& slot, int64_t layer, int qtype, uintptr_t w_ptr, int64_t w_nbytes, int64_t n,
-                  int64_t k, uintptr_t bias_ptr, int64_t bias_nbytes) {
+  // slot: "qkv" | "wo" | "gate_up" | "down" (layer 0..L-1) or "output" (layer -1); weight: the
+  // packed rows [n, row_bytes(k)]; bias: float32 [n] or None.
+  void add_linear(const std::string& slot, int64_t layer, int qtype, const py::object& weight, int64_t n,
+                  int64_t k, const py::object& bias) {
+    const HeldBuffer wb = hold(owners_, weight, slot + " weight", false);
+    const uintptr_t w_ptr = reinterpret_cast<uintptr_t>(wb.ptr);
+    const int64_t w_nbytes = wb.nbytes;
+    uintptr_t bias_ptr = 0;
+    int64_t bias_nbytes = 0;
+    if (!bias.is_none()) {
+      const HeldBuffer bb = hold(owners_, bias, slot + " bias", false);
+      bias_ptr = reinterpret_cast<uintptr_t>(bb.ptr);
+      bias_nbytes = bb.nbytes;
+    }
     Slot& s = slot_ref(slot, layer);
     const TypeInfo* ti = mm::type_info(qtype);
     PQ_CHECK(ti != nullptr && qtype >= 0 && qtype < kMaxQType, "LlmDecoder: ", slot, ": no CPU kernel for type id ", qtype);
@@ -183,7 +215,10 @@ class Decoder {
 
   // which: "attn" | "ffn" (layer 0..L-1) or "output" (layer -1): float32 [d]; "q" | "k": float32
   // [head_dim], an RMSNorm of every Q / K head before RoPE (qwen3's QK-norm; absent: none).
-  void set_norm(const std::string& which, int64_t layer, uintptr_t ptr, int64_t nbytes) {
+  void set_norm(const std::string& which, int64_t layer, const py::object& weight) {
+    const HeldBuffer wb = hold(owners_, weight, which + " norm", false);
+    const uintptr_t ptr = reinterpret_cast<uintptr_t>(wb.ptr);
+    const int64_t nbytes = wb.nbytes;
     if (which == "q" || which == "k") {
       PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
       PQ_CHECK(ptr != 0 && nbytes >= 4 * hd_, "LlmDecoder: ", which, " norm weight too small");
@@ -202,8 +237,13 @@ class Decoder {
 
   // kv: float32 [L, 2, Hkv, T, hd]; rope: complex64 [T, rope_dim/2]; x: float32 [d] (the embedding
   // goes in, the residual stream lives there); logits: float32 [vocab].
-  void set_buffers(uintptr_t kv, int64_t kv_nbytes, uintptr_t rope, int64_t rope_nbytes, uintptr_t x,
-                   int64_t x_nbytes, uintptr_t logits, int64_t logits_nbytes) {
+  void set_buffers(const py::object& kv_buf, const py::object& rope_buf, const py::object& x_buf,
+                   const py::object& logits_buf) {
+    const HeldBuffer kvb = hold(owners_, kv_buf, "kv", true), rb = hold(owners_, rope_buf, "rope", false);
+    const HeldBuffer xb = hold(owners_, x_buf, "x", true), lb = hold(owners_, logits_buf, "logits", true);
+    const uintptr_t kv = reinterpret_cast<uintptr_t>(kvb.ptr), rope = reinterpret_cast<uintptr_t>(rb.ptr);
+    const uintptr_t x = reinterpret_cast<uintptr_t>(xb.ptr), logits = reinterpret_cast<uintptr_t>(lb.ptr);
+    const int64_t kv_nbytes = kvb.nbytes, rope_nbytes = rb.nbytes, x_nbytes = xb.nbytes, logits_nbytes = lb.nbytes;
     const int64_t kv_need = checked_mul(checked_mul(checked_mul(L_, 2 * Hkv_, "kv"), T_, "kv"), hd_ * 4, "kv");
     PQ_CHECK(kv && kv_nbytes >= kv_need, "LlmDecoder: KV cache has ", kv_nbytes, " bytes, needs ", kv_need);
     PQ_CHECK(rope && rope_nbytes >= checked_mul(T_, rd_ / 2 * 8, "rope"), "LlmDecoder: rope table too small");
@@ -599,6 +639,7 @@ class Decoder {
   Clock::time_point t0_;
   std::vector<Slot> slots_;
   std::vector<const float*> norms_;
+  std::vector<py::object> owners_;   // every buffer the decoder points into, alive as long as it is
   std::vector<const float*> qk_norms_;  // [2L]: per layer q, k head norms (null: the family has none)
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
   const float* rope_ = nullptr;
@@ -616,11 +657,10 @@ void register_llm_bindings(py::module_& m) {
       .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double>(),
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)
-      .def("add_linear", &llm::Decoder::add_linear, "slot"_a, "layer"_a, "qtype"_a, "w_ptr"_a, "w_nbytes"_a, "n"_a,
-           "k"_a, "bias_ptr"_a, "bias_nbytes"_a)
-      .def("set_norm", &llm::Decoder::set_norm, "which"_a, "layer"_a, "ptr"_a, "nbytes"_a)
-      .def("set_buffers", &llm::Decoder::set_buffers, "kv"_a, "kv_nbytes"_a, "rope"_a, "rope_nbytes"_a, "x"_a,
-           "x_nbytes"_a, "logits"_a, "logits_nbytes"_a)
+      .def("add_linear", &llm::Decoder::add_linear, "slot"_a, "layer"_a, "qtype"_a, "weight"_a, "n"_a, "k"_a,
+           "bias"_a = py::none())
+      .def("set_norm", &llm::Decoder::set_norm, "which"_a, "layer"_a, "weight"_a)
+      .def("set_buffers", &llm::Decoder::set_buffers, "kv"_a, "rope"_a, "x"_a, "logits"_a)
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)

@@ -132,31 +132,23 @@ def build_native(st: TokenStep):
                         cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
     if cfg.sliding_window:
         dec.set_sliding_window(cfg.sliding_window)
-    keep = []   # every tensor whose pointer the decoder holds
+    # Every tensor goes in as a buffer (tensor.numpy(): same memory); the decoder holds a reference
+    # to each for its own lifetime and takes sizes from the buffers themselves.
+    def buf(t):
+        return t.contiguous().to(torch.float32).numpy() if t.is_floating_point() else t.contiguous().numpy()
+
     try:
         for slot, i, qtype, w, n, k, b in args:
-            dec.add_linear(slot, i, qtype, w.data_ptr(), w.nbytes, n, k,
-                           b.data_ptr() if b is not None else 0, b.nbytes if b is not None else 0)
-            keep += [w] + ([b] if b is not None else [])
-        norms = [m.output_norm] + [t for L in m.layers for t in (L.attn_norm, L.ffn_norm)]
-        norms = [t.contiguous().to(torch.float32) for t in norms]
-        keep += norms
-        dec.set_norm("output", -1, norms[0].data_ptr(), norms[0].nbytes)
-        for i in range(cfg.n_layers):
-            a, f = norms[1 + 2 * i], norms[2 + 2 * i]
-            dec.set_norm("attn", i, a.data_ptr(), a.nbytes)
-            dec.set_norm("ffn", i, f.data_ptr(), f.nbytes)
-            L = m.layers[i]
+            dec.add_linear(slot, i, qtype, buf(w), n, k, None if b is None else buf(b))
+        dec.set_norm("output", -1, buf(m.output_norm))
+        for i, L in enumerate(m.layers):
+            dec.set_norm("attn", i, buf(L.attn_norm))
+            dec.set_norm("ffn", i, buf(L.ffn_norm))
             for which, t in (("q", L.q_norm), ("k", L.k_norm)):
                 if t is not None:
-                    t = t.contiguous().to(torch.float32)
-                    keep.append(t)
-                    dec.set_norm(which, i, t.data_ptr(), t.nbytes)
-        dec.set_buffers(kv.data_ptr(), kv.nbytes, m.rope.data_ptr(), m.rope.nbytes, st.x.data_ptr(), st.x.nbytes,
-                        st.logits.data_ptr(), st.logits.nbytes)
-        keep += [kv, m.rope, st.x, st.logits]   # alive as long as the decoder even if the model rebinds them
+                    dec.set_norm(which, i, buf(t))
+        dec.set_buffers(kv.numpy(), m.rope.numpy(), st.x.numpy(), st.logits.numpy())
         dec.finalize(0)
     except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)
         return None, f"{type(e).__name__}: {e}"
-    st.native_keep = keep
     return dec, None
