@@ -36,8 +36,10 @@ def gemma3_path():
 @pytest.fixture(scope="module")
 def model(gemma3_path):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # the C++ step declines gemma3 (tested elsewhere)
-        return pyquant.load(gemma3_path, max_seq_len=128)
+        warnings.simplefilter("error")       # no fallback warning: the C++ step runs gemma3
+        m = pyquant.load(gemma3_path, max_seq_len=128)
+    assert m._step.mode == "native"
+    return m
 
 
 def test_tokens_equal_llama_cpp(model):
@@ -63,3 +65,14 @@ def test_logits_equal_independent_reference(model, gemma3_path, act):
     ours = model.forward(ids, 0, all_logits=True)
     assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
     assert model.tokenizer.token_text(int(ours[-1].argmax())) == "\u2581Berlin"
+
+
+def test_cpp_step_equals_forward(model, act):
+    """The C++ step on the real model (18 layers: 15 local with the 512 window and RoPE base 1e4,
+    3 global with 1e6; QK-norm, post-norms, GELU-tanh, embedding scale) against the forward, token by
+    token, float activations: the same float32 function up to summation order."""
+    act("float")
+    ids = model.tokenizer.encode("The capital of France is Paris, and the capital of Germany is")
+    ref = model.forward(ids, 0, all_logits=True).double()
+    steps = torch.stack([model.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    assert float(((steps - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-4

@@ -248,12 +248,14 @@ def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, qk_
 def test_tiny_gemma3_matches_reference(tmp_path, float_activations):
     """gemma3: embedding scale, QK-norm, post-norms, GELU-tanh, neox RoPE, 5 local layers (window 5,
     RoPE base 10000) per global one (rope.freq_base 10000 here too: the tiny file's), soft-capped
-    logits; 7 layers so that layer 5 is global and layer 6 local again. The C++ step declines the
-    model (with a warning) and every token runs the forward."""
+    logits; 7 layers so that layer 5 is global and layer 6 local again. Prefill, the C++ step (which
+    mirrors every one of those options) and the forward one token at a time."""
     path = _write_tiny_model(tmp_path / "gemma3.gguf", "gemma3", biases=False, tied=True, qk_norm=True,
                              sliding_window=5, n_layers=7, post_norms=True, softcap=3.0)
-    with pytest.warns(RuntimeWarning, match="overrides the"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")         # the C++ step takes it: no fallback warning
         m = pyquant.load(path, max_seq_len=64)
+    assert m._step.mode == "native"
     assert [L.local for L in m.layers] == [True] * 5 + [False, True]
     ids = list(range(40, 60))
     ref = ReferenceLlama(path).forward(ids)
@@ -263,6 +265,11 @@ def test_tiny_gemma3_matches_reference(tmp_path, float_activations):
     m.forward(ids[:-1], 0)
     step = m.decode_step(ids[-1], len(ids) - 1).double()
     assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
+    one = m.forward([ids[-1]], len(ids) - 1).double()
+    assert float((one - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
+    # every position through the C++ step (windows sliding past the start, local/global layers)
+    steps = torch.stack([m.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    assert float((steps - ref).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
 def test_unsupported_architecture(tmp_path):

@@ -103,6 +103,13 @@ struct Vec {
     if (avx2) return silu_mul_avx2(g, u, out, n);
     for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   }
+  // GELU, tanh approximation (gemma3), times up: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) u.
+  void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = g[i];
+      out[i] = 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))) * u[i];
+    }
+  }
 };
 
 // ---------------------------------------------------------------- GEMV
@@ -171,6 +178,10 @@ class Decoder {
     slots_.resize((size_t)(4 * L_ + 1));
     norms_.assign((size_t)(2 * L_ + 1), nullptr);
     qk_norms_.assign((size_t)(2 * L_), nullptr);
+    post_norms_.assign((size_t)(2 * L_), nullptr);
+    layer_window_.assign((size_t)L_, -1);
+    layer_local_.assign((size_t)L_, 0);
+    tmp_.resize((size_t)d_);
     h_.resize((size_t)std::max(d_, qd_));
     x2_.resize((size_t)d_);
     qkv_.resize((size_t)(qd_ + 2 * kvd_));
@@ -223,6 +234,12 @@ class Decoder {
       PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
       PQ_CHECK(ptr != 0 && nbytes >= 4 * hd_, "LlmDecoder: ", which, " norm weight too small");
       qk_norms_[(size_t)(2 * layer + (which == "k"))] = reinterpret_cast<const float*>(ptr);
+      return;
+    }
+    if (which == "attn_post" || which == "ffn_post") {
+      PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
+      PQ_CHECK(ptr != 0 && nbytes >= 4 * d_, "LlmDecoder: ", which, " norm weight too small");
+      post_norms_[(size_t)(2 * layer + (which == "ffn_post"))] = reinterpret_cast<const float*>(ptr);
       return;
     }
     int64_t i;
@@ -352,6 +369,32 @@ class Decoder {
     window_ = w;
   }
 
+  // Per-layer attention (interleaved local/global families): window (0: all positions) and whether
+  // the layer rotates with the local RoPE table (set_local_rope).
+  void set_layer(int64_t layer, int64_t window, bool local) {
+    PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: layer ", layer, " outside [0, ", L_, ")");
+    PQ_CHECK(window >= 0, "LlmDecoder: window must be >= 0, got ", window);
+    layer_window_[(size_t)layer] = window;
+    layer_local_[(size_t)layer] = local;
+  }
+  void set_local_rope(const py::object& table) {
+    const HeldBuffer b = hold(owners_, table, "local rope table", false);
+    PQ_CHECK(b.nbytes >= checked_mul(T_, rd_ / 2 * 8, "rope"), "LlmDecoder: local rope table too small");
+    rope_local_ = reinterpret_cast<const float*>(b.ptr);
+  }
+  void set_embed_scale(double s) {
+    PQ_CHECK(std::isfinite(s) && s > 0, "LlmDecoder: embedding scale must be finite and > 0");
+    embed_scale_ = (float)s;
+  }
+  void set_logit_softcap(double c) {
+    PQ_CHECK(std::isfinite(c) && c >= 0, "LlmDecoder: logit soft-cap must be finite and >= 0");
+    softcap_ = (float)c;
+  }
+  void set_activation(const std::string& a) {
+    PQ_CHECK(a == "silu" || a == "gelu_tanh", "LlmDecoder: activation must be 'silu' or 'gelu_tanh', got '", a, "'");
+    gelu_ = a == "gelu_tanh";
+  }
+
   void set_adaptive(bool on) {
     adaptive_ = on;
     gov_ema_[0] = gov_ema_[1] = 0;
@@ -419,8 +462,8 @@ class Decoder {
 
   // Adjacent pairs (x[2i], x[2i+1]) of the first rope_dim values of each head rotate by the
   // table's e^(i pos theta_i) (the Python step's complex multiply).
-  void rope(float* x, int64_t heads, int64_t pos) const {
-    const float* f = rope_ + pos * rd_;  // [rd/2] complex = rd floats
+  void rope(float* x, int64_t heads, int64_t pos, const float* table) const {
+    const float* f = table + pos * rd_;  // [rd/2] complex = rd floats
     for (int64_t h = 0; h < heads; ++h) {
       float* p = x + h * hd_;
       for (int64_t i = 0; i < rd_ / 2; ++i) {
@@ -547,7 +590,8 @@ class Decoder {
   // With a sliding window W only positions pos-W+1 .. pos are attended (llama.cpp's standard SWA).
   void attend(int64_t l, int64_t pos, int64_t hq0, int64_t hq1, float* sc) {
     const Vec v{avx2_};
-    const int64_t t0 = window_ > 0 ? std::max<int64_t>(0, pos - window_ + 1) : 0;
+    const int64_t W = layer_window_[(size_t)l] >= 0 ? layer_window_[(size_t)l] : window_;
+    const int64_t t0 = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0;
     const int64_t T = pos + 1 - t0, g = H_ / Hkv_;
     const float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
     const float* Vc = K + Hkv_ * T_ * hd_;
@@ -571,6 +615,8 @@ class Decoder {
   void body(int64_t pos, int tid, int nt) {
     const Vec v{avx2_};
     const bool t0 = tid == 0;
+    if (t0 && embed_scale_ != 1.f)
+      for (int64_t i = 0; i < d_; ++i) x_[i] *= embed_scale_;   // seen by the others after the first barrier
     for (int64_t l = 0; l < L_; ++l) {
       if (t0) {
         rms_norm(v, x_, norms_[(size_t)(2 * l)], h_.data());
@@ -583,7 +629,8 @@ class Decoder {
           for (int64_t h = 0; h < H_; ++h) head_norm(v, qkv_.data() + h * hd_, qn);
         if (const float* kn = qk_norms_[(size_t)(2 * l + 1)])
           for (int64_t h = 0; h < Hkv_; ++h) head_norm(v, qkv_.data() + qd_ + h * hd_, kn);
-        rope(qkv_.data(), H_ + Hkv_, pos);  // Q heads then K heads: adjacent in the QKV output
+        const float* table = layer_local_[(size_t)l] && rope_local_ ? rope_local_ : rope_;
+        rope(qkv_.data(), H_ + Hkv_, pos, table);  // Q heads then K heads: adjacent in the QKV output
         float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
         float* Vc = K + Hkv_ * T_ * hd_;
         for (int64_t h = 0; h < Hkv_; ++h) {
@@ -596,7 +643,14 @@ class Decoder {
       attend(l, pos, H_ * tid / nt, H_ * (tid + 1) / nt, scratch_[(size_t)tid].scores.data());
       barrier(nt);
       if (t0) tock(kAttn);
-      gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, tid, nt);  // x2 = x + Wo attn
+      const float* post_attn = post_norms_[(size_t)(2 * l)];
+      const float* post_ffn = post_norms_[(size_t)(2 * l + 1)];
+      if (!post_attn) {
+        gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, tid, nt);  // x2 = x + Wo attn
+      } else {                                                                      // x2 = x + norm(Wo attn)
+        gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), tmp_.data(), nullptr, tid, nt);
+        if (t0) add_normed(v, x_, tmp_.data(), post_attn, x2_.data());
+      }
       if (t0) {
         tock(kWo);
         rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data());
@@ -605,10 +659,16 @@ class Decoder {
       gemv(slots_[(size_t)(4 * l + 2)], h_.data(), gu_.data(), nullptr, tid, nt);
       if (t0) {
         tock(kGateUp);
-        v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
+        if (gelu_) v.gelu_tanh_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
+        else v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
         tock(kSilu);
       }
-      gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), tid, nt);   // x = x2 + Wd act
+      if (!post_ffn) {
+        gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), tid, nt);   // x = x2 + Wd act
+      } else {                                                                      // x = x2 + norm(Wd act)
+        gemv(slots_[(size_t)(4 * l + 3)], act_.data(), tmp_.data(), nullptr, tid, nt);
+        if (t0) add_normed(v, x2_.data(), tmp_.data(), post_ffn, x_);
+      }
       if (t0) tock(kDown);
     }
     if (t0) {
@@ -616,7 +676,17 @@ class Decoder {
       tock(kNorm);
     }
     gemv(slots_[(size_t)(4 * L_)], h_.data(), logits_, nullptr, tid, nt);
-    if (t0) tock(kHead);
+    if (t0) {
+      if (softcap_ > 0)
+        for (int64_t i = 0; i < V_; ++i) logits_[i] = std::tanh(logits_[i] / softcap_) * softcap_;
+      tock(kHead);
+    }
+  }
+
+  // out = base + rms_norm(y) * w (y normed in place): a post-normed sublayer's residual add.
+  void add_normed(const Vec& v, const float* base, float* y, const float* w, float* out) const {
+    rms_norm(v, y, w, y);
+    for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
   }
 
   int64_t L_, d_, H_, Hkv_, hd_, rd_, ff_, V_, T_, qd_ = 0, kvd_ = 0, kmax_ = 0, window_ = 0;
@@ -640,7 +710,14 @@ class Decoder {
   std::vector<Slot> slots_;
   std::vector<const float*> norms_;
   std::vector<py::object> owners_;   // every buffer the decoder points into, alive as long as it is
-  std::vector<const float*> qk_norms_;  // [2L]: per layer q, k head norms (null: the family has none)
+  std::vector<const float*> qk_norms_;
+  std::vector<const float*> post_norms_;   // [2L]: attn_post, ffn_post per layer (null: none)
+  std::vector<int64_t> layer_window_;      // [L]: -1 = the model's window_
+  std::vector<char> layer_local_;          // [L]: rotate with rope_local_
+  std::vector<float> tmp_;                 // [d]: a post-normed sublayer's output
+  const float* rope_local_ = nullptr;
+  float embed_scale_ = 1.f, softcap_ = 0.f;
+  bool gelu_ = false;  // [2L]: per layer q, k head norms (null: the family has none)
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
   const float* rope_ = nullptr;
   std::vector<float> h_, x2_, qkv_, attn_, gu_, act_;
@@ -666,6 +743,11 @@ void register_llm_bindings(py::module_& m) {
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
       .def("set_sliding_window", &llm::Decoder::set_sliding_window, "window"_a,
            "Attend to the last `window` positions only (0: all)")
+      .def("set_layer", &llm::Decoder::set_layer, "layer"_a, "window"_a, "local"_a)
+      .def("set_local_rope", &llm::Decoder::set_local_rope, "table"_a)
+      .def("set_embed_scale", &llm::Decoder::set_embed_scale, "scale"_a)
+      .def("set_logit_softcap", &llm::Decoder::set_logit_softcap, "cap"_a)
+      .def("set_activation", &llm::Decoder::set_activation, "name"_a)
       .def("set_adaptive", &llm::Decoder::set_adaptive, "on"_a,
            "True (default): each step runs on 1 thread or all, whichever has been faster lately")
       .def("governor", &llm::Decoder::governor, "Steps run on 1 thread / on all, and their mean times")

@@ -75,6 +75,7 @@ class DecoderModel:
     post_norms = False      # attn_post_norm / ffn_post_norm on each sublayer's output before its residual add
     swa_pattern = 0         # n > 0: layer i is global when (i + 1) % n == 0, else it uses the sliding window
     local_rope_base = None  # RoPE base of the sliding-window layers (None: the model's rope.freq_base)
+    mlp_act = "silu"        # the gated MLP's activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU, tanh approximation)
 
     def __init__(self, reader, tokenizer, max_seq_len: int | None = None):
         self.path = reader.path
@@ -167,8 +168,10 @@ class DecoderModel:
         return torch.rms_norm(x, (x.shape[-1],), weight, self.config.norm_eps)
 
     def mlp_activation(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """[S, 2 ffn] -> [S, ffn]: SwiGLU, silu(gate) * up."""
+        """[S, 2 ffn] -> [S, ffn]: act(gate) * up, act by `mlp_act`."""
         gate, up = gate_up.chunk(2, dim=-1)
+        if self.mlp_act == "gelu_tanh":
+            return F.gelu(gate, approximate="tanh") * up
         return F.silu(gate) * up
 
     # ------------------------------------------------------------------ forward

@@ -12,6 +12,8 @@ PYQUANT_DECODE=python forces that path.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .decoder import DecoderModel
@@ -97,14 +99,8 @@ def build_native(st: TokenStep):
         return None, f"{cls.__name__} overrides the norm"
     if cls.mlp_activation is not DecoderModel.mlp_activation:
         return None, f"{cls.__name__} overrides the MLP activation"
-    if cls.attention_scale is not DecoderModel.attention_scale:
-        return None, f"{cls.__name__} overrides the attention scale"
-    # options of the shared block the C++ step does not implement yet
-    for option in ("embed_scale", "post_norms", "swa_pattern", "local_rope_base"):
-        if getattr(cls, option):
-            return None, f"{cls.__name__}.{option} is not in the C++ step yet"
-    if cfg.final_logit_softcap:
-        return None, "final logit soft-capping is not in the C++ step yet"
+    if cls.mlp_act not in ("silu", "gelu_tanh"):
+        return None, f"{cls.__name__}.mlp_act = {cls.mlp_act!r} is not in the C++ step"
     kv = m.cache.kv
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
         return None, "the KV cache or RoPE table is not contiguous float32"
@@ -130,8 +126,16 @@ def build_native(st: TokenStep):
             args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b))
     dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
+    # the named options of the block (decoder.py), each mirrored by the executor
+    dec.set_activation(cls.mlp_act)
+    if cls.embed_scale:
+        dec.set_embed_scale(math.sqrt(cfg.d_model))
+    if cfg.final_logit_softcap:
+        dec.set_logit_softcap(cfg.final_logit_softcap)
     if cfg.sliding_window:
         dec.set_sliding_window(cfg.sliding_window)
+    for i, L in enumerate(m.layers):
+        dec.set_layer(i, L.window, L.local)
     # Every tensor goes in as a buffer (tensor.numpy(): same memory); the decoder holds a reference
     # to each for its own lifetime and takes sizes from the buffers themselves.
     def buf(t):
@@ -147,6 +151,11 @@ def build_native(st: TokenStep):
             for which, t in (("q", L.q_norm), ("k", L.k_norm)):
                 if t is not None:
                     dec.set_norm(which, i, buf(t))
+            for which, t in (("attn_post", L.attn_post_norm), ("ffn_post", L.ffn_post_norm)):
+                if t is not None:
+                    dec.set_norm(which, i, buf(t))
+        if m.rope_local is not m.rope:
+            dec.set_local_rope(m.rope_local.contiguous().numpy())
         dec.set_buffers(kv.numpy(), m.rope.numpy(), st.x.numpy(), st.logits.numpy())
         dec.finalize(0)
     except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)

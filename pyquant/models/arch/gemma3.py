@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
 from .. import register
 from ..decoder import DecoderModel
 
@@ -28,13 +25,10 @@ class Gemma3Model(DecoderModel):
     post_norms = True
     swa_pattern = 6
     local_rope_base = 10000.0
+    mlp_act = "gelu_tanh"
 
     def attention_scale(self) -> float:
         """llama.cpp: 1/sqrt(head_dim), except Gemma 3 27B (62 layers), queries scaled by
         1/sqrt(d_model / n_heads) (its query_pre_attn_scalar)."""
         cfg = self.config
         return 1.0 / math.sqrt(cfg.d_model / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
-
-    def mlp_activation(self, gate_up: torch.Tensor) -> torch.Tensor:
-        gate, up = gate_up.chunk(2, dim=-1)
-        return F.gelu(gate, approximate="tanh") * up
