@@ -306,3 +306,38 @@ def test_python_step_fallback_warns_and_explains(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # asked for: no warning
         assert pyquant.load(path, max_seq_len=32)._step.mode == "python"
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int8"])
+def test_generic_int4_int8_weights_in_every_path(tmp_path, monkeypatch, fmt, float_activations):
+    """A model whose linears hold pyquant's int4 (group 32, AWQ semantics) or int8 weights: QKV and
+    gate/up fuse (their scales and mins row-stacked with the rows), the C++ step takes them (no
+    fallback), and step, forward and the float reference of the same int4/int8 weights agree."""
+    from pyquant.models import weights as W
+    from pyquant.qtensor import QTensor
+
+    real = W.load_qtensor
+
+    def as_fmt(reader, name, shape):
+        qt = real(reader, name, shape)
+        if name == "token_embd.weight" or len(shape) != 2:
+            return qt
+        return QTensor.quantize(qt.dequantize(torch.float32), fmt, group_size=32)
+
+    monkeypatch.setattr(W, "load_qtensor", as_fmt)
+    import pyquant.models.decoder as D
+
+    monkeypatch.setattr(D, "load_qtensor", as_fmt)
+    path = _write_tiny_model(tmp_path / "llama.gguf", "llama", biases=False, tied=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = pyquant.load(path, max_seq_len=64)
+    assert m._step.mode == "native"
+    assert len(m.layers[0].qkv) == 1 and m.layers[0].qkv[0].qt.qtype.name == fmt.upper()
+    assert len(m.layers[0].gate_up) == 1
+    ids = list(range(40, 56))
+    fwd = m.forward(ids, 0, all_logits=True).double()
+    steps = torch.stack([m.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    assert float(((steps - fwd).norm(dim=-1) / fwd.norm(dim=-1)).max()) < 1e-4
+    one = torch.stack([m.forward([t], p).double() for p, t in enumerate(ids)])
+    assert float(((one - fwd).norm(dim=-1) / fwd.norm(dim=-1)).max()) < 1e-4

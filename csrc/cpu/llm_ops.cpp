@@ -191,9 +191,12 @@ class Decoder {
   }
 
   // slot: "qkv" | "wo" | "gate_up" | "down" (layer 0..L-1) or "output" (layer -1); weight: the
-  // packed rows [n, row_bytes(k)]; bias: float32 [n] or None.
+  // packed rows [n, row_bytes(k)]; bias: float32 [n] or None. Any format the matmul engine has a
+  // kernel for: a GGUF type id, or pyquant's int4 (1000: scales and mins float32 [n, k/group_size],
+  // group_size 32/64/128) and int8 (1001: scales float32 [n]).
   void add_linear(const std::string& slot, int64_t layer, int qtype, const py::object& weight, int64_t n,
-                  int64_t k, const py::object& bias) {
+                  int64_t k, const py::object& bias, const py::object& scales, const py::object& mins,
+                  int group_size) {
     const HeldBuffer wb = hold(owners_, weight, slot + " weight", false);
     const uintptr_t w_ptr = reinterpret_cast<uintptr_t>(wb.ptr);
     const int64_t w_nbytes = wb.nbytes;
@@ -206,19 +209,43 @@ class Decoder {
     }
     Slot& s = slot_ref(slot, layer);
     const TypeInfo* ti = mm::type_info(qtype);
-    PQ_CHECK(ti != nullptr && qtype >= 0 && qtype < kMaxQType, "LlmDecoder: ", slot, ": no CPU kernel for type id ", qtype);
+    const bool generic = qtype == mm::kInt4 || qtype == mm::kInt8;
+    PQ_CHECK(ti != nullptr && qtype >= 0 && (qtype < kMaxQType || generic), "LlmDecoder: ", slot,
+             ": no CPU kernel for type id ", qtype);
     PQ_CHECK(ti->kind != Kind::Float || qtype == (int)QType::F32, "LlmDecoder: ", slot,
              ": float weights must be passed as float32");
     PQ_CHECK(n >= 1 && n <= INT32_MAX && k >= 1 && k <= INT32_MAX, "LlmDecoder: ", slot, ": bad shape");
     PQ_CHECK(s.parts.empty() || s.k == k, "LlmDecoder: ", slot, ": parts disagree on k");
-    const QTypeGeometry g = qtype_geometry(qtype);
-    PQ_CHECK(g.block_size > 0 && k % g.block_size == 0, "LlmDecoder: ", slot, ": k = ", k, " not a multiple of the block");
-    const int64_t row_bytes = k / g.block_size * g.type_size;
-    PQ_CHECK(w_ptr != 0 && w_nbytes >= checked_mul(n, row_bytes, "weight size"), "LlmDecoder: ", slot,
-             ": weight has ", w_nbytes, " bytes, needs ", n * row_bytes);
+    WeightRef ref{qtype, nullptr, 0, k};
+    if (qtype == mm::kInt4) {
+      PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "LlmDecoder: ", slot,
+               ": int4 group_size must be 32, 64 or 128, got ", group_size);
+      PQ_CHECK(k % group_size == 0, "LlmDecoder: ", slot, ": k = ", k, " not a multiple of group_size ", group_size);
+      const int64_t need = checked_mul(n, k / group_size * 4, "int4 scales");
+      PQ_CHECK(!scales.is_none() && !mins.is_none(), "LlmDecoder: ", slot, ": int4 needs scales and mins");
+      const HeldBuffer sb = hold(owners_, scales, slot + " scales", false), mb = hold(owners_, mins, slot + " mins", false);
+      PQ_CHECK(sb.nbytes >= need && mb.nbytes >= need, "LlmDecoder: ", slot, ": int4 scales/mins need ", need, " bytes");
+      ref.row_bytes = k / 2;
+      ref.scales = reinterpret_cast<const float*>(sb.ptr);
+      ref.mins = reinterpret_cast<const float*>(mb.ptr);
+      ref.group_size = group_size;
+    } else if (qtype == mm::kInt8) {
+      PQ_CHECK(!scales.is_none(), "LlmDecoder: ", slot, ": int8 needs scales");
+      const HeldBuffer sb = hold(owners_, scales, slot + " scales", false);
+      PQ_CHECK(sb.nbytes >= checked_mul(n, 4, "int8 scales"), "LlmDecoder: ", slot, ": int8 scales too small");
+      ref.row_bytes = k;
+      ref.scales = reinterpret_cast<const float*>(sb.ptr);
+    } else {
+      const QTypeGeometry g = qtype_geometry(qtype);
+      PQ_CHECK(g.block_size > 0 && k % g.block_size == 0, "LlmDecoder: ", slot, ": k = ", k,
+               " not a multiple of the block");
+      ref.row_bytes = k / g.block_size * g.type_size;
+    }
+    PQ_CHECK(w_ptr != 0 && w_nbytes >= checked_mul(n, ref.row_bytes, "weight size"), "LlmDecoder: ", slot,
+             ": weight has ", w_nbytes, " bytes, needs ", n * ref.row_bytes);
     if (bias_ptr) PQ_CHECK(bias_nbytes >= checked_mul(n, 4, "bias"), "LlmDecoder: ", slot, ": bias too small");
-    s.parts.push_back(Part{WeightRef{qtype, reinterpret_cast<const uint8_t*>(w_ptr), row_bytes, k}, ti, s.n, n,
-                           reinterpret_cast<const float*>(bias_ptr)});
+    ref.data = reinterpret_cast<const uint8_t*>(w_ptr);
+    s.parts.push_back(Part{ref, ti, s.n, n, reinterpret_cast<const float*>(bias_ptr)});
     s.n += n;
     s.k = k;
     kmax_ = std::max(kmax_, k);
@@ -735,7 +762,7 @@ void register_llm_bindings(py::module_& m) {
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)
       .def("add_linear", &llm::Decoder::add_linear, "slot"_a, "layer"_a, "qtype"_a, "weight"_a, "n"_a, "k"_a,
-           "bias"_a = py::none())
+           "bias"_a = py::none(), "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0)
       .def("set_norm", &llm::Decoder::set_norm, "which"_a, "layer"_a, "weight"_a)
       .def("set_buffers", &llm::Decoder::set_buffers, "kv"_a, "rope"_a, "x"_a, "logits"_a)
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)

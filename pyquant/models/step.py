@@ -81,8 +81,7 @@ class TokenStep:
 def build_native(st: TokenStep):
     """(the C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, None) or (None, why
     not) when the model needs something only the model's forward does: an architecture overriding the
-    norm or the MLP activation, weights without a GGUF CPU kernel (int4 / int8 QTensors), or
-    PYQUANT_DECODE=python.
+    norm or the MLP activation, a weight format without a CPU kernel, or PYQUANT_DECODE=python.
 
     Measured numbers: llm_ops.cpp's header."""
     import os
@@ -110,20 +109,26 @@ def build_native(st: TokenStep):
     args = []
     for slot, i, lins in linears:
         for lin in lins:
+            fmt = {}   # int4 / int8: their scales (and mins, group size) go with the packed rows
             if lin.dense is not None:
                 w, qtype = lin.dense, 0
                 if w.dtype != torch.float32 or not w.is_contiguous():
                     return None, f"{lin.name}: float weight not contiguous float32"
             else:
-                w, qtype = lin.qt.data, int(lin.qt.qtype)
-                if qtype >= 1000:
-                    return None, f"{lin.name}: {lin.qt.qtype.name} weights have no kernel in the C++ step"
+                qt = lin.qt
+                w, qtype = qt.data, int(qt.qtype)
                 if w.device.type != "cpu" or not w.is_contiguous():
                     return None, f"{lin.name}: weight not a contiguous CPU tensor"
+                if qt.scales is not None:
+                    fmt["scales"] = qt.scales
+                if qt.mins is not None:
+                    fmt["mins"] = qt.mins
+                if qt.group_size:
+                    fmt["group_size"] = qt.group_size
             b = lin.bias
             if b is not None:
                 b = b.contiguous().to(torch.float32)
-            args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b))
+            args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b, fmt))
     dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
     # the named options of the block (decoder.py), each mirrored by the executor
@@ -142,8 +147,9 @@ def build_native(st: TokenStep):
         return t.contiguous().to(torch.float32).numpy() if t.is_floating_point() else t.contiguous().numpy()
 
     try:
-        for slot, i, qtype, w, n, k, b in args:
-            dec.add_linear(slot, i, qtype, buf(w), n, k, None if b is None else buf(b))
+        for slot, i, qtype, w, n, k, b, fmt in args:
+            extra = {f: buf(v) if isinstance(v, torch.Tensor) else v for f, v in fmt.items()}
+            dec.add_linear(slot, i, qtype, buf(w), n, k, None if b is None else buf(b), **extra)
         dec.set_norm("output", -1, buf(m.output_norm))
         for i, L in enumerate(m.layers):
             dec.set_norm("attn", i, buf(L.attn_norm))

@@ -105,22 +105,28 @@ def release_pages(t: torch.Tensor) -> None:
 
 
 def concat_rows(qts: list, row_perms: list | None = None):
-    """One QTensor holding the rows of `qts` stacked (same qtype, same in_features): one kernel call
-    instead of several. ggml rows are independent byte strings, so stacking (and permuting) rows is
+    """One QTensor holding the rows of `qts` stacked (same qtype and format, same in_features): one
+    kernel call instead of several. Rows are independent in every format (a ggml row is its own byte
+    string; int4 / int8 rows carry their own scales and mins), so stacking and permuting rows is
     exact. Copies the bytes once at load (QKV and gate/up are ~45% of the weights of SmolLM2)."""
     from ..qtensor import QTensor
 
-    parts = []
-    for i, qt in enumerate(qts):
-        data = qt.data.reshape(qt.shape[0], -1)
-        if row_perms is not None and row_perms[i] is not None:
-            data = data[row_perms[i]]
-        parts.append(data)
+    def rows(t, i):
+        t = t.reshape(qts[i].shape[0], -1)
+        return t[row_perms[i]] if row_perms is not None and row_perms[i] is not None else t
+
     n = sum(qt.shape[0] for qt in qts)
-    fused = torch.cat(parts).contiguous()
+    fused = torch.cat([rows(qt.data, i) for i, qt in enumerate(qts)]).contiguous()
+    extra = {}
+    if qts[0].scales is not None:   # int4: [N, K/gs]; int8: [N]
+        scales = torch.cat([rows(qt.scales, i) for i, qt in enumerate(qts)])
+        extra["scales"] = (scales.reshape(n) if qts[0].qtype == QType.INT8 else scales).contiguous()
+    if qts[0].mins is not None:     # int4: [N, K/gs]
+        extra["mins"] = torch.cat([rows(qt.mins, i) for i, qt in enumerate(qts)]).contiguous()
     for qt in qts:
-        release_pages(qt.data)
-    return QTensor(fused, qts[0].qtype, (n, qts[0].shape[1]))
+        if qt.qtype < 1000:   # GGUF tensors are views of the file: drop the pages we copied from
+            release_pages(qt.data)
+    return QTensor(fused, qts[0].qtype, (n, qts[0].shape[1]), group_size=qts[0].group_size, **extra)
 
 
 def fused_linear(reader, names: list[str], shapes: list[tuple], biases: list, name: str,
@@ -132,10 +138,12 @@ def fused_linear(reader, names: list[str], shapes: list[tuple], biases: list, na
     else:
         bias = None
     permute = row_perms is not None and any(p is not None for p in row_perms)
-    if len({qt.qtype for qt in qts}) == 1 and qts[0].qtype not in _FLOAT_TYPES:
+    same_format = len({(qt.qtype, qt.group_size) for qt in qts}) == 1
+    if same_format and qts[0].qtype not in _FLOAT_TYPES:
         if len(qts) == 1 and not permute:
             return [Linear(qts[0], bias, name)]
-        span = None if permute else adjacent_in_file(reader, names)
+        # tensors stored back to back in the file fuse as one view of it (GGUF types read from it only)
+        span = None if permute or qts[0].qtype >= 1000 else adjacent_in_file(reader, names)
         if span is not None:
             from ..qtensor import QTensor
 
