@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include "common/decode_util.h"
+#include "common/kquant_scales.h"
 #include "common/macros.h"
 
 PQ_COMMON_BEGIN
@@ -61,17 +62,6 @@ PQ_HD void decode_block_q3_k(const uint8_t* blk, float* y) {
         }
       }
     }
-  }
-}
-
-// 6-bit scale and min j (0..7) of Q4_K/Q5_K from their 12 packed bytes (ggml's get_scale_min_k4).
-PQ_HD void k4_scale_min(const uint8_t* sc, int j, int* scale, int* min) {
-  if (j < 4) {
-    *scale = sc[j] & 63;
-    *min = sc[j + 4] & 63;
-  } else {
-    *scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-    *min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
   }
 }
 

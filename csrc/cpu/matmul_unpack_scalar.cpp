@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/fp16.h"
+#include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/matmul_internal.h"
 
@@ -173,21 +174,13 @@ void unpack_q3_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   });
 }
 
-// The 12-byte 6-bit scale/min packing of Q4_K and Q5_K (get_scale_min_k4 in ggml).
-inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& m) {
-  if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
-  else {
-    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
 
 // Q4_K / Q5_K shared header: d, dmin and the 8 six-bit (scale, min) pairs, each pair covering
 // two 16-element sub-chunks of the UChunk.
 void k4_scales_mins(const uint8_t* blk, UChunk& u) {
   for (int j = 0; j < 8; ++j) {
     int sc, m;
-    scale_min_k4(j, blk + 4, sc, m);
+    k4_scale_min(blk + 4, j, &sc, &m);
     u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
     u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
   }

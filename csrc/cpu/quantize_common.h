@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/kquant_scales.h"
+
 namespace pq::quant {
 
 // ggml's nearest_int: round-half-even through the 1.5*2^23 magic constant. Exact for
@@ -114,15 +116,12 @@ void finish_scale_min_k4(const float* x, uint8_t* y, uint8_t* L, const float* sc
 // The first half of finish_scale_min_k4: 6-bit scales/mins and the fp16 d/dmin into y[0..15].
 void quantize_scales_k4(uint8_t* y, const float* scales, const float* mins);
 
-// Q4_K/Q5_K scale and min of sub-block j from the 12 packed bytes (ggml's get_scale_min_k4).
+// Q4_K/Q5_K scale and min of sub-block j from the 12 packed bytes (common/kquant_scales.h).
 static inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-  }
+  int s, mn;
+  k4_scale_min(q, j, &s, &mn);
+  *d = (uint8_t)s;
+  *m = (uint8_t)mn;
 }
 void pack_q4_k(const uint8_t* L, uint8_t* y);
 void pack_q5_k(const uint8_t* L, uint8_t* y);

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/fp16.h"
+#include "common/kquant_scales.h"
 #include "common/macros.h"
 
 #if defined(__CUDACC__)
@@ -192,23 +193,13 @@ PQ_UNROLL
   }
 };
 
-// get_scale_min_k4 of Q4_K / Q5_K.
-PQ_HD void k4_scale_min(const uint8_t* s, int j, uint32_t* sc, uint32_t* mn) {
-  if (j < 4) {
-    *sc = s[j] & 63u;
-    *mn = s[j + 4] & 63u;
-  } else {
-    *sc = (s[j + 4] & 15u) | ((uint32_t)(s[j - 4] >> 6) << 4);
-    *mn = (uint32_t)(s[j + 4] >> 4) | ((uint32_t)(s[j] >> 6) << 4);
-  }
-}
 
 // Q4_K (144 B): d, dmin, scales[12], qs[128].
 struct Q4_K {
   static constexpr int kBlock = 256, kBytes = 144, kHasMin = 1;
   PQ_HD static void run(const uint8_t* b, int c, float* q, ScaleMin* sm) {
     const float d = f16at(b), dmin = f16at(b + 2);
-    uint32_t sc, mn;
+    int sc, mn;
     k4_scale_min(b + 4, c, &sc, &mn);
     const uint8_t* qs = b + 16 + 32 * (c >> 1);
     const int shift = 4 * (c & 1);
@@ -223,7 +214,7 @@ struct Q5_K {
   static constexpr int kBlock = 256, kBytes = 176, kHasMin = 1;
   PQ_HD static void run(const uint8_t* b, int c, float* q, ScaleMin* sm) {
     const float d = f16at(b), dmin = f16at(b + 2);
-    uint32_t sc, mn;
+    int sc, mn;
     k4_scale_min(b + 4, c, &sc, &mn);
     const uint8_t* qh = b + 16;
     const uint8_t* qs = b + 48 + 32 * (c >> 1);

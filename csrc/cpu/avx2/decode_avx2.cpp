@@ -13,6 +13,7 @@
 // Everything here lives in an anonymous namespace and uses only local helpers, so no inline
 // function compiled with -mavx2 can be picked by the linker for the baseline build.
 #include "cpu/decode_kernels.h"
+#include "common/kquant_scales.h"
 
 #if defined(__AVX2__) && defined(__F16C__)
 #include <immintrin.h>
@@ -209,13 +210,7 @@ inline void k4_scales(const uint8_t* blk, float* dl, float* ml) {
   const uint8_t* sc = blk + 4;
   for (int j = 0; j < 8; ++j) {
     int s, m;
-    if (j < 4) {
-      s = sc[j] & 63;
-      m = sc[j + 4] & 63;
-    } else {
-      s = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-      m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
+    k4_scale_min(sc, j, &s, &m);
     dl[j] = d * (float)s;
     ml[j] = dmin * (float)m;
   }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/matmul_internal.h"
 
@@ -357,14 +358,9 @@ void gemv_x32_t8(const L& ld, int64_t nb, const XQ8& x, float* out) {
 // Q4_K/Q5_K: the 12 bytes of 6-bit scales and mins (block bytes 4..15) -> 16-bit lanes 0..7 the
 // scales, 8..15 the mins: llama.cpp's get_scale_min_k4 done on 32-bit words for all 8 at once.
 inline __m256i k4_scales_mins16(const uint8_t* blk) {
-  uint32_t u[4];
-  std::memcpy(u, blk + 4, 12);
-  u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-  const uint32_t m03 = u[1] & 0x3f3f3f3f;
-  u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-  u[2] = m03;
-  u[0] &= 0x3f3f3f3f;
-  return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)u));
+  alignas(16) uint8_t u[16];
+  k4_scales_mins(blk + 4, u);
+  return _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i*)u));
 }
 
 template <int kN>

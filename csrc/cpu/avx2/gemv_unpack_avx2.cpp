@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/matmul_internal.h"
 
@@ -108,13 +109,6 @@ void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   }
 }
 
-inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& m) {
-  if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
-  else {
-    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
 
 // Q4_K: 32 bytes of qs -> 64 elements (low nibbles, then high nibbles).
 void unpack_q4_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
@@ -129,7 +123,7 @@ void unpack_q4_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
     }
     for (int j = 0; j < 8; ++j) {
       int sc, m;
-      scale_min_k4(j, blk + 4, sc, m);
+      k4_scale_min(blk + 4, j, &sc, &m);
       u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
       u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
     }
@@ -168,14 +162,9 @@ void unpack_q6_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 
 // Q4_K / Q5_K 6-bit scales and mins (get_scale_min_k4) on 32-bit words: bytes 0..7 scales, 8..15 mins.
 inline void scales_k4(const uint8_t* s12, UChunk& u) {
-  uint32_t w[4];
-  std::memcpy(w, s12, 12);
-  w[3] = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
-  const uint32_t m03 = w[1] & 0x3f3f3f3f;
-  w[1] = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
-  w[2] = m03;
-  w[0] &= 0x3f3f3f3f;
-  const __m256i sm = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)w));
+  alignas(16) uint8_t w[16];
+  k4_scales_mins(s12, w);
+  const __m256i sm = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i*)w));
   const __m128i sc = _mm256_castsi256_si128(sm), mn = _mm256_extracti128_si256(sm, 1);
   _mm256_store_si256((__m256i*)u.sc, _mm256_set_m128i(_mm_unpackhi_epi16(sc, sc), _mm_unpacklo_epi16(sc, sc)));
   _mm256_store_si256((__m256i*)u.mn, _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn)));
