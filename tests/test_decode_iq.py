@@ -203,6 +203,7 @@ def test_generated_tables_are_current():
     spec.loader.exec_module(gen)
     assert gen.OUT.read_text() == gen.build()
     assert gen.OUT_PY.read_text() == gen.build_py()
+    assert gen.OUT_IQ4NL.read_text() == gen.build_iq4nl()
 
 
 @pytest.mark.parametrize("name", IQ_TYPES)

@@ -3,14 +3,13 @@
 // Grids: one little-endian word per entry, byte j = element j of the entry.
 #pragma once
 #include <cstdint>
+#include "common/iq4nl_values.h"
 #include "common/macros.h"
 
 namespace pq {
 
-// IQ4_NL / IQ4_XS non-linear 4-bit codebook.
-PQ_TABLE int8_t kvalues_iq4nl[16] = {
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-};
+// IQ4_NL / IQ4_XS non-linear 4-bit codebook (PQ_IQ4NL_VALUES: common/iq4nl_values.h).
+PQ_TABLE int8_t kvalues_iq4nl[16] = PQ_IQ4NL_VALUES;
 
 // IQ1_S / IQ1_M: each value is dl * (grid + delta), delta = +-IQ1S_DELTA.
 constexpr float IQ1S_DELTA = 0.125f;

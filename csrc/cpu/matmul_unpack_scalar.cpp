@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/fp16.h"
+#include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/matmul_internal.h"
@@ -23,7 +24,7 @@ inline float h2f(const uint8_t* p) {
   return fp16_to_fp32(h);
 }
 
-const int8_t kIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+const int8_t* const kIq4nl = kvalues_iq4nl;  // common/iq_tables.h (generated)
 
 // X32 block decoders: fill 32 q at `q`, return a and b through refs.
 template <typename BlockFn>

@@ -7,6 +7,7 @@
 // one fp16 super-scale and re-picks every code against the rounded scale.
 #include <cstring>
 
+#include "common/iq_tables.h"
 #include "cpu/quantize_common.h"
 
 namespace pq {
@@ -14,7 +15,7 @@ using namespace quant;
 
 namespace {
 constexpr int kNtry = 7;
-constexpr int8_t kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+const int8_t* const kValues = kvalues_iq4nl;  // common/iq_tables.h (generated)
 
 // Index of the codebook value nearest to x (ties to the upper one; NaN -> 15), as best_index_int8.
 inline int best_index(float x) {

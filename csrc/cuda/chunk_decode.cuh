@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/fp16.h"
+#include "common/iq4nl_values.h"
 #include "common/kquant_scales.h"
 #include "common/macros.h"
 
@@ -56,9 +57,9 @@ PQ_HD float u2f_minus(uint32_t v, float off) {
 #endif
 }
 
-// The IQ4_NL codebook: a device copy for device code and a host copy for host code (a CUDA
-// translation unit compiles PQ_HD functions for both sides).
-#define PQ_IQ4NL_VALUES {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+// The IQ4_NL codebook (PQ_IQ4NL_VALUES, from the generated common/iq4nl_values.h): a device copy for
+// device code and a host copy for host code (a CUDA translation unit compiles PQ_HD functions for
+// both sides).
 #if defined(__CUDACC__)
 static __device__ const int8_t kIQ4NL_dev[16] = PQ_IQ4NL_VALUES;
 #endif

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/matmul_internal.h"
@@ -110,9 +111,7 @@ using LQ8_0 = LLegacy<34, 2, 0, -1, 0, true>;
 
 struct LIQ4_NL : LLegacy<18, 2, 0, -1, 0, true> {
   __m256i q(int64_t b) const {
-    const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89,
-                                           113, -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69,
-                                           89, 113);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kvalues_iq4nl));
     return _mm256_shuffle_epi8(table, nibbles32(row + 18 * b + 2));
   }
 };
@@ -867,8 +866,7 @@ void gemv_q2_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) { g
 template <int MR>
 void gemv_iq4_xs(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
-  const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kvalues_iq4nl));
   __m256 acc[MR];
   for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 136) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/matmul_internal.h"
@@ -248,8 +249,7 @@ void unpack_q2_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 // IQ4_XS: kvalues[nibble] via one byte shuffle per 32; 6-bit sub-block scales biased by 32.
 void unpack_iq4_xs(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   const uint8_t* blk = w.data + r * w.row_bytes + c0 * 136;
-  const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kvalues_iq4nl));
   for (int64_t b = c0; b < c1; ++b, blk += 136) {
     UChunk& u = out[b - c0];
     for (int j = 0; j < 8; ++j) store32(u.q + 32 * j, _mm256_shuffle_epi8(table, split_nibbles16(blk + 8 + 16 * j)));

@@ -6,13 +6,14 @@
 #if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
+#include "common/iq_tables.h"
 #include "cpu/quantize_common.h"
 
 namespace pq {
 using namespace quant;
 
 namespace {
-constexpr int8_t kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+const int8_t* const kValues = kvalues_iq4nl;  // common/iq_tables.h (generated)
 
 struct Codebook {
   __m256 v[16];   // each value broadcast
