@@ -92,13 +92,14 @@ def fp32_matmul_bound(x64: torch.Tensor, w64: torch.Tensor, out_dtype: torch.dty
 def int8_activation_bound(x64: torch.Tensor, w64: torch.Tensor, block: int, passes: int = 1) -> torch.Tensor:
     """Extra error [M, N] when x is quantized to int8 per `block` values (llama.cpp's Q8_0 / Q8_K role):
     each element moves by at most d/2 with d = amax(block)/127, so |dy| <= (d/2) @ |W|.T. With two
-    passes (int8x2: the residual, |r| <= d/2, quantized again) the step is d2 = amax(r)/127 <= d/254."""
+    passes (int8x2: the residual, |r| <= d/2, on the grid d2 = d/256) the error is <= d2/2, or d2
+    where a residual of exactly d/2 clips at 127: bound d/256."""
     m, k = x64.shape
     pad = (-k) % block
     xb = torch.nn.functional.pad(x64.abs(), (0, pad)).reshape(m, -1, block)
     half_step = (xb.amax(dim=-1, keepdim=True) / 127 / 2).expand_as(xb).reshape(m, -1)[:, :k]
     if passes == 2:
-        half_step = half_step / 254
+        half_step = half_step / 128
     return 1.01 * (half_step @ w64.abs().T)
 
 

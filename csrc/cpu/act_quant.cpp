@@ -26,8 +26,32 @@ float quant_block(const float* x, int64_t valid, int n, int8_t* q) {
 }
 }  // namespace
 
-void act_residual(const float* x, int64_t k, const int8_t* q, const float* d, int block, float* r) {
-  for (int64_t i = 0; i < k; ++i) r[i] = x[i] - d[i / block] * (float)q[i];
+void quant_residual(const float* x, int64_t k, int64_t kp, bool x256, const int8_t* q1, const float* d1,
+                    int8_t* q2, float* d2, float* s2, int16_t* bsum2) {
+  const int64_t B = x256 ? 256 : 32;
+  for (int64_t b = 0; b < kp / B; ++b) {
+    const float db = d1[b];
+    const bool finite = std::isfinite(db) && db != 0.f;
+    const float id = finite ? 256.0f / db : 0.f;
+    int sum = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t e = b * B + i;
+      int v = 0;
+      if (finite && e < k) {
+        const float r = x[e] - db * (float)q1[e];
+        const float t = std::nearbyint(r * id);
+        v = t > 127.f ? 127 : t < -127.f ? -127 : (int)t;
+      }
+      q2[e] = (int8_t)v;
+      sum += v;
+      if (x256 && i % 16 == 15) {
+        bsum2[e / 16] = (int16_t)sum;
+        sum = 0;
+      }
+    }
+    d2[b] = db * (1.0f / 256.0f);   // exact (a power of two), NaN / inf carried along
+    if (!x256) s2[b] = d2[b] * (float)sum;
+  }
 }
 
 void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t*) {

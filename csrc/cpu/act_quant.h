@@ -14,11 +14,15 @@
 namespace pq {
 namespace mm {
 
-// Second pass of the "int8x2" activation mode: r = x - d*q, the part of x the first int8 pass
-// dropped (|r| <= d/2 per element). Quantizing r the same way and summing both rows' dot products
-// gives activations good to ~1/254 of the int8 error (about 15 bits), at the cost of one more
-// activation row through the same weight stream. Scalar on both ISAs, so both give the same r.
-void act_residual(const float* x, int64_t k, const int8_t* q, const float* d, int block, float* r);
+// Second row of the "int8x2" activation mode: the rounding residual r = x - d1*q1 of the first
+// pass (|r| <= d1/2), quantized on the fixed grid d2 = d1/256 of each block (q2 = rint(r * 256/d1),
+// clamped to +-127, which only a tie at exactly d1/2 reaches). Activations are then good to d1/512,
+// 1/256 of one pass's error (about 15 bits), for one more row through the same weight stream; and
+// because d1 = 256 * d2 exactly, a kernel can form 256*S1 + S2 in int32 and scale once (the pair
+// kernels). Non-finite d1: q2 = 0. x256 selects the layout (bsum per 16, no s). Scalar on both ISAs,
+// so both produce the same q2.
+void quant_residual(const float* x, int64_t k, int64_t kp, bool x256, const int8_t* q1, const float* d1,
+                    int8_t* q2, float* d2, float* s2, int16_t* bsum2);
 
 // x has k floats; outputs cover kp >= k values (a multiple of 256), zeros past k.
 void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t* bsum);

@@ -128,10 +128,10 @@ struct Slot {
 };
 
 // Activation x quantized once per step and kind (X32 / X256), reused by every part; in int8x2
-// mode row[1] is the int8 quantization of what row[0] dropped (act_quant.h: act_residual).
+// mode row[1] is the int8 quantization of what row[0] dropped (act_quant.h: quant_residual).
 struct ActQ {
   std::vector<int8_t> q;
-  std::vector<float> d, s, resid;
+  std::vector<float> d, s;
   std::vector<int16_t> bs;
   XQRow row[2]{};
 };
@@ -318,7 +318,6 @@ class Decoder {
       a.d.resize((size_t)(2 * kp / 32));
       a.s.resize((size_t)(2 * kp / 32));
       a.bs.resize((size_t)(2 * kp / 16));
-      a.resid.resize((size_t)kp);
     }
     ready_ = true;
   }
@@ -558,18 +557,14 @@ class Decoder {
       have[kind] = true;
       ActQ& a = actq_[kind];
       const mm::QuantRowFn quant = kind ? kern.quant_x256 : kern.quant_x32;
-      const float* src = x;
       for (int j = 0; j < (comp_ ? 2 : 1); ++j) {
         int8_t* q = a.q.data() + j * kp;
         float* d = a.d.data() + j * kp / 32;
         float* sm = a.s.data() + j * kp / 32;
         int16_t* bs = a.bs.data() + j * kp / 16;
-        quant(src, s.k, kp, q, d, sm, bs);
+        if (j == 0) quant(x, s.k, kp, q, d, sm, bs);
+        else mm::quant_residual(x, s.k, kp, kind, a.row[0].q, a.row[0].d, q, d, sm, bs);
         a.row[j] = XQRow{q, d, sm, bs};
-        if (comp_ && j == 0) {
-          mm::act_residual(x, s.k, q, d, kind ? 256 : 32, a.resid.data());
-          src = a.resid.data();
-        }
       }
     }
   }
@@ -595,7 +590,9 @@ class Decoder {
       } else {
         const XQRow* row = actq_[p.ti->kind == Kind::X256].row;
         const int mr = comp_ ? 2 : 1;
-        if (avx2_ && p.ti->fused_avx2) {
+        if (comp_ && avx2_ && p.ti->fused_pair_avx2) {
+          p.ti->fused_pair_avx2(p.w, rl, row, &out);
+        } else if (avx2_ && p.ti->fused_avx2) {
           p.ti->fused_avx2(p.w, rl, row, mr, o2);
           out = comp_ ? o2[0] + o2[1] : o2[0];
         } else {

@@ -195,7 +195,8 @@ Path choose_path(const TypeInfo& ti, int64_t m) {
 }
 
 // comp ("int8x2" mode): every activation row becomes two int8 rows, its quantization and the
-// quantization of what that dropped (act_residual); the kernels see 2m rows and y sums each pair.
+// quantization of what that dropped (quant_residual); the kernels see 2m rows and y sums each pair,
+// except at m = 1 where a pair kernel takes both rows in one pass (TypeInfo::fused_pair_avx2).
 void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool q8, bool comp) {
   const bool avx2 = active_isa() == Isa::Avx2;
   const Kernels& kern = avx2 ? avx2_kernels() : scalar_kernels();
@@ -215,25 +216,31 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
     const bool x256 = ti.kind == Kind::X256;
     const QuantRowFn quant = x256 ? kern.quant_x256 : kern.quant_x32;
     parallel_for(c.m, 1, c.nthreads, [&](int64_t i0, int64_t i1) {
-      thread_local std::vector<float> resid_v;
       for (int64_t i = i0; i < i1; ++i) {
-        const float* src = xf + i * c.k;
         for (int pass = 0; pass < (comp ? 2 : 1); ++pass) {
           const int64_t j = comp ? 2 * i + pass : i;
           int8_t* qj = q.data() + j * kp;
           float* dj = d.data() + j * kp / 32;
           float* sj = s.data() + j * kp / 32;
           int16_t* bj = bs.data() + j * kp / 16;
-          quant(src, c.k, kp, qj, dj, sj, bj);
+          if (pass == 0) quant(xf + i * c.k, c.k, kp, qj, dj, sj, bj);
+          else quant_residual(xf + i * c.k, c.k, kp, x256, rows[(size_t)j - 1].q, rows[(size_t)j - 1].d, qj, dj, sj, bj);
           rows[(size_t)j] = {qj, dj, sj, bj};
-          if (comp && pass == 0) {
-            float* r = grow(resid_v, (size_t)c.k);
-            act_residual(src, c.k, qj, dj, x256 ? 256 : 32, r);
-            src = r;
-          }
         }
       }
     });
+  }
+  // m = 1 with a pair kernel: row and residual in one pass, straight into y.
+  const GemvPairFn pair = comp && c.m == 1 && avx2 && g_fused.load() ? ti.fused_pair_avx2 : nullptr;
+  if (pair) {
+    parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
+      float v;
+      for (int64_t r = r0; r < r1; ++r) {
+        pair(w, r, rows.data(), &v);
+        put(c, 0, r, v);
+      }
+    });
+    return;
   }
   // Where kernel results go: y directly, or (comp) a float [2m, n] buffer summed pairwise below.
   std::vector<float> pair_out;

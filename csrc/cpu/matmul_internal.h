@@ -58,6 +58,9 @@ struct XQ8;
 using GemvFusedFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out);
 // Fused AVX2 GEMV of row r with 8 interleaved activation rows (XQ8): out[0..8).
 using GemvFused8Fn = void (*)(const WeightRef& w, int64_t r, const XQ8& x, float* out);
+// Fused AVX2 GEMV of row r with one int8x2 activation pair (x[0] the row, x[1] its residual on the
+// grid d1/256, act_quant.h): *out = the dot with their sum, 256*S1 + S2 formed in int32 per block.
+using GemvPairFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, float* out);
 
 struct TypeInfo {
   Kind kind;
@@ -67,6 +70,7 @@ struct TypeInfo {
   const char* name;
   GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
   GemvFused8Fn fused8_avx2 = nullptr;  // 8 activation rows per lane (m >= kMinM8); nullptr: none
+  GemvPairFn fused_pair_avx2 = nullptr;  // int8x2 at m = 1 in one pass (X32 types); nullptr: 2 rows
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);

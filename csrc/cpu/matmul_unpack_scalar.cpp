@@ -15,6 +15,7 @@ namespace mm {
 UnpackRowFn avx2_unpacker(int qtype);     // avx2/gemv_unpack_avx2.cpp (nullptr if none)
 GemvFusedFn avx2_fused_gemv(int qtype);  // avx2/gemv_fused_avx2.cpp (nullptr if none)
 GemvFused8Fn avx2_fused_gemv8(int qtype);  // same file, 8 activation rows per lane
+GemvPairFn avx2_fused_pair(int qtype);     // same file, int8x2 at m = 1
 
 namespace {
 
@@ -269,23 +270,23 @@ void fill_scx(UChunk& u) {
 }
 
 const TypeInfo* type_info(int qtype) {
-  static const TypeInfo q4_0{Kind::X32, false, unpack_q4_0, avx2_unpacker(2), "Q4_0", avx2_fused_gemv(2), avx2_fused_gemv8(2)};
-  static const TypeInfo q4_1{Kind::X32, false, unpack_q4_1, avx2_unpacker(3), "Q4_1", avx2_fused_gemv(3), avx2_fused_gemv8(3)};
-  static const TypeInfo q5_0{Kind::X32, false, unpack_q5_0, avx2_unpacker(6), "Q5_0", avx2_fused_gemv(6), avx2_fused_gemv8(6)};
-  static const TypeInfo q5_1{Kind::X32, false, unpack_q5_1, avx2_unpacker(7), "Q5_1", avx2_fused_gemv(7), avx2_fused_gemv8(7)};
-  static const TypeInfo q8_0{Kind::X32, true, unpack_q8_0, avx2_unpacker(8), "Q8_0", avx2_fused_gemv(8), avx2_fused_gemv8(8)};
+  static const TypeInfo q4_0{Kind::X32, false, unpack_q4_0, avx2_unpacker(2), "Q4_0", avx2_fused_gemv(2), avx2_fused_gemv8(2), avx2_fused_pair(2)};
+  static const TypeInfo q4_1{Kind::X32, false, unpack_q4_1, avx2_unpacker(3), "Q4_1", avx2_fused_gemv(3), avx2_fused_gemv8(3), avx2_fused_pair(3)};
+  static const TypeInfo q5_0{Kind::X32, false, unpack_q5_0, avx2_unpacker(6), "Q5_0", avx2_fused_gemv(6), avx2_fused_gemv8(6), avx2_fused_pair(6)};
+  static const TypeInfo q5_1{Kind::X32, false, unpack_q5_1, avx2_unpacker(7), "Q5_1", avx2_fused_gemv(7), avx2_fused_gemv8(7), avx2_fused_pair(7)};
+  static const TypeInfo q8_0{Kind::X32, true, unpack_q8_0, avx2_unpacker(8), "Q8_0", avx2_fused_gemv(8), avx2_fused_gemv8(8), avx2_fused_pair(8)};
   static const TypeInfo q2_k{Kind::X256, false, unpack_q2_k, avx2_unpacker(10), "Q2_K", avx2_fused_gemv(10), avx2_fused_gemv8(10)};
   static const TypeInfo q3_k{Kind::X256, false, unpack_q3_k, avx2_unpacker(11), "Q3_K", avx2_fused_gemv(11), avx2_fused_gemv8(11)};
   static const TypeInfo q4_k{Kind::X256, false, unpack_q4_k, avx2_unpacker(12), "Q4_K", avx2_fused_gemv(12), avx2_fused_gemv8(12)};
   static const TypeInfo q5_k{Kind::X256, false, unpack_q5_k, avx2_unpacker(13), "Q5_K", avx2_fused_gemv(13), avx2_fused_gemv8(13)};
   static const TypeInfo q6_k{Kind::X256, false, unpack_q6_k, avx2_unpacker(14), "Q6_K", avx2_fused_gemv(14), avx2_fused_gemv8(14)};
-  static const TypeInfo iq4_nl{Kind::X32, true, unpack_iq4_nl, avx2_unpacker(20), "IQ4_NL", avx2_fused_gemv(20), avx2_fused_gemv8(20)};
+  static const TypeInfo iq4_nl{Kind::X32, true, unpack_iq4_nl, avx2_unpacker(20), "IQ4_NL", avx2_fused_gemv(20), avx2_fused_gemv8(20), avx2_fused_pair(20)};
   static const TypeInfo iq4_xs{Kind::X256, true, unpack_iq4_xs, avx2_unpacker(23), "IQ4_XS", avx2_fused_gemv(23), avx2_fused_gemv8(23)};
   static const TypeInfo f32{Kind::Float, false, nullptr, nullptr, "F32", nullptr};
   static const TypeInfo f16{Kind::Float, false, nullptr, nullptr, "F16", nullptr};
   static const TypeInfo bf16{Kind::Float, false, nullptr, nullptr, "BF16", nullptr};
-  static const TypeInfo i4{Kind::X32, false, unpack_int4, avx2_unpacker(kInt4), "int4", avx2_fused_gemv(kInt4), avx2_fused_gemv8(kInt4)};
-  static const TypeInfo i8{Kind::X32, true, unpack_int8, avx2_unpacker(kInt8), "int8", avx2_fused_gemv(kInt8), avx2_fused_gemv8(kInt8)};
+  static const TypeInfo i4{Kind::X32, false, unpack_int4, avx2_unpacker(kInt4), "int4", avx2_fused_gemv(kInt4), avx2_fused_gemv8(kInt4), avx2_fused_pair(kInt4)};
+  static const TypeInfo i8{Kind::X32, true, unpack_int8, avx2_unpacker(kInt8), "int8", avx2_fused_gemv(kInt8), avx2_fused_gemv8(kInt8), avx2_fused_pair(kInt8)};
   switch (qtype) {
     case 0: return &f32;    case 1: return &f16;    case 2: return &q4_0;   case 3: return &q4_1;
     case 6: return &q5_0;   case 7: return &q5_1;   case 8: return &q8_0;   case 10: return &q2_k;

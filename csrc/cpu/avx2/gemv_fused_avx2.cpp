@@ -270,6 +270,49 @@ void gemv_x32_r4(const L& ld, int64_t nb, const XQRow* x, float* out) {
   for (int i = 0; i < 4; ++i) out[i] += hsum(accb[i]);
 }
 
+// int8x2 at M = 1 (one activation row x[0] and its residual x[1], d2 = d1/256 exactly: act_quant.h).
+// Two rows through gemv_x32<L, 2> cost 2 x (maddubs, madd, cvt, fma) per block; here the residual's
+// products join the row's in int32 (vpmaddwd by 256 and by 1: |256 * S1| < 2^25) and one cvt + one
+// FMA with a * d2 serve both, and the per-8-block scale work is done once.
+template <typename L>
+void gemv_x32_pair(const L& ld, int64_t nb, const XQRow* x, float* out) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accb = acc0;
+  const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256);
+  alignas(32) float scale[8];
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int nj = (int)std::min<int64_t>(8, nb - b0);
+    __m256 av, ov;
+    if (nj == 8) {
+      av = ld.a8(b0);
+      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
+    } else {
+      alignas(32) float at[8] = {0}, ot[8] = {0};
+      for (int j = 0; j < nj; ++j) {
+        at[j] = ld.a1(b0 + j);
+        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
+      }
+      av = _mm256_load_ps(at);
+      ov = _mm256_load_ps(ot);
+    }
+    _mm256_store_ps(scale, _mm256_mul_ps(av, _mm256_loadu_ps(x[1].d + b0)));   // a * d1 / 256
+    if (L::kOff)
+      accb = _mm256_fmadd_ps(ov, _mm256_add_ps(_mm256_loadu_ps(x[0].s + b0), _mm256_loadu_ps(x[1].s + b0)), accb);
+    for (int j = 0; j < nj; ++j) {
+      const int64_t b = b0 + j;
+      const __m256i qw = ld.q(b);
+      const __m256i qa = L::kSigned ? _mm256_abs_epi8(qw) : qw;
+      const __m256i x1 = _mm256_loadu_si256((const __m256i*)(x[0].q + 32 * b));
+      const __m256i x2 = _mm256_loadu_si256((const __m256i*)(x[1].q + 32 * b));
+      const __m256i p1 = L::kSigned ? _mm256_maddubs_epi16(qa, _mm256_sign_epi8(x1, qw)) : _mm256_maddubs_epi16(qw, x1);
+      const __m256i p2 = L::kSigned ? _mm256_maddubs_epi16(qa, _mm256_sign_epi8(x2, qw)) : _mm256_maddubs_epi16(qw, x2);
+      const __m256i v = _mm256_add_epi32(_mm256_madd_epi16(p1, k256), _mm256_madd_epi16(p2, ones));
+      __m256& acc = (j & 1) ? acc1 : acc0;
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_broadcast_ss(&scale[j]), acc);
+    }
+  }
+  out[0] = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), accb));
+}
+
 template <typename L>
 void gemv_x32_any(const L& ld, int64_t nb, const XQRow* x, int mr, float* out) {
   switch (mr) {
@@ -532,6 +575,34 @@ void fused_int4(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* ou
 
 // int8 rows may end inside a 32-block: the full blocks run fused, the tail in scalar (the
 // activation row is zero-padded, the weight row is not).
+template <typename L>
+void pair_gguf_x32(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  L ld{};
+  ld.row = w.data + r * w.row_bytes;
+  gemv_x32_pair(ld, w.k / 32, x, out);
+}
+
+void pair_int4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const int64_t ng = w.k / w.group_size;
+  const LInt4 ld{w.data + r * w.row_bytes, w.scales + r * ng, w.mins + r * ng,
+                 w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2};
+  gemv_x32_pair(ld, w.k / 32, x, out);
+}
+
+void pair_int8(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  const LInt8 ld{w.data + r * w.row_bytes, w.scales[r]};
+  const int64_t nb = w.k / 32;
+  gemv_x32_pair(ld, nb, x, out);
+  if (nb * 32 < w.k) {   // the row's tail inside a 32-block, as fused_int8
+    const int8_t* q = reinterpret_cast<const int8_t*>(ld.row) + nb * 32;
+    for (int i = 0; i < 2; ++i) {
+      int32_t s = 0;
+      for (int64_t e = 0; e < w.k - nb * 32; ++e) s += (int32_t)q[e] * x[i].q[nb * 32 + e];
+      out[0] += ld.s * x[i].d[nb] * (float)s;
+    }
+  }
+}
+
 void fused_int8(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
   const LInt8 ld{w.data + r * w.row_bytes, w.scales[r]};
   const int64_t nb = w.k / 32;
@@ -934,6 +1005,20 @@ GemvFused8Fn avx2_fused_gemv8(int qtype) {
     case (int)QType::Q6_K: return gemv_q6_k_t8;
     case kInt4: return fused8_int4;
     case kInt8: return fused8_int8;
+    default: return nullptr;
+  }
+}
+
+GemvPairFn avx2_fused_pair(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q4_0: return pair_gguf_x32<LQ4_0>;
+    case (int)QType::Q4_1: return pair_gguf_x32<LQ4_1>;
+    case (int)QType::Q5_0: return pair_gguf_x32<LQ5_0>;
+    case (int)QType::Q5_1: return pair_gguf_x32<LQ5_1>;
+    case (int)QType::Q8_0: return pair_gguf_x32<LQ8_0>;
+    case (int)QType::IQ4_NL: return pair_gguf_x32<LIQ4_NL>;
+    case kInt4: return pair_int4;
+    case kInt8: return pair_int8;
     default: return nullptr;
   }
 }
