@@ -61,7 +61,7 @@ std::atomic<int> g_act_mode{[] {
 // What "auto" means: int8x2 (see act_quant.h: activations to ~15 bits in two int8 passes).
 // A single int8 pass, as llama.cpp does, moved SmolLM2 Q4_1's logits a mean KL of ~0.009 nats from
 // the float forward over the Apache text and flipped a near-tie in the README's chat answer;
-// int8x2 is within ~1e-6 of float (docs/fidelity.md has the figures) for ~1.2-1.6x the GEMV time.
+// int8x2 is 1.1e-7 (docs/fidelity.md has the figures) for ~1.2x the GEMV time at m = 1 (pair kernels).
 }  // namespace
 bool act_compensated() {
   const ActMode a = (ActMode)g_act_mode.load();
