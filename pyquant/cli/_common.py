@@ -2,15 +2,36 @@
 from __future__ import annotations
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into a one-line usage error)."""
+    v = int(text)
+    if v < 1:
+        raise ValueError(text)
+    return v
+
+
+positive_int.__name__ = "positive integer"   # argparse says "invalid positive integer value: '-4'"
+
+
+def non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise ValueError(text)
+    return v
+
+
+non_negative_int.__name__ = "non-negative integer"
+
+
 def add_model_args(p, threads_default=None, ctx_flag=True):
     p.add_argument("model", help="GGUF file or alias (smollm2)")
-    p.add_argument("-t", "--threads", type=int, default=threads_default,
+    p.add_argument("-t", "--threads", type=positive_int, default=threads_default,
                    help="threads for pyquant's kernels and torch (default: torch's count)")
     p.add_argument("--act", choices=["int8x2", "int8", "float"], default=None,
                    help="activations of the CPU matmuls: int8x2 (default: int8 + its residual, ~float "
                         "fidelity), int8 (one pass, as llama.cpp: fastest), float")
     if ctx_flag:
-        p.add_argument("-c", "--ctx-size", type=int, default=None, dest="max_seq_len",
+        p.add_argument("-c", "--ctx-size", type=positive_int, default=None, dest="max_seq_len",
                        help="KV cache positions (default: min(model context, 4096))")
     else:
         p.set_defaults(max_seq_len=None)
@@ -55,14 +76,14 @@ def add_sampling_args(p):
     from ..runtime.sampling import DEFAULTS as D
 
     p.add_argument("--temp", type=float, default=D.temperature, help="temperature (0 = greedy, the default)")
-    p.add_argument("--top-k", type=int, default=D.top_k, help=f"sample from the k most likely (default {D.top_k})")
+    p.add_argument("--top-k", type=non_negative_int, default=D.top_k, help=f"sample from the k most likely (default {D.top_k})")
     p.add_argument("--top-p", type=float, default=D.top_p,
                    help=f"... within the smallest set of mass >= p (default {D.top_p})")
     p.add_argument("--repeat-penalty", type=float, default=D.repeat_penalty,
                    help=f"divide the logits of recent tokens by this (llama.cpp's; default {D.repeat_penalty}: off)")
-    p.add_argument("--repeat-last-n", type=int, default=D.repeat_last_n,
+    p.add_argument("--repeat-last-n", type=non_negative_int, default=D.repeat_last_n,
                    help=f"tokens the repeat penalty looks back over (default {D.repeat_last_n})")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: random)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="random seed for sampling (default: random)")
 
 
 def load_model(args):

@@ -10,17 +10,17 @@ import statistics
 import sys
 import time
 
-from ._common import add_model_args
+from ._common import add_model_args, non_negative_int, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("bench", help="prompt / generation tokens per second and weight bandwidth")
     add_model_args(p)
-    p.add_argument("-p", "--n-prompt", type=int, default=64,
+    p.add_argument("-p", "--n-prompt", type=non_negative_int, default=64,
                    help="prompt tokens prefilled in one batch: the pp<N> figure (llama-bench -p; default 64)")
-    p.add_argument("-n", "--n-gen", type=int, default=32,
+    p.add_argument("-n", "--n-gen", type=non_negative_int, default=32,
                    help="tokens generated one step at a time: the tg<N> figure (llama-bench -n; default 32)")
-    p.add_argument("-r", "--repetitions", type=int, default=3,
+    p.add_argument("-r", "--repetitions", type=positive_int, default=3,
                    help="runs of each test; mean and std are reported (llama-bench -r; default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     p.add_argument("--overhead", action="store_true",

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import sys
 
-from ._common import add_model_args, add_sampling_args, load_model
+from ._common import add_model_args, add_sampling_args, load_model, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("chat", help="interactive chat (uses the model's chat template)")
     add_model_args(p)
     add_sampling_args(p)
-    p.add_argument("-n", "--n-predict", type=int, default=512, help="max tokens per reply")
+    p.add_argument("-n", "--n-predict", type=positive_int, default=512, help="max tokens per reply")
     p.add_argument("--system", default=None, help="system message")
     p.set_defaults(func=main)
 

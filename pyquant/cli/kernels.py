@@ -5,7 +5,8 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser("kernels", help="show the kernel dispatch table (what runs, and why)")
     p.add_argument("--device", action="append", help="device type(s) (default: cpu, plus cuda if available)")
-    p.add_argument("--op", action="append", help="op(s): dequantize, gguf_matmul, int4_matmul, int8_matmul")
+    p.add_argument("--op", action="append", choices=["dequantize", "gguf_matmul", "int4_matmul", "int8_matmul"],
+                   help="op(s) to show (default: all)")
     p.add_argument("--qtype", action="append", help="quant type(s), e.g. Q4_K (default: all weight types)")
     p.add_argument("-m", "--rows", type=int, action="append", help="activation rows M (default: 1, 16, 512)")
     p.set_defaults(func=run)

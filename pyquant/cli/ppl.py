@@ -4,15 +4,15 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import add_model_args
+from ._common import add_model_args, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("ppl", help="perplexity of a text file (llama-perplexity procedure)")
     add_model_args(p, ctx_flag=False)
     p.add_argument("file", help="UTF-8 text file")
-    p.add_argument("-c", "--ctx", type=int, default=512, help="chunk length in tokens (llama-perplexity's -c)")
-    p.add_argument("--chunks", type=int, default=None, help="evaluate at most this many chunks")
+    p.add_argument("-c", "--ctx", type=positive_int, default=512, help="chunk length in tokens (llama-perplexity's -c)")
+    p.add_argument("--chunks", type=positive_int, default=None, help="evaluate at most this many chunks")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=main)
 

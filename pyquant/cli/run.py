@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import add_model_args, add_sampling_args, load_model
+from ._common import add_model_args, add_sampling_args, load_model, non_negative_int
 
 
 def register(subparsers):
@@ -12,7 +12,7 @@ def register(subparsers):
     p.add_argument("-p", "--prompt", required=True)
     from ..runtime.sampling import DEFAULTS
 
-    p.add_argument("-n", "--n-predict", type=int, default=DEFAULTS.max_new_tokens,
+    p.add_argument("-n", "--n-predict", type=non_negative_int, default=DEFAULTS.max_new_tokens,
                    help=f"at most this many new tokens; generation also ends at the end-of-text token "
                         f"(default {DEFAULTS.max_new_tokens})")
     add_sampling_args(p)

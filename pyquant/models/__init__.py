@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import FormatError
+from ..errors import FormatError, PyquantError
 
 ARCHITECTURES: dict[str, type] = {}
 
@@ -38,7 +38,9 @@ def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None =
     from ..hub import resolve
     from ..runtime.tokenizer import Tokenizer
 
-    if threads:
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise PyquantError(f"threads must be a positive integer, got {threads!r}")
         set_threads(threads)
     path = resolve(path_or_alias)
     reader = GGUFReader(path)

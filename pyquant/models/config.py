@@ -68,7 +68,7 @@ def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConf
     if rope_dim > head_dim or rope_dim % 2:
         raise FormatError(path, f"'{arch}.rope.dimension_count' = {rope_dim} must be even and <= {head_dim}")
     scaling = get("rope.scaling.type", "none", required=False)
-    factor = float(get("rope.scaling.factor", 1.0, required=False) or 1.0)
+    factor = _positive_float(get("rope.scaling.factor", 1.0, required=False), arch, "rope.scaling.factor", path)
     if scaling in ("none", None) or factor == 1.0:
         linear_scale = 1.0
     elif scaling == "linear":
@@ -80,11 +80,26 @@ def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConf
         arch=arch, n_layers=positive_int("block_count"), d_model=d, n_heads=n_heads, n_kv_heads=n_kv,
         head_dim=head_dim, ffn_dim=positive_int("feed_forward_length"), vocab_size=vocab,
         context_length=positive_int("context_length", 4096),
-        norm_eps=float(get("attention.layer_norm_rms_epsilon")), rope_base=float(get("rope.freq_base", 10000.0)),
+        norm_eps=_non_negative(get("attention.layer_norm_rms_epsilon"), arch, "attention.layer_norm_rms_epsilon", path),
+        rope_base=_positive_float(get("rope.freq_base", 10000.0), arch, "rope.freq_base", path),
         rope_dim=rope_dim, rope_linear_scale=linear_scale,
         sliding_window=_sliding_window(get("attention.sliding_window", 0, required=False), arch, path),
         final_logit_softcap=_non_negative(get("final_logit_softcapping", 0.0, required=False), arch,
                                           "final_logit_softcapping", path))
+
+
+def _positive_float(v, arch, key, path) -> float:
+    """A finite number > 0 (RoPE base and scaling factor: 0, negative or NaN made every logit NaN
+    or was silently read as 1.0)."""
+    import math
+
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise FormatError(path, f"'{arch}.{key}' = {v!r} is not a number") from None
+    if not (math.isfinite(f) and f > 0):
+        raise FormatError(path, f"'{arch}.{key}' = {f} must be finite and > 0")
+    return f
 
 
 def _non_negative(v, arch, key, path) -> float:

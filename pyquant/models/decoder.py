@@ -81,6 +81,10 @@ class DecoderModel:
         self.path = reader.path
         self.tokenizer = tokenizer
         cfg = self.config = read_config(reader.metadata, reader.architecture, tokenizer.n_vocab, reader.path)
+        if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
+                                        or max_seq_len <= 0):
+            raise PyquantError(f"max_seq_len must be a positive integer (or None: min(context, 4096)), "
+                               f"got {max_seq_len!r}")
         self.max_seq_len = min(cfg.context_length, max_seq_len or 4096)
         self.embed = Embedding(load_qtensor(reader, "token_embd.weight", (cfg.vocab_size, cfg.d_model)))
         self.layers = [self._load_layer(reader, i) for i in range(cfg.n_layers)]
@@ -280,7 +284,7 @@ class DecoderModel:
         from .._ext import _C
         from ..kernels.cpu.matmul import linear_path
 
-        cfg, st = self.config, self._step
+        st = self._step
         act = _C.get_matmul_act()
         lines = [repr(self),
                  f"activations: {act}{' (= int8x2)' if act == 'auto' else ''} (PYQUANT_MATMUL_ACT / --act); "

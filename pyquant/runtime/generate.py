@@ -121,10 +121,20 @@ def generate(model, prompt, max_new_tokens: int = DEFAULTS.max_new_tokens, tempe
     parameters and their defaults are those of `pyquant.runtime.sampling` (the CLI's too)."""
     if isinstance(stop, str):
         stop = [stop]
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise PyquantError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if isinstance(prompt, str):
         ids = model.tokenizer.encode(prompt, add_bos=add_bos, parse_special=parse_special)
+    elif isinstance(prompt, (bytes, bytearray)) or prompt is None:
+        raise PyquantError(f"generate: prompt must be text (str) or a list of token ids, got {type(prompt).__name__}")
     else:
-        ids = [int(t) for t in prompt]
+        try:
+            ids = [int(t) for t in prompt]
+        except (TypeError, ValueError):
+            raise PyquantError("generate: prompt must be text (str) or a list of token ids") from None
+        vocab = model.config.vocab_size
+        if any(not 0 <= t < vocab for t in ids):
+            raise PyquantError(f"generate: token ids must be in [0, {vocab})")
     sampler = Sampler(temperature, top_k, top_p, seed, repeat_penalty, repeat_last_n)
     pieces = stream_text(model, generate_tokens(model, ids, max_new_tokens, sampler, stats), stop, stats)
     return pieces if stream else "".join(pieces)

@@ -7,6 +7,7 @@ generator (same seed -> same tokens). `DEFAULTS` is the one set of defaults that
 model's `generate` and the CLI all use."""
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -34,15 +35,20 @@ class Sampler:
     def __init__(self, temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
                  top_p: float = DEFAULTS.top_p, seed: int | None = None,
                  repeat_penalty: float = DEFAULTS.repeat_penalty, repeat_last_n: int = DEFAULTS.repeat_last_n):
-        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (temperature, top_p, top_k)) \
+                or not math.isfinite(temperature) or temperature < 0 or not 0 < top_p <= 1 \
+                or top_k < 0 or top_k != int(top_k):
             raise PyquantError(f"sampling: need temperature >= 0, 0 < top_p <= 1, top_k >= 0 "
                                f"(got {temperature}, {top_p}, {top_k})")
-        if not repeat_penalty > 0 or repeat_last_n < 0:
+        if not (isinstance(repeat_penalty, (int, float)) and math.isfinite(repeat_penalty) and repeat_penalty > 0) \
+                or not isinstance(repeat_last_n, int) or repeat_last_n < 0:
             raise PyquantError(f"sampling: need repeat_penalty > 0 and repeat_last_n >= 0 "
                                f"(got {repeat_penalty}, {repeat_last_n})")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.repeat_penalty = repeat_penalty
         self.recent: deque[int] = deque(maxlen=repeat_last_n)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63):
+            raise PyquantError(f"sampling: seed must be an integer in [0, 2^63), got {seed!r}")
         self.generator = torch.Generator()
         self.generator.manual_seed(seed if seed is not None else torch.seed())
 

@@ -190,6 +190,15 @@ class GGUFReader:
         raise GGUFError(self.path, msg)
 
     def _open(self) -> None:
+        import stat
+
+        try:   # a FIFO or a device would block in open() or read forever: regular files only
+            mode = os.stat(self.path).st_mode
+        except OSError as e:
+            raise GGUFError(self.path, f"cannot open: {e.strerror or e}") from None
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise GGUFError(self.path, f"cannot open: {kind}")
         try:
             self._file = open(self.path, "rb")
             self.file_size = os.fstat(self._file.fileno()).st_size

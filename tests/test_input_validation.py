@@ -1,0 +1,95 @@
+"""Bad input is a pyquant error naming what is wrong (issue #15, first batch): non-regular files,
+model hyper-parameters that would make every logit NaN, load / generate / sampling arguments, and the
+CLI's numeric flags (one usage line, exit 2, no traceback)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+
+import pytest
+from child_process import child_env, child_python
+
+import pyquant
+from pyquant.errors import FormatError, GGUFError, PyquantError
+from pyquant.formats.gguf import GGUFReader
+from pyquant.runtime.sampling import Sampler
+from test_model import _write_tiny_model
+
+
+def test_fifo_and_directory_are_refused_not_blocked(tmp_path):
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(GGUFError, match="FIFO"):      # open() on a FIFO would block forever
+        GGUFReader(fifo)
+    with pytest.raises(GGUFError, match="directory"):
+        GGUFReader(tmp_path)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("rope.freq_base", 0.0, "rope.freq_base' = 0.0 must be finite and > 0"),
+    ("rope.freq_base", -10.0, "must be finite and > 0"),
+    ("rope.freq_base", float("nan"), "must be finite and > 0"),
+    ("rope.scaling.factor", 0.0, "rope.scaling.factor' = 0.0 must be finite and > 0"),
+    ("attention.layer_norm_rms_epsilon", -1.0, "layer_norm_rms_epsilon' = -1.0 must be finite and >= 0"),
+    ("attention.sliding_window", -3, "sliding_window' = -3 must be >= 0"),
+])
+def test_bad_hyper_parameters_name_key_and_file(tmp_path, key, value, match):
+    from pyquant.formats.gguf import GGUFWriter
+
+    src = _write_tiny_model(tmp_path / "ok.gguf", "llama", biases=False, tied=True)
+    bad = tmp_path / "bad.gguf"
+    with GGUFReader(src) as r:
+        w = GGUFWriter(bad)
+        for k, f in r.fields.items():
+            if k != f"llama.{key}":
+                w.add_field(k, f)
+        w.add_field(f"llama.{key}", value)
+        for t in r.tensors.values():
+            w.add_tensor(t.name, t.bytes(), t.qtype, t.shape)
+        w.write()
+    with pytest.raises(FormatError, match=match) as e:
+        pyquant.load(bad)
+    assert "bad.gguf" in str(e.value)
+
+
+def test_load_and_generate_arguments(tmp_path):
+    path = _write_tiny_model(tmp_path / "m.gguf", "llama", biases=False, tied=True)
+    for bad in (-4, 0, 2.5, True):
+        with pytest.raises(PyquantError, match="max_seq_len"):
+            pyquant.load(path, max_seq_len=bad)
+    with pytest.raises(PyquantError, match="threads"):
+        pyquant.load(path, threads=-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = pyquant.load(path, max_seq_len=32)
+    for prompt in (b"hello", None):
+        with pytest.raises(PyquantError, match="prompt must be text"):
+            m.generate(prompt, max_new_tokens=2)
+    with pytest.raises(PyquantError, match=r"token ids must be in \[0, 256\)"):
+        m.generate([1, 2, 999], max_new_tokens=2)
+    for n in (2.5, -1, "3"):
+        with pytest.raises(PyquantError, match="max_new_tokens"):
+            m.generate([1, 2], max_new_tokens=n)
+    assert isinstance(m.generate([1, 2], max_new_tokens=0), str)
+
+
+@pytest.mark.parametrize("kw", [{"temperature": float("nan")}, {"temperature": -1.0}, {"top_p": float("nan")},
+                                {"top_k": -1}, {"top_k": 1.5}, {"seed": 2 ** 63}, {"seed": -1},
+                                {"repeat_penalty": float("inf")}, {"repeat_last_n": -1}])
+def test_sampler_arguments(kw):
+    with pytest.raises(PyquantError):
+        Sampler(**kw)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "smollm2", "-p", "x", "-c", "-4"], ["run", "smollm2", "-p", "x", "-t", "-2"],
+    ["run", "smollm2", "-p", "x", "-n", "-1"], ["bench", "smollm2", "-r", "0"],
+    ["ppl", "smollm2", "f.txt", "--chunks", "-1"], ["ppl", "smollm2", "f.txt", "-c", "0"],
+    ["kernels", "--op", "nope"],
+])
+def test_cli_numbers_are_usage_errors(argv):
+    out = subprocess.run(child_python("-m", "pyquant", *argv), capture_output=True, text=True, timeout=120,
+                         env=child_env())
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "invalid" in out.stderr.splitlines()[-1], out.stderr
