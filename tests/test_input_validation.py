@@ -93,3 +93,24 @@ def test_cli_numbers_are_usage_errors(argv):
                          env=child_env())
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "invalid" in out.stderr.splitlines()[-1], out.stderr
+
+
+def test_quantize_destination_checked_before_work(tmp_path):
+    """`pyquant quantize` into a missing directory or onto a directory fails at once with one line
+    (it used to write a full temporary copy first), and a dead writer's temp file is cleaned up."""
+    src = _write_tiny_model(tmp_path / "m.gguf", "llama", biases=False, tied=True)
+
+    def run(out):
+        return subprocess.run(child_python("-m", "pyquant", "quantize", str(src), str(out), "Q8_0", "-q"),
+                              capture_output=True, text=True, timeout=120, env=child_env())
+
+    r = run(tmp_path / "nosuch" / "o.gguf")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "adir").mkdir()
+    r = run(tmp_path / "adir")
+    assert r.returncode == 2 and "is a directory" in r.stderr, r.stderr
+    stale = tmp_path / ".o.gguf.999999.tmp"            # left by a killed writer (no such pid)
+    stale.write_bytes(b"x" * 1000)
+    r = run(tmp_path / "o.gguf")
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists() and (tmp_path / "o.gguf").stat().st_size > 0

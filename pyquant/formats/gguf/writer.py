@@ -314,6 +314,16 @@ class GGUFWriter:
         return data
 
     # -- output -------------------------------------------------------------------------------
+    def _check_destination(self) -> None:
+        """Before any byte is written: the directory exists and is writable, the target is not one."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise GGUFError(self.path, f"cannot write: directory {parent} does not exist")
+        if self.path.is_dir():
+            raise GGUFError(self.path, "cannot write: it is a directory")
+        if not os.access(parent, os.W_OK):
+            raise GGUFError(self.path, f"cannot write: directory {parent} is not writable")
+
     def write(self, progress: Callable | Any = None) -> Path:
         """Write the file (to a temporary name, then renamed into place). `progress`: a tqdm-like
         object (its update(nbytes) is called per tensor) or a callable(name, done_bytes, total)."""
@@ -331,6 +341,13 @@ class GGUFWriter:
                                                  len(self._encoded)),
                          *self._encoded.values(), *infos])
         total = sum(t.nbytes for t in self._tensors.values())
+        self._check_destination()
+        # temp files of writers that were killed (SIGKILL leaves no chance to clean up): any
+        # ".<name>.<pid>.tmp" whose pid is gone
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            pid = stale.name[len(self.path.name) + 2:-4]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                stale.unlink(missing_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -342,11 +359,23 @@ class GGUFWriter:
                     f.write(bytes(pad(t.nbytes)))
                     done += t.nbytes
                     _report(progress, t.name, t.nbytes, done, total)
+                f.flush()
+                os.fsync(f.fileno())   # the bytes are on disk before the name points at them
             os.replace(tmp, self.path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return self.path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_utf8(path, text: str, what: str) -> None:
