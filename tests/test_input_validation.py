@@ -114,3 +114,45 @@ def test_quantize_destination_checked_before_work(tmp_path):
     r = run(tmp_path / "o.gguf")
     assert r.returncode == 0, r.stderr
     assert not stale.exists() and (tmp_path / "o.gguf").stat().st_size > 0
+
+
+@pytest.mark.parametrize("forge", [
+    {"llama.block_count": 2 ** 29},                      # was 108 s and 4.2 GB (a per-layer list)
+    {"llama.block_count": 2 ** 62},                      # was a MemoryError traceback
+    {"llama.attention.head_count": "eight"},
+    {"llama.context_length": "4096"},
+    {"general.name": ["a", "b"]},
+    {"general.quantization_version": [2, 2]},
+    {"llama.attention.layer_norm_rms_epsilon": float("nan")},
+])
+def test_info_on_wrong_typed_metadata(tmp_path, forge):
+    """`pyquant info` (text and --json) on forged metadata: exit 0, the problem named, strict JSON."""
+    import json
+
+    from pyquant.formats.gguf import GGUFWriter
+
+    src = _write_tiny_model(tmp_path / "ok.gguf", "llama", biases=False, tied=True)
+    bad = tmp_path / "bad.gguf"
+    with GGUFReader(src) as r:
+        w = GGUFWriter(bad)
+        for k, f in r.fields.items():
+            if k not in forge:
+                w.add_field(k, f)
+        for k, v in forge.items():
+            w.add_field(k, v)
+        for t in r.tensors.values():
+            w.add_tensor(t.name, t.bytes(), t.qtype, t.shape)
+        w.write()
+    key = next(iter(forge)).split(".", 1)[1] if next(iter(forge)).startswith("llama.") else next(iter(forge))
+    named = key not in ("general.name",) and forge != {"llama.block_count": 2 ** 29}   # 2^29 is a count: no problem, just no 4 GB
+    for extra in ([], ["--json"]):
+        out = subprocess.run(child_python("-m", "pyquant", "info", str(bad), *extra), capture_output=True,
+                             text=True, timeout=60, env=child_env())
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        if extra:
+            info = json.loads(out.stdout)      # strict: NaN would not parse as JSON elsewhere
+            assert "NaN" not in out.stdout
+            if named:
+                assert any(key in p for p in info["model"].get("problems", [])), info["model"]
+        elif named:
+            assert f"metadata problem: {key}" in out.stdout, out.stdout

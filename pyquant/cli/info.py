@@ -38,11 +38,23 @@ def run(args) -> int:
                                                    if len(t["shape"]) >= 2}))
     if args.no_tensors:
         summary.pop("tensors")
-    if args.json:
-        print(json.dumps(summary, indent=1))
+    if args.json:   # strict JSON: a NaN or infinity in the metadata becomes a string
+        print(json.dumps(_strict(summary), indent=1, allow_nan=False))
     else:
         print(format_text(summary))
     return 0
+
+
+def _strict(v):
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    return v
 
 
 def kernels_table(qtype_names) -> str:
@@ -92,6 +104,8 @@ def format_text(s: dict) -> str:
              for label, key in pairs if m.get(key) is not None]
     for i in range(0, len(shown), 5):
         out.append("          " + "   ".join(shown[i:i + 5]))
+    for problem in m.get("problems", []):
+        out.append(f"          metadata problem: {problem}")
     if "metadata" in s:
         out.append("\nmetadata")
         out += [f"  {k} = {v}" for k, v in s["metadata"].items()]

@@ -25,54 +25,110 @@ FILE_TYPES = {
 KV_CACHE_BYTES_PER_ELEMENT = 2   # f16 K and V, as llama.cpp allocates by default
 
 
-def _per_layer(value, n_layers: int) -> list[int]:
-    """head counts are a scalar, or (in some architectures, e.g. OpenELM) one value per layer."""
+_MAX_COUNT = 1 << 40   # larger "counts" in metadata are forged or broken: reported, never used
+
+
+def _count(value, key: str, problems: list):
+    """A non-negative integer metadata value, or None (with a note in `problems`) when the file has
+    something else there: a string, an array, a float, a negative or absurd number."""
     if value is None:
-        return []
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        problems.append(f"{key}: expected an integer, found {type(value).__name__} {_brief(value)}")
+        return None
+    v = int(value)
+    if not 0 <= v <= _MAX_COUNT:
+        problems.append(f"{key}: {v} is out of range")
+        return None
+    return v
+
+
+def _number(value, key: str, problems: list):
+    """A finite float metadata value, or None (noted) for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        problems.append(f"{key}: expected a number, found {type(value).__name__} {_brief(value)}")
+        return None
+    v = float(value)
+    if not np.isfinite(v):
+        problems.append(f"{key}: {v} is not finite")
+        return None
+    return v
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _heads(value, key: str, n_layers, problems: list):
+    """(max heads, sum of heads over the layers) from a scalar or a per-layer array (e.g. OpenELM),
+    without expanding a scalar into n_layers entries (a forged block_count of 2^29 did)."""
+    if value is None:
+        return None, None
     if isinstance(value, (list, np.ndarray)):
-        return [int(v) for v in value]
-    return [int(value)] * n_layers
+        vals = [_count(v, key, problems) for v in value]
+        if any(v is None for v in vals) or not vals:
+            return None, None
+        return max(vals), sum(vals)
+    v = _count(value, key, problems)
+    if v is None:
+        return None, None
+    return v, (v * n_layers if n_layers is not None else None)
 
 
 def model_info(r: GGUFReader) -> dict:
-    """Key architecture metadata (None where the file does not say)."""
+    """Key architecture metadata (None where the file does not say, or says something unusable:
+    then `problems` says what)."""
     g = r.arch_get
-    n_layers = g("block_count")
-    heads = _per_layer(g("attention.head_count"), n_layers or 0)
-    kv_heads = _per_layer(g("attention.head_count_kv"), n_layers or 0) or heads
-    emb = g("embedding_length")
-    head_dim = g("attention.key_length") or (emb // heads[0] if emb and heads and heads[0] else None)
+    problems: list = []
+    n_layers = _count(g("block_count"), "block_count", problems)
+    heads_max, _ = _heads(g("attention.head_count"), "attention.head_count", n_layers, problems)
+    kv_max, kv_sum = _heads(g("attention.head_count_kv"), "attention.head_count_kv", n_layers, problems)
+    if kv_max is None:
+        kv_max, kv_sum = _heads(g("attention.head_count"), "attention.head_count", n_layers, [])
+    emb = _count(g("embedding_length"), "embedding_length", problems)
+    head_dim = _count(g("attention.key_length"), "attention.key_length", problems) or (
+        emb // heads_max if emb and heads_max else None)
     tokens = r.get("tokenizer.ggml.tokens")
-    ftype = r.get("general.file_type")
-    return {
-        "architecture": r.architecture,
-        "name": r.get("general.name"),
-        "context_length": g("context_length"),
+    ftype = _count(r.get("general.file_type"), "general.file_type", problems)
+    name = r.get("general.name")
+    tok_model = r.get("tokenizer.ggml.model")
+    info = {
+        "architecture": r.architecture if isinstance(r.architecture, str) else None,
+        "name": name if isinstance(name, str) else None,
+        "context_length": _count(g("context_length"), "context_length", problems),
         "embedding_length": emb,
-        "feed_forward_length": g("feed_forward_length"),
+        "feed_forward_length": _count(g("feed_forward_length"), "feed_forward_length", problems),
         "block_count": n_layers,
-        "head_count": max(heads) if heads else None,
-        "head_count_kv": max(kv_heads) if kv_heads else None,
+        "head_count": heads_max,
+        "head_count_kv": kv_max,
         "head_dim": head_dim,
-        "vocab_size": g("vocab_size") or (len(tokens) if tokens is not None else None),
-        "rope_freq_base": g("rope.freq_base"),
-        "rope_dimension_count": g("rope.dimension_count"),
-        "rms_norm_eps": g("attention.layer_norm_rms_epsilon"),
-        "tokenizer": r.get("tokenizer.ggml.model"),
-        "file_type": None if ftype is None else FILE_TYPES.get(int(ftype), f"unknown ({ftype})"),
-        "quantization_version": r.get("general.quantization_version"),
-        "_kv_heads_per_layer": kv_heads,
+        "vocab_size": _count(g("vocab_size"), "vocab_size", problems) or (
+            len(tokens) if isinstance(tokens, (list, np.ndarray)) else None),
+        "rope_freq_base": _number(g("rope.freq_base"), "rope.freq_base", problems),
+        "rope_dimension_count": _count(g("rope.dimension_count"), "rope.dimension_count", problems),
+        "rms_norm_eps": _number(g("attention.layer_norm_rms_epsilon"), "attention.layer_norm_rms_epsilon", problems),
+        "tokenizer": tok_model if isinstance(tok_model, str) else None,
+        "file_type": None if ftype is None else FILE_TYPES.get(ftype, f"unknown ({ftype})"),
+        "quantization_version": _count(r.get("general.quantization_version"), "general.quantization_version",
+                                       problems),
+        "_kv_heads_total": kv_sum,
     }
+    if problems:
+        info["problems"] = problems
+    return info
 
 
 def kv_cache_bytes(r: GGUFReader, info: dict, n_ctx: int) -> int | None:
     """K and V caches for n_ctx tokens: n_ctx * sum over layers (kv_heads * (k_dim + v_dim)) * 2."""
-    kv = info["_kv_heads_per_layer"]
+    kv = info["_kv_heads_total"]
     k_dim = info["head_dim"]
-    v_dim = r.arch_get("attention.value_length") or k_dim
+    v_dim = _count(r.arch_get("attention.value_length"), "attention.value_length", []) or k_dim
     if not kv or not k_dim:
         return None
-    return n_ctx * sum(kv) * (k_dim + v_dim) * KV_CACHE_BYTES_PER_ELEMENT
+    return n_ctx * kv * (k_dim + v_dim) * KV_CACHE_BYTES_PER_ELEMENT
 
 
 def summarize(r: GGUFReader, ctx: int | None = None) -> dict:
@@ -93,7 +149,7 @@ def summarize(r: GGUFReader, ctx: int | None = None) -> dict:
     weight_bytes = sum(t.nbytes for t in r.tensors.values())
     n_ctx = ctx or info["context_length"]
     kv = kv_cache_bytes(r, info, n_ctx) if n_ctx else None
-    info.pop("_kv_heads_per_layer")
+    info.pop("_kv_heads_total")
     return {
         "file": str(r.path),
         "file_size": r.file_size,
