@@ -150,6 +150,24 @@ struct LInt8 {
   __m256 off8(int64_t, __m256) const { return _mm256_setzero_ps(); }
 };
 
+// Scales and offsets of weight blocks b0..b0+nj-1 (nj <= 8) as vectors; at a row's tail (nj < 8)
+// nothing is read past the row.
+template <typename L>
+inline void scales8(const L& ld, int64_t b0, int nj, __m256& av, __m256& ov) {
+  if (nj == 8) {
+    av = ld.a8(b0);
+    ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
+    return;
+  }
+  alignas(32) float at[8] = {0}, ot[8] = {0};
+  for (int j = 0; j < nj; ++j) {
+    at[j] = ld.a1(b0 + j);
+    ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
+  }
+  av = _mm256_load_ps(at);
+  ov = _mm256_load_ps(ot);
+}
+
 // Blocks b..b+7: per row one vector of a*d_x (8 blocks) staged on the stack and broadcast per
 // block; offsets as one FMA per 8 blocks and row. Two accumulator sets (even / odd blocks): at
 // M = 1 one FMA chain (4 cycles latency) would otherwise bound the loop.
@@ -162,18 +180,7 @@ void gemv_x32(const L& ld, int64_t nb, const XQRow* x, float* out) {
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
     const int nj = (int)std::min<int64_t>(8, nb - b0);
     __m256 av, ov;
-    if (nj == 8) {
-      av = ld.a8(b0);
-      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
-    } else {  // row tail (< 8 blocks): nothing may be read past the row
-      alignas(32) float at[8] = {0}, ot[8] = {0};
-      for (int j = 0; j < nj; ++j) {
-        at[j] = ld.a1(b0 + j);
-        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
-      }
-      av = _mm256_load_ps(at);
-      ov = _mm256_load_ps(ot);
-    }
+    scales8(ld, b0, nj, av, ov);
     for (int i = 0; i < MR; ++i) {
       // x rows are padded to whole 256-chunks, so reading 8 scales is always in bounds.
       _mm256_store_ps(scale[i], _mm256_mul_ps(av, _mm256_loadu_ps(x[i].d + b0)));
@@ -221,18 +228,7 @@ void gemv_x32_r4(const L& ld, int64_t nb, const XQRow* x, float* out) {
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
     const int nj = (int)std::min<int64_t>(8, nb - b0);
     __m256 av, ov;
-    if (nj == 8) {
-      av = ld.a8(b0);
-      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
-    } else {
-      alignas(32) float at[8] = {0}, ot[8] = {0};
-      for (int j = 0; j < nj; ++j) {
-        at[j] = ld.a1(b0 + j);
-        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
-      }
-      av = _mm256_load_ps(at);
-      ov = _mm256_load_ps(ot);
-    }
+    scales8(ld, b0, nj, av, ov);
     __m256 sc[4];
     for (int i = 0; i < 4; ++i) {
       sc[i] = _mm256_mul_ps(av, _mm256_loadu_ps(x[i].d + b0));
@@ -282,18 +278,7 @@ void gemv_x32_pair(const L& ld, int64_t nb, const XQRow* x, float* out) {
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
     const int nj = (int)std::min<int64_t>(8, nb - b0);
     __m256 av, ov;
-    if (nj == 8) {
-      av = ld.a8(b0);
-      ov = L::kOff ? ld.off8(b0, av) : _mm256_setzero_ps();
-    } else {
-      alignas(32) float at[8] = {0}, ot[8] = {0};
-      for (int j = 0; j < nj; ++j) {
-        at[j] = ld.a1(b0 + j);
-        ot[j] = L::kOff ? ld.off1(b0 + j, at[j]) : 0.f;
-      }
-      av = _mm256_load_ps(at);
-      ov = _mm256_load_ps(ot);
-    }
+    scales8(ld, b0, nj, av, ov);
     _mm256_store_ps(scale, _mm256_mul_ps(av, _mm256_loadu_ps(x[1].d + b0)));   // a * d1 / 256
     if (L::kOff)
       accb = _mm256_fmadd_ps(ov, _mm256_add_ps(_mm256_loadu_ps(x[0].s + b0), _mm256_loadu_ps(x[1].s + b0)), accb);
