@@ -154,11 +154,18 @@ class QTensor:
     def cpu_call(self):
         """(_C function, weight arguments) for pyquant.kernels.cpu.matmul.linear_into, or None when
         this weight takes the fallback path; built once (raw pointers of this QTensor's tensors)."""
-        if self._kernel is ...:
+        key = self._storage_key()
+        if self._kernel is ... or self._kernel[0] != key:
+            # first use, or a tensor's storage changed in place (qt.data.set_(...), resize_): the
+            # raw pointers of the old call would read freed memory
             from .kernels.cpu.matmul import cpu_call_for
 
-            object.__setattr__(self, "_kernel", cpu_call_for(self))
-        return self._kernel
+            object.__setattr__(self, "_kernel", (key, cpu_call_for(self)))
+        return self._kernel[1]
+
+    def _storage_key(self) -> tuple:
+        return tuple((t.data_ptr(), t.nbytes) if t is not None else None
+                     for t in (self.data, self.scales, self.mins))
 
     # ---- conversions --------------------------------------------------------------------------
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:

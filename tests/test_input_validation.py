@@ -156,3 +156,22 @@ def test_info_on_wrong_typed_metadata(tmp_path, forge):
                 assert any(key in p for p in info["model"].get("problems", [])), info["model"]
         elif named:
             assert f"metadata problem: {key}" in out.stdout, out.stdout
+
+
+def test_weight_storage_replaced_in_place():
+    """qt.data.set_(...) after a CPU matmul: the cached kernel arguments (raw pointers) are rebuilt,
+    not reused (they read the old storage: values up to 57 where 0 was right)."""
+    import torch
+
+    w = torch.randn(64, 256)
+    qt = pyquant.QTensor.quantize(w, "Q8_0")
+    x = torch.randn(1, 256)
+    before = pyquant.qmatmul(x, qt)
+    from pyquant.kernels.cpu.matmul import linear_into
+
+    out = torch.empty(1, 64)
+    linear_into(x, qt, out)
+    assert torch.allclose(out, before)
+    qt.data.set_(torch.zeros_like(qt.data))               # same tensor object, new storage: all-zero blocks
+    linear_into(x, qt, out)
+    assert torch.equal(out, torch.zeros(1, 64))
