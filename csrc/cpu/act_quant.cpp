@@ -1,5 +1,6 @@
 // Portable activation quantizer (see act_quant.h for the format and its error).
 #include "cpu/act_quant.h"
+#include "cpu/matmul_internal.h"
 
 #include <cmath>
 
@@ -52,6 +53,18 @@ void quant_residual(const float* x, int64_t k, int64_t kp, bool x256, const int8
     d2[b] = db * (1.0f / 256.0f);   // exact (a power of two), NaN / inf carried along
     if (!x256) s2[b] = d2[b] * (float)sum;
   }
+}
+
+void quant_activation(QuantRowFn quant, const float* x, int64_t k, int64_t kp, bool x256, bool comp,
+                      int8_t* q, float* d, float* s, int16_t* bsum, XQRow* rows) {
+  quant(x, k, kp, q, d, s, bsum);
+  rows[0] = {q, d, s, bsum};
+  if (!comp) return;
+  int8_t* q2 = q + kp;
+  float *d2 = d + kp / 32, *s2 = s + kp / 32;
+  int16_t* b2 = bsum + kp / 16;
+  quant_residual(x, k, kp, x256, q, d, q2, d2, s2, b2);
+  rows[1] = {q2, d2, s2, b2};
 }
 
 void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t*) {

@@ -257,16 +257,13 @@ class Decoder {
     const HeldBuffer wb = hold(owners_, weight, which + " norm", false);
     const uintptr_t ptr = reinterpret_cast<uintptr_t>(wb.ptr);
     const int64_t nbytes = wb.nbytes;
-    if (which == "q" || which == "k") {
+    // the optional per-layer norms, each a pair per layer: QK-norm [head_dim], post-norms [d]
+    const bool qk = which == "q" || which == "k", post = which == "attn_post" || which == "ffn_post";
+    if (qk || post) {
       PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
-      PQ_CHECK(ptr != 0 && nbytes >= 4 * hd_, "LlmDecoder: ", which, " norm weight too small");
-      qk_norms_[(size_t)(2 * layer + (which == "k"))] = reinterpret_cast<const float*>(ptr);
-      return;
-    }
-    if (which == "attn_post" || which == "ffn_post") {
-      PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
-      PQ_CHECK(ptr != 0 && nbytes >= 4 * d_, "LlmDecoder: ", which, " norm weight too small");
-      post_norms_[(size_t)(2 * layer + (which == "ffn_post"))] = reinterpret_cast<const float*>(ptr);
+      PQ_CHECK(ptr != 0 && nbytes >= 4 * (qk ? hd_ : d_), "LlmDecoder: ", which, " norm weight too small");
+      std::vector<const float*>& table = qk ? qk_norms_ : post_norms_;
+      table[(size_t)(2 * layer + (which == "k" || which == "ffn_post"))] = reinterpret_cast<const float*>(ptr);
       return;
     }
     int64_t i;
@@ -476,14 +473,11 @@ class Decoder {
              "], the model needs [", n, ", ", k, "]");
   }
 
-  void rms_norm(const Vec& v, const float* x, const float* w, float* out) const {
-    const double ms = v.sumsq(x, d_) / (double)d_;
-    v.scale_mul(x, (float)(1.0 / std::sqrt(ms + eps_)), w, out, d_);
-  }
-  // In place over one head of head_dim values (QK-norm).
-  void head_norm(const Vec& v, float* x, const float* w) const {
-    const double ms = v.sumsq(x, hd_) / (double)hd_;
-    v.scale_mul(x, (float)(1.0 / std::sqrt(ms + eps_)), w, x, hd_);
+  // out = x * w / sqrt(mean(x^2) + eps) over n values (d_model: the block's norms; head_dim: QK-norm,
+  // in place); out may be x.
+  void rms_norm(const Vec& v, const float* x, const float* w, float* out, int64_t n) const {
+    const double ms = v.sumsq(x, n) / (double)n;
+    v.scale_mul(x, (float)(1.0 / std::sqrt(ms + eps_)), w, out, n);
   }
 
   // Adjacent pairs (x[2i], x[2i+1]) of the first rope_dim values of each head rotate by the
@@ -556,16 +550,8 @@ class Decoder {
       if (have[kind]) continue;
       have[kind] = true;
       ActQ& a = actq_[kind];
-      const mm::QuantRowFn quant = kind ? kern.quant_x256 : kern.quant_x32;
-      for (int j = 0; j < (comp_ ? 2 : 1); ++j) {
-        int8_t* q = a.q.data() + j * kp;
-        float* d = a.d.data() + j * kp / 32;
-        float* sm = a.s.data() + j * kp / 32;
-        int16_t* bs = a.bs.data() + j * kp / 16;
-        if (j == 0) quant(x, s.k, kp, q, d, sm, bs);
-        else mm::quant_residual(x, s.k, kp, kind, a.row[0].q, a.row[0].d, q, d, sm, bs);
-        a.row[j] = XQRow{q, d, sm, bs};
-      }
+      mm::quant_activation(kind ? kern.quant_x256 : kern.quant_x32, x, s.k, kp, kind, comp_, a.q.data(),
+                           a.d.data(), a.s.data(), a.bs.data(), a.row);
     }
   }
 
@@ -643,16 +629,16 @@ class Decoder {
       for (int64_t i = 0; i < d_; ++i) x_[i] *= embed_scale_;   // seen by the others after the first barrier
     for (int64_t l = 0; l < L_; ++l) {
       if (t0) {
-        rms_norm(v, x_, norms_[(size_t)(2 * l)], h_.data());
+        rms_norm(v, x_, norms_[(size_t)(2 * l)], h_.data(), d_);
         tock(kNorm);
       }
       gemv(slots_[(size_t)(4 * l)], h_.data(), qkv_.data(), nullptr, tid, nt);
       if (t0) {
         tock(kQKV);
         if (const float* qn = qk_norms_[(size_t)(2 * l)])
-          for (int64_t h = 0; h < H_; ++h) head_norm(v, qkv_.data() + h * hd_, qn);
+          for (int64_t h = 0; h < H_; ++h) rms_norm(v, qkv_.data() + h * hd_, qn, qkv_.data() + h * hd_, hd_);
         if (const float* kn = qk_norms_[(size_t)(2 * l + 1)])
-          for (int64_t h = 0; h < Hkv_; ++h) head_norm(v, qkv_.data() + qd_ + h * hd_, kn);
+          for (int64_t h = 0; h < Hkv_; ++h) rms_norm(v, qkv_.data() + qd_ + h * hd_, kn, qkv_.data() + qd_ + h * hd_, hd_);
         const float* table = layer_local_[(size_t)l] && rope_local_ ? rope_local_ : rope_;
         rope(qkv_.data(), H_ + Hkv_, pos, table);  // Q heads then K heads: adjacent in the QKV output
         float* K = kv_ + l * 2 * Hkv_ * T_ * hd_;
@@ -677,7 +663,7 @@ class Decoder {
       }
       if (t0) {
         tock(kWo);
-        rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data());
+        rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data(), d_);
         tock(kNorm);
       }
       gemv(slots_[(size_t)(4 * l + 2)], h_.data(), gu_.data(), nullptr, tid, nt);
@@ -696,7 +682,7 @@ class Decoder {
       if (t0) tock(kDown);
     }
     if (t0) {
-      rms_norm(v, x_, norms_[(size_t)(2 * L_)], h_.data());
+      rms_norm(v, x_, norms_[(size_t)(2 * L_)], h_.data(), d_);
       tock(kNorm);
     }
     gemv(slots_[(size_t)(4 * L_)], h_.data(), logits_, nullptr, tid, nt);
@@ -709,7 +695,7 @@ class Decoder {
 
   // out = base + rms_norm(y) * w (y normed in place): a post-normed sublayer's residual add.
   void add_normed(const Vec& v, const float* base, float* y, const float* w, float* out) const {
-    rms_norm(v, y, w, y);
+    rms_norm(v, y, w, y, d_);
     for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
   }
 

@@ -217,16 +217,9 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
     const QuantRowFn quant = x256 ? kern.quant_x256 : kern.quant_x32;
     parallel_for(c.m, 1, c.nthreads, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        for (int pass = 0; pass < (comp ? 2 : 1); ++pass) {
-          const int64_t j = comp ? 2 * i + pass : i;
-          int8_t* qj = q.data() + j * kp;
-          float* dj = d.data() + j * kp / 32;
-          float* sj = s.data() + j * kp / 32;
-          int16_t* bj = bs.data() + j * kp / 16;
-          if (pass == 0) quant(xf + i * c.k, c.k, kp, qj, dj, sj, bj);
-          else quant_residual(xf + i * c.k, c.k, kp, x256, rows[(size_t)j - 1].q, rows[(size_t)j - 1].d, qj, dj, sj, bj);
-          rows[(size_t)j] = {qj, dj, sj, bj};
-        }
+        const int64_t j = comp ? 2 * i : i;   // first of the row's 1 or 2 activation rows
+        quant_activation(quant, xf + i * c.k, c.k, kp, x256, comp, q.data() + j * kp, d.data() + j * kp / 32,
+                         s.data() + j * kp / 32, bs.data() + j * kp / 16, rows.data() + j);
       }
     });
   }
