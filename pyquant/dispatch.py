@@ -239,14 +239,15 @@ def _op_qtypes(op: str) -> list[qtypes.QType]:
             and not qtypes.info(t).activation_only and t != qtypes.QType.F64]
 
 
-def _op_of(qt) -> str:
+def op_for(qt) -> str:
+    """The matmul op of a weight format: int4_matmul, int8_matmul or gguf_matmul."""
     q = qtypes.qtype(qt)
     return "int4_matmul" if q is qtypes.QType.INT4 else "int8_matmul" if q is qtypes.QType.INT8 else "gguf_matmul"
 
 
 def linear_backend(qt, device_type: str, m: int) -> str:
     """Name of what `linear` runs for this weight, device and M: "cpu-direct" or a backend's name."""
-    name = choose(_op_of(qt), qt, device_type, m).name
+    name = choose(op_for(qt), qt, device_type, m).name
     return "cpu-direct" if name == "cpu" else name
 
 

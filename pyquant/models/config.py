@@ -91,26 +91,23 @@ def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConf
 def _positive_float(v, arch, key, path) -> float:
     """A finite number > 0 (RoPE base and scaling factor: 0, negative or NaN made every logit NaN
     or was silently read as 1.0)."""
+    return _finite(v, arch, key, path, strict=True)
+
+
+def _non_negative(v, arch, key, path) -> float:
+    return _finite(v if v is not None else 0.0, arch, key, path, strict=False)
+
+
+def _finite(v, arch, key, path, strict: bool) -> float:
+    """float(v), finite and > 0 (strict) or >= 0, else a FormatError naming the key and the file."""
     import math
 
     try:
         f = float(v)
     except (TypeError, ValueError):
         raise FormatError(path, f"'{arch}.{key}' = {v!r} is not a number") from None
-    if not (math.isfinite(f) and f > 0):
-        raise FormatError(path, f"'{arch}.{key}' = {f} must be finite and > 0")
-    return f
-
-
-def _non_negative(v, arch, key, path) -> float:
-    import math
-
-    try:
-        f = float(v or 0.0)
-    except (TypeError, ValueError):
-        raise FormatError(path, f"'{arch}.{key}' = {v!r} is not a number") from None
-    if not (math.isfinite(f) and f >= 0):
-        raise FormatError(path, f"'{arch}.{key}' = {f} must be finite and >= 0")
+    if not (math.isfinite(f) and (f > 0 if strict else f >= 0)):
+        raise FormatError(path, f"'{arch}.{key}' = {f} must be finite and {'>' if strict else '>='} 0")
     return f
 
 

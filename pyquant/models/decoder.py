@@ -279,8 +279,6 @@ class DecoderModel:
 
     def explain(self, prompt_tokens: int = 64) -> str:
         """Which path and which kernel run each phase of prefill and of a decode step, and why."""
-        from collections import OrderedDict
-
         from .._ext import _C
         from ..kernels.cpu.matmul import linear_path
 
@@ -296,22 +294,20 @@ class DecoderModel:
         else:
             lines.append(f"decode step: python (the model's forward, one token at a time): {st.native_reason}")
         lines.append(f"prefill of {prompt_tokens} tokens: torch attention/norms, one matmul per linear")
-        # linears grouped by (role, type, shape): one line each
-        groups: OrderedDict = OrderedDict()
+        # linears grouped by (role, type, shape): one line each, with how many layers have it
+        seen: dict = {}
+
+        def add(role, lin):
+            key = (role, lin.qt.qtype.name, lin.out_features, lin.in_features)
+            seen.setdefault(key, [0, lin])[0] += 1
+
         for L in self.layers:
             for role, lins in (("attn_qkv", L.qkv), ("attn_output", [L.wo]), ("ffn_gate_up", L.gate_up),
                                ("ffn_down", [L.down])):
                 for lin in lins:
-                    groups.setdefault((role, lin), None)
-        per_role: OrderedDict = OrderedDict()
-        for role, lin in groups:
-            key = (role, lin.qt.qtype.name, lin.out_features, lin.in_features)
-            per_role[key] = per_role.get(key, 0) + 1
-        per_role[("output", self.output.qt.qtype.name, self.output.out_features, self.output.in_features)] = 1
-        lookup = {(r, lin.qt.qtype.name, lin.out_features, lin.in_features): lin for r, lin in groups}
-        lookup[("output", self.output.qt.qtype.name, self.output.out_features, self.output.in_features)] = self.output
-        for (role, tname, n, k), count in per_role.items():
-            lin = lookup[(role, tname, n, k)]
+                    add(role, lin)
+        add("output", self.output)
+        for (role, tname, n, k), (count, lin) in seen.items():
             lines.append(f"  {role:12s} x{count:<3d} {tname:5s} [{n}x{k}]")
             lines.append(f"      step:    {linear_path(lin, 1)}")
             lines.append(f"      prefill: {linear_path(lin, prompt_tokens)}")

@@ -103,32 +103,6 @@ def build_native(st: TokenStep):
     kv = m.cache.kv
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
         return None, "the KV cache or RoPE table is not contiguous float32"
-    linears = [("output", -1, [m.output])]
-    for i, L in enumerate(m.layers):
-        linears += [("qkv", i, L.qkv), ("wo", i, [L.wo]), ("gate_up", i, L.gate_up), ("down", i, [L.down])]
-    args = []
-    for slot, i, lins in linears:
-        for lin in lins:
-            fmt = {}   # int4 / int8: their scales (and mins, group size) go with the packed rows
-            if lin.dense is not None:
-                w, qtype = lin.dense, 0
-                if w.dtype != torch.float32 or not w.is_contiguous():
-                    return None, f"{lin.name}: float weight not contiguous float32"
-            else:
-                qt = lin.qt
-                w, qtype = qt.data, int(qt.qtype)
-                if w.device.type != "cpu" or not w.is_contiguous():
-                    return None, f"{lin.name}: weight not a contiguous CPU tensor"
-                if qt.scales is not None:
-                    fmt["scales"] = qt.scales
-                if qt.mins is not None:
-                    fmt["mins"] = qt.mins
-                if qt.group_size:
-                    fmt["group_size"] = qt.group_size
-            b = lin.bias
-            if b is not None:
-                b = b.contiguous().to(torch.float32)
-            args.append((slot, i, qtype, w, lin.out_features, lin.in_features, b, fmt))
     dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
     # the named options of the block (decoder.py), each mirrored by the executor
@@ -141,27 +115,39 @@ def build_native(st: TokenStep):
         dec.set_sliding_window(cfg.sliding_window)
     for i, L in enumerate(m.layers):
         dec.set_layer(i, L.window, L.local)
+
     # Every tensor goes in as a buffer (tensor.numpy(): same memory); the decoder holds a reference
     # to each for its own lifetime and takes sizes from the buffers themselves.
     def buf(t):
         return t.contiguous().to(torch.float32).numpy() if t.is_floating_point() else t.contiguous().numpy()
 
+    linears = [("output", -1, [m.output])]
+    for i, L in enumerate(m.layers):
+        linears += [("qkv", i, L.qkv), ("wo", i, [L.wo]), ("gate_up", i, L.gate_up), ("down", i, [L.down])]
     try:
-        for slot, i, qtype, w, n, k, b, fmt in args:
-            extra = {f: buf(v) if isinstance(v, torch.Tensor) else v for f, v in fmt.items()}
-            dec.add_linear(slot, i, qtype, buf(w), n, k, None if b is None else buf(b), **extra)
+        for slot, i, lins in linears:
+            for lin in lins:
+                bias = None if lin.bias is None else buf(lin.bias)
+                if lin.dense is not None:       # float weights: float32 rows, type F32
+                    dec.add_linear(slot, i, 0, buf(lin.dense), lin.out_features, lin.in_features, bias)
+                    continue
+                qt = lin.qt
+                if qt.data.device.type != "cpu":
+                    return None, f"{lin.name}: weight not on the CPU"
+                # int4 / int8: their scales (and mins, group size) go with the packed rows
+                fmt = {f: buf(getattr(qt, f)) for f in ("scales", "mins") if getattr(qt, f) is not None}
+                dec.add_linear(slot, i, int(qt.qtype), buf(qt.data), lin.out_features, lin.in_features, bias,
+                               group_size=qt.group_size or 0, **fmt)
         dec.set_norm("output", -1, buf(m.output_norm))
         for i, L in enumerate(m.layers):
             dec.set_norm("attn", i, buf(L.attn_norm))
             dec.set_norm("ffn", i, buf(L.ffn_norm))
-            for which, t in (("q", L.q_norm), ("k", L.k_norm)):
-                if t is not None:
-                    dec.set_norm(which, i, buf(t))
-            for which, t in (("attn_post", L.attn_post_norm), ("ffn_post", L.ffn_post_norm)):
+            for which, t in (("q", L.q_norm), ("k", L.k_norm), ("attn_post", L.attn_post_norm),
+                             ("ffn_post", L.ffn_post_norm)):
                 if t is not None:
                     dec.set_norm(which, i, buf(t))
         if m.rope_local is not m.rope:
-            dec.set_local_rope(m.rope_local.contiguous().numpy())
+            dec.set_local_rope(buf(m.rope_local))
         dec.set_buffers(kv.numpy(), m.rope.numpy(), st.x.numpy(), st.logits.numpy())
         dec.finalize(0)
     except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)

@@ -2,6 +2,7 @@
 (GEMV path) until max_new_tokens, an end-of-generation token or a stop string."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -45,39 +46,31 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: 
     stats.prompt_tokens = n_prompt
     for t in prompt_ids:
         sampler.accept(t)
-    lock = getattr(model, "lock", None)
-    if lock is not None:     # released in the finally below (or when an abandoned stream is closed)
-        lock.acquire()
-    t0 = time.perf_counter()
-    try:
+    # the whole generation holds the model's lock (released when the generator ends or is closed)
+    with getattr(model, "lock", None) or contextlib.nullcontext():
+        t0 = time.perf_counter()
         logits = model.forward(prompt_ids, start_pos)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    stats.prefill_s = time.perf_counter() - t0
-    pos = start_pos + n_prompt
-    t0 = time.perf_counter()
-    try:
-        for i in range(max_new_tokens):
-            token = sampler(logits)
-            if model.tokenizer.is_eog(token):
-                stats.stop_reason = "eog"
-                return
-            stats.generated_tokens += 1
-            stats.tokens.append(token)
-            sampler.accept(token)
-            yield token
-            if i + 1 == max_new_tokens:
-                break
-            logits = model.decode_step(token, pos)
-            pos += 1
-        # "length": the requested number of tokens; "context": the KV cache (max_seq_len) is full
-        stats.stop_reason = "context" if context_bound else "length"
-    finally:
-        stats.decode_s = time.perf_counter() - t0
-        if lock is not None:
-            lock.release()
+        stats.prefill_s = time.perf_counter() - t0
+        pos = start_pos + n_prompt
+        t0 = time.perf_counter()
+        try:
+            for i in range(max_new_tokens):
+                token = sampler(logits)
+                if model.tokenizer.is_eog(token):
+                    stats.stop_reason = "eog"
+                    return
+                stats.generated_tokens += 1
+                stats.tokens.append(token)
+                sampler.accept(token)
+                yield token
+                if i + 1 == max_new_tokens:
+                    break
+                logits = model.decode_step(token, pos)
+                pos += 1
+            # "length": the requested number of tokens; "context": the KV cache (max_seq_len) is full
+            stats.stop_reason = "context" if context_bound else "length"
+        finally:
+            stats.decode_s = time.perf_counter() - t0
 
 
 def stream_text(model, token_iter, stop: list[str] | None = None, stats=None):

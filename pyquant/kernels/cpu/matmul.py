@@ -227,16 +227,13 @@ def _fallback(x2d, qt, bias):
 
 def linear_path(lin, m: int) -> str:
     """What a model Linear (pyquant.models.weights.Linear) runs for m rows on the CPU, and why."""
-    from ...dispatch import choose, linear_backend
+    from ...dispatch import choose, linear_backend, op_for
 
     if lin.dense is not None:
         return f"torch float32 matmul ({lin.qt.qtype.name} weights kept as float)"
     qt = lin.qt.qtype
-    who = linear_backend(qt, "cpu", m)
+    op, who = op_for(qt), linear_backend(qt, "cpu", m)
     if who != "cpu-direct":
-        op = "int4_matmul" if qt == QType.INT4 else "int8_matmul" if qt == QType.INT8 else "gguf_matmul"
-        ok, why = choose(op, qt, "cpu", m).check(op, qt, m)
-        return f"{who}: {why}"
-    op = "int4_matmul" if qt == QType.INT4 else "int8_matmul" if qt == QType.INT8 else "gguf_matmul"
+        return f"{who}: {choose(op, qt, 'cpu', m).check(op, qt, m)[1]}"
     path = _fused_path(op, qt, m)
     return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.decode to float32, then torch matmul)")
