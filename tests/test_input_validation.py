@@ -17,6 +17,25 @@ from pyquant.runtime.sampling import Sampler
 from test_model import _write_tiny_model
 
 
+def _forged(tmp_path, fields: dict):
+    """bad.gguf: a tiny llama whose metadata `fields` are replaced (or added) with the given values."""
+    from pyquant.formats.gguf import GGUFWriter
+
+    src = _write_tiny_model(tmp_path / "ok.gguf", "llama", biases=False, tied=True)
+    bad = tmp_path / "bad.gguf"
+    with GGUFReader(src) as r:
+        w = GGUFWriter(bad)
+        for k, f in r.fields.items():
+            if k not in fields:
+                w.add_field(k, f)
+        for k, v in fields.items():
+            w.add_field(k, v)
+        for t in r.tensors.values():
+            w.add_tensor(t.name, t.bytes(), t.qtype, t.shape)
+        w.write()
+    return bad
+
+
 def test_fifo_and_directory_are_refused_not_blocked(tmp_path):
     fifo = tmp_path / "model.gguf"
     os.mkfifo(fifo)
@@ -35,19 +54,7 @@ def test_fifo_and_directory_are_refused_not_blocked(tmp_path):
     ("attention.sliding_window", -3, "sliding_window' = -3 must be >= 0"),
 ])
 def test_bad_hyper_parameters_name_key_and_file(tmp_path, key, value, match):
-    from pyquant.formats.gguf import GGUFWriter
-
-    src = _write_tiny_model(tmp_path / "ok.gguf", "llama", biases=False, tied=True)
-    bad = tmp_path / "bad.gguf"
-    with GGUFReader(src) as r:
-        w = GGUFWriter(bad)
-        for k, f in r.fields.items():
-            if k != f"llama.{key}":
-                w.add_field(k, f)
-        w.add_field(f"llama.{key}", value)
-        for t in r.tensors.values():
-            w.add_tensor(t.name, t.bytes(), t.qtype, t.shape)
-        w.write()
+    bad = _forged(tmp_path, {f"llama.{key}": value})
     with pytest.raises(FormatError, match=match) as e:
         pyquant.load(bad)
     assert "bad.gguf" in str(e.value)
@@ -129,20 +136,7 @@ def test_info_on_wrong_typed_metadata(tmp_path, forge):
     """`pyquant info` (text and --json) on forged metadata: exit 0, the problem named, strict JSON."""
     import json
 
-    from pyquant.formats.gguf import GGUFWriter
-
-    src = _write_tiny_model(tmp_path / "ok.gguf", "llama", biases=False, tied=True)
-    bad = tmp_path / "bad.gguf"
-    with GGUFReader(src) as r:
-        w = GGUFWriter(bad)
-        for k, f in r.fields.items():
-            if k not in forge:
-                w.add_field(k, f)
-        for k, v in forge.items():
-            w.add_field(k, v)
-        for t in r.tensors.values():
-            w.add_tensor(t.name, t.bytes(), t.qtype, t.shape)
-        w.write()
+    bad = _forged(tmp_path, forge)
     key = next(iter(forge)).split(".", 1)[1] if next(iter(forge)).startswith("llama.") else next(iter(forge))
     named = key not in ("general.name",) and forge != {"llama.block_count": 2 ** 29}   # 2^29 is a count: no problem, just no 4 GB
     for extra in ([], ["--json"]):
