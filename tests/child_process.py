@@ -22,3 +22,11 @@ def child_env(**extra):
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
     return env
+
+
+def run_pyquant(*args, stdin=None, timeout=300):
+    """`python -m pyquant ARGS` in a child (the same pyquant as this process), output captured."""
+    import subprocess
+
+    return subprocess.run(child_python("-m", "pyquant", *args), capture_output=True, text=True, input=stdin,
+                          timeout=timeout, env=child_env())

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from child_process import child_env, child_python
+from child_process import run_pyquant
 
 DATA = Path(__file__).parent / "data"
 
 
-def _pyquant(*args, stdin=None):
-    return subprocess.run(child_python("-m", "pyquant", *args), capture_output=True, text=True,
-                          input=stdin, timeout=300, env=child_env())
+_pyquant = run_pyquant
 
 
 def test_run_capital_of_france(smollm2_path):

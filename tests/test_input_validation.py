@@ -4,11 +4,10 @@ CLI's numeric flags (one usage line, exit 2, no traceback)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import warnings
 
 import pytest
-from child_process import child_env, child_python
+from child_process import run_pyquant
 
 import pyquant
 from pyquant.errors import FormatError, GGUFError, PyquantError
@@ -96,8 +95,7 @@ def test_sampler_arguments(kw):
     ["kernels", "--op", "nope"],
 ])
 def test_cli_numbers_are_usage_errors(argv):
-    out = subprocess.run(child_python("-m", "pyquant", *argv), capture_output=True, text=True, timeout=120,
-                         env=child_env())
+    out = run_pyquant(*argv, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "invalid" in out.stderr.splitlines()[-1], out.stderr
 
@@ -108,8 +106,7 @@ def test_quantize_destination_checked_before_work(tmp_path):
     src = _write_tiny_model(tmp_path / "m.gguf", "llama", biases=False, tied=True)
 
     def run(out):
-        return subprocess.run(child_python("-m", "pyquant", "quantize", str(src), str(out), "Q8_0", "-q"),
-                              capture_output=True, text=True, timeout=120, env=child_env())
+        return run_pyquant("quantize", str(src), str(out), "Q8_0", "-q", timeout=120)
 
     r = run(tmp_path / "nosuch" / "o.gguf")
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -140,8 +137,7 @@ def test_info_on_wrong_typed_metadata(tmp_path, forge):
     key = next(iter(forge)).split(".", 1)[1] if next(iter(forge)).startswith("llama.") else next(iter(forge))
     named = key not in ("general.name",) and forge != {"llama.block_count": 2 ** 29}   # 2^29 is a count: no problem, just no 4 GB
     for extra in ([], ["--json"]):
-        out = subprocess.run(child_python("-m", "pyquant", "info", str(bad), *extra), capture_output=True,
-                             text=True, timeout=60, env=child_env())
+        out = run_pyquant("info", str(bad), *extra, timeout=60)
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
         if extra:
             info = json.loads(out.stdout)      # strict: NaN would not parse as JSON elsewhere

@@ -3,12 +3,11 @@ the discoverability of the Python API. Subprocesses run the CLI as a user does."
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from child_process import child_env, child_python
+from child_process import run_pyquant
 
 import pyquant
 from pyquant.runtime.sampling import DEFAULTS, Sampler
@@ -17,9 +16,7 @@ DATA = Path(__file__).parent / "data"
 README_PROMPT = "The capital of France is"
 
 
-def _pyquant(*args, stdin=None):
-    return subprocess.run(child_python("-m", "pyquant", *args), capture_output=True, text=True,
-                          input=stdin, timeout=300, env=child_env())
+_pyquant = run_pyquant
 
 
 def _one_line_error(out, *needles):
