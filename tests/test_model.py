@@ -313,21 +313,18 @@ def test_generic_int4_int8_weights_in_every_path(tmp_path, monkeypatch, fmt, flo
     """A model whose linears hold pyquant's int4 (group 32, AWQ semantics) or int8 weights: QKV and
     gate/up fuse (their scales and mins row-stacked with the rows), the C++ step takes them (no
     fallback), and step, forward and the float reference of the same int4/int8 weights agree."""
-    from pyquant.models import weights as W
+    from pyquant.formats.gguf.source import GGUFSource
     from pyquant.qtensor import QTensor
 
-    real = W.load_qtensor
+    real = GGUFSource.qtensor
 
-    def as_fmt(reader, name, shape):
-        qt = real(reader, name, shape)
+    def as_fmt(self, name, shape):
+        qt = real(self, name, shape)
         if name == "token_embd.weight" or len(shape) != 2:
             return qt
         return QTensor.quantize(qt.dequantize(torch.float32), fmt, group_size=32)
 
-    monkeypatch.setattr(W, "load_qtensor", as_fmt)
-    import pyquant.models.decoder as D
-
-    monkeypatch.setattr(D, "load_qtensor", as_fmt)
+    monkeypatch.setattr(GGUFSource, "qtensor", as_fmt)
     path = _write_tiny_model(tmp_path / "llama.gguf", "llama", biases=False, tied=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

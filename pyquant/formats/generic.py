@@ -102,11 +102,17 @@ def repack_int4(stored: Int4Stored) -> Int4Packed:
         raise UnsupportedQTypeError(
             f"int4: scales {tuple(scales.shape)} / zeros {tuple(zeros.shape)} do not match "
             f"q {tuple(q.shape)} with group_size {gs} (expected {(n, k // gs)})")
-    codes = q.to(torch.uint8).reshape(n, k // 32, 2, 16)
-    qweight = (codes[:, :, 0, :] & 0x0F) | ((codes[:, :, 1, :] & 0x0F) << 4)
     scales32 = scales.to(torch.float32).contiguous()
     mins = (-zeros.to(torch.float32) * scales32).contiguous()
-    return Int4Packed(qweight.reshape(n, k // 2).contiguous(), scales32, mins, gs)
+    return Int4Packed(pack_int4_codes(q), scales32, mins, gs)
+
+
+def pack_int4_codes(q: torch.Tensor) -> torch.Tensor:
+    """Codes uint8 [N, K] (0..15, K % 32 == 0) -> kernel-layout qweight uint8 [N, K/2]."""
+    n, k = q.shape
+    codes = q.to(torch.uint8).reshape(n, k // 32, 2, 16)
+    qweight = (codes[:, :, 0, :] & 0x0F) | ((codes[:, :, 1, :] & 0x0F) << 4)
+    return qweight.reshape(n, k // 2).contiguous()
 
 
 def unpack_int4_codes(qweight: torch.Tensor) -> torch.Tensor:

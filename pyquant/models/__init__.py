@@ -31,34 +31,44 @@ def _import_families():
         importlib.import_module(f"{arch.__name__}.{info.name}")
 
 
-def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None = None):
-    """Load a GGUF model (a path, or an alias such as "smollm2") with weights kept quantized and
-    memory-mapped. Returns a DecoderModel: .generate(), .forward(), .tokenizer, .config."""
+def open_source(path):
+    """The weight source of a checkpoint: a GGUF file, or a model directory (AWQ / compressed-tensors
+    int4, or float safetensors). Each format's reader lives in pyquant/formats/<format>/."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        from ..formats.hf.source import DirectorySource
+
+        return DirectorySource(path)
     from ..formats.gguf import GGUFReader
+    from ..formats.gguf.source import GGUFSource
+
+    return GGUFSource(GGUFReader(path))
+
+
+def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None = None):
+    """Load a model: a GGUF file, an AWQ / compressed-tensors int4 or float safetensors directory
+    (Hugging Face layout), or an alias such as "smollm2", with weights kept quantized. Returns a
+    DecoderModel: .generate(), .forward(), .tokenizer, .config."""
     from ..hub import resolve
-    from ..runtime.tokenizer import Tokenizer
 
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise PyquantError(f"threads must be a positive integer, got {threads!r}")
         set_threads(threads)
     path = resolve(path_or_alias)
-    reader = GGUFReader(path)
-    arch = reader.metadata.get("general.architecture")
+    source = open_source(path)
+    arch = source.architecture
     _import_families()
     cls = ARCHITECTURES.get(arch)
-    if cls is None:
-        reader.close()
-        raise FormatError(path, f"general.architecture = {arch!r} is not supported "
-                                f"(supported: {', '.join(sorted(ARCHITECTURES))})")
     try:
-        tokenizer = Tokenizer.from_gguf(reader.metadata, path)
-        model = cls(reader, tokenizer, max_seq_len=max_seq_len)
+        if cls is None:
+            raise FormatError(path, f"general.architecture = {arch!r} is not supported "
+                                    f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+        model = cls(source, source.tokenizer(), max_seq_len=max_seq_len)
     finally:
-        # The weight tensors hold their own exports of the mmap, so the mapping outlives the reader;
-        # closing it frees the parsed metadata (tokens, merges: ~11 MB for SmolLM2).
-        reader.close()
-    del reader
+        source.close()
+    del source
     trim_heap()
     return model
 

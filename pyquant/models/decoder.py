@@ -20,7 +20,7 @@ from ..errors import PyquantError
 from ..runtime.kv_cache import KVCache
 from .config import read_config
 from .rope import apply_rope_, neox_to_normal_rows, rope_table
-from .weights import Embedding, Linear, float_vector, fused_linear, load_qtensor
+from .weights import Embedding, Linear, fused_linear
 
 
 @dataclass
@@ -77,24 +77,28 @@ class DecoderModel:
     local_rope_base = None  # RoPE base of the sliding-window layers (None: the model's rope.freq_base)
     mlp_act = "silu"        # the gated MLP's activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU, tanh approximation)
 
-    def __init__(self, reader, tokenizer, max_seq_len: int | None = None):
-        self.path = reader.path
+    def __init__(self, source, tokenizer, max_seq_len: int | None = None):
+        """source: where the weights and hyper-parameters come from, in GGUF names whatever the
+        format (pyquant/formats/gguf/source.py describes the interface); tokenizer: its Tokenizer."""
+        self.path = source.path
         self.tokenizer = tokenizer
-        cfg = self.config = read_config(reader.metadata, reader.architecture, tokenizer.n_vocab, reader.path)
+        cfg = self.config = read_config(source.metadata, source.architecture, tokenizer.n_vocab, source.path)
         if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
                                         or max_seq_len <= 0):
             raise PyquantError(f"max_seq_len must be a positive integer (or None: min(context, 4096)), "
                                f"got {max_seq_len!r}")
         self.max_seq_len = min(cfg.context_length, max_seq_len or 4096)
-        self.embed = Embedding(load_qtensor(reader, "token_embd.weight", (cfg.vocab_size, cfg.d_model)))
-        self.layers = [self._load_layer(reader, i) for i in range(cfg.n_layers)]
-        self.output_norm = float_vector(reader, "output_norm.weight", cfg.d_model)
+        # a source may hold Q/K rows in another RoPE order than the family's GGUF files (HF: "neox")
+        self.qk_row_order = source.rope_style or self.rope_style
+        self.embed = Embedding(source.qtensor("token_embd.weight", (cfg.vocab_size, cfg.d_model)))
+        self.layers = [self._load_layer(source, i) for i in range(cfg.n_layers)]
+        self.output_norm = source.vector("output_norm.weight", cfg.d_model)
         # No output.weight: the output projection is tied to the token embedding.
-        out_name = "output.weight" if "output.weight" in reader.tensors else "token_embd.weight"
-        self.output = Linear(load_qtensor(reader, out_name, (cfg.vocab_size, cfg.d_model)), name=out_name)
+        out_name = "output.weight" if source.has("output.weight") else "token_embd.weight"
+        self.output = Linear(source.qtensor(out_name, (cfg.vocab_size, cfg.d_model)), name=out_name)
         factors = None
-        if "rope_freqs.weight" in reader.tensors:
-            factors = float_vector(reader, "rope_freqs.weight", cfg.rope_dim // 2)
+        if source.has("rope_freqs.weight"):
+            factors = source.vector("rope_freqs.weight", cfg.rope_dim // 2)
         self.rope = rope_table(self.max_seq_len, cfg.rope_dim, cfg.rope_base, cfg.rope_linear_scale, factors)
         self.rope_local = self.rope
         if self.local_rope_base is not None:
@@ -109,26 +113,26 @@ class DecoderModel:
         # thread's text equals a single-threaded run). Unserialized, two steps reset each other's
         # barriers mid-token: hangs and segfaults (issue #15).
         self.lock = threading.RLock()
-        self.packed_nbytes = pack_decode_weights(self)   # before TokenStep binds weight pointers
+        self.packed_nbytes = pack_decode_weights(self, source.release)   # before TokenStep binds pointers
         self._step = TokenStep(self)
 
     # ------------------------------------------------------------------ loading
     def _qk_row_perms(self):
-        """Q and K row permutations making this architecture's RoPE pairing adjacent (or None)."""
+        """Q and K row permutations making the stored rows' RoPE pairing adjacent (or None)."""
         cfg = self.config
-        if self.rope_style == "normal":
+        if self.qk_row_order == "normal":
             return None, None
-        if self.rope_style == "neox":
+        if self.qk_row_order == "neox":
             return (neox_to_normal_rows(cfg.n_heads, cfg.head_dim, cfg.rope_dim),
                     neox_to_normal_rows(cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim))
-        raise PyquantError(f"unknown rope_style {self.rope_style!r}")
+        raise PyquantError(f"unknown rope_style {self.qk_row_order!r}")
 
-    def _load_layer(self, reader, i: int) -> Layer:
+    def _load_layer(self, source, i: int) -> Layer:
         cfg, p = self.config, f"blk.{i}."
 
         def bias(name, n):
             full = p + name + ".bias"
-            return float_vector(reader, full, n) if full in reader.tensors else None
+            return source.vector(full, n) if source.has(full) else None
 
         d, qd, kvd, ff = cfg.d_model, cfg.q_dim, cfg.kv_dim, cfg.ffn_dim
         perm_q, perm_k = self._qk_row_perms()
@@ -136,31 +140,31 @@ class DecoderModel:
         if perm_q is not None:
             bq = bq[perm_q] if bq is not None else None
             bk = bk[perm_k] if bk is not None else None
-        qkv = fused_linear(reader, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"],
+        qkv = fused_linear(source, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"],
                            [(qd, d), (kvd, d), (kvd, d)], [bq, bk, bv], p + "attn_qkv",
                            row_perms=[perm_q, perm_k, None])
-        wo = Linear(load_qtensor(reader, p + "attn_output.weight", (d, qd)), bias("attn_output", d),
+        wo = Linear(source.qtensor(p + "attn_output.weight", (d, qd)), bias("attn_output", d),
                     p + "attn_output.weight")
-        gate_up = fused_linear(reader, [p + "ffn_gate.weight", p + "ffn_up.weight"], [(ff, d), (ff, d)],
+        gate_up = fused_linear(source, [p + "ffn_gate.weight", p + "ffn_up.weight"], [(ff, d), (ff, d)],
                                [bias("ffn_gate", ff), bias("ffn_up", ff)], p + "ffn_gate_up")
-        down = Linear(load_qtensor(reader, p + "ffn_down.weight", (d, ff)), bias("ffn_down", d),
+        down = Linear(source.qtensor(p + "ffn_down.weight", (d, ff)), bias("ffn_down", d),
                       p + "ffn_down.weight")
         q_norm = k_norm = None
         if self.qk_norm:
             # one [head_dim] weight shared by every head, in the head's (possibly permuted) row order
-            q_norm = float_vector(reader, p + "attn_q_norm.weight", cfg.head_dim)
-            k_norm = float_vector(reader, p + "attn_k_norm.weight", cfg.head_dim)
+            q_norm = source.vector(p + "attn_q_norm.weight", cfg.head_dim)
+            k_norm = source.vector(p + "attn_k_norm.weight", cfg.head_dim)
             if perm_q is not None:
                 within = perm_q[:cfg.head_dim]
                 q_norm, k_norm = q_norm[within].contiguous(), k_norm[within].contiguous()
         post = (None, None)
         if self.post_norms:
-            post = (float_vector(reader, p + "post_attention_norm.weight", d),
-                    float_vector(reader, p + "post_ffw_norm.weight", d))
+            post = (source.vector(p + "post_attention_norm.weight", d),
+                    source.vector(p + "post_ffw_norm.weight", d))
         local = self.swa_pattern > 0 and (i + 1) % self.swa_pattern != 0
         window = cfg.sliding_window if (local or self.swa_pattern == 0) else 0
-        return Layer(float_vector(reader, p + "attn_norm.weight", d), qkv, wo,
-                     float_vector(reader, p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm, *post,
+        return Layer(source.vector(p + "attn_norm.weight", d), qkv, wo,
+                     source.vector(p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm, *post,
                      window=window, local=local)
 
     # ------------------------------------------------------------------ hooks

@@ -16,7 +16,6 @@ import os
 
 import torch
 
-from .weights import release_pages
 
 _HUGE = 2 << 20
 _ALIGN = 4096
@@ -43,9 +42,11 @@ def _packable(lin) -> bool:
             and qt.data.dtype == torch.uint8 and qt.data.is_contiguous())
 
 
-def pack_decode_weights(model) -> int:
+def pack_decode_weights(model, release=None) -> int:
     """Moves every quantized Linear of `model` (before its decode state is built: that binds raw
-    pointers) into one buffer in decode order; returns the bytes packed (0 when disabled)."""
+    pointers) into one buffer in decode order; returns the bytes packed (0 when disabled).
+    release: the weight source's page dropper for file-backed weights (None: the copies' sources are
+    plain memory, freed when the last reference goes)."""
     if os.environ.get("PYQUANT_PACK_WEIGHTS", "1") == "0":
         return 0
     from ..qtensor import QTensor
@@ -72,7 +73,8 @@ def pack_decode_weights(model) -> int:
         for a in range(0, src.nbytes, _SLICE):
             b = min(src.nbytes, a + _SLICE)
             dst[a:b].copy_(flat[a:b])
-            release_pages(flat[a:b])   # file-backed pages: dropped; anonymous (fused copies): freed with src
+            if release is not None:
+                release(flat[a:b])   # file-backed pages: dropped; anonymous (fused copies): freed with src
         lin.qt = QTensor(dst.view(src.shape), lin.qt.qtype, lin.qt.shape)
         off += size
     return total

@@ -1,5 +1,5 @@
-"""Quantized weights as the kernels want them: QTensors over the mmap'ed GGUF bytes, fused where
-the quant types match, float only for 1-D norms (zero-copy views of the file)."""
+"""The model's linear layers and embedding over QTensors from any weight source (a GGUF file, an AWQ
+directory: pyquant/formats/*/source.py), fused where the formats match."""
 from __future__ import annotations
 
 import torch
@@ -8,20 +8,6 @@ from ..errors import FormatError
 from ..qtypes import QType
 
 _FLOAT_TYPES = {QType.F32, QType.F16, QType.BF16}
-
-
-def float_vector(reader, name: str, length: int) -> torch.Tensor:
-    """A 1-D float tensor (norm weight, bias) as float32; F32 tensors are zero-copy views of the file."""
-    t = reader.tensors.get(name)
-    if t is None:
-        raise FormatError(reader.path, f"tensor '{name}' is missing")
-    if t.n_elements != length:
-        raise FormatError(reader.path, f"tensor '{name}' has {t.n_elements} elements, expected {length}")
-    if t.qtype == QType.F32:
-        return t.bytes().reshape(-1).view(torch.float32)
-    from ..decode import dequantize
-
-    return dequantize(t.bytes(), t.qtype, (length,))
 
 
 class Linear:
@@ -58,34 +44,6 @@ class Linear:
         return self.into(x, x.new_empty((x.shape[0], self.out_features)))
 
 
-def load_qtensor(reader, name: str, shape: tuple[int, ...]):
-    from ..qtensor import QTensor
-
-    t = reader.tensors.get(name)
-    if t is None:
-        raise FormatError(reader.path, f"tensor '{name}' is missing")
-    if tuple(t.shape) != tuple(shape):
-        raise FormatError(reader.path, f"tensor '{name}' has shape {tuple(t.shape)}, expected {tuple(shape)}")
-    return QTensor.from_gguf(t)
-
-
-def adjacent_in_file(reader, names: list[str]):
-    """A zero-copy uint8 [rows, row_bytes] view spanning tensors stored back to back in the file
-    (same type and row length), or None. llama.cpp's converter writes ffn_gate right before ffn_up,
-    so fusing them needs no copy (33 MB of SmolLM2's 98)."""
-    ts = [reader.tensors[n] for n in names]
-    if len({(t.qtype, t.row_bytes) for t in ts}) != 1:
-        return None
-    if any(a.offset + a.nbytes != b.offset for a, b in zip(ts, ts[1:])):
-        return None
-    rows = sum(t.n_rows for t in ts)
-    # our own copy-on-write mapping of just this range: the reader's pages for it are never touched
-    import numpy as np
-
-    mm = np.memmap(reader.path, dtype=np.uint8, mode="c", offset=ts[0].offset, shape=(rows, ts[0].row_bytes))
-    return torch.from_numpy(mm)
-
-
 def release_pages(t: torch.Tensor) -> None:
     """Drop the resident pages of a file-backed (copy-on-write, never written) tensor we have just
     copied from: they would otherwise count in RSS for nothing (re-read from the file if touched
@@ -104,7 +62,7 @@ def release_pages(t: torch.Tensor) -> None:
         libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
 
 
-def concat_rows(qts: list, row_perms: list | None = None):
+def concat_rows(qts: list, row_perms: list | None = None, release=None):
     """One QTensor holding the rows of `qts` stacked (same qtype and format, same in_features): one
     kernel call instead of several. Rows are independent in every format (a ggml row is its own byte
     string; int4 / int8 rows carry their own scales and mins), so stacking and permuting rows is
@@ -123,16 +81,16 @@ def concat_rows(qts: list, row_perms: list | None = None):
         extra["scales"] = (scales.reshape(n) if qts[0].qtype == QType.INT8 else scales).contiguous()
     if qts[0].mins is not None:     # int4: [N, K/gs]
         extra["mins"] = torch.cat([rows(qt.mins, i) for i, qt in enumerate(qts)]).contiguous()
-    for qt in qts:
-        if qt.qtype < 1000:   # GGUF tensors are views of the file: drop the pages we copied from
-            release_pages(qt.data)
+    if release is not None:   # the source's weights are views of a file: drop the pages we copied from
+        for qt in qts:
+            release(qt.data)
     return QTensor(fused, qts[0].qtype, (n, qts[0].shape[1]), group_size=qts[0].group_size, **extra)
 
 
-def fused_linear(reader, names: list[str], shapes: list[tuple], biases: list, name: str,
+def fused_linear(source, names: list[str], shapes: list[tuple], biases: list, name: str,
                  row_perms: list | None = None) -> list[Linear]:
     """Linears for `names` in output order: one when all weights share a quant type, else one each."""
-    qts = [load_qtensor(reader, n, s) for n, s in zip(names, shapes)]
+    qts = [source.qtensor(n, s) for n, s in zip(names, shapes)]
     if any(b is not None for b in biases):
         bias = torch.cat([b if b is not None else torch.zeros(s[0]) for b, s in zip(biases, shapes)])
     else:
@@ -142,18 +100,18 @@ def fused_linear(reader, names: list[str], shapes: list[tuple], biases: list, na
     if same_format and qts[0].qtype not in _FLOAT_TYPES:
         if len(qts) == 1 and not permute:
             return [Linear(qts[0], bias, name)]
-        # tensors stored back to back in the file fuse as one view of it (GGUF types read from it only)
-        span = None if permute or qts[0].qtype >= 1000 else adjacent_in_file(reader, names)
+        # ggml-type tensors stored back to back in the file fuse as one view of it
+        span = None if permute or qts[0].qtype >= 1000 else source.span(names)
         if span is not None:
             from ..qtensor import QTensor
 
             n = sum(qt.shape[0] for qt in qts)
             return [Linear(QTensor(span, qts[0].qtype, (n, qts[0].shape[1])), bias, name)]
-        return [Linear(concat_rows(qts, row_perms), bias, name)]
+        return [Linear(concat_rows(qts, row_perms, source.release), bias, name)]
     out, off = [], 0
     for i, qt in enumerate(qts):
         if row_perms is not None and row_perms[i] is not None:
-            qt = concat_rows([qt], [row_perms[i]])
+            qt = concat_rows([qt], [row_perms[i]], source.release)
         b = None if bias is None else bias[off:off + qt.shape[0]].clone()
         out.append(Linear(qt, b, names[i]))
         off += qt.shape[0]

@@ -151,6 +151,83 @@ class Tokenizer:
                    eog_ids=frozenset(eog), chat_template=metadata.get("tokenizer.chat_template"))
 
 
+    @classmethod
+    def from_hf(cls, directory, n_vocab: int = 0) -> "Tokenizer":
+        """Build from a Hugging Face directory: tokenizer.json (run by `tokenizers` as written),
+        tokenizer_config.json (BOS/EOS, add_bos_token, chat_template; or chat_template.jinja) and
+        generation_config.json (its eos_token_id list ends generation too). n_vocab: the model's
+        vocabulary size, when it pads past the tokenizer's (those ids decode to nothing)."""
+        import json
+        from pathlib import Path
+
+        from tokenizers import Tokenizer as HFTokenizer
+
+        d = Path(directory)
+        tj = d / "tokenizer.json"
+        if not tj.is_file():
+            raise FormatError(d, "no tokenizer.json (pyquant reads fast-tokenizer files; save the tokenizer "
+                                 "with transformers' save_pretrained to write one)")
+        try:
+            backend = HFTokenizer.from_file(str(tj))
+            spec = json.loads(tj.read_text(encoding="utf-8"))
+        except Exception as e:
+            raise FormatError(tj, f"cannot build the tokenizer: {e}") from None
+        from ..formats.hf.checkpoint import read_json
+
+        tc = read_json(d / "tokenizer_config.json", "tokenizer_config.json") \
+            if (d / "tokenizer_config.json").is_file() else {}
+        gc = read_json(d / "generation_config.json", "generation_config.json") \
+            if (d / "generation_config.json").is_file() else {}
+        vocab = backend.get_vocab(with_added_tokens=True)
+        n = max(max(vocab.values()) + 1, int(n_vocab))
+        texts = [""] * n
+        for t, i in vocab.items():
+            texts[i] = t
+        added = {a["id"]: a for a in spec.get("added_tokens", []) if isinstance(a, dict) and "id" in a}
+        types = [NORMAL if t else UNUSED for t in texts]
+        for i, a in added.items():
+            if 0 <= i < n:
+                types[i] = CONTROL if a.get("special") else USER_DEFINED
+        byte_level = "ByteLevel" in json.dumps(spec.get("decoder"))
+        unbyte = {c: b for b, c in _bytes_to_unicode().items()}
+        pieces = []
+        for i, t in enumerate(texts):
+            if types[i] != NORMAL:
+                pieces.append(b"" if types[i] == UNUSED else t.encode("utf-8"))
+            elif byte_level and all(c in unbyte for c in t):
+                pieces.append(bytes(unbyte[c] for c in t))
+            elif len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+                types[i] = BYTE
+                pieces.append(bytes([int(t[3:5], 16)]))
+            else:
+                pieces.append(t.replace("\u2581", " ").encode("utf-8"))
+
+        def token(key):
+            v = tc.get(key)
+            v = v.get("content") if isinstance(v, dict) else v
+            return vocab.get(v) if isinstance(v, str) else None
+
+        bos, eos = token("bos_token"), token("eos_token")
+        gen_eos = gc.get("eos_token_id")
+        gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
+        eog = {i for i in [eos, *gen_eos] if isinstance(i, int) and 0 <= i < n}
+        eog |= {i for i, t in enumerate(texts) if types[i] == CONTROL and t in _EOG_TEXTS}
+        if eos is None and eog:
+            eos = min(eog)
+        add_bos = tc.get("add_bos_token")
+        if add_bos is None and bos is not None:   # what the post-processor does
+            backend.encode_special_tokens = False
+            add_bos = backend.encode("a", add_special_tokens=True).ids[:1] == [bos]
+        template = tc.get("chat_template")
+        if isinstance(template, list):   # named templates: the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        if template is None and (d / "chat_template.jinja").is_file():
+            template = (d / "chat_template.jinja").read_text(encoding="utf-8")
+        return cls(backend=backend, token_types=bytes(types), piece_bytes=pieces,
+                   model="gpt2" if byte_level else "llama", bos_id=bos, eos_id=eos, add_bos=bool(add_bos),
+                   eog_ids=frozenset(eog), chat_template=template)
+
+
 def _add_tokens(backend, tokens, types) -> None:
     """Tokens matched as wholes in the raw text, before the model splits it: control tokens only when
     encode(parse_special=True), user-defined ones always (llama.cpp's tokenizer_st_partition skips
