@@ -38,7 +38,8 @@ def add_model_args(p, threads_default=None, ctx_flag=True):
 
 
 def check_model_arg(model: str) -> None:
-    """Fail before any loading when MODEL is neither an existing file nor a known alias."""
+    """Fail before any loading when MODEL is neither an existing file or model directory nor a known
+    alias (a directory is checked when it is opened: formats/hf/source.py names what it holds)."""
     import os
 
     from ..errors import PyquantError
@@ -46,9 +47,6 @@ def check_model_arg(model: str) -> None:
 
     if model in MODELS:
         return
-    if os.path.isdir(model):
-        raise PyquantError(f"{model}: is a directory; pyquant runs GGUF files (or an alias: "
-                           f"{', '.join(sorted(MODELS))})")
     if not os.path.exists(model):
         raise PyquantError(f"{model}: no such file, and not a model alias ({', '.join(sorted(MODELS))})")
 
