@@ -1,4 +1,5 @@
-"""`pyquant info FILE`: what a GGUF file holds and what running it needs.
+"""`pyquant info FILE`: what a GGUF file holds and what running it needs (a directory: its format,
+quantization and modules, pyquant/formats/hf/summary.py).
 
 Architecture and key metadata, the tensor table (name, type, shape), bytes and bits per weight by
 type, and memory (weights + f16 KV cache at the context length). FILE may be a model alias
@@ -11,8 +12,10 @@ import json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help="show a GGUF file's metadata, tensors and memory needs")
-    p.add_argument("file", help="GGUF file path or model alias (e.g. smollm2)")
+    p = subparsers.add_parser("info", help="show a GGUF file's or model directory's format, tensors and "
+                                           "memory needs")
+    p.add_argument("file", help="GGUF file, model directory (AWQ, compressed-tensors, float) or model alias "
+                                "(e.g. smollm2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--ctx", type=int, default=None,
                    help="context length for the KV-cache estimate (default: the model's)")
@@ -28,7 +31,14 @@ def run(args) -> int:
     from ..formats.gguf.summary import summarize
     from ..hub import resolve
 
-    with GGUFReader(resolve(args.file)) as r:
+    path = resolve(args.file)
+    if path.is_dir():
+        from ..formats.hf.summary import format_directory, summarize_directory
+
+        summary = summarize_directory(path)
+        print(json.dumps(summary, indent=1) if args.json else format_directory(summary))
+        return 0
+    with GGUFReader(path) as r:
         summary = summarize(r, ctx=args.ctx)
         if args.metadata:
             summary["metadata"] = {k: _short(f.plain(), f.vtype.name, f.elem_type)
