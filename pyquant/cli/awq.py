@@ -22,8 +22,9 @@ def register(subparsers) -> None:
                    help="calibration text file (default: the text shipped in pyquant/data/calibration.txt)")
     p.add_argument("--seq-len", type=positive_int, default=512, help="calibration block length (tokens)")
     p.add_argument("--blocks", type=positive_int, default=128, help="at most this many calibration blocks")
-    p.add_argument("--search-tokens", type=positive_int, default=4096,
-                   help="tokens each scale-search loss is measured on (default 4096)")
+    p.add_argument("--search-tokens", type=positive_int, default=2048,
+                   help="tokens each scale-search loss is measured on (default 2048; SmolLM2 g64: "
+                        "PPL 20.38 in 2.1 min, 4096: 20.11 in 3.4 min)")
     p.add_argument("--no-search", action="store_true",
                    help="round to nearest without the AWQ searches (the baseline, same output format)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all)")

@@ -41,7 +41,7 @@ class AWQOptions:
     max_shrink: float = 0.5
     seq_len: int = 512
     max_blocks: int = 128
-    search_tokens: int = 4096    # tokens (whole sequences) each scale-search loss is measured on
+    search_tokens: int = 2048    # tokens (whole sequences) each scale-search loss is measured on
     clip_tokens: int = 512
     duo_scaling: bool = True
 
