@@ -37,7 +37,8 @@ GGUF = {
     "Q4_K": (12, 256, 144, [0, 2]),
     "Q6_K": (14, 256, 210, [208]),
 }
-KERNELS = list(GGUF) + ["int4-g128", "int8"]
+# int4-g*: pyquant's int4 layout, which AWQ checkpoints (group 128 / 64 / 32) are repacked into at load
+KERNELS = list(GGUF) + ["int4-g128", "int4-g64", "int4-g32", "int8"]
 QUICK_SHAPE = (4096, 14336)
 
 _TORCH_INT4_S: dict[tuple, float] = {}  # (n, k, m, threads) -> seconds, for the ratios
@@ -127,7 +128,7 @@ def _pyquant_weight(name, n, k):
         qtype, bs, ts, offs = GGUF[name]
         return random_blocks(rng, n, k // bs, ts, offs)
     if name.startswith("int4"):
-        gs = 128
+        gs = int(name.split("-g")[1])
         return (rng.integers(0, 256, (n, k // 2), dtype=np.uint8), np.full((n, k // gs), 0.01, np.float32),
                 np.full((n, k // gs), -0.08, np.float32))
     return rng.integers(-128, 128, (n, k), dtype=np.int8), np.full(n, 0.01, np.float32)
@@ -141,7 +142,8 @@ def _nbytes(item):
 def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
-    approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625, "int8": 1.0}
+    approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
+              "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0}
     pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)
     wbytes = _nbytes(pool[0])
     x = torch.randn(m, k)
@@ -154,7 +156,7 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     elif name.startswith("int4"):
         path = _C.matmul_path("int4", 0, m)
         fn = lambda p: _C.int4_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[2].ctypes.data,  # noqa: E731
-                                      p[1].nbytes, 128, n, k, *xa)
+                                      p[1].nbytes, int(name.split("-g")[1]), n, k, *xa)
     else:
         path = _C.matmul_path("int8", 0, m)
         fn = lambda p: _C.int8_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[1].nbytes, n, k, *xa)  # noqa: E731

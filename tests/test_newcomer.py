@@ -42,7 +42,7 @@ def test_ppl_text_not_utf8(tmp_path):
 
 def test_missing_model_file(tmp_path):
     _one_line_error(_pyquant("run", str(tmp_path / "nosuch.gguf"), "-p", "hi"), "nosuch.gguf", "no such file")
-    _one_line_error(_pyquant("run", str(tmp_path), "-p", "hi"), "is a directory")
+    _one_line_error(_pyquant("run", str(tmp_path), "-p", "hi"), "no config.json", "neither a GGUF file nor a model directory")
 
 
 def test_ppl_accepts_llama_perplexity_ctx_flag(smollm2_path):

@@ -246,3 +246,50 @@ def test_tiny_model_end_to_end_through_triton(tmp_path, monkeypatch):
     scale = float(ref.abs().max())
     assert float((cpu - ref).abs().max()) < 1e-3 * scale
     assert float((tri - ref).abs().max()) < 1e-3 * scale
+
+
+def test_awq_directory_end_to_end_through_triton(tmp_path, monkeypatch):
+    """An AWQ checkpoint (AutoAWQ gemm layout) runs through the Triton kernels with no AWQ-specific
+    code: its linears are int4 QTensors, which triton's int4_matmul serves; logits match
+    transformers' float forward of the same dequantized weights."""
+    pytest.importorskip("transformers")
+    import pyquant
+    from hf_models import awq_from_float, float_model
+    from pyquant import dispatch
+    from pyquant._ext import _C
+
+    model = float_model(tmp_path / "f", "llama")
+    oracle = awq_from_float(model, tmp_path / "awq", tmp_path / "f", "gemm", 32)
+    ids = list(range(40, 48))
+    with torch.no_grad():
+        ref = oracle(torch.tensor([ids])).logits[0].double()
+    before = _C.get_matmul_act()
+    _C.set_matmul_act("float")
+    try:
+        m = pyquant.load(tmp_path / "awq", max_seq_len=16)
+        monkeypatch.setenv("PYQUANT_BACKEND", "triton")
+        calls = []
+        real = dispatch.choose
+
+        def spy(op, qtype, device_type, m=1):
+            b = real(op, qtype, device_type, m)
+            calls.append((op, b.name))
+            return b
+
+        monkeypatch.setattr(dispatch, "choose", spy)
+        tri = m.forward(ids, 0, all_logits=True).double()
+    finally:
+        _C.set_matmul_act(before)
+    assert ("int4_matmul", "triton") in calls and all(b == "triton" for op, b in calls if op == "int4_matmul")
+    assert float(((tri - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-3
+
+
+@pytest.mark.parametrize("dtype,qt", [(torch.float16, 1), (torch.bfloat16, 30), (torch.float32, 0)])
+def test_float_weights_decode_exactly(tops, dtype, qt):
+    """F16 / BF16 / F32 weights (AWQ checkpoints keep lm_head and embeddings in them) decode to
+    exactly torch's float32 conversion, infinities and NaNs included."""
+    w = torch.randn(6, 40).to(dtype)
+    w[0, :3] = torch.tensor([float("inf"), float("-inf"), float("nan")])
+    raw = w.contiguous().view(torch.uint8).reshape(6, -1)
+    got = tops.dequantize(raw, qt, 6, 40, torch.float32)
+    assert torch.equal(got.view(torch.int32), w.float().view(torch.int32))

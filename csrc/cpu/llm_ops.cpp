@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fp16.h"
 #include "common/qtypes.h"
 #include "cpu/act_quant.h"
 #include "cpu/cpu_features.h"
@@ -212,8 +213,9 @@ class Decoder {
     const bool generic = qtype == mm::kInt4 || qtype == mm::kInt8;
     PQ_CHECK(ti != nullptr && qtype >= 0 && (qtype < kMaxQType || generic), "LlmDecoder: ", slot,
              ": no CPU kernel for type id ", qtype);
-    PQ_CHECK(ti->kind != Kind::Float || qtype == (int)QType::F32, "LlmDecoder: ", slot,
-             ": float weights must be passed as float32");
+    PQ_CHECK(ti->kind != Kind::Float || qtype == (int)QType::F32 || qtype == (int)QType::F16 ||
+                 qtype == (int)QType::BF16,
+             "LlmDecoder: ", slot, ": float weights must be F32, F16 or BF16");
     PQ_CHECK(n >= 1 && n <= INT32_MAX && k >= 1 && k <= INT32_MAX, "LlmDecoder: ", slot, ": bad shape");
     PQ_CHECK(s.parts.empty() || s.k == k, "LlmDecoder: ", slot, ": parts disagree on k");
     WeightRef ref{qtype, nullptr, 0, k};
@@ -568,8 +570,18 @@ class Decoder {
       const Part& p = s.parts[pi];
       const int64_t rl = r - p.off;
       float out, o2[2];
-      if (p.ti->kind == Kind::Float) {
+      if (p.ti->kind == Kind::Float && p.w.qtype == (int)QType::F32) {
         kern.dot_f(reinterpret_cast<const float*>(p.w.data + rl * p.w.row_bytes), xs, 1, s.k, &out);
+      } else if (p.ti->kind == Kind::Float) {   // F16 / BF16 rows (an AWQ model's lm_head), read as stored
+        const uint16_t* wh = reinterpret_cast<const uint16_t*>(p.w.data + rl * p.w.row_bytes);
+        const bool bf16 = p.w.qtype == (int)QType::BF16;
+        if (avx2_) {
+          mm::dot_half_avx2(wh, bf16, xs, 1, s.k, &out);
+        } else {
+          float* rf = scr.rowf.data();
+          for (int64_t t = 0; t < s.k; ++t) rf[t] = bf16 ? bf16_to_fp32(wh[t]) : fp16_to_fp32(wh[t]);
+          kern.dot_f(rf, xs, 1, s.k, &out);
+        }
       } else if (float_act_) {
         mm::row_to_float(p.w, rl, 0, nch, scr.rowf.data(), scr.chunks.data(), avx2_);
         kern.dot_f(scr.rowf.data(), xs, 1, s.k, &out);

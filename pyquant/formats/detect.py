@@ -65,7 +65,7 @@ def kind(path) -> str:
         return "bitsandbytes"
     if names:
         return "float"
-    if any(p.glob(pat) for pat in ("*.bin", "*.pt", "*.pth")):
+    if any(next(p.glob(pat), None) is not None for pat in ("*.bin", "*.pt", "*.pth")):
         return "pickled"
     return "unknown"
 

@@ -16,12 +16,13 @@ import triton
 import triton.language as tl
 
 # ggml type ids (pyquant.qtypes.QType) as kernel constexprs
+F32, F16, BF16 = 0, 1, 30
 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
 IQ4_NL, IQ4_XS = 20, 23
 
 # (block size, bytes per block)
-GEOMETRY = {Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
+GEOMETRY = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
             Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
             IQ4_NL: (32, 18), IQ4_XS: (256, 136)}
 
@@ -59,7 +60,13 @@ def dequant_gguf(w_ptr, row_off, k, kv_ptr, QT: tl.constexpr, QK: tl.constexpr, 
     kv_ptr: the 16 IQ4_NL code values as float32, used by IQ4_NL / IQ4_XS only)."""
     b = w_ptr + row_off + (k // QK) * TS  # block start, per element
     j = k % QK
-    if QT == Q4_0:
+    if QT == F16:          # float weights (an AWQ model's lm_head / embeddings): one element per "block"
+        y = _f16(b)
+    elif QT == BF16:
+        y = ((_u8(b) | (_u8(b + 1) << 8)) << 16).to(tl.float32, bitcast=True)
+    elif QT == F32:
+        y = (_u8(b) | (_u8(b + 1) << 8) | (_u8(b + 2) << 16) | (_u8(b + 3) << 24)).to(tl.float32, bitcast=True)
+    elif QT == Q4_0:
         q = (_u8(b + 2 + j % 16) >> (4 * (j // 16))) & 15
         y = _f16(b) * (q - 8).to(tl.float32)
     elif QT == Q4_1:
