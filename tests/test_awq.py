@@ -291,3 +291,44 @@ def test_info_describes_an_awq_directory(awq_dir, capsys):
     out = capsys.readouterr().out
     assert "awq gemm, 4-bit, group 32, zero point" in out
     assert "quantized 14 linears" in out and "lm_head (F16)" in out
+
+
+# ------------------------------------------------------------------ a real model: SmolLM2 as AWQ
+@pytest.fixture(scope="module")
+def smollm2_awq(tmp_path_factory, smollm2_path):
+    """SmolLM2 (its Q4_1 GGUF as the float model) written as an AutoAWQ gemm checkpoint, group 64,
+    round to nearest (`pyquant awq --no-search`: ~20 s; the searches are tested on a tiny model)."""
+    from pyquant.cli import main
+
+    d = tmp_path_factory.mktemp("smollm2-awq")
+    assert main(["awq", str(smollm2_path), str(d), "--group-size", "64", "--no-search"]) == 0
+    return d
+
+
+def test_smollm2_awq_answers_and_tokenizes_like_the_gguf(smollm2_awq, smollm2_path):
+    m = pyquant.load(smollm2_awq, max_seq_len=64)
+    assert m._step.mode == "native"
+    assert "Paris" in m.generate("The capital of France is", max_new_tokens=8)
+    g = pyquant.load(smollm2_path, max_seq_len=64)
+    for text in ("The capital of France is", "Hello, world! 1234 éè <|im_start|>user\nhi"):
+        assert m.tokenizer.encode(text) == g.tokenizer.encode(text)
+        assert m.tokenizer.encode(text, parse_special=True) == g.tokenizer.encode(text, parse_special=True)
+    assert m.tokenizer.eog_ids == g.tokenizer.eog_ids and m.tokenizer.chat_template == g.tokenizer.chat_template
+
+
+def test_smollm2_awq_peak_rss_within_packed_weights_plus_300mb(smollm2_awq):
+    from child_process import child_env, child_python
+
+    import subprocess
+    code = ("import pyquant, sys\n"
+            "m = pyquant.load(sys.argv[1])\n"
+            "m.generate('The capital of France is', max_new_tokens=16)\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+            "print(int(hwm.split()[1]) * 1024)\n")
+    out = subprocess.run(child_python("-c", code, str(smollm2_awq)), capture_output=True, text=True,
+                         check=True, env=child_env())
+    peak = int(out.stdout.split()[-1])
+    packed = sum(f.stat().st_size for f in smollm2_awq.glob("*.safetensors"))
+    print(f"peak RSS {peak / 1e6:.0f} MB, packed weights {packed / 1e6:.0f} MB")
+    # measured 407e6 bytes = packed 114e6 + 293e6 (import torch alone: 229e6)
+    assert peak < packed + 300 * 2**20

@@ -24,8 +24,9 @@ LAYOUT_TENSORS = {
 class AWQLinears:
     """Reads the quantized linears of an AWQ / compressed-tensors directory (tensors: SafetensorsDir)."""
 
-    def __init__(self, tensors, quant: AWQConfig, path):
+    def __init__(self, tensors, quant: AWQConfig, path, release=None):
         self.tensors, self.quant, self.path = tensors, quant, path
+        self.release = release   # drops a file-backed tensor's pages once it has been repacked
 
     def is_quantized(self, prefix: str) -> bool:
         return f"{prefix}.{LAYOUT_TENSORS[self.quant.version][0]}" in self.tensors
@@ -68,4 +69,9 @@ class AWQLinears:
         c = layouts.to_kernel_groups(self.canonical(prefix, n, k), layouts.Where(self.path, prefix))
         if k % 32:
             raise FormatError(self.path, f"tensor '{prefix}': in_features {k} is not a multiple of 32")
-        return QTensor(pack_int4_codes(c.codes), QType.INT4, (n, k), c.scales, c.mins, c.group_size)
+        qt = QTensor(pack_int4_codes(c.codes), QType.INT4, (n, k), c.scales, c.mins, c.group_size)
+        if self.release is not None:   # the packed tensors were read once: their file pages can go
+            for name in LAYOUT_TENSORS[self.quant.version] + ("scaled_zeros", "weight_zero_point"):
+                if f"{prefix}.{name}" in self.tensors:
+                    self.release(self.tensors.get(f"{prefix}.{name}"))
+        return qt

@@ -43,7 +43,8 @@ class DirectorySource:
             from ..awq.config import read_awq_config
             from ..awq.reader import AWQLinears
 
-            self.linears = AWQLinears(self.tensors, read_awq_config(self.path, self.hf_config), self.path)
+            self.linears = AWQLinears(self.tensors, read_awq_config(self.path, self.hf_config), self.path,
+                                      release=self.release)
         heads = self.hf_config.get("num_attention_heads") or 1
         head_dim = self.hf_config.get("head_dim") or (self.hf_config.get("hidden_size", 0) // heads)
         self._rope_factors = llama3_rope_factors(self.hf_config, head_dim)
@@ -99,9 +100,15 @@ class DirectorySource:
         return QTensor(t.view(torch.uint8).reshape(shape[0], -1), _FLOAT_QTYPES[t.dtype], shape)
 
     def span(self, names):
-        return None   # every weight is its own copy: fusing concatenates
+        return None   # fusing concatenates (quantized linears are repacked copies anyway)
 
-    release = None    # weights are private copies (safetensors reads, repacks): nothing to drop
+    @staticmethod
+    def release(t: torch.Tensor) -> None:
+        """Float weights are views of the mapped files: drop the pages of one copied from (re-read
+        from the file if touched again)."""
+        from ...models.weights import release_pages
+
+        release_pages(t)
 
     def tokenizer(self):
         from ...runtime.tokenizer import Tokenizer
