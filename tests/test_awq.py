@@ -332,3 +332,26 @@ def test_smollm2_awq_peak_rss_within_packed_weights_plus_300mb(smollm2_awq):
     print(f"peak RSS {peak / 1e6:.0f} MB, packed weights {packed / 1e6:.0f} MB")
     # measured 407e6 bytes = packed 114e6 + 293e6 (import torch alone: 229e6)
     assert peak < packed + 300 * 2**20
+
+
+def test_generation_config_sets_the_sampling_defaults(awq_dir):
+    """A directory's generation_config.json is the model's default sampling (explicit arguments win);
+    GGUF models keep pyquant's greedy default."""
+    from pyquant.runtime.sampling import DEFAULTS, SamplingDefaults, sampler_for
+
+    (awq_dir / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.1,
+         "max_new_tokens": 7, "eos_token_id": [1]}))
+    m = pyquant.load(awq_dir, max_seq_len=32)
+    assert m.sampling_defaults == SamplingDefaults(0.6, 20, 0.9, 1.1, DEFAULTS.repeat_last_n, 7)
+    s = sampler_for(m, top_k=3)
+    assert (s.temperature, s.top_k, s.top_p) == (0.6, 3, 0.9)
+    assert sampler_for(m, temperature=0.0).temperature == 0.0
+    from pyquant.runtime.generate import GenerationStats
+
+    st = GenerationStats()
+    m.tokenizer.eog_ids = frozenset()
+    m.generate([5, 6, 7], seed=1, stats=st)
+    assert st.generated_tokens == 7                    # its max_new_tokens
+    assert SamplingDefaults.from_generation_config({"temperature": 0.6}).temperature == 0.0  # no do_sample
+    assert SamplingDefaults.from_generation_config({"top_p": "x", "top_k": -1}) == DEFAULTS

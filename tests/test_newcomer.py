@@ -100,13 +100,17 @@ def test_one_set_of_sampling_defaults():
     from pyquant.cli import build_parser
     from pyquant.runtime.generate import generate
 
+    from pyquant.runtime.sampling import sampler_for
+
+    # generate() and the CLI leave every sampling parameter unset (None) and resolve it in one place:
+    # the model's generation_config.json (directories), else DEFAULTS
     sig = inspect.signature(generate).parameters
     for name in ("temperature", "top_k", "top_p", "repeat_penalty", "repeat_last_n", "max_new_tokens"):
-        assert sig[name].default == getattr(DEFAULTS, name), name
+        assert sig[name].default is None, name
     args = build_parser().parse_args(["run", "smollm2", "-p", "x"])
-    assert (args.temp, args.top_k, args.top_p, args.repeat_penalty, args.repeat_last_n, args.n_predict) == (
-        DEFAULTS.temperature, DEFAULTS.top_k, DEFAULTS.top_p, DEFAULTS.repeat_penalty, DEFAULTS.repeat_last_n,
-        DEFAULTS.max_new_tokens)
+    assert (args.temp, args.top_k, args.top_p, args.repeat_penalty, args.repeat_last_n) == (None,) * 5
+    s = sampler_for(object())
+    assert (s.temperature, s.top_k, s.top_p) == (DEFAULTS.temperature, DEFAULTS.top_k, DEFAULTS.top_p)
 
 
 def test_repeat_penalty_is_llama_cpps():

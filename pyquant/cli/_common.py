@@ -73,13 +73,15 @@ def read_text_file(path: str) -> str:
 def add_sampling_args(p):
     from ..runtime.sampling import DEFAULTS as D
 
-    p.add_argument("--temp", type=float, default=D.temperature, help="temperature (0 = greedy, the default)")
-    p.add_argument("--top-k", type=non_negative_int, default=D.top_k, help=f"sample from the k most likely (default {D.top_k})")
-    p.add_argument("--top-p", type=float, default=D.top_p,
+    # None: the model's generation_config.json (directories), else pyquant's defaults
+    p.add_argument("--temp", type=float, default=None,
+                   help=f"temperature (0 = greedy; default: the model's generation_config.json, else {D.temperature})")
+    p.add_argument("--top-k", type=non_negative_int, default=None, help=f"sample from the k most likely (default {D.top_k})")
+    p.add_argument("--top-p", type=float, default=None,
                    help=f"... within the smallest set of mass >= p (default {D.top_p})")
-    p.add_argument("--repeat-penalty", type=float, default=D.repeat_penalty,
+    p.add_argument("--repeat-penalty", type=float, default=None,
                    help=f"divide the logits of recent tokens by this (llama.cpp's; default {D.repeat_penalty}: off)")
-    p.add_argument("--repeat-last-n", type=non_negative_int, default=D.repeat_last_n,
+    p.add_argument("--repeat-last-n", type=non_negative_int, default=None,
                    help=f"tokens the repeat penalty looks back over (default {D.repeat_last_n})")
     p.add_argument("--seed", type=non_negative_int, default=None, help="random seed for sampling (default: random)")
 

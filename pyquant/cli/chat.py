@@ -30,13 +30,14 @@ def _common_prefix(a: list, b: list) -> int:
 def main(args) -> int:
     from ..runtime.chat_template import render_chat
     from ..runtime.generate import generate_tokens, stream_text
-    from ..runtime.sampling import Sampler
+    from ..runtime.sampling import sampler_for
 
     model = load_model(args)
     tok = model.tokenizer
     bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
     eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
-    sampler = Sampler(args.temp, args.top_k, args.top_p, args.seed, args.repeat_penalty, args.repeat_last_n)
+    sampler = sampler_for(model, args.temp, args.top_k, args.top_p, args.seed, args.repeat_penalty,
+                          args.repeat_last_n)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     cached: list[int] = []   # token ids whose K/V are in the cache, position = index
     interactive = sys.stdin.isatty()

@@ -88,6 +88,7 @@ class DecoderModel:
             raise PyquantError(f"max_seq_len must be a positive integer (or None: min(context, 4096)), "
                                f"got {max_seq_len!r}")
         self.max_seq_len = min(cfg.context_length, max_seq_len or 4096)
+        self.sampling_defaults = getattr(source, "sampling_defaults", None)   # generation_config.json
         # a source may hold Q/K rows in another RoPE order than the family's GGUF files (HF: "neox")
         self.qk_row_order = source.rope_style or self.rope_style
         self.embed = Embedding(source.qtensor("token_embd.weight", (cfg.vocab_size, cfg.d_model)))
@@ -276,10 +277,8 @@ class DecoderModel:
         Keyword arguments and defaults as `pyquant.runtime.generate.generate` (temperature, top_k,
         top_p, seed, repeat_penalty, repeat_last_n, stop, stats, ...): greedy, at most 128 tokens."""
         from ..runtime.generate import generate
-        from ..runtime.sampling import DEFAULTS
 
-        n = DEFAULTS.max_new_tokens if max_new_tokens is None else max_new_tokens
-        return generate(self, prompt, max_new_tokens=n, stream=stream, **sampling)
+        return generate(self, prompt, max_new_tokens=max_new_tokens, stream=stream, **sampling)
 
     def explain(self, prompt_tokens: int = 64) -> str:
         """Which path and which kernel run each phase of prefill and of a decode step, and why."""

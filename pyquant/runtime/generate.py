@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import PyquantError
-from .sampling import DEFAULTS, Sampler
+from .sampling import Sampler, model_defaults, sampler_for
 
 
 @dataclass
@@ -103,15 +103,18 @@ def stream_text(model, token_iter, stop: list[str] | None = None, stats=None):
         yield pending
 
 
-def generate(model, prompt, max_new_tokens: int = DEFAULTS.max_new_tokens, temperature: float = DEFAULTS.temperature,
-             top_k: int = DEFAULTS.top_k, top_p: float = DEFAULTS.top_p, seed: int | None = None, stop=None,
+def generate(model, prompt, max_new_tokens: int | None = None, temperature: float | None = None,
+             top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop=None,
              stream: bool = False, stats: GenerationStats | None = None, add_bos: bool | None = None,
-             parse_special: bool = True, repeat_penalty: float = DEFAULTS.repeat_penalty,
-             repeat_last_n: int = DEFAULTS.repeat_last_n):
+             parse_special: bool = True, repeat_penalty: float | None = None,
+             repeat_last_n: int | None = None):
     """Completion of `prompt` (str, or a list of token ids). Returns the text, or with stream=True a
     generator of text pieces. Pass a GenerationStats to get token counts, timings and why it stopped
     ("eog", "length", "context" when the KV cache filled up, "stop" at a stop string). Sampling
-    parameters and their defaults are those of `pyquant.runtime.sampling` (the CLI's too)."""
+    parameters left None take the model's defaults (a directory's generation_config.json), else
+    those of `pyquant.runtime.sampling.DEFAULTS` (the CLI's too)."""
+    if max_new_tokens is None:
+        max_new_tokens = model_defaults(model).max_new_tokens
     if isinstance(stop, str):
         stop = [stop]
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -128,6 +131,6 @@ def generate(model, prompt, max_new_tokens: int = DEFAULTS.max_new_tokens, tempe
         vocab = model.config.vocab_size
         if any(not 0 <= t < vocab for t in ids):
             raise PyquantError(f"generate: token ids must be in [0, {vocab})")
-    sampler = Sampler(temperature, top_k, top_p, seed, repeat_penalty, repeat_last_n)
+    sampler = sampler_for(model, temperature, top_k, top_p, seed, repeat_penalty, repeat_last_n)
     pieces = stream_text(model, generate_tokens(model, ids, max_new_tokens, sampler, stats), stop, stats)
     return pieces if stream else "".join(pieces)

@@ -28,7 +28,47 @@ class SamplingDefaults:
     max_new_tokens: int = 128
 
 
+    @classmethod
+    def from_generation_config(cls, gc: dict) -> "SamplingDefaults":
+        """A Hugging Face generation_config.json's choices over pyquant's defaults: temperature only
+        when it samples (do_sample), top_k / top_p / repetition_penalty / max_new_tokens as given;
+        a value of the wrong type or range is ignored (the defaults are a convenience, never an error)."""
+        base = cls()
+        kw = {}
+
+        def num(key, ok):
+            v = gc.get(key)
+            return v if isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v) else None
+
+        if gc.get("do_sample") is True and num("temperature", lambda v: 0 < v < 100) is not None:
+            kw["temperature"] = float(gc["temperature"])
+        if num("top_k", lambda v: v >= 0 and v == int(v)) is not None:
+            kw["top_k"] = int(gc["top_k"])
+        if num("top_p", lambda v: 0 < v <= 1) is not None:
+            kw["top_p"] = float(gc["top_p"])
+        if num("repetition_penalty", lambda v: 0 < v < 100) is not None:
+            kw["repeat_penalty"] = float(gc["repetition_penalty"])
+        if num("max_new_tokens", lambda v: v >= 1 and v == int(v)) is not None:
+            kw["max_new_tokens"] = int(gc["max_new_tokens"])
+        return cls(**{**base.__dict__, **kw})
+
+
 DEFAULTS = SamplingDefaults()
+
+
+def sampler_for(model, temperature=None, top_k=None, top_p=None, seed=None, repeat_penalty=None,
+                repeat_last_n=None) -> "Sampler":
+    """A Sampler with the given parameters, the model's defaults for those left None."""
+    d = model_defaults(model)
+    pick = lambda v, dv: dv if v is None else v  # noqa: E731
+    return Sampler(pick(temperature, d.temperature), pick(top_k, d.top_k), pick(top_p, d.top_p), seed,
+                   pick(repeat_penalty, d.repeat_penalty), pick(repeat_last_n, d.repeat_last_n))
+
+
+def model_defaults(model) -> SamplingDefaults:
+    """The sampling defaults a model was shipped with (a directory's generation_config.json), else
+    pyquant's."""
+    return getattr(model, "sampling_defaults", None) or DEFAULTS
 
 
 class Sampler:

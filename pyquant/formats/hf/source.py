@@ -45,6 +45,12 @@ class DirectorySource:
 
             self.linears = AWQLinears(self.tensors, read_awq_config(self.path, self.hf_config), self.path,
                                       release=self.release)
+        self.sampling_defaults = None
+        if (self.path / "generation_config.json").is_file():
+            from ...runtime.sampling import SamplingDefaults
+
+            gc = read_json(self.path / "generation_config.json", "generation_config.json")
+            self.sampling_defaults = SamplingDefaults.from_generation_config(gc)
         heads = self.hf_config.get("num_attention_heads") or 1
         head_dim = self.hf_config.get("head_dim") or (self.hf_config.get("hidden_size", 0) // heads)
         self._rope_factors = llama3_rope_factors(self.hf_config, head_dim)
