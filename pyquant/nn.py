@@ -65,9 +65,12 @@ class QuantLinear(nn.Module):
     def qweight_tensor(self) -> QTensor:
         """The weight as a QTensor over the module's current buffers (no copy)."""
         return QTensor(self.qweight, self.qtype, (self.out_features, self.in_features),
-                       getattr(self, "scales", None), getattr(self, "mins", None), self.group_size)
+                       getattr(self, "scales", None), getattr(self, "mins", None), self.group_size,
+                       getattr(self, "in_perm", None))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "in_perm", None) is not None:   # act-order weight (EXL2): gather x's columns
+            x = x.index_select(-1, self.in_perm)
         if self.qtype is QType.INT4:
             return int4_matmul(x, self.qweight, self.scales, self.mins, self.group_size, self.bias)
         if self.qtype is QType.INT8:

@@ -176,6 +176,8 @@ def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
     qt = w.qtype
     if x.device != w.data.device:
         raise KernelError(f"qmatmul: x is on {x.device}, the weight {w.qtype.name} {w.shape} on {w.data.device}")
+    if getattr(w, "in_perm", None) is not None:   # input channels stored permuted (EXL2 act-order)
+        x = x.index_select(-1, w.in_perm)
     if qt is QType.INT4:
         return int4_matmul(x, w.data, w.scales, w.mins, w.group_size, bias)
     if qt is QType.INT8:

@@ -8,6 +8,10 @@ surprises. Layouts by format (`qtype`):
   exactly as in a GGUF file (shape may be N-D for non-matmul tensors; rows = prod(shape[:-1]));
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
 - INT8: data int8 [N, K] + scales float32 [N].
+
+Any format may carry `in_perm` (int64 [K]): the weight's input channels are stored permuted
+(EXL2's act-order), column j holding input channel in_perm[j]; every matmul gathers x's columns
+once, and dequantize() returns the weight in the original channel order.
 """
 from __future__ import annotations
 
@@ -30,13 +34,14 @@ class QTensor:
     scales, mins, group_size: only for INT4 (all three) and INT8 (scales).
     """
 
-    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "_kernel")
+    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "in_perm", "_kernel")
 
-    def __init__(self, data: torch.Tensor, qtype, shape, scales=None, mins=None, group_size=None):
+    def __init__(self, data: torch.Tensor, qtype, shape, scales=None, mins=None, group_size=None, in_perm=None):
         self.qtype = qtypes.qtype(qtype)
         self.shape = tuple(int(s) for s in shape)
         self.data, self.scales, self.mins = data, scales, mins
         self.group_size = None if group_size is None else int(group_size)
+        self.in_perm = in_perm
         self._kernel = ...  # linear_into's (_C function, weight arguments), built on first use
         self._validate()
 
@@ -59,6 +64,13 @@ class QTensor:
                 raise UnsupportedQTypeError(f"QTensor: {name} is not a weight format")
             rows = math.prod(shape[:-1])
             want = {"data": (self.data, (rows, qtypes.row_bytes(qt, shape[-1])), torch.uint8)}
+        if self.in_perm is not None:
+            k = shape[-1]
+            want["in_perm"] = (self.in_perm, (k,), torch.int64)
+            p = self.in_perm
+            if isinstance(p, torch.Tensor) and p.shape == (k,) and p.dtype == torch.int64 and k and (
+                    int(p.min()) < 0 or int(p.max()) >= k or int(torch.bincount(p, minlength=k).max()) != 1):
+                raise UnsupportedQTypeError(f"QTensor {name} {shape}: in_perm is not a permutation of 0..{k - 1}")
         for field, (t, shp, dt) in want.items():
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shp or t.dtype != dt:
                 got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(type(t).__name__)
@@ -143,10 +155,12 @@ class QTensor:
             out["scales"] = self.scales
         if self.mins is not None:
             out["mins"] = self.mins
+        if self.in_perm is not None:
+            out["in_perm"] = self.in_perm
         return out
 
     def __setattr__(self, name, value):
-        if name in ("data", "scales", "mins", "shape", "qtype", "group_size"):
+        if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm"):
             object.__setattr__(self, "_kernel", ...)  # cached raw pointers would go stale
         object.__setattr__(self, name, value)
 
@@ -169,7 +183,16 @@ class QTensor:
 
     # ---- conversions --------------------------------------------------------------------------
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Dense weight of `shape` in `dtype`, on this QTensor's device."""
+        """Dense weight of `shape` in `dtype`, on this QTensor's device (input channels in their
+        original order when the weight stores them permuted)."""
+        w = self._dequantize_stored(dtype)
+        if self.in_perm is None:
+            return w
+        out = torch.empty_like(w)
+        out[..., self.in_perm] = w
+        return out
+
+    def _dequantize_stored(self, dtype):
         if self.qtype is QType.INT4:
             from .kernels.reference.matmul import dequantize_int4
 
@@ -189,9 +212,11 @@ class QTensor:
         if device == self.device:
             return self
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size)
+        return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size,
+                       mv(self.in_perm))
 
     def __repr__(self) -> str:
         g = f", group_size={self.group_size}" if self.group_size else ""
+        g += ", act-order" if self.in_perm is not None else ""
         return (f"QTensor({self.qtype.name}, shape={self.shape}{g}, {self.bits_per_weight:.2f} bpw, "
                 f"{self.nbytes / 2**20:.2f} MiB, device={self.device})")

@@ -93,3 +93,48 @@ def awq_from_float(model, d: Path, src: Path, version: str = "gemm", group_size:
     cfg = json.loads((src / "config.json").read_text())
     writer.write_checkpoint(d, cfg, tensors, version=version, group_size=group_size, source_dir=src)
     return oracle
+
+
+# EXL2 layouts per role: mixed widths, several group sizes, one 2-bit layout with 16-row groups
+EXL2_LAYOUTS = {
+    "self_attn.q_proj": ([6, 4], [0.25, 0.75], {6: 32, 4: 64}),
+    "self_attn.k_proj": ([8, 4], [0.1, 0.9], {8: 32, 4: 32}),
+    "self_attn.v_proj": ([5, 4], [0.5, 0.5], {5: 64, 4: 64}),
+    "self_attn.o_proj": ([4], [1.0], {4: 128}),
+    "mlp.gate_proj": ([4, 3], [0.5, 0.5], {4: 64, 3: 64}),
+    "mlp.up_proj": ([4, 3], [0.5, 0.5], {4: 64, 3: 64}),
+    "mlp.down_proj": ([3, 2], [0.3, 0.7], {3: 32, 2: 16}),
+    "lm_head": ([8, 6], [0.15, 0.85], {8: 32, 6: 32}),
+}
+
+
+def exl2_from_float(model, d: Path, src: Path, seed: int = 0):
+    """An EXL2 directory of `model` (layouts above, random act-order per shared input: q/k/v one,
+    gate/up one, as ExLlamaV2's shared Hessians give) and the float oracle holding the exact
+    dequantized weights."""
+    import copy
+
+    from pyquant.formats.exl2 import layouts, reader, writer
+
+    g = torch.Generator().manual_seed(seed)
+    oracle = copy.deepcopy(model).float()
+    tensors, perms = {}, {}
+    for name, t in model.state_dict().items():
+        module = name.rsplit(".", 1)[0]
+        role = "lm_head" if module == "lm_head" else module.split("layers.")[-1].split(".", 1)[-1]
+        if name.endswith(".weight") and role in EXL2_LAYOUTS:
+            n, k = t.shape
+            share = (module.rsplit(".", 1)[0], "qkv" if role[-6] in "qkv" and "self_attn" in role else role)
+            if role in ("mlp.gate_proj", "mlp.up_proj"):
+                share = (module.rsplit(".", 1)[0], "gate_up")
+            perm = perms.setdefault(share, torch.randperm(k, generator=g))
+            groups = writer.layout(k, *EXL2_LAYOUTS[role])
+            enc, _ = writer.encode_linear(t.float(), groups, perm)
+            tensors.update({f"{module}.{s}": v for s, v in enc.items()})
+            c = layouts.unpack("t", module, n, k, *(enc[s] for s in reader.TENSORS))
+            oracle.get_parameter(name).data.copy_(layouts.dequantize(c, torch.float32))
+        else:
+            tensors[name] = t
+    cfg = json.loads((src / "config.json").read_text())
+    writer.write_directory(d, cfg, tensors, bits=4.0, head_bits=8, source_dir=src)
+    return oracle

@@ -126,6 +126,7 @@ struct Part {
 struct Slot {
   std::vector<Part> parts;
   int64_t n = 0, k = 0;
+  const int64_t* perm = nullptr;  // act-order weights (EXL2): the slot reads x[perm[j]] as its input j
 };
 
 // Activation x quantized once per step and kind (X32 / X256), reused by every part; in int8x2
@@ -251,6 +252,25 @@ class Decoder {
     s.n += n;
     s.k = k;
     kmax_ = std::max(kmax_, k);
+  }
+
+  // Weights stored with their input channels permuted (EXL2's act-order): the slot's parts read
+  // x[perm[j]] as input j. perm: int64 [k], a permutation of 0..k-1 (checked).
+  void set_input_perm(const std::string& slot, int64_t layer, const py::object& perm) {
+    Slot& s = slot_ref(slot, layer);
+    PQ_CHECK(!s.parts.empty(), "LlmDecoder: ", slot, ": set_input_perm before add_linear");
+    const HeldBuffer pb = hold(owners_, perm, slot + " input permutation", false);
+    PQ_CHECK(pb.nbytes == checked_mul(s.k, 8, "perm"), "LlmDecoder: ", slot, ": permutation needs ", s.k,
+             " int64 values, got ", pb.nbytes, " bytes");
+    const int64_t* p = reinterpret_cast<const int64_t*>(pb.ptr);
+    std::vector<char> seen((size_t)s.k, 0);
+    for (int64_t j = 0; j < s.k; ++j) {
+      PQ_CHECK(p[j] >= 0 && p[j] < s.k && !seen[(size_t)p[j]], "LlmDecoder: ", slot, ": not a permutation of 0..",
+               s.k - 1, " (entry ", j, ")");
+      seen[(size_t)p[j]] = 1;
+    }
+    s.perm = p;
+    if ((int64_t)xgather_.size() < s.k) xgather_.resize((size_t)s.k);
   }
 
   // which: "attn" | "ffn" (layer 0..L-1) or "output" (layer -1): float32 [d]; "q" | "k": float32
@@ -520,6 +540,11 @@ class Decoder {
 
   // Thread 0 quantizes x for the slot's GEMV; then everyone meets, computes its rows, meets again.
   void gemv(const Slot& s, const float* x, float* y, const float* res, int tid, int nt) {
+    if (s.perm != nullptr) {   // act-order weights: thread 0 gathers x before anyone reads it
+      if (tid == 0)
+        for (int64_t j = 0; j < s.k; ++j) xgather_[(size_t)j] = x[s.perm[j]];
+      x = xgather_.data();
+    }
     if (tid == 0) {
       quant_act(s, x);
       tock(kActQuant);
@@ -724,6 +749,7 @@ class Decoder {
   bool ready_ = false, float_act_ = false, comp_ = false, profile_ = false, avx2_ = false, one_region_ = true;
   int nth_ = 1;
   std::vector<Scratch> scratch_;
+  std::vector<float> xgather_;   // a slot's input in its weights' permuted order
   std::atomic<int> barrier_count_{0};
   WakeWord barrier_;
   int64_t prof_steps_ = 0;
@@ -756,6 +782,7 @@ void register_llm_bindings(py::module_& m) {
       .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double>(),
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)
+      .def("set_input_perm", &llm::Decoder::set_input_perm, "slot"_a, "layer"_a, "perm"_a)
       .def("add_linear", &llm::Decoder::add_linear, "slot"_a, "layer"_a, "qtype"_a, "weight"_a, "n"_a, "k"_a,
            "bias"_a = py::none(), "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0)
       .def("set_norm", &llm::Decoder::set_norm, "which"_a, "layer"_a, "weight"_a)

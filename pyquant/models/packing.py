@@ -81,6 +81,6 @@ def pack_decode_weights(model, release=None) -> int:
             dst[a:b].copy_(flat[a:b])
             if release is not None:
                 release(flat[a:b])   # file-backed pages: dropped; anonymous (fused copies): freed with src
-        lin.qt = QTensor(dst.view(src.shape), lin.qt.qtype, lin.qt.shape)
+        lin.qt = QTensor(dst.view(src.shape), lin.qt.qtype, lin.qt.shape, in_perm=lin.qt.in_perm)
         off += size
     return total

@@ -138,6 +138,13 @@ def build_native(st: TokenStep):
                 fmt = {f: buf(getattr(qt, f)) for f in ("scales", "mins") if getattr(qt, f) is not None}
                 dec.add_linear(slot, i, int(qt.qtype), buf(qt.data), lin.out_features, lin.in_features, bias,
                                group_size=qt.group_size or 0, **fmt)
+            perms = [lin.qt.in_perm if lin.dense is None else None for lin in lins]
+            if perms[0] is not None:   # act-order weights (EXL2): the slot gathers its input once
+                if not all(p is not None and torch.equal(p, perms[0]) for p in perms):
+                    return None, f"{slot} {i}: its linears read their input in different orders"
+                dec.set_input_perm(slot, i, buf(perms[0]))
+            elif any(p is not None for p in perms):
+                return None, f"{slot} {i}: its linears read their input in different orders"
         dec.set_norm("output", -1, buf(m.output_norm))
         for i, L in enumerate(m.layers):
             dec.set_norm("attn", i, buf(L.attn_norm))

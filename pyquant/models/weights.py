@@ -87,7 +87,8 @@ def concat_rows(qts: list, row_perms: list | None = None, release=None):
     if release is not None:   # the source's weights are views of a file: drop the pages we copied from
         for qt in qts:
             release(qt.data)
-    return QTensor(fused, qts[0].qtype, (n, qts[0].shape[1]), group_size=qts[0].group_size, **extra)
+    return QTensor(fused, qts[0].qtype, (n, qts[0].shape[1]), group_size=qts[0].group_size,
+                   in_perm=qts[0].in_perm, **extra)
 
 
 def fused_linear(source, names: list[str], shapes: list[tuple], biases: list, name: str,
@@ -99,7 +100,7 @@ def fused_linear(source, names: list[str], shapes: list[tuple], biases: list, na
     else:
         bias = None
     permute = row_perms is not None and any(p is not None for p in row_perms)
-    same_format = len({(qt.qtype, qt.group_size) for qt in qts}) == 1
+    same_format = len({(qt.qtype, qt.group_size) for qt in qts}) == 1 and _same_perm(qts)
     if same_format and qts[0].qtype not in _FLOAT_TYPES:
         if len(qts) == 1 and not permute:
             return [Linear(qts[0], bias, name)]
@@ -119,6 +120,13 @@ def fused_linear(source, names: list[str], shapes: list[tuple], biases: list, na
         out.append(Linear(qt, b, names[i]))
         off += qt.shape[0]
     return out
+
+
+def _same_perm(qts) -> bool:
+    """Rows fuse only when they read their input in the same order (EXL2: q/k/v share one act-order)."""
+    p0 = qts[0].in_perm
+    return all((qt.in_perm is None) == (p0 is None) and (p0 is None or torch.equal(qt.in_perm, p0))
+               for qt in qts)
 
 
 class Embedding:

@@ -1,5 +1,6 @@
 """A Hugging Face model directory as a model's weight source (the interface is described in
-pyquant/formats/gguf/source.py): float safetensors, or int4 AWQ / compressed-tensors linears.
+pyquant/formats/gguf/source.py): float safetensors, int4 AWQ / compressed-tensors linears, or EXL2
+linears (formats/exl2).
 
 The model asks for GGUF names; they are mapped to the directory's names here (config.py). A linear's
 weight is read through the directory's quantization format when it has one (AWQ: formats/awq), as a
@@ -34,12 +35,16 @@ class DirectorySource:
         self.architecture = architecture(self.hf_config, cfg_path)
         self.metadata = gguf_metadata(self.hf_config, cfg_path)
         self.format = kind(self.path)
-        if self.format not in ("awq", "compressed-tensors", "float"):
+        if self.format not in ("awq", "compressed-tensors", "exl2", "float"):
             raise FormatError(self.path, f"cannot run {describe(self.path)}: pyquant runs GGUF files and "
-                                         "AWQ, compressed-tensors int4 and float directories")
+                                         "AWQ, compressed-tensors int4, EXL2 and float directories")
         self.tensors = SafetensorsDir(self.path)
         self.linears = None
-        if self.format != "float":
+        if self.format == "exl2":
+            from ..exl2.reader import Exl2Linears
+
+            self.linears = Exl2Linears(self.tensors, self.path, release=self.release)
+        elif self.format != "float":
             from ..awq.config import read_awq_config
             from ..awq.reader import AWQLinears
 

@@ -71,9 +71,16 @@ def summarize_directory(path) -> dict:
         else:
             float_modules.append(f"{name} ({m.get('dtype', '?')})")
     all_params = sum(m["params"] for m in modules.values())
+    exl2 = _exl2_layers(d, st, quantized, dims) if fmt == "exl2" else None
+    if fmt == "exl2":
+        qc = config.get("quantization_config") or {}
+        quant_text = (f"exl2, target {qc.get('bits', '?')} bpw, head {qc.get('head_bits', '?')} bits"
+                      if qc.get("quant_method") == "exl2" else "exl2 (no quantization_config: an older repo)")
+    else:
+        quant_text = quant.describe() if quant else None
     return {
         "directory": str(d), "format": fmt, "architecture": config.get("model_type"),
-        "quantization": quant.describe() if quant else None,
+        "quantization": quant_text, "exl2_layers": exl2,
         "layers": config.get("num_hidden_layers"), "hidden_size": h, "vocab_size": config.get("vocab_size"),
         "files": sorted({st.file_of(n).name for n in st.keys()}), "size_bytes": st.nbytes,
         "quantized_modules": len(quantized), "unquantized_matrices": float_modules,
@@ -81,6 +88,29 @@ def summarize_directory(path) -> dict:
         "bits_per_weight": 8.0 * total_bytes / all_params if all_params else None,
         "quantized_examples": quantized[:3],
     }
+
+
+def _exl2_layers(d, st, quantized, dims) -> list[dict]:
+    """Per decoder layer (and the head): EXL2 bits per weight and the bit widths used, from q_groups."""
+    from ..exl2 import layouts
+
+    per: dict = {}
+    for name in quantized:
+        if f"{name}.q_groups" not in st:
+            continue
+        n, k = dims.get(name.rsplit(".", 1)[-1], (None, None))
+        if name == "lm_head" or not n:
+            qw_shape = st.info(f"{name}.q_weight")[1]
+            inv_shape = st.info(f"{name}.q_invperm")[1]
+            k, n = inv_shape[0], qw_shape[1]   # padded N: close enough for the head's summary
+        groups = layouts.parse_groups(d, name, st.get(f"{name}.q_groups"), k, st.info(f"{name}.q_weight")[1][0])
+        key = "head" if name == "lm_head" else name.split(".")[2] if name.startswith("model.layers.") else name
+        e = per.setdefault(key, {"bits": 0.0, "weights": 0, "widths": set()})
+        e["bits"] += layouts.bits_per_weight(groups, n, k) * n * k
+        e["weights"] += n * k
+        e["widths"] |= {g.bits for g in groups}
+    return [{"layer": key, "bits_per_weight": round(e["bits"] / e["weights"], 3),
+             "widths": sorted(e["widths"], reverse=True)} for key, e in per.items()]
 
 
 def format_directory(s: dict) -> str:
@@ -97,6 +127,10 @@ def format_directory(s: dict) -> str:
         fl = s["unquantized_matrices"]
         more = f", ... ({len(fl)} in all)" if len(fl) > 4 else ""
         out.append(f"float     {', '.join(fl[:4])}{more}")
+    if s.get("exl2_layers"):
+        out.append("layer     bits/weight  widths")
+        for e in s["exl2_layers"]:
+            out.append(f"  {e['layer']:<7} {e['bits_per_weight']:>10.3f}  {'/'.join(map(str, e['widths']))}")
     if s["bits_per_weight"]:
         out.append(f"total     {s['bits_per_weight']:.3f} bits/weight over every matrix")
     return "\n".join(out)

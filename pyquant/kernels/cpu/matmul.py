@@ -170,6 +170,8 @@ def linear_into(x: torch.Tensor, qt, out: torch.Tensor, bias: torch.Tensor | Non
     Returns `out`.
     """
     call = qt.cpu_call
+    if qt.in_perm is not None and x.shape[-1] == qt.shape[-1]:   # act-order weight: gather x once
+        x = x.index_select(-1, qt.in_perm)
     if (not (x.is_contiguous() and out.is_contiguous()) or x.dtype != out.dtype or not x.is_cpu
             or not out.is_cpu):
         raise KernelError(

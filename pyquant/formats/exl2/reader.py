@@ -1,0 +1,92 @@
+"""EXL2 linears of a model directory -> exact ggml block weights with an input permutation.
+
+Every EXL2 value is (q - 2^(b-1)) * s with one fp16 scale s per (group, output column) and groups
+of whole 32-row blocks along the act-order K: so each 32-block of an output row is one ggml block
+d * int exactly, d = s. All of a Linear's widths fit the smallest exact type: <= 4 bits Q4_0,
+5 bits Q5_0, 6 and 8 bits Q8_0. The weight stays in act-order and the QTensor carries the
+permutation (`in_perm`): every backend gathers x's columns once per call, as ExLlamaV2's kernels do.
+A layout whose group edges are not 32-aligned (2-bit groups of 16 rows) is kept as its exact fp16
+reconstruction instead. What this costs against EXL2's own packing (4.0 bpw -> 4.5, 2.5 -> 4.5,
+6.0 -> 8.5 bits read per weight) is the price of running on the block kernels every backend has;
+`pyquant info DIR` shows both.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import layouts
+
+TENSORS = ("q_weight", "q_groups", "q_scale", "q_scale_max", "q_invperm")
+
+
+def _blocks_q4_0(v: torch.Tensor) -> torch.Tensor:
+    """v int16 [N, nb, 32] in -8..7 -> the 16 quant bytes per block."""
+    u = (v + 8).to(torch.uint8)
+    return u[..., :16] | (u[..., 16:] << 4)
+
+
+def _blocks_q5_0(v: torch.Tensor) -> torch.Tensor:
+    """v in -16..15 -> qh (4 bytes, bit j = high bit of element j) + 16 nibble bytes."""
+    u = (v + 16).to(torch.int64)
+    qh = (((u >> 4) & 1) << torch.arange(32)).sum(-1)                            # [N, nb]
+    qh_bytes = ((qh[..., None] >> torch.arange(0, 32, 8)) & 0xFF).to(torch.uint8)
+    lo = (u & 0xF).to(torch.uint8)
+    return torch.cat([qh_bytes, lo[..., :16] | (lo[..., 16:] << 4)], dim=-1)
+
+
+def _blocks_q8_0(v: torch.Tensor) -> torch.Tensor:
+    return v.to(torch.int8).view(torch.uint8)
+
+
+_PACK = {"Q4_0": _blocks_q4_0, "Q5_0": _blocks_q5_0, "Q8_0": _blocks_q8_0}
+
+
+def exact_type(groups) -> str | None:
+    """The ggml type holding every value of these groups exactly, or None (group edges off the 32 grid)."""
+    if any(g.row0 % 32 for g in groups) or (groups[-1].row0 + groups[-1].rows) % 32:
+        return None
+    mb = max(g.bits for g in groups)
+    return "Q4_0" if mb <= 4 else "Q5_0" if mb == 5 else "Q8_0"
+
+
+def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
+    from ...qtensor import QTensor
+
+    tname = exact_type(c.groups)
+    if tname is None:
+        w = layouts.dequantize(c, torch.float16)                     # [N, K] in the original order
+        return QTensor(w.view(torch.uint8).reshape(n, -1), "F16", (n, k))
+    nb = k // 32
+    # the fp16 scale of each 32-block of each output row: its group's
+    blk_group = torch.cat([torch.full((g.rows // 32,), i) for i, g in enumerate(c.groups)])
+    d = c.scales[blk_group].t().contiguous()                                    # [N, nb] fp16
+    vals = c.values.t().reshape(n, nb, 32)
+    body = _PACK[tname](vals)
+    data = torch.cat([d.view(torch.uint8).reshape(n, nb, 2), body], dim=-1).reshape(n, -1).contiguous()
+    return QTensor(data, tname, (n, k), in_perm=c.perm)
+
+
+class Exl2Linears:
+    """Reads the quantized linears of an EXL2 directory (tensors: SafetensorsDir)."""
+
+    def __init__(self, tensors, path, release=None):
+        self.tensors, self.path, self.release = tensors, path, release
+
+    def is_quantized(self, prefix: str) -> bool:
+        return f"{prefix}.q_weight" in self.tensors and f"{prefix}.q_groups" in self.tensors
+
+    def canonical(self, prefix: str, n: int, k: int) -> layouts.Exl2Canonical:
+        missing = [t for t in TENSORS if f"{prefix}.{t}" not in self.tensors]
+        if missing:
+            from ...errors import FormatError
+
+            raise FormatError(self.path, f"tensor '{prefix}.{missing[0]}' is missing (an EXL2 linear needs "
+                                         f"{', '.join(TENSORS)})")
+        return layouts.unpack(self.path, prefix, n, k, *(self.tensors.get(f"{prefix}.{t}") for t in TENSORS))
+
+    def qtensor(self, prefix: str, n: int, k: int):
+        qt = to_qtensor(self.canonical(prefix, n, k), n, k)
+        if self.release is not None:
+            for t in TENSORS:
+                self.release(self.tensors.get(f"{prefix}.{t}"))
+        return qt
