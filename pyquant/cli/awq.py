@@ -31,66 +31,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-class FloatDirectory:
-    """A float HF directory as the quantizer's source: config, float32 tensors by name, tokenizer files."""
-
-    def __init__(self, path):
-        from ..errors import FormatError
-        from ..formats.detect import describe, kind
-        from ..formats.hf.checkpoint import SafetensorsDir, read_json
-
-        self.path = Path(path)
-        if kind(self.path) != "float":
-            raise FormatError(self.path, f"pyquant awq needs a float model; this is {describe(self.path)}")
-        self.config = read_json(self.path / "config.json", "config.json")
-        self.tensors = SafetensorsDir(self.path)
-
-    def __contains__(self, name):
-        return name in self.tensors
-
-    def get(self, name):
-        return self.tensors.get(name).float()
-
-    def write_tokenizer(self, out):
-        import shutil
-
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "generation_config.json", "chat_template.jinja"):
-            if (self.path / name).is_file():
-                shutil.copyfile(self.path / name, Path(out) / name)
-
-    def close(self):
-        pass
-
-
 def run(args) -> int:
     import torch
 
-    from ..errors import PyquantError
     from ..formats.awq.writer import write_checkpoint
-    from ..hub import resolve
-    from ..quantizers.awq import AWQOptions, calibration_blocks, quantize_model
-    from ..runtime.tokenizer import Tokenizer
+    from ..quantizers.awq import AWQOptions, quantize_model
+    from ..quantizers.calib import calibration_blocks, calibration_text, open_float_source
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    src_path = resolve(args.src)
-    if src_path.is_dir():
-        src = FloatDirectory(src_path)
-        tok = Tokenizer.from_hf(src_path, int(src.config.get("vocab_size") or 0))
-    else:
-        from ..formats.gguf.to_hf import GGUFAsHF
-
-        src = GGUFAsHF(src_path)
-        tok = src.tok
-    calib = Path(args.calib) if args.calib else Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-    try:
-        text = calib.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PyquantError(f"{calib}: cannot read the calibration text: {e.strerror}") from None
+    src, tok, src_path = open_float_source(args.src)
+    calib, text = calibration_text(args.calib)
     opt = AWQOptions(group_size=args.group_size, version=args.version, search=not args.no_search,
                      seq_len=args.seq_len, max_blocks=args.blocks, search_tokens=args.search_tokens)
-    ids = calibration_blocks(tok.encode, text, opt)
+    ids = calibration_blocks(tok.encode, text, opt.seq_len, opt.max_blocks)
     what = "AWQ" if opt.search else "round-to-nearest"
     print(f"{what}: {src_path} -> {args.out}: group {opt.group_size}, {opt.version}, calibration "
           f"{ids.shape[0]} x {ids.shape[1]} tokens from {calib.name}, {torch.get_num_threads()} threads",

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PyquantError
+from .calib import FloatLayer, rope_tables
 
 
 @dataclass
@@ -71,78 +72,6 @@ def fake_quant(w: torch.Tensor, g: int) -> torch.Tensor:
     wg = w.reshape(n, k // g, g)
     q = (torch.round(wg / s[..., None]) + z[..., None]).clamp(0, 15)
     return ((q - z[..., None]) * s[..., None]).reshape(n, k)
-
-
-# ---------------------------------------------------------------------------------- float block
-class FloatLayer:
-    """One decoder layer of the Llama family in float32 (HF names and rotate-half RoPE): the model
-    the searches measure against. Weights are plain tensors, edited in place by the searches."""
-
-    LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-    def __init__(self, get, has, prefix: str, cfg: dict):
-        self.cfg, self.prefix = cfg, prefix
-        self.w = {}
-        for name in self.LINEARS:
-            sub = "self_attn" if name[0] in "qkvo" else "mlp"
-            self.w[name] = get(f"{prefix}.{sub}.{name}.weight").float()
-            b = f"{prefix}.{sub}.{name}.bias"
-            self.w[name + ".bias"] = get(b).float() if has(b) else None
-        self.w["ln1"] = get(f"{prefix}.input_layernorm.weight").float()
-        self.w["ln2"] = get(f"{prefix}.post_attention_layernorm.weight").float()
-        for n in ("q_norm", "k_norm"):
-            name = f"{prefix}.self_attn.{n}.weight"
-            self.w[n] = get(name).float() if has(name) else None
-
-    def lin(self, name, x, weight=None):
-        return F.linear(x, self.w[name] if weight is None else weight, self.w[name + ".bias"])
-
-    def norm(self, x, w):
-        return torch.rms_norm(x, (x.shape[-1],), w, self.cfg["eps"])
-
-    def attention(self, h, rope, wq=None, wk=None, wv=None):
-        """h [B, T, d] -> attention output before o_proj [B, T, H hd]."""
-        c = self.cfg
-        B, T, _ = h.shape
-        H, Hkv, hd = c["heads"], c["kv_heads"], c["head_dim"]
-        q = self.lin("q_proj", h, wq).view(B, T, H, hd)
-        k = self.lin("k_proj", h, wk).view(B, T, Hkv, hd)
-        v = self.lin("v_proj", h, wv).view(B, T, Hkv, hd)
-        if self.w["q_norm"] is not None:
-            q, k = self.norm(q, self.w["q_norm"]), self.norm(k, self.w["k_norm"])
-        cos, sin = rope
-        q, k = _rotate(q, cos[:T], sin[:T]), _rotate(k, cos[:T], sin[:T])
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if Hkv != H:
-            k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return o.transpose(1, 2).reshape(B, T, H * hd)
-
-    def mlp_hidden(self, h, wg=None, wu=None):
-        return F.silu(self.lin("gate_proj", h, wg)) * self.lin("up_proj", h, wu)
-
-    def forward(self, x, rope, keep: bool = False):
-        """x [B, T, d] -> (output, inputs of each linear when keep)."""
-        h1 = self.norm(x, self.w["ln1"])
-        a = self.attention(h1, rope)
-        x2 = x + self.lin("o_proj", a)
-        h2 = self.norm(x2, self.w["ln2"])
-        m = self.mlp_hidden(h2)
-        out = x2 + self.lin("down_proj", m)
-        return out, ({"qkv": h1, "o": a, "gate_up": h2, "down": m} if keep else None)
-
-
-def _rotate(x, cos, sin):
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return x * cos[:, None, :] + torch.cat([-x2, x1], dim=-1) * sin[:, None, :]
-
-
-def rope_tables(T: int, head_dim: int, base: float):
-    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    ang = torch.outer(torch.arange(T, dtype=torch.float64), inv)
-    emb = torch.cat([ang, ang], dim=-1)
-    return emb.cos().float(), emb.sin().float()
 
 
 # ---------------------------------------------------------------------------------- searches
@@ -256,14 +185,6 @@ def quantize_layer(layer: FloatLayer, x: torch.Tensor, inp: dict, rope, opt: AWQ
 
 
 # ---------------------------------------------------------------------------------- driver
-def calibration_blocks(tokenizer_encode, text: str, opt: AWQOptions) -> torch.Tensor:
-    ids = tokenizer_encode(text)
-    n = min(len(ids) // opt.seq_len, opt.max_blocks)
-    if n == 0:
-        raise PyquantError(f"calibration text has {len(ids)} tokens: at least seq_len = {opt.seq_len} needed")
-    return torch.tensor(ids[:n * opt.seq_len]).view(n, opt.seq_len)
-
-
 def quantize_model(src, ids: torch.Tensor, opt: AWQOptions, progress=None) -> dict:
     """AWQ of every decoder-layer linear of `src` (config dict .config, float tensors by HF name
     .get(name), `name in src`). Returns the checkpoint's tensors (HF names): gemm / gemv_fast packed
