@@ -50,8 +50,9 @@ def find_scale(w: torch.Tensor, bits: int):
     errs = []
     for c0 in range(0, 97, 16):
         s = s0[None, None, :] * ps[c0:c0 + 16, None, None]
-        q = torch.clamp(torch.round(w[None] / s), -qzero, maxq - qzero)
-        errs.append((q * s - w[None]).abs().pow(3.5).sum((1, 2)))
+        q = torch.clamp_(torch.round_(w[None] / s), -qzero, maxq - qzero)
+        a = q.mul_(s).sub_(w[None]).abs_()
+        errs.append((a * a * a * a.sqrt()).sum((1, 2)))        # |e|^3.5 without pow's exp/log
     best_p = float(ps[int(torch.argmin(torch.cat(errs)))])
     qsm = (smax * best_p).to(torch.float16)
     scale = (qs * qs).to(torch.float16) * (qsm / 256).to(torch.float16)
