@@ -1,7 +1,7 @@
 """GPU benchmark of pyquant's CUDA and Triton matmul kernels (issue #5's device check).
 
 GEMV / GEMM on a 4096 x 14336 weight (K = 4096 inputs, N = 14336 outputs: a Llama-3-8B FFN
-up-projection) for Q4_K, Q4_0, Q8_0 and int4-g128, at M = 1, 16 and 512, against torch's bf16
+up-projection) for Q4_K, Q4_0, Q8_0, int4-g128 and int4-g64 (AWQ), at M = 1, 16 and 512, against torch's bf16
 matmul and the device-to-device copy bandwidth measured in the same run. Prints one table last.
 
 Timing: every variant is captured in a CUDA graph that replays `reps` calls cycling over enough
@@ -30,7 +30,9 @@ from pyquant.qtypes import QType  # noqa: E402
 
 # byte offsets of the f16 scale fields and (block size, bytes per block) of the benchmarked types
 _GGUF = {"Q4_K": ((0, 2), 256, 144), "Q4_0": ((0,), 32, 18), "Q8_0": ((0,), 32, 34)}
-FORMATS = ("Q4_K", "Q4_0", "Q8_0", "int4-g128")
+# int4-g128 / int4-g64: AWQ checkpoints after their load-time repack (group 128 and 64);
+# EXL2 runs as Q4_0 / Q5_0 / Q8_0 blocks plus a column gather (formats/exl2/reader.py)
+FORMATS = ("Q4_K", "Q4_0", "Q8_0", "int4-g128", "int4-g64")
 
 
 @dataclass
@@ -53,8 +55,8 @@ class Row:
 
 def make_weights(fmt, n, k, device, gen):
     """Random quants with small normal f16 scales (no NaN / inf), built on the device."""
-    if fmt == "int4-g128":
-        g = 128
+    if fmt.startswith("int4-g"):
+        g = int(fmt.split("-g")[1])
         qw = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device=device, generator=gen)
         scales = torch.rand(n, k // g, device=device, generator=gen) * 0.02 + 1e-3
         mins = -torch.rand(n, k // g, device=device, generator=gen) * 0.1

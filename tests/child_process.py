@@ -30,3 +30,19 @@ def run_pyquant(*args, stdin=None, timeout=300):
 
     return subprocess.run(child_python("-m", "pyquant", *args), capture_output=True, text=True, input=stdin,
                           timeout=timeout, env=child_env())
+
+
+def peak_rss_of_a_generation(model_path) -> int:
+    """Peak RSS in bytes of a child that loads `model_path` and generates 16 tokens. Read from
+    /proc/self/status VmHWM: getrusage's ru_maxrss survives fork+exec, so a child of this (large)
+    pytest process would report the parent's size."""
+    import subprocess
+
+    code = ("import pyquant, sys\n"
+            "m = pyquant.load(sys.argv[1])\n"
+            "m.generate('The capital of France is', max_new_tokens=16)\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+            "print(int(hwm.split()[1]) * 1024)\n")
+    out = subprocess.run(child_python("-c", code, str(model_path)), capture_output=True, text=True, check=True,
+                         env=child_env())
+    return int(out.stdout.split()[-1])

@@ -138,3 +138,16 @@ def exl2_from_float(model, d: Path, src: Path, seed: int = 0):
     cfg = json.loads((src / "config.json").read_text())
     writer.write_directory(d, cfg, tensors, bits=4.0, head_bits=8, source_dir=src)
     return oracle
+
+
+def forge_tensor(path: Path, name: str, value) -> None:
+    """Replace tensor `name` of a safetensors file by `value` (a tensor, or a function of the old one),
+    or delete it (None): the forged-file tests."""
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(str(path))
+    if value is None:
+        del t[name]
+    else:
+        t[name] = value(t[name]) if callable(value) else value
+    save_file(t, str(path))

@@ -3,7 +3,6 @@ runner against transformers' float forward, the quantizer, and bad input."""
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -238,13 +237,9 @@ def awq_dir(tmp_path):
 
 
 def _forge(d, name, value):
-    p = d / "model.safetensors"
-    t = load_file(str(p))
-    if value is None:
-        del t[name]
-    else:
-        t[name] = value
-    save_file(t, str(p))
+    from hf_models import forge_tensor
+
+    forge_tensor(d / "model.safetensors", name, value)
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -317,17 +312,9 @@ def test_smollm2_awq_answers_and_tokenizes_like_the_gguf(smollm2_awq, smollm2_pa
 
 
 def test_smollm2_awq_peak_rss_within_packed_weights_plus_300mb(smollm2_awq):
-    from child_process import child_env, child_python
+    from child_process import peak_rss_of_a_generation
 
-    import subprocess
-    code = ("import pyquant, sys\n"
-            "m = pyquant.load(sys.argv[1])\n"
-            "m.generate('The capital of France is', max_new_tokens=16)\n"
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-            "print(int(hwm.split()[1]) * 1024)\n")
-    out = subprocess.run(child_python("-c", code, str(smollm2_awq)), capture_output=True, text=True,
-                         check=True, env=child_env())
-    peak = int(out.stdout.split()[-1])
+    peak = peak_rss_of_a_generation(smollm2_awq)
     packed = sum(f.stat().st_size for f in smollm2_awq.glob("*.safetensors"))
     print(f"peak RSS {peak / 1e6:.0f} MB, packed weights {packed / 1e6:.0f} MB")
     # measured 407e6 bytes = packed 114e6 + 293e6 (import torch alone: 229e6)

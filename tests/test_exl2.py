@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import pyquant
 from pyquant.errors import FormatError
@@ -151,13 +150,9 @@ def exl2_dir(tmp_path):
 
 
 def _forge(d, name, value):
-    p = d / "output.safetensors"
-    t = load_file(str(p))
-    if value is None:
-        del t[name]
-    else:
-        t[name] = value(t[name]) if callable(value) else value
-    save_file(t, str(p))
+    from hf_models import forge_tensor
+
+    forge_tensor(d / "output.safetensors", name, value)
 
 
 P = "model.layers.0.self_attn.o_proj"
@@ -267,8 +262,9 @@ def test_exl2_converter_end_to_end(tmp_path):
     kls = []
     for bits in (3.0, 5.0):
         out = tmp_path / f"e{bits}"
+        again = ["-m", str(tmp_path / "e3.0" / "measurement.json")] if bits == 5.0 else []   # reused
         assert main(["exl2", str(tmp_path / "f"), str(out), "--bits", str(bits), "--calib", str(calib),
-                     "--seq-len", "64", "--blocks", "8"]) == 0
+                     "--seq-len", "64", "--blocks", "8", *again]) == 0
         q = json.loads((out / "config.json").read_text())["quantization_config"]
         assert q["quant_method"] == "exl2" and q["bits"] == bits and q["head_bits"] == 6
         rep = json.loads((out / "exl2_report.json").read_text())
@@ -279,3 +275,7 @@ def test_exl2_converter_end_to_end(tmp_path):
         got = torch.log_softmax(m.forward(ids, 0, all_logits=True).double(), -1)
         kls.append(float((ref.exp() * (ref - got)).sum(-1).mean()))
     assert kls[1] < kls[0], kls
+    m = json.loads((tmp_path / "e3.0" / "measurement.json").read_text())
+    m["options"] = m["options"][1:]
+    (tmp_path / "stale.json").write_text(json.dumps(m))
+    assert main(["exl2", str(tmp_path / "f"), str(tmp_path / "x"), "-m", str(tmp_path / "stale.json")]) == 2

@@ -13,11 +13,9 @@ default path (int8x2) adds the int8-quantized residual: its rounding step is 1/2
 """
 from __future__ import annotations
 
-import subprocess
 import warnings
 
 import pytest
-from child_process import child_env, child_python
 import torch
 
 import pyquant
@@ -148,17 +146,9 @@ def test_bad_token_ids(model):
 
 
 def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
-    # Peak RSS from /proc/self/status VmHWM: getrusage's ru_maxrss survives fork+exec, so a child of
-    # this (large) pytest process would report the parent's size.
-    code = (
-        "import pyquant, sys\n"
-        "m = pyquant.load(sys.argv[1])\n"
-        "m.generate('The capital of France is', max_new_tokens=16)\n"
-        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-        "print(int(hwm.split()[1]) * 1024)\n")
-    out = subprocess.run(child_python("-c", code, str(smollm2_path)), capture_output=True, text=True,
-                         check=True, env=child_env())
-    peak = int(out.stdout.split()[-1])
+    from child_process import peak_rss_of_a_generation
+
+    peak = peak_rss_of_a_generation(smollm2_path)
     size = smollm2_path.stat().st_size
     print(f"peak RSS {peak / 1e6:.0f} MB, file {size / 1e6:.0f} MB")
     # measured 392.6e6 bytes = file + 294e6, of which `import torch` alone is 229e6 (218 MiB)

@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--bits", type=float, default=4.0, help="target bits per weight of the decoder's linears")
     p.add_argument("--head-bits", type=int, default=6, choices=(2, 3, 4, 5, 6, 8), help="lm_head bits (default 6)")
     p.add_argument("--calib", default=None, help="calibration text (default: pyquant/data/calibration.txt)")
+    p.add_argument("--measurement", "-m", default=None,
+                   help="reuse a measurement.json (written to OUT_DIR by every conversion): only the "
+                        "allocation and the quantization pass run")
     p.add_argument("--seq-len", type=positive_int, default=512, help="calibration block length (tokens)")
     p.add_argument("--blocks", type=positive_int, default=128, help="at most this many calibration blocks")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all)")
@@ -31,7 +34,7 @@ def run(args) -> int:
     from ..errors import PyquantError
     from ..formats.exl2.writer import write_directory
     from ..quantizers.calib import calibration_blocks, calibration_text, open_float_source
-    from ..quantizers.exl2 import Exl2Options, convert
+    from ..quantizers.exl2 import Exl2Options, convert, load_measurement, option_names
 
     if not 2.0 <= args.bits <= 8.0:
         raise PyquantError(f"--bits {args.bits}: EXL2 layouts span 2 to 8 bits per weight")
@@ -50,17 +53,21 @@ def run(args) -> int:
         print(f"\r  {phase} layer {i}/{n}  {elapsed:6.1f} s", end="" if i < n else "\n", file=sys.stderr,
               flush=True)
 
-    tensors, report = convert(src, ids, opt, progress)
+    measurement = load_measurement(args.measurement) if args.measurement else None
+    tensors, report, cands = convert(src, ids, opt, progress, measurement)
     config = dict(src.config)
     config["tie_word_embeddings"] = False        # the head is quantized on its own
     write_directory(args.out, config, tensors, bits=opt.bits, head_bits=opt.head_bits,
-                    source_dir=src_path if src_path.is_dir() else None)
+                    source_dir=src_path if src_path.is_dir() else None,
+                    calibration={"rows": int(ids.shape[0]), "length": int(ids.shape[1]), "dataset": calib.name})
     if not src_path.is_dir():
         src.write_tokenizer(args.out)
     src.close()
     layers = {k: v for k, v in report.items() if k != "lm_head"}
     weights = sum(v[3] for v in layers.values())
     bpw = sum(v[1] * v[3] for v in layers.values()) / max(weights, 1)
+    (Path(args.out) / "measurement.json").write_text(json.dumps(
+        {"options": option_names(), "linears": {k: [list(p) for p in v] for k, v in cands.items()}}))
     (Path(args.out) / "exl2_report.json").write_text(json.dumps(
         {k: {"bits": v[0][0], "proportions": v[0][1], "group_size": {str(b): g for b, g in v[0][2].items()},
              "bpw": round(v[1], 4), "rel_error": v[2]} for k, v in report.items()}, indent=1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import FormatError
 from ..qtypes import QType
 
 _FLOAT_TYPES = {QType.F32, QType.F16, QType.BF16}

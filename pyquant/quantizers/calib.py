@@ -129,12 +129,9 @@ class FloatDirectory:
         return self.tensors.get(name).float()
 
     def write_tokenizer(self, out):
-        import shutil
+        from ..formats.hf.checkpoint import copy_tokenizer_files
 
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "generation_config.json", "chat_template.jinja"):
-            if (self.path / name).is_file():
-                shutil.copyfile(self.path / name, Path(out) / name)
+        copy_tokenizer_files(self.path, out)
 
     def close(self):
         pass

@@ -20,7 +20,6 @@ the group's later rows, and after the group to every later row.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -58,20 +57,13 @@ class Exl2Options:
     damp: float = 0.12
 
 
-def gptq(w: torch.Tensor, H: torch.Tensor, groups: list, perm: torch.Tensor, damp: float = 0.12):
-    """GPTQ of w [N, K] float32 with Hessian H [K, K] (input channels), rows of Wt in act-order `perm`,
-    in `groups` [(bits, rows)]. Returns (codes [K, Np] uint values, scale codes [G, Np], q_scale_max
-    [G] fp16, scales [G, Np] fp16, the reconstruction [N, K] float32 exact)."""
-    n, k = w.shape
-    np_ = -(-n // 32) * 32
-    Wt = torch.zeros(k, np_)
-    Wt[:, :n] = w.t()[perm]
+def inverse_hessian(H: torch.Tensor, perm: torch.Tensor, damp: float = 0.12):
+    """(upper Cholesky factor of the damped H^-1 in act-order, mask of dead input channels)."""
     Hp = H[perm][:, perm].clone()
     dead = torch.diagonal(Hp) == 0
     Hp[dead, dead] = 1.0
-    Wt[dead] = 0
     Hp.diagonal().add_(damp * float(torch.diagonal(Hp).mean()))
-    for attempt in range(6):
+    for _ in range(6):
         try:
             L = torch.linalg.cholesky(Hp)
             break
@@ -79,7 +71,19 @@ def gptq(w: torch.Tensor, H: torch.Tensor, groups: list, perm: torch.Tensor, dam
             Hp.diagonal().add_(damp * float(torch.diagonal(Hp).mean()))
     else:
         raise PyquantError("GPTQ: the Hessian stays singular after damping")
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True), dead
+
+
+def gptq(w: torch.Tensor, H: torch.Tensor, groups: list, perm: torch.Tensor, damp: float = 0.12, prepared=None):
+    """GPTQ of w [N, K] float32 with Hessian H [K, K] (input channels), rows of Wt in act-order `perm`,
+    in `groups` [(bits, rows)] (prepared: inverse_hessian(H, perm, damp), shared by calls on one H).
+    Returns (codes [K, Np] uint values, scale codes [G, Np], q_scale_max [G] fp16, scales [G, Np] fp16)."""
+    n, k = w.shape
+    np_ = -(-n // 32) * 32
+    Wt = torch.zeros(k, np_)
+    Wt[:, :n] = w.t()[perm]
+    Hinv, dead = prepared if prepared is not None else inverse_hessian(H, perm, damp)
+    Wt[dead] = 0
     codes, scodes, qsms, scales = torch.zeros(k, np_, dtype=torch.int64), [], [], []
     row = 0
     for bits, rows in groups:
@@ -186,9 +190,29 @@ def _hessians(layer, x, rope) -> dict:
     return out
 
 
-def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None) -> tuple[dict, dict]:
-    """EXL2 tensors (HF names) of `src` (a float checkpoint: .config, .get(name), `name in src`) and a
-    report {linear: (option, bpw, relative output error, weights)}."""
+def option_names() -> list[str]:
+    """ExLlamaV2-style descriptions of OPTIONS ("0.25:3b_32g/0.75:2b_32g"), the measurement's key."""
+    return ["/".join(f"{p}:{b}b_{g[b]}g" for b, p in zip(bits, props)) for bits, props, g in OPTIONS]
+
+
+def load_measurement(path) -> dict:
+    import json
+
+    from ..errors import FormatError
+
+    try:
+        m = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as e:
+        raise FormatError(path, f"cannot read the measurement: {e}") from None
+    if not isinstance(m, dict) or m.get("options") != option_names() or not isinstance(m.get("linears"), dict):
+        raise FormatError(path, "measurement was made with other candidate layouts (or is not one): measure again")
+    return {k: [tuple(p) for p in v] for k, v in m["linears"].items()}
+
+
+def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None, measurement: dict | None = None):
+    """EXL2 tensors (HF names) of `src` (a float checkpoint: .config, .get(name), `name in src`), a
+    report {linear: (option, bpw, relative output error, weights)} and the measurement {linear:
+    [(bits, weighted error) per option]} (given: the measurement pass is skipped)."""
     from .calib import FloatLayer, rope_tables
 
     c = src.config
@@ -202,9 +226,11 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None) -> tuple[di
     t0 = time.perf_counter()
 
     # 1. measurement: float states, every option of every linear
-    cands, numel = {}, 0
+    cands = measurement or {}
+    numel = sum(src.get(f"model.layers.{i}.{sub}.{name}.weight").numel() for i in range(n_layers)
+                for sub, name, _ in ROLES)
     x = F.embedding(ids, emb)
-    for i in range(n_layers):
+    for i in range(n_layers if measurement is None else 0):
         layer = FloatLayer(src.get, src.__contains__, f"model.layers.{i}", cfg)
         with torch.no_grad():
             H = _hessians(layer, x, rope)
@@ -212,16 +238,20 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None) -> tuple[di
                 w = layer.w[name]
                 n, k = w.shape
                 perm = torch.argsort(torch.diagonal(H[key]), descending=True)
+                prep = inverse_hessian(H[key], perm, opt.damp)
                 pts = []
                 for o in OPTIONS:
                     groups = writer.layout(k, *o)
-                    codes, _, _, sc = gptq(w, H[key], groups, perm, opt.damp)
+                    codes, _, _, sc = gptq(w, H[key], groups, perm, opt.damp, prep)
                     pts.append((option_bits(o, n, k), rel_error(w, reconstruct(codes, sc, groups, perm, n), H[key])))
                 cands[f"model.layers.{i}.{sub}.{name}"] = [(b, e * n * k) for b, e in pts]
-                numel += n * k
             x, _ = layer.forward(x, rope)
         if progress:
             progress("measure", i + 1, n_layers, time.perf_counter() - t0)
+    missing = [f"model.layers.{i}.{sub}.{name}" for i in range(n_layers) for sub, name, _ in ROLES
+               if f"model.layers.{i}.{sub}.{name}" not in cands]
+    if missing:
+        raise PyquantError(f"the measurement has no entry for {missing[0]} (another model?)")
     choice = allocate(cands, opt.bits * numel)
 
     # 3. quantization: quantized states, chosen options
@@ -269,4 +299,4 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None) -> tuple[di
         out.update({f"lm_head.{s}": v for s, v in pack(codes, scodes, qsms, groups, perm).items()})
         report["lm_head"] = (o, option_bits(o, n, k) / (n * k),
                              rel_error(head.float(), reconstruct(codes, sc, groups, perm, n), Hh), n * k)
-    return out, report
+    return out, report, cands

@@ -3,10 +3,6 @@ as their own) or gemv_fast, from integer codes, zeros and fp16 scales. The inver
 tests check unpack(pack(x)) == x and, against AutoAWQ's own packers, byte equality."""
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import torch
 
 from .layouts import ORDER, zeros_width
@@ -49,22 +45,10 @@ def pack_gemv_fast(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tenso
 
 def write_checkpoint(out_dir, config: dict, tensors: dict, *, version: str, group_size: int,
                      source_dir=None) -> None:
-    """config.json (with quantization_config), model.safetensors, and the tokenizer / generation files
-    copied from source_dir."""
-    from safetensors.torch import save_file
+    """config.json (with AutoAWQ's quantization_config), model.safetensors, and the tokenizer /
+    generation files copied from source_dir."""
+    from ..hf.checkpoint import write_directory
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = dict(config)
-    config["quantization_config"] = {"bits": 4, "group_size": group_size, "modules_to_not_convert": None,
-                                     "quant_method": "awq", "version": version, "zero_point": True}
-    config["torch_dtype"] = "float16"
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
-    if source_dir is not None:
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "generation_config.json", "chat_template.jinja"):
-            src = Path(source_dir) / name
-            if src.is_file() and src.resolve() != (out / name).resolve():
-                shutil.copyfile(src, out / name)
+    q = {"bits": 4, "group_size": group_size, "modules_to_not_convert": None, "quant_method": "awq",
+         "version": version, "zero_point": True}
+    write_directory(out_dir, {**config, "torch_dtype": "float16"}, q, tensors, "model.safetensors", source_dir)

@@ -4,10 +4,7 @@ float weight, a group layout and an act-order permutation, with ExLlamaV2's per-
 that is the converter's job). The inverse of layouts.py, which the tests hold it to."""
 from __future__ import annotations
 
-import json
 import math
-import shutil
-from pathlib import Path
 
 import torch
 
@@ -108,22 +105,11 @@ def encode_linear(w: torch.Tensor, groups: list[tuple[int, int]], perm: torch.Te
     return out, w_fp16.t().contiguous()
 
 
-def write_directory(out_dir, config: dict, tensors: dict, bits: float, head_bits: int = 6, source_dir=None):
+def write_directory(out_dir, config: dict, tensors: dict, bits: float, head_bits: int = 6, source_dir=None,
+                    calibration: dict | None = None):
     """config.json (with ExLlamaV2's quantization_config), output.safetensors, tokenizer files."""
-    from safetensors.torch import save_file
+    from ..hf.checkpoint import write_directory as write
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = dict(config)
-    config["quantization_config"] = {"quant_method": "exl2", "version": "0.2.7", "bits": float(bits),
-                                     "head_bits": int(head_bits),
-                                     "calibration": {"rows": 0, "length": 0, "dataset": "(none: round to nearest)"}}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "output.safetensors"),
-              metadata={"format": "pt"})
-    if source_dir is not None:
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "generation_config.json", "chat_template.jinja"):
-            src = Path(source_dir) / name
-            if src.is_file():
-                shutil.copyfile(src, out / name)
+    q = {"quant_method": "exl2", "version": "0.2.7", "bits": float(bits), "head_bits": int(head_bits),
+         "calibration": calibration or {"rows": 0, "length": 0, "dataset": "(none: round to nearest)"}}
+    write(out_dir, config, q, tensors, "output.safetensors", source_dir)

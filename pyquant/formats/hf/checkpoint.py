@@ -150,3 +150,32 @@ def _entry(f: Path, name: str, e: dict, base: int):
     if base + offs[1] > f.stat().st_size:
         raise FormatError(f, f"tensor '{name}' ends past the end of the file")
     return dtype, tuple(shape), base + offs[0], n
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                   "chat_template.jinja")
+
+
+def copy_tokenizer_files(src_dir, out_dir) -> None:
+    """The tokenizer / chat template / generation defaults of a model directory, copied beside a new one."""
+    import shutil
+
+    for name in TOKENIZER_FILES:
+        src = Path(src_dir) / name
+        if src.is_file() and src.resolve() != (Path(out_dir) / name).resolve():
+            shutil.copyfile(src, Path(out_dir) / name)
+
+
+def write_directory(out_dir, config: dict, quantization_config: dict, tensors: dict, filename: str,
+                    source_dir=None) -> None:
+    """A quantized model directory: config.json (with `quantization_config`), one safetensors file of
+    `tensors`, and the tokenizer files of source_dir."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {**config, "quantization_config": quantization_config}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / filename), metadata={"format": "pt"})
+    if source_dir is not None:
+        copy_tokenizer_files(source_dir, out)
