@@ -38,7 +38,10 @@ GGUF = {
     "Q6_K": (14, 256, 210, [208]),
 }
 # int4-g*: pyquant's int4 layout, which AWQ checkpoints (group 128 / 64 / 32) are repacked into at load
-KERNELS = list(GGUF) + ["int4-g128", "int4-g64", "int4-g32", "int8"]
+# exl2-*: what an EXL2 Linear runs as (formats/exl2/reader.py): its exact ggml blocks in act-order plus
+# the gather of x through the permutation; 2.5 bpw ([3, 2] bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
+EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
+KERNELS = list(GGUF) + ["int4-g128", "int4-g64", "int4-g32", "int8"] + list(EXL2)
 QUICK_SHAPE = (4096, 14336)
 
 _TORCH_INT4_S: dict[tuple, float] = {}  # (n, k, m, threads) -> seconds, for the ratios
@@ -124,6 +127,9 @@ def test_torch_anchor(benchmark, threads, roofline, name, n, k, m, t):
 # ---------------------------------------------------------------- pyquant
 def _pyquant_weight(name, n, k):
     rng = np.random.default_rng(0)
+    if name in EXL2:
+        qtype, bs, ts, offs = GGUF[EXL2[name]]
+        return random_blocks(rng, n, k // bs, ts, offs), rng.permutation(k).astype(np.int64)
     if name in GGUF:
         qtype, bs, ts, offs = GGUF[name]
         return random_blocks(rng, n, k // bs, ts, offs)
@@ -143,13 +149,31 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
     approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
-              "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0}
+              "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.5625, "exl2-4.0": 0.5625,
+              "exl2-6.0": 1.0625}
     pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)
     wbytes = _nbytes(pool[0])
     x = torch.randn(m, k)
     y = torch.empty(m, n)
     xa = (x.data_ptr(), x.numel() * 4, "float32", m, y.data_ptr(), y.numel() * 4, 0, 0, 0)
-    if name in GGUF:
+    if name in EXL2:
+        from pyquant.kernels.cpu.matmul import linear_into
+        from pyquant.qtensor import QTensor
+
+        qtype = GGUF[EXL2[name]][0]
+        path = _C.matmul_path("gguf", qtype, m) + " + gather"
+        qts = {}   # one QTensor per pool copy (building one validates the permutation: not timed)
+
+        def fn(p):
+            qt = qts.get(id(p))
+            if qt is None:
+                qt = qts[id(p)] = QTensor(torch.from_numpy(p[0].reshape(n, -1)), qtype, (n, k),
+                                          in_perm=torch.from_numpy(p[1]))
+            return linear_into(x, qt, y)
+
+        for p in pool:
+            fn(p)
+    elif name in GGUF:
         qtype = GGUF[name][0]
         path = _C.matmul_path("gguf", qtype, m)
         fn = lambda w: _C.gguf_matmul(qtype, w.ctypes.data, w.nbytes, n, k, *xa)  # noqa: E731
