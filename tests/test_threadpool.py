@@ -13,6 +13,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 from child_process import child_env, child_python
 
 CHILD = r"""
@@ -87,3 +88,44 @@ def test_pool_after_fork():
         pytest.fail("a forked child's threaded kernel hung")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "child results [True, True, True, True]" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_K", "Q6_K", "Q8_0", "IQ4_XS", "int4", "int8", "F16"])
+def test_matmul_bit_identical_across_thread_counts(fmt):
+    """Each output is computed whole by one thread (rows are split, never the K sum), so 1, 2 and 3
+    threads give the same bits at every M (GEMV, the int8x2 pair kernel and the GEMM path)."""
+    import pyquant
+    from pyquant.qtensor import QTensor
+
+    g = torch.Generator().manual_seed(7)
+    qt = QTensor.quantize(torch.randn(200, 512, generator=g), fmt, group_size=64)
+    before = pyquant.get_num_threads()
+    try:
+        for m in (1, 3, 8, 100):
+            x = torch.randn(m, 512, generator=g)
+            outs = []
+            for t in (1, 2, 3):
+                pyquant.set_num_threads(t)
+                outs.append(pyquant.qmatmul(x, qt))
+            assert all(torch.equal(outs[0], o) for o in outs[1:]), (fmt, m)
+    finally:
+        pyquant.set_num_threads(before)
+
+
+def test_model_bit_identical_across_thread_counts(smollm2_path):
+    """The prefill and every C++ decode step give the same logits at 1 and 2 threads (the step's
+    governor switches between them at run time, so generation must not depend on it)."""
+    import pyquant
+
+    ids = [1, 504, 3575, 282, 4649, 314, 7, 8]
+    before = pyquant.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2):
+            pyquant.set_num_threads(t)
+            m = pyquant.load(smollm2_path, max_seq_len=32)
+            outs.append((m.forward(ids, 0, all_logits=True).clone(),
+                         torch.stack([m.decode_step(tok, p).clone() for p, tok in enumerate(ids)])))
+    finally:
+        pyquant.set_num_threads(before)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
