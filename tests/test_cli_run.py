@@ -51,3 +51,26 @@ def test_bad_model_path(tmp_path):
     bad.write_bytes(b"NOPE" + bytes(60))
     out = _pyquant("run", str(bad), "-p", "hi")
     assert out.returncode == 2 and "GGUF" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
+    """`pyquant compare`: a model against itself gives KLD 0 and 100% same top token; KLD grows as
+    bits fall (Q8_0 < Q4_0 < Q2_K); the JSON rows keep their keys."""
+    from pyquant.cli import main
+
+    paths = []
+    for t in ("Q8_0", "Q4_0", "Q2_K"):
+        out = tmp_path / f"{t}.gguf"
+        assert main(["quantize", str(smollm2_path), str(out), t, "--pure", "--quiet"]) == 0
+        paths.append(str(out))
+    from pyquant.runtime.compare import as_dicts, compare
+
+    text = (Path(__file__).parent / "data" / "apache-2.0.txt").read_text()
+    rows = compare([str(smollm2_path), *paths], text, ctx=128, max_chunks=2)
+    assert rows[0].kld_mean == 0.0 and rows[0].same_top1 == 1.0
+    kld = [r.kld_mean for r in rows[1:]]
+    assert kld[0] < kld[1] < kld[2], kld
+    assert abs(rows[2].file_bpw - 4.5) < 1e-6 and rows[2].format == "gguf Q4_0"
+    assert list(as_dicts(rows)[0]) == ["model", "format", "size_mib", "file_bpw", "read_bpw", "ppl", "kld_mean",
+                                       "kld_p99", "same_top1", "prompt_tok_s", "gen_tok_s", "scored"]
+    assert json.loads(json.dumps(as_dicts(rows)))[3]["ppl"] > rows[1].ppl

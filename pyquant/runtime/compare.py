@@ -1,0 +1,170 @@
+"""`pyquant compare`: what each quantized version of a model loses against a base, measured on the
+user's own text, side by side across GGUF, AWQ and EXL2 checkpoints.
+
+Per model: perplexity by llama-perplexity's procedure (runtime/perplexity.py) and, at every scored
+position, the KL divergence of its next-token distribution from the base model's and whether both
+pick the same top token (llama.cpp's --kl-divergence statistics: mean KLD, its 99th percentile,
+"same top"). The base runs first and its scored log-probabilities are kept in memory in float32
+(scored tokens x vocabulary x 4 bytes: 210 MB for SmolLM2 on tests/data/apache-2.0.txt at ctx 128;
+fp16 would add ~5e-5 of rounding to every KLD, more than int8x2 activations move a model).
+Every model must tokenize the text identically (they are versions of one model).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import PyquantError
+
+
+@dataclass
+class CompareRow:
+    model: str
+    format: str
+    size_mib: float
+    file_bpw: float            # bits per weight of the decoder's linears in the checkpoint
+    read_bpw: float            # ... as pyquant's kernels read them (AWQ / EXL2 are repacked at load)
+    ppl: float
+    kld_mean: float
+    kld_p99: float
+    same_top1: float           # fraction of scored positions whose argmax equals the base's
+    prompt_tok_s: float        # the perplexity run's tokens per second (batched prefill)
+    gen_tok_s: float           # 32 tokens generated one at a time
+    scored: int
+
+
+def describe_format(path) -> str:
+    from ..formats.detect import kind
+
+    p = Path(path)
+    k = kind(p)
+    if k == "gguf":
+        from ..formats.gguf import GGUFReader
+
+        with GGUFReader(p) as r:
+            types = {}
+            for t in r.tensors.values():
+                if len(t.shape) == 2 and t.name.startswith("blk."):
+                    types[t.qtype.name] = types.get(t.qtype.name, 0) + t.n_elements
+        return "gguf " + "/".join(sorted(types, key=types.get, reverse=True)[:2])
+    if k in ("awq", "compressed-tensors"):
+        import json
+
+        from ..formats.awq.config import read_awq_config
+
+        q = read_awq_config(p, json.loads((p / "config.json").read_text()))
+        return f"{k} {q.version} g{q.group_size}"
+    if k == "exl2":
+        import json
+
+        q = json.loads((p / "config.json").read_text()).get("quantization_config") or {}
+        return f"exl2 {q.get('bits', '?')} bpw"
+    return k
+
+
+def _size(path) -> int:
+    p = Path(path)
+    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.glob("*.safetensors"))
+
+
+def _file_bpw(path) -> float:
+    p = Path(path)
+    if p.is_dir():
+        from ..formats.hf.summary import summarize_directory
+
+        s = summarize_directory(p)
+        if s.get("exl2_layers"):
+            layers = [e for e in s["exl2_layers"] if e["layer"] != "head"]
+            return sum(e["bits_per_weight"] for e in layers) / max(len(layers), 1)
+        return s.get("quantized_bits_per_weight") or 16.0
+    from ..formats.gguf import GGUFReader
+
+    with GGUFReader(p) as r:
+        ts = [t for t in r.tensors.values() if len(t.shape) == 2 and t.name.startswith("blk.")]
+        return 8.0 * sum(t.nbytes for t in ts) / max(sum(t.n_elements for t in ts), 1)
+
+
+def _linear_bpw(model) -> float:
+    bits = weights = 0
+    for L in model.layers:
+        for lin in (*L.qkv, L.wo, *L.gate_up, L.down):
+            bits += 8 * lin.qt.nbytes
+            weights += lin.out_features * lin.in_features
+    return bits / weights if weights else 0.0
+
+
+def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = None, base=None,
+            progress=None) -> list[CompareRow]:
+    """Rows for `paths` (GGUF files / aliases / model directories), measured against `base` (default:
+    the first of them)."""
+    from ..hub import resolve
+    from ..models import load
+    from .perplexity import perplexity
+    from .sampling import Sampler
+
+    runs = ([base] if base is not None else []) + list(paths)
+    base_lp: list[torch.Tensor] = []
+    base_tokens = None
+    rows = []
+    first = ctx // 2
+    for i, path in enumerate(runs):
+        p = resolve(path)
+        m = load(p, max_seq_len=ctx)
+        tokens = m.tokenizer.encode(text, parse_special=False)
+        if base_tokens is None:
+            base_tokens = tokens
+        elif tokens != base_tokens:
+            raise PyquantError(f"{p}: tokenizes the text differently from the base model: compare versions of "
+                               f"one model")
+        kls, same = [], []
+        chunk = [0]
+
+        def forward(ids, m=m, i=i):
+            logits = m.forward(ids, 0, all_logits=True)
+            lp = torch.log_softmax(logits[first:ctx - 1].float(), dim=-1)
+            if i == 0:
+                base_lp.append(lp)
+            b = base_lp[chunk[0]]
+            kls.append((b.exp() * (b - lp)).sum(-1).clamp(min=0))
+            same.append(b.argmax(-1) == lp.argmax(-1))
+            chunk[0] += 1
+            return logits
+
+        r = perplexity(m, text, ctx=ctx, max_chunks=max_chunks, forward=forward)
+        kl = torch.cat(kls).double()
+        t0 = time.perf_counter()
+        from .generate import generate_tokens
+
+        sampler = Sampler(temperature=0.0)
+        n_gen = sum(1 for _ in generate_tokens(m, tokens[:8], 32, sampler))
+        gen = n_gen / (time.perf_counter() - t0) if n_gen else 0.0
+        row = CompareRow(model=str(path), format=describe_format(p), size_mib=_size(p) / 2**20,
+                         file_bpw=_file_bpw(p), read_bpw=_linear_bpw(m), ppl=r.ppl, kld_mean=float(kl.mean()),
+                         kld_p99=float(torch.quantile(kl, 0.99)), same_top1=float(torch.cat(same).double().mean()),
+                         prompt_tok_s=r.n_chunks * r.ctx / r.seconds if r.seconds else 0.0, gen_tok_s=gen,
+                         scored=r.n_scored)
+        if base is None or i > 0:
+            rows.append(row)
+        if progress:
+            progress(row)
+        del m
+    return rows
+
+
+def as_dicts(rows) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def format_table(rows) -> str:
+    head = f"{'model':<28} {'format':<22} {'MiB':>7} {'bpw':>6} {'read':>6} {'PPL':>9} {'KLD':>9} " \
+           f"{'KLD p99':>9} {'same top':>8} {'pp t/s':>7} {'tg t/s':>7}"
+    lines = [head]
+    for r in rows:
+        name = r.model if len(r.model) <= 28 else "..." + r.model[-25:]
+        lines.append(f"{name:<28} {r.format:<22} {r.size_mib:>7.1f} {r.file_bpw:>6.2f} {r.read_bpw:>6.2f} {r.ppl:>9.4f} "
+                     f"{r.kld_mean:>9.5f} {r.kld_p99:>9.5f} {100 * r.same_top1:>7.1f}% {r.prompt_tok_s:>7.0f} "
+                     f"{r.gen_tok_s:>7.0f}")
+    return "\n".join(lines)
