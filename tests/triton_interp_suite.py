@@ -210,6 +210,33 @@ def test_dispatch_uses_triton_only_when_forced_on_cpu(tops, monkeypatch):
     assert torch.equal(d, torch.from_numpy(w64.astype(np.float32)))
 
 
+def _forward_through_triton(model, ids, monkeypatch):
+    """model.forward(ids) with PYQUANT_BACKEND=triton and float activations; returns the logits
+    (float64) and every dispatch decision made on the way, as (op, quant type name, backend)."""
+    import pyquant
+    from pyquant import dispatch
+    from pyquant._ext import _C
+
+    before = _C.get_matmul_act()
+    _C.set_matmul_act("float")
+    calls = []
+    real = dispatch.choose
+
+    def spy(op, qtype, device_type, m=1):
+        b = real(op, qtype, device_type, m)
+        calls.append((op, pyquant.qtype(qtype).name, b.name))
+        return b
+
+    try:
+        with monkeypatch.context() as mp:
+            mp.setenv("PYQUANT_BACKEND", "triton")
+            mp.setattr(dispatch, "choose", spy)
+            logits = model.forward(ids, 0, all_logits=True).double()
+    finally:
+        _C.set_matmul_act(before)
+    return logits, calls
+
+
 def test_tiny_model_end_to_end_through_triton(tmp_path, monkeypatch):
     """The runner is device-agnostic: with PYQUANT_BACKEND=triton every quantized linear of a tiny
     llama (Q8_0 weights) runs through the Triton kernels via pyquant.dispatch.linear (not the direct
@@ -255,32 +282,15 @@ def test_awq_directory_end_to_end_through_triton(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     import pyquant
     from hf_models import awq_from_float, float_model
-    from pyquant import dispatch
-    from pyquant._ext import _C
 
     model = float_model(tmp_path / "f", "llama")
     oracle = awq_from_float(model, tmp_path / "awq", tmp_path / "f", "gemm", 32)
     ids = list(range(40, 48))
     with torch.no_grad():
         ref = oracle(torch.tensor([ids])).logits[0].double()
-    before = _C.get_matmul_act()
-    _C.set_matmul_act("float")
-    try:
-        m = pyquant.load(tmp_path / "awq", max_seq_len=16)
-        monkeypatch.setenv("PYQUANT_BACKEND", "triton")
-        calls = []
-        real = dispatch.choose
-
-        def spy(op, qtype, device_type, m=1):
-            b = real(op, qtype, device_type, m)
-            calls.append((op, b.name))
-            return b
-
-        monkeypatch.setattr(dispatch, "choose", spy)
-        tri = m.forward(ids, 0, all_logits=True).double()
-    finally:
-        _C.set_matmul_act(before)
-    assert ("int4_matmul", "triton") in calls and all(b == "triton" for op, b in calls if op == "int4_matmul")
+    tri, calls = _forward_through_triton(pyquant.load(tmp_path / "awq", max_seq_len=16), ids, monkeypatch)
+    int4 = [b for op, _, b in calls if op == "int4_matmul"]
+    assert int4 and set(int4) == {"triton"}
     assert float(((tri - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-3
 
 
@@ -302,30 +312,12 @@ def test_exl2_directory_end_to_end_through_triton(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     import pyquant
     from hf_models import exl2_from_float, float_model
-    from pyquant import dispatch
-    from pyquant._ext import _C
 
     model = float_model(tmp_path / "f", "qwen2")
     oracle = exl2_from_float(model, tmp_path / "e", tmp_path / "f")
     ids = list(range(40, 48))
     with torch.no_grad():
         ref = oracle(torch.tensor([ids])).logits[0].double()
-    before = _C.get_matmul_act()
-    _C.set_matmul_act("float")
-    try:
-        m = pyquant.load(tmp_path / "e", max_seq_len=16)
-        monkeypatch.setenv("PYQUANT_BACKEND", "triton")
-        calls = []
-        real = dispatch.choose
-
-        def spy(op, qtype, device_type, m=1):
-            b = real(op, qtype, device_type, m)
-            calls.append((pyquant.qtype(qtype).name, b.name))
-            return b
-
-        monkeypatch.setattr(dispatch, "choose", spy)
-        tri = m.forward(ids, 0, all_logits=True).double()
-    finally:
-        _C.set_matmul_act(before)
-    assert {q for q, _ in calls} >= {"Q4_0", "Q5_0", "Q8_0"} and {b for _, b in calls} == {"triton"}
+    tri, calls = _forward_through_triton(pyquant.load(tmp_path / "e", max_seq_len=16), ids, monkeypatch)
+    assert {q for _, q, _ in calls} >= {"Q4_0", "Q5_0", "Q8_0"} and {b for _, _, b in calls} == {"triton"}
     assert float(((tri - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-4
