@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from child_process import run_pyquant
@@ -74,3 +75,33 @@ def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
     assert list(as_dicts(rows)[0]) == ["model", "format", "size_mib", "file_bpw", "read_bpw", "ppl", "kld_mean",
                                        "kld_p99", "same_top1", "prompt_tok_s", "gen_tok_s", "scored"]
     assert json.loads(json.dumps(as_dicts(rows)))[3]["ppl"] > rows[1].ppl
+
+
+def test_estimate_weight_bytes_exact_for_gguf_files(tmp_path, smollm2_path):
+    """For a GGUF file, the estimate of its own file type equals its real tensor bytes exactly (the
+    mixture rules are `pyquant quantize`'s); F16 is 2 bytes a parameter; the memory verdicts follow
+    the budget, and a budget where only sub-4-bit formats fit says so."""
+    from pyquant.cli import main
+    from pyquant.formats.gguf import GGUFReader
+    from pyquant.formats.gguf.recipes import FTYPES
+    from pyquant.runtime.estimate import estimate, recommend, shape_of
+
+    q4km = tmp_path / "q4km.gguf"
+    assert main(["quantize", str(smollm2_path), str(q4km), "Q4_K_M", "--quiet"]) == 0
+    names = {v: k for k, v in FTYPES.items()}
+    for path in (smollm2_path, q4km):
+        with GGUFReader(path) as r:
+            real = sum(t.nbytes for t in r.tensors.values())
+            ftype = names[int(r.metadata["general.file_type"])]
+        shape, tensors = shape_of(path)
+        rows, info = estimate(shape, 512, "cpu:64GB", tensors, measure_speed=False, formats=[ftype, "F16"])
+        assert rows[0].weight_bytes == real, (path, ftype)
+        assert rows[1].weight_bytes == 2 * info["parameters"] + sum(
+            2 * math.prod(d) for n, d in tensors[0].items() if len(d) == 1)     # norms stay F32
+        assert info["kv_bytes"] == 512 * 30 * 3 * 64 * 2 * 4                   # float32 K and V, GQA
+    shape, _ = shape_of(params="70B", arch="llama")
+    rows, _ = estimate(shape, 8192, "cpu:32GB", measure_speed=False)
+    fits = {r.format for r in rows if r.fits}
+    assert "Q4_K_M" not in fits and "Q2_K" in fits
+    best, why = recommend(rows)
+    assert best in ("Q3_K_M", "exl2-3.0", "Q2_K", "exl2-2.5") and "sub-4-bit" in why

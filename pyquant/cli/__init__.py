@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["info", "quantize", "awq", "exl2", "run", "chat", "bench", "ppl", "compare", "kernels"]
+SUBCOMMANDS = ["info", "quantize", "awq", "exl2", "run", "chat", "bench", "ppl", "compare", "estimate", "kernels"]
 
 
 def build_parser() -> argparse.ArgumentParser:
