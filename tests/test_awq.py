@@ -342,3 +342,39 @@ def test_generation_config_sets_the_sampling_defaults(awq_dir):
     assert st.generated_tokens == 7                    # its max_new_tokens
     assert SamplingDefaults.from_generation_config({"temperature": 0.6}).temperature == 0.0  # no do_sample
     assert SamplingDefaults.from_generation_config({"top_p": "x", "top_k": -1}) == DEFAULTS
+
+
+def _truncate(d):
+    p = d / "model.safetensors"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _huge_header(d):
+    p = d / "model.safetensors"
+    b = p.read_bytes()
+    p.write_bytes((10**12).to_bytes(8, "little") + b[8:])
+
+
+@pytest.mark.parametrize("case,cfg,files,message", [
+    ("string", {"hidden_size": "abc"}, None, "is not an integer"),
+    ("fraction", {"num_attention_heads": 4.5}, None, "is not an integer"),
+    ("vocab", {"vocab_size": 10**12}, None, r"vocab_size = 1000000000000 but 'model.embed_tokens.weight'"),
+    ("truncated", None, _truncate, r"model.safetensors: not a valid safetensors file"),
+    ("header", None, _huge_header, r"model.safetensors: not a valid safetensors file"),
+])
+def test_forged_directories_raise_format_error(tmp_path, case, cfg, files, message):
+    """A forged config.json or safetensors header is a FormatError naming the file and field, never a
+    ValueError, a MemoryError from a forged size, or a crash."""
+    pytest.importorskip("transformers")
+    from hf_models import float_model
+
+    d = tmp_path / case
+    float_model(d, "llama")
+    if cfg:
+        c = json.loads((d / "config.json").read_text())
+        c.update(cfg)
+        (d / "config.json").write_text(json.dumps(c))
+    if files:
+        files(d)
+    with pytest.raises(FormatError, match=message):
+        pyquant.load(d, max_seq_len=16)

@@ -44,12 +44,17 @@ def read_config(metadata: dict, arch: str, n_vocab: int, path=None) -> ModelConf
 
     def positive_int(key, default=None):
         v = get(key, default)
-        if hasattr(v, "__len__"):  # per-layer arrays (e.g. head_count_kv): we need them uniform
-            vals = {int(x) for x in v}
-            if len(vals) != 1:
-                raise FormatError(path, f"'{arch}.{key}' varies per layer ({sorted(vals)}): not supported")
-            v = vals.pop()
-        v = int(v)
+        try:
+            if hasattr(v, "__len__") and not isinstance(v, str):  # per-layer arrays (head_count_kv): uniform
+                vals = {int(x) for x in v}
+                if len(vals) != 1:
+                    raise FormatError(path, f"'{arch}.{key}' varies per layer ({sorted(vals)}): not supported")
+                v = vals.pop()
+            if isinstance(v, (str, bool)) or (isinstance(v, float) and v != int(v)):
+                raise TypeError
+            v = int(v)
+        except (TypeError, ValueError, OverflowError):
+            raise FormatError(path, f"'{arch}.{key}' = {v!r} is not an integer") from None
         if v <= 0:
             raise FormatError(path, f"'{arch}.{key}' = {v} must be positive")
         return v

@@ -34,11 +34,16 @@ class DirectorySource:
         self.hf_config = read_json(cfg_path, "config.json")
         self.architecture = architecture(self.hf_config, cfg_path)
         self.metadata = gguf_metadata(self.hf_config, cfg_path)
+        self.tensors = SafetensorsDir(self.path)      # first: a broken shard is named as such
         self.format = kind(self.path)
         if self.format not in ("awq", "compressed-tensors", "exl2", "float"):
             raise FormatError(self.path, f"cannot run {describe(self.path)}: pyquant runs GGUF files and "
                                          "AWQ, compressed-tensors int4, EXL2 and float directories")
-        self.tensors = SafetensorsDir(self.path)
+        emb = "model.embed_tokens.weight"
+        vocab = self.hf_config.get("vocab_size")
+        if emb in self.tensors and self.tensors.info(emb)[1][:1] != (vocab,):
+            raise FormatError(cfg_path, f"vocab_size = {vocab!r} but '{emb}' has shape "
+                                        f"{self.tensors.info(emb)[1]}")
         self.linears = None
         if self.format == "exl2":
             from ..exl2.reader import Exl2Linears
