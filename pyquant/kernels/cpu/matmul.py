@@ -238,4 +238,5 @@ def linear_path(lin, m: int) -> str:
     if who != "cpu-direct":
         return f"{who}: {choose(op, qt, 'cpu', m).check(op, qt, m)[1]}"
     path = _fused_path(op, qt, m)
-    return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.decode to float32, then torch matmul)")
+    gather = ", x gathered through the act-order permutation first" if lin.qt.in_perm is not None else ""
+    return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.decode to float32, then torch matmul)") + gather
