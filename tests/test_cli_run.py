@@ -60,10 +60,11 @@ def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
     from pyquant.cli import main
 
     paths = []
-    for t in ("Q8_0", "Q4_0", "Q2_K"):
+    for t in ("Q8_0", "Q4_0"):
         out = tmp_path / f"{t}.gguf"
         assert main(["quantize", str(smollm2_path), str(out), t, "--pure", "--quiet"]) == 0
         paths.append(str(out))
+    paths.append(f"{smollm2_path}:Q2_K")      # a recipe, built into $PYQUANT_CACHE/compare once
     from pyquant.runtime.compare import as_dicts, compare
 
     text = (Path(__file__).parent / "data" / "apache-2.0.txt").read_text()
@@ -75,6 +76,7 @@ def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
     assert list(as_dicts(rows)[0]) == ["model", "format", "size_mib", "file_bpw", "read_bpw", "ppl", "kld_mean",
                                        "kld_p99", "same_top1", "prompt_tok_s", "gen_tok_s", "scored"]
     assert json.loads(json.dumps(as_dicts(rows)))[3]["ppl"] > rows[1].ppl
+    assert rows[3].model.endswith(":Q2_K") and rows[3].format.startswith("gguf Q")
 
 
 def test_estimate_weight_bytes_exact_for_gguf_files(tmp_path, smollm2_path):

@@ -11,7 +11,8 @@ from ._common import positive_int
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="what each quantized version of a model loses, on your text")
-    p.add_argument("models", nargs="+", help="GGUF files, model directories or aliases (versions of one model)")
+    p.add_argument("models", nargs="+", help="GGUF files, model directories, aliases, or recipes built on the fly "
+                                             "from one source: SRC:Q4_K_M, SRC:awq-g128, SRC:exl2-4.0")
     p.add_argument("--text", required=True, help="UTF-8 text to measure on")
     p.add_argument("-c", "--ctx", type=positive_int, default=512, help="chunk length in tokens (default 512)")
     p.add_argument("--chunks", type=positive_int, default=None, help="evaluate at most this many chunks")

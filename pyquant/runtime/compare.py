@@ -65,6 +65,48 @@ def describe_format(path) -> str:
     return k
 
 
+def materialize(spec: str) -> Path:
+    """A model argument: a path or alias as it is, or a recipe `SRC:Q4_K_M` / `SRC:awq-g128` /
+    `SRC:exl2-4.0` built once from SRC (any GGUF mixture name, AWQ group 32/64/128, EXL2 2-8 bpw) by
+    `pyquant quantize` / `awq` / `exl2` into $PYQUANT_CACHE/compare/ and reused while SRC is unchanged."""
+    import hashlib
+
+    from ..formats.gguf.recipes import FTYPES, FTYPE_ALIASES
+    from ..hub import cache_dir, resolve
+
+    if Path(spec).exists() or ":" not in spec:
+        return resolve(spec)
+    src, recipe = spec.rsplit(":", 1)
+    src_path = resolve(src)
+    st = src_path.stat()
+    key = hashlib.sha256(f"{src_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{recipe}".encode()).hexdigest()[:12]
+    r = recipe.upper()
+    if r in FTYPES or r in FTYPE_ALIASES:
+        out, argv = f"{src_path.stem}-{r}-{key}.gguf", ["quantize", str(src_path), "{out}", r, "--quiet"]
+    elif recipe.startswith("awq-g") and recipe[5:] in ("32", "64", "128"):
+        out, argv = f"{src_path.stem}-{recipe}-{key}", ["awq", str(src_path), "{out}", "--group-size", recipe[5:]]
+    elif recipe.startswith("exl2-"):
+        try:
+            bits = float(recipe[5:])
+        except ValueError:
+            bits = 0.0
+        if not 2.0 <= bits <= 8.0:
+            raise PyquantError(f"{spec}: EXL2 recipes are exl2-B with 2 <= B <= 8 bits per weight")
+        out, argv = f"{src_path.stem}-{recipe}-{key}", ["exl2", str(src_path), "{out}", "--bits", str(bits)]
+    else:
+        raise PyquantError(f"{spec}: unknown recipe {recipe!r} (a GGUF type such as Q4_K_M, awq-g128, exl2-4.0)")
+    target = cache_dir() / "compare" / out
+    done = target.with_name(target.name + ".done")
+    if not done.exists():
+        from ..cli import main
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if main([a.replace("{out}", str(target)) for a in argv]) != 0:
+            raise PyquantError(f"{spec}: building it failed (see above)")
+        done.touch()
+    return target
+
+
 def _size(path) -> int:
     p = Path(path)
     return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.glob("*.safetensors"))
@@ -98,9 +140,8 @@ def _linear_bpw(model) -> float:
 
 def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = None, base=None,
             progress=None) -> list[CompareRow]:
-    """Rows for `paths` (GGUF files / aliases / model directories), measured against `base` (default:
-    the first of them)."""
-    from ..hub import resolve
+    """Rows for `paths` (GGUF files / aliases / model directories / recipes such as `smollm2:Q4_K_M`,
+    see materialize), measured against `base` (default: the first of them)."""
     from ..models import load
     from .perplexity import perplexity
     from .sampling import Sampler
@@ -111,7 +152,7 @@ def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = Non
     rows = []
     first = ctx // 2
     for i, path in enumerate(runs):
-        p = resolve(path)
+        p = materialize(str(path))
         m = load(p, max_seq_len=ctx)
         tokens = m.tokenizer.encode(text, parse_special=False)
         if base_tokens is None:
