@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from child_process import run_pyquant
 
 DATA = Path(__file__).parent / "data"
@@ -107,3 +109,13 @@ def test_estimate_weight_bytes_exact_for_gguf_files(tmp_path, smollm2_path):
     assert "Q4_K_M" not in fits and "Q2_K" in fits
     best, why = recommend(rows)
     assert best in ("Q3_K_M", "exl2-3.0", "Q2_K", "exl2-2.5") and "sub-4-bit" in why
+
+
+def test_compare_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pyquant.runtime.compare import CompareRow, plot
+
+    rows = [CompareRow("a", "gguf Q4_0", 70.0, 4.5, 4.5, 20.0, 0.5, 3.0, 0.6, 300.0, 150.0, 100),
+            CompareRow("b", "gguf Q8_0", 130.0, 8.5, 8.5, 16.5, 0.003, 0.02, 0.97, 290.0, 140.0, 100)]
+    plot(rows, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

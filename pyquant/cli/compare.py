@@ -18,12 +18,13 @@ def register(subparsers) -> None:
     p.add_argument("--chunks", type=positive_int, default=None, help="evaluate at most this many chunks")
     p.add_argument("--base", default=None, help="the reference model (default: the first of MODELS)")
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    p.add_argument("--png", default=None, help="also plot quality vs bits per weight and speed vs size (matplotlib)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..errors import PyquantError
-    from ..runtime.compare import as_dicts, compare, format_table
+    from ..runtime.compare import as_dicts, compare, format_table, plot
     from ._common import read_text_file
 
     text = read_text_file(args.text)
@@ -36,4 +37,8 @@ def run(args) -> int:
 
     rows = compare(args.models, text, ctx=args.ctx, max_chunks=args.chunks, base=args.base, progress=progress)
     print(json.dumps(as_dicts(rows), indent=1) if args.json else format_table(rows))
+    if args.png:
+        plot(rows, args.png)
+        if not args.json:
+            print(f"plot: {args.png}", file=sys.stderr)
     return 0

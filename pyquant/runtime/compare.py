@@ -209,3 +209,29 @@ def format_table(rows) -> str:
                      f"{r.kld_mean:>9.5f} {r.kld_p99:>9.5f} {100 * r.same_top1:>7.1f}% {r.prompt_tok_s:>7.0f} "
                      f"{r.gen_tok_s:>7.0f}")
     return "\n".join(lines)
+
+
+def plot(rows, path) -> None:
+    """PNG: KL divergence from the base against bits per weight (quality per bit), and generation speed
+    against file size, one labelled point per model (needs matplotlib: pip install matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PyquantError("--png needs matplotlib (pip install matplotlib)") from None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in rows:
+        label = Path(r.model).name or r.model
+        if r.kld_mean > 0:          # the base itself (KLD 0) has no place on a log scale
+            a.scatter(r.file_bpw, r.kld_mean)
+            a.annotate(label, (r.file_bpw, r.kld_mean), fontsize=7)
+        b.scatter(r.size_mib, r.gen_tok_s)
+        b.annotate(label, (r.size_mib, r.gen_tok_s), fontsize=7)
+    a.set(xlabel="bits per weight (decoder linears, as stored)", ylabel="mean KL divergence from the base",
+          yscale="log", title="quality per bit")
+    b.set(xlabel="size (MiB)", ylabel="generation tok/s", title="speed per size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
