@@ -74,11 +74,14 @@ _WORDS = {
     "gguf": "a GGUF file (load it with pyquant.load(path) / pyquant run FILE)",
     "awq": "an AWQ checkpoint directory",
     "compressed-tensors": "a compressed-tensors (llm-compressor) checkpoint directory",
-    "gptq": "a GPTQ checkpoint directory (qweight/qzeros/scales with g_idx: GPTQ packs along K, not AWQ)",
+    "gptq": "a GPTQ checkpoint directory (qweight/qzeros/scales with g_idx: GPTQ packs along K, not AWQ); "
+            "pyquant does not read GPTQ: quantize the float model with `pyquant awq` or `pyquant exl2`",
     "exl2": "an EXL2 (ExLlamaV2) checkpoint directory (q_weight / q_groups tensors)",
-    "bitsandbytes": "a bitsandbytes checkpoint directory (its quantization is done at load by bitsandbytes)",
+    "bitsandbytes": "a bitsandbytes checkpoint directory (quantized for bitsandbytes' own kernels); quantize "
+                    "the float model with `pyquant awq` or `pyquant exl2` instead",
     "float": "an unquantized float checkpoint directory (quantize it: pyquant awq DIR OUT_DIR)",
-    "pickled": "a pickled (.bin / .pt) checkpoint: pyquant reads safetensors only",
+    "pickled": "a pickled (.bin / .pt) checkpoint: pyquant reads safetensors only (transformers' "
+               "save_pretrained(safe_serialization=True) converts it)",
     "unknown": "neither a GGUF file nor a model directory pyquant recognizes",
     "missing": "a path that does not exist",
 }
