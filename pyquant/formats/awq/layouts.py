@@ -63,9 +63,14 @@ def zeros_width(k: int, g: int) -> int:
     return -(-words // mult) * mult
 
 
-def _nibbles(words: torch.Tensor) -> torch.Tensor:
-    """int32 [..., W] -> uint8 [..., W, 8]: nibble i of each word at index i."""
-    return ((words.to(torch.int32)[..., None] >> _SHIFTS8) & 0xF).to(torch.uint8)
+def _nibbles(words: torch.Tensor, chunk_rows: int = 1024) -> torch.Tensor:
+    """int32 [R, ...] -> uint8 [R, ..., 8]: nibble i of each word at index i. Done chunk_rows rows
+    at a time: the int32 intermediate is 32 bytes per code (1.9 GB for one 4096 x 14336 weight at
+    once, 60 MB a chunk)."""
+    out = torch.empty((*words.shape, 8), dtype=torch.uint8)
+    for r in range(0, words.shape[0], chunk_rows):
+        out[r:r + chunk_rows] = (words[r:r + chunk_rows].to(torch.int32)[..., None] >> _SHIFTS8) & 0xF
+    return out
 
 
 def _check(where: Where, name: str, t: torch.Tensor, dtypes, shape) -> None:
@@ -92,7 +97,7 @@ def unpack_gemm(where: Where, n: int, k: int, g: int, qweight, qzeros, scales) -
     _check(where, "qzeros", qzeros, (torch.int32,), (k // g, n // 8))
     _check(where, "scales", scales, _FLOAT16, (k // g, n))
     rev = list(REV)
-    codes = _nibbles(qweight)[..., rev].reshape(k, n).t()            # [N, K]
+    codes = _nibbles(qweight)[..., rev].reshape(k, n).t()            # [N, K] (uint8 copies only)
     zeros = _nibbles(qzeros)[..., rev].reshape(k // g, n).t()       # [N, K/G]
     s = _finite_scales(where, "scales", scales).t()
     return Int4Canonical(codes.contiguous(), s.contiguous(), (-zeros.to(torch.float32) * s).contiguous(), g)
@@ -118,9 +123,12 @@ def unpack_gemv_fast(where: Where, n: int, k: int, g: int, qweight, qzeros, scal
     _check(where, "scales", scales, _FLOAT16, (zw * 8, n))
     _check(where, zeros_name, qzeros, _FLOAT16, (zw * 8, n))
     # element [i, 64 j + t], nibble r, with t = 16 a + 8 b + c, holds q[4 i + a, 64 j + 32 b + 8 r + c]
-    w = qweight.to(torch.int32).reshape(n // 4, k // 64, 4, 2, 8)                      # i j a b c
-    nib = ((w[..., None] >> torch.arange(0, 16, 4, dtype=torch.int32)) & 0xF)          # i j a b c r
-    codes = nib.permute(0, 2, 1, 3, 5, 4).reshape(n, k).to(torch.uint8)                # (i a), (j b r c)
+    codes = torch.empty(n, k, dtype=torch.uint8)
+    shifts = torch.arange(0, 16, 4, dtype=torch.int32)
+    for i0 in range(0, n // 4, 256):                      # 256 x 4 output rows at a time (bounded int32 temp)
+        w = qweight[i0:i0 + 256].to(torch.int32).reshape(-1, k // 64, 4, 2, 8)          # i j a b c
+        nib = ((w[..., None] >> shifts) & 0xF).to(torch.uint8)                           # i j a b c r
+        codes[4 * i0:4 * i0 + 4 * w.shape[0]] = nib.permute(0, 2, 1, 3, 5, 4).reshape(-1, k)  # (i a), (j b r c)
     s = _finite_scales(where, "scales", scales[:k // g]).t()
     mins = _finite_scales(where, zeros_name, qzeros[:k // g]).t()
     return Int4Canonical(codes.contiguous(), s.contiguous(), mins.contiguous(), g)
