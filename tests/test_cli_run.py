@@ -119,3 +119,15 @@ def test_compare_png(tmp_path):
             CompareRow("b", "gguf Q8_0", 130.0, 8.5, 8.5, 16.5, 0.003, 0.02, 0.97, 290.0, 140.0, 100)]
     plot(rows, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_estimate_on_a_named_gpu():
+    """cuda:16GB with a named card: fits by the budget, tok/s from the card's bandwidth (Llama-3-8B
+    Q4_K_M on a 4090: ~1 TB/s * 0.75 over ~4.7 GB a token, about 150 tok/s)."""
+    from pyquant.runtime.estimate import estimate, shape_of
+
+    shape, _ = shape_of(params="8B", arch="llama")
+    rows, info = estimate(shape, 8192, "cuda:16GB", gpu="RTX 4090")
+    by = {r.format: r for r in rows}
+    assert info["gpu"]["card"] == "4090" and not by["F16"].fits and by["Q4_K_M"].fits
+    assert 120 < by["Q4_K_M"].tok_s < 200 and by["Q2_K"].tok_s > by["Q8_0"].tok_s

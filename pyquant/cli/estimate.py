@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--ctx", type=positive_int, default=None, help="context for the KV cache (default: the model's, "
                                                                    "at most 8192)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or a budget: cpu:64GB, cuda:24GB")
+    p.add_argument("--gpu", default=None, help="with --device cuda:SIZE: the card, for its bandwidth (h100, a100, "
+                                               "4090, ...; default: the GPU torch sees)")
     p.add_argument("--no-speed", action="store_true", help="skip the kernel speed probe (~3 s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -30,7 +32,7 @@ def run(args) -> int:
         raise PyquantError("estimate: give a MODEL or --params SIZE (with --arch)")
     shape, real = shape_of(resolve(args.model) if args.model else None, args.params, args.arch)
     ctx = args.ctx or min(shape.context, 8192)
-    rows, info = estimate(shape, ctx, args.device, real, measure_speed=not args.no_speed)
+    rows, info = estimate(shape, ctx, args.device, real, measure_speed=not args.no_speed, gpu=args.gpu)
     best, why = recommend(rows)
     if args.json:
         print(json.dumps({"shape": shape.__dict__, "ctx": ctx, **info, "formats": as_dicts(rows),
@@ -48,5 +50,8 @@ def run(args) -> int:
     if info["speeds_GB_s"]:
         print("kernel speeds measured here (GB/s at M = 1): " +
               ", ".join(f"{k} {v:.1f}" for k, v in info["speeds_GB_s"].items()))
+    if info["gpu"]:
+        g = info["gpu"]
+        print(f"tok/s on {g['card']}: {g['GB_s']:.0f} GB/s datasheet bandwidth at {g['efficiency']:.0%}")
     print(f"recommended: {why}")
     return 0

@@ -25,6 +25,11 @@ EXL2_BITS = (2.5, 3.0, 4.0, 5.0, 6.0)
 RUNTIME_OVERHEAD = 300 * 2**20          # import torch + buffers (tests bound peak RSS at weights + 300 MiB)
 KV_BYTES = 4                            # pyquant's KV cache is float32
 STEP_OVERHEAD_S = 0.3e-3                # a decoded token's time outside the matmuls (README)
+# Datasheet memory bandwidth (GB/s) of common GPUs, by a substring of torch.cuda.get_device_name();
+# a token's weights stream at ~75% of it in a good GEMV (what bench/gpu_check.sh holds the kernels to)
+GPU_BANDWIDTH = {"h200": 4800, "h100": 3350, "a100": 2039, "l40s": 864, "a10": 600, "4090": 1008, "3090": 936,
+                 "4080": 717, "3080": 760, "v100": 900, "t4": 320, "l4": 300}
+GPU_EFFICIENCY = 0.75
 # Roughly the quality ladder (higher first), for the recommendation
 QUALITY = ["F16", "Q8_0", "Q6_K", "exl2-6.0", "Q5_K_M", "exl2-5.0", "Q4_K_M", "awq-g128", "IQ4_XS", "exl2-4.0",
            "Q4_0", "Q3_K_M", "exl2-3.0", "Q2_K", "exl2-2.5"]
@@ -216,8 +221,26 @@ def memory_budget(device: str) -> tuple[str, int]:
     raise PyquantError("cannot read the available memory (name it: cpu:16GB)")
 
 
+def gpu_bandwidth(name: str | None) -> tuple[str, float] | None:
+    """(table key, bytes/s) of a GPU named `name` (or the one torch sees), or None if unknown."""
+    if name is None:
+        try:
+            import torch
+
+            name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:
+            name = None
+    if not name:
+        return None
+    low = name.lower().replace(" ", "")
+    for key, gbs in sorted(GPU_BANDWIDTH.items(), key=lambda kv: -len(kv[0])):
+        if key in low:
+            return key, gbs * 1e9
+    return None
+
+
 def estimate(shape: Shape, ctx: int, device: str = "cpu", real=None, measure_speed: bool = True,
-             formats=None) -> tuple[list[Estimate], dict]:
+             formats=None, gpu: str | None = None) -> tuple[list[Estimate], dict]:
     kind, avail = memory_budget(device)
     formats = list(formats or (*GGUF_FORMATS, "awq-g128", *(f"exl2-{b}" for b in EXL2_BITS)))
     kv = ctx * shape.n_layer * shape.kv_heads * shape.head_dim * 2 * KV_BYTES
@@ -229,13 +252,19 @@ def estimate(shape: Shape, ctx: int, device: str = "cpu", real=None, measure_spe
         rows.append(Estimate(fmt, total, kv, total + kv + RUNTIME_OVERHEAD, 8 * total / params,
                              total + kv + RUNTIME_OVERHEAD <= avail, 0.0))
     speeds = {}
+    gpu_bw = gpu_bandwidth(gpu) if kind == "cuda" else None
+    if gpu_bw is not None:
+        for r in rows:
+            r.tok_s = 1.0 / (sum(per[r.format].values()) / (GPU_EFFICIENCY * gpu_bw[1]) + STEP_OVERHEAD_S)
     if measure_speed and kind == "cpu":
         speeds = kernel_speeds(sorted({f for p in per.values() for f in p}), shape.ffn, shape.d)
         for r in rows:
             t = sum(b / speeds[f] for f, b in per[r.format].items() if f in speeds) + STEP_OVERHEAD_S
             r.tok_s = 1.0 / t
     return rows, {"device": kind, "available_bytes": avail, "kv_bytes": kv, "parameters": params,
-                  "speeds_GB_s": {k: v / 1e9 for k, v in speeds.items()}}
+                  "speeds_GB_s": {k: v / 1e9 for k, v in speeds.items()},
+                  "gpu": None if gpu_bw is None else {"card": gpu_bw[0], "GB_s": gpu_bw[1] / 1e9,
+                                                      "efficiency": GPU_EFFICIENCY}}
 
 
 def recommend(rows: list[Estimate]) -> tuple[str | None, str]:
