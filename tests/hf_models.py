@@ -12,6 +12,7 @@ CONFIGS = {
     "llama": dict(model_type="llama"),
     "qwen2": dict(model_type="qwen2"),
     "mistral": dict(model_type="mistral", sliding_window=12),
+    "qwen3": dict(model_type="qwen3", head_dim=32),
 }
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")

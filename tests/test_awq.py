@@ -125,11 +125,14 @@ def test_awq_directory_runs_like_transformers(tmp_path, family, version, float_a
     assert out == seq[len(prompt):]
 
 
-def test_float_directory_runs(tmp_path, float_activations):
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_float_directory_runs(tmp_path, family, float_activations):
+    """A float Hugging Face directory (F16 weights read as stored; qwen3's QK-norm from q_norm /
+    k_norm) against transformers' forward of the same weights."""
     pytest.importorskip("transformers")
     from hf_models import float_model
 
-    model = float_model(tmp_path / "f", "qwen2").float()
+    model = float_model(tmp_path / "f", family).float()
     m = pyquant.load(tmp_path / "f", max_seq_len=32)
     ids = [1, 2, 3, 50, 60]
     with torch.no_grad():
