@@ -214,7 +214,7 @@ def test_quantlinear_keeps_the_permutation():
 def test_gptq_beats_round_to_nearest_on_its_own_objective():
     """GPTQ's output error tr(E H E^T) on correlated inputs is below round-to-nearest's at the same
     layout and act-order (the point of error feedback), and both decode through the EXL2 reader."""
-    from pyquant.quantizers.exl2 import gptq, pack, reconstruct, rel_error
+    from pyquant.quantizers.exl2 import gptq, reconstruct, rel_error
 
     g = torch.Generator().manual_seed(5)
     n, k = 64, 256
@@ -229,7 +229,7 @@ def test_gptq_beats_round_to_nearest_on_its_own_objective():
     _, rtn = writer.encode_linear(w, groups, perm)
     e_gptq, e_rtn = rel_error(w, wq, H), rel_error(w, rtn.float(), H)
     assert e_gptq < 0.8 * e_rtn, (e_gptq, e_rtn)
-    t = pack(codes, scodes, qsms, groups, perm)
+    t = writer.pack_linear(codes, scodes, qsms, groups, perm)
     c = layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS))
     assert torch.equal(layouts.dequantize(c, torch.float32), wq)
 

@@ -115,6 +115,30 @@ def pack_int4_codes(q: torch.Tensor) -> torch.Tensor:
     return qweight.reshape(n, k // 2).contiguous()
 
 
+_NIBBLE_SHIFTS = torch.arange(0, 32, 4, dtype=torch.int32)
+
+
+def word_nibbles(words: torch.Tensor, chunk_rows: int = 1024) -> torch.Tensor:
+    """int32 words [R, ...] -> uint8 [R, ..., 8], nibble i (bits 4i..4i+3) of each word at index i
+    (how AWQ packs codes and zeros and EXL2 its scale codes). Done chunk_rows rows at a time: the
+    int32 intermediate is 32 bytes per code (1.9 GB for one 4096 x 14336 weight at once)."""
+    out = torch.empty((*words.shape, 8), dtype=torch.uint8)
+    for r in range(0, words.shape[0], chunk_rows):
+        out[r:r + chunk_rows] = (words[r:r + chunk_rows].to(torch.int32)[..., None] >> _NIBBLE_SHIFTS) & 0xF
+    return out
+
+
+def nibble_words(nibbles: torch.Tensor) -> torch.Tensor:
+    """The inverse of word_nibbles: values 0..15 [..., 8] -> int32 words [...]."""
+    return int32_words((nibbles.to(torch.int64) << _NIBBLE_SHIFTS.to(torch.int64)).sum(-1))
+
+
+def int32_words(v: torch.Tensor) -> torch.Tensor:
+    """Unsigned 32-bit values held in int64 -> the int32 tensor with the same bits (what checkpoints
+    store packed words as)."""
+    return torch.where(v >= 2**31, v - 2**32, v).to(torch.int32)
+
+
 def unpack_int4_codes(qweight: torch.Tensor) -> torch.Tensor:
     """Kernel-layout qweight uint8 [N, K/2] -> codes uint8 [N, K] in natural k order."""
     n, half = qweight.shape

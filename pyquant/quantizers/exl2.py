@@ -111,33 +111,14 @@ def gptq(w: torch.Tensor, H: torch.Tensor, groups: list, perm: torch.Tensor, dam
 
 
 def reconstruct(codes, scales, groups, perm, n) -> torch.Tensor:
-    """[N, K] float32: (q - 2^(b-1)) * scale, input channels un-permuted (exact products)."""
-    k = codes.shape[0]
-    rows = []
-    r = 0
-    for g, (bits, cnt) in enumerate(groups):
-        rows.append((codes[r:r + cnt, :n] - 2 ** (bits - 1)).float() * scales[g, :n].float())
-        r += cnt
-    wt = torch.cat(rows)
-    w = torch.empty(k, n)
-    w[perm] = wt
-    return w.t().contiguous()
+    """[N, K] float32: the exact products (q - 2^(b-1)) * scale, input channels un-permuted (what the
+    EXL2 reader hands the kernels: formats/exl2/layouts.dequantize)."""
+    from ..formats.exl2.layouts import Exl2Canonical, Group, dequantize
 
-
-def pack(codes, scodes, qsms, groups, perm) -> dict:
-    """The EXL2 tensors of one Linear (ExLlamaV2's names and packing)."""
-    words, qg, qrow, r = [], [], 0, 0
-    for bits, cnt in groups:
-        wq = writer._pack_stream(codes[r:r + cnt], bits)
-        words.append(wq)
-        qg += [bits, qrow]
-        qrow += wq.shape[0]
-        r += cnt
-    G, np_ = scodes.shape
-    q_scale = (scodes.view(G, np_ // 8, 8) << torch.arange(0, 32, 4)).sum(-1)
-    q_scale = torch.where(q_scale >= 2**31, q_scale - 2**32, q_scale).to(torch.int32)
-    return {"q_weight": torch.cat(words), "q_groups": torch.tensor(qg, dtype=torch.int16), "q_scale": q_scale,
-            "q_scale_max": qsms.to(torch.float16), "q_invperm": torch.argsort(perm).to(torch.int32)}
+    zero = torch.cat([torch.full((rows,), 2 ** (bits - 1)) for bits, rows in groups])
+    values = (codes[:, :n] - zero[:, None]).to(torch.int16)
+    return dequantize(Exl2Canonical(values, scales[:, :n], [Group(b, 0, r, 0) for b, r in groups], perm),
+                      torch.float32)
 
 
 def option_bits(opt, n: int, k: int) -> float:
@@ -273,7 +254,7 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None, measurement
                 codes, scodes, qsms, sc = gptq(w, H[key], groups, perm, opt.damp)
                 wq = reconstruct(codes, sc, groups, perm, n)
                 report[full] = (o, option_bits(o, n, k) / (n * k), rel_error(w, wq, H[key]), n * k)
-                out.update({f"{full}.{s}": v for s, v in pack(codes, scodes, qsms, groups, perm).items()})
+                out.update({f"{full}.{s}": v for s, v in writer.pack_linear(codes, scodes, qsms, groups, perm).items()})
                 if layer.w[name + ".bias"] is not None:
                     out[f"{full}.bias"] = layer.w[name + ".bias"].half()
                 layer.w[name] = wq                       # the next layers see the quantized model
@@ -296,7 +277,7 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None, measurement
         groups = writer.layout(k, *o)
         perm = torch.argsort(torch.diagonal(Hh), descending=True)
         codes, scodes, qsms, sc = gptq(head.float(), Hh, groups, perm, opt.damp)
-        out.update({f"lm_head.{s}": v for s, v in pack(codes, scodes, qsms, groups, perm).items()})
+        out.update({f"lm_head.{s}": v for s, v in writer.pack_linear(codes, scodes, qsms, groups, perm).items()})
         report["lm_head"] = (o, option_bits(o, n, k) / (n * k),
                              rel_error(head.float(), reconstruct(codes, sc, groups, perm, n), Hh), n * k)
     return out, report, cands

@@ -28,12 +28,11 @@ from typing import NamedTuple
 import torch
 
 from ...errors import FormatError
-from ..generic import INT4_GROUP_SIZES
+from ..generic import INT4_GROUP_SIZES, word_nibbles as _nibbles
 
 # AWQ's gemm interleave: nibble i of a word holds logical column ORDER[i]; column j lives in nibble REV[j].
 ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 REV = (0, 4, 1, 5, 2, 6, 3, 7)
-_SHIFTS8 = torch.arange(0, 32, 4, dtype=torch.int32)
 
 
 class Int4Canonical(NamedTuple):
@@ -61,16 +60,6 @@ def zeros_width(k: int, g: int) -> int:
         raise ValueError(f"gemv layouts support group sizes 32, 64, 128, not {g}")
     words = -(-(k // g) // 8)
     return -(-words // mult) * mult
-
-
-def _nibbles(words: torch.Tensor, chunk_rows: int = 1024) -> torch.Tensor:
-    """int32 [R, ...] -> uint8 [R, ..., 8]: nibble i of each word at index i. Done chunk_rows rows
-    at a time: the int32 intermediate is 32 bytes per code (1.9 GB for one 4096 x 14336 weight at
-    once, 60 MB a chunk)."""
-    out = torch.empty((*words.shape, 8), dtype=torch.uint8)
-    for r in range(0, words.shape[0], chunk_rows):
-        out[r:r + chunk_rows] = (words[r:r + chunk_rows].to(torch.int32)[..., None] >> _SHIFTS8) & 0xF
-    return out
 
 
 def _check(where: Where, name: str, t: torch.Tensor, dtypes, shape) -> None:

@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ..generic import nibble_words
 from .layouts import ORDER, zeros_width
-
-_SHIFTS8 = torch.arange(0, 32, 4, dtype=torch.int64)
-
-
-def _pack8(nibbles: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., W, 8] (nibble i at index i) -> int32 [..., W]."""
-    words = (nibbles.to(torch.int64) << _SHIFTS8).sum(-1)
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
 def pack_gemm(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor):
@@ -21,8 +14,8 @@ def pack_gemm(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor):
     qzeros int32 [K/G, N/8], scales fp16 [K/G, N])."""
     n, k = codes.shape
     order = list(ORDER)
-    qweight = _pack8(codes.t().reshape(k, n // 8, 8)[..., order])
-    qzeros = _pack8(zeros.t().reshape(-1, n // 8, 8)[..., order])
+    qweight = nibble_words(codes.t().reshape(k, n // 8, 8)[..., order])
+    qzeros = nibble_words(zeros.t().reshape(-1, n // 8, 8)[..., order])
     return qweight.contiguous(), qzeros.contiguous(), scales.t().to(torch.float16).contiguous()
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 
 from ...errors import FormatError
+from ..generic import word_nibbles
 
 BITS = (2, 3, 4, 5, 6, 8)
 
@@ -99,7 +100,7 @@ def unpack(path, prefix: str, n: int, k: int, q_weight, q_groups, q_scale, q_sca
         _fail(path, prefix, "q_invperm", f"is not a permutation of 0..{k - 1}")
     perm = torch.argsort(inv)
     # scale codes: nibble i of word w is column 8 w + i
-    codes = ((q_scale.to(torch.int64)[..., None] >> torch.arange(0, 32, 4)) & 0xF).reshape(G, np_)[:, :n]
+    codes = word_nibbles(q_scale).to(torch.int64).reshape(G, np_)[:, :n]
     smax = (q_scale_max / 256).to(torch.float16)                     # the runtime's prescale, in fp16
     scales = ((codes + 1).pow(2).to(torch.float16) * smax[:, None])  # fp16 * fp16 -> fp16, rounded once
     values = torch.empty(k, n, dtype=torch.int16)

@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from ..generic import int32_words, nibble_words
+
 
 def layout(k: int, bits: list[int], props: list[float], group_size: dict) -> list[tuple[int, int]]:
     """ExLlamaV2's group layout (B.3): [(bits, rows)] in act-order, widths descending, the last group
@@ -56,7 +58,7 @@ def find_scale(w: torch.Tensor, bits: int):
     return (qs - 1).to(torch.int64), qsm, scale
 
 
-def _pack_stream(q: torch.Tensor, bits: int) -> torch.Tensor:
+def pack_stream(q: torch.Tensor, bits: int) -> torch.Tensor:
     """uint values [rows, Np] -> int32 words [ceil(rows bits / 32), Np], each column a little-endian
     bitstream."""
     rows, np_ = q.shape
@@ -64,8 +66,24 @@ def _pack_stream(q: torch.Tensor, bits: int) -> torch.Tensor:
     pad = -allbits.shape[0] % 32
     if pad:
         allbits = torch.cat([allbits, torch.zeros(pad, np_, dtype=allbits.dtype)])
-    words = (allbits.view(-1, 32, np_) << torch.arange(32)[None, :, None]).sum(1)
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    return int32_words((allbits.view(-1, 32, np_) << torch.arange(32)[None, :, None]).sum(1))
+
+
+def pack_linear(codes: torch.Tensor, scale_codes: torch.Tensor, q_scale_max: torch.Tensor, groups: list,
+                perm: torch.Tensor) -> dict:
+    """One Linear's EXL2 tensors (ExLlamaV2's names and packing) from its uint codes [K, Np] in
+    act-order, scale codes [G, Np] 0..15, q_scale_max [G], groups [(bits, rows)] and perm [K]."""
+    words, qgroups, qrow, row = [], [], 0, 0
+    for bits, rows in groups:
+        wq = pack_stream(codes[row:row + rows], bits)
+        words.append(wq)
+        qgroups += [bits, qrow]
+        qrow += wq.shape[0]
+        row += rows
+    G, np_ = scale_codes.shape
+    return {"q_weight": torch.cat(words), "q_groups": torch.tensor(qgroups, dtype=torch.int16),
+            "q_scale": nibble_words(scale_codes.view(G, np_ // 8, 8)), "q_scale_max": q_scale_max.to(torch.float16),
+            "q_invperm": torch.argsort(perm).to(torch.int32)}
 
 
 def encode_linear(w: torch.Tensor, groups: list[tuple[int, int]], perm: torch.Tensor | None = None,
@@ -76,8 +94,9 @@ def encode_linear(w: torch.Tensor, groups: list[tuple[int, int]], perm: torch.Te
     perm = torch.arange(k) if perm is None else perm.to(torch.int64)
     wt = torch.zeros(k, np_)
     wt[:, :n] = w.t().float()[perm]
-    words, qgroups, codes, qsms, recon = [], [], [], [], torch.empty(k, n, dtype=torch.float16)
-    row, qrow = 0, 0
+    codes = torch.empty(k, np_, dtype=torch.int64)
+    scodes, qsms, recon = [], [], torch.empty(k, n, dtype=torch.float16)
+    row = 0
     for bits, rows in groups:
         g = wt[row:row + rows]
         c, qsm, scale = find_scale(g, bits)
@@ -85,19 +104,11 @@ def encode_linear(w: torch.Tensor, groups: list[tuple[int, int]], perm: torch.Te
         q = torch.clamp(torch.round(g / scale.float()) + qzero, 0, maxq).to(torch.int64)
         q[:, n:] = qzero
         recon[row:row + rows] = ((q[:, :n] - qzero).float() * scale[:n].float()).to(torch.float16)
-        wq = _pack_stream(q, bits)
-        words.append(wq)
-        qgroups += [bits, qrow]
-        codes.append(c)
+        codes[row:row + rows] = q
+        scodes.append(c)
         qsms.append(qsm)
         row += rows
-        qrow += wq.shape[0]
-    cw = torch.stack(codes)                                                     # [G, Np]
-    q_scale = (cw.view(len(groups), np_ // 8, 8) << torch.arange(0, 32, 4)).sum(-1)
-    q_scale = torch.where(q_scale >= 2**31, q_scale - 2**32, q_scale).to(torch.int32)
-    out = {"q_weight": torch.cat(words), "q_groups": torch.tensor(qgroups, dtype=torch.int16),
-           "q_scale": q_scale, "q_scale_max": torch.stack(qsms).to(torch.float16),
-           "q_invperm": torch.argsort(perm).to(torch.int32)}
+    out = pack_linear(codes, torch.stack(scodes), torch.stack(qsms), groups, perm)
     if bias is not None:
         out["bias"] = bias.to(torch.float16)
     w_fp16 = torch.empty_like(recon)
