@@ -34,9 +34,10 @@ def _tensor_names(d: Path) -> set[str]:
     return names
 
 
-def kind(path) -> str:
+def kind(path, tensor_names=None) -> str:
     """One of: gguf, awq, compressed-tensors, gptq, exl2, bitsandbytes, float, pickled, unknown,
-    missing."""
+    missing. tensor_names: the directory's tensor names when the caller has already read the headers
+    (else the first two shards' headers are read here)."""
     p = Path(path)
     if not p.exists():
         return "missing"
@@ -51,7 +52,7 @@ def kind(path) -> str:
         return "awq"
     if "desc_act" in q or "damp_percent" in q:
         return "gptq"
-    names = _tensor_names(p)
+    names = _tensor_names(p) if tensor_names is None else set(tensor_names)
     suffixes = {n.rsplit(".", 1)[-1] for n in names}
     if {"q_weight", "q_groups"} <= suffixes:
         return "exl2"

@@ -106,10 +106,9 @@ def shape_of(path=None, params: str | None = None, arch: str = "llama") -> tuple
             vocab = len(src.reader.metadata.get("tokenizer.ggml.tokens", [])) if hasattr(src, "reader") else 0
         c = read_config(src.metadata, src.architecture, int(vocab or 0), src.path)
         real = None
-        if hasattr(src, "reader"):
-            real = {t.name: tuple(t.dims) for t in src.reader.tensors.values()}
-            real_types = {t.name: t.qtype for t in src.reader.tensors.values()}
-            real = (real, real_types)
+        if hasattr(src, "reader"):   # a GGUF file: its real tensor list and types
+            ts = src.reader.tensors.values()
+            real = ({t.name: tuple(t.dims) for t in ts}, {t.name: t.qtype for t in ts})
         tied = not src.has("output.weight")
         return Shape(c.arch, c.n_layers, c.d_model, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size,
                      tied, c.context_length), real

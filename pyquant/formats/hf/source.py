@@ -35,7 +35,7 @@ class DirectorySource:
         self.architecture = architecture(self.hf_config, cfg_path)
         self.metadata = gguf_metadata(self.hf_config, cfg_path)
         self.tensors = SafetensorsDir(self.path)      # first: a broken shard is named as such
-        self.format = kind(self.path)
+        self.format = kind(self.path, self.tensors.keys())
         if self.format not in ("awq", "compressed-tensors", "exl2", "float"):
             raise FormatError(self.path, f"cannot run {describe(self.path)}: pyquant runs GGUF files and "
                                          "AWQ, compressed-tensors int4, EXL2 and float directories")
