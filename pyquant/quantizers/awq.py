@@ -58,20 +58,24 @@ def quant_params(w: torch.Tensor, g: int):
     return s, z
 
 
-def quantize_codes(w: torch.Tensor, g: int):
-    """(codes uint8 [N, K], zeros uint8 [N, K/g], scales fp16 [N, K/g])."""
+def _grouped_codes(w: torch.Tensor, g: int):
+    """(codes q float [N, K/g, g] 0..15, scales, zeros [N, K/g]): q = clamp(round(w / s) + z, 0, 15)."""
     n, k = w.shape
     s, z = quant_params(w, g)
     q = (torch.round(w.reshape(n, k // g, g) / s[..., None]) + z[..., None]).clamp(0, 15)
-    return q.reshape(n, k).to(torch.uint8), z.to(torch.uint8), s.half()
+    return q, s, z
+
+
+def quantize_codes(w: torch.Tensor, g: int):
+    """(codes uint8 [N, K], zeros uint8 [N, K/g], scales fp16 [N, K/g])."""
+    q, s, z = _grouped_codes(w, g)
+    return q.reshape(w.shape).to(torch.uint8), z.to(torch.uint8), s.half()
 
 
 def fake_quant(w: torch.Tensor, g: int) -> torch.Tensor:
-    n, k = w.shape
-    s, z = quant_params(w, g)
-    wg = w.reshape(n, k // g, g)
-    q = (torch.round(wg / s[..., None]) + z[..., None]).clamp(0, 15)
-    return ((q - z[..., None]) * s[..., None]).reshape(n, k)
+    """w through AWQ's quantizer and back: (q - z) * s, float32 [N, K]."""
+    q, s, z = _grouped_codes(w, g)
+    return ((q - z[..., None]) * s[..., None]).reshape(w.shape)
 
 
 # ---------------------------------------------------------------------------------- searches
