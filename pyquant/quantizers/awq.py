@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PyquantError
-from .calib import FloatLayer, rope_tables
+from .calib import FloatLayer, layer_setup
 
 
 @dataclass
@@ -196,15 +196,11 @@ def quantize_model(src, ids: torch.Tensor, opt: AWQOptions, progress=None) -> di
     from ..formats.awq import writer
 
     c = src.config
-    heads = c["num_attention_heads"]
-    hd = c.get("head_dim") or c["hidden_size"] // heads
-    cfg = {"heads": heads, "kv_heads": c.get("num_key_value_heads") or heads, "head_dim": hd,
-           "eps": c.get("rms_norm_eps", 1e-6)}
+    cfg, rope = layer_setup(c, ids.shape[1])
     g = opt.group_size
-    for k in (c["hidden_size"], c["intermediate_size"], heads * hd):
+    for k in (c["hidden_size"], c["intermediate_size"], cfg["heads"] * cfg["head_dim"]):
         if k % g:
             raise PyquantError(f"AWQ: in_features {k} is not a multiple of group_size {g}")
-    rope = rope_tables(ids.shape[1], hd, c.get("rope_theta", 10000.0))
     out = {}
     emb = src.get("model.embed_tokens.weight")
     x = F.embedding(ids, emb)

@@ -80,6 +80,15 @@ def _rotate(x, cos, sin):
     return x * cos[:, None, :] + torch.cat([-x2, x1], dim=-1) * sin[:, None, :]
 
 
+def layer_setup(config: dict, seq_len: int) -> tuple[dict, tuple]:
+    """(FloatLayer's cfg, RoPE tables for seq_len) from a float checkpoint's config.json."""
+    heads = config["num_attention_heads"]
+    hd = config.get("head_dim") or config["hidden_size"] // heads
+    cfg = {"heads": heads, "kv_heads": config.get("num_key_value_heads") or heads, "head_dim": hd,
+           "eps": config.get("rms_norm_eps", 1e-6)}
+    return cfg, rope_tables(seq_len, hd, config.get("rope_theta", 10000.0))
+
+
 def rope_tables(T: int, head_dim: int, base: float):
     inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     ang = torch.outer(torch.arange(T, dtype=torch.float64), inv)

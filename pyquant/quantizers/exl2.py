@@ -194,14 +194,10 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None, measurement
     """EXL2 tensors (HF names) of `src` (a float checkpoint: .config, .get(name), `name in src`), a
     report {linear: (option, bpw, relative output error, weights)} and the measurement {linear:
     [(bits, weighted error) per option]} (given: the measurement pass is skipped)."""
-    from .calib import FloatLayer, rope_tables
+    from .calib import FloatLayer, layer_setup
 
     c = src.config
-    heads = c["num_attention_heads"]
-    hd = c.get("head_dim") or c["hidden_size"] // heads
-    cfg = {"heads": heads, "kv_heads": c.get("num_key_value_heads") or heads, "head_dim": hd,
-           "eps": c.get("rms_norm_eps", 1e-6)}
-    rope = rope_tables(ids.shape[1], hd, c.get("rope_theta", 10000.0))
+    cfg, rope = layer_setup(c, ids.shape[1])
     n_layers = c["num_hidden_layers"]
     emb = src.get("model.embed_tokens.weight")
     t0 = time.perf_counter()
