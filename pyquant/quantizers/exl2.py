@@ -204,8 +204,11 @@ def convert(src, ids: torch.Tensor, opt: Exl2Options, progress=None, measurement
 
     # 1. measurement: float states, every option of every linear
     cands = measurement or {}
-    numel = sum(src.get(f"model.layers.{i}.{sub}.{name}.weight").numel() for i in range(n_layers)
-                for sub, name, _ in ROLES)
+    # the decoder linears' weights, from the config (loading each one to count it dequantized a
+    # GGUF source's every linear once more)
+    d, ffn, q, kv = c["hidden_size"], c["intermediate_size"], cfg["heads"] * cfg["head_dim"], \
+        cfg["kv_heads"] * cfg["head_dim"]
+    numel = n_layers * (2 * d * q + 2 * d * kv + 3 * d * ffn)
     x = F.embedding(ids, emb)
     for i in range(n_layers if measurement is None else 0):
         layer = FloatLayer(src.get, src.__contains__, f"model.layers.{i}", cfg)
