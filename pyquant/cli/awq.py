@@ -57,10 +57,8 @@ def run(args) -> int:
     tensors = quantize_model(src, ids, opt, progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(out, src.config, tensors, version=opt.version, group_size=opt.group_size,
-                     source_dir=src_path if src_path.is_dir() else None)
-    if not src_path.is_dir():
-        src.write_tokenizer(out)
+    write_checkpoint(out, src.config, tensors, version=opt.version, group_size=opt.group_size)
+    src.write_tokenizer(out)          # a directory's files copied, a GGUF's tokenizer exported
     src.close()
     size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
     print(f"wrote {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -58,10 +58,8 @@ def run(args) -> int:
     config = dict(src.config)
     config["tie_word_embeddings"] = False        # the head is quantized on its own
     write_directory(args.out, config, tensors, bits=opt.bits, head_bits=opt.head_bits,
-                    source_dir=src_path if src_path.is_dir() else None,
                     calibration={"rows": int(ids.shape[0]), "length": int(ids.shape[1]), "dataset": calib.name})
-    if not src_path.is_dir():
-        src.write_tokenizer(args.out)
+    src.write_tokenizer(args.out)     # a directory's files copied, a GGUF's tokenizer exported
     src.close()
     layers = {k: v for k, v in report.items() if k != "lm_head"}
     weights = sum(v[3] for v in layers.values())
