@@ -206,6 +206,57 @@ class QTensor:
         k = self.shape[-1]
         return dequantize_op(self.data, int(self.qtype), self.out_features, k, dtype).reshape(self.shape)
 
+    # ---- slicing (tensor parallelism: pyquant/parallel/) ---------------------------------------
+    @property
+    def column_block(self) -> int:
+        """The fewest input columns that can be cut out of this format's rows: a ggml block (32, a
+        K-quant super-block 256), an int4 group, 1 for int8 and float weights."""
+        if self.qtype is QType.INT4:
+            return max(self.group_size, 32)
+        if self.qtype is QType.INT8:
+            return 1
+        return qtypes.info(self.qtype).block_size
+
+    def take_rows(self, rows) -> "QTensor":
+        """Output rows `rows` (a range: views of the same bytes; or an index tensor: a copy). Exact in
+        every format: a row carries its own blocks, scales and mins."""
+        n, k = self._nk()
+        if isinstance(rows, range):
+            if rows.step != 1 or not 0 <= rows.start <= rows.stop <= n:
+                raise UnsupportedQTypeError(f"QTensor {self.shape}: rows {rows} out of [0, {n})")
+            pick = lambda t: t[rows.start:rows.stop]   # noqa: E731
+            count = len(rows)
+        else:
+            index = torch.as_tensor(rows, dtype=torch.int64)
+            pick = lambda t: t.index_select(0, index)   # noqa: E731
+            count = index.numel()
+        opt = lambda t: None if t is None else pick(t)   # noqa: E731
+        return QTensor(pick(self.data), self.qtype, (count, k), opt(self.scales), opt(self.mins),
+                       self.group_size, self.in_perm)
+
+    def take_columns(self, k0: int, k1: int) -> "QTensor":
+        """Stored input columns [k0, k1) as a new contiguous QTensor. Both ends must fall on
+        `column_block` boundaries: a cut inside a block would split codes from their scale. The
+        slice has no in_perm: its columns read input channels in_perm[k0:k1] of the full weight,
+        which the caller maps to its own input (pyquant/parallel/shard.py)."""
+        n, k = self._nk()
+        blk = self.column_block
+        if not (0 <= k0 < k1 <= k) or k0 % blk or k1 % blk:
+            raise UnsupportedQTypeError(
+                f"QTensor {self.qtype.name} {self.shape}: columns [{k0}, {k1}) do not fall on its "
+                f"{blk}-column block boundaries")
+        if self.qtype is QType.INT4:
+            g = self.group_size
+            data = self.data[:, k0 // 2:k1 // 2]
+            extra = dict(scales=self.scales[:, k0 // g:k1 // g].contiguous(),
+                         mins=self.mins[:, k0 // g:k1 // g].contiguous(), group_size=g)
+        elif self.qtype is QType.INT8:
+            data, extra = self.data[:, k0:k1], dict(scales=self.scales)
+        else:
+            per = qtypes.row_bytes(self.qtype, blk)
+            data, extra = self.data[:, k0 // blk * per:k1 // blk * per], {}
+        return QTensor(data.contiguous(), self.qtype, (n, k1 - k0), **extra)
+
     def to(self, device) -> "QTensor":
         """A QTensor on `device` (self when already there). Only the device changes, never the format."""
         device = torch.device(device)

@@ -139,9 +139,9 @@ struct ActQ {
 };
 
 // Per-phase wall time of step() (set_profile(true)): where a token's time goes, for bench/.
-enum Phase { kNorm, kActQuant, kQKV, kRopeKV, kAttn, kWo, kGateUp, kSilu, kDown, kHead, kNumPhases };
+enum Phase { kNorm, kActQuant, kQKV, kRopeKV, kAttn, kWo, kGateUp, kSilu, kDown, kHead, kReduce, kNumPhases };
 const char* const kPhaseNames[kNumPhases] = {"norm", "act_quant", "qkv", "rope_kv", "attention", "wo",
-                                             "gate_up", "silu_mul", "down", "output_head"};
+                                             "gate_up", "silu_mul", "down", "output_head", "all_reduce"};
 
 // A C-contiguous buffer (a numpy array, memoryview, ... anything with the buffer protocol) that
 // the decoder reads (weights, norms, RoPE) or writes (KV cache, x, logits). The decoder keeps a
@@ -376,6 +376,7 @@ class Decoder {
     nth = multi ? nth : 1;
     nth_ = nth;
     const Clock::time_point t_start = Clock::now();
+    reduce_failed_ = false;
     if (nth == 1 || !one_region_) {
       body(pos, 0, 1);
     } else {
@@ -383,6 +384,7 @@ class Decoder {
       parallel_run(nth, [&](int tid, int nt) { body(pos, tid, nt); });
     }
     governor_record(multi, std::chrono::duration<double>(Clock::now() - t_start).count());
+    if (reduce_failed_) throw std::runtime_error("LlmDecoder: the all-reduce hook raised");
   }
 
   // Thread-count governor. A step meets at ~150 barriers, so when another process holds the cores
@@ -408,6 +410,19 @@ class Decoder {
   // false: the previous structure (one thread-pool dispatch per GEMV, everything else on the
   // calling thread), kept for side-by-side measurements.
   void set_one_region(bool on) { one_region_ = on; }
+
+  // Tensor parallelism (pyquant/parallel/): this decoder holds a rank's slice of every layer, and
+  // wo / down produce partial sums. They go to `buf` (float32 [d]); thread 0 then calls `hook()`
+  // (with the GIL), which sums `buf` in place over the ranks (torch.distributed.all_reduce), and
+  // adds the result to the residual. A hook that raises is not called again this step; the step
+  // finishes on the partial sums and step() raises afterwards (the Python side keeps the error).
+  void set_reduce(const py::object& hook, const py::object& buf) {
+    PQ_CHECK(PyCallable_Check(hook.ptr()), "LlmDecoder: the reduce hook must be callable");
+    const HeldBuffer b = hold(owners_, buf, "reduce buffer", true);
+    PQ_CHECK(b.ptr && b.nbytes >= 4 * d_, "LlmDecoder: reduce buffer too small");
+    reduce_hook_ = hook;
+    red_ = reinterpret_cast<float*>(const_cast<uint8_t*>(b.ptr));
+  }
 
   void set_sliding_window(int64_t w) {
     PQ_CHECK(w >= 0, "LlmDecoder: sliding window must be >= 0, got ", w);
@@ -692,11 +707,12 @@ class Decoder {
       if (t0) tock(kAttn);
       const float* post_attn = post_norms_[(size_t)(2 * l)];
       const float* post_ffn = post_norms_[(size_t)(2 * l + 1)];
-      if (!post_attn) {
+      if (!post_attn && !red_) {
         gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, tid, nt);  // x2 = x + Wo attn
-      } else {                                                                      // x2 = x + norm(Wo attn)
-        gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), tmp_.data(), nullptr, tid, nt);
-        if (t0) add_normed(v, x_, tmp_.data(), post_attn, x2_.data());
+      } else {                                             // x2 = x + [norm](sum over ranks of Wo attn)
+        float* y = red_ ? red_ : tmp_.data();
+        gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), y, nullptr, tid, nt);
+        if (t0) residual_add(v, x_, y, post_attn, x2_.data(), kWo);
       }
       if (t0) {
         tock(kWo);
@@ -710,11 +726,12 @@ class Decoder {
         else v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
         tock(kSilu);
       }
-      if (!post_ffn) {
+      if (!post_ffn && !red_) {
         gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), tid, nt);   // x = x2 + Wd act
-      } else {                                                                      // x = x2 + norm(Wd act)
-        gemv(slots_[(size_t)(4 * l + 3)], act_.data(), tmp_.data(), nullptr, tid, nt);
-        if (t0) add_normed(v, x2_.data(), tmp_.data(), post_ffn, x_);
+      } else {                                              // x = x2 + [norm](sum over ranks of Wd act)
+        float* y = red_ ? red_ : tmp_.data();
+        gemv(slots_[(size_t)(4 * l + 3)], act_.data(), y, nullptr, tid, nt);
+        if (t0) residual_add(v, x2_.data(), y, post_ffn, x_, kDown);
       }
       if (t0) tock(kDown);
     }
@@ -731,6 +748,28 @@ class Decoder {
   }
 
   // out = base + rms_norm(y) * w (y normed in place): a post-normed sublayer's residual add.
+  // A sublayer's output y (its partial sum when tensor-parallel: summed over ranks first) added to
+  // the residual `base` into out, through the post-norm w when the family has one.
+  void residual_add(const Vec& v, const float* base, float* y, const float* w, float* out, Phase gemv_phase) {
+    if (red_) {
+      tock(gemv_phase);
+      reduce_partial();
+      tock(kReduce);
+    }
+    if (w) add_normed(v, base, y, w, out);
+    else for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
+  }
+
+  void reduce_partial() {
+    if (reduce_failed_) return;
+    py::gil_scoped_acquire gil;
+    try {
+      reduce_hook_();
+    } catch (py::error_already_set&) {
+      reduce_failed_ = true;   // the hook kept its exception for the Python caller
+    }
+  }
+
   void add_normed(const Vec& v, const float* base, float* y, const float* w, float* out) const {
     rms_norm(v, y, w, y, d_);
     for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
@@ -767,6 +806,9 @@ class Decoder {
   float embed_scale_ = 1.f, softcap_ = 0.f;
   bool gelu_ = false;  // [2L]: per layer q, k head norms (null: the family has none)
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
+  py::object reduce_hook_;       // tensor-parallel: sums red_ over the ranks (null: one process)
+  float* red_ = nullptr;         // [d]: a row-parallel linear's partial sum
+  bool reduce_failed_ = false;
   const float* rope_ = nullptr;
   std::vector<float> h_, x2_, qkv_, attn_, gu_, act_;
   ActQ actq_[2];
@@ -790,6 +832,8 @@ void register_llm_bindings(py::module_& m) {
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
+      .def("set_reduce", &llm::Decoder::set_reduce, "hook"_a, "buf"_a,
+           "Tensor parallel: wo / down write partial sums to buf; hook() sums buf over the ranks in place")
       .def("set_sliding_window", &llm::Decoder::set_sliding_window, "window"_a,
            "Attend to the last `window` positions only (0: all)")
       .def("set_layer", &llm::Decoder::set_layer, "layer"_a, "window"_a, "local"_a)

@@ -77,12 +77,22 @@ class DecoderModel:
     local_rope_base = None  # RoPE base of the sliding-window layers (None: the model's rope.freq_base)
     mlp_act = "silu"        # the gated MLP's activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU, tanh approximation)
 
-    def __init__(self, source, tokenizer, max_seq_len: int | None = None):
+    def __init__(self, source, tokenizer, max_seq_len: int | None = None, tp=None):
         """source: where the weights and hyper-parameters come from, in GGUF names whatever the
-        format (pyquant/formats/gguf/source.py describes the interface); tokenizer: its Tokenizer."""
+        format (pyquant/formats/gguf/source.py describes the interface); tokenizer: its Tokenizer;
+        tp: a pyquant.parallel.TensorParallel to hold only this rank's slice (None: everything)."""
         self.path = source.path
         self.tokenizer = tokenizer
-        cfg = self.config = read_config(source.metadata, source.architecture, tokenizer.n_vocab, source.path)
+        cfg = read_config(source.metadata, source.architecture, tokenizer.n_vocab, source.path)
+        self.full_config, self.tp = cfg, tp
+        if tp is not None:   # from here on the config and the source are this rank's
+            from ..parallel.shard import shard
+
+            source, cfg = shard(source, cfg, tp)
+        self.config = cfg
+        # rows of the vocabulary this process holds (tensor parallel: its share)
+        self.vocab_rows = source.plan.vocab if tp is not None else range(cfg.vocab_size)
+        self.vocab_shares = list(source.plan.vocab_sizes) if tp is not None else [cfg.vocab_size]
         if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
                                         or max_seq_len <= 0):
             raise PyquantError(f"max_seq_len must be a positive integer (or None: min(context, 4096)), "
@@ -91,12 +101,14 @@ class DecoderModel:
         self.sampling_defaults = getattr(source, "sampling_defaults", None)   # generation_config.json
         # a source may hold Q/K rows in another RoPE order than the family's GGUF files (HF: "neox")
         self.qk_row_order = source.rope_style or self.rope_style
-        self.embed = Embedding(source.qtensor("token_embd.weight", (cfg.vocab_size, cfg.d_model)))
+        n_rows = len(self.vocab_rows)
+        self.embed = Embedding(source.qtensor("token_embd.weight", (n_rows, cfg.d_model)), self.vocab_rows.start,
+                               cfg.vocab_size)
         self.layers = [self._load_layer(source, i) for i in range(cfg.n_layers)]
         self.output_norm = source.vector("output_norm.weight", cfg.d_model)
         # No output.weight: the output projection is tied to the token embedding.
         out_name = "output.weight" if source.has("output.weight") else "token_embd.weight"
-        self.output = Linear(source.qtensor(out_name, (cfg.vocab_size, cfg.d_model)), name=out_name)
+        self.output = Linear(source.qtensor(out_name, (n_rows, cfg.d_model)), name=out_name)
         factors = None
         if source.has("rope_freqs.weight"):
             factors = source.vector("rope_freqs.weight", cfg.rope_dim // 2)
@@ -183,6 +195,24 @@ class DecoderModel:
             return F.gelu(gate, approximate="tanh") * up
         return F.silu(gate) * up
 
+    # ------------------------------------------------------------------ tensor parallel
+    # Identities in one process; with `tp` the three places a split model meets its other ranks.
+    def reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """A row-parallel linear's (attn_output, ffn_down) partial sum -> the sum over ranks."""
+        return partial if self.tp is None else self.tp.all_reduce(partial)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)   # tensor parallel: zero rows for the ids another rank holds
+        return x if self.tp is None else self.tp.all_reduce(x)
+
+    def vocab_logits(self, local: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's logits [S, its vocab share] -> [S, vocab] (into `out` when given)."""
+        if self.tp is None:
+            return local
+        if out is None:
+            out = local.new_empty((local.shape[0], self.config.vocab_size))
+        return self.tp.gather_rows(local, self.vocab_shares, out)
+
     # ------------------------------------------------------------------ forward
     @property
     def weight_nbytes(self) -> int:
@@ -190,7 +220,7 @@ class DecoderModel:
         lins = [self.output]
         for L in self.layers:
             lins += [*L.qkv, L.wo, *L.gate_up, L.down]
-        return sum(lin.nbytes for lin in lins) + self.embed.qt.nbytes // self.config.vocab_size
+        return sum(lin.nbytes for lin in lins) + self.embed.qt.nbytes // self.embed.qt.shape[0]
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
                   window: int = 0) -> torch.Tensor:
@@ -231,7 +261,7 @@ class DecoderModel:
         T = start_pos + S
         freqs = self.rope[start_pos:T]
         qd, kvd = cfg.q_dim, cfg.kv_dim
-        x = self.embed(ids)                                               # [S, d]
+        x = self.embed_tokens(ids)                                        # [S, d]
         if self.embed_scale:
             x = x * math.sqrt(cfg.d_model)
         local_freqs = self.rope_local[start_pos:T]
@@ -250,13 +280,13 @@ class DecoderModel:
             apply_rope_(k, f, cfg.rope_dim)
             self.cache.write(i, start_pos, k, v)
             K, V = self.cache.read(i, T)                                  # [Hkv, T, hd]
-            o = L.wo(self.attention(q, K, V, start_pos, L.window))
+            o = self.reduce(L.wo(self.attention(q, K, V, start_pos, L.window)))
             x = x + (o if L.attn_post_norm is None else self.norm(o, L.attn_post_norm))
             run_linears(L.gate_up, self.norm(x, L.ffn_norm), gu)          # [S, 2 ffn]
-            f = L.down(self.mlp_activation(gu))
+            f = self.reduce(L.down(self.mlp_activation(gu)))
             x = x + (f if L.ffn_post_norm is None else self.norm(f, L.ffn_post_norm))
         x = self.norm(x if all_logits else x[-1:], self.output_norm)
-        logits = self.output(x.contiguous())
+        logits = self.vocab_logits(self.output(x.contiguous()))
         if cfg.final_logit_softcap:
             c = cfg.final_logit_softcap
             logits = torch.tanh(logits / c) * c

@@ -28,6 +28,9 @@ class TokenStep:
         self.model = model
         self.x = torch.empty((1, cfg.d_model))
         self.logits = torch.empty((1, cfg.vocab_size))
+        # what the C++ head writes: the logits, or with tensor parallelism this rank's vocab share
+        self.local_logits = self.logits if model.tp is None else torch.empty((1, len(model.vocab_rows)))
+        self.partial = torch.empty(cfg.d_model)   # tensor parallel: a row-parallel linear's partial sum
         self.token = torch.zeros(1, dtype=torch.long)
         self._bind_embedding(model.embed)
         self.native, self.native_reason = build_native(self)
@@ -52,7 +55,7 @@ class TokenStep:
         self.embed_row = None
         if qt.qtype < 1000 and _C.has_decoder(int(qt.qtype)):
             rows = embed.rows
-            self.embed_row = (_C.decode, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.vocab_size,
+            self.embed_row = (_C.decode, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.n_rows,
                               self.x.data_ptr(), self.x.nbytes, embed.dim)
 
     def embed_into_x(self, token: int) -> None:
@@ -61,12 +64,16 @@ class TokenStep:
             self.token[0] = token
             self.x.copy_(self.model.embed(self.token))
             return
-        decode, qtype, base, row_bytes, vocab, x_ptr, x_nbytes, dim = e
-        if not 0 <= token < vocab:  # the pointer arithmetic below trusts this check
+        decode, qtype, base, row_bytes, n_rows, x_ptr, x_nbytes, dim = e
+        vocab, row = self.model.config.vocab_size, token - self.model.embed.first
+        if not 0 <= token < vocab:
             from ..errors import PyquantError
 
             raise PyquantError(f"decode_step: token id {token} outside [0, {vocab})")
-        decode(qtype, base + token * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
+        if 0 <= row < n_rows:   # the pointer arithmetic below trusts this check
+            decode(qtype, base + row * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
+        else:                   # tensor parallel: another rank holds the row
+            self.x.zero_()
 
     def step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
@@ -74,8 +81,17 @@ class TokenStep:
             return self.model._forward([int(token)], pos, False)
         self.model.cache.check(pos, 1)
         self.embed_into_x(int(token))
-        self.native.step(pos)
-        return self.logits[0]
+        tp = self.model.tp
+        if tp is None:
+            self.native.step(pos)
+            return self.logits[0]
+        tp.all_reduce(self.x)
+        try:
+            self.native.step(pos)
+        except RuntimeError:
+            tp.raise_pending()   # a collective failed inside the step: say which and why
+            raise
+        return self.model.vocab_logits(self.local_logits, self.logits)[0]
 
 
 def build_native(st: TokenStep):
@@ -104,7 +120,7 @@ def build_native(st: TokenStep):
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
         return None, "the KV cache or RoPE table is not contiguous float32"
     dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
-                        cfg.ffn_dim, cfg.vocab_size, m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
+                        cfg.ffn_dim, len(m.vocab_rows), m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
     # the named options of the block (decoder.py), each mirrored by the executor
     dec.set_activation(cls.mlp_act)
     if cls.embed_scale:
@@ -155,7 +171,9 @@ def build_native(st: TokenStep):
                     dec.set_norm(which, i, buf(t))
         if m.rope_local is not m.rope:
             dec.set_local_rope(buf(m.rope_local))
-        dec.set_buffers(kv.numpy(), m.rope.numpy(), st.x.numpy(), st.logits.numpy())
+        dec.set_buffers(kv.numpy(), m.rope.numpy(), st.x.numpy(), st.local_logits.numpy())
+        if m.tp is not None:   # each row-parallel linear's partial sum is all-reduced, then added
+            dec.set_reduce(m.tp.reduce_hook(st.partial), st.partial.numpy())
         dec.finalize(0)
     except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)
         return None, f"{type(e).__name__}: {e}"

@@ -130,15 +130,28 @@ def _same_perm(qts) -> bool:
 
 class Embedding:
     """Token embedding that stays quantized: each step gathers the rows of its ids and dequantizes
-    only those (a 49152x576 Q8_0 table is 30 MB packed, 113 MB as float32)."""
+    only those (a 49152x576 Q8_0 table is 30 MB packed, 113 MB as float32).
 
-    def __init__(self, qt):
+    Tensor parallel: `qt` holds rows first..first+rows of a `vocab_size` vocabulary, and the ids
+    outside them embed as zeros (the rank holding them supplies the row: an all-reduce)."""
+
+    def __init__(self, qt, first: int = 0, vocab_size: int | None = None):
         self.qt = qt
         self.rows = qt.data.reshape(qt.shape[0], -1)
-        self.vocab_size, self.dim = qt.shape
+        self.n_rows, self.dim = qt.shape
+        self.first = first
+        self.vocab_size = self.n_rows if vocab_size is None else vocab_size
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         from ..decode import dequantize
 
-        rows = self.rows.index_select(0, ids)  # [S, row_bytes] uint8
-        return dequantize(rows, self.qt.qtype, (ids.numel(), self.dim))  # [S, dim] float32
+        if self.first == 0 and self.n_rows == self.vocab_size:
+            rows = self.rows.index_select(0, ids)  # [S, row_bytes] uint8
+            return dequantize(rows, self.qt.qtype, (ids.numel(), self.dim))  # [S, dim] float32
+        local = ids - self.first
+        mine = (local >= 0) & (local < self.n_rows)
+        x = torch.zeros((ids.numel(), self.dim))
+        if bool(mine.any()):
+            rows = self.rows.index_select(0, local[mine])
+            x[mine] = dequantize(rows, self.qt.qtype, (int(mine.sum()), self.dim))
+        return x

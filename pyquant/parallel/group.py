@@ -1,0 +1,122 @@
+"""This process's place in a tensor-parallel group and the collectives a split model runs.
+
+Processes come from torchrun (`torchrun --nproc-per-node 2 -m pyquant run MODEL --tp 2`), which
+sets RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or from the caller's own
+`torch.distributed.init_process_group`. Backends: gloo for CPU tensors, NCCL for CUDA ones.
+
+Every collective has a timeout (PYQUANT_TP_TIMEOUT seconds, default 120): a rank that dies makes
+the others raise instead of waiting forever (gloo also notices a closed peer connection at once).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+
+from ..errors import PyquantError
+
+
+def _timeout() -> timedelta:
+    raw = os.environ.get("PYQUANT_TP_TIMEOUT", "120")
+    try:
+        seconds = float(raw)
+        if not seconds > 0:
+            raise ValueError
+    except ValueError:
+        raise PyquantError(f"PYQUANT_TP_TIMEOUT must be a positive number of seconds, got {raw!r}") from None
+    return timedelta(seconds=seconds)
+
+
+def init_from_env(backend: str | None = None) -> None:
+    """Join the process group torchrun described in the environment (once; a no-op when the caller
+    already initialised one). backend: "gloo" (default) or "nccl"."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise PyquantError("tensor parallelism needs torch.distributed, absent from this torch build")
+    if dist.is_initialized():
+        return
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise PyquantError(f"tensor parallelism: no process group and {', '.join(missing)} not set; start "
+                           "the processes with torchrun (torchrun --nproc-per-node N -m pyquant run MODEL "
+                           "--tp N ...) or call torch.distributed.init_process_group first")
+    dist.init_process_group(backend or "gloo", timeout=_timeout())
+
+
+class TensorParallel:
+    """The ranks a model is split over (the default group, or `group`), and its collectives."""
+
+    def __init__(self, size: int | None = None, group=None):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            init_from_env()
+        self.dist, self.group = dist, group
+        self.rank = dist.get_rank(group)
+        self.size = dist.get_world_size(group)
+        if size is not None and size != self.size:
+            raise PyquantError(f"tp={size} but the process group has {self.size} processes "
+                               f"(torchrun --nproc-per-node must equal --tp)")
+        self.backend = dist.get_backend(group)
+        self.error: BaseException | None = None   # what a collective inside the C++ step raised
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum `t` over the ranks, in place."""
+        if self.size > 1:
+            try:
+                self.dist.all_reduce(t, group=self.group)
+            except Exception as e:
+                raise self._failed(e) from e
+        return t
+
+    def _failed(self, e: BaseException) -> PyquantError:
+        return PyquantError(f"tensor parallel rank {self.rank}/{self.size}: a collective failed "
+                            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                            "another rank has probably exited: see its output")
+
+    def reduce_hook(self, buf: torch.Tensor):
+        """The C++ step's hook: all-reduces `buf`, keeping a failure for raise_pending()."""
+        def hook():
+            try:
+                self.dist.all_reduce(buf, group=self.group)
+            except Exception as e:
+                self.error = e
+                raise
+        return hook
+
+    def raise_pending(self) -> None:
+        e, self.error = self.error, None
+        if e is not None:
+            raise self._failed(e) from e
+
+    def gather_rows(self, local: torch.Tensor, sizes: list[int], out: torch.Tensor) -> torch.Tensor:
+        """Columns of `out` [S, sum(sizes)] from every rank's `local` [S, sizes[rank]] (the vocabulary
+        split of the logits): padded to the largest share, gathered, unpadded."""
+        if self.size == 1:
+            return out.copy_(local)
+        S, width = local.shape[0], max(sizes)
+        pad = local.new_zeros((S, width))
+        pad[:, :local.shape[1]] = local
+        parts = [local.new_empty((S, width)) for _ in range(self.size)]
+        try:
+            self.dist.all_gather(parts, pad, group=self.group)
+        except Exception as e:
+            raise self._failed(e) from e
+        off = 0
+        for part, n in zip(parts, sizes):
+            out[:, off:off + n] = part[:, :n]
+            off += n
+        return out
+
+    def common_seed(self) -> int:
+        """One random seed, the same on every rank (rank 0's): sampling must draw the same token
+        everywhere or the ranks' KV caches diverge."""
+        t = torch.tensor([torch.seed() % 2**62], dtype=torch.int64)
+        if self.size > 1:
+            self.dist.broadcast(t, 0, group=self.group)
+        return int(t)
+
+    def __repr__(self):
+        return f"TensorParallel(rank {self.rank} of {self.size}, {self.backend})"
