@@ -37,6 +37,17 @@ def add_model_args(p, threads_default=None, ctx_flag=True):
         p.set_defaults(max_seq_len=None)
 
 
+def add_parallel_args(p):
+    p.add_argument("--tp", type=positive_int, default=None,
+                   help="tensor parallelism over N processes started by torchrun (--nproc-per-node N): each "
+                        "holds 1/N of the weights; gloo on CPUs. Only rank 0 prints.")
+
+
+def follower(model) -> bool:
+    """True on the ranks other than 0 of a tensor-parallel run: they compute, rank 0 reports."""
+    return model.tp is not None and model.tp.rank != 0
+
+
 def check_model_arg(model: str) -> None:
     """Fail before any loading when MODEL is neither an existing file or model directory nor a known
     alias (a directory is checked when it is opened: formats/hf/source.py names what it holds)."""
@@ -96,4 +107,10 @@ def load_model(args):
         from .._ext import _C
 
         _C.set_matmul_act(args.act)
-    return load(args.model, max_seq_len=args.max_seq_len)
+    model = load(args.model, max_seq_len=args.max_seq_len, tp=getattr(args, "tp", None))
+    if follower(model):   # every rank runs the command; rank 0 alone writes its output
+        import os
+        import sys
+
+        sys.stdout = open(os.devnull, "w")
+    return model

@@ -10,12 +10,13 @@ import statistics
 import sys
 import time
 
-from ._common import add_model_args, non_negative_int, positive_int
+from ._common import add_model_args, add_parallel_args, non_negative_int, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("bench", help="prompt / generation tokens per second and weight bandwidth")
     add_model_args(p)
+    add_parallel_args(p)
     p.add_argument("-p", "--n-prompt", type=non_negative_int, default=64,
                    help="prompt tokens prefilled in one batch: the pp<N> figure (llama-bench -p; default 64)")
     p.add_argument("-n", "--n-gen", type=non_negative_int, default=32,
@@ -123,6 +124,7 @@ def main(args) -> int:
     if args.per_gemv and model._step.native is not None:
         model._step.native.set_one_region(False)
     res = bench_model(model, args.n_prompt, args.n_gen, args.repetitions, overhead=args.overhead)
+    res["tp"] = 1 if model.tp is None else model.tp.size   # weights/token below: this rank's share
     if args.roofline:
         from .._ext import _C
 
@@ -131,7 +133,8 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"model: {res['model']}  threads: {res['threads']}  weights/token: "
+    tp = f"  tp: {res['tp']}" if res["tp"] > 1 else ""
+    print(f"model: {res['model']}  threads: {res['threads']}{tp}  weights/token: "
           f"{res['weight_bytes_per_token'] / 1e6:.1f} MB  decode step: {res['decode_step']}")
     if "pp_tok_s" in res:
         print(f"pp{args.n_prompt}: {res['pp_tok_s']:8.1f} ± {res['pp_tok_s_std']:.1f} tok/s")

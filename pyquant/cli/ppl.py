@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import add_model_args, positive_int
+from ._common import add_model_args, add_parallel_args, follower, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("ppl", help="perplexity of a text file (llama-perplexity procedure)")
     add_model_args(p, ctx_flag=False)
+    add_parallel_args(p)
     p.add_argument("file", help="UTF-8 text file")
     p.add_argument("-c", "--ctx", type=positive_int, default=512, help="chunk length in tokens (llama-perplexity's -c)")
     p.add_argument("--chunks", type=positive_int, default=None, help="evaluate at most this many chunks")
@@ -30,7 +31,7 @@ def main(args) -> int:
     model = load_model(args)
 
     def progress(i, n, ppl):
-        if not args.json:
+        if not args.json and not follower(model):
             print(f"[{i}]{ppl:.4f}", end=" " if i < n else "\n", file=sys.stderr, flush=True)
 
     r = perplexity(model, text, ctx=args.ctx, max_chunks=args.chunks, progress=progress)

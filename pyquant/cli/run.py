@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 
-from ._common import add_model_args, add_sampling_args, load_model, non_negative_int
+from ._common import add_model_args, add_parallel_args, add_sampling_args, follower, load_model, non_negative_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("run", help="generate a completion, streamed")
     add_model_args(p)
+    add_parallel_args(p)
     p.add_argument("-p", "--prompt", required=True)
     from ..runtime.sampling import DEFAULTS
 
@@ -41,10 +42,10 @@ def main(args) -> int:
         out.write(piece)
         out.flush()
     out.write("\n")
-    if stats.stop_reason == "context":
+    if stats.stop_reason == "context" and not follower(model):
         print(f"[stopped after {stats.generated_tokens} of {args.n_predict} tokens: the context is full "
               f"({model.max_seq_len} positions); raise -c/--ctx-size]", file=sys.stderr)
-    if not args.quiet:
+    if not args.quiet and not follower(model):
         print(f"[prompt: {stats.prompt_tokens} tok, {stats.prefill_tok_s:.1f} tok/s | generated: "
               f"{stats.generated_tokens} tok, {stats.decode_tok_s:.1f} tok/s | stop: {stats.stop_reason}]",
               file=sys.stderr)
