@@ -30,5 +30,5 @@ class Gemma3Model(DecoderModel):
     def attention_scale(self) -> float:
         """llama.cpp: 1/sqrt(head_dim), except Gemma 3 27B (62 layers), queries scaled by
         1/sqrt(d_model / n_heads) (its query_pre_attn_scalar)."""
-        cfg = self.config
+        cfg = self.full_config   # all heads, also when this process holds a tensor-parallel share
         return 1.0 / math.sqrt(cfg.d_model / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
