@@ -14,7 +14,10 @@ Megatron's split, on the quantized bytes (no format learns about it):
 receives its rank's slice under the usual tensor names; `group.py` holds the process group and
 the collectives. The model's forward and the C++ token step (LlmDecoder.set_reduce) call the
 same three hooks: reduce after a row-parallel linear, embed, gather the logits.
-"""
-from .group import TensorParallel, init_from_env
 
-__all__ = ["TensorParallel", "init_from_env"]
+`pipeline.py` is the other split: whole layers per rank (--split), the residual passed on.
+"""
+from .group import ProcessGroup, TensorParallel, init_from_env
+from .pipeline import LayerSplit
+
+__all__ = ["LayerSplit", "ProcessGroup", "TensorParallel", "init_from_env"]

@@ -56,10 +56,11 @@ def init_from_env(backend: str | None = None) -> None:
     atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
 
 
-class TensorParallel:
-    """The ranks a model is split over (the default group, or `group`), and its collectives."""
+class ProcessGroup:
+    """The ranks a model is split over (the default group, or `group`): what tensor parallelism
+    and the layer split (pipeline.py) share."""
 
-    def __init__(self, size: int | None = None, group=None):
+    def __init__(self, size: int | None = None, group=None, what: str = "--tp"):
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
@@ -68,16 +69,51 @@ class TensorParallel:
         self.rank = dist.get_rank(group)
         self.size = dist.get_world_size(group)
         if size is not None and size != self.size:
-            raise PyquantError(f"tp={size} but the process group has {self.size} processes "
-                               f"(torchrun --nproc-per-node must equal --tp)")
+            raise PyquantError(f"{what} asks for {size} processes but the process group has {self.size} "
+                               f"(torchrun --nproc-per-node must match)")
         self.backend = dist.get_backend(group)
-        self.exchange = self.backend == "gloo"   # all-reduce / gather by point-to-point exchange
         self.error: BaseException | None = None   # what a collective inside the C++ step raised
-        self._parts: dict = {}   # (shape, dtype) -> per-rank receive buffers, reused every step
 
     def _peer(self, r: int) -> int:
         """Rank r of this group as a global rank (what isend / irecv take)."""
         return r if self.group is None else self.dist.get_global_rank(self.group, r)
+
+    def _p2p(self, fn):
+        """fn() (communication), its failure turned into a PyquantError that says what happened."""
+        try:
+            return fn()
+        except Exception as e:
+            raise self._failed(e) from e
+
+    def _failed(self, e: BaseException) -> PyquantError:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return PyquantError(f"{type(self).__name__} rank {self.rank}/{self.size}: a collective failed "
+                            f"({type(e).__name__}: {first}); another rank has probably exited: see its output")
+
+    def raise_pending(self) -> None:
+        e, self.error = self.error, None
+        if e is not None:
+            raise self._failed(e) from e
+
+    def common_seed(self) -> int:
+        """One random seed, the same on every rank (rank 0's): sampling must draw the same token
+        everywhere or the ranks' KV caches diverge."""
+        t = torch.tensor([torch.seed() % 2**62], dtype=torch.int64)
+        if self.size > 1:
+            self._p2p(lambda: self.dist.broadcast(t, 0, group=self.group))
+        return int(t)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(rank {self.rank} of {self.size}, {self.backend})"
+
+
+class TensorParallel(ProcessGroup):
+    """Tensor parallelism's collectives: the partial sums' all-reduce, the logits' gather."""
+
+    def __init__(self, size: int | None = None, group=None):
+        super().__init__(size, group, "--tp")
+        self.exchange = self.backend == "gloo"   # all-reduce / gather by point-to-point exchange
+        self._parts: dict = {}   # (shape, dtype) -> per-rank receive buffers, reused every step
 
     def _exchange(self, t: torch.Tensor) -> list:
         """Every rank's `t`, in rank order (this rank's is `t` itself): one round of isend / irecv."""
@@ -99,7 +135,6 @@ class TensorParallel:
         if not self.exchange:
             self.dist.all_reduce(t, group=self.group)
             return
-        t = t if t.is_contiguous() else t.contiguous()
         parts = self._exchange(t.clone())
         t.copy_(parts[0])
         for p in parts[1:]:
@@ -108,16 +143,8 @@ class TensorParallel:
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         """Sum `t` (contiguous) over the ranks, in place; the same bits on every rank."""
         if self.size > 1:
-            try:
-                self._sum(t)
-            except Exception as e:
-                raise self._failed(e) from e
+            self._p2p(lambda: self._sum(t))
         return t
-
-    def _failed(self, e: BaseException) -> PyquantError:
-        return PyquantError(f"tensor parallel rank {self.rank}/{self.size}: a collective failed "
-                            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                            "another rank has probably exited: see its output")
 
     def reduce_hook(self, buf: torch.Tensor):
         """The C++ step's hook: all-reduces `buf`, keeping a failure for raise_pending()."""
@@ -129,11 +156,6 @@ class TensorParallel:
                 raise
         return hook
 
-    def raise_pending(self) -> None:
-        e, self.error = self.error, None
-        if e is not None:
-            raise self._failed(e) from e
-
     def gather_rows(self, local: torch.Tensor, sizes: list[int], out: torch.Tensor) -> torch.Tensor:
         """Columns of `out` [S, sum(sizes)] from every rank's `local` [S, sizes[rank]] (the vocabulary
         split of the logits): padded to the largest share, gathered, unpadded."""
@@ -142,27 +164,16 @@ class TensorParallel:
         S, width = local.shape[0], max(sizes)
         pad = local.new_zeros((S, width))
         pad[:, :local.shape[1]] = local
-        try:
+
+        def gather():
             if self.exchange:
-                parts = self._exchange(pad)
-            else:
-                parts = [local.new_empty((S, width)) for _ in range(self.size)]
-                self.dist.all_gather(parts, pad, group=self.group)
-        except Exception as e:
-            raise self._failed(e) from e
+                return self._exchange(pad)
+            parts = [local.new_empty((S, width)) for _ in range(self.size)]
+            self.dist.all_gather(parts, pad, group=self.group)
+            return parts
+
         off = 0
-        for part, n in zip(parts, sizes):
+        for part, n in zip(self._p2p(gather), sizes):
             out[:, off:off + n] = part[:, :n]
             off += n
         return out
-
-    def common_seed(self) -> int:
-        """One random seed, the same on every rank (rank 0's): sampling must draw the same token
-        everywhere or the ranks' KV caches diverge."""
-        t = torch.tensor([torch.seed() % 2**62], dtype=torch.int64)
-        if self.size > 1:
-            self.dist.broadcast(t, 0, group=self.group)
-        return int(t)
-
-    def __repr__(self):
-        return f"TensorParallel(rank {self.rank} of {self.size}, {self.backend})"
