@@ -171,17 +171,19 @@ def _rel(a, b):
     return float(((a.double() - b.double()).norm(dim=-1) / b.double().norm(dim=-1)).max())
 
 
-def _check_against_one_process(model, tmp_path, float_act, bound):
+def _check_against_one_process(model, tmp_path, float_act, bound, extra=()):
     env = {"PYQUANT_MATMUL_ACT": "float"} if float_act else {}
-    results, outs = _run_ranks(model, tmp_path, env=env)
+    results, outs = _run_ranks(model, tmp_path, env=env, extra=extra)
     for rc, so, se in results:
         assert rc == 0, se[-3000:]
     ranks = [torch.load(o) for o in outs]
     prefill, steps, greedy = _reference(model, float_act)
     for r in ranks:
         assert r["mode"] == "native"                     # the C++ step runs on every rank
-        assert _rel(r["prefill"], prefill) < bound, _rel(r["prefill"], prefill)
-        assert _rel(r["steps"], steps) < bound, _rel(r["steps"], steps)
+        if bound == 0:                                   # the same bits
+            assert torch.equal(r["prefill"], prefill) and torch.equal(r["steps"], steps)
+        assert _rel(r["prefill"], prefill) <= bound, _rel(r["prefill"], prefill)
+        assert _rel(r["steps"], steps) <= bound, _rel(r["steps"], steps)
         assert r["greedy"] == greedy
     # every rank returns the same full logits and draws the same sampled tokens
     assert torch.equal(ranks[0]["prefill"], ranks[1]["prefill"])
@@ -211,15 +213,47 @@ def test_two_ranks_equal_one_process_smollm2(smollm2_path, tmp_path):
     assert [r["heads"] for r in ranks] == [6, 3]
 
 
-def test_a_dying_rank_makes_the_other_raise_not_hang(tmp_path):
+@pytest.mark.parametrize("mode", [(), ("--split", "0.5,0.5")], ids=["tp", "split"])
+def test_a_dying_rank_makes_the_other_raise_not_hang(tmp_path, mode):
     path = _write_tiny_model(tmp_path / "m.gguf", "llama", biases=False)
     t0 = time.monotonic()
-    results, _ = _run_ranks(path, tmp_path, extra=("--die-after-load",), env={"PYQUANT_TP_TIMEOUT": "30"},
+    results, _ = _run_ranks(path, tmp_path, extra=("--die-after-load", *mode), env={"PYQUANT_TP_TIMEOUT": "30"},
                             timeout=120)
     assert time.monotonic() - t0 < 100
     (rc0, _, err0), (rc1, _, _) = results
     assert rc1 == 3
     assert rc0 != 0 and "PyquantError" in err0 and "a collective failed" in err0, err0[-2000:]
+
+
+# ---------------------------------------------------------------- layer split
+def test_layer_ranges():
+    from pyquant.parallel.pipeline import layer_ranges
+
+    assert layer_ranges([0.5, 0.5], 30) == [range(0, 15), range(15, 30)]
+    assert layer_ranges([1, 1, 1], 7) == [range(0, 2), range(2, 5), range(5, 7)]
+    assert layer_ranges([0.99, 0.01], 4) == [range(0, 3), range(3, 4)]    # every rank gets a layer
+    assert layer_ranges([0.01, 0.99], 4) == [range(0, 1), range(1, 4)]
+    with pytest.raises(PyquantError, match="3 ranks but the model has 2 layers"):
+        layer_ranges([1, 1, 1], 2)
+    with pytest.raises(PyquantError, match="positive"):
+        layer_ranges([0.5, 0], 8)
+
+
+@pytest.mark.parametrize("arch,kw", [("qwen2", dict(biases=True)),
+                                     ("gemma3", dict(biases=False, tied=True, qk_norm=True, post_norms=True,
+                                                     softcap=30.0, n_layers=7, sliding_window=5))],
+                         ids=["qwen2-bias", "gemma3"])
+def test_layer_split_equals_one_process_exactly(tmp_path, arch, kw):
+    """Each rank runs whole layers with the same kernels: the logits are the same bits."""
+    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, **kw)
+    ranks = _check_against_one_process(path, tmp_path, False, 0, extra=("--split", "0.5,0.5"))
+    n = kw.get("n_layers", 2)
+    assert [r["layers"] for r in ranks] == [round(n / 2), n - round(n / 2)]
+
+
+def test_layer_split_smollm2(smollm2_path, tmp_path):
+    ranks = _check_against_one_process(smollm2_path, tmp_path, False, 0, extra=("--split", "0.3,0.7"))
+    assert [r["layers"] for r in ranks] == [9, 21]
 
 
 def test_torchrun_cli_prints_once_and_matches_one_process(tmp_path):
@@ -233,6 +267,12 @@ def test_torchrun_cli_prints_once_and_matches_one_process(tmp_path):
                          capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=180)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout == one.stdout   # rank 0 alone prints, the same text
+    split = subprocess.run(child_python("-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                        "--master-port", str(_free_port()), "-m", "pyquant", *args,
+                                        "--split", "0.5,0.5"),
+                           capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=180)
+    assert split.returncode == 0, split.stderr[-3000:]
+    assert split.stdout == one.stdout
 
 
 def test_tp_without_a_process_group_says_how_to_start(monkeypatch, tmp_path):

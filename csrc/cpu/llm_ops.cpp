@@ -328,8 +328,9 @@ class Decoder {
       expect(slots_[(size_t)(4 * l + 2)], 2 * ff_, d_, "gate_up");
       expect(slots_[(size_t)(4 * l + 3)], d_, ff_, "down");
     }
-    expect(slots_[(size_t)(4 * L_)], V_, d_, "output");
-    for (const float* p : norms_) PQ_CHECK(p != nullptr, "LlmDecoder: a norm weight is missing");
+    if (last_) expect(slots_[(size_t)(4 * L_)], V_, d_, "output");
+    for (int64_t i = 0; i < 2 * L_ + (last_ ? 1 : 0); ++i)
+      PQ_CHECK(norms_[(size_t)i] != nullptr, "LlmDecoder: a norm weight is missing");
     PQ_CHECK(kv_ && rope_ && x_ && logits_, "LlmDecoder: buffers not set");
     const int64_t kp = mm::n_chunks(kmax_) * kChunk;
     for (ActQ& a : actq_) {
@@ -410,6 +411,14 @@ class Decoder {
   // false: the previous structure (one thread-pool dispatch per GEMV, everything else on the
   // calling thread), kept for side-by-side measurements.
   void set_one_region(bool on) { one_region_ = on; }
+
+  // Layer split (pyquant/parallel/pipeline.py): this decoder holds a run of the model's layers.
+  // Only the first run scales the embedding; a run that is not the last stops at its residual
+  // (x holds it after step()) and has no output norm or head.
+  void set_stage(bool first, bool last) {
+    first_ = first;
+    last_ = last;
+  }
 
   // Tensor parallelism (pyquant/parallel/): this decoder holds a rank's slice of every layer, and
   // wo / down produce partial sums. They go to `buf` (float32 [d]); thread 0 then calls `hook()`
@@ -677,7 +686,7 @@ class Decoder {
   void body(int64_t pos, int tid, int nt) {
     const Vec v{avx2_};
     const bool t0 = tid == 0;
-    if (t0 && embed_scale_ != 1.f)
+    if (t0 && first_ && embed_scale_ != 1.f)
       for (int64_t i = 0; i < d_; ++i) x_[i] *= embed_scale_;   // seen by the others after the first barrier
     for (int64_t l = 0; l < L_; ++l) {
       if (t0) {
@@ -735,6 +744,7 @@ class Decoder {
       }
       if (t0) tock(kDown);
     }
+    if (!last_) return;   // a layer split's earlier run: the residual in x_ goes to the next rank
     if (t0) {
       rms_norm(v, x_, norms_[(size_t)(2 * L_)], h_.data(), d_);
       tock(kNorm);
@@ -809,6 +819,7 @@ class Decoder {
   py::object reduce_hook_;       // tensor-parallel: sums red_ over the ranks (null: one process)
   float* red_ = nullptr;         // [d]: a row-parallel linear's partial sum
   bool reduce_failed_ = false;
+  bool first_ = true, last_ = true;   // layer split: this run embeds / ends in the head
   const float* rope_ = nullptr;
   std::vector<float> h_, x2_, qkv_, attn_, gu_, act_;
   ActQ actq_[2];
@@ -832,6 +843,8 @@ void register_llm_bindings(py::module_& m) {
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
+      .def("set_stage", &llm::Decoder::set_stage, "first"_a, "last"_a,
+           "Layer split: whether this run of layers is the model's first (embedding scale) / last (head)")
       .def("set_reduce", &llm::Decoder::set_reduce, "hook"_a, "buf"_a,
            "Tensor parallel: wo / down write partial sums to buf; hook() sums buf over the ranks in place")
       .def("set_sliding_window", &llm::Decoder::set_sliding_window, "window"_a,

@@ -1,6 +1,8 @@
 """Arguments shared by the runner subcommands (run, chat, bench, ppl)."""
 from __future__ import annotations
 
+import argparse
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (argparse turns the ValueError into a one-line usage error)."""
@@ -37,15 +39,29 @@ def add_model_args(p, threads_default=None, ctx_flag=True):
         p.set_defaults(max_seq_len=None)
 
 
+def fractions(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions such as 0.5,0.5, got {text!r}") from None
+    if not vals or any(not v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"fractions must be positive, got {text!r}")
+    return vals
+
+
 def add_parallel_args(p):
-    p.add_argument("--tp", type=positive_int, default=None,
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tp", type=positive_int, default=None,
                    help="tensor parallelism over N processes started by torchrun (--nproc-per-node N): each "
-                        "holds 1/N of the weights; gloo on CPUs. Only rank 0 prints.")
+                        "holds 1/N of every layer; gloo on CPUs. Only rank 0 prints.")
+    g.add_argument("--split", type=fractions, default=None, metavar="F0,F1,...",
+                   help="layer split over the processes started by torchrun (one fraction each, e.g. 0.5,0.5): "
+                        "each holds a run of whole layers, for links too slow for --tp. Only rank 0 prints.")
 
 
 def follower(model) -> bool:
-    """True on the ranks other than 0 of a tensor-parallel run: they compute, rank 0 reports."""
-    return model.tp is not None and model.tp.rank != 0
+    """True on the ranks other than 0 of a split model: they compute, rank 0 reports."""
+    return model.group is not None and model.group.rank != 0
 
 
 def check_model_arg(model: str) -> None:
@@ -107,7 +123,8 @@ def load_model(args):
         from .._ext import _C
 
         _C.set_matmul_act(args.act)
-    model = load(args.model, max_seq_len=args.max_seq_len, tp=getattr(args, "tp", None))
+    model = load(args.model, max_seq_len=args.max_seq_len, tp=getattr(args, "tp", None),
+                 split=getattr(args, "split", None))
     if follower(model):   # every rank runs the command; rank 0 alone writes its output
         import os
         import sys

@@ -46,14 +46,17 @@ def open_source(path):
     return GGUFSource(GGUFReader(path))
 
 
-def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None = None, tp: int | None = None):
+def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None = None, tp: int | None = None,
+         split: list[float] | None = None):
     """Load a model: a GGUF file, an AWQ / compressed-tensors int4 or float safetensors directory
     (Hugging Face layout), or an alias such as "smollm2", with weights kept quantized. Returns a
     DecoderModel: .generate(), .forward(), .tokenizer, .config.
 
     tp: tensor parallelism over the torch.distributed process group (torchrun, or the caller's
     init_process_group): this process holds its 1/tp share of the weights and every call to the
-    model must be made on every rank, in the same order (pyquant/parallel/)."""
+    model must be made on every rank, in the same order (pyquant/parallel/).
+    split: a layer split over the same kind of process group, one fraction of the layers per rank
+    ([0.5, 0.5]); the same rules."""
     from ..hub import resolve
 
     if threads is not None:
@@ -69,14 +72,20 @@ def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None =
         if cls is None:
             raise FormatError(path, f"general.architecture = {arch!r} is not supported "
                                     f"(supported: {', '.join(sorted(ARCHITECTURES))})")
-        group = None
+        group = stage = None
+        if tp is not None and split is not None:
+            raise PyquantError("tp and split together are not supported: pick one")
         if tp is not None:
             if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
                 raise PyquantError(f"tp must be a positive integer, got {tp!r}")
             from ..parallel import TensorParallel
 
             group = TensorParallel(tp)
-        model = cls(source, source.tokenizer(), max_seq_len=max_seq_len, tp=group)
+        if split is not None:
+            from ..parallel import LayerSplit
+
+            stage = LayerSplit([float(f) for f in split])
+        model = cls(source, source.tokenizer(), max_seq_len=max_seq_len, tp=group, split=stage)
     finally:
         source.close()
     del source

@@ -77,10 +77,11 @@ class DecoderModel:
     local_rope_base = None  # RoPE base of the sliding-window layers (None: the model's rope.freq_base)
     mlp_act = "silu"        # the gated MLP's activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU, tanh approximation)
 
-    def __init__(self, source, tokenizer, max_seq_len: int | None = None, tp=None):
+    def __init__(self, source, tokenizer, max_seq_len: int | None = None, tp=None, split=None):
         """source: where the weights and hyper-parameters come from, in GGUF names whatever the
         format (pyquant/formats/gguf/source.py describes the interface); tokenizer: its Tokenizer;
-        tp: a pyquant.parallel.TensorParallel to hold only this rank's slice (None: everything)."""
+        tp: a pyquant.parallel.TensorParallel to hold only this rank's slice of every layer;
+        split: a pyquant.parallel.LayerSplit to hold only this rank's layers (None, None: all)."""
         self.path = source.path
         self.tokenizer = tokenizer
         cfg = read_config(source.metadata, source.architecture, tokenizer.n_vocab, source.path)
@@ -90,6 +91,11 @@ class DecoderModel:
 
             source, cfg = shard(source, cfg, tp)
         self.config = cfg
+        if tp is not None and split is not None:
+            raise PyquantError("tensor parallelism and a layer split together are not supported: pick one")
+        self.stage = split
+        first, last = split is None or split.first, split is None or split.last
+        layer_ids = split.assign(cfg.n_layers) if split is not None else range(cfg.n_layers)
         # rows of the vocabulary this process holds (tensor parallel: its share)
         self.vocab_rows = source.plan.vocab if tp is not None else range(cfg.vocab_size)
         self.vocab_shares = list(source.plan.vocab_sizes) if tp is not None else [cfg.vocab_size]
@@ -102,13 +108,16 @@ class DecoderModel:
         # a source may hold Q/K rows in another RoPE order than the family's GGUF files (HF: "neox")
         self.qk_row_order = source.rope_style or self.rope_style
         n_rows = len(self.vocab_rows)
-        self.embed = Embedding(source.qtensor("token_embd.weight", (n_rows, cfg.d_model)), self.vocab_rows.start,
-                               cfg.vocab_size)
-        self.layers = [self._load_layer(source, i) for i in range(cfg.n_layers)]
-        self.output_norm = source.vector("output_norm.weight", cfg.d_model)
-        # No output.weight: the output projection is tied to the token embedding.
-        out_name = "output.weight" if source.has("output.weight") else "token_embd.weight"
-        self.output = Linear(source.qtensor(out_name, (n_rows, cfg.d_model)), name=out_name)
+        self.embed = self.output_norm = self.output = None   # layer split: the first / last rank's
+        if first:
+            self.embed = Embedding(source.qtensor("token_embd.weight", (n_rows, cfg.d_model)),
+                                   self.vocab_rows.start, cfg.vocab_size)
+        self.layers = [self._load_layer(source, i) for i in layer_ids]
+        if last:
+            self.output_norm = source.vector("output_norm.weight", cfg.d_model)
+            # No output.weight: the output projection is tied to the token embedding.
+            out_name = "output.weight" if source.has("output.weight") else "token_embd.weight"
+            self.output = Linear(source.qtensor(out_name, (n_rows, cfg.d_model)), name=out_name)
         factors = None
         if source.has("rope_freqs.weight"):
             factors = source.vector("rope_freqs.weight", cfg.rope_dim // 2)
@@ -116,7 +125,7 @@ class DecoderModel:
         self.rope_local = self.rope
         if self.local_rope_base is not None:
             self.rope_local = rope_table(self.max_seq_len, cfg.rope_dim, self.local_rope_base)
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
+        self.cache = KVCache(len(self.layers), cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
         self.attn_scale = self.attention_scale()
         from .packing import pack_decode_weights
         from .step import TokenStep
@@ -195,15 +204,39 @@ class DecoderModel:
             return F.gelu(gate, approximate="tanh") * up
         return F.silu(gate) * up
 
-    # ------------------------------------------------------------------ tensor parallel
-    # Identities in one process; with `tp` the three places a split model meets its other ranks.
+    # ------------------------------------------------------------------ parallel
+    # Identities in one process; with `tp` or `stage` the places a split model meets its other ranks.
+    @property
+    def group(self):
+        """The pyquant.parallel group this model is split over (tensor parallel or layer split), or None."""
+        return self.tp if self.tp is not None else self.stage
+
     def reduce(self, partial: torch.Tensor) -> torch.Tensor:
         """A row-parallel linear's (attn_output, ffn_down) partial sum -> the sum over ranks."""
         return partial if self.tp is None else self.tp.all_reduce(partial)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """[S, d] residual stream entering the first layer (a layer split's later ranks: received)."""
+        if self.stage is not None and not self.stage.first:
+            return self.stage.receive_residual((ids.numel(), self.config.d_model))
         x = self.embed(ids)   # tensor parallel: zero rows for the ids another rank holds
-        return x if self.tp is None else self.tp.all_reduce(x)
+        if self.tp is not None:
+            x = self.tp.all_reduce(x)
+        return x * math.sqrt(self.config.d_model) if self.embed_scale else x
+
+    def head(self, x: torch.Tensor, all_logits: bool) -> torch.Tensor:
+        """Output norm and projection of the last layer's residual x [S, d] -> logits [S or 1, vocab]
+        (a layer split: every rank but the last sends x on and receives the last rank's logits)."""
+        st, rows = self.stage, x.shape[0] if all_logits else 1
+        if st is not None and not st.last:
+            st.send_residual(x)
+            return st.share_logits(x.new_empty((rows, self.config.vocab_size)))
+        x = self.norm(x if all_logits else x[-1:], self.output_norm)
+        logits = self.vocab_logits(self.output(x.contiguous()))
+        if self.config.final_logit_softcap:
+            c = self.config.final_logit_softcap
+            logits = torch.tanh(logits / c) * c
+        return logits if st is None else st.share_logits(logits)
 
     def vocab_logits(self, local: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """This rank's logits [S, its vocab share] -> [S, vocab] (into `out` when given)."""
@@ -217,10 +250,11 @@ class DecoderModel:
     @property
     def weight_nbytes(self) -> int:
         """Bytes of weights one decoded token reads (every linear once + one embedding row)."""
-        lins = [self.output]
+        lins = [self.output] if self.output is not None else []
         for L in self.layers:
             lins += [*L.qkv, L.wo, *L.gate_up, L.down]
-        return sum(lin.nbytes for lin in lins) + self.embed.qt.nbytes // self.embed.qt.shape[0]
+        row = self.embed.qt.nbytes // self.embed.qt.shape[0] if self.embed is not None else 0
+        return sum(lin.nbytes for lin in lins) + row
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
                   window: int = 0) -> torch.Tensor:
@@ -262,8 +296,6 @@ class DecoderModel:
         freqs = self.rope[start_pos:T]
         qd, kvd = cfg.q_dim, cfg.kv_dim
         x = self.embed_tokens(ids)                                        # [S, d]
-        if self.embed_scale:
-            x = x * math.sqrt(cfg.d_model)
         local_freqs = self.rope_local[start_pos:T]
         qkv = torch.empty((S, qd + 2 * kvd))
         gu = torch.empty((S, 2 * cfg.ffn_dim))
@@ -285,11 +317,7 @@ class DecoderModel:
             run_linears(L.gate_up, self.norm(x, L.ffn_norm), gu)          # [S, 2 ffn]
             f = self.reduce(L.down(self.mlp_activation(gu)))
             x = x + (f if L.ffn_post_norm is None else self.norm(f, L.ffn_post_norm))
-        x = self.norm(x if all_logits else x[-1:], self.output_norm)
-        logits = self.vocab_logits(self.output(x.contiguous()))
-        if cfg.final_logit_softcap:
-            c = cfg.final_logit_softcap
-            logits = torch.tanh(logits / c) * c
+        logits = self.head(x, all_logits)
         return logits if all_logits else logits[0]
 
     def decode_step(self, token: int, pos: int) -> torch.Tensor:
@@ -339,7 +367,8 @@ class DecoderModel:
                                ("ffn_down", [L.down])):
                 for lin in lins:
                     add(role, lin)
-        add("output", self.output)
+        if self.output is not None:
+            add("output", self.output)
         for (role, tname, n, k), (count, lin) in seen.items():
             lines.append(f"  {role:12s} x{count:<3d} {tname:5s} [{n}x{k}]")
             lines.append(f"      step:    {linear_path(lin, 1)}")

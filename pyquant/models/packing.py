@@ -60,7 +60,8 @@ def pack_decode_weights(model, release=None) -> int:
     lins = []
     for L in model.layers:
         lins += [*L.qkv, L.wo, *L.gate_up, L.down]
-    lins.append(model.output)
+    if model.output is not None:   # a layer split's last rank only
+        lins.append(model.output)
     lins = [lin for lin in lins if _packable(lin)]
     sizes = [(lin.qt.data.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN for lin in lins]
     total = sum(sizes)

@@ -51,8 +51,10 @@ class TokenStep:
         no allocation); types without a C++ decoder go through Embedding.__call__."""
         from .._ext import _C
 
-        qt = embed.qt
         self.embed_row = None
+        if embed is None:   # a layer split's later ranks receive the residual instead
+            return
+        qt = embed.qt
         if qt.qtype < 1000 and _C.has_decoder(int(qt.qtype)):
             rows = embed.rows
             self.embed_row = (_C.decode, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.n_rows,
@@ -79,19 +81,39 @@ class TokenStep:
         """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
         if self.native is None:
             return self.model._forward([int(token)], pos, False)
-        self.model.cache.check(pos, 1)
-        self.embed_into_x(int(token))
-        tp = self.model.tp
-        if tp is None:
+        m = self.model
+        m.cache.check(pos, 1)
+        if m.group is None:
+            self.embed_into_x(int(token))
             self.native.step(pos)
             return self.logits[0]
-        tp.all_reduce(self.x)
+        return self._parallel_step(int(token), pos)
+
+    def _parallel_step(self, token: int, pos: int) -> torch.Tensor:
+        """The step of a rank of a split model: the same C++ call, with the residual or the logits
+        passed between ranks around it (the all-reduces happen inside it, LlmDecoder.set_reduce)."""
+        m = self.model
+        tp, st = m.tp, m.stage
+        if st is not None and not st.first:
+            if not 0 <= token < m.config.vocab_size:
+                from ..errors import PyquantError
+
+                raise PyquantError(f"decode_step: token id {token} outside [0, {m.config.vocab_size})")
+            st.receive_residual_into(self.x)
+        else:
+            self.embed_into_x(token)
+        if tp is not None:
+            tp.all_reduce(self.x)
         try:
             self.native.step(pos)
         except RuntimeError:
-            tp.raise_pending()   # a collective failed inside the step: say which and why
+            m.group.raise_pending()   # a collective failed inside the step: say which and why
             raise
-        return self.model.vocab_logits(self.local_logits, self.logits)[0]
+        if tp is not None:
+            return m.vocab_logits(self.local_logits, self.logits)[0]
+        if not st.last:
+            st.send_residual(self.x)
+        return st.share_logits(self.logits)[0]
 
 
 def build_native(st: TokenStep):
@@ -119,7 +141,7 @@ def build_native(st: TokenStep):
     kv = m.cache.kv
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
         return None, "the KV cache or RoPE table is not contiguous float32"
-    dec = _C.LlmDecoder(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
+    dec = _C.LlmDecoder(len(m.layers), cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, len(m.vocab_rows), m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
     # the named options of the block (decoder.py), each mirrored by the executor
     dec.set_activation(cls.mlp_act)
@@ -137,7 +159,9 @@ def build_native(st: TokenStep):
     def buf(t):
         return t.contiguous().to(torch.float32).numpy() if t.is_floating_point() else t.contiguous().numpy()
 
-    linears = [("output", -1, [m.output])]
+    if m.stage is not None:   # a layer split: embedding scale on the first rank, head on the last
+        dec.set_stage(m.stage.first, m.stage.last)
+    linears = [("output", -1, [m.output])] if m.output is not None else []
     for i, L in enumerate(m.layers):
         linears += [("qkv", i, L.qkv), ("wo", i, [L.wo]), ("gate_up", i, L.gate_up), ("down", i, [L.down])]
     try:
@@ -161,7 +185,8 @@ def build_native(st: TokenStep):
                 dec.set_input_perm(slot, i, buf(perms[0]))
             elif any(p is not None for p in perms):
                 return None, f"{slot} {i}: its linears read their input in different orders"
-        dec.set_norm("output", -1, buf(m.output_norm))
+        if m.output_norm is not None:
+            dec.set_norm("output", -1, buf(m.output_norm))
         for i, L in enumerate(m.layers):
             dec.set_norm("attn", i, buf(L.attn_norm))
             dec.set_norm("ffn", i, buf(L.ffn_norm))

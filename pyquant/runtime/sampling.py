@@ -61,8 +61,8 @@ def sampler_for(model, temperature=None, top_k=None, top_p=None, seed=None, repe
     """A Sampler with the given parameters, the model's defaults for those left None."""
     d = model_defaults(model)
     pick = lambda v, dv: dv if v is None else v  # noqa: E731
-    if seed is None and getattr(model, "tp", None) is not None:
-        seed = model.tp.common_seed()   # a split model's ranks must all draw the same token
+    if seed is None and getattr(model, "group", None) is not None:
+        seed = model.group.common_seed()   # a split model's ranks must all draw the same token
     return Sampler(pick(temperature, d.temperature), pick(top_k, d.top_k), pick(top_p, d.top_p), seed,
                    pick(repeat_penalty, d.repeat_penalty), pick(repeat_last_n, d.repeat_last_n))
 
