@@ -281,3 +281,35 @@ def test_tp_without_a_process_group_says_how_to_start(monkeypatch, tmp_path):
     path = _write_tiny_model(tmp_path / "m.gguf", "llama", biases=False)
     with pytest.raises(PyquantError, match="torchrun"):
         pyquant.load(path, tp=2)
+
+
+# ---------------------------------------------------------------- every weight format
+def _awq_dir(tmp_path):
+    pytest.importorskip("transformers")
+    from hf_models import awq_from_float, float_model
+
+    model = float_model(tmp_path / "f", "qwen2")
+    awq_from_float(model, tmp_path / "awq", tmp_path / "f", "gemm", 32)
+    return tmp_path / "awq"
+
+
+def _exl2_dir(tmp_path):
+    pytest.importorskip("transformers")
+    from hf_models import exl2_from_float, float_model
+
+    model = float_model(tmp_path / "f", "llama")
+    exl2_from_float(model, tmp_path / "e", tmp_path / "f")
+    return tmp_path / "e"
+
+
+@pytest.mark.parametrize("make", [_awq_dir, _exl2_dir], ids=["awq", "exl2"])
+@pytest.mark.parametrize("mode", ["tp", "split"])
+def test_hf_formats_split_over_two_ranks(tmp_path, make, mode):
+    """AWQ int4 groups and EXL2's act-order mixed-bit layers. EXL2's attn_output columns read heads
+    of both ranks in act-order: every rank's attention output is gathered before it (checked)."""
+    d = make(tmp_path)
+    if mode == "tp":
+        ranks = _check_against_one_process(d, tmp_path, True, 1e-5)
+        assert all(r["wo_gathered"] == (2 if make is _exl2_dir else 0) for r in ranks)
+    else:
+        _check_against_one_process(d, tmp_path, False, 0, extra=("--split", "0.5,0.5"))

@@ -183,6 +183,7 @@ class Decoder {
     post_norms_.assign((size_t)(2 * L_), nullptr);
     layer_window_.assign((size_t)L_, -1);
     layer_local_.assign((size_t)L_, 0);
+    wo_full_.assign((size_t)L_, 0);
     tmp_.resize((size_t)d_);
     h_.resize((size_t)std::max(d_, qd_));
     x2_.resize((size_t)d_);
@@ -411,6 +412,34 @@ class Decoder {
   // false: the previous structure (one thread-pool dispatch per GEMV, everything else on the
   // calling thread), kept for side-by-side measurements.
   void set_one_region(bool on) { one_region_ = on; }
+
+  // Tensor parallel with an act-order attn_output whose stored columns read other ranks' heads
+  // (EXL2): after attention, thread 0 copies this rank's heads into buf[offset, offset + q_dim)
+  // and calls hook(), which fills the rest of buf (float32 [q_full]) from the other ranks; a layer
+  // marked by set_attn_input(layer, index) then reads its wo input j as buf[index[j]].
+  void set_attn_gather(const py::object& hook, const py::object& buf, int64_t offset, int64_t q_full) {
+    PQ_CHECK(PyCallable_Check(hook.ptr()), "LlmDecoder: the gather hook must be callable");
+    PQ_CHECK(q_full >= qd_ && offset >= 0 && offset + qd_ <= q_full, "LlmDecoder: bad attention gather layout");
+    const HeldBuffer b = hold(owners_, buf, "attention gather buffer", true);
+    PQ_CHECK(b.ptr && b.nbytes >= 4 * q_full, "LlmDecoder: attention gather buffer too small");
+    gather_hook_ = hook;
+    attn_full_ = reinterpret_cast<float*>(const_cast<uint8_t*>(b.ptr));
+    attn_off_ = offset;
+    q_full_ = q_full;
+  }
+
+  void set_attn_input(int64_t layer, const py::object& index) {
+    Slot& s = slot_ref("wo", layer);
+    PQ_CHECK(!s.parts.empty() && attn_full_, "LlmDecoder: set_attn_input needs add_linear and set_attn_gather first");
+    const HeldBuffer ib = hold(owners_, index, "wo input index", false);
+    PQ_CHECK(ib.nbytes == checked_mul(s.k, 8, "index"), "LlmDecoder: wo input index needs ", s.k, " int64 values");
+    const int64_t* p = reinterpret_cast<const int64_t*>(ib.ptr);
+    for (int64_t j = 0; j < s.k; ++j)
+      PQ_CHECK(p[j] >= 0 && p[j] < q_full_, "LlmDecoder: wo input index entry ", j, " outside [0, ", q_full_, ")");
+    s.perm = p;
+    wo_full_[(size_t)layer] = 1;
+    if ((int64_t)xgather_.size() < s.k) xgather_.resize((size_t)s.k);
+  }
 
   // Layer split (pyquant/parallel/pipeline.py): this decoder holds a run of the model's layers.
   // Only the first run scales the embedding; a run that is not the last stops at its residual
@@ -714,13 +743,22 @@ class Decoder {
       attend(l, pos, H_ * tid / nt, H_ * (tid + 1) / nt, scratch_[(size_t)tid].scores.data());
       barrier(nt);
       if (t0) tock(kAttn);
+      const float* wo_in = attn_.data();
+      if (wo_full_[(size_t)l]) {   // act-order wo over tensor-parallel ranks: every rank's heads
+        if (t0) {
+          std::memcpy(attn_full_ + attn_off_, attn_.data(), (size_t)qd_ * 4);
+          call_hook(gather_hook_);
+          tock(kReduce);
+        }
+        wo_in = attn_full_;   // read by thread 0's gather in gemv, before its barrier
+      }
       const float* post_attn = post_norms_[(size_t)(2 * l)];
       const float* post_ffn = post_norms_[(size_t)(2 * l + 1)];
       if (!post_attn && !red_) {
-        gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), x2_.data(), x_, tid, nt);  // x2 = x + Wo attn
+        gemv(slots_[(size_t)(4 * l + 1)], wo_in, x2_.data(), x_, tid, nt);         // x2 = x + Wo attn
       } else {                                             // x2 = x + [norm](sum over ranks of Wo attn)
         float* y = red_ ? red_ : tmp_.data();
-        gemv(slots_[(size_t)(4 * l + 1)], attn_.data(), y, nullptr, tid, nt);
+        gemv(slots_[(size_t)(4 * l + 1)], wo_in, y, nullptr, tid, nt);
         if (t0) residual_add(v, x_, y, post_attn, x2_.data(), kWo);
       }
       if (t0) {
@@ -770,11 +808,13 @@ class Decoder {
     else for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
   }
 
-  void reduce_partial() {
+  void reduce_partial() { call_hook(reduce_hook_); }
+
+  void call_hook(const py::object& hook) {
     if (reduce_failed_) return;
     py::gil_scoped_acquire gil;
     try {
-      reduce_hook_();
+      hook();
     } catch (py::error_already_set&) {
       reduce_failed_ = true;   // the hook kept its exception for the Python caller
     }
@@ -820,6 +860,10 @@ class Decoder {
   float* red_ = nullptr;         // [d]: a row-parallel linear's partial sum
   bool reduce_failed_ = false;
   bool first_ = true, last_ = true;   // layer split: this run embeds / ends in the head
+  py::object gather_hook_;           // tensor parallel, act-order wo: fills attn_full_ from all ranks
+  float* attn_full_ = nullptr;       // [q_full_]: every rank's attention output
+  int64_t attn_off_ = 0, q_full_ = 0;
+  std::vector<char> wo_full_;        // [L]: wo reads attn_full_ through its input index
   const float* rope_ = nullptr;
   std::vector<float> h_, x2_, qkv_, attn_, gu_, act_;
   ActQ actq_[2];
@@ -843,6 +887,8 @@ void register_llm_bindings(py::module_& m) {
       .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
       .def("step", &llm::Decoder::step, "pos"_a)
       .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
+      .def("set_attn_gather", &llm::Decoder::set_attn_gather, "hook"_a, "buf"_a, "offset"_a, "q_full"_a)
+      .def("set_attn_input", &llm::Decoder::set_attn_input, "layer"_a, "index"_a)
       .def("set_stage", &llm::Decoder::set_stage, "first"_a, "last"_a,
            "Layer split: whether this run of layers is the model's first (embedding scale) / last (head)")
       .def("set_reduce", &llm::Decoder::set_reduce, "hook"_a, "buf"_a,

@@ -35,6 +35,8 @@ class Layer:
     k_norm: torch.Tensor | None = None
     attn_post_norm: torch.Tensor | None = None   # [d]: RMSNorm of the attention / FFN output before the
     ffn_post_norm: torch.Tensor | None = None    # residual add (post_norms)
+    wo_input: torch.Tensor | None = None   # tensor parallel, act-order wo: the channels of all ranks'
+    #                                        attention outputs (gathered) its columns read
     window: int = 0          # sliding window of this layer (0: every position)
     local: bool = False      # a sliding-window layer of an interleaved family: its own RoPE base
 
@@ -99,6 +101,7 @@ class DecoderModel:
         # rows of the vocabulary this process holds (tensor parallel: its share)
         self.vocab_rows = source.plan.vocab if tp is not None else range(cfg.vocab_size)
         self.vocab_shares = list(source.plan.vocab_sizes) if tp is not None else [cfg.vocab_size]
+        self.q_shares = list(source.plan.q_sizes) if tp is not None else [cfg.q_dim]
         if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
                                         or max_seq_len <= 0):
             raise PyquantError(f"max_seq_len must be a positive integer (or None: min(context, 4096)), "
@@ -167,6 +170,7 @@ class DecoderModel:
                            row_perms=[perm_q, perm_k, None])
         wo = Linear(source.qtensor(p + "attn_output.weight", (d, qd)), bias("attn_output", d),
                     p + "attn_output.weight")
+        wo_input = source.input_index(p + "attn_output.weight") if hasattr(source, "input_index") else None
         gate_up = fused_linear(source, [p + "ffn_gate.weight", p + "ffn_up.weight"], [(ff, d), (ff, d)],
                                [bias("ffn_gate", ff), bias("ffn_up", ff)], p + "ffn_gate_up")
         down = Linear(source.qtensor(p + "ffn_down.weight", (d, ff)), bias("ffn_down", d),
@@ -187,7 +191,7 @@ class DecoderModel:
         window = cfg.sliding_window if (local or self.swa_pattern == 0) else 0
         return Layer(source.vector(p + "attn_norm.weight", d), qkv, wo,
                      source.vector(p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm, *post,
-                     window=window, local=local)
+                     wo_input=wo_input, window=window, local=local)
 
     # ------------------------------------------------------------------ hooks
     def attention_scale(self) -> float:
@@ -312,7 +316,10 @@ class DecoderModel:
             apply_rope_(k, f, cfg.rope_dim)
             self.cache.write(i, start_pos, k, v)
             K, V = self.cache.read(i, T)                                  # [Hkv, T, hd]
-            o = self.reduce(L.wo(self.attention(q, K, V, start_pos, L.window)))
+            a = self.attention(q, K, V, start_pos, L.window)
+            if L.wo_input is not None:   # act-order wo over tensor-parallel ranks: all heads first
+                a = self.tp.gather_rows(a, self.q_shares, a.new_empty((S, sum(self.q_shares))))[:, L.wo_input]
+            o = self.reduce(L.wo(a))
             x = x + (o if L.attn_post_norm is None else self.norm(o, L.attn_post_norm))
             run_linears(L.gate_up, self.norm(x, L.ffn_norm), gu)          # [S, 2 ffn]
             f = self.reduce(L.down(self.mlp_activation(gu)))

@@ -199,6 +199,13 @@ def build_native(st: TokenStep):
         dec.set_buffers(kv.numpy(), m.rope.numpy(), st.x.numpy(), st.local_logits.numpy())
         if m.tp is not None:   # each row-parallel linear's partial sum is all-reduced, then added
             dec.set_reduce(m.tp.reduce_hook(st.partial), st.partial.numpy())
+            gathered = [(i, L.wo_input) for i, L in enumerate(m.layers) if L.wo_input is not None]
+            if gathered:         # act-order wo reading other ranks' heads: every rank's attention first
+                full = st.attn_full = torch.empty(sum(m.q_shares))
+                dec.set_attn_gather(m.tp.gather_hook(full, m.q_shares), full.numpy(),
+                                    sum(m.q_shares[:m.tp.rank]), full.numel())
+                for i, index in gathered:
+                    dec.set_attn_input(i, buf(index))
         dec.finalize(0)
     except Exception as e:   # a layout this step does not handle (e.g. a type without a CPU kernel)
         return None, f"{type(e).__name__}: {e}"

@@ -92,6 +92,8 @@ class ProcessGroup:
 
     def raise_pending(self) -> None:
         e, self.error = self.error, None
+        if isinstance(e, PyquantError):
+            raise e
         if e is not None:
             raise self._failed(e) from e
 
@@ -151,6 +153,20 @@ class TensorParallel(ProcessGroup):
         def hook():
             try:
                 self._sum(buf)
+            except Exception as e:
+                self.error = e
+                raise
+        return hook
+
+    def gather_hook(self, buf: torch.Tensor, sizes: list[int]):
+        """The C++ step's attention gather: buf [sum(sizes)] holds this rank's part at its offset;
+        the hook fills the others' parts, keeping a failure for raise_pending()."""
+        off = sum(sizes[:self.rank])
+        local, full = buf[off:off + sizes[self.rank]].view(1, -1), buf.view(1, -1)
+
+        def hook():
+            try:
+                self.gather_rows(local, sizes, full)
             except Exception as e:
                 self.error = e
                 raise

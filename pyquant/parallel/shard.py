@@ -6,8 +6,10 @@ rank touches only its own rows' pages); slices of input columns are copied once 
 file pages they came from dropped, so a rank's resident weights are ~1/N of the model.
 
 Act-order weights (EXL2's in_perm): ffn_down is cut on its stored columns, and gate / up give this
-rank exactly the channels those columns read, in that order (so the local down needs no gather);
-attn_output's stored columns must read whole heads of this rank, else the split is refused.
+rank exactly the channels those columns read, in that order (so the local down needs no gather).
+attn_output's stored columns may read other ranks' heads: then every rank's attention output is
+gathered first (one more exchange per layer) and the slice reads the channels it needs from it
+(`input_index`).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class ShardPlan:
     ffn_columns: range      # ffn_down's stored input columns (= gate / up rows without act-order)
     vocab: range            # rows of the embedding and the output head
     vocab_sizes: tuple      # every rank's vocabulary share, in rank order (to gather the logits)
+    q_sizes: tuple          # every rank's attention output width (its query heads x head_dim)
 
     @classmethod
     def make(cls, cfg, rank: int, size: int) -> "ShardPlan":
@@ -46,7 +49,8 @@ class ShardPlan:
         vb = [cfg.vocab_size * r // size for r in range(size + 1)]
         return cls(rank, size, range(kv[rank], kv[rank + 1]), range(kv[rank] * g, kv[rank + 1] * g),
                    range(ff[rank], ff[rank + 1]), range(vb[rank], vb[rank + 1]),
-                   tuple(vb[r + 1] - vb[r] for r in range(size)))
+                   tuple(vb[r + 1] - vb[r] for r in range(size)),
+                   tuple((kv[r + 1] - kv[r]) * g * hd for r in range(size)))
 
     def local_config(self, cfg):
         return dataclasses.replace(cfg, n_heads=len(self.q_heads), n_kv_heads=len(self.kv_heads),
@@ -95,6 +99,7 @@ class ShardedSource:
     def __init__(self, inner, cfg, plan: ShardPlan):
         self.inner, self.cfg, self.plan = inner, cfg, plan
         self._down: dict[int, object] = {}   # layer -> its full ffn_down (gate / up need its order)
+        self._inputs: dict[str, torch.Tensor] = {}   # act-order attn_output -> the channels it reads
 
     def __getattr__(self, name):   # path, metadata, architecture, rope_style, tokenizer, close, ...
         return getattr(self.inner, name)
@@ -168,17 +173,21 @@ class ShardedSource:
             raise PyquantError(f"{self.path}: tensor parallel over {self.plan.size} ranks would cut {name} "
                                f"inside a block ({e}); use another --tp or one process") from None
         if qt.in_perm is not None and own_channels is not None:
-            read = qt.in_perm[cols.start:cols.stop]
-            if not torch.equal(torch.sort(read).values, torch.arange(own_channels.start, own_channels.stop)):
-                raise PyquantError(f"{self.path}: {name} is stored in act-order with groups that mix the "
-                                   f"heads of different ranks: tensor parallelism cannot split it; run it "
-                                   "in one process")
-            from ..qtensor import QTensor
+            read = qt.in_perm[cols.start:cols.stop].clone()
+            if torch.equal(torch.sort(read).values, torch.arange(own_channels.start, own_channels.stop)):
+                from ..qtensor import QTensor   # reads this rank's heads only: a local permutation
 
-            out = QTensor(out.data, out.qtype, out.shape, out.scales, out.mins, out.group_size,
-                          in_perm=read - own_channels.start)
+                out = QTensor(out.data, out.qtype, out.shape, out.scales, out.mins, out.group_size,
+                              in_perm=read - own_channels.start)
+            else:                               # reads other ranks' heads: gathered first
+                self._inputs[name] = read
         self.release(qt.data)   # the copy is made: drop the file pages of the whole tensor
         return out
+
+    def input_index(self, name: str):
+        """For a row-parallel weight whose slice reads channels of other ranks (act-order
+        attn_output): those channels, as indices into every rank's outputs concatenated; else None."""
+        return self._inputs.get(name)
 
     def vector(self, name: str, length: int) -> torch.Tensor:
         c = self.cfg
