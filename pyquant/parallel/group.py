@@ -2,7 +2,9 @@
 
 Processes come from torchrun (`torchrun --nproc-per-node 2 -m pyquant run MODEL --tp 2`), which
 sets RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or from the caller's own
-`torch.distributed.init_process_group`. Backends: gloo for CPU tensors, NCCL for CUDA ones.
+`torch.distributed.init_process_group`. Backends: gloo for CPU tensors, NCCL for CUDA ones. The
+runner computes on the CPU today (device="cuda" is issue #8's open work), so its group needs gloo:
+"gloo", or "cpu:gloo,cuda:nccl" beside CUDA work of the caller's own.
 
 Collectives. NCCL's all-reduce is used as it is. Gloo's measured 1.35 ms for a 576-float
 all-reduce between two processes on the 2-core AMD EPYC VM, against 0.17 ms for exchanging the
@@ -71,7 +73,10 @@ class ProcessGroup:
         if size is not None and size != self.size:
             raise PyquantError(f"{what} asks for {size} processes but the process group has {self.size} "
                                f"(torchrun --nproc-per-node must match)")
-        self.backend = dist.get_backend(group)
+        self.backend = str(dist.get_backend(group))
+        if "gloo" not in self.backend:
+            raise PyquantError(f"{what}: the process group's backend is {self.backend!r}, but pyquant's runner "
+                               "computes on the CPU: initialise it with 'gloo' (or 'cpu:gloo,cuda:nccl')")
         self.error: BaseException | None = None   # what a collective inside the C++ step raised
 
     def _peer(self, r: int) -> int:
@@ -114,7 +119,7 @@ class TensorParallel(ProcessGroup):
 
     def __init__(self, size: int | None = None, group=None):
         super().__init__(size, group, "--tp")
-        self.exchange = self.backend == "gloo"   # all-reduce / gather by point-to-point exchange
+        self.exchange = True   # CPU tensors on gloo: all-reduce / gather by point-to-point exchange
         self._parts: dict = {}   # (shape, dtype) -> per-rank receive buffers, reused every step
 
     def _exchange(self, t: torch.Tensor) -> list:
@@ -134,7 +139,7 @@ class TensorParallel(ProcessGroup):
         return parts
 
     def _sum(self, t: torch.Tensor) -> None:
-        if not self.exchange:
+        if not self.exchange or t.is_cuda:   # NCCL (a "cpu:gloo,cuda:nccl" group): its own all-reduce
             self.dist.all_reduce(t, group=self.group)
             return
         parts = self._exchange(t.clone())
@@ -182,7 +187,7 @@ class TensorParallel(ProcessGroup):
         pad[:, :local.shape[1]] = local
 
         def gather():
-            if self.exchange:
+            if self.exchange and not pad.is_cuda:
                 return self._exchange(pad)
             parts = [local.new_empty((S, width)) for _ in range(self.size)]
             self.dist.all_gather(parts, pad, group=self.group)
