@@ -1,6 +1,7 @@
-"""Tensor parallelism on one 2-core host: SmolLM2 (Q4_1) generation and prompt processing with
-`--tp 2` at one thread per rank, against one process at 2 threads and at 1, run alternately in the
-same minutes; and the measured all-reduce latency that decides where TP starts to pay off.
+"""Splitting a model over processes on one 2-core host: SmolLM2 (Q4_1) generation and prompt
+processing with `--tp 2` and `--split 0.5,0.5` at one thread per rank, against one process at 2
+threads and at 1, run alternately in the same minutes; and the measured all-reduce latency that
+decides where TP starts to pay off.
 
     PYTHONPATH=. python -m pytest bench/bench_parallel.py --benchmark-only -q -s
     PYQUANT_BENCH_TP_ROUNDS=5   rounds of the alternation (default 3)
@@ -47,9 +48,12 @@ def _torchrun(n: int, *args) -> list[str]:
             str(_port()), *args]
 
 
-def _bench(model: str, threads: int, tp: int) -> dict:
+def _bench(model: str, threads: int, procs: int, split: str | None) -> dict:
     args = ["-m", "pyquant", "bench", model, "-t", str(threads), "-p", "64", "-n", "32", "-r", "3", "--json"]
-    cmd = _torchrun(tp, *args[1:], "--tp", str(tp)) if tp > 1 else [sys.executable, *args]
+    if procs == 1:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = _torchrun(procs, *args, *(["--split", split] if split else ["--tp", str(procs)]))
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -69,12 +73,13 @@ def smollm2():
 
 def test_tp2_vs_one_process(benchmark, smollm2):
     """Alternating rounds: 1 process x 2 threads, 1 process x 1 thread, 2 ranks x 1 thread."""
-    configs = {"1proc_2t": (2, 1), "1proc_1t": (1, 1), "tp2_1t": (1, 2)}
+    configs = {"1proc_2t": (2, 1, None), "1proc_1t": (1, 1, None), "tp2_1t": (1, 2, None),
+               "split2_1t": (1, 2, "0.5,0.5")}
     runs = {k: [] for k in configs}
 
     def one_round():
-        for name, (threads, tp) in configs.items():
-            runs[name].append(_bench(smollm2, threads, tp))
+        for name, (threads, procs, split) in configs.items():
+            runs[name].append(_bench(smollm2, threads, procs, split))
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     info = {"cpu": _cpu(), "load_avg": os.getloadavg()[0]}
@@ -82,7 +87,8 @@ def test_tp2_vs_one_process(benchmark, smollm2):
         for key in ("tg_tok_s", "pp_tok_s", "peak_rss_MB"):
             info[f"{name}_{key}"] = statistics.median(r[key] for r in rs)
     for key in ("tg_tok_s", "pp_tok_s"):
-        info[f"tp2_vs_1proc_2t_{key}"] = info[f"tp2_1t_{key}"] / info[f"1proc_2t_{key}"]
+        for mode in ("tp2", "split2"):
+            info[f"{mode}_vs_1proc_2t_{key}"] = info[f"{mode}_1t_{key}"] / info[f"1proc_2t_{key}"]
     benchmark.extra_info.update(info)
     print(json.dumps(info, indent=1))
 
