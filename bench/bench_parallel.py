@@ -52,8 +52,9 @@ def _bench(model: str, threads: int, procs: int, split: str | None) -> dict:
     args = ["-m", "pyquant", "bench", model, "-t", str(threads), "-p", "64", "-n", "32", "-r", "3", "--json"]
     if procs == 1:
         cmd = [sys.executable, *args]
-    else:
-        cmd = _torchrun(procs, *args, *(["--split", split] if split else ["--tp", str(procs)]))
+    else:   # procs -1: torchrun, one process, --tp 1 (the sharded load and the step's hooks alone)
+        n = abs(procs)
+        cmd = _torchrun(n, *args, *(["--split", split] if split else ["--tp", str(n)]))
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -72,9 +73,10 @@ def smollm2():
 
 
 def test_tp2_vs_one_process(benchmark, smollm2):
-    """Alternating rounds: 1 process x 2 threads, 1 process x 1 thread, 2 ranks x 1 thread."""
-    configs = {"1proc_2t": (2, 1, None), "1proc_1t": (1, 1, None), "tp2_1t": (1, 2, None),
-               "split2_1t": (1, 2, "0.5,0.5")}
+    """Alternating rounds: 1 process x 2 threads, 1 process x 1 thread, --tp 1 (one rank: the
+    machinery without communication), --tp 2 and --split 0.5,0.5 at 1 thread a rank."""
+    configs = {"1proc_2t": (2, 1, None), "1proc_1t": (1, 1, None), "tp1_1t": (1, -1, None),
+               "tp2_1t": (1, 2, None), "split2_1t": (1, 2, "0.5,0.5")}
     runs = {k: [] for k in configs}
 
     def one_round():
@@ -87,7 +89,7 @@ def test_tp2_vs_one_process(benchmark, smollm2):
         for key in ("tg_tok_s", "pp_tok_s", "peak_rss_MB"):
             info[f"{name}_{key}"] = statistics.median(r[key] for r in rs)
     for key in ("tg_tok_s", "pp_tok_s"):
-        for mode in ("tp2", "split2"):
+        for mode in ("tp1", "tp2", "split2"):
             info[f"{mode}_vs_1proc_2t_{key}"] = info[f"{mode}_1t_{key}"] / info[f"1proc_2t_{key}"]
     benchmark.extra_info.update(info)
     print(json.dumps(info, indent=1))

@@ -206,6 +206,18 @@ def test_two_ranks_equal_one_process_tiny(tmp_path, arch, kw, float_act, bound):
     ranks = _check_against_one_process(path, tmp_path, float_act, bound)
     assert [r["heads"] for r in ranks] == [2, 2] and [r["ffn"] for r in ranks] == [64, 32]
     assert [r["vocab_rows"] for r in ranks] == [(0, 128), (128, 256)]
+    assert "tensor parallel: rank 1 of 2 (gloo) holds 2/4 query heads, 1/2 KV heads, 32/96 FFN" in ranks[1]["explain"]
+
+
+@pytest.mark.parametrize("mode", [(), ("--split", "1")], ids=["tp1", "split1"])
+def test_one_rank_equals_one_process_exactly(tmp_path, mode):
+    """torchrun with one process: the sharded load and the step's hooks alone change nothing."""
+    path = _write_tiny_model(tmp_path / "m.gguf", "qwen2", biases=True)
+    results, outs = _run_ranks(path, tmp_path, size=1, extra=mode)
+    assert results[0][0] == 0, results[0][2][-3000:]
+    r = torch.load(outs[0])
+    prefill, steps, greedy = _reference(path, False)
+    assert torch.equal(r["prefill"], prefill) and torch.equal(r["steps"], steps) and r["greedy"] == greedy
 
 
 def test_two_ranks_equal_one_process_smollm2(smollm2_path, tmp_path):
@@ -249,6 +261,7 @@ def test_layer_split_equals_one_process_exactly(tmp_path, arch, kw):
     ranks = _check_against_one_process(path, tmp_path, False, 0, extra=("--split", "0.5,0.5"))
     n = kw.get("n_layers", 2)
     assert [r["layers"] for r in ranks] == [round(n / 2), n - round(n / 2)]
+    assert f"layer split: rank 1 of 2 runs layers {round(n / 2)}..{n - 1} of {n}; receives" in ranks[1]["explain"]
 
 
 def test_layer_split_smollm2(smollm2_path, tmp_path):

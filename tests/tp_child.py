@@ -33,7 +33,7 @@ def main(model_path: str, out: str, die: bool, split) -> None:
     steps = torch.stack([m.decode_step(t, len(ids) + p).clone() for p, t in enumerate(ids[:6])])
     greedy = m.generate(ids, max_new_tokens=12, temperature=0)
     sampled = m.generate(ids, max_new_tokens=12, temperature=0.8, top_k=20)   # seed: rank 0's, shared
-    torch.save({"rank": m.group.rank, "mode": m._step.mode, "layers": len(m.layers),
+    torch.save({"rank": m.group.rank, "mode": m._step.mode, "layers": len(m.layers), "explain": m.explain(8),
                 "wo_gathered": sum(L.wo_input is not None for L in m.layers), "prefill": prefill, "steps": steps, "greedy": greedy,
                 "sampled": sampled, "heads": m.config.n_heads, "ffn": m.config.ffn_dim,
                 "vocab_rows": (m.vocab_rows.start, m.vocab_rows.stop)}, out)

@@ -29,7 +29,7 @@ def main(args) -> int:
     from ..runtime.generate import GenerationStats, generate
 
     model = load_model(args)
-    if args.verbose:
+    if args.verbose and not follower(model):
         print(model.explain(len(model.tokenizer.encode(args.prompt))), file=sys.stderr)
     stats = GenerationStats()
     out = sys.stdout

@@ -355,6 +355,19 @@ class DecoderModel:
         lines = [repr(self),
                  f"activations: {act}{' (= int8x2)' if act == 'auto' else ''} (PYQUANT_MATMUL_ACT / --act); "
                  f"threads: {_C.get_num_threads()}"]
+        c, full = self.config, self.full_config
+        if self.tp is not None:
+            gathered = sum(L.wo_input is not None for L in self.layers)
+            lines.append(f"tensor parallel: rank {self.tp.rank} of {self.tp.size} ({self.tp.backend}) holds "
+                         f"{c.n_heads}/{full.n_heads} query heads, {c.n_kv_heads}/{full.n_kv_heads} KV heads, "
+                         f"{c.ffn_dim}/{full.ffn_dim} FFN channels, vocabulary rows {self.vocab_rows.start}.."
+                         f"{self.vocab_rows.stop - 1}; a sum after each attn_output and ffn_down"
+                         + (f"; {gathered} act-order attn_output gather every rank's heads first" if gathered else ""))
+        if self.stage is not None:
+            ls = self.stage
+            lines.append(f"layer split: rank {ls.rank} of {ls.size} runs layers {ls.layers.start}..{ls.layers.stop - 1}"
+                         f" of {full.n_layers}" + ("" if ls.first else "; receives the residual")
+                         + ("; the head, logits sent to every rank" if ls.last else "; sends the residual on"))
         if st.native is not None:
             gov = st.native.governor()
             lines.append("decode step: native (_C.LlmDecoder: one C++ call per token, one parallel region; "

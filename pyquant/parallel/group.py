@@ -133,12 +133,14 @@ class TensorParallel(ProcessGroup):
             if r != self.rank:
                 ops.append(self.dist.P2POp(self.dist.irecv, parts[r], self._peer(r), self.group))
                 ops.append(self.dist.P2POp(self.dist.isend, t, self._peer(r), self.group))
-        for req in self.dist.batch_isend_irecv(ops):
+        for req in self.dist.batch_isend_irecv(ops) if ops else ():
             req.wait()
         parts[self.rank] = t
         return parts
 
     def _sum(self, t: torch.Tensor) -> None:
+        if self.size == 1:
+            return
         if not self.exchange or t.is_cuda:   # NCCL (a "cpu:gloo,cuda:nccl" group): its own all-reduce
             self.dist.all_reduce(t, group=self.group)
             return
