@@ -393,7 +393,7 @@ class GGUFReader:
                 self._fail(f"{what}: data offset {rel_offset} is not a multiple of the "
                            f"alignment {self.alignment}")
             start = self.data_offset + rel_offset
-            if nbytes > 0 and (start > self.file_size or nbytes > self.file_size - start):
+            if start > self.file_size or nbytes > self.file_size - start:   # empty tensors too
                 self._fail(f"{what}: data [{start}, {start + nbytes}) lies outside the file "
                            f"({self.file_size} bytes)")
             self.tensors[name] = GGUFTensor(name, qt, tuple(dims), start, nbytes, self)
