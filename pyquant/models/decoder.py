@@ -138,6 +138,9 @@ class DecoderModel:
         # thread's text equals a single-threaded run). Unserialized, two steps reset each other's
         # barriers mid-token: hangs and segfaults (issue #15).
         self.lock = threading.RLock()
+        from . import trim_heap
+
+        trim_heap()   # the readers' freed scratch back to the OS before the packed copy is faulted in
         self.packed_nbytes = pack_decode_weights(self, source.release)   # before TokenStep binds pointers
         self._step = TokenStep(self)
 

@@ -20,7 +20,8 @@ import torch
 _HUGE = 2 << 20
 _ALIGN = 4096
 _MADV_HUGEPAGE = 14
-_SLICE = 4 << 20
+_SLICE = 1 << 20
+_READAHEAD = 8 << 20
 
 
 def _advise_huge(ptr: int, nbytes: int) -> None:
@@ -36,52 +37,79 @@ def _advise_huge(ptr: int, nbytes: int) -> None:
         pass   # no THP: the copy is still contiguous and in decode order
 
 
-def _packable(lin) -> bool:
-    """ggml block types only. Float weights (an AWQ model's F16 lm_head: 56 MB for SmolLM2) stay where
-    they are: packing them measured within noise for speed (tg32 151 vs 150 tok/s) and cost 35 MB of
-    peak RSS while the copy ran (431 vs 397 MB)."""
-    from ..qtypes import Kind, info
-
-    qt = lin.qt
-    return (lin.dense is None and int(qt.qtype) < 1000 and info(qt.qtype).kind is not Kind.FLOAT
-            and qt.scales is None and qt.data.device.type == "cpu" and qt.data.dtype == torch.uint8
+def _packable(qt) -> bool:
+    """Weights the step reads as stored bytes: ggml block types and float (F32/F16/BF16) rows, on
+    the CPU, contiguous. pyquant's int4 / int8 (separate scale tensors) are built in memory by their
+    readers, never views of a file, and stay where they are."""
+    return (int(qt.qtype) < 1000 and qt.data.device.type == "cpu" and qt.data.dtype == torch.uint8
             and qt.data.is_contiguous())
 
 
 def pack_decode_weights(model, release=None) -> int:
-    """Moves every quantized Linear of `model` (before its decode state is built: that binds raw
-    pointers) into one buffer in decode order; returns the bytes packed (0 when disabled).
+    """Moves every Linear of `model` that reads stored bytes, then the token embedding (before the
+    decode state is built: that binds raw pointers), into one buffer in decode order; returns the
+    bytes packed (0 when disabled).
+
+    Float linears (an AWQ model's F16 lm_head: 56 MB for SmolLM2) and the embedding are packed too,
+    so that after loading the model holds no view of its file: a file replaced or truncated under a
+    running model (`cp new.gguf model.gguf`) would otherwise end it with SIGBUS on the next token
+    (issue #15). A tied embedding shares the output head's packed bytes. Packing floats measured
+    within noise for speed (tg32 151 vs 150 tok/s).
     release: the weight source's page dropper for file-backed weights (None: the copies' sources are
     plain memory, freed when the last reference goes)."""
     if os.environ.get("PYQUANT_PACK_WEIGHTS", "1") == "0":
         return 0
     from ..qtensor import QTensor
+    from ..qtypes import Kind, info
+    from .weights import Embedding
 
     lins = []
     for L in model.layers:
         lins += [*L.qkv, L.wo, *L.gate_up, L.down]
     if model.output is not None:   # a layer split's last rank only
         lins.append(model.output)
-    lins = [lin for lin in lins if _packable(lin)]
-    sizes = [(lin.qt.data.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN for lin in lins]
+    lins = [lin for lin in lins if lin.dense is None and _packable(lin.qt)]
+    # block-quantized weights first, in 2 MiB pages; float weights (and an untied embedding) after
+    # them in 4 KiB pages: advising the F16 head of SmolLM2-AWQ huge measured a +23 MB transient in
+    # peak RSS while it was copied (412 vs 389 MiB), for a weight that gains nothing from it
+    lins.sort(key=lambda lin: info(lin.qt.qtype).kind is Kind.FLOAT)   # stable: decode order kept
+    qts = [lin.qt for lin in lins]
+    embed = model.embed
+    tied = None   # the output head whose bytes are the embedding's (same memory)
+    if embed is not None and _packable(embed.qt):
+        key = (embed.qt.data.data_ptr(), embed.qt.data.nbytes)
+        tied = next((i for i, qt in enumerate(qts) if (qt.data.data_ptr(), qt.data.nbytes) == key), None)
+        if tied is None:
+            qts.append(embed.qt)
+    sizes = [(qt.data.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN for qt in qts]
     total = sum(sizes)
     if total == 0:
         return 0
+    embed_qt = embed.qt if embed is not None else None
+    blocks = sum(size for qt, size in zip(qts, sizes) if info(qt.qtype).kind is not Kind.FLOAT and qt is not embed_qt)
     raw = torch.empty(total + _HUGE, dtype=torch.uint8)
     start = (-raw.data_ptr()) % _HUGE
-    _advise_huge(raw.data_ptr() + start, total)   # before the first touch: the pages fault in huge
+    _advise_huge(raw.data_ptr() + start, blocks)   # before the first touch: the pages fault in huge
     off = start
-    for lin, size in zip(lins, sizes):
-        src = lin.qt.data
+    packed = []
+    for qt, size in zip(qts, sizes):
+        src = qt.data
         dst = raw[off:off + src.nbytes]
         flat = src.reshape(-1)
-        # 4 MiB at a time, dropping the source pages as we go: copying a 30 MB output head whole
+        # _SLICE at a time, dropping the source pages as we go: copying a 30 MB output head whole
         # first faulted it all in (peak RSS +30 MB over the test's file + 300 MB budget)
         for a in range(0, src.nbytes, _SLICE):
             b = min(src.nbytes, a + _SLICE)
             dst[a:b].copy_(flat[a:b])
-            if release is not None:
-                release(flat[a:b])   # file-backed pages: dropped; anonymous (fused copies): freed with src
-        lin.qt = QTensor(dst.view(src.shape), lin.qt.qtype, lin.qt.shape, in_perm=lin.qt.in_perm)
+            if release is not None:   # file-backed pages: dropped; anonymous (fused copies): freed with src
+                # past b too: faulting a slice of a mapped file maps the read-ahead beyond it (measured
+                # +4 MB of RSS a 1 MiB slice on SmolLM2-AWQ's F16 head); re-touched from the page cache
+                release(flat[a:min(src.nbytes, b + _READAHEAD)])
+        packed.append(QTensor(dst.view(src.shape), qt.qtype, qt.shape, in_perm=qt.in_perm))
         off += size
+    for lin, qt in zip(lins, packed):
+        lin.qt = qt
+    if embed is not None and _packable(embed.qt):
+        qt = packed[tied] if tied is not None else packed[-1]
+        model.embed = Embedding(QTensor(qt.data, qt.qtype, qt.shape), embed.first, embed.vocab_size)
     return total

@@ -36,12 +36,13 @@ class GGUFSource:
         return t
 
     def vector(self, name: str, length: int) -> torch.Tensor:
-        """A 1-D float tensor as float32; F32 tensors are zero-copy views of the file."""
+        """A 1-D float tensor as float32, copied: the model keeps no view of the file (a file
+        replaced under a loaded model must not end it with SIGBUS)."""
         t = self._tensor(name)
         if t.n_elements != length:
             raise FormatError(self.path, f"tensor '{name}' has {t.n_elements} elements, expected {length}")
         if t.qtype == QType.F32:
-            return t.bytes().reshape(-1).view(torch.float32)
+            return t.bytes().reshape(-1).view(torch.float32).clone()
         from ...decode import dequantize
 
         return dequantize(t.bytes(), t.qtype, (length,))

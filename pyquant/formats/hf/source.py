@@ -102,7 +102,7 @@ class DirectorySource:
     def vector(self, name: str, length: int) -> torch.Tensor:
         if name == "rope_freqs.weight":
             return torch.tensor(self._rope_factors, dtype=torch.float32)
-        return self._float(name, (length,)).to(torch.float32).contiguous()
+        return self._float(name, (length,)).to(torch.float32, copy=True)   # never a view of the file
 
     def qtensor(self, name: str, shape: tuple[int, ...]):
         from ...qtensor import QTensor
