@@ -190,6 +190,7 @@ def test_bad_tensor_infos(tmp_path):
         ([tensor_info("w", [32, 100], q40, 0)], "tensor 'w': data", "outside the file"),
         ([tensor_info("w", [32, 2], q40, 1 << 63)], "outside the file"),
         ([tensor_info("empty", [0, 256], 0, 1 << 40)], "tensor 'empty'", "outside the file"),  # 0 bytes, past EOF
+        ([tensor_info("empty", [1 << 62, 0], 0, 0)], "a row of 4611686018427387904 F32", "overflows"),
         ([tensor_info("a", [32, 4], q40, 0), tensor_info("b", [32, 2], q40, 32)],
          "tensor 'b'", "overlaps tensor 'a'"),
         ([tensor_info("w", [32, 2], q40, 8)], "offset 8 is not a multiple of the alignment 32"),

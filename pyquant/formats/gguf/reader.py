@@ -388,6 +388,8 @@ class GGUFReader:
             if dims[0] % info.block_size:
                 self._fail(f"{what}: row length {dims[0]} (dims[0]) is not a multiple of "
                            f"{qt.name}'s block size {info.block_size}")
+            if dims[0] // info.block_size * info.type_size > INT64_MAX:   # an empty tensor's row too
+                self._fail(f"{what}: a row of {dims[0]} {qt.name} values overflows int64 (bytes)")
             nbytes = n // info.block_size * info.type_size
             if rel_offset % self.alignment:
                 self._fail(f"{what}: data offset {rel_offset} is not a multiple of the "
