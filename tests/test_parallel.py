@@ -2,10 +2,8 @@
 format, and real 2-process runs under gloo (spawned here as torchrun would) against one process."""
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path

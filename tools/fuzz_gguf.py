@@ -106,12 +106,11 @@ def generated(rng: random.Random, _content=None, _slots=None) -> bytes:
     for i in range(n_kv):
         key = _s(f"k{i}".encode() if rng.random() < 0.9 else b"x" * rng.randint(0, 300))
         kind = rng.random()
-        if kind < 0.3:                                    # nested arrays of arrays
-            depth, payload = rng.randint(1, 40), struct.pack("<I", 4) + struct.pack("<I", 7)
-            inner = struct.pack("<I", 9) + struct.pack("<I", 4) + struct.pack("<Q", 1) + struct.pack("<I", 7)
-            for _ in range(depth):
-                inner = struct.pack("<I", 9) + struct.pack("<Q", rng.choice([1, 2, 1000, 2**32])) + inner
-            kvs += key + struct.pack("<I", 9) + inner[4:] + payload[:0]
+        if kind < 0.3:                                    # nested arrays of arrays, counts forged
+            inner = struct.pack("<IQI", 4, 1, 7)          # an array of one UINT32
+            for _ in range(rng.randint(1, 40)):
+                inner = struct.pack("<IQ", 9, rng.choice([1, 2, 1000, 2**32])) + inner
+            kvs += key + struct.pack("<I", 9) + inner
         elif kind < 0.5:                                  # big array of empty strings / of u8
             elem = rng.choice([8, 0])
             count = rng.choice([0, 1, 1000, 10**6, 2**31, 2**62])
