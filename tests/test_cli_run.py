@@ -58,7 +58,7 @@ def test_bad_model_path(tmp_path):
 
 def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
     """`pyquant compare`: a model against itself gives KLD 0 and 100% same top token; KLD grows as
-    bits fall (Q8_0 < Q4_0 < Q2_K); the JSON rows keep their keys."""
+    bits fall (Q8_0 < Q4_0 < Q2_K); the JSON rows keep their keys; each row's peak RSS is its own."""
     from pyquant.cli import main
 
     paths = []
@@ -76,7 +76,10 @@ def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
     assert kld[0] < kld[1] < kld[2], kld
     assert abs(rows[2].file_bpw - 4.5) < 1e-6 and rows[2].format == "gguf Q4_0"
     assert list(as_dicts(rows)[0]) == ["model", "format", "size_mib", "file_bpw", "read_bpw", "ppl", "kld_mean",
-                                       "kld_p99", "same_top1", "prompt_tok_s", "gen_tok_s", "scored"]
+                                       "kld_p99", "same_top1", "prompt_tok_s", "gen_tok_s", "peak_rss_mib",
+                                       "scored"]
+    # peak RSS per model, counted from each model's load: the 138 MB Q8_0 needs more than the Q2_K
+    assert all(r.peak_rss_mib > r.size_mib for r in rows) and rows[1].peak_rss_mib > rows[3].peak_rss_mib
     assert json.loads(json.dumps(as_dicts(rows)))[3]["ppl"] > rows[1].ppl
     assert rows[3].model.endswith(":Q2_K") and rows[3].format.startswith("gguf Q")
 
@@ -115,8 +118,8 @@ def test_compare_png(tmp_path):
     pytest.importorskip("matplotlib")
     from pyquant.runtime.compare import CompareRow, plot
 
-    rows = [CompareRow("a", "gguf Q4_0", 70.0, 4.5, 4.5, 20.0, 0.5, 3.0, 0.6, 300.0, 150.0, 100),
-            CompareRow("b", "gguf Q8_0", 130.0, 8.5, 8.5, 16.5, 0.003, 0.02, 0.97, 290.0, 140.0, 100)]
+    rows = [CompareRow("a", "gguf Q4_0", 70.0, 4.5, 4.5, 20.0, 0.5, 3.0, 0.6, 300.0, 150.0, 330.0, 100),
+            CompareRow("b", "gguf Q8_0", 130.0, 8.5, 8.5, 16.5, 0.003, 0.02, 0.97, 290.0, 140.0, 390.0, 100)]
     plot(rows, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

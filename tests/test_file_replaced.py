@@ -51,3 +51,24 @@ def test_awq_directory_truncated_under_a_loaded_model(tmp_path):
     r = _run(tmp_path / "awq")
     assert r.returncode == 0, f"child ended with {r.returncode} (-7: SIGBUS)\n{r.stderr[-2000:]}"
     assert r.stdout.startswith("same"), r.stdout
+
+
+def test_packing_is_exact(tmp_path, smollm2_path, monkeypatch):
+    """The packed copy (huge pages, decode order, fused QKV / gate-up copies larger than one 4 MiB
+    copy slice) computes exactly what the file mapping does: a pure Q8_0 SmolLM2, whose gate-up
+    copies are 1.9 MB and QKV 0.6 MB, against PYQUANT_PACK_WEIGHTS=0."""
+    import torch
+
+    import pyquant
+    from pyquant.cli import main
+
+    path = tmp_path / "q8.gguf"
+    assert main(["quantize", str(smollm2_path), str(path), "Q8_0", "--pure", "--quiet"]) == 0
+    ids = list(range(100, 132))
+    packed = pyquant.load(path, max_seq_len=64)
+    assert packed.packed_nbytes > 0
+    a = packed.forward(ids, 0, all_logits=True)
+    monkeypatch.setenv("PYQUANT_PACK_WEIGHTS", "0")
+    mapped = pyquant.load(path, max_seq_len=64)
+    assert mapped.packed_nbytes == 0
+    assert torch.equal(a, mapped.forward(ids, 0, all_logits=True))

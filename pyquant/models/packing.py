@@ -20,8 +20,7 @@ import torch
 _HUGE = 2 << 20
 _ALIGN = 4096
 _MADV_HUGEPAGE = 14
-_SLICE = 1 << 20
-_READAHEAD = 8 << 20
+_SLICE = 4 << 20
 
 
 def _advise_huge(ptr: int, nbytes: int) -> None:
@@ -101,10 +100,10 @@ def pack_decode_weights(model, release=None) -> int:
         for a in range(0, src.nbytes, _SLICE):
             b = min(src.nbytes, a + _SLICE)
             dst[a:b].copy_(flat[a:b])
-            if release is not None:   # file-backed pages: dropped; anonymous (fused copies): freed with src
-                # past b too: faulting a slice of a mapped file maps the read-ahead beyond it (measured
-                # +4 MB of RSS a 1 MiB slice on SmolLM2-AWQ's F16 head); re-touched from the page cache
-                release(flat[a:min(src.nbytes, b + _READAHEAD)])
+            if release is not None:
+                # only what has been copied: MADV_DONTNEED drops file-backed pages (re-read if touched)
+                # but zeroes anonymous ones (a fused QKV / gate-up copy), so never a byte ahead of b
+                release(flat[a:b])
         packed.append(QTensor(dst.view(src.shape), qt.qtype, qt.shape, in_perm=qt.in_perm))
         off += size
     for lin, qt in zip(lins, packed):

@@ -33,6 +33,8 @@ class CompareRow:
     same_top1: float           # fraction of scored positions whose argmax equals the base's
     prompt_tok_s: float        # the perplexity run's tokens per second (batched prefill)
     gen_tok_s: float           # 32 tokens generated one at a time
+    peak_rss_mib: float | None  # the process's peak RSS while this model loaded and ran (Python, torch and
+    #                             the base's kept log-probs included: what running it needs); None off Linux
     scored: int
 
 
@@ -153,6 +155,7 @@ def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = Non
     first = ctx // 2
     for i, path in enumerate(runs):
         p = materialize(str(path))
+        _reset_peak_rss()
         m = load(p, max_seq_len=ctx)
         tokens = m.tokenizer.encode(text, parse_special=False)
         if base_tokens is None:
@@ -186,13 +189,36 @@ def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = Non
                          file_bpw=_file_bpw(p), read_bpw=_linear_bpw(m), ppl=r.ppl, kld_mean=float(kl.mean()),
                          kld_p99=float(torch.quantile(kl, 0.99)), same_top1=float(torch.cat(same).double().mean()),
                          prompt_tok_s=r.n_chunks * r.ctx / r.seconds if r.seconds else 0.0, gen_tok_s=gen,
-                         scored=r.n_scored)
+                         peak_rss_mib=_peak_rss_mib(), scored=r.n_scored)
         if base is None or i > 0:
             rows.append(row)
         if progress:
             progress(row)
-        del m
+        del m, forward
     return rows
+
+
+def _reset_peak_rss() -> None:
+    """Free what the previous model held, then restart the kernel's peak-RSS count (VmHWM) from the
+    current RSS: writing 5 to /proc/self/clear_refs (Linux >= 4.0). Elsewhere a no-op."""
+    from ..models import trim_heap
+
+    trim_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def as_dicts(rows) -> list[dict]:
@@ -201,13 +227,13 @@ def as_dicts(rows) -> list[dict]:
 
 def format_table(rows) -> str:
     head = f"{'model':<28} {'format':<22} {'MiB':>7} {'bpw':>6} {'read':>6} {'PPL':>9} {'KLD':>9} " \
-           f"{'KLD p99':>9} {'same top':>8} {'pp t/s':>7} {'tg t/s':>7}"
+           f"{'KLD p99':>9} {'same top':>8} {'pp t/s':>7} {'tg t/s':>7} {'peak MiB':>8}"
     lines = [head]
     for r in rows:
         name = r.model if len(r.model) <= 28 else "..." + r.model[-25:]
         lines.append(f"{name:<28} {r.format:<22} {r.size_mib:>7.1f} {r.file_bpw:>6.2f} {r.read_bpw:>6.2f} {r.ppl:>9.4f} "
                      f"{r.kld_mean:>9.5f} {r.kld_p99:>9.5f} {100 * r.same_top1:>7.1f}% {r.prompt_tok_s:>7.0f} "
-                     f"{r.gen_tok_s:>7.0f}")
+                     f"{r.gen_tok_s:>7.0f} {'' if r.peak_rss_mib is None else f'{r.peak_rss_mib:.0f}':>8}")
     return "\n".join(lines)
 
 
