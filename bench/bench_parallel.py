@@ -86,7 +86,7 @@ def test_tp2_vs_one_process(benchmark, smollm2):
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     info = {"cpu": _cpu(), "load_avg": os.getloadavg()[0]}
     for name, rs in runs.items():
-        for key in ("tg_tok_s", "pp_tok_s", "peak_rss_MB"):
+        for key in ("tg_tok_s", "pp_tok_s", "peak_rss_mib"):
             info[f"{name}_{key}"] = statistics.median(r[key] for r in rs)
     for key in ("tg_tok_s", "pp_tok_s"):
         for mode in ("tp1", "tp2", "split2"):

@@ -117,3 +117,22 @@ def assert_matches_gguf_py(ours, path) -> None:
         assert t.n_elements == int(gt.n_elements) and t.nbytes == int(gt.n_bytes), gt.name
         assert t.offset == int(gt.data_offset), gt.name
         assert np.array_equal(t.data.reshape(-1), np.asarray(gt.data).reshape(-1).view(np.uint8))
+
+
+def structural_slots(path) -> list[tuple[int, int]]:
+    """(offset, size) of every 4- and 8-byte header / field / tensor-info item, located with the
+    gguf package's reader (independent of the code under test): where a forged value does the most
+    harm. The hypothesis fuzz (test_gguf_fuzz.py) and the long run (tools/fuzz_gguf.py) use it."""
+    import gguf
+
+    g = gguf.GGUFReader(path)
+    base = g.data.__array_interface__["data"][0]
+    slots = {(8, 8), (16, 8)}
+    for field in [*g.fields.values(), *(t.field for t in g.tensors)]:
+        for part in field.parts:
+            addr = part.__array_interface__["data"][0] - base
+            if part.nbytes in (4, 8) or part.dtype.itemsize in (4, 8):
+                step = part.dtype.itemsize
+                for i in range(min(part.size, 8)):
+                    slots.add((addr + i * step, step))
+    return sorted(slots)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gguf_helpers import DATA, write
+from gguf_helpers import DATA, structural_slots, write
 from pyquant import GGUFError
 from pyquant.formats.gguf import GGUFReader, GGUFWriter
 
@@ -21,24 +21,6 @@ INTERESTING_U64 = [0, 1, 2, 7, 31, 32, 33, 255, 2**31 - 1, 2**31, 2**32 - 1, 2**
 # ~400 examples per strategy keep this file well under 60 s; PYQUANT_FUZZ_EXAMPLES=20000 for a soak.
 FUZZ = settings(max_examples=int(os.environ.get("PYQUANT_FUZZ_EXAMPLES", 400)), deadline=timedelta(seconds=2), derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def _structural_slots(path) -> list[tuple[int, int]]:
-    """(offset, size) of every 4- and 8-byte header / field / tensor-info item, located with the
-    gguf package's reader (independent of the code under test)."""
-    import gguf
-
-    g = gguf.GGUFReader(path)
-    base = g.data.__array_interface__["data"][0]
-    slots = {(8, 8), (16, 8)}
-    for field in [*g.fields.values(), *(t.field for t in g.tensors)]:
-        for part in field.parts:
-            addr = part.__array_interface__["data"][0] - base
-            if part.nbytes in (4, 8) or part.dtype.itemsize in (4, 8):
-                step = part.dtype.itemsize
-                for i in range(min(part.size, 8)):
-                    slots.add((addr + i * step, step))
-    return sorted(slots)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +40,7 @@ def corpus(tmp_path_factory, smollm2_path):
         w.write()
     out = {}
     for p in [DATA / "all_types.gguf", DATA / "align64.gguf", DATA / "no_tensors.gguf", mini]:
-        out[p.stem] = (p.read_bytes(), _structural_slots(p))
+        out[p.stem] = (p.read_bytes(), structural_slots(p))
     return out
 
 

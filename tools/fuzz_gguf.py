@@ -34,19 +34,8 @@ INTERESTING = [0, 1, 2, 7, 31, 32, 33, 255, 2**16, 2**31 - 1, 2**31, 2**32 - 1, 
 
 
 # ---------------------------------------------------------------- corpus
-def structural_slots(path: Path) -> list[tuple[int, int]]:
-    import gguf
-
-    g = gguf.GGUFReader(path)
-    base = g.data.__array_interface__["data"][0]
-    slots = {(8, 8), (16, 8)}
-    for field in [*g.fields.values(), *(t.field for t in g.tensors)]:
-        for part in field.parts:
-            addr = part.__array_interface__["data"][0] - base
-            if part.dtype.itemsize in (4, 8):
-                for i in range(min(part.size, 8)):
-                    slots.add((addr + i * part.dtype.itemsize, part.dtype.itemsize))
-    return sorted(slots)
+sys.path.insert(0, str(ROOT / "tests"))
+from gguf_helpers import structural_slots  # noqa: E402
 
 
 def build_corpus(work: Path) -> list[tuple[str, bytes, list]]:

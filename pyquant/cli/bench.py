@@ -103,22 +103,13 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
         res["tg_weight_GB_s"] = res["tg_tok_s"] * model.weight_nbytes / 1e9
         res["tg_ms_per_token"] = 1e3 / res["tg_tok_s"]
         res["tg_cpu_ms_per_token"] = 1e3 * min(cpu[1:] or cpu)   # best measured run (not the warm-up)
-    res["peak_rss_MB"] = _peak_rss_mb()   # of this process (tensor parallel: of rank 0)
+    from ..runtime.memory import peak_rss_mib
+
+    res["peak_rss_mib"] = peak_rss_mib()   # of this process (tensor parallel: of rank 0)
     if overhead and n_gen > 0 and model._step.native is not None:
         res["tg_overhead_ms_per_token"] = 1e3 * decode_overhead(model, n_gen, reps)
         res["tg_profile_us"] = native_profile(model, n_gen, reps)
     return res
-
-
-def _peak_rss_mb() -> float | None:
-    """VmHWM of this process in MB (Linux), else None."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def _threads() -> int:

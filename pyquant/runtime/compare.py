@@ -145,6 +145,7 @@ def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = Non
     """Rows for `paths` (GGUF files / aliases / model directories / recipes such as `smollm2:Q4_K_M`,
     see materialize), measured against `base` (default: the first of them)."""
     from ..models import load
+    from .memory import peak_rss_mib, reset_peak_rss
     from .perplexity import perplexity
     from .sampling import Sampler
 
@@ -155,7 +156,7 @@ def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = Non
     first = ctx // 2
     for i, path in enumerate(runs):
         p = materialize(str(path))
-        _reset_peak_rss()
+        reset_peak_rss()
         m = load(p, max_seq_len=ctx)
         tokens = m.tokenizer.encode(text, parse_special=False)
         if base_tokens is None:
@@ -189,36 +190,13 @@ def compare(paths: list, text: str, ctx: int = 512, max_chunks: int | None = Non
                          file_bpw=_file_bpw(p), read_bpw=_linear_bpw(m), ppl=r.ppl, kld_mean=float(kl.mean()),
                          kld_p99=float(torch.quantile(kl, 0.99)), same_top1=float(torch.cat(same).double().mean()),
                          prompt_tok_s=r.n_chunks * r.ctx / r.seconds if r.seconds else 0.0, gen_tok_s=gen,
-                         peak_rss_mib=_peak_rss_mib(), scored=r.n_scored)
+                         peak_rss_mib=peak_rss_mib(), scored=r.n_scored)
         if base is None or i > 0:
             rows.append(row)
         if progress:
             progress(row)
         del m, forward
     return rows
-
-
-def _reset_peak_rss() -> None:
-    """Free what the previous model held, then restart the kernel's peak-RSS count (VmHWM) from the
-    current RSS: writing 5 to /proc/self/clear_refs (Linux >= 4.0). Elsewhere a no-op."""
-    from ..models import trim_heap
-
-    trim_heap()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mib() -> float | None:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def as_dicts(rows) -> list[dict]:
