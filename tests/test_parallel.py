@@ -273,15 +273,19 @@ def test_torchrun_cli_prints_once_and_matches_one_process(tmp_path):
     one = subprocess.run(child_python("-m", "pyquant", *args), capture_output=True, text=True, env=child_env(),
                          timeout=120)
     assert one.returncode == 0, one.stderr
+    # cwd: torchrun starts `python -m pyquant` without -P, which puts the working directory first on
+    # sys.path; in a clean clone the source tree's pyquant (no compiled _C) must not shadow the installed one
     two = subprocess.run(child_python("-m", "torch.distributed.run", "--nproc-per-node", "2",
                                       "--master-port", str(_free_port()), "-m", "pyquant", *args, "--tp", "2"),
-                         capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=180)
+                         capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=180,
+                         cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout == one.stdout   # rank 0 alone prints, the same text
     split = subprocess.run(child_python("-m", "torch.distributed.run", "--nproc-per-node", "2",
                                         "--master-port", str(_free_port()), "-m", "pyquant", *args,
                                         "--split", "0.5,0.5"),
-                           capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=180)
+                           capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=180,
+                           cwd=tmp_path)
     assert split.returncode == 0, split.stderr[-3000:]
     assert split.stdout == one.stdout
 
