@@ -55,8 +55,9 @@ def second_reader(t: dict, n: int, k: int) -> np.ndarray:
 @pytest.mark.parametrize("spec", LAYOUTS, ids=lambda s: "-".join(map(str, s[0])))
 @pytest.mark.parametrize("chunk", [4096, 16], ids=["whole", "columns-in-chunks"])
 def test_writer_reader_and_independent_reader_agree_bit_for_bit(spec, chunk, monkeypatch):
-    """... also when the reader decodes the columns a chunk at a time (as it does for wide tensors,
-    to bound its transient memory), the last chunk partial (40 = 16 + 16 + 8)."""
+    """The writer's output, pyquant's reader and an independent numpy reader agree bit for bit, also
+    when the reader decodes the columns a chunk at a time (as it does for wide tensors, to bound its
+    transient memory), the last chunk partial (40 = 16 + 16 + 8)."""
     monkeypatch.setattr(layouts, "_COLUMNS", chunk)
     n, k = 40, 256
     g = torch.Generator().manual_seed(1)
