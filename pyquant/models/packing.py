@@ -59,7 +59,6 @@ def pack_decode_weights(model, release=None) -> int:
     if os.environ.get("PYQUANT_PACK_WEIGHTS", "1") == "0":
         return 0
     from ..qtensor import QTensor
-    from ..qtypes import Kind, info
     from .weights import Embedding
 
     lins = []
@@ -68,10 +67,6 @@ def pack_decode_weights(model, release=None) -> int:
     if model.output is not None:   # a layer split's last rank only
         lins.append(model.output)
     lins = [lin for lin in lins if lin.dense is None and _packable(lin.qt)]
-    # block-quantized weights first, in 2 MiB pages; float weights (and an untied embedding) after
-    # them in 4 KiB pages: advising the F16 head of SmolLM2-AWQ huge measured a +23 MB transient in
-    # peak RSS while it was copied (412 vs 389 MiB), for a weight that gains nothing from it
-    lins.sort(key=lambda lin: info(lin.qt.qtype).kind is Kind.FLOAT)   # stable: decode order kept
     qts = [lin.qt for lin in lins]
     embed = model.embed
     tied = None   # the output head whose bytes are the embedding's (same memory)
@@ -84,11 +79,9 @@ def pack_decode_weights(model, release=None) -> int:
     total = sum(sizes)
     if total == 0:
         return 0
-    embed_qt = embed.qt if embed is not None else None
-    blocks = sum(size for qt, size in zip(qts, sizes) if info(qt.qtype).kind is not Kind.FLOAT and qt is not embed_qt)
     raw = torch.empty(total + _HUGE, dtype=torch.uint8)
     start = (-raw.data_ptr()) % _HUGE
-    _advise_huge(raw.data_ptr() + start, blocks)   # before the first touch: the pages fault in huge
+    _advise_huge(raw.data_ptr() + start, total)   # before the first touch: the pages fault in huge
     off = start
     packed = []
     for qt, size in zip(qts, sizes):
