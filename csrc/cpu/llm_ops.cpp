@@ -378,7 +378,7 @@ class Decoder {
     nth = multi ? nth : 1;
     nth_ = nth;
     const Clock::time_point t_start = Clock::now();
-    reduce_failed_ = false;
+    hook_failed_ = false;
     if (nth == 1 || !one_region_) {
       body(pos, 0, 1);
     } else {
@@ -386,7 +386,7 @@ class Decoder {
       parallel_run(nth, [&](int tid, int nt) { body(pos, tid, nt); });
     }
     governor_record(multi, std::chrono::duration<double>(Clock::now() - t_start).count());
-    if (reduce_failed_) throw std::runtime_error("LlmDecoder: the all-reduce hook raised");
+    if (hook_failed_) throw std::runtime_error("LlmDecoder: a tensor-parallel hook raised");
   }
 
   // Thread-count governor. A step meets at ~150 barriers, so when another process holds the cores
@@ -752,15 +752,8 @@ class Decoder {
         }
         wo_in = attn_full_;   // read by thread 0's gather in gemv, before its barrier
       }
-      const float* post_attn = post_norms_[(size_t)(2 * l)];
-      const float* post_ffn = post_norms_[(size_t)(2 * l + 1)];
-      if (!post_attn && !red_) {
-        gemv(slots_[(size_t)(4 * l + 1)], wo_in, x2_.data(), x_, tid, nt);         // x2 = x + Wo attn
-      } else {                                             // x2 = x + [norm](sum over ranks of Wo attn)
-        float* y = red_ ? red_ : tmp_.data();
-        gemv(slots_[(size_t)(4 * l + 1)], wo_in, y, nullptr, tid, nt);
-        if (t0) residual_add(v, x_, y, post_attn, x2_.data(), kWo);
-      }
+      // x2 = x + [post-norm](Wo attn)
+      sublayer(v, slots_[(size_t)(4 * l + 1)], wo_in, x_, post_norms_[(size_t)(2 * l)], x2_.data(), kWo, tid, nt);
       if (t0) {
         tock(kWo);
         rms_norm(v, x2_.data(), norms_[(size_t)(2 * l + 1)], h_.data(), d_);
@@ -773,13 +766,9 @@ class Decoder {
         else v.silu_mul(gu_.data(), gu_.data() + ff_, act_.data(), ff_);
         tock(kSilu);
       }
-      if (!post_ffn && !red_) {
-        gemv(slots_[(size_t)(4 * l + 3)], act_.data(), x_, x2_.data(), tid, nt);   // x = x2 + Wd act
-      } else {                                              // x = x2 + [norm](sum over ranks of Wd act)
-        float* y = red_ ? red_ : tmp_.data();
-        gemv(slots_[(size_t)(4 * l + 3)], act_.data(), y, nullptr, tid, nt);
-        if (t0) residual_add(v, x2_.data(), y, post_ffn, x_, kDown);
-      }
+      // x = x2 + [post-norm](Wd act)
+      sublayer(v, slots_[(size_t)(4 * l + 3)], act_.data(), x2_.data(), post_norms_[(size_t)(2 * l + 1)], x_,
+               kDown, tid, nt);
       if (t0) tock(kDown);
     }
     if (!last_) return;   // a layer split's earlier run: the residual in x_ goes to the next rank
@@ -795,31 +784,41 @@ class Decoder {
     }
   }
 
-  // out = base + rms_norm(y) * w (y normed in place): a post-normed sublayer's residual add.
-  // A sublayer's output y (its partial sum when tensor-parallel: summed over ranks first) added to
-  // the residual `base` into out, through the post-norm w when the family has one.
-  void residual_add(const Vec& v, const float* base, float* y, const float* w, float* out, Phase gemv_phase) {
+  // out = base + [post-norm](W in): a sublayer's output added to the residual. With neither a
+  // post-norm nor tensor parallelism the GEMV adds the residual itself; otherwise W in goes to a
+  // buffer (tensor parallel: the partial sum, summed over the ranks by thread 0's hook first) and
+  // thread 0 adds it, through the post-norm when the family has one.
+  void sublayer(const Vec& v, const Slot& s, const float* in, const float* base, const float* post, float* out,
+                Phase gemv_phase, int tid, int nt) {
+    if (!post && !red_) {
+      gemv(s, in, out, base, tid, nt);
+      return;
+    }
+    float* y = red_ ? red_ : tmp_.data();
+    gemv(s, in, y, nullptr, tid, nt);
+    if (tid != 0) return;
     if (red_) {
       tock(gemv_phase);
-      reduce_partial();
+      call_hook(reduce_hook_);
       tock(kReduce);
     }
-    if (w) add_normed(v, base, y, w, out);
+    if (post) add_normed(v, base, y, post, out);
     else for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
   }
 
-  void reduce_partial() { call_hook(reduce_hook_); }
-
+  // A Python hook (tensor parallel) from thread 0, with the GIL. After a failure no hook runs for
+  // the rest of the token, and step() raises once the region is done.
   void call_hook(const py::object& hook) {
-    if (reduce_failed_) return;
+    if (hook_failed_) return;
     py::gil_scoped_acquire gil;
     try {
       hook();
     } catch (py::error_already_set&) {
-      reduce_failed_ = true;   // the hook kept its exception for the Python caller
+      hook_failed_ = true;   // the hook kept its exception for the Python caller
     }
   }
 
+  // out = base + rms_norm(y) * w (y normed in place): a post-normed sublayer's residual add.
   void add_normed(const Vec& v, const float* base, float* y, const float* w, float* out) const {
     rms_norm(v, y, w, y, d_);
     for (int64_t i = 0; i < d_; ++i) out[i] = base[i] + y[i];
@@ -858,7 +857,7 @@ class Decoder {
   float *kv_ = nullptr, *x_ = nullptr, *logits_ = nullptr;
   py::object reduce_hook_;       // tensor-parallel: sums red_ over the ranks (null: one process)
   float* red_ = nullptr;         // [d]: a row-parallel linear's partial sum
-  bool reduce_failed_ = false;
+  bool hook_failed_ = false;
   bool first_ = true, last_ = true;   // layer split: this run embeds / ends in the head
   py::object gather_hook_;           // tensor parallel, act-order wo: fills attn_full_ from all ranks
   float* attn_full_ = nullptr;       // [q_full_]: every rank's attention output
