@@ -38,7 +38,7 @@ def _timeout() -> timedelta:
 
 def init_from_env(backend: str | None = None) -> None:
     """Join the process group torchrun described in the environment (once; a no-op when the caller
-    already initialised one). backend: "gloo" (default) or "nccl"."""
+    already initialised one). backend: "gloo" (default) or "cpu:gloo,cuda:nccl"."""
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -95,6 +95,17 @@ class ProcessGroup:
         return PyquantError(f"{type(self).__name__} rank {self.rank}/{self.size}: a collective failed "
                             f"({type(e).__name__}: {first}); another rank has probably exited: see its output")
 
+    def _hook(self, fn):
+        """fn as a callback of the C++ step: a failure is kept for raise_pending() (the step only
+        learns that the hook raised, and finishes its token before raising)."""
+        def hook():
+            try:
+                fn()
+            except Exception as e:
+                self.error = e
+                raise
+        return hook
+
     def raise_pending(self) -> None:
         e, self.error = self.error, None
         if isinstance(e, PyquantError):
@@ -119,7 +130,6 @@ class TensorParallel(ProcessGroup):
 
     def __init__(self, size: int | None = None, group=None):
         super().__init__(size, group, "--tp")
-        self.exchange = True   # CPU tensors on gloo: all-reduce / gather by point-to-point exchange
         self._parts: dict = {}   # (shape, dtype) -> per-rank receive buffers, reused every step
 
     def _exchange(self, t: torch.Tensor) -> list:
@@ -139,9 +149,9 @@ class TensorParallel(ProcessGroup):
         return parts
 
     def _sum(self, t: torch.Tensor) -> None:
-        if self.size == 1:
-            return
-        if not self.exchange or t.is_cuda:   # NCCL (a "cpu:gloo,cuda:nccl" group): its own all-reduce
+        """CPU tensors (gloo): the exchange and a sum in rank order (module docstring); CUDA tensors
+        (NCCL, in a "cpu:gloo,cuda:nccl" group): its own all-reduce."""
+        if t.is_cuda:
             self.dist.all_reduce(t, group=self.group)
             return
         parts = self._exchange(t.clone())
@@ -156,28 +166,15 @@ class TensorParallel(ProcessGroup):
         return t
 
     def reduce_hook(self, buf: torch.Tensor):
-        """The C++ step's hook: all-reduces `buf`, keeping a failure for raise_pending()."""
-        def hook():
-            try:
-                self._sum(buf)
-            except Exception as e:
-                self.error = e
-                raise
-        return hook
+        """The C++ step's hook: all-reduces `buf`."""
+        return self._hook(lambda: self.all_reduce(buf))
 
     def gather_hook(self, buf: torch.Tensor, sizes: list[int]):
         """The C++ step's attention gather: buf [sum(sizes)] holds this rank's part at its offset;
         the hook fills the others' parts, keeping a failure for raise_pending()."""
         off = sum(sizes[:self.rank])
         local, full = buf[off:off + sizes[self.rank]].view(1, -1), buf.view(1, -1)
-
-        def hook():
-            try:
-                self.gather_rows(local, sizes, full)
-            except Exception as e:
-                self.error = e
-                raise
-        return hook
+        return self._hook(lambda: self.gather_rows(local, sizes, full))
 
     def gather_rows(self, local: torch.Tensor, sizes: list[int], out: torch.Tensor) -> torch.Tensor:
         """Columns of `out` [S, sum(sizes)] from every rank's `local` [S, sizes[rank]] (the vocabulary
@@ -189,7 +186,7 @@ class TensorParallel(ProcessGroup):
         pad[:, :local.shape[1]] = local
 
         def gather():
-            if self.exchange and not pad.is_cuda:
+            if not pad.is_cuda:
                 return self._exchange(pad)
             parts = [local.new_empty((S, width)) for _ in range(self.size)]
             self.dist.all_gather(parts, pad, group=self.group)

@@ -46,12 +46,12 @@ class LayerSplit(ProcessGroup):
         return self.layers
 
     def receive_residual(self, shape) -> torch.Tensor:
-        x = torch.empty(shape)
+        return self.receive_residual_into(torch.empty(shape))
+
+    def receive_residual_into(self, x: torch.Tensor) -> torch.Tensor:
+        """The previous rank's residual stream, into x (the C++ step's input buffer)."""
         self._p2p(lambda: self.dist.recv(x, self._peer(self.rank - 1), group=self.group))
         return x
-
-    def receive_residual_into(self, x: torch.Tensor) -> None:
-        self._p2p(lambda: self.dist.recv(x, self._peer(self.rank - 1), group=self.group))
 
     def send_residual(self, x: torch.Tensor) -> None:
         x = x.contiguous()

@@ -117,6 +117,12 @@ class ShardedSource:
         return self.inner.has(name)
 
     # ---- what each split tensor's slice is ----------------------------------------------------
+    def _full_shape(self, base: str) -> tuple[int, int]:
+        c = self.cfg
+        return {"attn_q": (c.q_dim, c.d_model), "attn_k": (c.kv_dim, c.d_model), "attn_v": (c.kv_dim, c.d_model),
+                "attn_output": (c.d_model, c.q_dim), "ffn_gate": (c.ffn_dim, c.d_model),
+                "ffn_up": (c.ffn_dim, c.d_model), "ffn_down": (c.d_model, c.ffn_dim)}[base]
+
     def _rows(self, base: str, layer: int):
         p, hd = self.plan, self.cfg.head_dim
         if base == "attn_q":
@@ -145,17 +151,13 @@ class ShardedSource:
             return self.inner.qtensor(name, shape)
         else:
             layer, base = int(m.group(1)), m.group(2)
-            full = {"attn_q": (c.q_dim, c.d_model), "attn_k": (c.kv_dim, c.d_model), "attn_v": (c.kv_dim, c.d_model),
-                    "attn_output": (c.d_model, c.q_dim), "ffn_gate": (c.ffn_dim, c.d_model),
-                    "ffn_up": (c.ffn_dim, c.d_model), "ffn_down": (c.d_model, c.ffn_dim)}[base]
+            full = self._full_shape(base)
             if base == "ffn_down":
                 qt = self._down.pop(layer, None) or self.inner.qtensor(name, full)
                 out = self._columns(name, qt, p.ffn_columns, own_channels=None)
-            elif base == "attn_output":
-                qt = self.inner.qtensor(name, full)
-                hd = c.head_dim
-                cols = range(p.q_heads.start * hd, p.q_heads.stop * hd)
-                out = self._columns(name, qt, cols, own_channels=cols)
+            elif base == "attn_output":   # input columns: this rank's query heads' outputs
+                cols = self._rows("attn_q", layer)
+                out = self._columns(name, self.inner.qtensor(name, full), cols, own_channels=cols)
             else:
                 out = self.inner.qtensor(name, full).take_rows(self._rows(base, layer))
         if tuple(out.shape) != tuple(shape):
@@ -190,14 +192,12 @@ class ShardedSource:
         return self._inputs.get(name)
 
     def vector(self, name: str, length: int) -> torch.Tensor:
-        c = self.cfg
         m = _NAME.match(name)
         if m is None or m.group(3) != "bias" or m.group(2) in ("attn_output", "ffn_down"):
             return self.inner.vector(name, length)
-        layer, base = int(m.group(1)), m.group(2)
-        full = {"attn_q": c.q_dim, "attn_k": c.kv_dim, "attn_v": c.kv_dim}.get(base, c.ffn_dim)
+        layer, base = int(m.group(1)), m.group(2)   # a column-parallel linear's bias: its rows
         rows = self._rows(base, layer)
-        v = self.inner.vector(name, full)
+        v = self.inner.vector(name, self._full_shape(base)[0])
         v = v[rows.start:rows.stop] if isinstance(rows, range) else v.index_select(0, rows)
         if v.numel() != length:
             raise PyquantError(f"tensor parallel: {name}: rank slice has {v.numel()} values, expected {length}")
