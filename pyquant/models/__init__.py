@@ -72,9 +72,7 @@ def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None =
         if cls is None:
             raise FormatError(path, f"general.architecture = {arch!r} is not supported "
                                     f"(supported: {', '.join(sorted(ARCHITECTURES))})")
-        group = stage = None
-        if tp is not None and split is not None:
-            raise PyquantError("tp and split together are not supported: pick one")
+        group = stage = None   # both given: the model refuses the pair
         if tp is not None:
             if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
                 raise PyquantError(f"tp must be a positive integer, got {tp!r}")

@@ -99,9 +99,8 @@ class DecoderModel:
         first, last = split is None or split.first, split is None or split.last
         layer_ids = split.assign(cfg.n_layers) if split is not None else range(cfg.n_layers)
         # rows of the vocabulary this process holds (tensor parallel: its share)
-        self.vocab_rows = source.plan.vocab if tp is not None else range(cfg.vocab_size)
-        self.vocab_shares = list(source.plan.vocab_sizes) if tp is not None else [cfg.vocab_size]
-        self.q_shares = list(source.plan.q_sizes) if tp is not None else [cfg.q_dim]
+        self.plan = source.plan if tp is not None else None   # the tensor-parallel split (shard.py)
+        self.vocab_rows = self.plan.vocab if tp is not None else range(cfg.vocab_size)
         if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
                                         or max_seq_len <= 0):
             raise PyquantError(f"max_seq_len must be a positive integer (or None: min(context, 4096)), "
@@ -251,7 +250,7 @@ class DecoderModel:
             return local
         if out is None:
             out = local.new_empty((local.shape[0], self.config.vocab_size))
-        return self.tp.gather_rows(local, self.vocab_shares, out)
+        return self.tp.gather_rows(local, self.plan.vocab_sizes, out)
 
     # ------------------------------------------------------------------ forward
     @property
@@ -321,7 +320,8 @@ class DecoderModel:
             K, V = self.cache.read(i, T)                                  # [Hkv, T, hd]
             a = self.attention(q, K, V, start_pos, L.window)
             if L.wo_input is not None:   # act-order wo over tensor-parallel ranks: all heads first
-                a = self.tp.gather_rows(a, self.q_shares, a.new_empty((S, sum(self.q_shares))))[:, L.wo_input]
+                q_sizes = self.plan.q_sizes
+                a = self.tp.gather_rows(a, q_sizes, a.new_empty((S, sum(q_sizes))))[:, L.wo_input]
             o = self.reduce(L.wo(a))
             x = x + (o if L.attn_post_norm is None else self.norm(o, L.attn_post_norm))
             run_linears(L.gate_up, self.norm(x, L.ffn_norm), gu)          # [S, 2 ffn]

@@ -67,11 +67,7 @@ class TokenStep:
             self.x.copy_(self.model.embed(self.token))
             return
         decode, qtype, base, row_bytes, n_rows, x_ptr, x_nbytes, dim = e
-        vocab, row = self.model.config.vocab_size, token - self.model.embed.first
-        if not 0 <= token < vocab:
-            from ..errors import PyquantError
-
-            raise PyquantError(f"decode_step: token id {token} outside [0, {vocab})")
+        row = token - self.model.embed.first
         if 0 <= row < n_rows:   # the pointer arithmetic below trusts this check
             decode(qtype, base + row * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
         else:                   # tensor parallel: another rank holds the row
@@ -81,13 +77,17 @@ class TokenStep:
         """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
         if self.native is None:
             return self.model._forward([int(token)], pos, False)
-        m = self.model
+        m, token = self.model, int(token)
         m.cache.check(pos, 1)
+        if not 0 <= token < m.config.vocab_size:
+            from ..errors import PyquantError
+
+            raise PyquantError(f"decode_step: token id {token} outside [0, {m.config.vocab_size})")
         if m.group is None:
-            self.embed_into_x(int(token))
+            self.embed_into_x(token)
             self.native.step(pos)
             return self.logits[0]
-        return self._parallel_step(int(token), pos)
+        return self._parallel_step(token, pos)
 
     def _parallel_step(self, token: int, pos: int) -> torch.Tensor:
         """The step of a rank of a split model: the same C++ call, with the residual or the logits
@@ -95,10 +95,6 @@ class TokenStep:
         m = self.model
         tp, st = m.tp, m.stage
         if st is not None and not st.first:
-            if not 0 <= token < m.config.vocab_size:
-                from ..errors import PyquantError
-
-                raise PyquantError(f"decode_step: token id {token} outside [0, {m.config.vocab_size})")
             st.receive_residual_into(self.x)
         else:
             self.embed_into_x(token)
@@ -201,9 +197,10 @@ def build_native(st: TokenStep):
             dec.set_reduce(m.tp.reduce_hook(st.partial), st.partial.numpy())
             gathered = [(i, L.wo_input) for i, L in enumerate(m.layers) if L.wo_input is not None]
             if gathered:         # act-order wo reading other ranks' heads: every rank's attention first
-                full = st.attn_full = torch.empty(sum(m.q_shares))
-                dec.set_attn_gather(m.tp.gather_hook(full, m.q_shares), full.numpy(),
-                                    sum(m.q_shares[:m.tp.rank]), full.numel())
+                q_sizes = m.plan.q_sizes
+                full = st.attn_full = torch.empty(sum(q_sizes))
+                dec.set_attn_gather(m.tp.gather_hook(full, q_sizes), full.numpy(),
+                                    sum(q_sizes[:m.tp.rank]), full.numel())
                 for i, index in gathered:
                     dec.set_attn_input(i, buf(index))
         dec.finalize(0)
