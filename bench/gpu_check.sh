@@ -3,8 +3,10 @@
 #   1. build pyquant._C and pyquant._C_cuda in place (sm_90 only, all cores),
 #   2. run the CUDA and Triton tests on CUDA tensors (tests/test_cuda_build.py, the Triton
 #      interpreter suite too), log in $OUT/tests.log,
-#   3. tensor parallelism's NCCL path at world size 1 (bench/parallel_nccl_check.py),
-#   4. benchmark (bench/gpu_check.py): GEMV / GEMM on 4096 x 14336 for Q4_K, Q4_0, Q8_0, int4-g128
+#   3. a whole model with device="cuda" (bench/model_cuda_check.py): logits and greedy tokens
+#      against the CPU, tok/s against torch bf16, log in $OUT/model.log,
+#   4. tensor parallelism's NCCL path at world size 1 (bench/parallel_nccl_check.py),
+#   5. benchmark (bench/gpu_check.py): GEMV / GEMM on 4096 x 14336 for Q4_K, Q4_0, Q8_0, int4-g128
 #      vs torch bf16 and the copy bandwidth; the table is printed last and saved to $OUT/table.txt.
 # The test oracle (gguf, pure Python) is not on the device image: carry it as a wheel in .whl/
 # (bench/GPU_CHECK.md says how); without it the GPU correctness tests skip and this script says so.
@@ -42,6 +44,9 @@ python3 -c "import pyquant._C_cuda as m; print('CUDA decoders:', len(m.decoder_t
 stamp "tests on CUDA tensors"
 PYQUANT_TRITON_AUTOTUNE=0 timeout 260 python3 -m pytest tests/test_cuda_build.py tests/test_triton_kernels.py \
   -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
+
+stamp "a whole model on CUDA: tiny models against the CPU, a Llama-shaped stack against torch bf16"
+timeout 150 python3 bench/model_cuda_check.py 2>&1 | tee "$OUT/model.log" | tail -12
 
 stamp "tensor parallel: NCCL path, world size 1"
 timeout 90 python3 -m torch.distributed.run --nproc-per-node 1 bench/parallel_nccl_check.py 2>&1 | grep -v "^W" | tail -5

@@ -156,13 +156,15 @@ def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
 
 
 def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False, sliding_window=0, n_layers=2,
-                      post_norms=False, softcap=0.0):
-    """A random 2-layer model in GGUF (Q8_0 weights, F32 norms/biases) with a byte-level vocab."""
+                      post_norms=False, softcap=0.0, d=64, H=4, Hkv=2, ff=96, qtype="Q8_0"):
+    """A random 2-layer model in GGUF (Q8_0 weights, F32 norms/biases) with a byte-level vocab
+    (d, H, Hkv, ff and the weights' qtype settable: bench/model_cuda_check.py times a bigger one)."""
     from pyquant.formats.gguf import GGUFValueType, GGUFWriter
     from pyquant.runtime.tokenizer import _bytes_to_unicode
 
     g = torch.Generator().manual_seed(seed)
-    d, H, Hkv, hd, ff, V = 64, 4, 2, 16, 96, 256
+    hd, V = d // H, 256
+    qtype = pyquant.QType[qtype]
     w = GGUFWriter(path)
     for k, v in {"general.architecture": arch, f"{arch}.block_count": n_layers,
                  f"{arch}.context_length": 256, f"{arch}.embedding_length": d,
@@ -180,8 +182,8 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False
         w.add_field(f"{arch}.final_logit_softcapping", float(softcap))
 
     def q8(name, rows, cols, scale=0.15):
-        t = torch.randn(rows, cols, generator=g) * scale
-        w.add_tensor(name, pyquant.quantize(t, pyquant.QType.Q8_0), pyquant.QType.Q8_0, (rows, cols))
+        t = torch.randn(rows, cols, generator=g) * scale * (64 / d) ** 0.5   # unit-ish outputs at any d
+        w.add_tensor(name, pyquant.quantize(t, qtype), qtype, (rows, cols))
 
     def f32(name, n, mean=0.0):
         w.add_tensor(name, (mean + 0.1 * torch.randn(n, generator=g)).numpy(), pyquant.QType.F32, (n,))
@@ -328,3 +330,39 @@ def test_generic_int4_int8_weights_in_every_path(tmp_path, monkeypatch, fmt, flo
     assert float(((steps - fwd).norm(dim=-1) / fwd.norm(dim=-1)).max()) < 1e-4
     one = torch.stack([m.forward([t], p).double() for p, t in enumerate(ids)])
     assert float(((one - fwd).norm(dim=-1) / fwd.norm(dim=-1)).max()) < 1e-4
+
+
+def test_device_meta_keeps_every_op_on_the_model_device(tmp_path):
+    """device= moves the weights (in their own formats), norms, RoPE tables and KV cache, and the
+    forward creates nothing elsewhere: on the "meta" device (shapes only, no data) any CPU tensor
+    meeting a model tensor raises. This is what a CUDA model runs, minus the kernels: prefill and
+    a one-token step through the dispatcher (the reference backend serves meta tensors)."""
+    path = _write_tiny_model(tmp_path / "gemma3.gguf", "gemma3", biases=False, tied=True, qk_norm=True,
+                             sliding_window=5, n_layers=7, post_norms=True, softcap=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # off the CPU the forward step is expected: no warning
+        m = pyquant.load(path, max_seq_len=64, device="meta")
+    assert m._step.mode == "python" and "meta" in m._step.native_reason
+    tensors = [m.cache.kv, m.rope, m.rope_local, m.embed.qt.data, m.output.qt.data, m.output_norm]
+    for L in m.layers:
+        tensors += [L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.attn_post_norm, L.ffn_post_norm, L.wo.qt.data,
+                    L.down.qt.data] + [lin.qt.data for lin in L.qkv + L.gate_up]
+    assert all(t.device.type == "meta" for t in tensors)
+    logits = m._forward(list(range(40, 60)), 0, True)
+    assert logits.device.type == "meta" and logits.shape == (20, 256)
+    step = m._forward([7], 20, False)
+    assert step.device.type == "meta" and step.shape == (256,)
+    assert "device: meta" in m.explain(8) and "reference" in m.explain(8)
+
+
+def test_device_cpu_is_the_default_and_cuda_without_a_gpu_is_refused(tmp_path, float_activations):
+    path = _write_tiny_model(tmp_path / "llama.gguf", "llama", biases=False, tied=True)
+    ids = list(range(40, 56))
+    a = pyquant.load(path, max_seq_len=32).forward(ids, 0, all_logits=True)
+    b = pyquant.load(path, max_seq_len=32, device="cpu")
+    assert b._step.mode == "native" and torch.equal(a, b.forward(ids, 0, all_logits=True))
+    with pytest.raises(pyquant.PyquantError, match="not a torch device"):
+        pyquant.load(path, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(pyquant.PyquantError, match="no CUDA device"):
+            pyquant.load(path, device="cuda")

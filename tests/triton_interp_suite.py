@@ -275,6 +275,35 @@ def test_tiny_model_end_to_end_through_triton(tmp_path, monkeypatch):
     assert float((tri - ref).abs().max()) < 1e-3 * scale
 
 
+def test_tiny_model_generates_through_triton_when_forced_at_load(tmp_path, monkeypatch):
+    """PYQUANT_BACKEND=triton set before load: the C++ step (which calls the CPU kernels) is not
+    built, the load warns naming the backend, and every token of a generation runs the model's
+    forward with its linears on Triton: the same 6 greedy tokens as the CPU kernels (float
+    activations on both) and logits within the reference bound."""
+    import pyquant
+    from pyquant._ext import _C
+    from test_model import _write_tiny_model
+
+    path = _write_tiny_model(tmp_path / "qwen2.gguf", "qwen2", biases=True)
+    before = _C.get_matmul_act()
+    _C.set_matmul_act("float")
+    try:
+        cpu = pyquant.load(path, max_seq_len=32)
+        want = cpu.generate([40, 41, 42, 43], max_new_tokens=6)
+        monkeypatch.setenv("PYQUANT_BACKEND", "triton")
+        with pytest.warns(RuntimeWarning, match="to the triton backend"):
+            tri = pyquant.load(path, max_seq_len=32)
+        assert tri._step.mode == "python"
+        assert "triton" in tri.explain(4)
+        got = tri.generate([40, 41, 42, 43], max_new_tokens=6)
+        step_cpu = cpu.decode_step(44, 4).double()
+        step_tri = tri.decode_step(44, 4).double()
+    finally:
+        _C.set_matmul_act(before)
+    assert got == want
+    assert float((step_tri - step_cpu).abs().max()) < 1e-3 * float(step_cpu.abs().max())
+
+
 def test_awq_directory_end_to_end_through_triton(tmp_path, monkeypatch):
     """An AWQ checkpoint (AutoAWQ gemm layout) runs through the Triton kernels with no AWQ-specific
     code: its linears are int4 QTensors, which triton's int4_matmul serves; logits match

@@ -32,6 +32,9 @@ def add_model_args(p, threads_default=None, ctx_flag=True):
     p.add_argument("--act", choices=["int8x2", "int8", "float"], default=None,
                    help="activations of the CPU matmuls: int8x2 (default: int8 + its residual, ~float "
                         "fidelity), int8 (one pass, as llama.cpp: fastest), float")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="cpu (default) or cuda[:N]: where the weights, KV cache and forward live (off the "
+                        "CPU every linear runs on the kernels pyquant.dispatch picks there: CUDA, Triton)")
     if ctx_flag:
         p.add_argument("-c", "--ctx-size", type=positive_int, default=None, dest="max_seq_len",
                        help="KV cache positions (default: min(model context, 4096))")
@@ -124,7 +127,7 @@ def load_model(args):
 
         _C.set_matmul_act(args.act)
     model = load(args.model, max_seq_len=args.max_seq_len, tp=getattr(args, "tp", None),
-                 split=getattr(args, "split", None))
+                 split=getattr(args, "split", None), device=getattr(args, "device", None))
     if follower(model):   # every rank runs the command; rank 0 alone writes its output
         import os
         import sys

@@ -47,7 +47,7 @@ def open_source(path):
 
 
 def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None = None, tp: int | None = None,
-         split: list[float] | None = None):
+         split: list[float] | None = None, device=None):
     """Load a model: a GGUF file, an AWQ / compressed-tensors int4 or float safetensors directory
     (Hugging Face layout), or an alias such as "smollm2", with weights kept quantized. Returns a
     DecoderModel: .generate(), .forward(), .tokenizer, .config.
@@ -56,13 +56,18 @@ def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None =
     init_process_group): this process holds its 1/tp share of the weights and every call to the
     model must be made on every rank, in the same order (pyquant/parallel/).
     split: a layer split over the same kind of process group, one fraction of the layers per rank
-    ([0.5, 0.5]); the same rules."""
+    ([0.5, 0.5]); the same rules.
+    device: "cpu" (default), "cuda", "cuda:1", a torch.device: the weights are uploaded once, in their
+    quantized format, with the KV cache; prefill and every token run the model's forward there, each
+    linear on the kernels pyquant.dispatch picks for that device (`model.explain()` lists them). On the
+    CPU, tokens run on the C++ step instead."""
     from ..hub import resolve
 
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise PyquantError(f"threads must be a positive integer, got {threads!r}")
         set_threads(threads)
+    device = _check_device(device)
     path = resolve(path_or_alias)
     source = open_source(path)
     arch = source.architecture
@@ -83,12 +88,30 @@ def load(path_or_alias, *, max_seq_len: int | None = None, threads: int | None =
             from ..parallel import LayerSplit
 
             stage = LayerSplit([float(f) for f in split])
-        model = cls(source, source.tokenizer(), max_seq_len=max_seq_len, tp=group, split=stage)
+        model = cls(source, source.tokenizer(), max_seq_len=max_seq_len, tp=group, split=stage, device=device)
     finally:
         source.close()
     del source
     trim_heap()
     return model
+
+
+def _check_device(device):
+    """A torch.device that exists here, or a PyquantError saying why not (before any file is read)."""
+    import torch
+
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise PyquantError(f"device {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PyquantError(f"device={device!r}: torch sees no CUDA device here (torch {torch.__version__}, "
+                           f"CUDA build {torch.version.cuda})")
+    if dev.type not in ("cpu", "cuda", "meta"):
+        raise PyquantError(f"device={device!r}: pyquant runs models on 'cpu' or 'cuda'")
+    return dev
 
 
 def trim_heap() -> None:

@@ -79,11 +79,15 @@ class DecoderModel:
     local_rope_base = None  # RoPE base of the sliding-window layers (None: the model's rope.freq_base)
     mlp_act = "silu"        # the gated MLP's activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU, tanh approximation)
 
-    def __init__(self, source, tokenizer, max_seq_len: int | None = None, tp=None, split=None):
+    def __init__(self, source, tokenizer, max_seq_len: int | None = None, tp=None, split=None, device=None):
         """source: where the weights and hyper-parameters come from, in GGUF names whatever the
         format (pyquant/formats/gguf/source.py describes the interface); tokenizer: its Tokenizer;
         tp: a pyquant.parallel.TensorParallel to hold only this rank's slice of every layer;
-        split: a pyquant.parallel.LayerSplit to hold only this rank's layers (None, None: all)."""
+        split: a pyquant.parallel.LayerSplit to hold only this rank's layers (None, None: all);
+        device: where the weights, the KV cache and every op of the forward live (None: the CPU)."""
+        self.device = torch.device("cpu" if device is None else device)
+        if self.device.type != "cpu" and (tp is not None or split is not None):
+            raise PyquantError(f"device={self.device}: tensor parallelism and layer splits run on the CPU only")
         self.path = source.path
         self.tokenizer = tokenizer
         cfg = read_config(source.metadata, source.architecture, tokenizer.n_vocab, source.path)
@@ -127,7 +131,6 @@ class DecoderModel:
         self.rope_local = self.rope
         if self.local_rope_base is not None:
             self.rope_local = rope_table(self.max_seq_len, cfg.rope_dim, self.local_rope_base)
-        self.cache = KVCache(len(self.layers), cfg.n_kv_heads, cfg.head_dim, self.max_seq_len)
         self.attn_scale = self.attention_scale()
         from .packing import pack_decode_weights
         from .step import TokenStep
@@ -140,7 +143,12 @@ class DecoderModel:
         from . import trim_heap
 
         trim_heap()   # the readers' freed scratch back to the OS before the packed copy is faulted in
-        self.packed_nbytes = pack_decode_weights(self, source.release)   # before TokenStep binds pointers
+        if self.device.type == "cpu":
+            self.packed_nbytes = pack_decode_weights(self, source.release)   # before TokenStep binds pointers
+        else:
+            self.packed_nbytes = 0
+            self._move_to(self.device)
+        self.cache = KVCache(len(self.layers), cfg.n_kv_heads, cfg.head_dim, self.max_seq_len, device=self.device)
         self._step = TokenStep(self)
 
     # ------------------------------------------------------------------ loading
@@ -195,6 +203,30 @@ class DecoderModel:
                      source.vector(p + "ffn_norm.weight", d), gate_up, down, q_norm, k_norm, *post,
                      wo_input=wo_input, window=window, local=local)
 
+    def _move_to(self, device: torch.device) -> None:
+        """Every weight (in its own format: QTensor.to), norm, bias and table onto `device`, once at
+        load. The forward then runs there: its linears through pyquant.dispatch, which picks the
+        kernels serving that device (CUDA, Triton, the torch reference), everything else torch ops."""
+        def mv(t):
+            return None if t is None else t.to(device)
+
+        def lin(x):
+            x.qt, x.bias, x.dense = x.qt.to(device), mv(x.bias), mv(x.dense)
+
+        for L in self.layers:
+            for x in (*L.qkv, L.wo, *L.gate_up, L.down):
+                lin(x)
+            for f in ("attn_norm", "ffn_norm", "q_norm", "k_norm", "attn_post_norm", "ffn_post_norm"):
+                setattr(L, f, mv(getattr(L, f)))
+        if self.output is not None:
+            lin(self.output)
+            self.output_norm = mv(self.output_norm)
+        if self.embed is not None:
+            self.embed = Embedding(self.embed.qt.to(device), self.embed.first, self.embed.vocab_size)
+        local_is_global = self.rope_local is self.rope
+        self.rope = mv(self.rope)
+        self.rope_local = self.rope if local_is_global else mv(self.rope_local)
+
     # ------------------------------------------------------------------ hooks
     def attention_scale(self) -> float:
         """Multiplier of q.k: 1/sqrt(head_dim)."""
@@ -225,7 +257,7 @@ class DecoderModel:
         """[S, d] residual stream entering the first layer (a layer split's later ranks: received)."""
         if self.stage is not None and not self.stage.first:
             return self.stage.receive_residual((ids.numel(), self.config.d_model))
-        x = self.embed(ids)   # tensor parallel: zero rows for the ids another rank holds
+        x = self.embed(ids.to(self.device))   # tensor parallel: zero rows for the ids another rank holds
         if self.tp is not None:
             x = self.tp.all_reduce(x)
         return x * math.sqrt(self.config.d_model) if self.embed_scale else x
@@ -273,8 +305,8 @@ class DecoderModel:
         scores = torch.bmm(qg, k.transpose(1, 2)).mul_(self.attn_scale)  # [Hkv, g*S, T]
         W = window
         if S > 1 or (W and T > W):
-            qpos = torch.arange(start_pos, start_pos + S).repeat(g)           # [g*S]
-            kpos = torch.arange(T)[None, :]
+            qpos = torch.arange(start_pos, start_pos + S, device=q.device).repeat(g)   # [g*S]
+            kpos = torch.arange(T, device=q.device)[None, :]
             masked = kpos > qpos[:, None]                                     # [g*S, T] causal
             if W:                                                             # and the last W only
                 masked |= kpos <= qpos[:, None] - W
@@ -285,9 +317,10 @@ class DecoderModel:
 
     def forward(self, ids, start_pos: int = 0, all_logits: bool = False) -> torch.Tensor:
         """Logits for `ids` (1-D) placed at positions start_pos..; fills the KV cache.
-        Returns [S, vocab] when all_logits else [vocab] for the last position."""
+        Returns [S, vocab] when all_logits else [vocab] for the last position: float32 on the CPU
+        whatever the model's device (sampling and perplexity run there)."""
         with self.lock, torch_single_thread():
-            return self._forward(ids, start_pos, all_logits)
+            return self._forward(ids, start_pos, all_logits).to("cpu", torch.float32)
 
     def _forward(self, ids, start_pos: int, all_logits: bool) -> torch.Tensor:
         cfg = self.config
@@ -303,8 +336,8 @@ class DecoderModel:
         qd, kvd = cfg.q_dim, cfg.kv_dim
         x = self.embed_tokens(ids)                                        # [S, d]
         local_freqs = self.rope_local[start_pos:T]
-        qkv = torch.empty((S, qd + 2 * kvd))
-        gu = torch.empty((S, 2 * cfg.ffn_dim))
+        qkv = torch.empty((S, qd + 2 * kvd), device=self.device)
+        gu = torch.empty((S, 2 * cfg.ffn_dim), device=self.device)
         for i, L in enumerate(self.layers):
             run_linears(L.qkv, self.norm(x, L.attn_norm), qkv)            # [S, qd + 2 kvd]
             q = qkv[:, :qd].view(S, cfg.n_heads, cfg.head_dim)
@@ -358,6 +391,9 @@ class DecoderModel:
         lines = [repr(self),
                  f"activations: {act}{' (= int8x2)' if act == 'auto' else ''} (PYQUANT_MATMUL_ACT / --act); "
                  f"threads: {_C.get_num_threads()}"]
+        if self.device.type != "cpu":
+            lines.append(f"device: {self.device} (weights, KV cache and every op of the forward; each linear "
+                         "on the backend pyquant.dispatch picks, listed below)")
         c, full = self.config, self.full_config
         if self.tp is not None:
             gathered = sum(L.wo_input is not None for L in self.layers)

@@ -34,7 +34,7 @@ class TokenStep:
         self.token = torch.zeros(1, dtype=torch.long)
         self._bind_embedding(model.embed)
         self.native, self.native_reason = build_native(self)
-        if self.native is None and self.native_reason != "PYQUANT_DECODE=python":
+        if self.native is None and self.native_reason != "PYQUANT_DECODE=python" and model.device.type == "cpu":
             import warnings
 
             warnings.warn(f"pyquant: {model.path}: the C++ decode step cannot run this model "
@@ -76,7 +76,7 @@ class TokenStep:
     def step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
         if self.native is None:
-            return self.model._forward([int(token)], pos, False)
+            return self.model._forward([int(token)], pos, False).to("cpu", torch.float32)
         m, token = self.model, int(token)
         m.cache.check(pos, 1)
         if not 0 <= token < m.config.vocab_size:
@@ -121,10 +121,13 @@ def build_native(st: TokenStep):
     import os
 
     from .._ext import _C
+    from ..dispatch import linear_backend
 
     m, cfg = st.model, st.model.config
     if os.environ.get("PYQUANT_DECODE", "").lower() == "python":
         return None, "PYQUANT_DECODE=python"
+    if m.device.type != "cpu":
+        return None, f"the model is on {m.device}: each token runs the forward there"
     if not hasattr(_C, "LlmDecoder"):
         return None, "this build of pyquant._C has no LlmDecoder"
     cls = type(m)
@@ -170,6 +173,9 @@ def build_native(st: TokenStep):
                 qt = lin.qt
                 if qt.data.device.type != "cpu":
                     return None, f"{lin.name}: weight not on the CPU"
+                if linear_backend(qt.qtype, "cpu", 1) != "cpu-direct":   # PYQUANT_BACKEND / _DISABLE
+                    return None, (f"{lin.name}: the dispatcher gives its M=1 matmul to the "
+                                  f"{linear_backend(qt.qtype, 'cpu', 1)} backend, not the CPU kernels")
                 # int4 / int8: their scales (and mins, group size) go with the packed rows
                 fmt = {f: buf(getattr(qt, f)) for f in ("scales", "mins") if getattr(qt, f) is not None}
                 dec.add_linear(slot, i, int(qt.qtype), buf(qt.data), lin.out_features, lin.in_features, bias,

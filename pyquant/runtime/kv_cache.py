@@ -11,12 +11,13 @@ from ..errors import PyquantError
 
 class KVCache:
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_seq_len: int,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, device=None):
         self.max_seq_len = max_seq_len
         # kv: [n_layers, 2 (k, v), n_kv_heads, max_seq_len, head_dim]; a head's positions are
         # contiguous, so attention reads K[:, :T] as plain strided matrices, and K and V of a new
         # token (adjacent in the fused QKV output) go in with one index_copy_.
-        self.kv = torch.empty((n_layers, 2, n_kv_heads, max_seq_len, head_dim), dtype=dtype)
+        self.kv = torch.empty((n_layers, 2, n_kv_heads, max_seq_len, head_dim), dtype=dtype,
+                              device=device)
         self.layer_kv = list(self.kv.unbind(0))  # per-layer views made once, not per step
         self.layer_k = [kv[0] for kv in self.layer_kv]
         self.layer_v = [kv[1] for kv in self.layer_kv]

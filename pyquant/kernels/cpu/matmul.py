@@ -228,15 +228,15 @@ def _fallback(x2d, qt, bias):
 
 
 def linear_path(lin, m: int) -> str:
-    """What a model Linear (pyquant.models.weights.Linear) runs for m rows on the CPU, and why."""
+    """What a model Linear (pyquant.models.weights.Linear) runs for m rows on its weight's device, and why."""
     from ...dispatch import choose, linear_backend, op_for
 
     if lin.dense is not None:
         return f"torch float32 matmul ({lin.qt.qtype.name} weights kept as float)"
-    qt = lin.qt.qtype
-    op, who = op_for(qt), linear_backend(qt, "cpu", m)
+    qt, dev = lin.qt.qtype, lin.qt.data.device.type
+    op, who = op_for(qt), linear_backend(qt, dev, m)
     if who != "cpu-direct":
-        return f"{who}: {choose(op, qt, 'cpu', m).check(op, qt, m)[1]}"
+        return f"{who}: {choose(op, qt, dev, m).check(op, qt, m)[1]}"
     path = _fused_path(op, qt, m)
     gather = ", x gathered through the act-order permutation first" if lin.qt.in_perm is not None else ""
     return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.decode to float32, then torch matmul)") + gather
