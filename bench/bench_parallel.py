@@ -98,7 +98,7 @@ def test_tp2_vs_one_process(benchmark, smollm2):
 def test_where_tp_pays_off(benchmark):
     """All-reduce latency by vector size (gloo's all_reduce vs pyquant's exchange), and the model:
     a Llama-shaped layer of hidden size d holds ~12 d^2 weights (GQA attention 2.5 d^2, FFN of
-    3.5 d: 10.5 d^2), 4.5 bits each = 6.75 d^2 bytes; a decode step reads them once. Over 2 hosts
+    3.5 d: 10.5 d^2), 4.5 bits each = 6.75 d^2 bytes; a token step reads them once. Over 2 hosts
     of bandwidth B each, TP saves half of that read per layer and pays 2 all-reduces of d floats:
     it pays off when 6.75 d^2 / (2 B) > 2 lat(d)."""
     lat = benchmark.pedantic(_latency, rounds=1, iterations=1)

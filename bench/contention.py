@@ -4,8 +4,8 @@ at all threads (and llama.cpp's llama-bench the same way, alternately, when --ll
     python bench/contention.py smollm2 [--busy 2] [--rounds 2] [--llama-bin DIR]
 
 Issue #9 measured 2 threads at 2.6-26 tok/s against 29-54 for 1 thread under such load: threads that
-meet ~150 times per token wait for a partner the OS has descheduled. The decode step now sleeps
-after a short spin and runs a token on 1 thread when that has been faster lately (LlmDecoder's
+meet ~150 times per token wait for a partner the OS has descheduled. The token step now sleeps
+after a short spin and runs a token on 1 thread when that has been faster lately (LlmStep's
 governor); `PYQUANT_ADAPTIVE_THREADS=0` is the fixed-thread-count baseline, printed beside it.
 The busy processes are this script's children and die with it (and after --max-seconds anyway).
 """

@@ -5,7 +5,7 @@ side with llama.cpp's own distance on the same file (issue #9: choose defaults f
                              [--llama-bin DIR]   # a llama.cpp build with llama-perplexity
 
 pyquant: each chunk of `ctx` tokens (llama-perplexity's chunking, pyquant/runtime/perplexity.py) runs
-through the decode step one token at a time, the path generation takes (a whole-chunk prefill of
+through the token step one token at a time, the path generation takes (a whole-chunk prefill of
 > 48-96 rows would take the float GEMM and measure nothing), once per mode: float (weights decoded
 to float, the reference), int8 (one pass, llama.cpp's Q8 activations), int8x2 (the default: int8 +
 its int8 residual). Scored like llama-perplexity: positions ctx/2 .. ctx-2 of every chunk.
@@ -32,8 +32,8 @@ from pyquant._ext import _C
 
 
 def step_logits(model, chunk: list[int]) -> torch.Tensor:
-    """[len(chunk), vocab] float64 logits, one decode step per token from an empty cache."""
-    out = [model.decode_step(t, p).double().clone() for p, t in enumerate(chunk)]
+    """[len(chunk), vocab] float64 logits, one token step per token from an empty cache."""
+    out = [model.step(t, p).double().clone() for p, t in enumerate(chunk)]
     return torch.stack(out)
 
 

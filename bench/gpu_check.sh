@@ -39,7 +39,7 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -Dpybind11_DIR="$PYBI
   && cp -f "$BUILD"/_C*.so pyquant/ \
   || { tail -40 "$OUT/build.log"; stamp "BUILD FAILED"; exit 1; }
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-python3 -c "import pyquant._C_cuda as m; print('CUDA decoders:', len(m.decoder_types()), 'devices:', m.device_count())"
+python3 -c "import pyquant._C_cuda as m; print('CUDA dequantizers:', len(m.dequant_types()), 'devices:', m.device_count())"
 
 stamp "tests on CUDA tensors"
 PYQUANT_TRITON_AUTOTUNE=0 timeout 260 python3 -m pytest tests/test_cuda_build.py tests/test_triton_kernels.py \

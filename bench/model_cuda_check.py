@@ -5,7 +5,7 @@
    float activations: 16-token prefill logits within 1e-3 of the logits' range, and 16 greedy tokens
    equal.
 2. Speed: a synthetic Llama-shaped stack (d 2048, 8 layers, FFN 5632, Q8_0 or Q4_K) on CUDA:
-   prefill of 64 tokens and a decode step (the model's forward, one token), against torch bf16
+   prefill of 64 tokens and a token step (the model's forward, one token), against torch bf16
    matmuls of the same linears' dequantized weights in the same run (the linears' share of a bf16
    model's step: a floor for it), and as weight bytes per token / time.
 
@@ -66,7 +66,7 @@ def bench_stack(tmp: Path, qtype: str) -> None:
     ids = list(range(64))
     pp = _cuda_time(lambda: m.forward(ids, 0), 5)
     m.forward(ids, 0)
-    tg = _cuda_time(lambda: m.decode_step(7, 64), 20)
+    tg = _cuda_time(lambda: m.step(7, 64), 20)
     lins = [m.output] + [lin for L in m.layers for lin in (*L.qkv, L.wo, *L.gate_up, L.down)]
     dense = [lin.qt.dequantize(torch.bfloat16) for lin in lins]   # on the GPU already
     x1 = torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16)

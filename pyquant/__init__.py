@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "dequantize": "pyquant.decode",
+    "dequantize": "pyquant.dequant",
     "quantize": "pyquant.quantization",
     "GGUFReader": "pyquant.formats.gguf",
     "GGUFWriter": "pyquant.formats.gguf",

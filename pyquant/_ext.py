@@ -19,8 +19,8 @@ def num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Threads for pyquant's CPU kernels (its own pool, separate from torch's); n <= 0 restores the
-    default (PYQUANT_NUM_THREADS, else torch.get_num_threads() at import). The decode step may still
-    run a token on 1 thread when that has been faster lately (a busy machine: see LlmDecoder.governor)."""
+    default (PYQUANT_NUM_THREADS, else torch.get_num_threads() at import). The token step may still
+    run a token on 1 thread when that has been faster lately (a busy machine: see LlmStep.governor)."""
     _C.set_num_threads(int(n))
 
 

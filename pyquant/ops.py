@@ -31,7 +31,7 @@ def _run(op: str, qtype: int, x: torch.Tensor, n: int, k: int, *args) -> torch.T
         raise KernelError(f"{op}: x has {x.shape[-1]} features in its last dim, the weight expects {k}")
     if x.dtype not in _X_DTYPES:
         raise KernelError(f"{op}: x dtype {x.dtype} not supported (float32, float16, bfloat16)")
-    flat = x.dim() == 2 and x.is_contiguous()  # the decode-step case: no reshapes (~2 us each)
+    flat = x.dim() == 2 and x.is_contiguous()  # the token-step case: no reshapes (~2 us each)
     x2 = x if flat else x.reshape(-1, k).contiguous()
     fn = dispatch.choose(op, qtype, x.device.type, x2.shape[0]).impl[op]
     y = fn(x2, *args)

@@ -2,7 +2,7 @@
 only.
 
 Written separately from pyquant.models: weights are read and dequantized by the `gguf` package
-(not pyquant's reader or decoders), RoPE is applied in each architecture's own pairing (no row
+(not pyquant's reader or dequantizers), RoPE is applied in each architecture's own pairing (no row
 permutation), GQA by repeating K/V heads, attention as a plain masked softmax over the whole
 sequence (no KV cache). Every value in float64 unless `dtype` says otherwise.
 """

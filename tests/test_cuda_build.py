@@ -1,14 +1,14 @@
 """The CUDA side without and with a GPU.
 
 Always (CPU-only CI included):
-- the GEMV's chunk decoders (csrc/cuda/chunk_decode.cuh, host+device code) compiled for the host and
+- the GEMV's chunk dequantizers (csrc/cuda/chunk_dequant.cuh, host+device code) compiled for the host and
   compared bit for bit with gguf.quants.dequantize on random blocks (NaN / inf scales included);
 - pyquant._C_cuda, when this build has it: its kernel list and its argument validation (bad shapes,
   sizes, host pointers -> KernelError, never a crash) work without a GPU;
 - when nvcc exists but the module was not built (tools/dev_build.sh builds CPU-only by default):
   the CUDA sources compile (front end + NVVM to PTX for sm_80, no ptxas: seconds, not minutes).
 With a GPU (torch.cuda.is_available()): the full correctness suite on CUDA tensors — every CUDA
-decoder bit-exact with gguf, the GEMV and the dequant+cuBLAS path for every GEMV type and int4 /
+dequantizer bit-exact with gguf, the GEMV and the dequant+cuBLAS path for every GEMV type and int4 /
 int8 within a rounding-error bound of float64 (odd K, M from 1 to 33, every x dtype, bias), the
 Triton kernels on CUDA tensors, and dispatch through pyquant.ops.
 """
@@ -63,7 +63,7 @@ def chunk_dump(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", TYPES)
-def test_gemv_chunk_decoders_match_gguf(chunk_dump, tmp_path, name):
+def test_gemv_chunk_dequantizers_match_gguf(chunk_dump, tmp_path, name):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     qk = gguf.GGML_QUANT_SIZES[_gt(name)][0]
     raw = raw_blocks(rng, name, 64, qk)  # 64 blocks, every bit pattern
@@ -81,15 +81,15 @@ def test_gemv_chunk_decoders_match_gguf(chunk_dump, tmp_path, name):
 
 @needs_module
 def test_module_lists_kernels():
-    decoders = set(_C_cuda.decoder_types())
+    dequantizers = set(_C_cuda.dequant_types())
     from pyquant.qtypes import QType
 
     from pyquant.qtypes import REGISTRY, Kind
 
-    # every quantized ggml type of the registry has a CUDA decoder, with the registry's geometry
+    # every quantized ggml type of the registry has a CUDA dequantizer, with the registry's geometry
     want = {int(t) for t, i in REGISTRY.items() if int(t) < 1000 and i.kind not in (Kind.FLOAT, Kind.INTEGER)}
-    assert want <= decoders, sorted(want - decoders)
-    for tid, qk, ts in _C_cuda.decoder_geometry():
+    assert want <= dequantizers, sorted(want - dequantizers)
+    for tid, qk, ts in _C_cuda.dequant_geometry():
         info = REGISTRY[QType(tid)]
         assert (qk, ts) == (info.block_size, info.type_size), QType(tid).name
     for name in TYPES:
@@ -101,13 +101,13 @@ def test_module_lists_kernels():
 def test_module_validates_before_touching_memory():
     """Wrong sizes / shapes / dtypes and host pointers are refused on the host, without a GPU."""
     with pytest.raises(KernelError, match="multiple of the block size"):
-        _C_cuda.decode(8, 1 << 20, 34, 1 << 21, 128, "float32", 1, 48)
+        _C_cuda.dequantize(8, 1 << 20, 34, 1 << 21, 128, "float32", 1, 48)
     with pytest.raises(KernelError, match="needs"):
-        _C_cuda.decode(8, 1 << 20, 33, 1 << 21, 128, "float32", 1, 32)
+        _C_cuda.dequantize(8, 1 << 20, 33, 1 << 21, 128, "float32", 1, 32)
     with pytest.raises(KernelError, match="overflows"):
-        _C_cuda.decode(8, 1 << 20, 1 << 40, 1 << 21, 1 << 40, "float32", 1 << 62, 1 << 40)
+        _C_cuda.dequantize(8, 1 << 20, 1 << 40, 1 << 21, 1 << 40, "float32", 1 << 62, 1 << 40)
     with pytest.raises(KernelError, match="dtype"):
-        _C_cuda.decode(8, 1 << 20, 34, 1 << 21, 128, "int8", 1, 32)
+        _C_cuda.dequantize(8, 1 << 20, 34, 1 << 21, 128, "int8", 1, 32)
     with pytest.raises(KernelError, match="no CUDA GEMV"):
         _C_cuda.gguf_gemv(16, 1, 66, 1, 256, 16, 1024, "float32", 1, 16, 4, 0, 0)
     with pytest.raises(KernelError, match="K=40"):
@@ -119,13 +119,13 @@ def test_module_validates_before_touching_memory():
     # valid sizes, but a host address: rejected by the pointer check, not a crash
     buf = np.zeros(1024, dtype=np.uint8)
     with pytest.raises(KernelError, match="pointer|CUDA"):
-        _C_cuda.decode(8, buf.ctypes.data, 34, buf.ctypes.data + 64, 128, "float32", 1, 32)
+        _C_cuda.dequantize(8, buf.ctypes.data, 34, buf.ctypes.data + 64, 128, "float32", 1, 32)
 
 
 @pytest.mark.skipif(_C_cuda is not None or _nvcc() is None, reason="module built, or no nvcc")
 def test_cuda_sources_compile(tmp_path):
     """Every .cu except the two big GEMV instantiation units (their template is compiled through
-    gemv_int.cu, their chunk decoders by the host test above): ~30 s instead of minutes."""
+    gemv_int.cu, their chunk dequantizers by the host test above): ~30 s instead of minutes."""
     nvcc = _nvcc()
     heavy = {"gemv_legacy.cu", "gemv_kquant.cu"}
     for src in sorted(glob.glob(str(ROOT / "csrc" / "cuda" / "*.cu"))):
@@ -154,13 +154,13 @@ def _check(y, x, w64, bias, dtype):
 
 
 @needs_gpu
-def test_gpu_decode_every_type_bit_exact():
+def test_gpu_dequantize_every_type_bit_exact():
     from pyquant.kernels.cuda import matmul as cm
     from pyquant.qtypes import QType
 
     rng = np.random.default_rng(0)
     checked = []
-    for tid in _C_cuda.decoder_types():
+    for tid in _C_cuda.dequant_types():
         name = QType(tid).name
         try:
             gt = _gt(name)
@@ -173,7 +173,7 @@ def test_gpu_decode_every_type_bit_exact():
             with np.errstate(all="ignore"):
                 ref = gguf.quants.dequantize(raw, gt).astype(np.float32)
         except (NotImplementedError, ValueError):
-            continue  # gguf-py has no decoder for this one (Q8_1)
+            continue  # gguf-py has no dequantizer for this one (Q8_1)
         data = torch.from_numpy(raw).to(DEV)
         out = cm.dequantize(data, name, rows, cols, torch.float32).cpu().numpy()
         np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32), err_msg=name)
@@ -242,7 +242,7 @@ def test_gpu_rejects_host_tensors_and_other_devices():
     with pytest.raises(KernelError, match="device memory|not a CUDA pointer"):
         host = torch.zeros(34, dtype=torch.uint8).pin_memory()
         out = torch.empty(32, device=DEV)
-        _C_cuda.decode(8, host.data_ptr(), 34, out.data_ptr(), 128, "float32", 1, 32, 0)
+        _C_cuda.dequantize(8, host.data_ptr(), 34, out.data_ptr(), 128, "float32", 1, 32, 0)
 
 
 @needs_gpu

@@ -134,7 +134,7 @@ def test_exl2_directory_runs_like_transformers(tmp_path, family, float_activatio
         ref = oracle(torch.tensor([ids])).logits[0].double()
     got = m.forward(ids, 0, all_logits=True).double()
     assert float(((got - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-4
-    steps = torch.stack([m.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    steps = torch.stack([m.step(t, p).double().clone() for p, t in enumerate(ids)])
     assert float(((steps - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-4
     prompt, seq = ids[:6], list(ids[:6])
     with torch.no_grad():

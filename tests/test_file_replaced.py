@@ -54,7 +54,7 @@ def test_awq_directory_truncated_under_a_loaded_model(tmp_path):
 
 
 def test_packing_is_exact(tmp_path, smollm2_path, monkeypatch):
-    """The packed copy (huge pages, decode order, fused QKV / gate-up copies larger than one 4 MiB
+    """The packed copy (huge pages, step order, fused QKV / gate-up copies larger than one 4 MiB
     copy slice) computes exactly what the file mapping does: a pure Q8_0 SmolLM2, whose gate-up
     copies are 1.9 MB and QKV 0.6 MB, against PYQUANT_PACK_WEIGHTS=0."""
     import torch

@@ -74,5 +74,5 @@ def test_cpp_step_equals_forward(model, act):
     act("float")
     ids = model.tokenizer.encode("The capital of France is Paris, and the capital of Germany is")
     ref = model.forward(ids, 0, all_logits=True).double()
-    steps = torch.stack([model.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    steps = torch.stack([model.step(t, p).double().clone() for p, t in enumerate(ids)])
     assert float(((steps - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-4

@@ -62,7 +62,7 @@ def test_prefill_logits_exact_with_float_activations(model, reference, float_act
     ref = reference.forward(ids)
     assert ours.shape == ref.shape
     assert float((ours - ref).abs().max()) < 1e-3
-    step = model.decode_step(int(ref[-1].argmax()), len(ids)).double()
+    step = model.step(int(ref[-1].argmax()), len(ids)).double()
     ref2 = reference.forward(ids + [int(ref[-1].argmax())])[-1]
     assert float((step - ref2).abs().max()) < 1e-3
 
@@ -96,31 +96,31 @@ def _greedy(model, n):
     logits = model.forward(ours, 0)
     for _ in range(n):
         ours.append(int(logits.argmax()))
-        logits = model.decode_step(ours[-1], len(ours) - 1)
+        logits = model.step(ours[-1], len(ours) - 1)
     return ours
 
 
-def test_greedy_decode_matches_reference_float_activations(model, reference_greedy, float_activations):
+def test_greedy_generation_matches_reference_float_activations(model, reference_greedy, float_activations):
     assert _greedy(model, 8) == reference_greedy
     assert "Paris" in model.tokenizer.decode(reference_greedy[5:])
 
 
-def test_greedy_decode_matches_reference_default_activations(model, reference_greedy):
+def test_greedy_generation_matches_reference_default_activations(model, reference_greedy):
     assert _greedy(model, 8) == reference_greedy
 
 
-def test_greedy_decode_matches_reference_int8_activations(model, reference_greedy, int8_activations):
+def test_greedy_generation_matches_reference_int8_activations(model, reference_greedy, int8_activations):
     # 8-bit activation noise flips a near-tie at the 6th token ("The answer" / "The United"), as it
     # would in llama.cpp: the first 5 tokens must agree.
     assert _greedy(model, 5) == reference_greedy[:10]
 
 
-def test_decode_step_equals_batched_forward(model, float_activations):
-    """The GEMV decode path and the batched path compute the same function of the same cache
+def test_step_equals_batched_forward(model, float_activations):
+    """The GEMV step path and the batched path compute the same function of the same cache
     (float activations: with int8 ones, kernels for different M may round differently)."""
     ids = model.tokenizer.encode("One two three four five six")
     model.forward(ids[:-1], 0)
-    step = model.decode_step(ids[-1], len(ids) - 1).clone()
+    step = model.step(ids[-1], len(ids) - 1).clone()
     full = model.forward(ids, 0, all_logits=True)[-1]
     assert float((step - full).abs().max()) < 2e-3 * float(full.abs().max())
 
@@ -140,9 +140,9 @@ def test_bad_token_ids(model):
     with pytest.raises(pyquant.PyquantError):
         model.forward(list(range(300)))   # beyond max_seq_len = 256
     with pytest.raises(pyquant.PyquantError):
-        model.decode_step(49152, 0)       # would index past the embedding table
+        model.step(49152, 0)       # would index past the embedding table
     with pytest.raises(pyquant.PyquantError):
-        model.decode_step(-1, 0)
+        model.step(-1, 0)
 
 
 def test_peak_rss_within_file_size_plus_300mb(smollm2_path):
@@ -231,7 +231,7 @@ def test_tiny_synthetic_models_match_reference(tmp_path, arch, biases, tied, qk_
     assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
     m.forward(ids[:-1], 0)
     assert m._step.mode == "native"   # the C++ step (biases, permuted Q/K rows, tied output)
-    step = m.decode_step(ids[-1], len(ids) - 1).double()
+    step = m.step(ids[-1], len(ids) - 1).double()
     assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
     one = m.forward([ids[-1]], len(ids) - 1).double()          # the forward's own one-token step
     assert float((one - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
@@ -255,12 +255,12 @@ def test_tiny_gemma3_matches_reference(tmp_path, float_activations):
     ours = m.forward(ids, 0, all_logits=True).double()
     assert float((ours - ref).abs().max()) < 1e-3 * float(ref.abs().max())
     m.forward(ids[:-1], 0)
-    step = m.decode_step(ids[-1], len(ids) - 1).double()
+    step = m.step(ids[-1], len(ids) - 1).double()
     assert float((step - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
     one = m.forward([ids[-1]], len(ids) - 1).double()
     assert float((one - ref[-1]).abs().max()) < 1e-3 * float(ref.abs().max())
     # every position through the C++ step (windows sliding past the start, local/global layers)
-    steps = torch.stack([m.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    steps = torch.stack([m.step(t, p).double().clone() for p, t in enumerate(ids)])
     assert float((steps - ref).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
@@ -288,13 +288,13 @@ def test_python_step_fallback_warns_and_explains(tmp_path, monkeypatch):
 
     monkeypatch.setitem(ARCHITECTURES, "llama", OwnNorm)
     path = _write_tiny_model(tmp_path / "llama.gguf", "llama", biases=False, tied=True)
-    with pytest.warns(RuntimeWarning, match="C\\+\\+ decode step cannot run this model .OwnNorm overrides the norm"):
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ token step cannot run this model .OwnNorm overrides the norm"):
         m = pyquant.load(path, max_seq_len=32)
     assert m._step.mode == "python"
     text = m.explain(8)
-    assert "decode step: python" in text and "OwnNorm overrides the norm" in text
+    assert "token step: python" in text and "OwnNorm overrides the norm" in text
     assert "attn_qkv" in text and "output" in text and "gemv" in text
-    monkeypatch.setenv("PYQUANT_DECODE", "python")
+    monkeypatch.setenv("PYQUANT_STEP", "python")
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # asked for: no warning
         assert pyquant.load(path, max_seq_len=32)._step.mode == "python"
@@ -326,7 +326,7 @@ def test_generic_int4_int8_weights_in_every_path(tmp_path, monkeypatch, fmt, flo
     assert len(m.layers[0].gate_up) == 1
     ids = list(range(40, 56))
     fwd = m.forward(ids, 0, all_logits=True).double()
-    steps = torch.stack([m.decode_step(t, p).double().clone() for p, t in enumerate(ids)])
+    steps = torch.stack([m.step(t, p).double().clone() for p, t in enumerate(ids)])
     assert float(((steps - fwd).norm(dim=-1) / fwd.norm(dim=-1)).max()) < 1e-4
     one = torch.stack([m.forward([t], p).double() for p, t in enumerate(ids)])
     assert float(((one - fwd).norm(dim=-1) / fwd.norm(dim=-1)).max()) < 1e-4

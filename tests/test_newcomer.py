@@ -157,4 +157,4 @@ def test_kernels_says_why_gpu_backends_are_missing():
 def test_run_verbose_explains_the_paths(smollm2_path):
     out = _pyquant("run", "smollm2", "-p", README_PROMPT, "-n", "2", "-v")
     assert out.returncode == 0, out.stderr
-    assert "decode step: native" in out.stderr and "avx2/gemv-int8x2" in out.stderr, out.stderr
+    assert "token step: native" in out.stderr and "avx2/gemv-int8x2" in out.stderr, out.stderr

@@ -16,7 +16,7 @@ from pyquant._ext import _C
 from pyquant.qtensor import QTensor
 from pyquant.qtypes import QType
 
-HAS_REF_DECODE = importlib.util.find_spec("pyquant.kernels.reference.decode") is not None
+HAS_REF_DECODE = importlib.util.find_spec("pyquant.kernels.reference.dequant") is not None
 FLOATS = (QType.F32, QType.F16, QType.BF16)
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -26,8 +26,8 @@ def _needs(qt: QType, backend: str):
     if qt in FLOATS:
         return
     if backend == "reference" and not HAS_REF_DECODE:
-        pytest.skip("pyquant.kernels.reference.decode (torch decoders) not merged yet")
-    if backend == "cpu" and not _C.has_decoder(int(QType.Q4_0)) and not hasattr(_C, "gguf_matmul"):
+        pytest.skip("pyquant.kernels.reference.dequant (torch decoders) not merged yet")
+    if backend == "cpu" and not _C.has_dequantizer(int(QType.Q4_0)) and not hasattr(_C, "gguf_matmul"):
         pytest.skip("_C decoders / fused matmul not merged yet")
 
 

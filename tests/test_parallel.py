@@ -158,7 +158,7 @@ def _reference(model, float_act: bool):
             m = pyquant.load(model, max_seq_len=64)
         ids = [i % m.config.vocab_size for i in IDS]
         prefill = m.forward(ids, 0, all_logits=True).clone()
-        steps = torch.stack([m.decode_step(t, len(ids) + p).clone() for p, t in enumerate(ids[:6])])
+        steps = torch.stack([m.step(t, len(ids) + p).clone() for p, t in enumerate(ids[:6])])
         greedy = m.generate(ids, max_new_tokens=12, temperature=0)
     finally:
         _C.set_matmul_act(before)

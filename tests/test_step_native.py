@@ -1,4 +1,4 @@
-"""The C++ token step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) against the model's own forward run one
+"""The C++ token step (_C.LlmStep, csrc/cpu/llm_ops.cpp) against the model's own forward run one
 token at a time (pyquant/models/decoder.py: the one Python definition of the block) on the same
 model and cache, on both ISAs, plus its input validation.
 
@@ -171,12 +171,12 @@ def test_native_position_checked(model):
     from pyquant.errors import KernelError
 
     with pytest.raises(PyquantError):
-        model.decode_step(1, model.max_seq_len)       # the cache check in Python
+        model.step(1, model.max_seq_len)       # the cache check in Python
     with pytest.raises(KernelError):
         model._step.native.step(model.max_seq_len)  # and in C++
 
 
-def test_decoder_validates_inputs():
+def test_dequantizer_validates_inputs():
     from pyquant._ext import _C
     from pyquant.errors import KernelError
 
@@ -184,9 +184,9 @@ def test_decoder_validates_inputs():
         with pytest.raises(KernelError):
             fn(*a)
 
-    err(_C.LlmDecoder, 2, 64, 3, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)   # heads not a multiple of kv heads
-    err(_C.LlmDecoder, 2, 64, 4, 2, 16, 18, 128, 100, 16, 1e-5, 0.25)   # rope_dim > head_dim
-    dec = _C.LlmDecoder(1, 64, 4, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)
+    err(_C.LlmStep, 2, 64, 3, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)   # heads not a multiple of kv heads
+    err(_C.LlmStep, 2, 64, 4, 2, 16, 18, 128, 100, 16, 1e-5, 0.25)   # rope_dim > head_dim
+    dec = _C.LlmStep(1, 64, 4, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)
     w = torch.zeros(128 * 64 * 20 // 32, dtype=torch.uint8).numpy()    # Q4_1 [128, 64] needs 5120 bytes
     err(dec.add_linear, "qkv", 0, 3, w[:-1], 128, 64)                    # short weight
     err(dec.add_linear, "qkv", 1, 3, w, 128, 64)                         # layer out of range

@@ -113,7 +113,7 @@ def test_matmul_bit_identical_across_thread_counts(fmt):
 
 
 def test_model_bit_identical_across_thread_counts(smollm2_path):
-    """The prefill and every C++ decode step give the same logits at 1 and 2 threads (the step's
+    """The prefill and every C++ token step give the same logits at 1 and 2 threads (the step's
     governor switches between them at run time, so generation must not depend on it)."""
     import pyquant
 
@@ -125,7 +125,7 @@ def test_model_bit_identical_across_thread_counts(smollm2_path):
             pyquant.set_num_threads(t)
             m = pyquant.load(smollm2_path, max_seq_len=32)
             outs.append((m.forward(ids, 0, all_logits=True).clone(),
-                         torch.stack([m.decode_step(tok, p).clone() for p, tok in enumerate(ids)])))
+                         torch.stack([m.step(tok, p).clone() for p, tok in enumerate(ids)])))
     finally:
         pyquant.set_num_threads(before)
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])

@@ -4,7 +4,7 @@ with RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set, as torchrun would).
     python tp_child.py MODEL OUT.pt [--die-after-load] [--split F0,F1,...]
 
 Loads MODEL with tp=WORLD_SIZE (or the layer split) and saves, from every rank: the prefill logits of a fixed prompt,
-the decode-step logits that follow, a greedy and a seeded sampled generation.
+the token-step logits that follow, a greedy and a seeded sampled generation.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def main(model_path: str, out: str, die: bool, split) -> None:
             os._exit(3)
     ids = [i % m.config.vocab_size for i in IDS]
     prefill = m.forward(ids, 0, all_logits=True).clone()
-    steps = torch.stack([m.decode_step(t, len(ids) + p).clone() for p, t in enumerate(ids[:6])])
+    steps = torch.stack([m.step(t, len(ids) + p).clone() for p, t in enumerate(ids[:6])])
     greedy = m.generate(ids, max_new_tokens=12, temperature=0)
     sampled = m.generate(ids, max_new_tokens=12, temperature=0.8, top_k=20)   # seed: rank 0's, shared
     torch.save({"rank": m.group.rank, "mode": m._step.mode, "layers": len(m.layers), "explain": m.explain(8),

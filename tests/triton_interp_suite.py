@@ -2,7 +2,7 @@
 a child process with TRITON_INTERPRET=1 (the variable must be set before triton is imported: triton
 decorates its own library functions at import), so nothing of it leaks into other tests.
 
-Decode: bit-exact (every bit, NaN payloads included) with gguf.quants.dequantize on random block
+Dequantize: bit-exact (every bit, NaN payloads included) with gguf.quants.dequantize on random block
 bytes, and with pyquant's torch reference. Matmul: within a rounding-error bound of float64
 (tests/_gguf_random.bound), tight enough to catch a single flipped quant bit.
 """
@@ -42,7 +42,7 @@ def _qk(name):
 
 
 @pytest.mark.parametrize("name", TYPES)
-def test_decode_bit_exact_with_gguf(tops, name):
+def test_dequantize_bit_exact_with_gguf(tops, name):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     qk = _qk(name)
     rows, cols = 3, 2 * qk if qk == 256 else 8 * qk
@@ -56,7 +56,7 @@ def test_decode_bit_exact_with_gguf(tops, name):
 
 @pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "IQ4_NL"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_decode_half_outputs_round_like_torch(tops, name, dtype):
+def test_dequantize_half_outputs_round_like_torch(tops, name, dtype):
     rng = np.random.default_rng(7)
     qk = _qk(name)
     raw = raw_blocks(rng, name, 2, 2 * qk)
@@ -68,14 +68,14 @@ def test_decode_half_outputs_round_like_torch(tops, name, dtype):
     assert torch.equal(torch.isnan(out), torch.isnan(ref))
 
 
-def test_decode_matches_pyquant_reference(tops):
-    ref_mod = pytest.importorskip("pyquant.kernels.reference.decode")
+def test_dequantize_matches_pyquant_reference(tops):
+    ref_mod = pytest.importorskip("pyquant.kernels.reference.dequant")
     from pyquant.qtypes import QType
 
     rng = np.random.default_rng(3)
     checked = 0
     for name in TYPES:
-        fn = ref_mod.DECODERS.get(QType[name])
+        fn = ref_mod.DEQUANTIZERS.get(QType[name])
         if fn is None:
             continue
         qk = _qk(name)
@@ -296,8 +296,8 @@ def test_tiny_model_generates_through_triton_when_forced_at_load(tmp_path, monke
         assert tri._step.mode == "python"
         assert "triton" in tri.explain(4)
         got = tri.generate([40, 41, 42, 43], max_new_tokens=6)
-        step_cpu = cpu.decode_step(44, 4).double()
-        step_tri = tri.decode_step(44, 4).double()
+        step_cpu = cpu.step(44, 4).double()
+        step_tri = tri.step(44, 4).double()
     finally:
         _C.set_matmul_act(before)
     assert got == want
@@ -324,7 +324,7 @@ def test_awq_directory_end_to_end_through_triton(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype,qt", [(torch.float16, 1), (torch.bfloat16, 30), (torch.float32, 0)])
-def test_float_weights_decode_exactly(tops, dtype, qt):
+def test_float_weights_dequantize_exactly(tops, dtype, qt):
     """F16 / BF16 / F32 weights (AWQ checkpoints keep lm_head and embeddings in them) decode to
     exactly torch's float32 conversion, infinities and NaNs included."""
     w = torch.randn(6, 40).to(dtype)

@@ -5,7 +5,7 @@
 #      build/asan and places it in a copy of the package (build/asan/site/pyquant),
 #   2. runs the tests that drive the C++ code hardest against that copy, with the sanitizer runtimes
 #      preloaded into Python: the thread pool stress, the GGUF reader and its fuzz (fixed seed),
-#      the CPU kernels, the C++ decode step, the runner on tiny models, AWQ / EXL2 readers and the
+#      the CPU kernels, the C++ token step, the runner on tiny models, AWQ / EXL2 readers and the
 #      input-validation cases. Any sanitizer report aborts the run (halt_on_error / abort_on_error).
 # Usage: tools/sanitize.sh [extra pytest args]   (~8 min on 2 cores: 1.5 to build, 6.5 to test;
 # 719 tests, 0 reports on 2026-12-06)
@@ -37,6 +37,6 @@ export PYQUANT_SANITIZED=1
 python3 -P -c "import pyquant._ext as e; f = e._C.__file__; print('sanitized _C:', f); assert 'asan' in f, f"
 trap 'status=$?; for f in "$REPORTS"/*; do [ -e "$f" ] && { echo "== $f"; cat "$f"; }; done; exit $status' EXIT
 python3 -P -m pytest -q -p no:cacheprovider -x -rfE \
-  tests/test_threadpool.py tests/test_gguf_reader.py tests/test_gguf_fuzz.py tests/test_decode.py \
+  tests/test_threadpool.py tests/test_gguf_reader.py tests/test_gguf_fuzz.py tests/test_dequantize.py \
   tests/test_cpu_matmul.py tests/test_step_native.py tests/test_model.py tests/test_input_validation.py \
   tests/test_awq.py tests/test_exl2.py tests/test_parallel.py -k "not peak_rss and not smollm2_awq" "$@"

@@ -1,6 +1,6 @@
 // The Q4_K / Q5_K packing of eight 6-bit scales and eight 6-bit mins into 12 bytes (ggml's
-// get_scale_min_k4), written once for every path that reads it: the scalar and AVX2 decoders and
-// GEMV unpackers, the fused AVX2 kernels, the CUDA chunk decoders and the quantizers' round trip.
+// get_scale_min_k4), written once for every path that reads it: the scalar and AVX2 dequantizers and
+// GEMV unpackers, the fused AVX2 kernels, the CUDA chunk dequantizers and the quantizers' round trip.
 //   bytes 0..3: scale j (j < 4) in bits 0..5, bits 4..5 of scale j+4 in bits 6..7
 //   bytes 4..7: min j (j < 4) in bits 0..5, bits 4..5 of min j+4 in bits 6..7
 //   bytes 8..11: scale j+4 bits 0..3 (low nibble), min j+4 bits 0..3 (high nibble)

@@ -1,4 +1,4 @@
-// Small vector kernels of the runner's C++ decode step (llm_ops.cpp): RMSNorm, softmax, SiLU*mul,
+// Small vector kernels of the runner's C++ token step (llm_ops.cpp): RMSNorm, softmax, SiLU*mul,
 // attention dots. Declarations only: the AVX2 bodies live in avx2/llm_avx2.cpp (built with
 // -mavx2 -mfma, called only when active_isa() == Isa::Avx2); llm_ops.cpp has the portable ones.
 #pragma once

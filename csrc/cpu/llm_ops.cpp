@@ -1,4 +1,4 @@
-// The runner's decode step in C++: one call per token runs every layer (RMSNorm, QKV GEMV, RoPE,
+// The runner's token step in C++: one call per token runs every layer (RMSNorm, QKV GEMV, RoPE,
 // KV-cache write, grouped-query attention, output projection + residual, RMSNorm, gate/up GEMV,
 // SiLU*up, down projection + residual) and the output head, with no Python or torch op between
 // them. The Python step it replaced (since removed: its fallback is now the model forward) spent ~1 ms per SmolLM2 token on
@@ -21,9 +21,9 @@
 // Tried and not kept: prefetching a thread's next GEMV rows while it spins at the barrier
 // (16 / 64 KiB: 5.14-5.44 vs 5.24-5.29 ms p10 per step, inside the noise).
 //
-// Safety: Python hands raw pointers with byte sizes once (`LlmDecoder.add_linear`, `set_*`);
+// Safety: Python hands raw pointers with byte sizes once (`LlmStep.add_linear`, `set_*`);
 // every size is checked against what step() will touch, and step() checks the position. The
-// Python side keeps the tensors alive for the decoder's lifetime (pyquant/models/step.py).
+// Python side keeps the tensors alive for the step's lifetime (pyquant/models/step.py).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -60,7 +60,7 @@ using mm::XQRow;
 
 int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  PQ_CHECK(a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, &r), "LlmDecoder: ", what, " overflows");
+  PQ_CHECK(a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, &r), "LlmStep: ", what, " overflows");
   return r;
 }
 
@@ -144,7 +144,7 @@ const char* const kPhaseNames[kNumPhases] = {"norm", "act_quant", "qkv", "rope_k
                                              "gate_up", "silu_mul", "down", "output_head", "all_reduce"};
 
 // A C-contiguous buffer (a numpy array, memoryview, ... anything with the buffer protocol) that
-// the decoder reads (weights, norms, RoPE) or writes (KV cache, x, logits). The decoder keeps a
+// the step reads (weights, norms, RoPE) or writes (KV cache, x, logits). The step keeps a
 // reference to the object for as long as it lives, so the memory cannot go away under it; sizes
 // come from the buffer itself, never from a caller's word.
 struct HeldBuffer {
@@ -155,7 +155,7 @@ static HeldBuffer hold(std::vector<py::object>& owners, const py::object& obj, c
   Py_buffer view;
   if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) {
     PyErr_Clear();
-    fail("LlmDecoder: ", what, " must be a C-contiguous", writable ? ", writable" : "",
+    fail("LlmStep: ", what, " must be a C-contiguous", writable ? ", writable" : "",
          " buffer (e.g. tensor.numpy()), got ", std::string(py::str(py::type::of(obj))));
   }
   const HeldBuffer b{static_cast<const uint8_t*>(view.buf), (int64_t)view.len};
@@ -164,17 +164,17 @@ static HeldBuffer hold(std::vector<py::object>& owners, const py::object& obj, c
   return b;
 }
 
-class Decoder {
+class Step {
  public:
-  Decoder(int64_t n_layers, int64_t d, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t rope_dim,
+  Step(int64_t n_layers, int64_t d, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t rope_dim,
           int64_t ffn, int64_t vocab, int64_t max_seq, double eps, double attn_scale)
       : L_(n_layers), d_(d), H_(n_heads), Hkv_(n_kv), hd_(head_dim), rd_(rope_dim), ff_(ffn), V_(vocab),
         T_(max_seq), eps_(eps), scale_((float)attn_scale) {
     PQ_CHECK(L_ >= 1 && L_ <= 4096 && d_ >= 1 && d_ <= (1 << 20) && H_ >= 1 && H_ <= 4096 && Hkv_ >= 1 &&
                  H_ % Hkv_ == 0 && hd_ >= 1 && hd_ <= 4096 && rd_ >= 0 && rd_ <= hd_ && rd_ % 2 == 0 &&
                  ff_ >= 1 && ff_ <= (1 << 24) && V_ >= 1 && V_ <= (1 << 24) && T_ >= 1 && T_ <= (1 << 24),
-             "LlmDecoder: bad model dimensions");
-    PQ_CHECK(eps_ >= 0 && std::isfinite(eps_), "LlmDecoder: bad norm eps");
+             "LlmStep: bad model dimensions");
+    PQ_CHECK(eps_ >= 0 && std::isfinite(eps_), "LlmStep: bad norm eps");
     qd_ = H_ * hd_;
     kvd_ = Hkv_ * hd_;
     slots_.resize((size_t)(4 * L_ + 1));
@@ -213,41 +213,41 @@ class Decoder {
     Slot& s = slot_ref(slot, layer);
     const TypeInfo* ti = mm::type_info(qtype);
     const bool generic = qtype == mm::kInt4 || qtype == mm::kInt8;
-    PQ_CHECK(ti != nullptr && qtype >= 0 && (qtype < kMaxQType || generic), "LlmDecoder: ", slot,
+    PQ_CHECK(ti != nullptr && qtype >= 0 && (qtype < kMaxQType || generic), "LlmStep: ", slot,
              ": no CPU kernel for type id ", qtype);
     PQ_CHECK(ti->kind != Kind::Float || qtype == (int)QType::F32 || qtype == (int)QType::F16 ||
                  qtype == (int)QType::BF16,
-             "LlmDecoder: ", slot, ": float weights must be F32, F16 or BF16");
-    PQ_CHECK(n >= 1 && n <= INT32_MAX && k >= 1 && k <= INT32_MAX, "LlmDecoder: ", slot, ": bad shape");
-    PQ_CHECK(s.parts.empty() || s.k == k, "LlmDecoder: ", slot, ": parts disagree on k");
+             "LlmStep: ", slot, ": float weights must be F32, F16 or BF16");
+    PQ_CHECK(n >= 1 && n <= INT32_MAX && k >= 1 && k <= INT32_MAX, "LlmStep: ", slot, ": bad shape");
+    PQ_CHECK(s.parts.empty() || s.k == k, "LlmStep: ", slot, ": parts disagree on k");
     WeightRef ref{qtype, nullptr, 0, k};
     if (qtype == mm::kInt4) {
-      PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "LlmDecoder: ", slot,
+      PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "LlmStep: ", slot,
                ": int4 group_size must be 32, 64 or 128, got ", group_size);
-      PQ_CHECK(k % group_size == 0, "LlmDecoder: ", slot, ": k = ", k, " not a multiple of group_size ", group_size);
+      PQ_CHECK(k % group_size == 0, "LlmStep: ", slot, ": k = ", k, " not a multiple of group_size ", group_size);
       const int64_t need = checked_mul(n, k / group_size * 4, "int4 scales");
-      PQ_CHECK(!scales.is_none() && !mins.is_none(), "LlmDecoder: ", slot, ": int4 needs scales and mins");
+      PQ_CHECK(!scales.is_none() && !mins.is_none(), "LlmStep: ", slot, ": int4 needs scales and mins");
       const HeldBuffer sb = hold(owners_, scales, slot + " scales", false), mb = hold(owners_, mins, slot + " mins", false);
-      PQ_CHECK(sb.nbytes >= need && mb.nbytes >= need, "LlmDecoder: ", slot, ": int4 scales/mins need ", need, " bytes");
+      PQ_CHECK(sb.nbytes >= need && mb.nbytes >= need, "LlmStep: ", slot, ": int4 scales/mins need ", need, " bytes");
       ref.row_bytes = k / 2;
       ref.scales = reinterpret_cast<const float*>(sb.ptr);
       ref.mins = reinterpret_cast<const float*>(mb.ptr);
       ref.group_size = group_size;
     } else if (qtype == mm::kInt8) {
-      PQ_CHECK(!scales.is_none(), "LlmDecoder: ", slot, ": int8 needs scales");
+      PQ_CHECK(!scales.is_none(), "LlmStep: ", slot, ": int8 needs scales");
       const HeldBuffer sb = hold(owners_, scales, slot + " scales", false);
-      PQ_CHECK(sb.nbytes >= checked_mul(n, 4, "int8 scales"), "LlmDecoder: ", slot, ": int8 scales too small");
+      PQ_CHECK(sb.nbytes >= checked_mul(n, 4, "int8 scales"), "LlmStep: ", slot, ": int8 scales too small");
       ref.row_bytes = k;
       ref.scales = reinterpret_cast<const float*>(sb.ptr);
     } else {
       const QTypeGeometry g = qtype_geometry(qtype);
-      PQ_CHECK(g.block_size > 0 && k % g.block_size == 0, "LlmDecoder: ", slot, ": k = ", k,
+      PQ_CHECK(g.block_size > 0 && k % g.block_size == 0, "LlmStep: ", slot, ": k = ", k,
                " not a multiple of the block");
       ref.row_bytes = k / g.block_size * g.type_size;
     }
-    PQ_CHECK(w_ptr != 0 && w_nbytes >= checked_mul(n, ref.row_bytes, "weight size"), "LlmDecoder: ", slot,
+    PQ_CHECK(w_ptr != 0 && w_nbytes >= checked_mul(n, ref.row_bytes, "weight size"), "LlmStep: ", slot,
              ": weight has ", w_nbytes, " bytes, needs ", n * ref.row_bytes);
-    if (bias_ptr) PQ_CHECK(bias_nbytes >= checked_mul(n, 4, "bias"), "LlmDecoder: ", slot, ": bias too small");
+    if (bias_ptr) PQ_CHECK(bias_nbytes >= checked_mul(n, 4, "bias"), "LlmStep: ", slot, ": bias too small");
     ref.data = reinterpret_cast<const uint8_t*>(w_ptr);
     s.parts.push_back(Part{ref, ti, s.n, n, reinterpret_cast<const float*>(bias_ptr)});
     s.n += n;
@@ -259,14 +259,14 @@ class Decoder {
   // x[perm[j]] as input j. perm: int64 [k], a permutation of 0..k-1 (checked).
   void set_input_perm(const std::string& slot, int64_t layer, const py::object& perm) {
     Slot& s = slot_ref(slot, layer);
-    PQ_CHECK(!s.parts.empty(), "LlmDecoder: ", slot, ": set_input_perm before add_linear");
+    PQ_CHECK(!s.parts.empty(), "LlmStep: ", slot, ": set_input_perm before add_linear");
     const HeldBuffer pb = hold(owners_, perm, slot + " input permutation", false);
-    PQ_CHECK(pb.nbytes == checked_mul(s.k, 8, "perm"), "LlmDecoder: ", slot, ": permutation needs ", s.k,
+    PQ_CHECK(pb.nbytes == checked_mul(s.k, 8, "perm"), "LlmStep: ", slot, ": permutation needs ", s.k,
              " int64 values, got ", pb.nbytes, " bytes");
     const int64_t* p = reinterpret_cast<const int64_t*>(pb.ptr);
     std::vector<char> seen((size_t)s.k, 0);
     for (int64_t j = 0; j < s.k; ++j) {
-      PQ_CHECK(p[j] >= 0 && p[j] < s.k && !seen[(size_t)p[j]], "LlmDecoder: ", slot, ": not a permutation of 0..",
+      PQ_CHECK(p[j] >= 0 && p[j] < s.k && !seen[(size_t)p[j]], "LlmStep: ", slot, ": not a permutation of 0..",
                s.k - 1, " (entry ", j, ")");
       seen[(size_t)p[j]] = 1;
     }
@@ -283,8 +283,8 @@ class Decoder {
     // the optional per-layer norms, each a pair per layer: QK-norm [head_dim], post-norms [d]
     const bool qk = which == "q" || which == "k", post = which == "attn_post" || which == "ffn_post";
     if (qk || post) {
-      PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: bad layer ", layer, " for the ", which, " norm");
-      PQ_CHECK(ptr != 0 && nbytes >= 4 * (qk ? hd_ : d_), "LlmDecoder: ", which, " norm weight too small");
+      PQ_CHECK(layer >= 0 && layer < L_, "LlmStep: bad layer ", layer, " for the ", which, " norm");
+      PQ_CHECK(ptr != 0 && nbytes >= 4 * (qk ? hd_ : d_), "LlmStep: ", which, " norm weight too small");
       std::vector<const float*>& table = qk ? qk_norms_ : post_norms_;
       table[(size_t)(2 * layer + (which == "k" || which == "ffn_post"))] = reinterpret_cast<const float*>(ptr);
       return;
@@ -292,10 +292,10 @@ class Decoder {
     int64_t i;
     if (which == "output") i = 2 * L_;
     else {
-      PQ_CHECK(layer >= 0 && layer < L_ && (which == "attn" || which == "ffn"), "LlmDecoder: bad norm ", which);
+      PQ_CHECK(layer >= 0 && layer < L_ && (which == "attn" || which == "ffn"), "LlmStep: bad norm ", which);
       i = 2 * layer + (which == "ffn");
     }
-    PQ_CHECK(ptr != 0 && nbytes >= 4 * d_, "LlmDecoder: norm weight too small");
+    PQ_CHECK(ptr != 0 && nbytes >= 4 * d_, "LlmStep: norm weight too small");
     norms_[(size_t)i] = reinterpret_cast<const float*>(ptr);
   }
 
@@ -309,10 +309,10 @@ class Decoder {
     const uintptr_t x = reinterpret_cast<uintptr_t>(xb.ptr), logits = reinterpret_cast<uintptr_t>(lb.ptr);
     const int64_t kv_nbytes = kvb.nbytes, rope_nbytes = rb.nbytes, x_nbytes = xb.nbytes, logits_nbytes = lb.nbytes;
     const int64_t kv_need = checked_mul(checked_mul(checked_mul(L_, 2 * Hkv_, "kv"), T_, "kv"), hd_ * 4, "kv");
-    PQ_CHECK(kv && kv_nbytes >= kv_need, "LlmDecoder: KV cache has ", kv_nbytes, " bytes, needs ", kv_need);
-    PQ_CHECK(rope && rope_nbytes >= checked_mul(T_, rd_ / 2 * 8, "rope"), "LlmDecoder: rope table too small");
-    PQ_CHECK(x && x_nbytes >= 4 * d_, "LlmDecoder: x too small");
-    PQ_CHECK(logits && logits_nbytes >= 4 * V_, "LlmDecoder: logits too small");
+    PQ_CHECK(kv && kv_nbytes >= kv_need, "LlmStep: KV cache has ", kv_nbytes, " bytes, needs ", kv_need);
+    PQ_CHECK(rope && rope_nbytes >= checked_mul(T_, rd_ / 2 * 8, "rope"), "LlmStep: rope table too small");
+    PQ_CHECK(x && x_nbytes >= 4 * d_, "LlmStep: x too small");
+    PQ_CHECK(logits && logits_nbytes >= 4 * V_, "LlmStep: logits too small");
     kv_ = reinterpret_cast<float*>(kv);
     rope_ = reinterpret_cast<const float*>(rope);
     x_ = reinterpret_cast<float*>(x);
@@ -321,7 +321,7 @@ class Decoder {
 
   // Checks that every piece is in place with consistent shapes (once, before the first step).
   void finalize(int nthreads) {
-    PQ_CHECK(nthreads >= 0, "LlmDecoder: nthreads must be >= 0");
+    PQ_CHECK(nthreads >= 0, "LlmStep: nthreads must be >= 0");
     nthreads_ = nthreads;
     for (int64_t l = 0; l < L_; ++l) {
       expect(slots_[(size_t)(4 * l)], qd_ + 2 * kvd_, d_, "qkv");
@@ -331,8 +331,8 @@ class Decoder {
     }
     if (last_) expect(slots_[(size_t)(4 * L_)], V_, d_, "output");
     for (int64_t i = 0; i < 2 * L_ + (last_ ? 1 : 0); ++i)
-      PQ_CHECK(norms_[(size_t)i] != nullptr, "LlmDecoder: a norm weight is missing");
-    PQ_CHECK(kv_ && rope_ && x_ && logits_, "LlmDecoder: buffers not set");
+      PQ_CHECK(norms_[(size_t)i] != nullptr, "LlmStep: a norm weight is missing");
+    PQ_CHECK(kv_ && rope_ && x_ && logits_, "LlmStep: buffers not set");
     const int64_t kp = mm::n_chunks(kmax_) * kChunk;
     for (ActQ& a : actq_) {
       a.q.resize((size_t)(2 * kp));
@@ -354,8 +354,8 @@ class Decoder {
   // quantization, RoPE + KV write, SiLU*up) run on thread 0 while the others wait at the barrier;
   // each thread takes a contiguous share of every GEMV's rows, attention is split by query heads.
   void step(int64_t pos) {
-    PQ_CHECK(ready_, "LlmDecoder: finalize() not called");
-    PQ_CHECK(pos >= 0 && pos < T_, "LlmDecoder: position ", pos, " outside the KV cache (", T_, ")");
+    PQ_CHECK(ready_, "LlmStep: finalize() not called");
+    PQ_CHECK(pos >= 0 && pos < T_, "LlmStep: position ", pos, " outside the KV cache (", T_, ")");
     int nth = nthreads_ > 0 ? nthreads_ : get_num_threads();
     nth = std::max(1, std::min(nth, 256));
     // per-thread scratch, sized before the region (nothing allocates inside it)
@@ -386,7 +386,7 @@ class Decoder {
       parallel_run(nth, [&](int tid, int nt) { body(pos, tid, nt); });
     }
     governor_record(multi, std::chrono::duration<double>(Clock::now() - t_start).count());
-    if (hook_failed_) throw std::runtime_error("LlmDecoder: a tensor-parallel hook raised");
+    if (hook_failed_) throw std::runtime_error("LlmStep: a tensor-parallel hook raised");
   }
 
   // Thread-count governor. A step meets at ~150 barriers, so when another process holds the cores
@@ -418,10 +418,10 @@ class Decoder {
   // and calls hook(), which fills the rest of buf (float32 [q_full]) from the other ranks; a layer
   // marked by set_attn_input(layer, index) then reads its wo input j as buf[index[j]].
   void set_attn_gather(const py::object& hook, const py::object& buf, int64_t offset, int64_t q_full) {
-    PQ_CHECK(PyCallable_Check(hook.ptr()), "LlmDecoder: the gather hook must be callable");
-    PQ_CHECK(q_full >= qd_ && offset >= 0 && offset + qd_ <= q_full, "LlmDecoder: bad attention gather layout");
+    PQ_CHECK(PyCallable_Check(hook.ptr()), "LlmStep: the gather hook must be callable");
+    PQ_CHECK(q_full >= qd_ && offset >= 0 && offset + qd_ <= q_full, "LlmStep: bad attention gather layout");
     const HeldBuffer b = hold(owners_, buf, "attention gather buffer", true);
-    PQ_CHECK(b.ptr && b.nbytes >= 4 * q_full, "LlmDecoder: attention gather buffer too small");
+    PQ_CHECK(b.ptr && b.nbytes >= 4 * q_full, "LlmStep: attention gather buffer too small");
     gather_hook_ = hook;
     attn_full_ = reinterpret_cast<float*>(const_cast<uint8_t*>(b.ptr));
     attn_off_ = offset;
@@ -430,18 +430,18 @@ class Decoder {
 
   void set_attn_input(int64_t layer, const py::object& index) {
     Slot& s = slot_ref("wo", layer);
-    PQ_CHECK(!s.parts.empty() && attn_full_, "LlmDecoder: set_attn_input needs add_linear and set_attn_gather first");
+    PQ_CHECK(!s.parts.empty() && attn_full_, "LlmStep: set_attn_input needs add_linear and set_attn_gather first");
     const HeldBuffer ib = hold(owners_, index, "wo input index", false);
-    PQ_CHECK(ib.nbytes == checked_mul(s.k, 8, "index"), "LlmDecoder: wo input index needs ", s.k, " int64 values");
+    PQ_CHECK(ib.nbytes == checked_mul(s.k, 8, "index"), "LlmStep: wo input index needs ", s.k, " int64 values");
     const int64_t* p = reinterpret_cast<const int64_t*>(ib.ptr);
     for (int64_t j = 0; j < s.k; ++j)
-      PQ_CHECK(p[j] >= 0 && p[j] < q_full_, "LlmDecoder: wo input index entry ", j, " outside [0, ", q_full_, ")");
+      PQ_CHECK(p[j] >= 0 && p[j] < q_full_, "LlmStep: wo input index entry ", j, " outside [0, ", q_full_, ")");
     s.perm = p;
     wo_full_[(size_t)layer] = 1;
     if ((int64_t)xgather_.size() < s.k) xgather_.resize((size_t)s.k);
   }
 
-  // Layer split (pyquant/parallel/pipeline.py): this decoder holds a run of the model's layers.
+  // Layer split (pyquant/parallel/pipeline.py): this step holds a run of the model's layers.
   // Only the first run scales the embedding; a run that is not the last stops at its residual
   // (x holds it after step()) and has no output norm or head.
   void set_stage(bool first, bool last) {
@@ -449,47 +449,47 @@ class Decoder {
     last_ = last;
   }
 
-  // Tensor parallelism (pyquant/parallel/): this decoder holds a rank's slice of every layer, and
+  // Tensor parallelism (pyquant/parallel/): this step holds a rank's slice of every layer, and
   // wo / down produce partial sums. They go to `buf` (float32 [d]); thread 0 then calls `hook()`
   // (with the GIL), which sums `buf` in place over the ranks (torch.distributed.all_reduce), and
   // adds the result to the residual. A hook that raises is not called again this step; the step
   // finishes on the partial sums and step() raises afterwards (the Python side keeps the error).
   void set_reduce(const py::object& hook, const py::object& buf) {
-    PQ_CHECK(PyCallable_Check(hook.ptr()), "LlmDecoder: the reduce hook must be callable");
+    PQ_CHECK(PyCallable_Check(hook.ptr()), "LlmStep: the reduce hook must be callable");
     const HeldBuffer b = hold(owners_, buf, "reduce buffer", true);
-    PQ_CHECK(b.ptr && b.nbytes >= 4 * d_, "LlmDecoder: reduce buffer too small");
+    PQ_CHECK(b.ptr && b.nbytes >= 4 * d_, "LlmStep: reduce buffer too small");
     reduce_hook_ = hook;
     red_ = reinterpret_cast<float*>(const_cast<uint8_t*>(b.ptr));
   }
 
   void set_sliding_window(int64_t w) {
-    PQ_CHECK(w >= 0, "LlmDecoder: sliding window must be >= 0, got ", w);
+    PQ_CHECK(w >= 0, "LlmStep: sliding window must be >= 0, got ", w);
     window_ = w;
   }
 
   // Per-layer attention (interleaved local/global families): window (0: all positions) and whether
   // the layer rotates with the local RoPE table (set_local_rope).
   void set_layer(int64_t layer, int64_t window, bool local) {
-    PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: layer ", layer, " outside [0, ", L_, ")");
-    PQ_CHECK(window >= 0, "LlmDecoder: window must be >= 0, got ", window);
+    PQ_CHECK(layer >= 0 && layer < L_, "LlmStep: layer ", layer, " outside [0, ", L_, ")");
+    PQ_CHECK(window >= 0, "LlmStep: window must be >= 0, got ", window);
     layer_window_[(size_t)layer] = window;
     layer_local_[(size_t)layer] = local;
   }
   void set_local_rope(const py::object& table) {
     const HeldBuffer b = hold(owners_, table, "local rope table", false);
-    PQ_CHECK(b.nbytes >= checked_mul(T_, rd_ / 2 * 8, "rope"), "LlmDecoder: local rope table too small");
+    PQ_CHECK(b.nbytes >= checked_mul(T_, rd_ / 2 * 8, "rope"), "LlmStep: local rope table too small");
     rope_local_ = reinterpret_cast<const float*>(b.ptr);
   }
   void set_embed_scale(double s) {
-    PQ_CHECK(std::isfinite(s) && s > 0, "LlmDecoder: embedding scale must be finite and > 0");
+    PQ_CHECK(std::isfinite(s) && s > 0, "LlmStep: embedding scale must be finite and > 0");
     embed_scale_ = (float)s;
   }
   void set_logit_softcap(double c) {
-    PQ_CHECK(std::isfinite(c) && c >= 0, "LlmDecoder: logit soft-cap must be finite and >= 0");
+    PQ_CHECK(std::isfinite(c) && c >= 0, "LlmStep: logit soft-cap must be finite and >= 0");
     softcap_ = (float)c;
   }
   void set_activation(const std::string& a) {
-    PQ_CHECK(a == "silu" || a == "gelu_tanh", "LlmDecoder: activation must be 'silu' or 'gelu_tanh', got '", a, "'");
+    PQ_CHECK(a == "silu" || a == "gelu_tanh", "LlmStep: activation must be 'silu' or 'gelu_tanh', got '", a, "'");
     gelu_ = a == "gelu_tanh";
   }
 
@@ -533,18 +533,18 @@ class Decoder {
 
   Slot& slot_ref(const std::string& name, int64_t layer) {
     if (name == "output") return slots_[(size_t)(4 * L_)];
-    PQ_CHECK(layer >= 0 && layer < L_, "LlmDecoder: layer ", layer, " outside [0, ", L_, ")");
+    PQ_CHECK(layer >= 0 && layer < L_, "LlmStep: layer ", layer, " outside [0, ", L_, ")");
     int i;
     if (name == "qkv") i = 0;
     else if (name == "wo") i = 1;
     else if (name == "gate_up") i = 2;
     else if (name == "down") i = 3;
-    else fail("LlmDecoder: unknown slot '", name, "'");
+    else fail("LlmStep: unknown slot '", name, "'");
     return slots_[(size_t)(4 * layer + i)];
   }
 
   void expect(const Slot& s, int64_t n, int64_t k, const char* what) {
-    PQ_CHECK(!s.parts.empty() && s.n == n && s.k == k, "LlmDecoder: ", what, " weights are [", s.n, ", ", s.k,
+    PQ_CHECK(!s.parts.empty() && s.n == n && s.k == k, "LlmStep: ", what, " weights are [", s.n, ", ", s.k,
              "], the model needs [", n, ", ", k, "]");
   }
 
@@ -845,7 +845,7 @@ class Decoder {
   Clock::time_point t0_;
   std::vector<Slot> slots_;
   std::vector<const float*> norms_;
-  std::vector<py::object> owners_;   // every buffer the decoder points into, alive as long as it is
+  std::vector<py::object> owners_;   // every buffer the step points into, alive as long as it is
   std::vector<const float*> qk_norms_;
   std::vector<const float*> post_norms_;   // [2L]: attn_post, ffn_post per layer (null: none)
   std::vector<int64_t> layer_window_;      // [L]: -1 = the model's window_
@@ -873,37 +873,37 @@ class Decoder {
 
 void register_llm_bindings(py::module_& m) {
   using namespace pybind11::literals;
-  py::class_<llm::Decoder>(m, "LlmDecoder",
-                           "C++ decode step of a Llama-family model (pyquant/models/step.py builds it)")
+  py::class_<llm::Step>(m, "LlmStep",
+                           "C++ token step of a Llama-family model (pyquant/models/step.py builds it)")
       .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double>(),
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)
-      .def("set_input_perm", &llm::Decoder::set_input_perm, "slot"_a, "layer"_a, "perm"_a)
-      .def("add_linear", &llm::Decoder::add_linear, "slot"_a, "layer"_a, "qtype"_a, "weight"_a, "n"_a, "k"_a,
+      .def("set_input_perm", &llm::Step::set_input_perm, "slot"_a, "layer"_a, "perm"_a)
+      .def("add_linear", &llm::Step::add_linear, "slot"_a, "layer"_a, "qtype"_a, "weight"_a, "n"_a, "k"_a,
            "bias"_a = py::none(), "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0)
-      .def("set_norm", &llm::Decoder::set_norm, "which"_a, "layer"_a, "weight"_a)
-      .def("set_buffers", &llm::Decoder::set_buffers, "kv"_a, "rope"_a, "x"_a, "logits"_a)
-      .def("finalize", &llm::Decoder::finalize, "nthreads"_a = 0)
-      .def("step", &llm::Decoder::step, "pos"_a)
-      .def("set_one_region", &llm::Decoder::set_one_region, "on"_a)
-      .def("set_attn_gather", &llm::Decoder::set_attn_gather, "hook"_a, "buf"_a, "offset"_a, "q_full"_a)
-      .def("set_attn_input", &llm::Decoder::set_attn_input, "layer"_a, "index"_a)
-      .def("set_stage", &llm::Decoder::set_stage, "first"_a, "last"_a,
+      .def("set_norm", &llm::Step::set_norm, "which"_a, "layer"_a, "weight"_a)
+      .def("set_buffers", &llm::Step::set_buffers, "kv"_a, "rope"_a, "x"_a, "logits"_a)
+      .def("finalize", &llm::Step::finalize, "nthreads"_a = 0)
+      .def("step", &llm::Step::step, "pos"_a)
+      .def("set_one_region", &llm::Step::set_one_region, "on"_a)
+      .def("set_attn_gather", &llm::Step::set_attn_gather, "hook"_a, "buf"_a, "offset"_a, "q_full"_a)
+      .def("set_attn_input", &llm::Step::set_attn_input, "layer"_a, "index"_a)
+      .def("set_stage", &llm::Step::set_stage, "first"_a, "last"_a,
            "Layer split: whether this run of layers is the model's first (embedding scale) / last (head)")
-      .def("set_reduce", &llm::Decoder::set_reduce, "hook"_a, "buf"_a,
+      .def("set_reduce", &llm::Step::set_reduce, "hook"_a, "buf"_a,
            "Tensor parallel: wo / down write partial sums to buf; hook() sums buf over the ranks in place")
-      .def("set_sliding_window", &llm::Decoder::set_sliding_window, "window"_a,
+      .def("set_sliding_window", &llm::Step::set_sliding_window, "window"_a,
            "Attend to the last `window` positions only (0: all)")
-      .def("set_layer", &llm::Decoder::set_layer, "layer"_a, "window"_a, "local"_a)
-      .def("set_local_rope", &llm::Decoder::set_local_rope, "table"_a)
-      .def("set_embed_scale", &llm::Decoder::set_embed_scale, "scale"_a)
-      .def("set_logit_softcap", &llm::Decoder::set_logit_softcap, "cap"_a)
-      .def("set_activation", &llm::Decoder::set_activation, "name"_a)
-      .def("set_adaptive", &llm::Decoder::set_adaptive, "on"_a,
+      .def("set_layer", &llm::Step::set_layer, "layer"_a, "window"_a, "local"_a)
+      .def("set_local_rope", &llm::Step::set_local_rope, "table"_a)
+      .def("set_embed_scale", &llm::Step::set_embed_scale, "scale"_a)
+      .def("set_logit_softcap", &llm::Step::set_logit_softcap, "cap"_a)
+      .def("set_activation", &llm::Step::set_activation, "name"_a)
+      .def("set_adaptive", &llm::Step::set_adaptive, "on"_a,
            "True (default): each step runs on 1 thread or all, whichever has been faster lately")
-      .def("governor", &llm::Decoder::governor, "Steps run on 1 thread / on all, and their mean times")
-      .def("set_profile", &llm::Decoder::set_profile, "on"_a)
-      .def("profile", &llm::Decoder::profile, "{phase: microseconds per step} since set_profile(True)");
+      .def("governor", &llm::Step::governor, "Steps run on 1 thread / on all, and their mean times")
+      .def("set_profile", &llm::Step::set_profile, "on"_a)
+      .def("profile", &llm::Step::profile, "{phase: microseconds per step} since set_profile(True)");
 }
 
 }  // namespace pq

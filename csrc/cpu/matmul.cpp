@@ -7,7 +7,7 @@
 //     32 weights and 8 rows, lanes = activation rows (16-row weight tiles x all groups); the < 6 left-over rows take the
 //     1..4-row kernels.
 //     quantized types, int8 activations (default; act_quant.h: per 32 or per 256):
-//       AVX2: fused decode-in-registers + maddubs dot, 1..4 activation rows per pass
+//       AVX2: fused dequantize-in-registers + maddubs dot, 1..4 activation rows per pass
 //             (avx2/gemv_fused_avx2.cpp; every listed type has one);
 //       scalar: unpack to UChunks + portable dot (matmul_scalar.cpp).
 //     quantized types, float activations (set_matmul_act("float") / PYQUANT_MATMUL_ACT=float):
@@ -520,8 +520,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
       return isa + (act_compensated() ? "/gemv-int8x2: " : "/gemv-int8: ") + who +
              "packed rows unpacked once, int8 dot with activations quantized per " +
              (ti->kind == Kind::X256 ? "256 (Q8_K-like, bsums for mins)" : "32 (Q8_0/Q8_1-like)") +
-             (isa == "scalar" ? "" : ti->fused8_avx2 && m >= min_m8() ? "; fused decode+dot, 8 rows per lane (XQ8)" :
-              ti->fused_avx2 ? "; fused decode+dot, 4 rows per pass" :
+             (isa == "scalar" ? "" : ti->fused8_avx2 && m >= min_m8() ? "; fused dequantize+dot, 8 rows per lane (XQ8)" :
+              ti->fused_avx2 ? "; fused dequantize+dot, 4 rows per pass" :
               ti->unpack_avx2 ? "; AVX2 unpack + dot" : "; scalar unpack + AVX2 dot") +
              (act_compensated() ? "; plus their int8-quantized residual as a second row (~15-bit activations)" : "");
   }

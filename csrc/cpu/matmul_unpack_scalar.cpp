@@ -27,7 +27,7 @@ inline float h2f(const uint8_t* p) {
 
 const int8_t* const kIq4nl = kvalues_iq4nl;  // common/iq_tables.h (generated)
 
-// X32 block decoders: fill 32 q at `q`, return a and b through refs.
+// X32 block dequantizers: fill 32 q at `q`, return a and b through refs.
 template <typename BlockFn>
 void unpack_x32_row(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, int type_size,
                     BlockFn fn) {

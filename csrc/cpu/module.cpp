@@ -14,7 +14,7 @@
 namespace py = pybind11;
 
 namespace pq {
-void register_decode_bindings(py::module_& m);
+void register_dequant_bindings(py::module_& m);
 void register_quantize_bindings(py::module_& m);
 void register_matmul_bindings(py::module_& m);
 void register_llm_bindings(py::module_& m);
@@ -50,7 +50,7 @@ PYBIND11_MODULE(_C, m) {
     return out;
   });
 
-  pq::register_decode_bindings(m);
+  pq::register_dequant_bindings(m);
   pq::register_quantize_bindings(m);
   pq::register_matmul_bindings(m);
   pq::register_llm_bindings(m);

@@ -1,4 +1,4 @@
-// A persistent worker pool. Kernels at decode time take ~0.1-2 ms, so creating threads per
+// A persistent worker pool. Kernels at token-step time take ~0.1-2 ms, so creating threads per
 // call (tens of microseconds) or waking sleeping threads through the OS on every call would
 // cost a visible share; workers spin briefly (PYQUANT_SPIN_US, default 50) on their mailbox
 // before sleeping in the kernel, and so does a caller waiting for its workers.

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(256) int_dequant_kernel(const GemvArgs a, OutT
   }
   float q[32];
   chunk::ScaleMin sm[2];
-  W::decode(bytes, 0, c * 32, row, a, q, sm);
+  W::dequant(bytes, 0, c * 32, row, a, q, sm);
   OutT* out = dst + row * a.k + c * 32;
   __align__(16) OutT v[32];
 #pragma unroll

@@ -15,7 +15,7 @@
 // Weight stream: a row is consumed in segments of 64 chunks (2048 weights); the warp loads a
 // segment with coalesced 16-byte loads (__ldg into registers, then shared memory) and issues the
 // next segment's loads before decoding the current one, so a load is always in flight while the
-// ALUs work. Each lane then decodes two 32-weight chunks out of shared memory (chunk_decode.cuh:
+// ALUs work. Each lane then dequantizes two 32-weight chunks out of shared memory (chunk_dequant.cuh:
 // integers held exactly in floats + one scale / min per 16 weights) and multiplies them with x,
 // accumulating in fp32 with explicit FMAs (the module builds with --fmad=false). A butterfly
 // shuffle reduces the 32 lanes.
@@ -29,7 +29,7 @@
 #include <string>
 
 #include "common/qtypes.h"
-#include "cuda/chunk_decode.cuh"
+#include "cuda/chunk_dequant.cuh"
 #include "cuda/cuda_common.cuh"
 #include "cuda/weights.cuh"
 
@@ -184,7 +184,7 @@ gemv_kernel(const GemvArgs a, const bool x_in_smem) {
         const int64_t k0 = chunk * 32;
         float q[32];
         chunk::ScaleMin sm[2];
-        W::decode(seg, c, k0, row, a, q, sm);
+        W::dequant(seg, c, k0, row, a, q, sm);
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           if (m >= mcount) break;

@@ -10,11 +10,11 @@
 namespace pq {
 namespace cuda {
 
-// ---- decode.cu
-bool has_decoder(int qtype);
-std::vector<int> decoder_types();
-std::vector<std::tuple<int, int, int>> decoder_geometry();  // (ggml id, block size, bytes per block)
-void decode(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t dst_ptr, int64_t dst_nbytes,
+// ---- dequant.cu
+bool has_dequantizer(int qtype);
+std::vector<int> dequant_types();
+std::vector<std::tuple<int, int, int>> dequant_geometry();  // (ggml id, block size, bytes per block)
+void dequantize(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t dst_ptr, int64_t dst_nbytes,
             const std::string& dtype, int64_t rows, int64_t cols, uintptr_t stream);
 
 // ---- gemv.cu (launch only; arguments validated by matmul.cpp)

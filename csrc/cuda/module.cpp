@@ -12,7 +12,7 @@
 namespace py = pybind11;
 
 PYBIND11_MODULE(_C_cuda, m) {
-  m.doc() = "pyquant CUDA kernels (GGUF decode, fused GEMV / GEMM for GGUF, int4 and int8 weights)";
+  m.doc() = "pyquant CUDA kernels (GGUF dequantize, fused GEMV / GEMM for GGUF, int4 and int8 weights)";
   static py::object kernel_error = py::module_::import("pyquant.errors").attr("KernelError");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -36,13 +36,13 @@ PYBIND11_MODULE(_C_cuda, m) {
     return v;
   });
 
-  m.def("has_decoder", &pq::cuda::has_decoder, py::arg("qtype"));
-  m.def("decoder_types", &pq::cuda::decoder_types);
-  m.def("decoder_geometry", &pq::cuda::decoder_geometry, "(ggml id, block size, bytes per block) per decoder");
-  m.def("decode", &pq::cuda::decode, py::arg("qtype"), py::arg("src_ptr"), py::arg("src_nbytes"),
+  m.def("has_dequantizer", &pq::cuda::has_dequantizer, py::arg("qtype"));
+  m.def("dequant_types", &pq::cuda::dequant_types);
+  m.def("dequant_geometry", &pq::cuda::dequant_geometry, "(ggml id, block size, bytes per block) per dequantizer");
+  m.def("dequantize", &pq::cuda::dequantize, py::arg("qtype"), py::arg("src_ptr"), py::arg("src_nbytes"),
         py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("rows"), py::arg("cols"),
         py::arg("stream") = 0,
-        "Decode rows x cols elements of a ggml type on the GPU into float32/float16/bfloat16 (async on stream).");
+        "Dequantize rows x cols elements of a ggml type on the GPU into float32/float16/bfloat16 (async on stream).");
 
   m.def("gemv_supports", &pq::cuda::gemv_supports, py::arg("qtype"));
   m.def("gguf_gemv", &pq::cuda::gguf_gemv, py::arg("qtype"), py::arg("w_ptr"), py::arg("w_nbytes"), py::arg("n"),

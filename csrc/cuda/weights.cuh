@@ -1,5 +1,5 @@
 // Weight formats seen by the fused matmul kernels: how a 64-chunk segment of one weight row is
-// laid out and how one 32-weight chunk of it decodes (see chunk_decode.cuh for the (q, scale,
+// laid out and how one 32-weight chunk of it dequantizes (see chunk_dequant.cuh for the (q, scale,
 // min) split). GGUF types: a segment is whole blocks; pyquant int4 / int8: a segment is 1024 /
 // 2048 bytes of the packed row, with scales (and mins) in separate float32 arrays.
 #pragma once
@@ -7,9 +7,9 @@
 
 #include <cstdint>
 
-#include "cuda/chunk_decode.cuh"
+#include "cuda/chunk_dequant.cuh"
 
-// The GGUF types with a GEMV (a chunk decoder in chunk_decode.cuh).
+// The GGUF types with a GEMV (a chunk dequantizer in chunk_dequant.cuh).
 #define PQ_GEMV_GGUF_TYPES(X) \
   X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(Q8_0) X(Q2_K) X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K) X(IQ4_NL) X(IQ4_XS)
 
@@ -38,7 +38,7 @@ struct WGguf {
   static constexpr int kChunksPerBlock = C::kBlock / 32;
   static constexpr int kSegBytes = 64 / kChunksPerBlock * C::kBytes;
   static constexpr int kHasMin = C::kHasMin;
-  __device__ __forceinline__ static void decode(const uint8_t* seg, int c, int64_t, int64_t, const GemvArgs&,
+  __device__ __forceinline__ static void dequant(const uint8_t* seg, int c, int64_t, int64_t, const GemvArgs&,
                                                 float* q, chunk::ScaleMin* sm) {
     C::run(seg + (c / kChunksPerBlock) * C::kBytes, c % kChunksPerBlock, q, sm);
   }
@@ -48,7 +48,7 @@ struct WGguf {
 struct WInt4 {
   static constexpr int kSegBytes = 64 * 16;
   static constexpr int kHasMin = 1;
-  __device__ __forceinline__ static void decode(const uint8_t* seg, int c, int64_t k0, int64_t row,
+  __device__ __forceinline__ static void dequant(const uint8_t* seg, int c, int64_t k0, int64_t row,
                                                 const GemvArgs& a, float* q, chunk::ScaleMin* sm) {
     const uint8_t* b = seg + c * 16;
 #pragma unroll
@@ -64,7 +64,7 @@ struct WInt4 {
 struct WInt8 {
   static constexpr int kSegBytes = 64 * 32;
   static constexpr int kHasMin = 0;
-  __device__ __forceinline__ static void decode(const uint8_t* seg, int c, int64_t, int64_t row,
+  __device__ __forceinline__ static void dequant(const uint8_t* seg, int c, int64_t, int64_t row,
                                                 const GemvArgs& a, float* q, chunk::ScaleMin* sm) {
     const uint8_t* b = seg + c * 32;
 #pragma unroll

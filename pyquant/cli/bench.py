@@ -1,6 +1,6 @@
 """`pyquant bench MODEL -p 64 -n 32 -t 2`: prompt processing and generation speed, llama-bench style.
 
-pp: one batched forward of p random tokens from an empty cache. tg: n single-token decode steps
+pp: one batched forward of p random tokens from an empty cache. tg: n single-token token steps
 from an empty cache (random tokens, as llama-bench). Each test runs once to warm up, then -r times.
 Achieved bandwidth = weight bytes read per generated token x tokens/s (the roofline of decoding)."""
 from __future__ import annotations
@@ -25,11 +25,11 @@ def register(subparsers):
                    help="runs of each test; mean and std are reported (llama-bench -r; default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     p.add_argument("--overhead", action="store_true",
-                   help="also time decode steps with the matmuls skipped: the Python + torch-op cost per token")
+                   help="also time token steps with the matmuls skipped: the Python + torch-op cost per token")
     p.add_argument("--roofline", action="store_true",
                    help="also measure the DRAM read bandwidth (_C.bandwidth_probe, same threads) for reference")
     p.add_argument("--per-gemv", action="store_true",
-                   help="C++ decode step: one thread-pool dispatch per GEMV instead of one parallel region per "
+                   help="C++ token step: one thread-pool dispatch per GEMV instead of one parallel region per "
                         "token (the previous structure, for side-by-side measurements)")
     p.set_defaults(func=main)
 
@@ -38,8 +38,8 @@ GEMV_PHASES = ("qkv", "wo", "gate_up", "down", "output_head")
 
 
 def native_profile(model, n: int = 32, reps: int = 3) -> dict:
-    """The C++ decode step's per-phase microseconds per token (_C.LlmDecoder.profile) over reps x n
-    steps from an empty cache, plus "python": the rest of a decode_step call's wall time (embedding
+    """The C++ token step's per-phase microseconds per token (_C.LlmStep.profile) over reps x n
+    steps from an empty cache, plus "python": the rest of a step call's wall time (embedding
     row, checks, the call itself)."""
     st = model._step
     st.native.set_profile(True)
@@ -47,7 +47,7 @@ def native_profile(model, n: int = 32, reps: int = 3) -> dict:
         t0 = time.perf_counter()
         for _ in range(reps):
             for pos in range(n):
-                model.decode_step(1, pos)
+                model.step(1, pos)
         wall = (time.perf_counter() - t0) / (reps * n) * 1e6
         prof = dict(st.native.profile())
     finally:
@@ -56,8 +56,8 @@ def native_profile(model, n: int = 32, reps: int = 3) -> dict:
     return prof
 
 
-def decode_overhead(model, n: int = 32, reps: int = 3) -> float | None:
-    """Seconds per decode step spent outside the matmul kernels: everything but the GEMV phases of
+def step_overhead(model, n: int = 32, reps: int = 3) -> float | None:
+    """Seconds per token step spent outside the matmul kernels: everything but the GEMV phases of
     the C++ step's profile (norms, activation quantization, RoPE, KV write, attention, SiLU, Python).
     None when the model runs without the C++ step (its forward per token has no such profile)."""
     if model._step.native is None:
@@ -84,14 +84,14 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
         ids = torch.randint(0, vocab, (n_gen,), generator=g).tolist()
         c0, t0 = time.process_time(), time.perf_counter()
         for pos, token in enumerate(ids):
-            model.decode_step(token, pos)
+            model.step(token, pos)
         t1 = time.perf_counter()
         cpu.append((time.process_time() - c0) / n_gen)
         return n_gen / (t1 - t0)
 
     res = {"model": str(model.path), "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": reps,
            "threads": _threads(), "weight_bytes_per_token": model.weight_nbytes,
-           "decode_step": model._step.mode}
+           "step": model._step.mode}
     for name, fn, n in (("pp", pp, n_prompt), ("tg", tg, n_gen)):
         if n <= 0:
             continue
@@ -107,7 +107,7 @@ def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0, over
 
     res["peak_rss_mib"] = peak_rss_mib()   # of this process (tensor parallel: of rank 0)
     if overhead and n_gen > 0 and model._step.native is not None:
-        res["tg_overhead_ms_per_token"] = 1e3 * decode_overhead(model, n_gen, reps)
+        res["tg_overhead_ms_per_token"] = 1e3 * step_overhead(model, n_gen, reps)
         res["tg_profile_us"] = native_profile(model, n_gen, reps)
     return res
 
@@ -138,7 +138,7 @@ def main(args) -> int:
         return 0
     tp = f"  tp: {res['tp']}" if res["tp"] > 1 else ""
     print(f"model: {res['model']}  threads: {res['threads']}{tp}  weights/token: "
-          f"{res['weight_bytes_per_token'] / 1e6:.1f} MB  decode step: {res['decode_step']}")
+          f"{res['weight_bytes_per_token'] / 1e6:.1f} MB  token step: {res['step']}")
     if "pp_tok_s" in res:
         print(f"pp{args.n_prompt}: {res['pp_tok_s']:8.1f} ± {res['pp_tok_s_std']:.1f} tok/s")
     if "tg_tok_s" in res:
@@ -150,12 +150,12 @@ def main(args) -> int:
               f"{res['tg_weight_GB_s'] / res['roofline_GB_s']:.0%} of it")
     if "tg_overhead_ms_per_token" in res:
         ovh = res["tg_overhead_ms_per_token"]
-        print(f"decode overhead outside the matmuls: {ovh:.2f} ms/token "
+        print(f"step overhead outside the matmuls: {ovh:.2f} ms/token "
               f"({ovh / res['tg_ms_per_token']:.0%} of a step)")
     if "tg_profile_us" in res:
         prof = res["tg_profile_us"]
         total = sum(prof.values())
-        print("decode step profile (us/token): " + ", ".join(
+        print("token step profile (us/token): " + ", ".join(
             f"{k} {v:.0f} ({v / total:.0%})" for k, v in sorted(prof.items(), key=lambda kv: -kv[1])))
     sys.stdout.flush()
     return 0

@@ -116,10 +116,10 @@ def format_plan(reader, plan) -> str:
 
 
 def tensor_floats(t):
-    """float32 values of a GGUF tensor, shape [rows, ne0] (any type pyquant can decode)."""
+    """float32 values of a GGUF tensor, shape [rows, ne0] (any type pyquant can dequantize)."""
     import torch
 
-    from ..decode import dequantize
+    from ..dequant import dequantize
     from ..qtypes import QType
 
     rows, ne0 = t.n_rows, t.dims[0]

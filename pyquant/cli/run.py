@@ -47,6 +47,6 @@ def main(args) -> int:
               f"({model.max_seq_len} positions); raise -c/--ctx-size]", file=sys.stderr)
     if not args.quiet and not follower(model):
         print(f"[prompt: {stats.prompt_tokens} tok, {stats.prefill_tok_s:.1f} tok/s | generated: "
-              f"{stats.generated_tokens} tok, {stats.decode_tok_s:.1f} tok/s | stop: {stats.stop_reason}]",
+              f"{stats.generated_tokens} tok, {stats.step_tok_s:.1f} tok/s | stop: {stats.stop_reason}]",
               file=sys.stderr)
     return 0

@@ -5,7 +5,7 @@ An architecture file subclasses DecoderModel and sets class attributes / overrid
 
 The block is written once, in `forward(ids, start_pos)`: prefill, perplexity, the reference the
 tests hold the C++ step to, and every token when that step cannot take the model.
-`decode_step(token, pos)` runs the C++ executor of the same layers and weights (step.py).
+`step(token, pos)` runs the C++ executor of the same layers and weights (step.py).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def run_linears(linears: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tens
 
 
 class torch_single_thread:
-    """Runs torch's own ops on one thread inside a forward / decode step. pyquant's kernels have their
+    """Runs torch's own ops on one thread inside a forward / token step. pyquant's kernels have their
     own thread pool; letting torch's OpenMP pool spin up between kernel calls made a [3, 3, T]
     softmax take 25 ms instead of 11 us on a loaded 2-core machine (threads fighting for cores),
     and the small attention / norm ops of one step gain nothing from threads."""
@@ -132,7 +132,7 @@ class DecoderModel:
         if self.local_rope_base is not None:
             self.rope_local = rope_table(self.max_seq_len, cfg.rope_dim, self.local_rope_base)
         self.attn_scale = self.attention_scale()
-        from .packing import pack_decode_weights
+        from .packing import pack_step_weights
         from .step import TokenStep
 
         # One model, one KV cache and one set of step buffers: calls from several Python threads are
@@ -144,7 +144,7 @@ class DecoderModel:
 
         trim_heap()   # the readers' freed scratch back to the OS before the packed copy is faulted in
         if self.device.type == "cpu":
-            self.packed_nbytes = pack_decode_weights(self, source.release)   # before TokenStep binds pointers
+            self.packed_nbytes = pack_step_weights(self, source.release)   # before TokenStep binds pointers
         else:
             self.packed_nbytes = 0
             self._move_to(self.device)
@@ -363,7 +363,7 @@ class DecoderModel:
         logits = self.head(x, all_logits)
         return logits if all_logits else logits[0]
 
-    def decode_step(self, token: int, pos: int) -> torch.Tensor:
+    def step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] for one token at position `pos` (the KV cache holds 0..pos-1).
         The returned tensor is a buffer reused by the next step."""
         with self.lock:
@@ -382,7 +382,7 @@ class DecoderModel:
         return generate(self, prompt, max_new_tokens=max_new_tokens, stream=stream, **sampling)
 
     def explain(self, prompt_tokens: int = 64) -> str:
-        """Which path and which kernel run each phase of prefill and of a decode step, and why."""
+        """Which path and which kernel run each phase of prefill and of a token step, and why."""
         from .._ext import _C
         from ..kernels.cpu.matmul import linear_path
 
@@ -409,10 +409,10 @@ class DecoderModel:
                          + ("; the head, logits sent to every rank" if ls.last else "; sends the residual on"))
         if st.native is not None:
             gov = st.native.governor()
-            lines.append("decode step: native (_C.LlmDecoder: one C++ call per token, one parallel region; "
+            lines.append("token step: native (_C.LlmStep: one C++ call per token, one parallel region; "
                          f"steps so far on 1 thread / all: {gov['single']} / {gov['multi']})")
         else:
-            lines.append(f"decode step: python (the model's forward, one token at a time): {st.native_reason}")
+            lines.append(f"token step: python (the model's forward, one token at a time): {st.native_reason}")
         lines.append(f"prefill of {prompt_tokens} tokens: torch attention/norms, one matmul per linear")
         # linears grouped by (role, type, shape): one line each, with how many layers have it
         seen: dict = {}

@@ -1,11 +1,11 @@
-"""Decode-order packing of the quantized weights into one huge-page-backed buffer.
+"""Step-order packing of the quantized weights into one huge-page-backed buffer.
 
 A decoded token streams every weight once (96 MB for SmolLM2 Q4_1: 3x the L3), straight from the
 mmap'ed GGUF file by default: 4 KiB pages, so ~24k dTLB misses per token (Zen 3's L2 TLB covers
-8 MiB) and tensors scattered in file order. Copying the weights at load time, in the order a decode
+8 MiB) and tensors scattered in file order. Copying the weights at load time, in the order a token
 step reads them (per layer qkv, wo, gate_up, down; then the output head), into one anonymous
 buffer advised MADV_HUGEPAGE (2 MiB pages where the kernel's THP mode is `madvise` or `always`)
-measured on the shared 2-core Zen 3 box (load ~2), C++ decode step at positions 64..95, per-step
+measured on the shared 2-core Zen 3 box (load ~2), C++ token step at positions 64..95, per-step
 wall time p10 / median over 384 steps, file mapping and packed copy interleaved in one process:
 2 threads 5.18 / 5.65 -> 4.96 / 5.37 ms, 1 thread 12.71 / 13.34 -> 11.91 / 12.53 ms. The file pages we copied from are dropped (release_pages), so RSS does not grow: the
 anonymous copy replaces them. PYQUANT_PACK_WEIGHTS=0 keeps the file mapping (for comparisons).
@@ -33,7 +33,7 @@ def _advise_huge(ptr: int, nbytes: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.madvise(ctypes.c_void_p(ptr), ctypes.c_size_t(nbytes // _HUGE * _HUGE), _MADV_HUGEPAGE)
     except (OSError, AttributeError):
-        pass   # no THP: the copy is still contiguous and in decode order
+        pass   # no THP: the copy is still contiguous and in step order
 
 
 def _packable(qt) -> bool:
@@ -44,9 +44,9 @@ def _packable(qt) -> bool:
             and qt.data.is_contiguous())
 
 
-def pack_decode_weights(model, release=None) -> int:
+def pack_step_weights(model, release=None) -> int:
     """Moves every Linear of `model` that reads stored bytes, then the token embedding (before the
-    decode state is built: that binds raw pointers), into one buffer in decode order; returns the
+    step state is built: that binds raw pointers), into one buffer in step order; returns the
     bytes packed (0 when disabled).
 
     Float linears (an AWQ model's F16 lm_head: 56 MB for SmolLM2) and the embedding are packed too,

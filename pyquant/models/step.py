@@ -1,6 +1,6 @@
 """The token step: one decoded token per call, on the C++ executor when it can take the model.
 
-`_C.LlmDecoder` (csrc/cpu/llm_ops.cpp) runs a whole token in one call and one parallel region
+`_C.LlmStep` (csrc/cpu/llm_ops.cpp) runs a whole token in one call and one parallel region
 (measured 173-182 vs 113-119 tok/s for the former Python/torch step on SmolLM2 Q4_1 at 2 threads):
 norms, the GEMVs through the matmul engine's own kernels (the same arithmetic as `_C.gguf_matmul`,
 in the same activation mode), RoPE, the KV write, GQA attention, SiLU*up, residuals, the head. It is
@@ -8,7 +8,7 @@ built from the model's layers and weights (build_native); when a model needs som
 do (an architecture's own norm or activation, a weight type it has no kernel for), `pyquant.load`
 warns with the reason and every token goes through the model's own `forward` (one token at
 `start_pos = pos`): the Python block is defined once, in decoder.py, for prefill, steps and tests.
-PYQUANT_DECODE=python forces that path.
+PYQUANT_STEP=python forces that path.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .decoder import DecoderModel
 
 class TokenStep:
     """The C++ step bound to one model: its input (x, the token's embedding) and output (logits)
-    buffers, the embedding-row decoder, and the executor, or None with the reason why not."""
+    buffers, the embedding-row dequantizer, and the executor, or None with the reason why not."""
 
     def __init__(self, model):
         cfg = model.config
@@ -34,30 +34,30 @@ class TokenStep:
         self.token = torch.zeros(1, dtype=torch.long)
         self._bind_embedding(model.embed)
         self.native, self.native_reason = build_native(self)
-        if self.native is None and self.native_reason != "PYQUANT_DECODE=python" and model.device.type == "cpu":
+        if self.native is None and self.native_reason != "PYQUANT_STEP=python" and model.device.type == "cpu":
             import warnings
 
-            warnings.warn(f"pyquant: {model.path}: the C++ decode step cannot run this model "
+            warnings.warn(f"pyquant: {model.path}: the C++ token step cannot run this model "
                           f"({self.native_reason}); each token runs the model's forward instead (slower; "
                           "model.explain() says more)", RuntimeWarning, stacklevel=3)
 
     @property
     def mode(self) -> str:
-        """"native" (the C++ step, _C.LlmDecoder) or "python" (the model's forward, one token)."""
+        """"native" (the C++ step, _C.LlmStep) or "python" (the model's forward, one token)."""
         return "native" if self.native is not None else "python"
 
     def _bind_embedding(self, embed) -> None:
-        """Decode the one embedding row of the token straight from the file bytes into x (no gather,
-        no allocation); types without a C++ decoder go through Embedding.__call__."""
+        """Dequantize the one embedding row of the token straight from the file bytes into x (no gather,
+        no allocation); types without a C++ dequantizer go through Embedding.__call__."""
         from .._ext import _C
 
         self.embed_row = None
         if embed is None:   # a layer split's later ranks receive the residual instead
             return
         qt = embed.qt
-        if qt.qtype < 1000 and _C.has_decoder(int(qt.qtype)):
+        if qt.qtype < 1000 and _C.has_dequantizer(int(qt.qtype)):
             rows = embed.rows
-            self.embed_row = (_C.decode, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.n_rows,
+            self.embed_row = (_C.dequantize, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.n_rows,
                               self.x.data_ptr(), self.x.nbytes, embed.dim)
 
     def embed_into_x(self, token: int) -> None:
@@ -66,10 +66,10 @@ class TokenStep:
             self.token[0] = token
             self.x.copy_(self.model.embed(self.token))
             return
-        decode, qtype, base, row_bytes, n_rows, x_ptr, x_nbytes, dim = e
+        dequantize, qtype, base, row_bytes, n_rows, x_ptr, x_nbytes, dim = e
         row = token - self.model.embed.first
         if 0 <= row < n_rows:   # the pointer arithmetic below trusts this check
-            decode(qtype, base + row * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
+            dequantize(qtype, base + row * row_bytes, row_bytes, x_ptr, x_nbytes, "float32", 1, dim, 1)
         else:                   # tensor parallel: another rank holds the row
             self.x.zero_()
 
@@ -82,7 +82,7 @@ class TokenStep:
         if not 0 <= token < m.config.vocab_size:
             from ..errors import PyquantError
 
-            raise PyquantError(f"decode_step: token id {token} outside [0, {m.config.vocab_size})")
+            raise PyquantError(f"step: token id {token} outside [0, {m.config.vocab_size})")
         if m.group is None:
             self.embed_into_x(token)
             self.native.step(pos)
@@ -91,7 +91,7 @@ class TokenStep:
 
     def _parallel_step(self, token: int, pos: int) -> torch.Tensor:
         """The step of a rank of a split model: the same C++ call, with the residual or the logits
-        passed between ranks around it (the all-reduces happen inside it, LlmDecoder.set_reduce)."""
+        passed between ranks around it (the all-reduces happen inside it, LlmStep.set_reduce)."""
         m = self.model
         tp, st = m.tp, m.stage
         if st is not None and not st.first:
@@ -113,9 +113,9 @@ class TokenStep:
 
 
 def build_native(st: TokenStep):
-    """(the C++ decode step (_C.LlmDecoder, csrc/cpu/llm_ops.cpp) for this model, None) or (None, why
+    """(the C++ token step (_C.LlmStep, csrc/cpu/llm_ops.cpp) for this model, None) or (None, why
     not) when the model needs something only the model's forward does: an architecture overriding the
-    norm or the MLP activation, a weight format without a CPU kernel, or PYQUANT_DECODE=python.
+    norm or the MLP activation, a weight format without a CPU kernel, or PYQUANT_STEP=python.
 
     Measured numbers: llm_ops.cpp's header."""
     import os
@@ -124,12 +124,12 @@ def build_native(st: TokenStep):
     from ..dispatch import linear_backend
 
     m, cfg = st.model, st.model.config
-    if os.environ.get("PYQUANT_DECODE", "").lower() == "python":
-        return None, "PYQUANT_DECODE=python"
+    if os.environ.get("PYQUANT_STEP", "").lower() == "python":
+        return None, "PYQUANT_STEP=python"
     if m.device.type != "cpu":
         return None, f"the model is on {m.device}: each token runs the forward there"
-    if not hasattr(_C, "LlmDecoder"):
-        return None, "this build of pyquant._C has no LlmDecoder"
+    if not hasattr(_C, "LlmStep"):
+        return None, "this build of pyquant._C has no LlmStep"
     cls = type(m)
     if cls.norm is not DecoderModel.norm:
         return None, f"{cls.__name__} overrides the norm"
@@ -140,7 +140,7 @@ def build_native(st: TokenStep):
     kv = m.cache.kv
     if kv.dtype != torch.float32 or not kv.is_contiguous() or not m.rope.is_contiguous():
         return None, "the KV cache or RoPE table is not contiguous float32"
-    dec = _C.LlmDecoder(len(m.layers), cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
+    dec = _C.LlmStep(len(m.layers), cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim,
                         cfg.ffn_dim, len(m.vocab_rows), m.max_seq_len, float(cfg.norm_eps), float(m.attn_scale))
     # the named options of the block (decoder.py), each mirrored by the executor
     dec.set_activation(cls.mlp_act)
@@ -153,7 +153,7 @@ def build_native(st: TokenStep):
     for i, L in enumerate(m.layers):
         dec.set_layer(i, L.window, L.local)
 
-    # Every tensor goes in as a buffer (tensor.numpy(): same memory); the decoder holds a reference
+    # Every tensor goes in as a buffer (tensor.numpy(): same memory); the step holds a reference
     # to each for its own lifetime and takes sizes from the buffers themselves.
     def buf(t):
         return t.contiguous().to(torch.float32).numpy() if t.is_floating_point() else t.contiguous().numpy()

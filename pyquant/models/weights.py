@@ -143,7 +143,7 @@ class Embedding:
         self.vocab_size = self.n_rows if vocab_size is None else vocab_size
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        from ..decode import dequantize
+        from ..dequant import dequantize
 
         if self.first == 0 and self.n_rows == self.vocab_size:
             rows = self.rows.index_select(0, ids)  # [S, row_bytes] uint8

@@ -12,7 +12,7 @@ Megatron's split, on the quantized bytes (no format learns about it):
 
 `shard.py` plans the split and wraps a weight source so the model (pyquant/models/decoder.py)
 receives its rank's slice under the usual tensor names; `group.py` holds the process group and
-the collectives. The model's forward and the C++ token step (LlmDecoder.set_reduce) call the
+the collectives. The model's forward and the C++ token step (LlmStep.set_reduce) call the
 same three hooks: reduce after a row-parallel linear, embed, gather the logits.
 
 `pipeline.py` is the other split: whole layers per rank (--split), the residual passed on.

@@ -8,7 +8,7 @@ runner computes on the CPU today (device="cuda" is issue #8's open work), so its
 
 Collectives. NCCL's all-reduce is used as it is. Gloo's measured 1.35 ms for a 576-float
 all-reduce between two processes on the 2-core AMD EPYC VM, against 0.17 ms for exchanging the
-same tensors with isend/irecv (bench/bench_parallel.py): a decode step makes 2 per layer, so on
+same tensors with isend/irecv (bench/bench_parallel.py): a token step makes 2 per layer, so on
 gloo the sum is an exchange of every rank's partial with every other (one round of W-1 messages
 each way) and a sum in rank order: the same bits on every rank, whatever the arrival order.
 

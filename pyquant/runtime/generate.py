@@ -1,4 +1,4 @@
-"""Text generation: prefill the prompt in one batch (GEMM path), then decode one token at a time
+"""Text generation: prefill the prompt in one batch (GEMM path), then one token step at a time
 (GEMV path) until max_new_tokens, an end-of-generation token or a stop string."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     prefill_s: float = 0.0
-    decode_s: float = 0.0
+    step_s: float = 0.0
     stop_reason: str = ""
     tokens: list = field(default_factory=list)
 
@@ -24,10 +24,10 @@ class GenerationStats:
         return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
 
     @property
-    def decode_tok_s(self) -> float:
-        # the first generated token comes from the prefill logits, so decode steps = generated - 1
+    def step_tok_s(self) -> float:
+        # the first generated token comes from the prefill logits, so token steps = generated - 1
         steps = max(self.generated_tokens - 1, 0)
-        return steps / self.decode_s if self.decode_s else 0.0
+        return steps / self.step_s if self.step_s else 0.0
 
 
 def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler, stats=None,
@@ -65,12 +65,12 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int, sampler: 
                 yield token
                 if i + 1 == max_new_tokens:
                     break
-                logits = model.decode_step(token, pos)
+                logits = model.step(token, pos)
                 pos += 1
             # "length": the requested number of tokens; "context": the KV cache (max_seq_len) is full
             stats.stop_reason = "context" if context_bound else "length"
         finally:
-            stats.decode_s = time.perf_counter() - t0
+            stats.step_s = time.perf_counter() - t0
 
 
 def stream_text(model, token_iter, stop: list[str] | None = None, stats=None):

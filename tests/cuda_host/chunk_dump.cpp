@@ -1,12 +1,12 @@
-// Host harness for csrc/cuda/chunk_decode.cuh (the GEMV's 32-weight chunk decoders): decodes every
-// block of a file with the chunk decoders, w = q * scale + min, and writes the floats, so that
+// Host harness for csrc/cuda/chunk_dequant.cuh (the GEMV's 32-weight chunk dequantizers): dequantizes every
+// block of a file with the chunk dequantizers, w = q * scale + min, and writes the floats, so that
 // tests/test_cuda_build.py can compare them with gguf-py bit for bit without a GPU.
 // Usage: chunk_dump TYPE_NAME in.bin out.bin
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
-#include "cuda/chunk_decode.cuh"
+#include "cuda/chunk_dequant.cuh"
 
 template <class C>
 int dump(const std::vector<uint8_t>& in, std::vector<float>& out) {

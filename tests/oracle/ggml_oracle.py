@@ -117,7 +117,7 @@ class GGMLOracle:
         data = np.ascontiguousarray(data, dtype=np.uint8)
         out = np.empty(n, dtype=np.float32)
         if not self._lib.pq_oracle_dequantize(int(qtype_id), data.ctypes.data, out.ctypes.data, n):
-            raise ValueError(f"oracle has no decoder for type {qtype_id}")
+            raise ValueError(f"oracle has no dequantizer for type {qtype_id}")
         return out
 
 

@@ -854,7 +854,7 @@ inline __m256i scale_pair(__m256i lo, __m256i hi, int jj) {
   return _mm256_shuffle_epi8(jj < 4 ? lo : hi, mask);
 }
 
-// K-quants with 16 sub-blocks of 16 and small unsigned q (Q2_K, Q3_K): Block decodes one super-block.
+// K-quants with 16 sub-blocks of 16 and small unsigned q (Q2_K, Q3_K): Block dequantizes one super-block.
 template <typename Block, int MR>
 void gemv_k16(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;

@@ -75,7 +75,7 @@ def parse_groups(path, prefix: str, q_groups: torch.Tensor, k: int, qrows: int) 
 _COLUMNS = 4096
 
 
-def _bitstream_decode(words: torch.Tensor, rows: int, bits: int) -> torch.Tensor:
+def _bitstream_dequantize(words: torch.Tensor, rows: int, bits: int) -> torch.Tensor:
     """int32 words [W, Np] (little-endian column bitstreams) -> uint values int64 [rows, Np]."""
     w = words.to(torch.int64) & 0xFFFFFFFF
     bitpos = torch.arange(32, dtype=torch.int64)
@@ -114,7 +114,7 @@ def unpack(path, prefix: str, n: int, k: int, q_weight, q_groups, q_scale, q_sca
         # MiB peak against 365 for a GGUF of it)
         for c0 in range(0, n, _COLUMNS):
             c1 = min(n, c0 + _COLUMNS)
-            q = _bitstream_decode(words[:, c0:c1], grp.rows, grp.bits)
+            q = _bitstream_dequantize(words[:, c0:c1], grp.rows, grp.bits)
             values[grp.row0:grp.row0 + grp.rows, c0:c1] = (q - (1 << (grp.bits - 1))).to(torch.int16)
     return Exl2Canonical(values, scales, groups, perm)
 

@@ -43,7 +43,7 @@ class GGUFSource:
             raise FormatError(self.path, f"tensor '{name}' has {t.n_elements} elements, expected {length}")
         if t.qtype == QType.F32:
             return t.bytes().reshape(-1).view(torch.float32).clone()
-        from ...decode import dequantize
+        from ...dequant import dequantize
 
         return dequantize(t.bytes(), t.qtype, (length,))
 

@@ -61,7 +61,7 @@ class GGUFAsHF:
 
     def get(self, hf_name: str) -> torch.Tensor:
         """The float32 tensor (HF name and row order)."""
-        from ...decode import dequantize
+        from ...dequant import dequantize
 
         gguf = self._names.get(hf_name)
         if gguf is None:

@@ -5,7 +5,7 @@ Two entry styles:
 - `linear_into(x, qt, out, bias)`: the runner's hot-loop path. No torch.library, no dispatch, no
   allocation when a fused kernel exists: raw pointers straight into _C.
 
-Types without a fused kernel run "dequantize-then-matmul" (_C.decode to float32, one torch matmul in
+Types without a fused kernel run "dequantize-then-matmul" (_C.dequantize to float32, one torch matmul in
 float32); the dispatcher says so in its reason. Until the fused kernels are built into _C
 (hasattr(_C, "gguf_matmul")), every type takes that path.
 """
@@ -50,16 +50,16 @@ def _has_fused(op: str, qt: QType) -> bool:
     return hit
 
 
-def _has_decoder(qt: QType) -> bool:
-    return qt < 1000 and bool(_C.has_decoder(int(qt)))
+def _has_dequantizer(qt: QType) -> bool:
+    return qt < 1000 and bool(_C.has_dequantizer(int(qt)))
 
 
 def supports(op: str, qt: QType, m: int) -> tuple[bool, str]:
     """Dispatch probe for the "cpu" backend: (can run, why)."""
     if op == "dequantize":
-        if _has_decoder(qt):
-            return True, f"_C.decode ({_C.active_isa()}, threaded)"
-        return False, f"_C has no decoder for {qt.name}"
+        if _has_dequantizer(qt):
+            return True, f"_C.dequantize ({_C.active_isa()}, threaded)"
+        return False, f"_C has no dequantizer for {qt.name}"
     if op in ("int4_matmul", "int8_matmul"):
         path = _fused_path(op, qt, m)
         if path:
@@ -70,9 +70,9 @@ def supports(op: str, qt: QType, m: int) -> tuple[bool, str]:
     path = _fused_path(op, qt, m)
     if path:
         return True, path
-    if _has_decoder(qt):
-        return True, f"no fused kernel for {qt.name}: _C.decode to float32, then torch matmul (fp32)"
-    return False, f"no fused kernel and no decoder for {qt.name} in _C"
+    if _has_dequantizer(qt):
+        return True, f"no fused kernel for {qt.name}: _C.dequantize to float32, then torch matmul (fp32)"
+    return False, f"no fused kernel and no dequantizer for {qt.name} in _C"
 
 
 def _ptr_bias(bias):
@@ -85,7 +85,7 @@ def _ptr_bias(bias):
 def _decoded(w: torch.Tensor, qt: QType, n: int, k: int) -> torch.Tensor:
     out = torch.empty((n, k), dtype=torch.float32)
     w = w.contiguous()
-    _C.decode(int(qt), w.data_ptr(), w.nbytes, out.data_ptr(), out.nbytes, "float32", n, k)
+    _C.dequantize(int(qt), w.data_ptr(), w.nbytes, out.data_ptr(), out.nbytes, "float32", n, k)
     return out
 
 
@@ -97,13 +97,13 @@ def _torch_linear(x, w32, bias):
 
 
 def dequantize(data, qtype, rows, cols, dtype):
-    """ggml bytes (uint8, rows * row_bytes) -> dtype [rows, cols] via _C.decode (threaded)."""
+    """ggml bytes (uint8, rows * row_bytes) -> dtype [rows, cols] via _C.dequantize (threaded)."""
     out = torch.empty((rows, cols), dtype=dtype)
     name = _DTYPE_NAMES.get(dtype)
     if name is None:  # e.g. float64: decode to float32 (exact for every ggml type), then widen
         return dequantize(data, qtype, rows, cols, torch.float32).to(dtype)
     data = data.contiguous()
-    _C.decode(int(qtype), data.data_ptr(), data.nbytes, out.data_ptr(), out.nbytes, name, rows, cols)
+    _C.dequantize(int(qtype), data.data_ptr(), data.nbytes, out.data_ptr(), out.nbytes, name, rows, cols)
     return out
 
 
@@ -239,4 +239,4 @@ def linear_path(lin, m: int) -> str:
         return f"{who}: {choose(op, qt, dev, m).check(op, qt, m)[1]}"
     path = _fused_path(op, qt, m)
     gather = ", x gathered through the act-order permutation first" if lin.qt.in_perm is not None else ""
-    return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.decode to float32, then torch matmul)") + gather
+    return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.dequantize to float32, then torch matmul)") + gather

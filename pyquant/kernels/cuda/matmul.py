@@ -81,16 +81,16 @@ def _bias_args(bias, n, device):
     return b.data_ptr(), _nbytes(b), b
 
 
-# ---------------------------------------------------------------------------------------- decode
-def has_decoder(qt) -> bool:
+# ---------------------------------------------------------------------------------------- dequantize
+def has_dequantizer(qt) -> bool:
     qt = qtypes.qtype(qt)
     return qt in (qtypes.QType.F32, qtypes.QType.F16, qtypes.QType.BF16) or (
-        int(qt) < 1000 and _C_cuda.has_decoder(int(qt)))
+        int(qt) < 1000 and _C_cuda.has_dequantizer(int(qt)))
 
 
 @_on_device
 def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.float32) -> torch.Tensor:
-    """Decode `rows` x `cols` elements of a ggml type held in CUDA uint8 `data` -> [rows, cols]."""
+    """Dequantize `rows` x `cols` elements of a ggml type held in CUDA uint8 `data` -> [rows, cols]."""
     qt = qtypes.qtype(qtype)
     if not data.is_cuda:
         raise KernelError("cuda dequantize: data is not a CUDA tensor")
@@ -105,7 +105,7 @@ def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.floa
             raise KernelError(f"cuda dequantize: {qt.name} data has {data.numel()} bytes, needs {need}")
         return data.reshape(-1)[:need].view(src).reshape(rows, cols).to(dtype)
     out = torch.empty((rows, cols), dtype=dtype, device=data.device)
-    _C_cuda.decode(int(qt), data.data_ptr(), _nbytes(data), out.data_ptr(), _nbytes(out),
+    _C_cuda.dequantize(int(qt), data.data_ptr(), _nbytes(data), out.data_ptr(), _nbytes(out),
                    _dtype_name(dtype, "cuda dequantize"), rows, cols, _stream(data))
     return out
 
@@ -205,10 +205,10 @@ def supports(op: str, qt, m: int) -> tuple[bool, str]:
     """dispatch probe of the "cuda" backend."""
     qt = qtypes.qtype(qt)
     if op == "dequantize":
-        return (True, "CUDA decode kernel") if has_decoder(qt) else (False, f"no CUDA decoder for {qt.name}")
+        return (True, "CUDA dequantize kernel") if has_dequantizer(qt) else (False, f"no CUDA dequantizer for {qt.name}")
     if op == "gguf_matmul":
-        if int(qt) >= 1000 or not has_decoder(qt):
-            return False, f"no CUDA decoder for {qt.name}"
+        if int(qt) >= 1000 or not has_dequantizer(qt):
+            return False, f"no CUDA dequantizer for {qt.name}"
         return True, matmul_path(op, qt, m)[1]
     return True, matmul_path(op, qt, m)[1]
 

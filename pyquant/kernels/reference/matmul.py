@@ -19,17 +19,17 @@ from ...qtypes import Kind, QType
 _FLOAT_VIEWS = {QType.F32: torch.float32, QType.F16: torch.float16, QType.BF16: torch.bfloat16}
 
 
-def _reference_decoders() -> dict:
-    """QType -> decoder from pyquant.kernels.reference.decode (written by the decode work), or {}."""
+def _reference_dequantizers() -> dict:
+    """QType -> dequantizer from pyquant.kernels.reference.dequant , or {}."""
     try:
-        from . import decode
+        from . import dequant
     except ImportError:
         return {}
-    return getattr(decode, "DECODERS", {})
+    return getattr(dequant, "DEQUANTIZERS", {})
 
 
 def gguf_supported(qt, matmul: bool = True) -> tuple[bool, str]:
-    """Can the reference decode ggml type `qt`? (True/False, why)."""
+    """Can the reference dequantize ggml type `qt`? (True/False, why)."""
     then = ", then torch matmul in float32" if matmul else ""
     qt = qtypes.qtype(qt)
     info = qtypes.info(qt)
@@ -37,9 +37,9 @@ def gguf_supported(qt, matmul: bool = True) -> tuple[bool, str]:
         return True, f"{qt.name}: reinterpret the bytes in torch{then}"
     if info.kind is Kind.GENERIC or info.activation_only:
         return False, f"{qt.name} is not a weight type of the GGUF op"
-    if qt in _reference_decoders():
-        return True, f"{qt.name}: torch block decoder to float32{then}"
-    return False, f"no torch reference decoder for {qt.name} (pyquant.kernels.reference.decode lacks it)"
+    if qt in _reference_dequantizers():
+        return True, f"{qt.name}: torch block dequantizer to float32{then}"
+    return False, f"no torch reference dequantizer for {qt.name} (pyquant.kernels.reference.dequant lacks it)"
 
 
 def dequantize_gguf(data: torch.Tensor, qt, rows: int, cols: int, dtype=torch.float32) -> torch.Tensor:
@@ -57,12 +57,12 @@ def dequantize_gguf(data: torch.Tensor, qt, rows: int, cols: int, dtype=torch.fl
             f"got {flat.numel()} {flat.dtype}")
     if qt in _FLOAT_VIEWS:
         return flat.view(_FLOAT_VIEWS[qt]).reshape(rows, cols).to(dtype, copy=True)
-    decoder = _reference_decoders().get(qt)
-    if decoder is None:
+    dequantizer = _reference_dequantizers().get(qt)
+    if dequantizer is None:
         raise UnsupportedQTypeError(gguf_supported(qt)[1])
     info = qtypes.info(qt)
     blocks = flat.reshape(-1, info.type_size)
-    return decoder(blocks).reshape(rows, cols).to(dtype)
+    return dequantizer(blocks).reshape(rows, cols).to(dtype)
 
 
 def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group_size: int,

@@ -7,7 +7,7 @@ needs (its quant byte(s), its scale byte(s), the f16 super-scales); neighbours s
 L1, so the tile costs about one pass over its bytes.
 
 Rounding follows gguf-py / ggml exactly (same operations in the same order: d * q, (d*sc) * q,
-d1*q - m1 ...): the decode kernel launches with enable_fp_fusion=False so that no a*b+c is fused,
+d1*q - m1 ...): the dequantize kernel launches with enable_fp_fusion=False so that no a*b+c is fused,
 and is bit-exact with gguf.quants.dequantize (tests/test_triton_kernels.py).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Triton kernels: GGUF decode and fused dequant-matmul (GGUF types, int4, int8).
+"""Triton kernels: GGUF dequantize and fused dequant-matmul (GGUF types, int4, int8).
 
 matmul: one program computes a [BLOCK_M, BLOCK_N] tile of y = x @ W.T; per K step it dequantizes
 a [BLOCK_N, BLOCK_K] weight tile in registers (dequant.py), casts it to x's dtype (fp16 / bf16 ->
@@ -46,7 +46,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 @triton.jit
-def decode_kernel(w_ptr, out_ptr, kv_ptr, total, cols, row_bytes, QT: tl.constexpr, QK: tl.constexpr,
+def dequant_kernel(w_ptr, out_ptr, kv_ptr, total, cols, row_bytes, QT: tl.constexpr, QK: tl.constexpr,
                   TS: tl.constexpr, BLOCK: tl.constexpr, OUT_BF16: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     e = pid * BLOCK + tl.arange(0, BLOCK)

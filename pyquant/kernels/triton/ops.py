@@ -38,7 +38,7 @@ def _geometry(qtype, who):
 
 
 def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.float32) -> torch.Tensor:
-    """Decode rows x cols elements of a GGUF type (uint8 data) -> [rows, cols] in `dtype`."""
+    """Dequantize rows x cols elements of a GGUF type (uint8 data) -> [rows, cols] in `dtype`."""
     qt, qk, ts = _geometry(qtype, "triton dequantize")
     _check_dtype(dtype, "triton dequantize")
     if cols % qk:
@@ -55,7 +55,7 @@ def dequantize(data: torch.Tensor, qtype, rows: int, cols: int, dtype=torch.floa
         return out
     block = 1024
     bf16 = dtype == torch.bfloat16
-    kernels.decode_kernel[(triton.cdiv(total, block),)](
+    kernels.dequant_kernel[(triton.cdiv(total, block),)](
         data, out.view(torch.int16) if bf16 else out, _kvalues(data.device), total, cols, row_bytes,
         QT=qt, QK=qk, TS=ts, BLOCK=block, OUT_BF16=bf16,
         enable_fp_fusion=False)  # bit-exact with gguf-py: no a*b+c fusion
@@ -134,7 +134,7 @@ def supports(op: str, qt, m: int) -> tuple[bool, str]:
     if op in ("dequantize", "gguf_matmul") and qt not in SUPPORTED:
         return False, f"no Triton kernel for {qt.name}"
     if op == "dequantize":
-        return True, "Triton element-wise decode"
+        return True, "Triton element-wise dequantize"
     return True, "Triton fused dequant-matmul (tl.dot, autotuned tiles)"
 
 

@@ -1,4 +1,4 @@
-// Block decoders of the ggml i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M,
+// Block dequantizers of the ggml i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M,
 // IQ4_NL, IQ4_XS), host + device. Layouts and formulas are those of llama.cpp's ggml-common.h /
 // dequantize_row_iq* (see shared/specs/gguf.md); byte offsets are spelled out per type below.
 //
@@ -8,16 +8,16 @@
 // gguf-py does, not by negation: the two differ for NaN (x86 mulss keeps a NaN operand's sign,
 // negation flips it), and a NaN/inf super-scale must give the oracle's NaN bit patterns. The +-1
 // factor is built from bits so the compiler cannot turn x * -1.0f back into -x.
-// Unaligned multi-byte fields are read with the byte-wise loads of decode_util.h.
+// Unaligned multi-byte fields are read with the byte-wise loads of dequant_util.h.
 #pragma once
 #include <cstdint>
 
-#include "common/decode_util.h"
+#include "common/dequant_util.h"
 #include "common/fp16.h"
 #include "common/iq_tables.h"
 #include "common/macros.h"
 
-// In CUDA translation units the tables are __device__ data (PQ_TABLE) and these decoders only run
+// In CUDA translation units the tables are __device__ data (PQ_TABLE) and these dequantizers only run
 // on the device; the host half of each PQ_HD instantiation is never called there (host code uses
 // the C++ build, where the tables are ordinary host data), so nvcc's "device variable read in a
 // host function" warning is noise for this header.
@@ -36,8 +36,8 @@ PQ_HD float sign_factor(uint32_t neg) { return bits_to_float(0x3f800000u | (neg 
 PQ_HD float grid_u8(uint64_t word, int j) { return (float)(uint32_t)((word >> (8 * j)) & 0xffu); }
 PQ_HD float grid_i8(uint64_t word, int j) { return (float)(int8_t)(uint8_t)((word >> (8 * j)) & 0xffu); }
 
-// The decoders below are written once, as templates over an "emitter" E that produces 8 outputs
-// at a time; the scalar emitter here is the portable/CUDA path, csrc/cpu/avx2/decode_iq_avx2.cpp
+// The dequantizers below are written once, as templates over an "emitter" E that produces 8 outputs
+// at a time; the scalar emitter here is the portable/CUDA path, csrc/cpu/avx2/dequant_iq_avx2.cpp
 // supplies an AVX2 one. Both compute every output with the same IEEE operations in the same order.
 //   E::half(bits)                    f16 bits -> float, exact
 //   E::signed8(y, db, grid, signs)   y[j] = (db * grid byte j) * (sign bit j ? -1 : +1)
@@ -205,15 +205,15 @@ PQ_HD void iq4_xs(const uint8_t* blk, float* y) {
 
 }  // namespace iq_detail
 
-PQ_HD void decode_block_iq2_xxs(const uint8_t* blk, float* y) { iq_detail::iq2_xxs<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq2_xs(const uint8_t* blk, float* y) { iq_detail::iq2_xs<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq2_s(const uint8_t* blk, float* y) { iq_detail::iq2_s<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq3_xxs(const uint8_t* blk, float* y) { iq_detail::iq3_xxs<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq3_s(const uint8_t* blk, float* y) { iq_detail::iq3_s<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq1_s(const uint8_t* blk, float* y) { iq_detail::iq1_s<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq1_m(const uint8_t* blk, float* y) { iq_detail::iq1_m<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq4_nl(const uint8_t* blk, float* y) { iq_detail::iq4_nl<iq_detail::ScalarEmit>(blk, y); }
-PQ_HD void decode_block_iq4_xs(const uint8_t* blk, float* y) { iq_detail::iq4_xs<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq2_xxs(const uint8_t* blk, float* y) { iq_detail::iq2_xxs<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq2_xs(const uint8_t* blk, float* y) { iq_detail::iq2_xs<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq2_s(const uint8_t* blk, float* y) { iq_detail::iq2_s<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq3_xxs(const uint8_t* blk, float* y) { iq_detail::iq3_xxs<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq3_s(const uint8_t* blk, float* y) { iq_detail::iq3_s<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq1_s(const uint8_t* blk, float* y) { iq_detail::iq1_s<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq1_m(const uint8_t* blk, float* y) { iq_detail::iq1_m<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq4_nl(const uint8_t* blk, float* y) { iq_detail::iq4_nl<iq_detail::ScalarEmit>(blk, y); }
+PQ_HD void dequant_block_iq4_xs(const uint8_t* blk, float* y) { iq_detail::iq4_xs<iq_detail::ScalarEmit>(blk, y); }
 
 PQ_COMMON_END  // namespace pq
 

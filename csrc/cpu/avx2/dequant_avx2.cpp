@@ -1,18 +1,18 @@
-// AVX2 block decoders. Bit-identical to the scalar ones (csrc/common/decode_*.h): the same float32
+// AVX2 block dequantizers. Bit-identical to the scalar ones (csrc/common/dequant_*.h): the same float32
 // operations in the same order (scale products first, then one multiply and one add/sub per
-// element, never fused), only eight lanes at a time. tests/test_decode.py compares both paths
+// element, never fused), only eight lanes at a time. tests/test_dequantize.py compares both paths
 // with gguf-py bit for bit, NaN payloads included.
 //
 // Stores: decoding is bound by writing the output (4 bytes per element against 0.5-1 byte read).
 // When a call's output is larger than the L2 cache (a whole tensor split over threads) the
 // kernels use non-temporal stores, which skip the read-for-ownership of every destination line:
 // Q4_0 4096x14336 on one thread took 11.3 ms of CPU time with them and 27.3 ms without. Small calls (the driver's 64 KiB
-// staging buffer for half outputs, GEMM panels through decode_rows) keep ordinary stores so the
+// staging buffer for half outputs, GEMM panels through dequant_rows) keep ordinary stores so the
 // data stays in cache for its consumer.
 //
 // Everything here lives in an anonymous namespace and uses only local helpers, so no inline
 // function compiled with -mavx2 can be picked by the linker for the baseline build.
-#include "cpu/decode_kernels.h"
+#include "cpu/dequant_kernels.h"
 #include "common/kquant_scales.h"
 
 #if defined(__AVX2__) && defined(__F16C__)
@@ -310,7 +310,7 @@ void tq2_0(const uint8_t* src, float* dst, int64_t n) {
 }
 
 // 16 TQ1_0 bytes, each times its power of 3 (16-bit lanes of pow3), -> 16 ternary digits as int8:
-// ((byte * 3^n mod 256) * 3) >> 8, minus 1 (see tq1_digit in decode_misc.h).
+// ((byte * 3^n mod 256) * 3) >> 8, minus 1 (see tq1_digit in dequant_misc.h).
 inline __m128i tq1_digits16(__m128i bytes, __m256i pow3) {
   const __m256i rotated = _mm256_and_si256(_mm256_mullo_epi16(_mm256_cvtepu8_epi16(bytes), pow3), _mm256_set1_epi16(255));
   const __m256i digit = _mm256_sub_epi16(_mm256_srli_epi16(_mm256_mullo_epi16(rotated, _mm256_set1_epi16(3)), 8),
@@ -358,7 +358,7 @@ void mxfp4(const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
-// Unsigned E4M3 scale / 2, exactly as ue4m3_to_fp32_half in decode_misc.h.
+// Unsigned E4M3 scale / 2, exactly as ue4m3_to_fp32_half in dequant_misc.h.
 inline float ue4m3_half(uint8_t x) {
   if (x == 0 || x == 0x7F) return 0.0f;
   const int e = (x >> 3) & 15, m = x & 7;
@@ -464,7 +464,7 @@ void f32_to_bf16_avx2(const float* x, uint16_t* y, int64_t n) {
   }
 }
 
-DecodeBlocksFn avx2_decoder(QType t) {
+DequantBlocksFn avx2_dequantizer(QType t) {
   switch (t) {
     case QType::Q4_0: return PQ_AVX2(q4_0, 32);
     case QType::Q4_1: return PQ_AVX2(q4_1, 32);
@@ -488,12 +488,12 @@ DecodeBlocksFn avx2_decoder(QType t) {
 
 }  // namespace pq
 
-#else  // no AVX2 in this build (non-x86 targets): the scalar decoders run everywhere
+#else  // no AVX2 in this build (non-x86 targets): the scalar dequantizers run everywhere
 
 #include "common/fp16.h"
 
 namespace pq {
-DecodeBlocksFn avx2_decoder(QType) { return nullptr; }
+DequantBlocksFn avx2_dequantizer(QType) { return nullptr; }
 void f32_to_f16_avx2(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
 }

@@ -1,21 +1,21 @@
-// Block decoders of the 256-element k-quants (Q2_K .. Q8_K), host + device.
+// Block dequantizers of the 256-element k-quants (Q2_K .. Q8_K), host + device.
 //
 // Rounding order matches gguf-py exactly: the per-sub-block float scale is formed first
 // (dl = d * sc, ml = dmin * m, each rounded to float32), then y = dl * q - ml (two more roundings,
 // never fused). Element order within a super-block follows the ggml struct layouts:
 // Q2_K/Q3_K: two halves of 128; within a half, 2-bit planes (shift 0,2,4,6) of 32 bytes, each plane
 // covering 32 consecutive outputs (two sub-blocks of 16). Q4_K/Q5_K: four chunks of 32 bytes, low
-// nibbles -> sub-block 2c, high nibbles -> sub-block 2c+1. Q6_K: see decode_block_q6_k.
+// nibbles -> sub-block 2c, high nibbles -> sub-block 2c+1. Q6_K: see dequant_block_q6_k.
 #pragma once
 #include <cstdint>
-#include "common/decode_util.h"
+#include "common/dequant_util.h"
 #include "common/kquant_scales.h"
 #include "common/macros.h"
 
 PQ_COMMON_BEGIN
 
 // Q2_K (84 B): scales[16] (lo4 = scale, hi4 = min), qs[64], d:f16, dmin:f16.
-PQ_HD void decode_block_q2_k(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_q2_k(const uint8_t* blk, float* y) {
   const uint8_t* scales = blk;
   const uint8_t* qs = blk + 16;
   const float d = load_f16(blk + 80), dmin = load_f16(blk + 82);
@@ -42,7 +42,7 @@ PQ_HD int q3_k_scale(const uint8_t* sc, int k) {
 }
 
 // Q3_K (110 B): hmask[32], qs[64], scales[12], d:f16. q = low 2 bits - (hmask bit clear ? 4 : 0).
-PQ_HD void decode_block_q3_k(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_q3_k(const uint8_t* blk, float* y) {
   const uint8_t* hmask = blk;
   const uint8_t* qs = blk + 32;
   const uint8_t* scales = blk + 96;
@@ -66,7 +66,7 @@ PQ_HD void decode_block_q3_k(const uint8_t* blk, float* y) {
 }
 
 // Q4_K (144 B): d:f16, dmin:f16, scales[12], qs[128].
-PQ_HD void decode_block_q4_k(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_q4_k(const uint8_t* blk, float* y) {
   const float d = load_f16(blk), dmin = load_f16(blk + 2);
   const uint8_t* scales = blk + 4;
   const uint8_t* qs = blk + 16;
@@ -81,7 +81,7 @@ PQ_HD void decode_block_q4_k(const uint8_t* blk, float* y) {
 }
 
 // Q5_K (176 B): d:f16, dmin:f16, scales[12], qh[32] (bit j of qh[l] = 5th bit of sub-block j), qs[128].
-PQ_HD void decode_block_q5_k(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_q5_k(const uint8_t* blk, float* y) {
   const float d = load_f16(blk), dmin = load_f16(blk + 2);
   const uint8_t* scales = blk + 4;
   const uint8_t* qh = blk + 16;
@@ -102,7 +102,7 @@ PQ_HD void decode_block_q5_k(const uint8_t* blk, float* y) {
 // Q6_K (210 B): ql[128], qh[64], scales[16]:i8, d:f16. Two halves of 128 outputs; in half h,
 // output run t (0..3, 32 each) takes the nibble (t < 2 ? low : high) of ql[64h + 32*(t&1) + l]
 // and bits 2t..2t+1 of qh[32h + l]; q = that 6-bit value - 32, scale = scales[output / 16].
-PQ_HD void decode_block_q6_k(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_q6_k(const uint8_t* blk, float* y) {
   const uint8_t* ql = blk;
   const uint8_t* qh = blk + 128;
   const int8_t* scales = reinterpret_cast<const int8_t*>(blk + 192);
@@ -124,7 +124,7 @@ PQ_HD void decode_block_q6_k(const uint8_t* blk, float* y) {
 }
 
 // Q8_K (292 B): d:f32, qs[256]:i8, bsums[16]:i16 (not needed to decode). Activation-only type.
-PQ_HD void decode_block_q8_k(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_q8_k(const uint8_t* blk, float* y) {
   const float d = load_f32(blk);
   const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 4);
   for (int j = 0; j < 256; ++j) y[j] = d * (float)qs[j];

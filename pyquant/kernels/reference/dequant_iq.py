@@ -1,6 +1,6 @@
-"""Plain torch reference decoders for the ggml i-quants, readable as the spec.
+"""Plain torch reference dequantizers for the ggml i-quants, readable as the spec.
 
-IQ_DECODERS maps QType -> fn(blocks: uint8 [nb, type_size]) -> float32 [nb, block_size].
+IQ_DEQUANTIZERS maps QType -> fn(blocks: uint8 [nb, type_size]) -> float32 [nb, block_size].
 
 Formats (llama.cpp ggml-common.h, dequantize_row_iq* in ggml-quants.c); all fields little-endian.
 The lattice types store, per group of 8 (or 4) elements, an index into a fixed grid of magnitudes
@@ -101,7 +101,7 @@ def _nibbles(b: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------ IQ2 / IQ3 lattices
-def decode_iq2_xxs(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq2_xxs(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])                                   # [nb, 1]
     groups = blocks[:, 2:].reshape(nb, 8, 8)                   # 8 groups of 32 elements
@@ -120,7 +120,7 @@ def _iq2_scales(d: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return d * (0.5 + s.float()) * 0.25                        # [nb, 16]
 
 
-def decode_iq2_xs(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq2_xs(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])
     qs = _u16(blocks[:, 2:66])                                 # [nb, 32]
@@ -131,7 +131,7 @@ def decode_iq2_xs(blocks: torch.Tensor) -> torch.Tensor:
     return (db * grid * signs).reshape(nb, 256)
 
 
-def decode_iq2_s(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq2_s(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])
     qs = blocks[:, 2:34].long()                                # [nb, 32]
@@ -144,7 +144,7 @@ def decode_iq2_s(blocks: torch.Tensor) -> torch.Tensor:
     return (db * grid * _sign_factors(sign_bytes)).reshape(nb, 256)
 
 
-def decode_iq3_xxs(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq3_xxs(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])
     qs = blocks[:, 2:66].long().reshape(nb, 8, 4, 2)           # [nb, 8 groups, 4 x 8 elements, 2 grid entries]
@@ -156,7 +156,7 @@ def decode_iq3_xxs(blocks: torch.Tensor) -> torch.Tensor:
     return (db[:, :, None, None] * grid * signs).reshape(nb, 256)
 
 
-def decode_iq3_s(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq3_s(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])
     qs = blocks[:, 2:66].long()                                # [nb, 64]
@@ -172,7 +172,7 @@ def decode_iq3_s(blocks: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------ IQ1 ternary lattice
-def decode_iq1_s(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq1_s(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])
     qs = blocks[:, 2:34].long().reshape(nb, 8, 4)
@@ -184,7 +184,7 @@ def decode_iq1_s(blocks: torch.Tensor) -> torch.Tensor:
     return (dl[:, :, None, None] * (grid + delta[:, :, None, None])).reshape(nb, 256)
 
 
-def decode_iq1_m(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq1_m(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     qs = blocks[:, 0:32].long()                                # [nb, 32] groups of 8
     qh = blocks[:, 32:48].long()                               # [nb, 16]
@@ -200,12 +200,12 @@ def decode_iq1_m(blocks: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------ IQ4 non-linear codebook
-def decode_iq4_nl(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq4_nl(blocks: torch.Tensor) -> torch.Tensor:
     d = _f16(blocks[:, 0:2])                                   # [nb, 1]
     return d * _KVALUES[_nibbles(blocks[:, 2:18])]             # [nb, 32]
 
 
-def decode_iq4_xs(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_iq4_xs(blocks: torch.Tensor) -> torch.Tensor:
     nb = blocks.shape[0]
     d = _f16(blocks[:, 0:2])
     scales_h = _u16(blocks[:, 2:4])                            # [nb, 1]
@@ -217,14 +217,14 @@ def decode_iq4_xs(blocks: torch.Tensor) -> torch.Tensor:
     return (dl[:, :, None] * _KVALUES[q]).reshape(nb, 256)
 
 
-IQ_DECODERS = {
-    QType.IQ2_XXS: decode_iq2_xxs,
-    QType.IQ2_XS: decode_iq2_xs,
-    QType.IQ2_S: decode_iq2_s,
-    QType.IQ3_XXS: decode_iq3_xxs,
-    QType.IQ3_S: decode_iq3_s,
-    QType.IQ1_S: decode_iq1_s,
-    QType.IQ1_M: decode_iq1_m,
-    QType.IQ4_NL: decode_iq4_nl,
-    QType.IQ4_XS: decode_iq4_xs,
+IQ_DEQUANTIZERS = {
+    QType.IQ2_XXS: dequant_iq2_xxs,
+    QType.IQ2_XS: dequant_iq2_xs,
+    QType.IQ2_S: dequant_iq2_s,
+    QType.IQ3_XXS: dequant_iq3_xxs,
+    QType.IQ3_S: dequant_iq3_s,
+    QType.IQ1_S: dequant_iq1_s,
+    QType.IQ1_M: dequant_iq1_m,
+    QType.IQ4_NL: dequant_iq4_nl,
+    QType.IQ4_XS: dequant_iq4_xs,
 }

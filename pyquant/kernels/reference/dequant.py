@@ -1,11 +1,11 @@
-"""Plain torch decoders for every ggml type: the readable specification and the fallback that
+"""Plain torch dequantizers for every ggml type: the readable specification and the fallback that
 runs on any device.
 
-Each decoder takes blocks as a uint8 tensor [nblocks, type_size] and returns float32
+Each dequantizer takes blocks as a uint8 tensor [nblocks, type_size] and returns float32
 [nblocks, block_size]. They are bit-exact with gguf-py (``gguf.quants.dequantize``): the same
 float32 operations in the same order (scales first, ``d * sc``, then ``dl * q - ml``), fp16 fields
 widened exactly (NaN payloads kept, as numpy does; torch's own ``.to(float32)`` is not exact for
-signalling NaNs). The C++ kernels in csrc/common/decode_*.h implement the same formulas.
+signalling NaNs). The C++ kernels in csrc/common/dequant_*.h implement the same formulas.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from ...errors import KernelError, UnsupportedQTypeError
 from ...qtypes import QType, info, qtype as as_qtype
-from .decode_iq import IQ_DECODERS
+from .dequant_iq import IQ_DEQUANTIZERS
 
 # ----------------------------------------------------------------------------- field helpers
 
@@ -81,11 +81,11 @@ def _bit_planes(x: torch.Tensor, nbits: int, count: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- plain types
 
 
-def decode_f32(b):
+def dequant_f32(b):
     return b.contiguous().view(torch.float32)
 
 
-def decode_f16(b):
+def dequant_f16(b):
     # torch's widening is exact for every finite value and infinity; only NaN payloads need the
     # bit-level path (torch canonicalises or quiets them), so run it on the NaNs alone.
     h = b.contiguous().view(torch.int16)
@@ -96,7 +96,7 @@ def decode_f16(b):
     return y
 
 
-def decode_bf16(b):
+def dequant_bf16(b):
     return _bits_to_f32((b.contiguous().view(torch.int16).to(torch.int64) & 0xFFFF) << 16)
 
 
@@ -107,12 +107,12 @@ def _plain(dtype):
 # ----------------------------------------------------------------------------- legacy (32 per block)
 
 
-def decode_q4_0(b):  # d:f16, qs[16]
+def dequant_q4_0(b):  # d:f16, qs[16]
     q = _nibbles(b[:, 2:18]).to(torch.int32) - 8
     return _f16(b, 0) * q.to(torch.float32)
 
 
-def decode_q4_1(b):  # d:f16, m:f16, qs[16]
+def dequant_q4_1(b):  # d:f16, m:f16, qs[16]
     q = _nibbles(b[:, 4:20]).to(torch.float32)
     return _add(_f16(b, 0) * q, _f16(b, 2))
 
@@ -121,28 +121,28 @@ def _q5_high_bits(b, off):  # qh as u32: bit j is the 5th bit of element j
     return ((_u32(b, off) >> torch.arange(32, device=b.device)) & 1).to(torch.int32) << 4
 
 
-def decode_q5_0(b):  # d:f16, qh:u32, qs[16]
+def dequant_q5_0(b):  # d:f16, qh:u32, qs[16]
     q = (_nibbles(b[:, 6:22]).to(torch.int32) | _q5_high_bits(b, 2)) - 16
     return _f16(b, 0) * q.to(torch.float32)
 
 
-def decode_q5_1(b):  # d:f16, m:f16, qh:u32, qs[16]
+def dequant_q5_1(b):  # d:f16, m:f16, qh:u32, qs[16]
     q = _nibbles(b[:, 8:24]).to(torch.int32) | _q5_high_bits(b, 4)
     return _add(_f16(b, 0) * q.to(torch.float32), _f16(b, 2))
 
 
-def decode_q8_0(b):  # d:f16, qs[32]:i8
+def dequant_q8_0(b):  # d:f16, qs[32]:i8
     return _f16(b, 0) * b[:, 2:34].contiguous().view(torch.int8).to(torch.float32)
 
 
-def decode_q8_1(b):  # d:f32, s:f32, qs[32]:i8 (gguf-py's 40-byte geometry; s unused)
+def dequant_q8_1(b):  # d:f32, s:f32, qs[32]:i8 (gguf-py's 40-byte geometry; s unused)
     return _f32(b, 0) * b[:, 8:40].contiguous().view(torch.int8).to(torch.float32)
 
 
 # ----------------------------------------------------------------------------- k-quants (256 per block)
 
 
-def decode_q2_k(b):  # scales[16] (lo4 scale, hi4 min), qs[64], d:f16, dmin:f16
+def dequant_q2_k(b):  # scales[16] (lo4 scale, hi4 min), qs[64], d:f16, dmin:f16
     nb = b.shape[0]
     scales = b[:, 0:16]
     dl = (_f16(b, 80) * (scales & 15).to(torch.float32)).view(nb, 16, 1)
@@ -160,7 +160,7 @@ def q3_k_scales(sc: torch.Tensor) -> torch.Tensor:
     return (lo | (hi << 4)).to(torch.int32) - 32
 
 
-def decode_q3_k(b):  # hmask[32], qs[64], scales[12], d:f16
+def dequant_q3_k(b):  # hmask[32], qs[64], scales[12], d:f16
     nb = b.shape[0]
     dl = (_f16(b, 108) * q3_k_scales(b[:, 96:108]).to(torch.float32)).view(nb, 16, 1)
     low = _bit_planes(b[:, 32:96].reshape(nb, 2, 32), 2, 4).reshape(nb, 16, 16)
@@ -185,20 +185,20 @@ def _k4_apply(b, q):  # q: [nb, 8, 32] unsigned quants; y = (d * sc) * q - (dmin
     return _sub(dl * q.to(torch.float32), ml).reshape(nb, 256)
 
 
-def decode_q4_k(b):  # d:f16, dmin:f16, scales[12], qs[128]
+def dequant_q4_k(b):  # d:f16, dmin:f16, scales[12], qs[128]
     nb = b.shape[0]
     q = _bit_planes(b[:, 16:144].reshape(nb, 4, 32), 4, 2).reshape(nb, 8, 32)  # chunk c -> sub-blocks 2c, 2c+1
     return _k4_apply(b, q)
 
 
-def decode_q5_k(b):  # d:f16, dmin:f16, scales[12], qh[32], qs[128]
+def dequant_q5_k(b):  # d:f16, dmin:f16, scales[12], qh[32], qs[128]
     nb = b.shape[0]
     low = _bit_planes(b[:, 48:176].reshape(nb, 4, 32), 4, 2).reshape(nb, 8, 32)
     high = _bit_planes(b[:, 16:48], 1, 8)  # bit j of qh[l] -> sub-block j
     return _k4_apply(b, low | (high << 4))
 
 
-def decode_q6_k(b):  # ql[128], qh[64], scales[16]:i8, d:f16
+def dequant_q6_k(b):  # ql[128], qh[64], scales[16]:i8, d:f16
     nb = b.shape[0]
     low = _bit_planes(b[:, 0:128].reshape(nb, 2, 64), 4, 2).reshape(nb, 8, 32)  # [half, nibble, 64] -> runs of 32
     high = _bit_planes(b[:, 128:192].reshape(nb, 2, 32), 2, 4).reshape(nb, 8, 32)
@@ -208,7 +208,7 @@ def decode_q6_k(b):  # ql[128], qh[64], scales[16]:i8, d:f16
     return (dl * q.reshape(nb, 16, 16).to(torch.float32)).reshape(nb, 256)
 
 
-def decode_q8_k(b):  # d:f32, qs[256]:i8, bsums[16]:i16
+def dequant_q8_k(b):  # d:f32, qs[256]:i8, bsums[16]:i16
     return _f32(b, 0) * b[:, 4:260].contiguous().view(torch.int8).to(torch.float32)
 
 
@@ -222,12 +222,12 @@ def _tq1_digits(x: torch.Tensor, count: int) -> torch.Tensor:
     return (((rotated * 3) >> 8) - 1).reshape(x.shape[0], -1)
 
 
-def decode_tq1_0(b):  # qs[48] (5 digits/byte), qh[4] (4 digits/byte), d:f16
+def dequant_tq1_0(b):  # qs[48] (5 digits/byte), qh[4] (4 digits/byte), d:f16
     q = torch.cat([_tq1_digits(b[:, 0:32], 5), _tq1_digits(b[:, 32:48], 5), _tq1_digits(b[:, 48:52], 4)], -1)
     return _f16(b, 52) * q.to(torch.float32)
 
 
-def decode_tq2_0(b):  # qs[64] (2-bit planes), d:f16
+def dequant_tq2_0(b):  # qs[64] (2-bit planes), d:f16
     nb = b.shape[0]
     q = _bit_planes(b[:, 0:64].reshape(nb, 2, 32), 2, 4).reshape(nb, 256).to(torch.int32) - 1
     return _f16(b, 64) * q.to(torch.float32)
@@ -242,7 +242,7 @@ def _e2m1(codes: torch.Tensor) -> torch.Tensor:
     return table[codes.to(torch.int64)]
 
 
-def decode_mxfp4(b):  # e:e8m0, qs[16]
+def dequant_mxfp4(b):  # e:e8m0, qs[16]
     e = b[:, 0:1].to(torch.int64)
     d = _bits_to_f32(torch.where(e < 2, 0x00200000 << e, (e - 1) << 23))  # 2^(e-127) / 2
     return d * _e2m1(_nibbles(b[:, 1:17]))
@@ -257,32 +257,32 @@ def ue4m3_half(x: torch.Tensor) -> torch.Tensor:
     return torch.where((x == 0) | (x == 0x7F), 0.0, raw * 0.5)
 
 
-def decode_nvfp4(b):  # d[4]:ue4m3 (one per 16), qs[32]: sub-block s = qs[8s:8s+8] low nibbles then high
+def dequant_nvfp4(b):  # d[4]:ue4m3 (one per 16), qs[32]: sub-block s = qs[8s:8s+8] low nibbles then high
     nb = b.shape[0]
     d = ue4m3_half(b[:, 0:4]).view(nb, 4, 1)
     q = _e2m1(_nibbles(b[:, 4:36].reshape(nb, 4, 8)))
     return (d * q).reshape(nb, 64)
 
 
-DECODERS = {
-    QType.F32: decode_f32, QType.F16: decode_f16, QType.BF16: decode_bf16,
+DEQUANTIZERS = {
+    QType.F32: dequant_f32, QType.F16: dequant_f16, QType.BF16: dequant_bf16,
     QType.F64: _plain(torch.float64), QType.I8: _plain(torch.int8), QType.I16: _plain(torch.int16),
     QType.I32: _plain(torch.int32), QType.I64: _plain(torch.int64),
-    QType.Q4_0: decode_q4_0, QType.Q4_1: decode_q4_1, QType.Q5_0: decode_q5_0, QType.Q5_1: decode_q5_1,
-    QType.Q8_0: decode_q8_0, QType.Q8_1: decode_q8_1,
-    QType.Q2_K: decode_q2_k, QType.Q3_K: decode_q3_k, QType.Q4_K: decode_q4_k, QType.Q5_K: decode_q5_k,
-    QType.Q6_K: decode_q6_k, QType.Q8_K: decode_q8_k,
-    QType.TQ1_0: decode_tq1_0, QType.TQ2_0: decode_tq2_0, QType.MXFP4: decode_mxfp4, QType.NVFP4: decode_nvfp4,
-    **IQ_DECODERS,
+    QType.Q4_0: dequant_q4_0, QType.Q4_1: dequant_q4_1, QType.Q5_0: dequant_q5_0, QType.Q5_1: dequant_q5_1,
+    QType.Q8_0: dequant_q8_0, QType.Q8_1: dequant_q8_1,
+    QType.Q2_K: dequant_q2_k, QType.Q3_K: dequant_q3_k, QType.Q4_K: dequant_q4_k, QType.Q5_K: dequant_q5_k,
+    QType.Q6_K: dequant_q6_k, QType.Q8_K: dequant_q8_k,
+    QType.TQ1_0: dequant_tq1_0, QType.TQ2_0: dequant_tq2_0, QType.MXFP4: dequant_mxfp4, QType.NVFP4: dequant_nvfp4,
+    **IQ_DEQUANTIZERS,
 }
 
 
 def dequantize_reference(data: torch.Tensor, qtype, shape) -> torch.Tensor:
-    """Decode packed ggml data (uint8 tensor, any device) to a float32 tensor of `shape`."""
+    """Dequantize packed ggml data (uint8 tensor, any device) to a float32 tensor of `shape`."""
     qt = as_qtype(qtype)
-    fn = DECODERS.get(qt)
+    fn = DEQUANTIZERS.get(qt)
     if fn is None:
-        raise UnsupportedQTypeError(f"dequantize_reference: no decoder for {qt.name}")
+        raise UnsupportedQTypeError(f"dequantize_reference: no dequantizer for {qt.name}")
     i = info(qt)
     shape = tuple(int(s) for s in shape)
     n = 1

@@ -1,7 +1,7 @@
-"""Decode throughput: a 4096x14336 tensor (a Llama-3-8B FFN matrix) per ggml type, pyquant's C++
-kernel at 2 threads against gguf-py's numpy decoder and pyquant's torch reference.
+"""Dequantize throughput: a 4096x14336 tensor (a Llama-3-8B FFN matrix) per ggml type, pyquant's C++
+kernel at 2 threads against gguf-py's numpy dequantizer and pyquant's torch reference.
 
-    PYTHONPATH=. python -m pytest bench/bench_decode.py --benchmark-only -q
+    PYTHONPATH=. python -m pytest bench/bench_dequantize.py --benchmark-only -q
     PYQUANT_BENCH_TYPES=Q4_0,Q4_K ...   restricts the types.
 
 extra_info per benchmark: in_GBps (packed bytes read / time), out_GBps (float32 bytes written /
@@ -30,7 +30,7 @@ ALL_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5
              "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "F16", "BF16"]
 TYPES = [t for t in os.environ.get("PYQUANT_BENCH_TYPES", ",".join(ALL_TYPES)).split(",") if t]
 # fp16 scale fields (byte offsets) that get realistic values: random bits would make ~3% of them
-# NaN/inf and many subnormal, which no real tensor has (and subnormal products slow every decoder).
+# NaN/inf and many subnormal, which no real tensor has (and subnormal products slow every dequantizer).
 F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q2_K": [80, 82],
               "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208], "TQ1_0": [52], "TQ2_0": [64]}
 
@@ -70,7 +70,7 @@ def tensors():
 
 @pytest.fixture(scope="module")
 def gguf_seconds(tensors):
-    """gguf-py's decode time per type, measured once (a single round: it takes seconds)."""
+    """gguf-py's dequantize time per type, measured once (a single round: it takes seconds)."""
     gguf_quants = pytest.importorskip("gguf.quants")
     from gguf.constants import GGMLQuantizationType
 
@@ -117,7 +117,7 @@ def _report(benchmark, name, data, gguf, fn=None):
 def test_pyquant_alloc(benchmark, name, tensors, gguf_seconds):
     data = tensors(name)
     g = gguf_seconds(name)
-    benchmark.group = f"decode {name}"
+    benchmark.group = f"dequantize {name}"
     benchmark(pyquant.dequantize, data, name, (ROWS, COLS))
     _report(benchmark, name, data, g, lambda: pyquant.dequantize(data, name, (ROWS, COLS)))
 
@@ -128,7 +128,7 @@ def test_pyquant_into(benchmark, name, tensors, gguf_seconds):
     g = gguf_seconds(name)
     out = torch.empty(ROWS, COLS)
     out.fill_(0)  # touch the pages once: this row measures the kernel, not the page faults
-    benchmark.group = f"decode {name}"
+    benchmark.group = f"dequantize {name}"
     benchmark(pyquant.dequantize, data, name, (ROWS, COLS), out=out)
     _report(benchmark, name, data, g, lambda: pyquant.dequantize(data, name, (ROWS, COLS), out=out))
 
@@ -141,7 +141,7 @@ def test_torch_reference(benchmark, name, tensors, gguf_seconds):
     prev = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        benchmark.group = f"decode {name}"
+        benchmark.group = f"dequantize {name}"
         benchmark.pedantic(pyquant.dequantize, args=(torch_data, name, (ROWS, COLS)),
                            kwargs={"backend": "reference"}, rounds=1, iterations=1)
     finally:

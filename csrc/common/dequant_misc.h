@@ -1,8 +1,8 @@
-// Block decoders of the ternary (TQ1_0, TQ2_0) and micro-scaled fp4 (MXFP4, NVFP4) types,
-// host + device. Same contract as decode_legacy.h: bit-exact with gguf-py.
+// Block dequantizers of the ternary (TQ1_0, TQ2_0) and micro-scaled fp4 (MXFP4, NVFP4) types,
+// host + device. Same contract as dequant_legacy.h: bit-exact with gguf-py.
 #pragma once
 #include <cstdint>
-#include "common/decode_util.h"
+#include "common/dequant_util.h"
 #include "common/macros.h"
 
 PQ_COMMON_BEGIN
@@ -16,7 +16,7 @@ PQ_HD int tq1_digit(uint8_t byte, uint8_t pow3) {
 }
 
 // TQ1_0 (54 B): qs[48] (5 digits per byte), qh[4] (4 digits per byte), d:f16.
-PQ_HD void decode_block_tq1_0(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_tq1_0(const uint8_t* blk, float* y) {
   const uint8_t pow3[5] = {1, 3, 9, 27, 81};
   const uint8_t* qs = blk;
   const uint8_t* qh = blk + 48;
@@ -30,7 +30,7 @@ PQ_HD void decode_block_tq1_0(const uint8_t* blk, float* y) {
 }
 
 // TQ2_0 (66 B): qs[64] (four 2-bit values per byte, value - 1), d:f16. Layout as Q2_K's planes.
-PQ_HD void decode_block_tq2_0(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_tq2_0(const uint8_t* blk, float* y) {
   const uint8_t* qs = blk;
   const float d = load_f16(blk + 64);
   for (int c = 0; c < 2; ++c)
@@ -52,7 +52,7 @@ PQ_HD float e8m0_to_fp32_half(uint8_t e) {
 }
 
 // MXFP4 (17 B): e:e8m0, qs[16] (low nibbles elements 0..15, high nibbles 16..31).
-PQ_HD void decode_block_mxfp4(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_mxfp4(const uint8_t* blk, float* y) {
   const float d = e8m0_to_fp32_half(blk[0]);
   const uint8_t* qs = blk + 1;
   for (int j = 0; j < 16; ++j) {
@@ -62,7 +62,7 @@ PQ_HD void decode_block_mxfp4(const uint8_t* blk, float* y) {
 }
 
 // Unsigned E4M3 (bias 7, bit 7 ignored) -> value / 2, as gguf-py's NVFP4.ue4m3_to_fp32; 0x7F
-// (the NaN code) decodes to 0. Every result is exact in float32.
+// (the NaN code) dequantizes to 0. Every result is exact in float32.
 PQ_HD float ue4m3_to_fp32_half(uint8_t x) {
   if (x == 0 || x == 0x7F) return 0.0f;
   const int e = (x >> 3) & 15, m = x & 7;
@@ -72,7 +72,7 @@ PQ_HD float ue4m3_to_fp32_half(uint8_t x) {
 
 // NVFP4 (36 B, 64 elements): d[4]:ue4m3 (one per 16), qs[32]; sub-block s uses qs[8s..8s+7]:
 // low nibbles elements 16s..16s+7, high nibbles 16s+8..16s+15.
-PQ_HD void decode_block_nvfp4(const uint8_t* blk, float* y) {
+PQ_HD void dequant_block_nvfp4(const uint8_t* blk, float* y) {
   const uint8_t* qs = blk + 4;
   for (int s = 0; s < 4; ++s) {
     const float d = ue4m3_to_fp32_half(blk[s]);

@@ -1,9 +1,9 @@
-// GGUF block decode on the GPU: every type of decode_types.cuh, to float32 / float16 / bfloat16.
+// GGUF block dequantization on the GPU: every type of dequant_types.cuh, to float32 / float16 / bfloat16.
 //
 // One CTA owns a run of 8192 elements (256 blocks of 32, or 32 super-blocks of 256):
 //   1. its input bytes (contiguous) are staged into shared memory with coalesced 16-byte loads;
-//   2. each thread decodes one block from shared memory into a shared float buffer with the shared
-//      host+device decoder (pq::decode_block_*), padded by one float per block so that the threads
+//   2. each thread dequantizes one block from shared memory into a shared float buffer with the shared
+//      host+device dequantizer (pq::dequant_block_*), padded by one float per block so that the threads
 //      of a warp, writing element i of their own blocks, hit 32 different banks;
 //   3. the CTA writes the run out element-contiguously (coalesced), converting to the output dtype
 //      with the same exact integer conversions as the CPU path.
@@ -17,7 +17,7 @@
 
 #include "common/fp16.h"
 #include "cuda/cuda_common.cuh"
-#include "cuda/decode_types.cuh"
+#include "cuda/dequant_types.cuh"
 #include "cuda/kernels.h"
 
 namespace pq {
@@ -27,7 +27,7 @@ namespace {
 constexpr int kElemsPerCta = 8192;
 
 template <class D>
-struct DecodeGeom {
+struct DequantGeom {
   static constexpr int kThreads = kElemsPerCta / D::kBlock;  // one block per thread
   static constexpr int kStride = D::kBlock + 1;              // padded float stride per block
   static constexpr int kInBytes = kThreads * D::kBytes;      // a multiple of 16 for every type
@@ -40,10 +40,10 @@ __device__ __forceinline__ void store_out(uint16_t* dst, int64_t i, float v, DTy
 }
 
 template <class D, typename OutT>
-__global__ void __launch_bounds__(DecodeGeom<D>::kThreads)
-decode_kernel(const uint8_t* __restrict__ src, OutT* __restrict__ dst, int64_t nblocks, bool src_aligned16,
+__global__ void __launch_bounds__(DequantGeom<D>::kThreads)
+dequant_kernel(const uint8_t* __restrict__ src, OutT* __restrict__ dst, int64_t nblocks, bool src_aligned16,
               DType out_type) {
-  using G = DecodeGeom<D>;
+  using G = DequantGeom<D>;
   __shared__ __align__(16) uint8_t s_in[G::kInBytes];
   __shared__ float s_out[G::kThreads * G::kStride];
 
@@ -65,7 +65,7 @@ decode_kernel(const uint8_t* __restrict__ src, OutT* __restrict__ dst, int64_t n
   for (int i = done + tid; i < nbytes; i += G::kThreads) s_in[i] = __ldg(in + i);
   __syncthreads();
 
-  // 2. decode one block per thread.
+  // 2. dequantize one block per thread.
   if (tid < nb) D::run(s_in + tid * D::kBytes, s_out + tid * G::kStride);
   __syncthreads();
 
@@ -83,19 +83,19 @@ decode_kernel(const uint8_t* __restrict__ src, OutT* __restrict__ dst, int64_t n
 }
 
 template <class D>
-void launch_decode(const uint8_t* src, void* dst, int64_t nblocks, DType dt, cudaStream_t stream) {
-  using G = DecodeGeom<D>;
+void launch_dequant(const uint8_t* src, void* dst, int64_t nblocks, DType dt, cudaStream_t stream) {
+  using G = DequantGeom<D>;
   const int64_t grid = ceil_div(nblocks, G::kThreads);
-  PQ_CHECK(grid <= 0x7fffffff, "decode: ", nblocks, " blocks is too many for one launch");
+  PQ_CHECK(grid <= 0x7fffffff, "dequantize: ", nblocks, " blocks is too many for one launch");
   const bool aligned = (reinterpret_cast<uintptr_t>(src) & 15) == 0;
   if (dt == DType::F32) {
-    decode_kernel<D, float><<<(unsigned)grid, G::kThreads, 0, stream>>>(src, static_cast<float*>(dst), nblocks,
+    dequant_kernel<D, float><<<(unsigned)grid, G::kThreads, 0, stream>>>(src, static_cast<float*>(dst), nblocks,
                                                                           aligned, dt);
   } else {
-    decode_kernel<D, uint16_t><<<(unsigned)grid, G::kThreads, 0, stream>>>(src, static_cast<uint16_t*>(dst),
+    dequant_kernel<D, uint16_t><<<(unsigned)grid, G::kThreads, 0, stream>>>(src, static_cast<uint16_t*>(dst),
                                                                              nblocks, aligned, dt);
   }
-  check_launch("decode kernel");
+  check_launch("dequantize kernel");
 }
 
 DType parse_dtype(const std::string& s, const char* who) {
@@ -107,64 +107,64 @@ DType parse_dtype(const std::string& s, const char* who) {
 
 }  // namespace
 
-bool has_decoder(int qtype) {
+bool has_dequantizer(int qtype) {
   switch (qtype) {
 #define PQ_CASE(T, fn, QK, TS) case (int)QType::T: return true;
-    PQ_CUDA_DECODE_TYPES(PQ_CASE)
+    PQ_CUDA_DEQUANT_TYPES(PQ_CASE)
 #undef PQ_CASE
     default: return false;
   }
 }
 
-std::vector<int> decoder_types() {
+std::vector<int> dequant_types() {
   std::vector<int> out;
 #define PQ_ADD(T, fn, QK, TS) out.push_back((int)QType::T);
-  PQ_CUDA_DECODE_TYPES(PQ_ADD)
+  PQ_CUDA_DEQUANT_TYPES(PQ_ADD)
 #undef PQ_ADD
   return out;
 }
 
-std::vector<std::tuple<int, int, int>> decoder_geometry() {
+std::vector<std::tuple<int, int, int>> dequant_geometry() {
   std::vector<std::tuple<int, int, int>> out;
 #define PQ_ADD(T, fn, QK, TS) out.emplace_back((int)QType::T, QK, TS);
-  PQ_CUDA_DECODE_TYPES(PQ_ADD)
+  PQ_CUDA_DEQUANT_TYPES(PQ_ADD)
 #undef PQ_ADD
   return out;
 }
 
-void decode_blocks_async(int qtype, const uint8_t* src, void* dst, int64_t nblocks, DType dt, cudaStream_t stream) {
+void dequant_blocks_async(int qtype, const uint8_t* src, void* dst, int64_t nblocks, DType dt, cudaStream_t stream) {
   switch (qtype) {
 #define PQ_CASE(T, fn, QK, TS) \
-  case (int)QType::T: return launch_decode<Decode_##T>(src, dst, nblocks, dt, stream);
-    PQ_CUDA_DECODE_TYPES(PQ_CASE)
+  case (int)QType::T: return launch_dequant<Dequant_##T>(src, dst, nblocks, dt, stream);
+    PQ_CUDA_DEQUANT_TYPES(PQ_CASE)
 #undef PQ_CASE
-    default: fail("decode: no CUDA decoder for ggml type id ", qtype);
+    default: fail("dequantize: no CUDA dequantizer for ggml type id ", qtype);
   }
 }
 
-void decode(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t dst_ptr, int64_t dst_nbytes,
+void dequantize(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t dst_ptr, int64_t dst_nbytes,
             const std::string& dtype, int64_t rows, int64_t cols, uintptr_t stream) {
   const QTypeGeometry g = qtype_geometry(qtype);
-  PQ_CHECK(g.block_size > 0, "decode: unknown ggml type id ", qtype);
-  PQ_CHECK(has_decoder(qtype), "decode: no CUDA decoder for ggml type id ", qtype);
-  PQ_CHECK(rows >= 0 && cols >= 0, "decode: negative shape (", rows, ", ", cols, ")");
-  PQ_CHECK(cols % g.block_size == 0, "decode: row length ", cols, " is not a multiple of the block size ",
+  PQ_CHECK(g.block_size > 0, "dequantize: unknown ggml type id ", qtype);
+  PQ_CHECK(has_dequantizer(qtype), "dequantize: no CUDA dequantizer for ggml type id ", qtype);
+  PQ_CHECK(rows >= 0 && cols >= 0, "dequantize: negative shape (", rows, ", ", cols, ")");
+  PQ_CHECK(cols % g.block_size == 0, "dequantize: row length ", cols, " is not a multiple of the block size ",
            g.block_size);
   const int64_t nb = cols / g.block_size;
-  PQ_CHECK(nb == 0 || rows <= INT64_MAX / nb / g.type_size, "decode: shape (", rows, ", ", cols, ") overflows");
+  PQ_CHECK(nb == 0 || rows <= INT64_MAX / nb / g.type_size, "dequantize: shape (", rows, ", ", cols, ") overflows");
   const int64_t need_src = rows * nb * g.type_size;
-  PQ_CHECK(src_nbytes >= need_src, "decode: source has ", src_nbytes, " bytes, shape (", rows, ", ", cols,
+  PQ_CHECK(src_nbytes >= need_src, "dequantize: source has ", src_nbytes, " bytes, shape (", rows, ", ", cols,
            ") needs ", need_src);
-  const DType dt = parse_dtype(dtype, "decode");
+  const DType dt = parse_dtype(dtype, "dequantize");
   const int64_t esize = dt == DType::F32 ? 4 : 2;
-  PQ_CHECK(cols == 0 || rows <= INT64_MAX / cols / esize, "decode: output shape overflows");
-  PQ_CHECK(dst_nbytes >= rows * cols * esize, "decode: destination has ", dst_nbytes, " bytes, needs ",
+  PQ_CHECK(cols == 0 || rows <= INT64_MAX / cols / esize, "dequantize: output shape overflows");
+  PQ_CHECK(dst_nbytes >= rows * cols * esize, "dequantize: destination has ", dst_nbytes, " bytes, needs ",
            rows * cols * esize);
   if (rows == 0 || cols == 0) return;
-  check_device_ptr(src_ptr, need_src, "decode: source");
-  check_device_ptr(dst_ptr, rows * cols * esize, "decode: destination");
-  PQ_CHECK(dst_ptr % esize == 0, "decode: destination is not aligned to its element size");
-  decode_blocks_async(qtype, reinterpret_cast<const uint8_t*>(src_ptr), reinterpret_cast<void*>(dst_ptr), rows * nb,
+  check_device_ptr(src_ptr, need_src, "dequantize: source");
+  check_device_ptr(dst_ptr, rows * cols * esize, "dequantize: destination");
+  PQ_CHECK(dst_ptr % esize == 0, "dequantize: destination is not aligned to its element size");
+  dequant_blocks_async(qtype, reinterpret_cast<const uint8_t*>(src_ptr), reinterpret_cast<void*>(dst_ptr), rows * nb,
                       dt, as_stream(stream));
 }
 

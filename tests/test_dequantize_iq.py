@@ -1,4 +1,4 @@
-"""I-quant decode (IQ1_S .. IQ4_XS): torch reference, C++ scalar and AVX2 paths against
+"""I-quant dequantization (IQ1_S .. IQ4_XS): torch reference, C++ scalar and AVX2 paths against
 gguf.quants.dequantize (gguf 0.19), bit for bit (int32 patterns, so NaN payloads and signs count),
 on random blocks whose f16 super-scales include inf, NaN (with payloads, signalling), subnormals,
 +-0 and +-65504."""
@@ -17,7 +17,7 @@ from gguf.quants import dequantize as gguf_dequantize  # noqa: E402
 
 from pyquant._ext import _C  # noqa: E402
 from pyquant.errors import KernelError  # noqa: E402
-from pyquant.kernels.reference.decode_iq import IQ_DECODERS  # noqa: E402
+from pyquant.kernels.reference.dequant_iq import IQ_DEQUANTIZERS  # noqa: E402
 from pyquant.qtypes import QType  # noqa: E402
 
 IQ_TYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS"]
@@ -83,26 +83,26 @@ def assert_bits_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
                              f"got {int(g[i]) & 0xFFFFFFFF:#010x} ({got[i]}), want {int(w[i]) & 0xFFFFFFFF:#010x} ({want[i]})")
 
 
-def cpu_decode(name: str, blocks: np.ndarray, rows: int, nthreads: int, dtype=torch.float32) -> torch.Tensor:
+def cpu_dequant(name: str, blocks: np.ndarray, rows: int, nthreads: int, dtype=torch.float32) -> torch.Tensor:
     block_size, _ = geometry(name)
     src = torch.from_numpy(np.ascontiguousarray(blocks))
     cols = blocks.shape[0] * block_size // rows
     out = torch.empty(rows, cols, dtype=dtype)
-    _C.decode(int(QType[name]), src.data_ptr(), src.numel(), out.data_ptr(), out.numel() * out.element_size(),
+    _C.dequantize(int(QType[name]), src.data_ptr(), src.numel(), out.data_ptr(), out.numel() * out.element_size(),
               str(dtype).removeprefix("torch."), rows, cols, nthreads)
     return out
 
 
 @pytest.fixture(scope="module")
 def threads_ok():
-    """Fails multi-threaded tests if a 2-thread decode does not finish: a hung worker pool would
+    """Fails multi-threaded tests if a 2-thread dequantize does not finish: a hung worker pool would
     otherwise hang the whole suite (the caller spins in C++, out of reach of any Python timeout)."""
     probe = ("import torch; from pyquant._ext import _C; n = 100000; s = torch.zeros(n); o = torch.empty(n); "
-             "_C.decode(0, s.data_ptr(), 4 * n, o.data_ptr(), 4 * n, 'float32', 1, n, 2)")
+             "_C.dequantize(0, s.data_ptr(), 4 * n, o.data_ptr(), 4 * n, 'float32', 1, n, 2)")
     try:
         subprocess.run(child_python("-c", probe), timeout=20, check=True, env=child_env())
     except subprocess.TimeoutExpired:
-        pytest.fail("a 2-thread _C.decode did not finish in 20 s (thread pool hang)")
+        pytest.fail("a 2-thread _C.dequantize did not finish in 20 s (thread pool hang)")
 
 
 def test_special_scales_reach_the_oracle_as_expected():
@@ -116,7 +116,7 @@ def test_special_scales_reach_the_oracle_as_expected():
 @pytest.mark.parametrize("name", IQ_TYPES)
 def test_reference_bit_exact(name):
     blocks = make_blocks(name)
-    got = IQ_DECODERS[QType[name]](torch.from_numpy(blocks.copy()))
+    got = IQ_DEQUANTIZERS[QType[name]](torch.from_numpy(blocks.copy()))
     assert got.dtype == torch.float32
     assert_bits_equal(got.numpy(), oracle(name, blocks), f"reference {name}")
 
@@ -130,7 +130,7 @@ def test_cpu_bit_exact(name, nthreads, isa, request):
     block_size, _ = geometry(name)
     nb = blocks.shape[0]
     assert nb % 3 == 0 and (nb // 3) % 2 == 1  # 3 rows of an odd number of blocks...
-    got = cpu_decode(name, blocks, rows=3, nthreads=nthreads)
+    got = cpu_dequant(name, blocks, rows=3, nthreads=nthreads)
     assert_bits_equal(got.numpy().reshape(nb, block_size), oracle(name, blocks), f"{isa} {name} x{nthreads}")
 
 
@@ -140,8 +140,8 @@ def test_cpu_single_block_and_odd_rows(name, isa):
     so the driver runs it on the calling thread even with nthreads=2)."""
     blocks = make_blocks(name)[:5]
     want = oracle(name, blocks)
-    assert_bits_equal(cpu_decode(name, blocks[:1], rows=1, nthreads=2).numpy(), want[:1], f"{isa} {name} 1 block")
-    got = cpu_decode(name, blocks, rows=5, nthreads=2).numpy()
+    assert_bits_equal(cpu_dequant(name, blocks[:1], rows=1, nthreads=2).numpy(), want[:1], f"{isa} {name} 1 block")
+    got = cpu_dequant(name, blocks, rows=5, nthreads=2).numpy()
     assert_bits_equal(got, want, f"{isa} {name} 5 rows")
 
 
@@ -153,18 +153,18 @@ def test_cpu_many_blocks_threaded(name, isa, threads_ok):
     blocks = rng.integers(0, 256, size=(7 * 1024 // (block_size // 32), type_size), dtype=np.uint8)
     set_scale(blocks, name, np.frombuffer(rng.normal(0, 0.02, blocks.shape[0]).astype(np.float16).tobytes(),
                                           dtype=np.uint16))
-    got = cpu_decode(name, blocks, rows=7, nthreads=2).numpy().reshape(blocks.shape[0], block_size)
-    want = IQ_DECODERS[QType[name]](torch.from_numpy(blocks.copy())).numpy()  # reference checked above
+    got = cpu_dequant(name, blocks, rows=7, nthreads=2).numpy().reshape(blocks.shape[0], block_size)
+    want = IQ_DEQUANTIZERS[QType[name]](torch.from_numpy(blocks.copy())).numpy()  # reference checked above
     assert_bits_equal(got, want, f"{isa} {name} threaded")
 
 
 @pytest.mark.parametrize("name", ["IQ2_XS", "IQ4_NL", "IQ4_XS"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cpu_half_outputs(name, dtype, isa, threads_ok):
-    """float16 / bfloat16 outputs are the float32 decode rounded to nearest even (NaN stays NaN)."""
+    """float16 / bfloat16 outputs are the float32 dequantization rounded to nearest even (NaN stays NaN)."""
     blocks = make_blocks(name)
     block_size, _ = geometry(name)
-    got = cpu_decode(name, blocks, rows=1, nthreads=2, dtype=dtype).reshape(-1, block_size)
+    got = cpu_dequant(name, blocks, rows=1, nthreads=2, dtype=dtype).reshape(-1, block_size)
     want = torch.from_numpy(oracle(name, blocks)).to(dtype)
     nan = torch.isnan(want)
     assert torch.equal(torch.isnan(got), nan)
@@ -178,19 +178,19 @@ def test_cpu_rejects_bad_sizes(name):
     src = torch.zeros(4 * type_size, dtype=torch.uint8)
     dst = torch.empty(4 * block_size)
     with pytest.raises(KernelError, match="not a multiple of the block size"):
-        _C.decode(qid, src.data_ptr(), src.numel(), dst.data_ptr(), dst.numel() * 4, "float32", 1, block_size + 1, 1)
+        _C.dequantize(qid, src.data_ptr(), src.numel(), dst.data_ptr(), dst.numel() * 4, "float32", 1, block_size + 1, 1)
     with pytest.raises(KernelError, match="source has"):
-        _C.decode(qid, src.data_ptr(), src.numel() - 1, dst.data_ptr(), dst.numel() * 4, "float32", 4, block_size, 1)
+        _C.dequantize(qid, src.data_ptr(), src.numel() - 1, dst.data_ptr(), dst.numel() * 4, "float32", 4, block_size, 1)
     with pytest.raises(KernelError, match="destination has"):
-        _C.decode(qid, src.data_ptr(), src.numel(), dst.data_ptr(), dst.numel() * 4 - 4, "float32", 4, block_size, 1)
+        _C.dequantize(qid, src.data_ptr(), src.numel(), dst.data_ptr(), dst.numel() * 4 - 4, "float32", 4, block_size, 1)
     with pytest.raises(KernelError, match="overflows"):
-        _C.decode(qid, src.data_ptr(), src.numel(), dst.data_ptr(), dst.numel() * 4, "float32", 2**62,
+        _C.dequantize(qid, src.data_ptr(), src.numel(), dst.data_ptr(), dst.numel() * 4, "float32", 2**62,
                   block_size * 4, 1)
 
 
-def test_all_iquants_have_cpu_decoders():
+def test_all_iquants_have_cpu_dequantizers():
     for name in IQ_TYPES:
-        assert _C.has_decoder(int(QType[name])), name
+        assert _C.has_dequantizer(int(QType[name])), name
 
 
 def test_generated_tables_are_current():
@@ -209,7 +209,7 @@ def test_generated_tables_are_current():
 @pytest.mark.parametrize("name", IQ_TYPES)
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 def test_pyquant_dequantize(name, backend):
-    """The public entry point routes every i-quant to these decoders (odd row count: 3 x 49 blocks)."""
+    """The public entry point routes every i-quant to these dequantizers (odd row count: 3 x 49 blocks)."""
     import pyquant
 
     blocks = make_blocks(name)
@@ -236,12 +236,12 @@ def iq4_nl_every_scale():
 
 def test_every_f16_scale_reference(iq4_nl_every_scale):
     blocks, want = iq4_nl_every_scale
-    got = IQ_DECODERS[QType.IQ4_NL](torch.from_numpy(blocks.copy())).numpy()
+    got = IQ_DEQUANTIZERS[QType.IQ4_NL](torch.from_numpy(blocks.copy())).numpy()
     assert_bits_equal(got, want, "reference IQ4_NL, every f16 scale")
 
 
 def test_every_f16_scale_cpu(iq4_nl_every_scale, isa):
     """Exercises the scale conversion of each path (scalar integer conversion, AVX2 F16C) exhaustively."""
     blocks, want = iq4_nl_every_scale
-    got = cpu_decode("IQ4_NL", blocks, rows=1, nthreads=1).numpy().reshape(-1, 32)
+    got = cpu_dequant("IQ4_NL", blocks, rows=1, nthreads=1).numpy().reshape(-1, 32)
     assert_bits_equal(got, want, f"{isa} IQ4_NL, every f16 scale")

@@ -1,8 +1,8 @@
 """pyquant.dequantize: packed ggml bytes -> float tensor, on the fastest path available.
 
 Backends: "cpu" (pyquant._C, threaded C++ with AVX2) for data in CPU memory, "reference" (plain torch,
-pyquant/kernels/reference/decode.py) anywhere. Both are bit-exact with gguf-py. "auto" picks cpu for
-CPU data whose type has a C++ decoder, and for other devices asks pyquant.dispatch (where the CUDA
+pyquant/kernels/reference/dequant.py) anywhere. Both are bit-exact with gguf-py. "auto" picks cpu for
+CPU data whose type has a C++ dequantizer, and for other devices asks pyquant.dispatch (where the CUDA
 and Triton backends register), falling back to the reference.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ _BACKENDS = ("auto", "cpu", "reference")
 
 def dequantize(data, qtype=None, shape=None, dtype: torch.dtype = torch.float32, *, backend: str = "auto",
                out: torch.Tensor | None = None) -> torch.Tensor:
-    """Decode packed ggml data to a `dtype` tensor of `shape` (torch order, last dim contiguous).
+    """Dequantize packed ggml data to a `dtype` tensor of `shape` (torch order, last dim contiguous).
 
     data: torch uint8 tensor (any device; other dtypes are read as their bytes), numpy uint8 array or
       bytes-like; or a GGUF tensor object with .data/.qtype/.shape when qtype and shape are omitted.
@@ -36,7 +36,7 @@ def dequantize(data, qtype=None, shape=None, dtype: torch.dtype = torch.float32,
         raise TypeError("dequantize: qtype and shape are required unless data is a GGUF tensor")
     qt = as_qtype(qtype)
     if qt not in _decodable():
-        raise UnsupportedQTypeError(f"dequantize: {qt.name} is not a ggml block type pyquant can decode")
+        raise UnsupportedQTypeError(f"dequantize: {qt.name} is not a ggml block type pyquant can dequantize")
     if dtype not in _OUT_DTYPES:
         raise UnsupportedQTypeError(f"dequantize: output dtype {dtype} is not float32, float16 or bfloat16")
     if backend not in _BACKENDS:
@@ -64,9 +64,9 @@ def dequantize(data, qtype=None, shape=None, dtype: torch.dtype = torch.float32,
             if routed is not None:
                 return _finish(routed.reshape(shape), out)
     if backend == "cpu":
-        return _decode_cpu(raw, qt, rows, cols, shape, dtype, out)
+        return _dequant_cpu(raw, qt, rows, cols, shape, dtype, out)
     tensor = raw if isinstance(raw, torch.Tensor) else _numpy_to_torch(raw)
-    from .kernels.reference.decode import dequantize_reference
+    from .kernels.reference.dequant import dequantize_reference
 
     return _finish(dequantize_reference(tensor, qt, shape).to(dtype), out)
 
@@ -75,15 +75,15 @@ def dequantize(data, qtype=None, shape=None, dtype: torch.dtype = torch.float32,
 
 
 def _decodable():
-    from .kernels.reference.decode import DECODERS
+    from .kernels.reference.dequant import DEQUANTIZERS
 
-    return DECODERS
+    return DEQUANTIZERS
 
 
 def _cpu_has(qt: QType) -> bool:
-    from .kernels.cpu.decode import has_decoder
+    from .kernels.cpu.dequant import has_dequantizer
 
-    return has_decoder(int(qt))
+    return has_dequantizer(int(qt))
 
 
 def _unpack_tensor_object(t):
@@ -133,8 +133,8 @@ def _numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def _decode_cpu(raw, qt, rows, cols, shape, dtype, out):
-    from .kernels.cpu.decode import decode_into
+def _dequant_cpu(raw, qt, rows, cols, shape, dtype, out):
+    from .kernels.cpu.dequant import dequantize_into
 
     if isinstance(raw, torch.Tensor):
         if raw.device.type != "cpu":
@@ -147,7 +147,7 @@ def _decode_cpu(raw, qt, rows, cols, shape, dtype, out):
         out = _empty_output(shape, dtype)
     else:
         _check_out(out, shape, dtype)
-    decode_into(ptr, rows * (cols // info(qt).block_size) * info(qt).type_size, int(qt), rows, cols, out)
+    dequantize_into(ptr, rows * (cols // info(qt).block_size) * info(qt).type_size, int(qt), rows, cols, out)
     return out
 
 
@@ -157,7 +157,7 @@ _MADV_HUGEPAGE = 14
 
 def _empty_output(shape, dtype) -> torch.Tensor:
     """torch.empty, asking Linux for transparent huge pages on big outputs: a fresh 235 MB tensor
-    otherwise takes ~57k page faults on first touch, which measured 2x slower than the decode itself
+    otherwise takes ~57k page faults on first touch, which measured 2x slower than the dequantization itself
     (torch.empty + fill_ of 4096x14336 float32: 300 ms with 4 KiB pages, 145 ms with madvise)."""
     out = torch.empty(shape, dtype=dtype)
     nbytes = out.numel() * out.element_size()
@@ -210,7 +210,7 @@ def _device_route(raw: torch.Tensor, qt: QType, rows: int, cols: int, dtype):
         return None
     try:
         backend = dispatch.choose("dequantize", qt, raw.device.type, rows)
-    except UnsupportedQTypeError:  # e.g. the plain integer types: only our reference decodes them
+    except UnsupportedQTypeError:  # e.g. the plain integer types: only our reference dequantizes them
         return None
     if backend.name in ("reference", "cpu"):
         return None

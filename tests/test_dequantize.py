@@ -1,4 +1,4 @@
-"""Decode: the torch reference and the C++ kernels (scalar and AVX2) against gguf-py, bit for bit.
+"""Dequantize: the torch reference and the C++ kernels (scalar and AVX2) against gguf-py, bit for bit.
 
 Outputs are compared as int32 bit patterns, so NaN payloads, infinities and signed zeros count.
 Block bytes are random; the fp16 scale fields are then overwritten with normal scales or with
@@ -16,8 +16,8 @@ import torch
 
 import pyquant
 from pyquant import KernelError, QType, UnsupportedQTypeError
-from pyquant.kernels.cpu.decode import decode_into
-from pyquant.kernels.reference.decode import DECODERS, dequantize_reference
+from pyquant.kernels.cpu.dequant import dequantize_into
+from pyquant.kernels.reference.dequant import DEQUANTIZERS, dequantize_reference
 from pyquant.qtypes import info
 
 gguf_quants = pytest.importorskip("gguf.quants")
@@ -29,7 +29,7 @@ F16_FIELDS = {
     QType.Q2_K: [80, 82], QType.Q3_K: [108], QType.Q4_K: [0, 2], QType.Q5_K: [0, 2], QType.Q6_K: [208],
     QType.TQ1_0: [52], QType.TQ2_0: [64],
 }
-# Types gguf-py 0.19 decodes (the oracle); the plain float types are handled there too.
+# Types gguf-py 0.19 dequantizes (the oracle); the plain float types are handled there too.
 ORACLE_TYPES = [QType.F32, QType.F16, QType.BF16, *F16_FIELDS, QType.MXFP4, QType.NVFP4]
 # fp16 bit patterns: inf, -inf, quiet NaN, negative NaN, signalling NaN with payload, NaN with a
 # wide payload, smallest / largest subnormal, negative subnormal, max, -max, +0, -0.
@@ -134,7 +134,7 @@ def test_threads_odd_rows(qt, nthreads, isa):
     rows, cols = 7, bs * 160  # 1120 blocks: several work chunks split over threads
     raw = make_blocks(qt, rows * cols // bs, "extreme", seed=2)
     out = torch.empty(rows, cols)
-    decode_into(raw.ctypes.data, raw.nbytes, int(qt), rows, cols, out, nthreads=nthreads)
+    dequantize_into(raw.ctypes.data, raw.nbytes, int(qt), rows, cols, out, nthreads=nthreads)
     assert_same_bits(out, gguf_oracle(raw, qt), f"{qt.name} nthreads={nthreads}")
 
 
@@ -161,7 +161,7 @@ def test_reference_half_output_path():
     assert torch.equal(bf, f32.to(torch.bfloat16))
 
 
-# ----------------------------------------------------------------------------- types without a gguf-py decoder
+# ----------------------------------------------------------------------------- types without a gguf-py dequantizer
 
 @pytest.mark.parametrize("qt", [QType.Q8_1, QType.Q8_K], ids=lambda t: t.name)
 def test_activation_types_by_formula(qt, isa):
@@ -254,10 +254,10 @@ def test_smollm2_through_pyquant_reader(smollm2_file):
 
 # ----------------------------------------------------------------------------- errors and API
 
-def test_every_ggml_type_has_a_reference_decoder():
+def test_every_ggml_type_has_a_reference_dequantizer():
     from pyquant.qtypes import GGML_TYPES
 
-    assert set(GGML_TYPES) - set(DECODERS) <= {t for t in GGML_TYPES if info(t).kind.value == "i-quant"}
+    assert set(GGML_TYPES) - set(DEQUANTIZERS) <= {t for t in GGML_TYPES if info(t).kind.value == "i-quant"}
 
 
 def test_errors():
@@ -289,15 +289,15 @@ def test_cpp_entry_validates_sizes():
     out = torch.empty(512)
     ptr, optr = raw.ctypes.data, out.data_ptr()
     with pytest.raises(KernelError, match="source has"):
-        _C.decode(int(QType.Q4_K), ptr, raw.nbytes - 1, optr, 2048, "float32", 2, 256)
+        _C.dequantize(int(QType.Q4_K), ptr, raw.nbytes - 1, optr, 2048, "float32", 2, 256)
     with pytest.raises(KernelError, match="destination has"):
-        _C.decode(int(QType.Q4_K), ptr, raw.nbytes, optr, 2047, "float32", 2, 256)
+        _C.dequantize(int(QType.Q4_K), ptr, raw.nbytes, optr, 2047, "float32", 2, 256)
     with pytest.raises(KernelError, match="overflows"):
-        _C.decode(int(QType.Q4_K), ptr, raw.nbytes, optr, 2048, "float32", 2**62, 256)
+        _C.dequantize(int(QType.Q4_K), ptr, raw.nbytes, optr, 2048, "float32", 2**62, 256)
     with pytest.raises(KernelError, match="negative"):
-        _C.decode(int(QType.Q4_K), ptr, raw.nbytes, optr, 2048, "float32", -1, 256)
+        _C.dequantize(int(QType.Q4_K), ptr, raw.nbytes, optr, 2048, "float32", -1, 256)
     with pytest.raises(KernelError, match="unknown ggml type"):
-        _C.decode(4, ptr, raw.nbytes, optr, 2048, "float32", 2, 256)
+        _C.dequantize(4, ptr, raw.nbytes, optr, 2048, "float32", 2, 256)
 
 
 def test_input_forms():

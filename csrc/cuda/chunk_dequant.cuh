@@ -1,15 +1,15 @@
-// 32-element "chunk" decoders for the fused matmul kernels (GEMV), host + device.
+// 32-element "chunk" dequantizers for the fused matmul kernels (GEMV), host + device.
 //
 // The matmul does not need whole blocks (256 floats of a K-quant super-block would not fit in
-// registers): it decodes 32 consecutive weights at a time, split as
+// registers): it dequantizes 32 consecutive weights at a time, split as
 //     w[j] = q[j] * sm[j / 16].x + sm[j / 16].y        (j = 0..31)
 // with q[j] a small integer held exactly in a float (the quant minus its offset, or a codebook
 // value) and one (scale, min) pair per 16 weights. The GEMV then multiplies x by the integers and
 // applies the scale once per 16 (and the min through the sum of x), instead of once per weight.
 //
-// For every type, q[j] * scale + min rounds exactly like the shared block decoder's formula
+// For every type, q[j] * scale + min rounds exactly like the shared block dequantizer's formula
 // (d*q, (d*sc)*q, d1*q - m1, ...), so tests/test_cuda_build.py compiles this header on the host
-// and checks it bit for bit against pq::decode_block_* on random blocks.
+// and checks it bit for bit against pq::dequant_block_* on random blocks.
 //
 // Integers become floats through the 2^23 "magic number" (exact for 0..2^23): on the GPU this is
 // one LOP3 + one FADD instead of an I2F, which runs at a quarter of the FP32 rate on sm_80..sm_90.

@@ -1,4 +1,4 @@
-// AVX2 i-quant decoders: the block layouts of csrc/common/decode_iquants.h (its templates) with an
+// AVX2 i-quant dequantizers: the block layouts of csrc/common/dequant_iquants.h (its templates) with an
 // AVX2 emitter that produces 8 floats per instruction sequence, bit-identical to the scalar path:
 // every output is still the same IEEE single-precision operations in the same order
 // ((db * grid) * sign, dl * (grid + delta), scale * kvalue), only evaluated 8 lanes at a time.
@@ -14,8 +14,8 @@
 #if defined(PYQUANT_HAVE_AVX2_BUILD)  // x86-64 builds only (CMake adds -mavx2 -mfma -mf16c here)
 #include <immintrin.h>
 
-#include "common/decode_iquants.h"
-#include "cpu/decode_iq_avx2.h"
+#include "common/dequant_iquants.h"
+#include "cpu/dequant_iq_avx2.h"
 
 namespace pq {
 namespace {
@@ -64,15 +64,15 @@ void run(const uint8_t* src, float* dst, int64_t nblocks) {
 }  // namespace
 
 using namespace iq_detail;
-void decode_iq2_xxs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq2_xxs<Avx2Emit>, 256, 66>(s, d, n); }
-void decode_iq2_xs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq2_xs<Avx2Emit>, 256, 74>(s, d, n); }
-void decode_iq2_s_avx2(const uint8_t* s, float* d, int64_t n) { run<iq2_s<Avx2Emit>, 256, 82>(s, d, n); }
-void decode_iq3_xxs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq3_xxs<Avx2Emit>, 256, 98>(s, d, n); }
-void decode_iq3_s_avx2(const uint8_t* s, float* d, int64_t n) { run<iq3_s<Avx2Emit>, 256, 110>(s, d, n); }
-void decode_iq1_s_avx2(const uint8_t* s, float* d, int64_t n) { run<iq1_s<Avx2Emit>, 256, 50>(s, d, n); }
-void decode_iq1_m_avx2(const uint8_t* s, float* d, int64_t n) { run<iq1_m<Avx2Emit>, 256, 56>(s, d, n); }
-void decode_iq4_nl_avx2(const uint8_t* s, float* d, int64_t n) { run<iq4_nl<Avx2Emit>, 32, 18>(s, d, n); }
-void decode_iq4_xs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq4_xs<Avx2Emit>, 256, 136>(s, d, n); }
+void dequant_iq2_xxs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq2_xxs<Avx2Emit>, 256, 66>(s, d, n); }
+void dequant_iq2_xs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq2_xs<Avx2Emit>, 256, 74>(s, d, n); }
+void dequant_iq2_s_avx2(const uint8_t* s, float* d, int64_t n) { run<iq2_s<Avx2Emit>, 256, 82>(s, d, n); }
+void dequant_iq3_xxs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq3_xxs<Avx2Emit>, 256, 98>(s, d, n); }
+void dequant_iq3_s_avx2(const uint8_t* s, float* d, int64_t n) { run<iq3_s<Avx2Emit>, 256, 110>(s, d, n); }
+void dequant_iq1_s_avx2(const uint8_t* s, float* d, int64_t n) { run<iq1_s<Avx2Emit>, 256, 50>(s, d, n); }
+void dequant_iq1_m_avx2(const uint8_t* s, float* d, int64_t n) { run<iq1_m<Avx2Emit>, 256, 56>(s, d, n); }
+void dequant_iq4_nl_avx2(const uint8_t* s, float* d, int64_t n) { run<iq4_nl<Avx2Emit>, 32, 18>(s, d, n); }
+void dequant_iq4_xs_avx2(const uint8_t* s, float* d, int64_t n) { run<iq4_xs<Avx2Emit>, 256, 136>(s, d, n); }
 
 }  // namespace pq
 

@@ -1,4 +1,4 @@
-// Little-endian field loads used by the block decoders. Byte-wise so that they work on any
+// Little-endian field loads used by the block dequantizers. Byte-wise so that they work on any
 // alignment (GGUF blocks are 17..292 bytes, so fields are unaligned) on host and device alike.
 #pragma once
 #include <cstdint>

@@ -1,14 +1,14 @@
-"""I-quant decode throughput: a 4096x14336 tensor (a Llama-3-8B FFN matrix) per i-quant type,
-pyquant's C++ kernel at 2 threads (AVX2 and forced-scalar) against gguf-py's numpy decoder.
+"""I-quant dequantize throughput: a 4096x14336 tensor (a Llama-3-8B FFN matrix) per i-quant type,
+pyquant's C++ kernel at 2 threads (AVX2 and forced-scalar) against gguf-py's numpy dequantizer.
 
-    PYTHONPATH=. python -m pytest bench/bench_decode_iq.py --benchmark-only -q
+    PYTHONPATH=. python -m pytest bench/bench_dequantize_iq.py --benchmark-only -q
     PYQUANT_BENCH_TYPES=IQ2_XXS,IQ4_XS ...   restricts the types.
 
 extra_info: in_GBps (packed bytes read / time), out_GBps (float32 bytes written / time), gguf_s
 (gguf-py's time, one round) and x_gguf (gguf_s / this mean time). Output goes into a preallocated,
 pre-touched tensor, so the rows measure the kernel, not page faults. The box is shared and noisy:
 compare ratios measured in one run. The torch reference is not timed here: at ~0.2 s per million
-elements it is a specification, not a contender (tests/test_decode_iq.py checks it).
+elements it is a specification, not a contender (tests/test_dequantize_iq.py checks it).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ TYPES = [t for t in os.environ.get("PYQUANT_BENCH_TYPES", ",".join(ALL_TYPES)).s
 
 def packed_tensor(name: str) -> np.ndarray:
     """[ROWS, row_bytes] uint8: random codes, realistic f16 super-scales (random scale bits would make
-    some NaN/inf and many subnormal, which no real tensor has and which slow every decoder)."""
+    some NaN/inf and many subnormal, which no real tensor has and which slow every dequantizer)."""
     i = info(name)
     rng = np.random.default_rng(int(i.qtype))
     nb = ROWS * COLS // i.block_size
@@ -91,7 +91,7 @@ def isa(request):
 
 
 @pytest.mark.parametrize("name", TYPES)
-def test_decode_into(benchmark, name, isa, tensors, gguf_seconds):
+def test_dequantize_into(benchmark, name, isa, tensors, gguf_seconds):
     data = tensors(name)
     g = gguf_seconds(name)
     out = torch.empty(ROWS, COLS)
@@ -99,7 +99,7 @@ def test_decode_into(benchmark, name, isa, tensors, gguf_seconds):
     before = pyquant.get_num_threads()
     pyquant.set_num_threads(THREADS)
     try:
-        benchmark.group = f"decode {name}"
+        benchmark.group = f"dequantize {name}"
         benchmark(pyquant.dequantize, data, name, (ROWS, COLS), out=out)
     finally:
         pyquant.set_num_threads(before)
