@@ -4,7 +4,7 @@ itself is ~0.5 us, so the rest is call overhead) and on a SmolLM2-135M projectio
     PYTHONPATH=. python -m pytest bench/bench_call_overhead.py --benchmark-only -q \\
         --benchmark-columns=min,median --benchmark-sort=name
 
-Rows per (format, shape): `raw` (_C function, arguments precomputed: the floor), `linear_into`
+Rows per (format, shape): `raw` (_C.linear on the QTensor's _C.Weight, arguments precomputed: the floor), `linear_into`
 (pyquant.kernels.cpu.matmul.linear_into: the runner's path), `qmatmul` (torch.library op +
 pyquant.dispatch, grad mode), `qmatmul_inference` (same under torch.inference_mode: no autograd
 layer), `QuantLinear`, and torch's fp32 `F.linear` on the same shape. One thread, so the numbers
@@ -50,9 +50,8 @@ def test_call_overhead(benchmark, shape, fmt, way):
     benchmark.group = f"{shape} {fmt}"
     benchmark.extra_info.update(n=n, k=k, fmt=fmt, path=qt.cpu_call is not None)
     if way == "raw":
-        fn, head = qt.cpu_call
-        args = (*head, x.data_ptr(), x.nbytes, "float32", 1, out.data_ptr(), out.nbytes, 0, 0, 1)
-        benchmark(fn, *args)
+        args = (qt.cpu_call, x.data_ptr(), x.nbytes, "float32", 1, out.data_ptr(), out.nbytes, 0, 0, 1)
+        benchmark(_C.linear, *args)
     elif way == "linear_into":
         benchmark(linear_into, x, qt, out)
     elif way == "qmatmul":

@@ -173,16 +173,18 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
 
         for p in pool:
             fn(p)
-    elif name in GGUF:
-        qtype = GGUF[name][0]
-        path = _C.matmul_path("gguf", qtype, m)
-        fn = lambda w: _C.gguf_matmul(qtype, w.ctypes.data, w.nbytes, n, k, *xa)  # noqa: E731
-    elif name.startswith("int4"):
-        path = _C.matmul_path("int4", 0, m)
-        fn = lambda p: _C.int4_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[2].ctypes.data,  # noqa: E731
-                                      p[1].nbytes, int(name.split("-g")[1]), n, k, *xa)
-    else:
-        path = _C.matmul_path("int8", 0, m)
-        fn = lambda p: _C.int8_matmul(p[0].ctypes.data, p[0].nbytes, p[1].ctypes.data, p[1].nbytes, n, k, *xa)  # noqa: E731
+    else:   # one _C.Weight per pool copy, made (and validated) once, outside the timing
+        if name in GGUF:
+            qtype = GGUF[name][0]
+            path = _C.matmul_path("gguf", qtype, m)
+            make = lambda w: _C.Weight(qtype, w, n, k)  # noqa: E731
+        elif name.startswith("int4"):
+            path = _C.matmul_path("int4", 0, m)
+            make = lambda p: _C.Weight(1000, p[0], n, k, p[1], p[2], int(name.split("-g")[1]))  # noqa: E731
+        else:
+            path = _C.matmul_path("int8", 0, m)
+            make = lambda p: _C.Weight(1001, p[0].view(np.uint8), n, k, p[1])  # noqa: E731
+        weights = {id(p): make(p) for p in pool}
+        fn = lambda p: _C.linear(weights[id(p)], *xa)  # noqa: E731
     sec = run_rotating(benchmark, fn, pool, {"kernel": name, "path": path})
     _record(benchmark, sec, n, k, m, t, wbytes, roofline)

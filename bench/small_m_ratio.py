@@ -37,11 +37,15 @@ def caller(name, n, k, m):
     x = torch.randn(m, k)
     y = torch.empty(m, n)
     xa = (x.data_ptr(), x.numel() * 4, "float32", m, y.data_ptr(), y.numel() * 4, 0, 0, 1)
-    if name in GGUF:
-        qt = GGUF[name][0]
-        return lambda w, keep=(x, y): _C.gguf_matmul(qt, w[0].ctypes.data, w[0].nbytes, n, k, *xa)
-    return lambda w, keep=(x, y): _C.int4_matmul(w[0].ctypes.data, w[0].nbytes, w[1].ctypes.data, w[2].ctypes.data,
-                                    w[1].nbytes, 128, n, k, *xa)
+    made = {}   # one _C.Weight per pool copy, made once
+
+    def weight(w):
+        if id(w) not in made:
+            made[id(w)] = (_C.Weight(GGUF[name][0], w[0], n, k) if name in GGUF
+                           else _C.Weight(1000, w[0], n, k, w[1], w[2], 128))
+        return made[id(w)]
+
+    return lambda w, keep=(x, y): _C.linear(weight(w), *xa)
 
 
 def best_time(fn, pool, reps):

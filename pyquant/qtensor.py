@@ -161,17 +161,18 @@ class QTensor:
 
     def __setattr__(self, name, value):
         if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm"):
-            object.__setattr__(self, "_kernel", ...)  # cached raw pointers would go stale
+            object.__setattr__(self, "_kernel", ...)  # the cached _C.Weight would describe the old tensors
         object.__setattr__(self, name, value)
 
     @property
     def cpu_call(self):
-        """(_C function, weight arguments) for pyquant.kernels.cpu.matmul.linear_into, or None when
-        this weight takes the fallback path; built once (raw pointers of this QTensor's tensors)."""
+        """This weight's _C.Weight (format, shape and buffers, validated once) for
+        pyquant.kernels.cpu.matmul.linear_into and the C++ token step, or None when it takes the
+        fallback path; built once."""
         key = self._storage_key()
         if self._kernel is ... or self._kernel[0] != key:
             # first use, or a tensor's storage changed in place (qt.data.set_(...), resize_): the
-            # raw pointers of the old call would read freed memory
+            # old Weight would still read the old storage
             from .kernels.cpu.matmul import cpu_call_for
 
             object.__setattr__(self, "_kernel", (key, cpu_call_for(self)))

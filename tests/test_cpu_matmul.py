@@ -1,4 +1,4 @@
-"""CPU fused dequant-matmul kernels (_C.gguf_matmul / int4_matmul / int8_matmul).
+"""CPU fused dequant-matmul kernels (_C.linear over a _C.Weight: GGUF types, int4, int8).
 
 Oracle: float64 x @ dequantize(W).T, with gguf.quants.dequantize for GGUF types and numpy for
 int4/int8. Bounds per path (relative Frobenius error of y):
@@ -93,29 +93,25 @@ def ptr(a):
     return a.data_ptr(), a.numel() * a.element_size()
 
 
-def call_gguf(t, w, n, k, x, bias=None, nthreads=0):
+def call(weight, x, bias=None, nthreads=0):
+    """_C.linear(weight, x) -> y [m, n] in x's dtype."""
     m = x.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype)
+    y = torch.empty(m, weight.n, dtype=x.dtype)
     bp, bn = ptr(bias) if bias is not None else (0, 0)
-    _C.gguf_matmul(int(t), *ptr(w), n, k, *ptr(x), str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
+    _C.linear(weight, *ptr(x), str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
     return y
+
+
+def call_gguf(t, w, n, k, x, bias=None, nthreads=0):
+    return call(_C.Weight(int(t), w, n, k), x, bias, nthreads)
 
 
 def call_int4(packed, scales, mins, gs, n, k, x, bias=None, nthreads=0):
-    m = x.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype)
-    bp, bn = ptr(bias) if bias is not None else (0, 0)
-    _C.int4_matmul(*ptr(packed), scales.ctypes.data, mins.ctypes.data, scales.nbytes, gs, n, k, *ptr(x),
-                   str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
-    return y
+    return call(_C.Weight(1000, packed, n, k, scales, mins, gs), x, bias, nthreads)
 
 
 def call_int8(q, scales, n, k, x, bias=None, nthreads=0):
-    m = x.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype)
-    bp, bn = ptr(bias) if bias is not None else (0, 0)
-    _C.int8_matmul(*ptr(q), *ptr(scales), n, k, *ptr(x), str(x.dtype).split(".")[1], m, *ptr(y), bp, bn, nthreads)
-    return y
+    return call(_C.Weight(1001, q.view(np.uint8), n, k, scales), x, bias, nthreads)
 
 
 def quantize_acts(x, block, comp=False):
@@ -309,59 +305,55 @@ def test_m_zero_and_nonfinite(isa):
 
 
 def test_validation_errors():
+    """The weight is checked once, when its _C.Weight is made (sizes from the buffers themselves);
+    each call checks the activation side. Every inconsistency is a KernelError naming it."""
     rng = np.random.default_rng(1)
     n, k, m = 8, 64, 2
     w = rand_gguf(T.Q4_0, n, k, rng)
     x = torch.zeros(m, k)
     y = torch.zeros(m, n)
-    wp, wn = ptr(w)
     xp, xn = ptr(x)
     yp, yn = ptr(y)
-    good = dict(qtype=int(T.Q4_0), w_ptr=wp, w_nbytes=wn, n=n, k=k, x_ptr=xp, x_nbytes=xn, x_dtype="float32", m=m,
-                y_ptr=yp, y_nbytes=yn, bias_ptr=0, bias_nbytes=0)
-    _C.gguf_matmul(**good)
-    bad = [
-        (dict(w_nbytes=wn - 1), "weight has"),
-        (dict(x_nbytes=xn - 4), "x has"),
-        (dict(y_nbytes=yn - 4), "y has"),
-        (dict(bias_ptr=yp, bias_nbytes=4 * n - 4), "bias has"),
-        (dict(k=48), "not a multiple"),
-        (dict(k=0), "k (input features)"),
-        (dict(m=-1), "m (rows of x)"),
-        (dict(n=1 << 40), "n (output features)"),
-        (dict(m=1 << 30, x_nbytes=1 << 62), "y has"),
-        (dict(x_dtype="float64"), "x_dtype"),
-        (dict(qtype=int(T.IQ2_XXS), k=256, w_nbytes=1 << 20), "no fused CPU kernel for ggml type IQ2_XXS"),
-        (dict(qtype=1000), "no fused CPU kernel"),
-        (dict(w_ptr=0), "null weight"),
-    ]
-    for change, msg in bad:
+    weight = _C.Weight(int(T.Q4_0), w, n, k)
+    assert (weight.n, weight.k, weight.qtype, weight.nbytes) == (n, k, int(T.Q4_0), w.nbytes)
+    good = dict(weight=weight, x_ptr=xp, x_nbytes=xn, x_dtype="float32", m=m, y_ptr=yp, y_nbytes=yn, bias_ptr=0,
+                bias_nbytes=0)
+    _C.linear(**good)
+    for change, msg in [(dict(x_nbytes=xn - 4), "x has"), (dict(y_nbytes=yn - 4), "y has"),
+                        (dict(bias_ptr=yp, bias_nbytes=4 * n - 4), "bias has"), (dict(m=-1), "m (rows of x)"),
+                        (dict(m=1 << 30, x_nbytes=1 << 62), "y has"), (dict(x_dtype="float64"), "x_dtype"),
+                        (dict(x_ptr=0), "null x"), (dict(weight=w), "incompatible function arguments")]:
+        with pytest.raises((KernelError, TypeError), match=msg.replace("(", r"\(").replace(")", r"\)")):
+            _C.linear(**{**good, **change})
+
+    for args, msg in [((int(T.Q4_0), w[:-1], n, k), "data has"),
+                      ((int(T.Q4_0), w, n, 48), "not a multiple"),
+                      ((int(T.Q4_0), w, n, 0), "k (input features)"),
+                      ((int(T.Q4_0), w, 1 << 40, k), "n (output features)"),
+                      ((int(T.IQ2_XXS), w, n, 256), "no CPU kernel for type id 16"),
+                      ((12345, w, n, k), "no CPU kernel"),
+                      ((int(T.Q4_0), w.reshape(8, -1)[:, ::2], n, 32), "C-contiguous"),
+                      ((int(T.Q4_0), 12345, n, k), "must be a C-contiguous buffer")]:
         with pytest.raises(KernelError, match=msg.replace("(", r"\(").replace(")", r"\)")):
-            _C.gguf_matmul(**{**good, **change})
+            _C.Weight(*args)
 
     packed, scales, mins, _ = rand_int4(n, 128, 64, rng)
-    x4 = torch.zeros(m, 128)
-    y4 = torch.zeros(m, n)
-    args = dict(qw_ptr=packed.ctypes.data, qw_nbytes=packed.nbytes, scales_ptr=scales.ctypes.data,
-                mins_ptr=mins.ctypes.data, sm_nbytes=scales.nbytes, group_size=64, n=n, k=128,
-                x_ptr=x4.data_ptr(), x_nbytes=x4.numel() * 4, x_dtype="float32", m=m, y_ptr=y4.data_ptr(),
-                y_nbytes=y4.numel() * 4, bias_ptr=0, bias_nbytes=0)
-    _C.int4_matmul(**args)
-    for change, msg in [(dict(group_size=16), "group_size must be"), (dict(group_size=256), "group_size must be"),
-                        (dict(sm_nbytes=scales.nbytes - 4), "scales/mins have"),
-                        (dict(qw_nbytes=packed.nbytes - 1), "qweight has"),
-                        (dict(k=96, group_size=64), "not a multiple of group_size")]:
+    _C.Weight(1000, packed, n, 128, scales, mins, 64)
+    for args, msg in [((packed, n, 128, scales, mins, 16), "group_size must be"),
+                      ((packed, n, 128, scales, mins, 256), "group_size must be"),
+                      ((packed, n, 128, scales[:, :-1].copy(), mins, 64), "scales/mins have"),
+                      ((packed, n, 128, scales, None, 64), "needs scales and mins"),
+                      ((packed[:-1], n, 128, scales, mins, 64), "data has"),
+                      ((packed, n, 96, scales, mins, 64), "not a multiple of group_size")]:
         with pytest.raises(KernelError, match=msg):
-            _C.int4_matmul(**{**args, **change})
+            _C.Weight(1000, *args)
 
     q8, s8, _ = rand_int8(n, k, rng)
-    args8 = dict(qw_ptr=q8.ctypes.data, qw_nbytes=q8.nbytes, scales_ptr=s8.ctypes.data, scales_nbytes=s8.nbytes,
-                 n=n, k=k, x_ptr=xp, x_nbytes=xn, x_dtype="float32", m=m, y_ptr=yp, y_nbytes=yn, bias_ptr=0,
-                 bias_nbytes=0)
-    _C.int8_matmul(**args8)
-    for change, msg in [(dict(scales_nbytes=4 * n - 4), "scales have"), (dict(qw_nbytes=q8.nbytes - 1), "qweight")]:
+    _C.Weight(1001, q8.view(np.uint8), n, k, s8)
+    for args, msg in [((q8.view(np.uint8), n, k, s8[:-1]), "scales have"), ((q8.view(np.uint8)[:-1], n, k, s8), "data has"),
+                      ((q8.view(np.uint8), n, k), "needs scales")]:
         with pytest.raises(KernelError, match=msg):
-            _C.int8_matmul(**{**args8, **change})
+            _C.Weight(1001, *args)
 
     with pytest.raises(KernelError, match="mode must be"):
         _C.set_matmul_act("fp8")

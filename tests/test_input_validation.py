@@ -149,7 +149,7 @@ def test_info_on_wrong_typed_metadata(tmp_path, forge):
 
 
 def test_weight_storage_replaced_in_place():
-    """qt.data.set_(...) after a CPU matmul: the cached kernel arguments (raw pointers) are rebuilt,
+    """qt.data.set_(...) after a CPU matmul: the cached _C.Weight is rebuilt,
     not reused (they read the old storage: values up to 57 where 0 was right)."""
     import torch
 

@@ -176,7 +176,7 @@ def test_native_position_checked(model):
         model._step.native.step(model.max_seq_len)  # and in C++
 
 
-def test_dequantizer_validates_inputs():
+def test_step_validates_inputs():
     from pyquant._ext import _C
     from pyquant.errors import KernelError
 
@@ -188,17 +188,19 @@ def test_dequantizer_validates_inputs():
     err(_C.LlmStep, 2, 64, 4, 2, 16, 18, 128, 100, 16, 1e-5, 0.25)   # rope_dim > head_dim
     dec = _C.LlmStep(1, 64, 4, 2, 16, 16, 128, 100, 16, 1e-5, 0.25)
     w = torch.zeros(128 * 64 * 20 // 32, dtype=torch.uint8).numpy()    # Q4_1 [128, 64] needs 5120 bytes
-    err(dec.add_linear, "qkv", 0, 3, w[:-1], 128, 64)                    # short weight
-    err(dec.add_linear, "qkv", 1, 3, w, 128, 64)                         # layer out of range
-    err(dec.add_linear, "nope", 0, 3, w, 128, 64)                        # unknown slot
-    err(dec.add_linear, "qkv", 0, 3, w, 128, 48)                         # k not a block multiple
-    err(dec.add_linear, "qkv", 0, 99, w, 128, 64)                        # unknown type
-    err(dec.add_linear, "qkv", 0, 3, w, 128, 64, w[:4])                  # short bias
-    err(dec.add_linear, "qkv", 0, 3, w.reshape(64, 80)[:, ::2], 128, 64) # not contiguous
-    err(dec.add_linear, "qkv", 0, 3, 12345, 128, 64)                     # not a buffer at all
+    err(_C.Weight, 3, w[:-1], 128, 64)                                  # short weight
+    err(_C.Weight, 3, w, 128, 48)                                       # k not a block multiple
+    err(_C.Weight, 99, w, 128, 64)                                      # unknown type
+    err(_C.Weight, 3, w.reshape(64, 80)[:, ::2], 128, 64)              # not contiguous
+    err(_C.Weight, 3, 12345, 128, 64)                                   # not a buffer at all
+    weight = _C.Weight(3, w, 128, 64)
+    err(dec.add_linear, "qkv", 1, weight)                               # layer out of range
+    err(dec.add_linear, "nope", 0, weight)                              # unknown slot
+    err(dec.add_linear, "qkv", 0, weight, w[:4])                        # short bias
+    err(dec.add_linear, "qkv", 0, w)                                    # raw bytes where a Weight belongs
     ro = w.copy()
     ro.flags.writeable = False
     err(dec.set_buffers, ro, ro, ro, ro)                                 # the KV cache must be writable
-    dec.add_linear("qkv", 0, 3, w, 64, 64)                               # [64, 64]: qkv needs 128 rows
+    dec.add_linear("qkv", 0, _C.Weight(3, w, 64, 64))                    # [64, 64]: qkv needs 128 rows
     err(dec.finalize)                                                    # shapes / pieces missing
     err(dec.step, 0)                                                               # not finalized

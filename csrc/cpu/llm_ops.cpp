@@ -7,7 +7,7 @@
 //
 // The GEMVs use the matmul engine's internal interface (matmul_internal.h: type_info, the fused
 // AVX2 row kernels, the unpack + dot kernels and the activation quantizers), the same int8
-// activation path `_C.gguf_matmul` takes at m = 1, so results match the Python step's to float
+// activation path `_C.linear` takes at m = 1, so results match the Python step's to float
 // rounding (the output-row split between threads changes nothing: each row is one thread's dot).
 //
 // Measured (SmolLM2-135M Q4_1, 2 threads, shared 2-core Zen 3 box at load ~1.5, `pyquant bench
@@ -21,9 +21,10 @@
 // Tried and not kept: prefetching a thread's next GEMV rows while it spins at the barrier
 // (16 / 64 KiB: 5.14-5.44 vs 5.24-5.29 ms p10 per step, inside the noise).
 //
-// Safety: Python hands raw pointers with byte sizes once (`LlmStep.add_linear`, `set_*`);
-// every size is checked against what step() will touch, and step() checks the position. The
-// Python side keeps the tensors alive for the step's lifetime (pyquant/models/step.py).
+// Safety: Python hands buffers once (`LlmStep.add_linear` takes _C.Weight objects, `set_*`
+// buffers); every size is checked against what step() will touch, and step() checks the position.
+// The step holds a reference to every object it points into (cpu/buffer.h), so nothing it reads
+// can be freed while it lives.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -39,11 +40,13 @@
 #include "common/fp16.h"
 #include "common/qtypes.h"
 #include "cpu/act_quant.h"
+#include "cpu/buffer.h"
 #include "cpu/cpu_features.h"
 #include "cpu/error.h"
 #include "cpu/llm_kernels.h"
 #include "cpu/matmul_internal.h"
 #include "cpu/threadpool.h"
+#include "cpu/weight.h"
 
 namespace py = pybind11;
 
@@ -143,25 +146,11 @@ enum Phase { kNorm, kActQuant, kQKV, kRopeKV, kAttn, kWo, kGateUp, kSilu, kDown,
 const char* const kPhaseNames[kNumPhases] = {"norm", "act_quant", "qkv", "rope_kv", "attention", "wo",
                                              "gate_up", "silu_mul", "down", "output_head", "all_reduce"};
 
-// A C-contiguous buffer (a numpy array, memoryview, ... anything with the buffer protocol) that
-// the step reads (weights, norms, RoPE) or writes (KV cache, x, logits). The step keeps a
-// reference to the object for as long as it lives, so the memory cannot go away under it; sizes
-// come from the buffer itself, never from a caller's word.
-struct HeldBuffer {
-  const uint8_t* ptr;
-  int64_t nbytes;
-};
+// Every buffer the step reads (norms, RoPE, permutations) or writes (KV cache, x, logits) is held
+// by it (cpu/buffer.h): the memory cannot go away under it. Weights come as _C.Weight objects,
+// which hold their own buffers.
 static HeldBuffer hold(std::vector<py::object>& owners, const py::object& obj, const std::string& what, bool writable) {
-  Py_buffer view;
-  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) {
-    PyErr_Clear();
-    fail("LlmStep: ", what, " must be a C-contiguous", writable ? ", writable" : "",
-         " buffer (e.g. tensor.numpy()), got ", std::string(py::str(py::type::of(obj))));
-  }
-  const HeldBuffer b{static_cast<const uint8_t*>(view.buf), (int64_t)view.len};
-  PyBuffer_Release(&view);
-  owners.push_back(obj);
-  return b;
+  return pq::hold(owners, obj, "LlmStep: " + what, writable);
 }
 
 class Step {
@@ -193,63 +182,27 @@ class Step {
     act_.resize((size_t)ff_);
   }
 
-  // slot: "qkv" | "wo" | "gate_up" | "down" (layer 0..L-1) or "output" (layer -1); weight: the
-  // packed rows [n, row_bytes(k)]; bias: float32 [n] or None. Any format the matmul engine has a
-  // kernel for: a GGUF type id, or pyquant's int4 (1000: scales and mins float32 [n, k/group_size],
-  // group_size 32/64/128) and int8 (1001: scales float32 [n]).
-  void add_linear(const std::string& slot, int64_t layer, int qtype, const py::object& weight, int64_t n,
-                  int64_t k, const py::object& bias, const py::object& scales, const py::object& mins,
-                  int group_size) {
-    const HeldBuffer wb = hold(owners_, weight, slot + " weight", false);
-    const uintptr_t w_ptr = reinterpret_cast<uintptr_t>(wb.ptr);
-    const int64_t w_nbytes = wb.nbytes;
-    uintptr_t bias_ptr = 0;
-    int64_t bias_nbytes = 0;
+  // slot: "qkv" | "wo" | "gate_up" | "down" (layer 0..L-1) or "output" (layer -1); weight: a
+  // _C.Weight (any format the matmul engine has a kernel for, validated when it was made); bias:
+  // float32 [n] or None. The step holds the weight object, and with it the weight's buffers.
+  void add_linear(const std::string& slot, int64_t layer, const py::object& weight, const py::object& bias) {
+    const mm::Weight* w = nullptr;
+    try {
+      w = &weight.cast<const mm::Weight&>();
+    } catch (const py::cast_error&) {
+      fail("LlmStep: ", slot, ": weight must be a _C.Weight, got ", std::string(py::str(py::type::of(weight))));
+    }
+    owners_.push_back(weight);
+    Slot& s = slot_ref(slot, layer);
+    const int64_t n = w->n(), k = w->k();
+    PQ_CHECK(s.parts.empty() || s.k == k, "LlmStep: ", slot, ": parts disagree on k");
+    const float* bias_ptr = nullptr;
     if (!bias.is_none()) {
       const HeldBuffer bb = hold(owners_, bias, slot + " bias", false);
-      bias_ptr = reinterpret_cast<uintptr_t>(bb.ptr);
-      bias_nbytes = bb.nbytes;
+      PQ_CHECK(bb.nbytes >= checked_mul(n, 4, "bias"), "LlmStep: ", slot, ": bias too small");
+      bias_ptr = reinterpret_cast<const float*>(bb.ptr);
     }
-    Slot& s = slot_ref(slot, layer);
-    const TypeInfo* ti = mm::type_info(qtype);
-    const bool generic = qtype == mm::kInt4 || qtype == mm::kInt8;
-    PQ_CHECK(ti != nullptr && qtype >= 0 && (qtype < kMaxQType || generic), "LlmStep: ", slot,
-             ": no CPU kernel for type id ", qtype);
-    PQ_CHECK(ti->kind != Kind::Float || qtype == (int)QType::F32 || qtype == (int)QType::F16 ||
-                 qtype == (int)QType::BF16,
-             "LlmStep: ", slot, ": float weights must be F32, F16 or BF16");
-    PQ_CHECK(n >= 1 && n <= INT32_MAX && k >= 1 && k <= INT32_MAX, "LlmStep: ", slot, ": bad shape");
-    PQ_CHECK(s.parts.empty() || s.k == k, "LlmStep: ", slot, ": parts disagree on k");
-    WeightRef ref{qtype, nullptr, 0, k};
-    if (qtype == mm::kInt4) {
-      PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "LlmStep: ", slot,
-               ": int4 group_size must be 32, 64 or 128, got ", group_size);
-      PQ_CHECK(k % group_size == 0, "LlmStep: ", slot, ": k = ", k, " not a multiple of group_size ", group_size);
-      const int64_t need = checked_mul(n, k / group_size * 4, "int4 scales");
-      PQ_CHECK(!scales.is_none() && !mins.is_none(), "LlmStep: ", slot, ": int4 needs scales and mins");
-      const HeldBuffer sb = hold(owners_, scales, slot + " scales", false), mb = hold(owners_, mins, slot + " mins", false);
-      PQ_CHECK(sb.nbytes >= need && mb.nbytes >= need, "LlmStep: ", slot, ": int4 scales/mins need ", need, " bytes");
-      ref.row_bytes = k / 2;
-      ref.scales = reinterpret_cast<const float*>(sb.ptr);
-      ref.mins = reinterpret_cast<const float*>(mb.ptr);
-      ref.group_size = group_size;
-    } else if (qtype == mm::kInt8) {
-      PQ_CHECK(!scales.is_none(), "LlmStep: ", slot, ": int8 needs scales");
-      const HeldBuffer sb = hold(owners_, scales, slot + " scales", false);
-      PQ_CHECK(sb.nbytes >= checked_mul(n, 4, "int8 scales"), "LlmStep: ", slot, ": int8 scales too small");
-      ref.row_bytes = k;
-      ref.scales = reinterpret_cast<const float*>(sb.ptr);
-    } else {
-      const QTypeGeometry g = qtype_geometry(qtype);
-      PQ_CHECK(g.block_size > 0 && k % g.block_size == 0, "LlmStep: ", slot, ": k = ", k,
-               " not a multiple of the block");
-      ref.row_bytes = k / g.block_size * g.type_size;
-    }
-    PQ_CHECK(w_ptr != 0 && w_nbytes >= checked_mul(n, ref.row_bytes, "weight size"), "LlmStep: ", slot,
-             ": weight has ", w_nbytes, " bytes, needs ", n * ref.row_bytes);
-    if (bias_ptr) PQ_CHECK(bias_nbytes >= checked_mul(n, 4, "bias"), "LlmStep: ", slot, ": bias too small");
-    ref.data = reinterpret_cast<const uint8_t*>(w_ptr);
-    s.parts.push_back(Part{ref, ti, s.n, n, reinterpret_cast<const float*>(bias_ptr)});
+    s.parts.push_back(Part{w->ref(), &w->info(), s.n, n, bias_ptr});
     s.n += n;
     s.k = k;
     kmax_ = std::max(kmax_, k);
@@ -346,7 +299,7 @@ class Step {
   // Logits of the token whose embedding is in x, at position pos (the cache holds 0..pos-1).
   // Activations as the matmul engine's mode says (set_matmul_act / PYQUANT_MATMUL_ACT): int8,
   // int8x2 (int8 + its int8 residual, two rows per dot) or float (weights decoded to float and
-  // dotted in float32, exact up to summation order), so the step computes what _C.gguf_matmul does.
+  // dotted in float32, exact up to summation order), so the step computes what _C.linear does.
   //
   // One parallel region for the whole token: the threads meet at a spin barrier between phases
   // instead of one pool dispatch per GEMV (121 per SmolLM2 token, ~1.5 us each measured as the
@@ -636,7 +589,7 @@ class Step {
   }
 
   // y[r] = W[r] . x (+ bias) (+ res[r]) for r in [r0, r1): the int8 activation path of
-  // _C.gguf_matmul at m = 1 (float weights, or float_act: a float dot).
+  // _C.linear at m = 1 (float weights, or float_act: a float dot).
   void gemv_rows(const Slot& s, const float* x, float* y, const float* res, int64_t r0, int64_t r1,
                  Scratch& scr) const {
     const mm::Kernels& kern = avx2_ ? mm::avx2_kernels() : mm::scalar_kernels();
@@ -879,8 +832,7 @@ void register_llm_bindings(py::module_& m) {
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)
       .def("set_input_perm", &llm::Step::set_input_perm, "slot"_a, "layer"_a, "perm"_a)
-      .def("add_linear", &llm::Step::add_linear, "slot"_a, "layer"_a, "qtype"_a, "weight"_a, "n"_a, "k"_a,
-           "bias"_a = py::none(), "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0)
+      .def("add_linear", &llm::Step::add_linear, "slot"_a, "layer"_a, "weight"_a, "bias"_a = py::none())
       .def("set_norm", &llm::Step::set_norm, "which"_a, "layer"_a, "weight"_a)
       .def("set_buffers", &llm::Step::set_buffers, "kv"_a, "rope"_a, "x"_a, "logits"_a)
       .def("finalize", &llm::Step::finalize, "nthreads"_a = 0)

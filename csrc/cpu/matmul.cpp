@@ -1,5 +1,5 @@
-// Fused dequant-matmul entry points (_C.gguf_matmul / int4_matmul / int8_matmul), their
-// validation, and the per-(type, M) choice of kernel path:
+// The fused dequant-matmul entry point (_C.linear over a _C.Weight, weight.cpp), the activation
+// side's validation, and the per-(type, M) choice of kernel path:
 //
 //   m <= gemm_min_m(type)  GEMV (16..512 by type, measured: see gemm_min_m); threads split N in
 //     contiguous ranges (multiples of 16 rows), the packed weight is streamed once per call
@@ -33,6 +33,7 @@
 #include "cpu/error.h"
 #include "cpu/matmul_internal.h"
 #include "cpu/threadpool.h"
+#include "cpu/weight.h"
 
 namespace py = pybind11;
 
@@ -419,59 +420,13 @@ const char* qtype_name(int qtype) {
   return qtype >= 0 && qtype < kMaxQType && names[qtype] ? names[qtype] : "unknown";
 }
 
-void gguf_matmul_py(int qtype, uintptr_t w_ptr, int64_t w_nbytes, int64_t n, int64_t k, uintptr_t x_ptr,
-                    int64_t x_nbytes, const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes,
-                    uintptr_t bias_ptr, int64_t bias_nbytes, int nthreads) {
-  const char* fn = "gguf_matmul";
-  const TypeInfo* ti = type_info(qtype);
-  PQ_CHECK(ti != nullptr && qtype < kMaxQType, fn, ": no fused CPU kernel for ggml type ", qtype_name(qtype), " (id ",
-           qtype, "); dequantize it and use a float matmul");
-  const Call c = check_common(fn, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes, nthreads);
-  const QTypeGeometry g = qtype_geometry(qtype);
-  PQ_CHECK(k % g.block_size == 0, fn, ": k = ", k, " is not a multiple of the ", ti->name, " block size ",
-           g.block_size);
-  const int64_t row_bytes = k / g.block_size * g.type_size;
-  const int64_t need = checked_mul(fn, n, row_bytes, "weight size");
-  PQ_CHECK(w_nbytes >= need, fn, ": weight has ", w_nbytes, " bytes, ", n, " rows of ", k, " ", ti->name,
-           " values need ", need);
-  PQ_CHECK(w_ptr != 0, fn, ": null weight pointer");
-  run(c, WeightRef{qtype, reinterpret_cast<const uint8_t*>(w_ptr), row_bytes, k});
-}
-
-void int4_matmul_py(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, uintptr_t mins_ptr,
-                    int64_t sm_nbytes, int group_size, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
-                    const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
-                    int64_t bias_nbytes, int nthreads) {
-  const char* fn = "int4_matmul";
-  PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128, fn,
-           ": group_size must be 32, 64 or 128, got ", group_size);
-  const Call c = check_common(fn, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes, nthreads);
-  PQ_CHECK(k % group_size == 0, fn, ": k = ", k, " is not a multiple of group_size ", group_size);
-  const int64_t need_q = checked_mul(fn, n, k / 2, "qweight size");
-  const int64_t need_s = checked_mul(fn, n, k / group_size * 4, "scales size");
-  PQ_CHECK(qw_nbytes >= need_q, fn, ": qweight has ", qw_nbytes, " bytes, [", n, ", ", k / 2, "] uint8 needs ", need_q);
-  PQ_CHECK(sm_nbytes >= need_s, fn, ": scales/mins have ", sm_nbytes, " bytes each, [", n, ", ", k / group_size,
-           "] float32 needs ", need_s);
-  PQ_CHECK(qw_ptr && scales_ptr && mins_ptr, fn, ": null qweight, scales or mins pointer");
-  WeightRef w{kInt4, reinterpret_cast<const uint8_t*>(qw_ptr), k / 2, k};
-  w.scales = reinterpret_cast<const float*>(scales_ptr);
-  w.mins = reinterpret_cast<const float*>(mins_ptr);
-  w.group_size = group_size;
-  run(c, w);
-}
-
-void int8_matmul_py(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int64_t scales_nbytes, int64_t n,
-                    int64_t k, uintptr_t x_ptr, int64_t x_nbytes, const std::string& x_dtype, int64_t m,
-                    uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr, int64_t bias_nbytes, int nthreads) {
-  const char* fn = "int8_matmul";
-  const Call c = check_common(fn, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes, nthreads);
-  const int64_t need_q = checked_mul(fn, n, k, "qweight size");
-  PQ_CHECK(qw_nbytes >= need_q, fn, ": qweight has ", qw_nbytes, " bytes, [", n, ", ", k, "] int8 needs ", need_q);
-  PQ_CHECK(scales_nbytes >= 4 * n, fn, ": scales have ", scales_nbytes, " bytes, ", n, " float32 need ", 4 * n);
-  PQ_CHECK(qw_ptr && scales_ptr, fn, ": null qweight or scales pointer");
-  WeightRef w{kInt8, reinterpret_cast<const uint8_t*>(qw_ptr), k, k};
-  w.scales = reinterpret_cast<const float*>(scales_ptr);
-  run(c, w);
+// y[m, n] = x[m, k] @ W.T (+ bias): the weight validated when it was made (weight.cpp), the
+// activation side here. x and y stay pointer + byte size: bf16 tensors have no buffer protocol.
+void linear_py(const Weight& w, uintptr_t x_ptr, int64_t x_nbytes, const std::string& x_dtype, int64_t m,
+               uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr, int64_t bias_nbytes, int nthreads) {
+  const Call c = check_common("linear", w.n(), w.k(), x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr,
+                              bias_nbytes, nthreads);
+  run(c, w.ref());
 }
 
 // GB/s of the AVX2 read sweep over nbytes (split in contiguous halves per thread), best of repeats.
@@ -533,16 +488,11 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
 
 void register_matmul_bindings(py::module_& m) {
   using namespace pybind11::literals;
-  m.def("gguf_matmul", &mm::gguf_matmul_py, "qtype"_a, "w_ptr"_a, "w_nbytes"_a, "n"_a, "k"_a, "x_ptr"_a,
-        "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a, "bias_ptr"_a, "bias_nbytes"_a, "nthreads"_a = 0,
-        "y[m, n] = x[m, k] @ W[n, k].T (+ bias) for a GGUF-typed W (n rows of packed blocks).");
-  m.def("int4_matmul", &mm::int4_matmul_py, "qw_ptr"_a, "qw_nbytes"_a, "scales_ptr"_a, "mins_ptr"_a, "sm_nbytes"_a,
-        "group_size"_a, "n"_a, "k"_a, "x_ptr"_a, "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a,
-        "bias_ptr"_a, "bias_nbytes"_a, "nthreads"_a = 0,
-        "y = x @ W.T for group-wise asymmetric int4 W (w = q*scale + min; layout in docs/contracts).");
-  m.def("int8_matmul", &mm::int8_matmul_py, "qw_ptr"_a, "qw_nbytes"_a, "scales_ptr"_a, "scales_nbytes"_a, "n"_a,
-        "k"_a, "x_ptr"_a, "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a, "bias_ptr"_a, "bias_nbytes"_a,
-        "nthreads"_a = 0, "y = x @ W.T for per-channel symmetric int8 W (w = q*scale[n]).");
+  mm::register_weight(m);
+  m.def("linear", &mm::linear_py, "weight"_a, "x_ptr"_a, "x_nbytes"_a, "x_dtype"_a, "m"_a, "y_ptr"_a, "y_nbytes"_a,
+        "bias_ptr"_a = 0, "bias_nbytes"_a = 0, "nthreads"_a = 0,
+        "y[m, n] = x[m, k] @ W.T (+ bias float32 [n]) for a _C.Weight W; x, y: contiguous float32 / float16 / "
+        "bfloat16 (x_dtype) memory given as pointer + byte size, checked against m, n, k.");
   m.def("matmul_path", &mm::matmul_path_py, "kind"_a, "qtype"_a, "m"_a,
         "Which CPU kernel path a matmul of this kind ('gguf'|'int4'|'int8'), type and m takes, and why.");
   m.def("set_matmul_act", [](const std::string& mode) {

@@ -46,7 +46,7 @@ def _packable(qt) -> bool:
 
 def pack_step_weights(model, release=None) -> int:
     """Moves every Linear of `model` that reads stored bytes, then the token embedding (before the
-    step state is built: that binds raw pointers), into one buffer in step order; returns the
+    step state is built: it binds the weights as they are then), into one buffer in step order; returns the
     bytes packed (0 when disabled).
 
     Float linears (an AWQ model's F16 lm_head: 56 MB for SmolLM2) and the embedding are packed too,

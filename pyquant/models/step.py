@@ -2,7 +2,7 @@
 
 `_C.LlmStep` (csrc/cpu/llm_ops.cpp) runs a whole token in one call and one parallel region
 (measured 173-182 vs 113-119 tok/s for the former Python/torch step on SmolLM2 Q4_1 at 2 threads):
-norms, the GEMVs through the matmul engine's own kernels (the same arithmetic as `_C.gguf_matmul`,
+norms, the GEMVs through the matmul engine's own kernels (the same arithmetic as `_C.linear`,
 in the same activation mode), RoPE, the KV write, GQA attention, SiLU*up, residuals, the head. It is
 built from the model's layers and weights (build_native); when a model needs something it does not
 do (an architecture's own norm or activation, a weight type it has no kernel for), `pyquant.load`
@@ -168,18 +168,15 @@ def build_native(st: TokenStep):
             for lin in lins:
                 bias = None if lin.bias is None else buf(lin.bias)
                 if lin.dense is not None:       # float weights: float32 rows, type F32
-                    dec.add_linear(slot, i, 0, buf(lin.dense), lin.out_features, lin.in_features, bias)
-                    continue
-                qt = lin.qt
-                if qt.data.device.type != "cpu":
-                    return None, f"{lin.name}: weight not on the CPU"
-                if linear_backend(qt.qtype, "cpu", 1) != "cpu-direct":   # PYQUANT_BACKEND / _DISABLE
-                    return None, (f"{lin.name}: the dispatcher gives its M=1 matmul to the "
-                                  f"{linear_backend(qt.qtype, 'cpu', 1)} backend, not the CPU kernels")
-                # int4 / int8: their scales (and mins, group size) go with the packed rows
-                fmt = {f: buf(getattr(qt, f)) for f in ("scales", "mins") if getattr(qt, f) is not None}
-                dec.add_linear(slot, i, int(qt.qtype), buf(qt.data), lin.out_features, lin.in_features, bias,
-                               group_size=qt.group_size or 0, **fmt)
+                    weight = _C.Weight(0, buf(lin.dense), lin.out_features, lin.in_features)
+                else:
+                    weight = lin.qt.cpu_call    # the _C.Weight the model's matmuls use: one per weight
+                    if weight is None:
+                        return None, f"{lin.name}: no CPU kernel for {lin.qt.qtype.name} here"
+                    if linear_backend(lin.qt.qtype, "cpu", 1) != "cpu-direct":   # PYQUANT_BACKEND / _DISABLE
+                        return None, (f"{lin.name}: the dispatcher gives its M=1 matmul to the "
+                                      f"{linear_backend(lin.qt.qtype, 'cpu', 1)} backend, not the CPU kernels")
+                dec.add_linear(slot, i, weight, bias)
             perms = [lin.qt.in_perm if lin.dense is None else None for lin in lins]
             if perms[0] is not None:   # act-order weights (EXL2): the slot gathers its input once
                 if not all(p is not None and torch.equal(p, perms[0]) for p in perms):

@@ -3,11 +3,13 @@
 Two entry styles:
 - the dispatch impl functions (IMPL, used by the torch.library ops): allocate the output;
 - `linear_into(x, qt, out, bias)`: the runner's hot-loop path. No torch.library, no dispatch, no
-  allocation when a fused kernel exists: raw pointers straight into _C.
+  allocation when a fused kernel exists: the QTensor's `_C.Weight` (built once, QTensor.cpu_call)
+  and the activation/output pointers straight into `_C.linear`.
 
-Types without a fused kernel run "dequantize-then-matmul" (_C.dequantize to float32, one torch matmul in
-float32); the dispatcher says so in its reason. Until the fused kernels are built into _C
-(hasattr(_C, "gguf_matmul")), every type takes that path.
+The C++ boundary is `_C.Weight` (the weight's format, shape and buffers, validated once; it holds
+the buffers alive) plus `_C.linear(weight, x, y, bias)`. Types without a fused kernel run
+"dequantize-then-matmul" (_C.dequantize to float32, one torch matmul in float32); the dispatcher
+says so in its reason.
 """
 from __future__ import annotations
 
@@ -24,12 +26,11 @@ _KIND = {"gguf_matmul": "gguf", "int4_matmul": "int4", "int8_matmul": "int8"}
 
 def _fused_path(op: str, qt: QType, m: int) -> str | None:
     """The fused kernel path _C would take (its own words), or None when it has none."""
-    fn = getattr(_C, op, None)
-    if fn is None:
+    if getattr(_C, "linear", None) is None:
         return None
     probe = getattr(_C, "matmul_path", None)
     if probe is None:
-        return f"_C.{op}"
+        return "_C.linear"
     try:
         path = probe(_KIND[op], int(qt), int(m))
     except (KernelError, ValueError, RuntimeError):
@@ -107,50 +108,53 @@ def dequantize(data, qtype, rows, cols, dtype):
     return out
 
 
+def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0):
+    """A _C.Weight over these tensors (CPU, made contiguous; scales / mins as float32)."""
+    def buf(t, dtype=None):
+        if t is None:
+            return None
+        t = t.contiguous() if dtype is None else t.to(dtype).contiguous()
+        return t.view(torch.uint8).numpy() if t.dtype == torch.uint8 or dtype is None else t.numpy()
+
+    return _C.Weight(int(qtype), buf(data), n, k, buf(scales, torch.float32), buf(mins, torch.float32),
+                     group_size)
+
+
+def _run(weight, x, bias):
+    """y [M, N] in x's dtype = x @ W.T (+ bias) through _C.linear."""
+    m = x.shape[0]
+    y = torch.empty((m, weight.n), dtype=x.dtype)
+    b, bp, bn = _ptr_bias(bias)
+    _C.linear(weight, x.data_ptr(), x.nbytes, _DTYPE_NAMES[x.dtype], m, y.data_ptr(), y.nbytes, bp, bn)
+    return y
+
+
 def gguf_matmul(x, w, qtype, n, k, bias=None):
     """x [M, K] contiguous float32/f16/bf16 @ W.T, W = w uint8 [N, row_bytes(K)] -> x.dtype [M, N]."""
     qt = QType(qtype)
-    m = x.shape[0]
     if not _has_fused("gguf_matmul", qt):
         return _torch_linear(x, _decoded(w, qt, n, k), bias)
-    y = torch.empty((m, n), dtype=x.dtype)
-    w = w.contiguous()
-    b, bp, bn = _ptr_bias(bias)
-    _C.gguf_matmul(int(qt), w.data_ptr(), w.nbytes, n, k, x.data_ptr(), x.nbytes, _DTYPE_NAMES[x.dtype], m,
-                   y.data_ptr(), y.nbytes, bp, bn)
-    return y
+    return _run(_weight(qt, w, n, k), x, bias)
 
 
 def int4_matmul(x, qweight, scales, mins, group_size, bias=None):
     """x [M, K] @ W.T, W from int4 kernel layout (pyquant.formats.generic) -> x.dtype [M, N]."""
-    m, n = x.shape[0], qweight.shape[0]
     if not _has_fused("int4_matmul", QType.INT4):
         from ..reference.matmul import dequantize_int4
 
         return _torch_linear(x, dequantize_int4(qweight, scales, mins, group_size), bias)
-    y = torch.empty((m, n), dtype=x.dtype)
-    qw, s, mn = qweight.contiguous(), scales.to(torch.float32).contiguous(), mins.to(torch.float32).contiguous()
-    if s.nbytes != mn.nbytes:
-        raise KernelError(f"int4_matmul: scales {tuple(s.shape)} and mins {tuple(mn.shape)} differ")
-    b, bp, bn = _ptr_bias(bias)
-    _C.int4_matmul(qw.data_ptr(), qw.nbytes, s.data_ptr(), mn.data_ptr(), s.nbytes, group_size, n, x.shape[1],
-                   x.data_ptr(), x.nbytes, _DTYPE_NAMES[x.dtype], m, y.data_ptr(), y.nbytes, bp, bn)
-    return y
+    if scales.numel() != mins.numel():
+        raise KernelError(f"int4_matmul: scales {tuple(scales.shape)} and mins {tuple(mins.shape)} differ")
+    return _run(_weight(QType.INT4, qweight, qweight.shape[0], x.shape[1], scales, mins, group_size), x, bias)
 
 
 def int8_matmul(x, qweight, scales, bias=None):
     """x [M, K] @ W.T, W = qweight int8 [N, K] * scales float32 [N] -> x.dtype [M, N]."""
-    m, n = x.shape[0], qweight.shape[0]
     if not _has_fused("int8_matmul", QType.INT8):
         from ..reference.matmul import dequantize_int8
 
         return _torch_linear(x, dequantize_int8(qweight, scales), bias)
-    y = torch.empty((m, n), dtype=x.dtype)
-    qw, s = qweight.contiguous(), scales.to(torch.float32).contiguous()
-    b, bp, bn = _ptr_bias(bias)
-    _C.int8_matmul(qw.data_ptr(), qw.nbytes, s.data_ptr(), s.nbytes, n, x.shape[1], x.data_ptr(), x.nbytes,
-                   _DTYPE_NAMES[x.dtype], m, y.data_ptr(), y.nbytes, bp, bn)
-    return y
+    return _run(_weight(QType.INT8, qweight, qweight.shape[0], x.shape[1], scales), x, bias)
 
 
 IMPL = {"dequantize": dequantize, "gguf_matmul": gguf_matmul, "int4_matmul": int4_matmul,
@@ -189,38 +193,28 @@ def linear_into(x: torch.Tensor, qt, out: torch.Tensor, bias: torch.Tensor | Non
     if call is None or m == 0:
         out.copy_(_fallback(x.reshape(m, k), qt, bias).reshape(out.shape))
         return out
-    fn, head = call
     if bias is None:
-        fn(*head, x.data_ptr(), x.nbytes, dt, m, out.data_ptr(), out.nbytes, 0, 0, nthreads)
+        _C.linear(call, x.data_ptr(), x.nbytes, dt, m, out.data_ptr(), out.nbytes, 0, 0, nthreads)
     else:
-        fn(*head, x.data_ptr(), x.nbytes, dt, m, out.data_ptr(), out.nbytes, bias.data_ptr(), bias.nbytes,
-           nthreads)
+        _C.linear(call, x.data_ptr(), x.nbytes, dt, m, out.data_ptr(), out.nbytes, bias.data_ptr(), bias.nbytes,
+                  nthreads)
     return out
 
 
-def cpu_call_for(qt) -> tuple | None:
-    """(_C function, the weight's leading arguments) for linear_into, or None (fallback path).
+def cpu_call_for(qt):
+    """The _C.Weight of a QTensor for linear_into and the token step, or None (fallback path).
 
-    None when the weight is not on the CPU, not contiguous (the kernels take raw pointers), or _C
-    has no fused kernel for the format. Pointers stay valid: the QTensor keeps its tensors alive and
-    drops this cache whenever one of them is reassigned.
+    None when the weight is not on the CPU or _C has no fused kernel for its format. The Weight
+    holds numpy views of the QTensor's tensors (made contiguous), so it stays valid on its own.
     """
     tensors = [t for t in (qt.data, qt.scales, qt.mins) if t is not None]
-    if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
+    if any(t.device.type != "cpu" for t in tensors):
         return None
-    fmt, (n, k), d = qt.qtype, qt.shape, qt.data
-    if fmt is QType.INT4:
-        if not _has_fused("int4_matmul", fmt):
-            return None
-        s, mn = qt.scales, qt.mins
-        return _C.int4_matmul, (d.data_ptr(), d.nbytes, s.data_ptr(), mn.data_ptr(), s.nbytes, qt.group_size, n, k)
-    if fmt is QType.INT8:
-        if not _has_fused("int8_matmul", fmt):
-            return None
-        return _C.int8_matmul, (d.data_ptr(), d.nbytes, qt.scales.data_ptr(), qt.scales.nbytes, n, k)
-    if not _has_fused("gguf_matmul", fmt):
+    fmt, (n, k) = qt.qtype, qt.shape
+    op = "int4_matmul" if fmt is QType.INT4 else "int8_matmul" if fmt is QType.INT8 else "gguf_matmul"
+    if not _has_fused(op, fmt):
         return None
-    return _C.gguf_matmul, (int(fmt), d.data_ptr(), d.nbytes, n, k)
+    return _weight(fmt, qt.data, n, k, qt.scales, qt.mins, qt.group_size or 0)
 
 
 def _fallback(x2d, qt, bias):

@@ -1,0 +1,101 @@
+// _C.Weight: the one place a linear weight's format, shape and buffers are checked before any
+// kernel reads them (the matmul entry point and the token step both take it).
+#include "cpu/weight.h"
+
+#include <string>
+
+#include "common/qtypes.h"
+#include "cpu/buffer.h"
+#include "cpu/error.h"
+
+namespace py = pybind11;
+
+namespace pq {
+namespace mm {
+namespace {
+
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r;
+  PQ_CHECK(a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, &r), "Weight: ", what, " overflows (", a, " x ", b, ")");
+  return r;
+}
+
+const char* type_name(int qtype) {
+  if (qtype == kInt4) return "int4";
+  if (qtype == kInt8) return "int8";
+  const TypeInfo* ti = type_info(qtype);
+  return ti ? ti->name : "unknown";
+}
+
+}  // namespace
+
+Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py::object& scales,
+               const py::object& mins, int group_size) {
+  const bool generic = qtype == kInt4 || qtype == kInt8;
+  ti_ = (qtype >= 0 && (qtype < kMaxQType || generic)) ? type_info(qtype) : nullptr;
+  PQ_CHECK(ti_ != nullptr, "Weight: no CPU kernel for type id ", qtype, "; dequantize it and use a float matmul");
+  PQ_CHECK(ti_->kind != Kind::Float || qtype == (int)QType::F32 || qtype == (int)QType::F16 ||
+               qtype == (int)QType::BF16,
+           "Weight: float weights must be F32, F16 or BF16");
+  PQ_CHECK(n >= 1 && n <= INT32_MAX, "Weight: n (output features) must be in [1, 2^31), got ", n);
+  PQ_CHECK(k >= 1 && k <= INT32_MAX, "Weight: k (input features) must be in [1, 2^31), got ", k);
+  ref_.qtype = qtype;
+  ref_.k = k;
+  n_ = n;
+  const std::string name = type_name(qtype);
+  if (qtype == kInt4) {
+    PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128,
+             "Weight: int4 group_size must be 32, 64 or 128, got ", group_size);
+    PQ_CHECK(k % group_size == 0, "Weight: k = ", k, " is not a multiple of group_size ", group_size);
+    PQ_CHECK(!scales.is_none() && !mins.is_none(), "Weight: int4 needs scales and mins");
+    const int64_t need = checked_mul(n, k / group_size * 4, "int4 scales size");
+    const HeldBuffer sb = hold(owners_, scales, "Weight: int4 scales", false);
+    const HeldBuffer mb = hold(owners_, mins, "Weight: int4 mins", false);
+    PQ_CHECK(sb.nbytes >= need && mb.nbytes >= need, "Weight: int4 scales/mins have ", sb.nbytes, "/", mb.nbytes,
+             " bytes, [", n, ", ", k / group_size, "] float32 needs ", need);
+    ref_.row_bytes = k / 2;
+    ref_.scales = reinterpret_cast<const float*>(sb.ptr);
+    ref_.mins = reinterpret_cast<const float*>(mb.ptr);
+    ref_.group_size = group_size;
+  } else if (qtype == kInt8) {
+    PQ_CHECK(!scales.is_none(), "Weight: int8 needs scales");
+    const HeldBuffer sb = hold(owners_, scales, "Weight: int8 scales", false);
+    PQ_CHECK(sb.nbytes >= checked_mul(n, 4, "int8 scales size"), "Weight: int8 scales have ", sb.nbytes,
+             " bytes, ", n, " float32 need ", 4 * n);
+    ref_.row_bytes = k;
+    ref_.scales = reinterpret_cast<const float*>(sb.ptr);
+  } else {
+    const QTypeGeometry g = qtype_geometry(qtype);
+    PQ_CHECK(g.block_size > 0 && k % g.block_size == 0, "Weight: k = ", k, " is not a multiple of the ", name,
+             " block size ", g.block_size);
+    ref_.row_bytes = k / g.block_size * g.type_size;
+  }
+  const HeldBuffer wb = hold(owners_, data, "Weight: " + name + " data", false);
+  const int64_t need = checked_mul(n, ref_.row_bytes, "weight size");
+  PQ_CHECK(wb.nbytes >= need, "Weight: data has ", wb.nbytes, " bytes, ", n, " rows of ", k, " ", name,
+           " values need ", need);
+  ref_.data = wb.ptr;
+  nbytes_ = need;
+}
+
+void register_weight(py::module_& m) {
+  using namespace pybind11::literals;
+  py::class_<Weight>(m, "Weight",
+                     "A linear weight as the CPU kernels read it, validated once; holds its buffers alive.")
+      .def(py::init<int, const py::object&, int64_t, int64_t, const py::object&, const py::object&, int>(),
+           "qtype"_a, "data"_a, "n"_a, "k"_a, "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0,
+           "qtype: GGUF type id, 1000 (int4) or 1001 (int8); data, scales, mins: C-contiguous buffers "
+           "(tensor.numpy(), numpy arrays)")
+      .def_property_readonly("qtype", [](const Weight& w) { return w.ref().qtype; })
+      .def_property_readonly("n", &Weight::n)
+      .def_property_readonly("k", &Weight::k)
+      .def_property_readonly("group_size", [](const Weight& w) { return w.ref().group_size; })
+      .def_property_readonly("nbytes", &Weight::nbytes, "bytes of packed rows the kernels read")
+      .def("__repr__", [](const Weight& w) {
+        return "_C.Weight(" + std::string(type_name(w.ref().qtype)) + ", n=" + std::to_string(w.n()) +
+               ", k=" + std::to_string(w.k()) + ")";
+      });
+}
+
+}  // namespace mm
+}  // namespace pq

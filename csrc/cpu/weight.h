@@ -1,0 +1,41 @@
+// One linear layer's weight as the CPU kernels read it (`_C.Weight`): its format, shape and the
+// buffers it points into, validated once when it is made. It holds a reference to each of those
+// buffers, so its pointers stay valid for as long as it lives; every matmul (`_C.linear`) and the
+// token step (`LlmStep.add_linear`) take the object, never raw weight pointers.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "cpu/matmul_internal.h"
+
+namespace pq {
+namespace mm {
+
+class Weight {
+ public:
+  // qtype: a GGUF type id with a CPU kernel (F32/F16/BF16 included), kInt4 (scales and mins float32
+  // [n, k/group_size], group_size 32/64/128) or kInt8 (scales float32 [n]); data: the packed rows,
+  // n rows of row_bytes(k). Every size is checked against the buffers.
+  Weight(int qtype, const pybind11::object& data, int64_t n, int64_t k, const pybind11::object& scales,
+         const pybind11::object& mins, int group_size);
+
+  const WeightRef& ref() const { return ref_; }
+  const TypeInfo& info() const { return *ti_; }
+  int64_t n() const { return n_; }
+  int64_t k() const { return ref_.k; }
+  int64_t nbytes() const { return nbytes_; }
+
+ private:
+  std::vector<pybind11::object> owners_;
+  WeightRef ref_{};
+  const TypeInfo* ti_ = nullptr;
+  int64_t n_ = 0, nbytes_ = 0;
+};
+
+void register_weight(pybind11::module_& m);
+
+}  // namespace mm
+}  // namespace pq
