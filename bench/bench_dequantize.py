@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import pyquant
+from conftest import gguf_dequantize_timer, one_tensor_cache
 from pyquant.qtypes import info
 
 ROWS, COLS = 4096, 14336
@@ -57,36 +57,13 @@ def packed_tensor(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tensors():
-    cache: dict[str, np.ndarray] = {}
-
-    def get(name):
-        if name not in cache:
-            cache.clear()  # one 100-250 MB tensor at a time
-            cache[name] = packed_tensor(name)
-        return cache[name]
-
-    return get
+    return one_tensor_cache(packed_tensor)
 
 
 @pytest.fixture(scope="module")
 def gguf_seconds(tensors):
-    """gguf-py's dequantize time per type, measured once (a single round: it takes seconds)."""
-    gguf_quants = pytest.importorskip("gguf.quants")
-    from gguf.constants import GGMLQuantizationType
-
-    times: dict[str, tuple[float, float]] = {}
-
-    def get(name):
-        if name not in times:
-            data = tensors(name)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                t0, c0 = time.perf_counter(), time.process_time()
-                gguf_quants.dequantize(data, GGMLQuantizationType[name])
-                times[name] = (time.perf_counter() - t0, time.process_time() - c0)
-        return times[name]
-
-    return get
+    """gguf-py's dequantize (wall, CPU) seconds per type, measured once."""
+    return gguf_dequantize_timer(tensors)
 
 
 @pytest.fixture(autouse=True)

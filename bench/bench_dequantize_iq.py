@@ -13,14 +13,13 @@ elements it is a specification, not a contender (tests/test_dequantize_iq.py che
 from __future__ import annotations
 
 import os
-import time
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import pyquant
+from conftest import gguf_dequantize_timer, one_tensor_cache
 from pyquant._ext import _C
 from pyquant.qtypes import info
 
@@ -50,34 +49,13 @@ def packed_tensor(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tensors():
-    cache: dict[str, np.ndarray] = {}
-
-    def get(name):
-        if name not in cache:
-            cache.clear()  # one tensor at a time
-            cache[name] = packed_tensor(name)
-        return cache[name]
-
-    return get
+    return one_tensor_cache(packed_tensor)
 
 
 @pytest.fixture(scope="module")
 def gguf_seconds(tensors):
-    gguf_quants = pytest.importorskip("gguf.quants")
-    from gguf.constants import GGMLQuantizationType
-
-    times: dict[str, float] = {}
-
-    def get(name):
-        if name not in times:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                t0 = time.perf_counter()
-                gguf_quants.dequantize(tensors(name), GGMLQuantizationType[name])
-                times[name] = time.perf_counter() - t0
-        return times[name]
-
-    return get
+    """gguf-py's dequantize (wall, CPU) seconds per type, measured once."""
+    return gguf_dequantize_timer(tensors)
 
 
 @pytest.fixture(params=["avx2", "scalar"])
@@ -93,7 +71,7 @@ def isa(request):
 @pytest.mark.parametrize("name", TYPES)
 def test_dequantize_into(benchmark, name, isa, tensors, gguf_seconds):
     data = tensors(name)
-    g = gguf_seconds(name)
+    g = gguf_seconds(name)[0]
     out = torch.empty(ROWS, COLS)
     out.fill_(0)
     before = pyquant.get_num_threads()

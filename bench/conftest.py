@@ -121,3 +121,39 @@ def random_blocks(rng, rows: int, nblocks: int, type_size: int, fp16_offsets) ->
     for off in fp16_offsets:
         b[:, off:off + 2] = scale
     return b.reshape(rows, nblocks * type_size)
+
+
+def one_tensor_cache(make):
+    """get(name) -> make(name), cached, keeping only the latest tensor (each is 100-250 MB)."""
+    cache: dict = {}
+
+    def get(name):
+        if name not in cache:
+            cache.clear()
+            cache[name] = make(name)
+        return cache[name]
+
+    return get
+
+
+def gguf_dequantize_timer(tensors):
+    """get(name) -> (wall s, CPU s) of gguf-py's dequantize of tensors(name), measured once (a
+    single round: it takes seconds). Skips the test when the gguf package is missing."""
+    import warnings
+
+    gguf_quants = pytest.importorskip("gguf.quants")
+    from gguf.constants import GGMLQuantizationType
+
+    times: dict[str, tuple[float, float]] = {}
+
+    def get(name):
+        if name not in times:
+            data = tensors(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                t0, c0 = time.perf_counter(), time.process_time()
+                gguf_quants.dequantize(data, GGMLQuantizationType[name])
+                times[name] = (time.perf_counter() - t0, time.process_time() - c0)
+        return times[name]
+
+    return get

@@ -11,6 +11,7 @@
 #include "common/fp16.h"
 #include "common/qtypes.h"
 #include "cpu/cpu_features.h"
+#include "cpu/dequant_args.h"
 #include "cpu/dequant_kernels.h"
 #include "cpu/error.h"
 #include "cpu/threadpool.h"
@@ -70,20 +71,9 @@ void dequantize_py(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t d
   PQ_CHECK(g.block_size > 0, "dequantize: unknown ggml type id ", qtype);
   DequantBlocksFn fn = dequant_kernel(qtype);
   PQ_CHECK(fn != nullptr, "dequantize: no dequantizer for ggml type id ", qtype);
-  PQ_CHECK(rows >= 0 && cols >= 0, "dequantize: negative shape (", rows, ", ", cols, ")");
-  PQ_CHECK(cols % g.block_size == 0, "dequantize: row length ", cols, " is not a multiple of the block size ",
-           g.block_size);
-  const int64_t nb = cols / g.block_size;
-  // Overflow-safe size arithmetic: a forged shape must not wrap around.
-  PQ_CHECK(nb == 0 || rows <= INT64_MAX / nb / g.type_size, "dequantize: shape (", rows, ", ", cols, ") overflows");
-  const int64_t need_src = rows * nb * g.type_size;
-  PQ_CHECK(src_nbytes >= need_src, "dequantize: source has ", src_nbytes, " bytes, shape (", rows, ", ", cols,
-           ") needs ", need_src);
   const OutDtype od = parse_dtype(dtype);
   const int64_t esize = od == OutDtype::F32 ? 4 : 2;
-  PQ_CHECK(cols == 0 || rows <= INT64_MAX / cols / esize, "dequantize: output shape overflows");
-  PQ_CHECK(dst_nbytes >= rows * cols * esize, "dequantize: destination has ", dst_nbytes, " bytes, needs ",
-           rows * cols * esize);
+  const int64_t nb = check_dequant_args(g, rows, cols, src_nbytes, dst_nbytes, esize).blocks_per_row;
   if (rows == 0 || cols == 0) return;
   PQ_CHECK(src_ptr != 0 && dst_ptr != 0, "dequantize: null pointer");
   const uint8_t* src = reinterpret_cast<const uint8_t*>(src_ptr);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/fp16.h"
+#include "cpu/dequant_args.h"
 #include "cuda/cuda_common.cuh"
 #include "cuda/dequant_types.cuh"
 #include "cuda/kernels.h"
@@ -147,19 +148,10 @@ void dequantize(int qtype, uintptr_t src_ptr, int64_t src_nbytes, uintptr_t dst_
   const QTypeGeometry g = qtype_geometry(qtype);
   PQ_CHECK(g.block_size > 0, "dequantize: unknown ggml type id ", qtype);
   PQ_CHECK(has_dequantizer(qtype), "dequantize: no CUDA dequantizer for ggml type id ", qtype);
-  PQ_CHECK(rows >= 0 && cols >= 0, "dequantize: negative shape (", rows, ", ", cols, ")");
-  PQ_CHECK(cols % g.block_size == 0, "dequantize: row length ", cols, " is not a multiple of the block size ",
-           g.block_size);
-  const int64_t nb = cols / g.block_size;
-  PQ_CHECK(nb == 0 || rows <= INT64_MAX / nb / g.type_size, "dequantize: shape (", rows, ", ", cols, ") overflows");
-  const int64_t need_src = rows * nb * g.type_size;
-  PQ_CHECK(src_nbytes >= need_src, "dequantize: source has ", src_nbytes, " bytes, shape (", rows, ", ", cols,
-           ") needs ", need_src);
   const DType dt = parse_dtype(dtype, "dequantize");
   const int64_t esize = dt == DType::F32 ? 4 : 2;
-  PQ_CHECK(cols == 0 || rows <= INT64_MAX / cols / esize, "dequantize: output shape overflows");
-  PQ_CHECK(dst_nbytes >= rows * cols * esize, "dequantize: destination has ", dst_nbytes, " bytes, needs ",
-           rows * cols * esize);
+  const DequantArgs a = check_dequant_args(g, rows, cols, src_nbytes, dst_nbytes, esize);
+  const int64_t nb = a.blocks_per_row, need_src = a.src_bytes;
   if (rows == 0 || cols == 0) return;
   check_device_ptr(src_ptr, need_src, "dequantize: source");
   check_device_ptr(dst_ptr, rows * cols * esize, "dequantize: destination");
