@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import pyquant
-from conftest import gguf_dequantize_timer, one_tensor_cache
 from pyquant.qtypes import info
 
 ROWS, COLS = 4096, 14336
@@ -53,17 +52,6 @@ def packed_tensor(name: str) -> np.ndarray:
     if name == "NVFP4":
         raw[:, 0:4] = rng.integers(0x20, 0x40, (nb, 4))
     return raw.reshape(ROWS, -1)
-
-
-@pytest.fixture(scope="module")
-def tensors():
-    return one_tensor_cache(packed_tensor)
-
-
-@pytest.fixture(scope="module")
-def gguf_seconds(tensors):
-    """gguf-py's dequantize (wall, CPU) seconds per type, measured once."""
-    return gguf_dequantize_timer(tensors)
 
 
 @pytest.fixture(autouse=True)

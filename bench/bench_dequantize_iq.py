@@ -19,7 +19,6 @@ import pytest
 import torch
 
 import pyquant
-from conftest import gguf_dequantize_timer, one_tensor_cache
 from pyquant._ext import _C
 from pyquant.qtypes import info
 
@@ -45,17 +44,6 @@ def packed_tensor(name: str) -> np.ndarray:
     else:
         raw[:, 0:2] = d.view(np.uint8).reshape(nb, 2)
     return raw.reshape(ROWS, -1)
-
-
-@pytest.fixture(scope="module")
-def tensors():
-    return one_tensor_cache(packed_tensor)
-
-
-@pytest.fixture(scope="module")
-def gguf_seconds(tensors):
-    """gguf-py's dequantize (wall, CPU) seconds per type, measured once."""
-    return gguf_dequantize_timer(tensors)
 
 
 @pytest.fixture(params=["avx2", "scalar"])

@@ -123,20 +123,24 @@ def random_blocks(rng, rows: int, nblocks: int, type_size: int, fp16_offsets) ->
     return b.reshape(rows, nblocks * type_size)
 
 
-def one_tensor_cache(make):
-    """get(name) -> make(name), cached, keeping only the latest tensor (each is 100-250 MB)."""
+
+@pytest.fixture(scope="module")
+def tensors(request):
+    """get(name) -> the test module's packed_tensor(name), cached, only the latest kept (each is
+    100-250 MB): the dequantize benches' weights."""
     cache: dict = {}
 
     def get(name):
         if name not in cache:
             cache.clear()
-            cache[name] = make(name)
+            cache[name] = request.module.packed_tensor(name)
         return cache[name]
 
     return get
 
 
-def gguf_dequantize_timer(tensors):
+@pytest.fixture(scope="module")
+def gguf_seconds(tensors):
     """get(name) -> (wall s, CPU s) of gguf-py's dequantize of tensors(name), measured once (a
     single round: it takes seconds). Skips the test when the gguf package is missing."""
     import warnings

@@ -246,7 +246,7 @@ def main(argv=None):
                     if cross is None and d < g:
                         cross = m
                 print(f"  Q4_K: dequant+cuBLAS beats the GEMV from M={cross} (PYQUANT_CUDA_GEMV_MAX_M default 16)")
-        del ws, w0
+        ws = w0 = None   # the copies go before the next format (del would confuse pyflakes: a loop)
         if not dry:
             torch.cuda.empty_cache()
 
