@@ -11,4 +11,8 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
         -DPython_EXECUTABLE="$(command -v python3)" -DPYQUANT_CUDA=${PYQUANT_CUDA:-OFF} "$@" >/dev/null
 fi
 cmake --build "$BUILD" -j 2
-cp -f "$BUILD"/_C*.so pyquant/
+# copy then rename: a new inode, so a running process that has the old module mapped keeps it
+# (cp over it in place rewrites the mapped pages under that process: it crashes in _C)
+for so in "$BUILD"/_C*.so; do
+  cp -f "$so" "pyquant/.$(basename "$so").tmp" && mv -f "pyquant/.$(basename "$so").tmp" "pyquant/$(basename "$so")"
+done
