@@ -73,6 +73,24 @@ def test_writer_reader_and_independent_reader_agree_bit_for_bit(spec, chunk, mon
 
 
 @pytest.mark.parametrize("spec", LAYOUTS, ids=lambda s: "-".join(map(str, s[0])))
+def test_repack_in_row_chunks_is_the_same_bytes(spec, monkeypatch):
+    """The reader packs output rows a chunk at a time (to bound a wide lm_head's transient
+    memory): with 48 = 16 + 16 + 16 ... and 40 = 16 + 16 + 8 rows per chunk of 16 the blocks are
+    byte for byte those of one whole pass."""
+    for n in (48, 40):
+        k = 256
+        g = torch.Generator().manual_seed(3)
+        t, _ = writer.encode_linear(torch.randn(n, k, generator=g), writer.layout(k, *spec),
+                                    torch.randperm(k, generator=g))
+        c = layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS))
+        whole = reader.to_qtensor(c, n, k)
+        monkeypatch.setattr(reader, "_ROWS", 16)
+        chunked = reader.to_qtensor(c, n, k)
+        monkeypatch.undo()
+        assert whole.qtype == chunked.qtype and torch.equal(whole.data, chunked.data)
+
+
+@pytest.mark.parametrize("spec", LAYOUTS, ids=lambda s: "-".join(map(str, s[0])))
 def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, act):
     """The ggml-block QTensor dequantizes to ExLlamaV2's fp16 reconstruction bit for bit; its matmul
     (qmatmul and the runner's direct CPU path, M = 1, 3, 40) is within float rounding of the exact

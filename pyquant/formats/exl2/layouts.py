@@ -72,15 +72,22 @@ def parse_groups(path, prefix: str, q_groups: torch.Tensor, k: int, qrows: int) 
     return groups
 
 
-_COLUMNS = 4096
+_COLUMNS = 1024
 
 
 def _bitstream_dequantize(words: torch.Tensor, rows: int, bits: int) -> torch.Tensor:
-    """int32 words [W, Np] (little-endian column bitstreams) -> uint values int64 [rows, Np]."""
-    w = words.to(torch.int64) & 0xFFFFFFFF
-    bitpos = torch.arange(32, dtype=torch.int64)
-    allbits = ((w[:, None, :] >> bitpos[None, :, None]) & 1).reshape(-1, w.shape[1])[:rows * bits]
-    return (allbits.view(rows, bits, -1) << torch.arange(bits, dtype=torch.int64)[None, :, None]).sum(1)
+    """int32 words [W, Np] (little-endian column bitstreams) -> uint values int64 [rows, Np].
+
+    Value r of a column is bits r*bits .. r*bits+bits-1 of its stream: the word holding its first
+    bit shifted down, OR the next word shifted up (a value straddling two words), masked. Three
+    [rows, Np] int64 temporaries; expanding every bit to an int64 plane instead took 64x the words
+    (SmolLM2 EXL2's lm_head: ~200 MiB of transient per 4096 columns, the load's peak)."""
+    w = torch.cat([words.to(torch.int64) & 0xFFFFFFFF, words.new_zeros((1, words.shape[1]), dtype=torch.int64)])
+    start = torch.arange(rows, dtype=torch.int64) * bits
+    idx, sh = (start >> 5)[:, None], (start & 31)[:, None]
+    lo = w[idx.squeeze(1)] >> sh
+    hi = w[idx.squeeze(1) + 1] << (32 - sh)
+    return (lo | hi) & ((1 << bits) - 1)
 
 
 def unpack(path, prefix: str, n: int, k: int, q_weight, q_groups, q_scale, q_scale_max, q_invperm) -> Exl2Canonical:
@@ -109,9 +116,8 @@ def unpack(path, prefix: str, n: int, k: int, q_weight, q_groups, q_scale, q_sca
     values = torch.empty(k, n, dtype=torch.int16)
     for grp in groups:
         words = q_weight[grp.qrow0:grp.qrow0 + -(-grp.rows * grp.bits // 32)]
-        # columns are independent bitstreams: decoded _COLUMNS at a time, the int64 bit planes of a
-        # whole 49152-column lm_head group were ~400 MB of transient (SmolLM2 EXL2 loaded at a 1180
-        # MiB peak against 365 for a GGUF of it)
+        # columns are independent bitstreams: decoded _COLUMNS at a time, so that a whole
+        # 49152-column lm_head group's temporaries stay small
         for c0 in range(0, n, _COLUMNS):
             c1 = min(n, c0 + _COLUMNS)
             q = _bitstream_dequantize(words[:, c0:c1], grp.rows, grp.bits)

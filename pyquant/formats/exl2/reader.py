@@ -39,6 +39,7 @@ def _blocks_q8_0(v: torch.Tensor) -> torch.Tensor:
 
 
 _PACK = {"Q4_0": _blocks_q4_0, "Q5_0": _blocks_q5_0, "Q8_0": _blocks_q8_0}
+_ROWS = 4096   # output rows packed at a time
 
 
 def exact_type(groups) -> str | None:
@@ -59,10 +60,15 @@ def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     nb = k // 32
     # the fp16 scale of each 32-block of each output row: its group's
     blk_group = torch.cat([torch.full((g.rows // 32,), i) for i, g in enumerate(c.groups)])
-    d = c.scales[blk_group].t().contiguous()                                    # [N, nb] fp16
-    vals = c.values.t().reshape(n, nb, 32)
-    body = _PACK[tname](vals)
-    data = torch.cat([d.view(torch.uint8).reshape(n, nb, 2), body], dim=-1).reshape(n, -1).contiguous()
+    row_bytes = nb * (2 + {"Q4_0": 16, "Q5_0": 20, "Q8_0": 32}[tname])
+    data = torch.empty((n, row_bytes), dtype=torch.uint8)
+    # output rows a chunk at a time: the transposed copy of a 49152-row lm_head's values and its
+    # packing temporaries were ~110 MB on top of the values themselves (the load's peak)
+    for r0 in range(0, n, _ROWS):
+        r1 = min(n, r0 + _ROWS)
+        d = c.scales[blk_group, r0:r1].t().contiguous()                           # [rows, nb] fp16
+        body = _PACK[tname](c.values[:, r0:r1].t().reshape(r1 - r0, nb, 32))
+        data[r0:r1] = torch.cat([d.view(torch.uint8).reshape(r1 - r0, nb, 2), body], dim=-1).reshape(r1 - r0, -1)
     return QTensor(data, tname, (n, k), in_perm=c.perm)
 
 
