@@ -56,6 +56,20 @@ def test_bad_model_path(tmp_path):
     assert out.returncode == 2 and "GGUF" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_device_flag(smollm2_path):
+    """--device cpu is the default path; an unknown device is a usage error and cuda on a machine
+    without one a one-line error naming what torch sees, never a traceback."""
+    out = _pyquant("run", "smollm2", "--device", "cpu", "-p", "The capital of France is", "-n", "4")
+    assert out.returncode == 0 and "Paris" in out.stdout, out.stderr
+    out = _pyquant("run", "smollm2", "--device", "meta", "-p", "hi")
+    assert out.returncode == 2 and "expected cpu, cuda or cuda:N" in out.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        out = _pyquant("bench", "smollm2", "--device", "cuda", "-p", "4", "-n", "2")
+        assert out.returncode != 0 and "no CUDA device" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_compare_on_smollm2_versions(tmp_path, smollm2_path):
     """`pyquant compare`: a model against itself gives KLD 0 and 100% same top token; KLD grows as
     bits fall (Q8_0 < Q4_0 < Q2_K); the JSON rows keep their keys; each row's peak RSS is its own."""

@@ -25,6 +25,15 @@ def non_negative_int(text: str) -> int:
 non_negative_int.__name__ = "non-negative integer"
 
 
+def device_name(text: str) -> str:
+    """cpu, cuda or cuda:N (the devices a model runs on; `meta` is for tests from Python only)."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected cpu, cuda or cuda:N")
+    return text
+
+
 def add_model_args(p, threads_default=None, ctx_flag=True):
     p.add_argument("model", help="GGUF file or alias (smollm2)")
     p.add_argument("-t", "--threads", type=positive_int, default=threads_default,
@@ -32,7 +41,7 @@ def add_model_args(p, threads_default=None, ctx_flag=True):
     p.add_argument("--act", choices=["int8x2", "int8", "float"], default=None,
                    help="activations of the CPU matmuls: int8x2 (default: int8 + its residual, ~float "
                         "fidelity), int8 (one pass, as llama.cpp: fastest), float")
-    p.add_argument("--device", default=None, metavar="DEV",
+    p.add_argument("--device", type=device_name, default=None, metavar="DEV",
                    help="cpu (default) or cuda[:N]: where the weights, KV cache and forward live (off the "
                         "CPU every linear runs on the kernels pyquant.dispatch picks there: CUDA, Triton)")
     if ctx_flag:

@@ -318,9 +318,11 @@ class DecoderModel:
     def forward(self, ids, start_pos: int = 0, all_logits: bool = False) -> torch.Tensor:
         """Logits for `ids` (1-D) placed at positions start_pos..; fills the KV cache.
         Returns [S, vocab] when all_logits else [vocab] for the last position: float32 on the CPU
-        whatever the model's device (sampling and perplexity run there)."""
+        whatever the model's device (sampling and perplexity run there); on the shape-only "meta"
+        device, a meta tensor."""
         with self.lock, torch_single_thread():
-            return self._forward(ids, start_pos, all_logits).to("cpu", torch.float32)
+            out = self._forward(ids, start_pos, all_logits)
+            return out if out.is_meta else out.to("cpu", torch.float32)
 
     def _forward(self, ids, start_pos: int, all_logits: bool) -> torch.Tensor:
         cfg = self.config
