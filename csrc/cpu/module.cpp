@@ -9,6 +9,7 @@
 #include "common/qtypes.h"
 #include "cpu/cpu_features.h"
 #include "cpu/error.h"
+#include "cpu/py_error.h"
 #include "cpu/threadpool.h"
 
 namespace py = pybind11;
@@ -22,15 +23,7 @@ void register_llm_bindings(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyquant CPU kernels (AVX2+FMA+F16C with a portable scalar fallback)";
-  // pq::Error -> pyquant.errors.KernelError (subclass of PyquantError and ValueError).
-  static py::object kernel_error = py::module_::import("pyquant.errors").attr("KernelError");
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const pq::Error& e) {
-      PyErr_SetString(kernel_error.ptr(), e.what());
-    }
-  });
+  pq::register_kernel_error();   // pq::Error -> pyquant.errors.KernelError
 
   m.def("cpu_has_avx2", &pq::cpu_has_avx2);
   m.def("active_isa", [] { return std::string(pq::isa_name(pq::active_isa())); });

@@ -7,20 +7,14 @@
 #include <cuda_runtime.h>
 
 #include "cpu/error.h"
+#include "cpu/py_error.h"
 #include "cuda/kernels.h"
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "pyquant CUDA kernels (GGUF dequantize, fused GEMV / GEMM for GGUF, int4 and int8 weights)";
-  static py::object kernel_error = py::module_::import("pyquant.errors").attr("KernelError");
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const pq::Error& e) {
-      PyErr_SetString(kernel_error.ptr(), e.what());
-    }
-  });
+  pq::register_kernel_error();   // pq::Error -> pyquant.errors.KernelError
 
   m.def("device_count", [] {
     int n = 0;
