@@ -348,6 +348,7 @@ def test_device_meta_keeps_every_op_on_the_model_device(tmp_path):
         tensors += [L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.attn_post_norm, L.ffn_post_norm, L.wo.qt.data,
                     L.down.qt.data] + [lin.qt.data for lin in L.qkv + L.gate_up]
     assert all(t.device.type == "meta" for t in tensors)
+    assert m.embed.qt is m.output.qt          # tied: one upload serves the embedding and the head
     logits = m._forward(list(range(40, 60)), 0, True)
     assert logits.device.type == "meta" and logits.shape == (20, 256)
     step = m._forward([7], 20, False)

@@ -218,11 +218,15 @@ class DecoderModel:
                 lin(x)
             for f in ("attn_norm", "ffn_norm", "q_norm", "k_norm", "attn_post_norm", "ffn_post_norm"):
                 setattr(L, f, mv(getattr(L, f)))
+        tied = (self.output is not None and self.embed is not None
+                and self.embed.qt.data.data_ptr() == self.output.qt.data.data_ptr()
+                and self.embed.qt.qtype == self.output.qt.qtype)
         if self.output is not None:
             lin(self.output)
             self.output_norm = mv(self.output_norm)
-        if self.embed is not None:
-            self.embed = Embedding(self.embed.qt.to(device), self.embed.first, self.embed.vocab_size)
+        if self.embed is not None:   # a tied embedding shares the head's uploaded bytes, as on the CPU
+            qt = self.output.qt if tied else self.embed.qt.to(device)
+            self.embed = Embedding(qt, self.embed.first, self.embed.vocab_size)
         local_is_global = self.rope_local is self.rope
         self.rope = mv(self.rope)
         self.rope_local = self.rope if local_is_global else mv(self.rope_local)
