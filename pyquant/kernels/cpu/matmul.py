@@ -113,8 +113,9 @@ def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0):
     def buf(t, dtype=None):
         if t is None:
             return None
-        t = t.contiguous() if dtype is None else t.to(dtype).contiguous()
-        return t.view(torch.uint8).numpy() if t.dtype == torch.uint8 or dtype is None else t.numpy()
+        if dtype is None:   # the packed bytes, whatever dtype holds them (int8 rows included)
+            return t.contiguous().view(torch.uint8).numpy()
+        return t.to(dtype).contiguous().numpy()
 
     return _C.Weight(int(qtype), buf(data), n, k, buf(scales, torch.float32), buf(mins, torch.float32),
                      group_size)
@@ -124,7 +125,7 @@ def _run(weight, x, bias):
     """y [M, N] in x's dtype = x @ W.T (+ bias) through _C.linear."""
     m = x.shape[0]
     y = torch.empty((m, weight.n), dtype=x.dtype)
-    b, bp, bn = _ptr_bias(bias)
+    keep, bp, bn = _ptr_bias(bias)   # keep: the float32 bias the pointer reads, alive for the call
     _C.linear(weight, x.data_ptr(), x.nbytes, _DTYPE_NAMES[x.dtype], m, y.data_ptr(), y.nbytes, bp, bn)
     return y
 
