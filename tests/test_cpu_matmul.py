@@ -451,3 +451,26 @@ def test_fused_matches_generic_int4_int8(act_mode):
     finally:
         _C.set_matmul_fused(True)
         _C.set_isa(before)
+
+
+def test_weight_holds_its_buffers_alive():
+    """A _C.Weight owns references to the buffers it points into: with every other reference gone
+    (and the allocator free to reuse the memory), its matmul still reads the original weights."""
+    import gc
+
+    rng = np.random.default_rng(7)
+    n, k = 16, 128
+    packed, scales, mins, W = rand_int4(n, k, 32, rng)
+    x = torch.from_numpy(rng.standard_normal((1, k)).astype(np.float32))
+    weight = _C.Weight(1000, packed.copy(), n, k, scales.copy(), mins.copy(), 32)
+    want = call(weight, x)
+    sizes = (packed.nbytes, scales.nbytes, mins.nbytes)
+    del packed, scales, mins
+    gc.collect()
+    # same-size allocations: numpy's and malloc's caches would hand freed buffers straight back
+    junk = [np.full(size, 0x77, np.uint8) for size in sizes for _ in range(32)]
+    assert torch.equal(call(weight, x), want)
+    del junk
+    step = _C.LlmStep(1, 128, 4, 2, 32, 32, 128, 16, 8, 1e-5, 0.25)
+    step.add_linear("output", -1, _C.Weight(int(T.Q8_0), rand_gguf(T.Q8_0, 16, 128, rng), 16, 128))
+    gc.collect()   # the step holds the Weight, the Weight its array: nothing dangles
