@@ -17,6 +17,10 @@ OUT=${OUT:-/tmp/pyquant_gpu_check}
 mkdir -p "$OUT"
 t0=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
+# Every step's timeout is its own cap or what is left of GPU_CHECK_BUDGET_S (default 520 s, under
+# the device tool's 540 s call limit), whichever is smaller: the caps alone add up to more.
+BUDGET=${GPU_CHECK_BUDGET_S:-520}
+cap() { local left=$(( BUDGET - ($(date +%s) - t0) - 5 )); [ "$left" -lt "$1" ] && echo $(( left > 10 ? left : 10 )) || echo "$1"; }
 
 stamp "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
@@ -42,15 +46,15 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import pyquant._C_cuda as m; print('CUDA dequantizers:', len(m.dequant_types()), 'devices:', m.device_count())"
 
 stamp "tests on CUDA tensors"
-PYQUANT_TRITON_AUTOTUNE=0 timeout 260 python3 -m pytest tests/test_cuda_build.py tests/test_triton_kernels.py \
+PYQUANT_TRITON_AUTOTUNE=0 timeout "$(cap 200)" python3 -m pytest tests/test_cuda_build.py tests/test_triton_kernels.py \
   -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
 
 stamp "a whole model on CUDA: tiny models against the CPU, a Llama-shaped stack against torch bf16"
-timeout 150 python3 bench/model_cuda_check.py 2>&1 | tee "$OUT/model.log" | tail -12
+timeout "$(cap 90)" python3 bench/model_cuda_check.py 2>&1 | tee "$OUT/model.log" | tail -12
 
 stamp "tensor parallel: NCCL path, world size 1"
-timeout 90 python3 -m torch.distributed.run --nproc-per-node 1 bench/parallel_nccl_check.py 2>&1 | grep -v "^W" | tail -5
+timeout "$(cap 60)" python3 -m torch.distributed.run --nproc-per-node 1 bench/parallel_nccl_check.py 2>&1 | grep -v "^W" | tail -5
 
 stamp "benchmark"
-timeout 220 python3 bench/gpu_check.py --budget-s 150 --out "$OUT/table.txt" 2>&1 | tee "$OUT/bench.log" | tail -60
+timeout "$(cap 200)" python3 bench/gpu_check.py --budget-s 120 --out "$OUT/table.txt" 2>&1 | tee "$OUT/bench.log" | tail -60
 stamp "done"
