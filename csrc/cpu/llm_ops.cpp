@@ -61,11 +61,7 @@ using mm::UChunk;
 using mm::WeightRef;
 using mm::XQRow;
 
-int64_t checked_mul(int64_t a, int64_t b, const char* what) {
-  int64_t r;
-  PQ_CHECK(a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, &r), "LlmStep: ", what, " overflows");
-  return r;
-}
+int64_t checked_mul(int64_t a, int64_t b, const char* what) { return pq::checked_mul("LlmStep", a, b, what); }
 
 // ---------------------------------------------------------------- portable vector kernels
 double sumsq_scalar(const float* x, int64_t n) {

@@ -114,12 +114,6 @@ DType parse_dtype(const char* fn, const std::string& s) {
 }
 int64_t esize(DType d) { return d == DType::F32 ? 4 : 2; }
 
-int64_t checked_mul(const char* fn, int64_t a, int64_t b, const char* what) {
-  int64_t r;
-  PQ_CHECK(!__builtin_mul_overflow(a, b, &r), fn, ": ", what, " overflows (", a, " x ", b, ")");
-  return r;
-}
-
 // The activation/output side shared by the three entry points.
 struct Call {
   const char* fn;
@@ -411,15 +405,6 @@ void run(const Call& c, const WeightRef& w) {
   else run_gemv(c, w, ti, xf, p == Path::GemvQ8, act_compensated());
 }
 
-const char* qtype_name(int qtype) {
-  static const char* names[kMaxQType] = {
-      "F32", "F16", "Q4_0", "Q4_1", nullptr, nullptr, "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
-      "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
-      "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", nullptr, nullptr, nullptr, "TQ1_0", "TQ2_0", nullptr,
-      nullptr, nullptr, "MXFP4", "NVFP4"};
-  return qtype >= 0 && qtype < kMaxQType && names[qtype] ? names[qtype] : "unknown";
-}
-
 // y[m, n] = x[m, k] @ W.T (+ bias): the weight validated when it was made (weight.cpp), the
 // activation side here. x and y stay pointer + byte size: bf16 tensors have no buffer protocol.
 void linear_py(const Weight& w, uintptr_t x_ptr, int64_t x_nbytes, const std::string& x_dtype, int64_t m,
@@ -484,6 +469,16 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
 }
 
 }  // namespace
+
+const char* qtype_name(int qtype) {
+  static const char* names[kMaxQType] = {
+      "F32", "F16", "Q4_0", "Q4_1", nullptr, nullptr, "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
+      "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+      "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", nullptr, nullptr, nullptr, "TQ1_0", "TQ2_0", nullptr,
+      nullptr, nullptr, "MXFP4", "NVFP4"};
+  return qtype >= 0 && qtype < kMaxQType && names[qtype] ? names[qtype] : "unknown";
+}
+
 }  // namespace mm
 
 void register_matmul_bindings(py::module_& m) {

@@ -74,6 +74,8 @@ struct TypeInfo {
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);
+// The ggml name of a type id ("Q4_K"), "unknown" outside the registry (for error messages).
+const char* qtype_name(int qtype);
 void fill_scx(UChunk& u);  // scx from sc (shared by unpackers that only compute sc)
 
 // static: these helpers are compiled into baseline and -mavx2 files; internal linkage keeps the

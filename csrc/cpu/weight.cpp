@@ -12,28 +12,12 @@ namespace py = pybind11;
 
 namespace pq {
 namespace mm {
-namespace {
-
-int64_t checked_mul(int64_t a, int64_t b, const char* what) {
-  int64_t r;
-  PQ_CHECK(a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, &r), "Weight: ", what, " overflows (", a, " x ", b, ")");
-  return r;
-}
-
-const char* type_name(int qtype) {
-  if (qtype == kInt4) return "int4";
-  if (qtype == kInt8) return "int8";
-  const TypeInfo* ti = type_info(qtype);
-  return ti ? ti->name : "unknown";
-}
-
-}  // namespace
-
 Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py::object& scales,
                const py::object& mins, int group_size) {
   const bool generic = qtype == kInt4 || qtype == kInt8;
   ti_ = (qtype >= 0 && (qtype < kMaxQType || generic)) ? type_info(qtype) : nullptr;
-  PQ_CHECK(ti_ != nullptr, "Weight: no CPU kernel for type id ", qtype, "; dequantize it and use a float matmul");
+  PQ_CHECK(ti_ != nullptr, "Weight: no CPU kernel for type id ", qtype, " (", qtype_name(qtype),
+           "); dequantize it and use a float matmul");
   PQ_CHECK(ti_->kind != Kind::Float || qtype == (int)QType::F32 || qtype == (int)QType::F16 ||
                qtype == (int)QType::BF16,
            "Weight: float weights must be F32, F16 or BF16");
@@ -42,13 +26,13 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
   ref_.qtype = qtype;
   ref_.k = k;
   n_ = n;
-  const std::string name = type_name(qtype);
+  const std::string name = ti_->name;   // "Q4_K", "int4", "int8", ...
   if (qtype == kInt4) {
     PQ_CHECK(group_size == 32 || group_size == 64 || group_size == 128,
              "Weight: int4 group_size must be 32, 64 or 128, got ", group_size);
     PQ_CHECK(k % group_size == 0, "Weight: k = ", k, " is not a multiple of group_size ", group_size);
     PQ_CHECK(!scales.is_none() && !mins.is_none(), "Weight: int4 needs scales and mins");
-    const int64_t need = checked_mul(n, k / group_size * 4, "int4 scales size");
+    const int64_t need = checked_mul("Weight", n, k / group_size * 4, "int4 scales size");
     const HeldBuffer sb = hold(owners_, scales, "Weight: int4 scales", false);
     const HeldBuffer mb = hold(owners_, mins, "Weight: int4 mins", false);
     PQ_CHECK(sb.nbytes >= need && mb.nbytes >= need, "Weight: int4 scales/mins have ", sb.nbytes, "/", mb.nbytes,
@@ -60,7 +44,7 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
   } else if (qtype == kInt8) {
     PQ_CHECK(!scales.is_none(), "Weight: int8 needs scales");
     const HeldBuffer sb = hold(owners_, scales, "Weight: int8 scales", false);
-    PQ_CHECK(sb.nbytes >= checked_mul(n, 4, "int8 scales size"), "Weight: int8 scales have ", sb.nbytes,
+    PQ_CHECK(sb.nbytes >= checked_mul("Weight", n, 4, "int8 scales size"), "Weight: int8 scales have ", sb.nbytes,
              " bytes, ", n, " float32 need ", 4 * n);
     ref_.row_bytes = k;
     ref_.scales = reinterpret_cast<const float*>(sb.ptr);
@@ -71,7 +55,7 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
     ref_.row_bytes = k / g.block_size * g.type_size;
   }
   const HeldBuffer wb = hold(owners_, data, "Weight: " + name + " data", false);
-  const int64_t need = checked_mul(n, ref_.row_bytes, "weight size");
+  const int64_t need = checked_mul("Weight", n, ref_.row_bytes, "weight size");
   PQ_CHECK(wb.nbytes >= need, "Weight: data has ", wb.nbytes, " bytes, ", n, " rows of ", k, " ", name,
            " values need ", need);
   ref_.data = wb.ptr;
@@ -92,7 +76,7 @@ void register_weight(py::module_& m) {
       .def_property_readonly("group_size", [](const Weight& w) { return w.ref().group_size; })
       .def_property_readonly("nbytes", &Weight::nbytes, "bytes of packed rows the kernels read")
       .def("__repr__", [](const Weight& w) {
-        return "_C.Weight(" + std::string(type_name(w.ref().qtype)) + ", n=" + std::to_string(w.n()) +
+        return "_C.Weight(" + std::string(w.info().name) + ", n=" + std::to_string(w.n()) +
                ", k=" + std::to_string(w.k()) + ")";
       });
 }
