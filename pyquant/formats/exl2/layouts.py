@@ -84,10 +84,8 @@ def _bitstream_dequantize(words: torch.Tensor, rows: int, bits: int) -> torch.Te
     (SmolLM2 EXL2's lm_head: ~200 MiB of transient per 4096 columns, the load's peak)."""
     w = torch.cat([words.to(torch.int64) & 0xFFFFFFFF, words.new_zeros((1, words.shape[1]), dtype=torch.int64)])
     start = torch.arange(rows, dtype=torch.int64) * bits
-    idx, sh = (start >> 5)[:, None], (start & 31)[:, None]
-    lo = w[idx.squeeze(1)] >> sh
-    hi = w[idx.squeeze(1) + 1] << (32 - sh)
-    return (lo | hi) & ((1 << bits) - 1)
+    word, sh = start >> 5, (start & 31)[:, None]
+    return ((w[word] >> sh) | (w[word + 1] << (32 - sh))) & ((1 << bits) - 1)
 
 
 def unpack(path, prefix: str, n: int, k: int, q_weight, q_groups, q_scale, q_scale_max, q_invperm) -> Exl2Canonical:

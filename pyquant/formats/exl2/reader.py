@@ -52,6 +52,7 @@ def exact_type(groups) -> str | None:
 
 def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     from ...qtensor import QTensor
+    from ...qtypes import row_bytes
 
     tname = exact_type(c.groups)
     if tname is None:
@@ -60,8 +61,7 @@ def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     nb = k // 32
     # the fp16 scale of each 32-block of each output row: its group's
     blk_group = torch.cat([torch.full((g.rows // 32,), i) for i, g in enumerate(c.groups)])
-    row_bytes = nb * (2 + {"Q4_0": 16, "Q5_0": 20, "Q8_0": 32}[tname])
-    data = torch.empty((n, row_bytes), dtype=torch.uint8)
+    data = torch.empty((n, row_bytes(tname, k)), dtype=torch.uint8)
     # output rows a chunk at a time: the transposed copy of a 49152-row lm_head's values and its
     # packing temporaries were ~110 MB on top of the values themselves (the load's peak)
     for r0 in range(0, n, _ROWS):

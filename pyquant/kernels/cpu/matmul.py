@@ -211,9 +211,10 @@ def cpu_call_for(qt):
     tensors = [t for t in (qt.data, qt.scales, qt.mins) if t is not None]
     if any(t.device.type != "cpu" for t in tensors):
         return None
+    from ...dispatch import op_for
+
     fmt, (n, k) = qt.qtype, qt.shape
-    op = "int4_matmul" if fmt is QType.INT4 else "int8_matmul" if fmt is QType.INT8 else "gguf_matmul"
-    if not _has_fused(op, fmt):
+    if not _has_fused(op_for(fmt), fmt):
         return None
     return _weight(fmt, qt.data, n, k, qt.scales, qt.mins, qt.group_size or 0)
 
