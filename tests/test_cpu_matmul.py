@@ -453,6 +453,29 @@ def test_fused_matches_generic_int4_int8(act_mode):
         _C.set_isa(before)
 
 
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+def test_prefetch_changes_no_bit(t, act_mode):
+    """The weight-stream prefetch (set_prefetch) is a hint only: every small-m kernel gives the same
+    bits with it off, at the default and far ahead (past the row's end on its last blocks)."""
+    act_mode("auto")
+    rng = np.random.default_rng(700 + int(t))
+    n, k = 9, 768 if gq.GGML_QUANT_SIZES[t][0] == 256 else 352
+    w = rand_gguf(t, n, k, rng)
+    before = _C.get_prefetch()
+    try:
+        for m in (1, 2, 5):
+            x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+            outs = []
+            for pf in (0, 2048, 65536):
+                _C.set_prefetch(pf)
+                outs.append(call_gguf(t, w, n, k, x).numpy())
+            assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    finally:
+        _C.set_prefetch(before)
+    with pytest.raises(KernelError, match="set_prefetch: bytes must be in"):
+        _C.set_prefetch(-1)
+
+
 def test_weight_holds_its_buffers_alive():
     """A _C.Weight owns references to the buffers it points into: with every other reference gone
     (and the allocator free to reuse the memory), its matmul still reads the original weights."""

@@ -91,6 +91,15 @@ static inline void clear_tail(UChunk& u, int64_t k, Kind kind) {
     for (int j = (rem + 31) / 32; j < 8; ++j) u.a[j] = u.b[j] = 0.f;
 }
 
+// ---------------------------------------------------------------- weight-stream prefetch
+// Bytes ahead of the current block at which the small-m fused kernels issue software prefetches
+// of their weight row (0: none). Why: at m = 1 a core alternates ~5 cycles of decode + dot per
+// 32 weights with loads the hardware prefetcher does not run far enough ahead of, so DRAM time
+// and compute time added up instead of overlapping (Q4_0 4096x14336, 2 threads, cold weights:
+// 2.9-3.0 ms, 41% of the read probe). PYQUANT_PREFETCH=<bytes> overrides; _C.set_prefetch too.
+int prefetch_bytes();
+void set_prefetch_bytes(int bytes);
+
 // ---------------------------------------------------------------- activations
 // The engine's activation mode (set_matmul_act / PYQUANT_MATMUL_ACT), shared with the C++ step:
 // act_float(): weights decoded to float; else int8, plus the int8 residual row when act_compensated().

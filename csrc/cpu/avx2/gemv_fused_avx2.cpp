@@ -35,6 +35,14 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// One prefetch per 64-byte line of the kSpan bytes at p, issued once per loop step for the bytes
+// that step consumes, prefetch_bytes() ahead (matmul_internal.h says why). A prefetch of an address
+// past the buffer's end does not fault, so the row's last steps need no bound.
+template <int kSpan>
+inline void prefetch_span(const uint8_t* p) {
+  for (int o = 0; o < kSpan; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + o, _MM_HINT_T0);
+}
+
 // 16 bytes -> 32 nibbles (low nibbles in the low half). vbroadcasti128 is a plain load, then one
 // variable shift (0 | 4 bits per 128-bit half) and one AND: 2 vector uops instead of 3 (shift,
 // vinserti128 on the shuffle port, AND).
@@ -87,7 +95,9 @@ struct LLegacy {  // kMOff >= 0: fp16 min at that offset; else off = kBias * a
   // maddubs products that still fit one int16 lane sum: 8 for 4-bit q (8 * 2*15*127 = 30480),
   // 4 for 5-bit (4 * 2*31*127 = 31496), 1 for signed 8-bit (2*127*127 = 32258).
   static constexpr int kSum16 = kS ? 1 : (kBytes == 22 || kBytes == 24) ? 4 : 8;
+  static constexpr int kStep = kBytes;  // weight bytes per 32-block (at(b): where block b starts)
   const uint8_t* row;
+  const uint8_t* at(int64_t b) const { return row + kBytes * b; }
   __m256i q(int64_t b) const {
     const uint8_t* blk = row + kBytes * b;
     if (kBytes == 34) return _mm256_loadu_si256((const __m256i*)(blk + kQOff));  // Q8_0
@@ -123,6 +133,8 @@ struct LInt4 {
   const float* sc;
   const float* mn;
   int shift;  // log2(blocks per group): 0, 1, 2
+  static constexpr int kStep = 16;  // the scales and mins (1/8 to 1/2 of the bytes) are left to the hardware
+  const uint8_t* at(int64_t b) const { return row + 16 * b; }
   __m256i q(int64_t b) const { return nibbles32(row + 16 * b); }
   // 8 blocks = 8, 4 or 2 groups: load exactly those, then repeat each 1, 2 or 4 times.
   __m256 group8(const float* v, int64_t b) const {
@@ -146,6 +158,8 @@ struct LInt8 {
   static constexpr int kSum16 = 1;
   const uint8_t* row;
   float s;
+  static constexpr int kStep = 32;
+  const uint8_t* at(int64_t b) const { return row + 32 * b; }
   __m256i q(int64_t b) const { return _mm256_loadu_si256((const __m256i*)(row + 32 * b)); }
   __m256 a8(int64_t) const { return _mm256_set1_ps(s); }
   float a1(int64_t) const { return s; }
@@ -180,7 +194,9 @@ void gemv_x32(const L& ld, int64_t nb, const XQRow* x, float* out) {
   for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = accb[i] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
   alignas(32) float scale[MR][8];
+  const int64_t pf = prefetch_bytes();
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    if (pf) prefetch_span<8 * L::kStep>(ld.at(b0) + pf);
     const int nj = (int)std::min<int64_t>(8, nb - b0);
     __m256 av, ov;
     scales8(ld, b0, nj, av, ov);
@@ -228,7 +244,9 @@ void gemv_x32_r4(const L& ld, int64_t nb, const XQRow* x, float* out) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accb[4] = {acc0, acc0, acc0, acc0};
   alignas(32) float st[4][8];  // st[j & 3][4 * (j >> 2) + i] = a_j * d_x[i][j]
+  const int64_t pf = prefetch_bytes();
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    if (pf) prefetch_span<8 * L::kStep>(ld.at(b0) + pf);
     const int nj = (int)std::min<int64_t>(8, nb - b0);
     __m256 av, ov;
     scales8(ld, b0, nj, av, ov);
@@ -278,7 +296,9 @@ void gemv_x32_pair(const L& ld, int64_t nb, const XQRow* x, float* out) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accb = acc0;
   const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256);
   alignas(32) float scale[8];
+  const int64_t pf = prefetch_bytes();
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    if (pf) prefetch_span<8 * L::kStep>(ld.at(b0) + pf);
     const int nj = (int)std::min<int64_t>(8, nb - b0);
     __m256 av, ov;
     scales8(ld, b0, nj, av, ov);
@@ -617,7 +637,9 @@ void gemv_q4_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
+    if (pf) prefetch_span<kBytes>(blk + pf);
     const __m256i sm16 = k4_scales_mins16(blk);
     const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
     const __m256i scb = _mm256_set_m128i(sc8, sc8);
@@ -661,7 +683,9 @@ void gemv_q6_k(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
   __m256 acc[MR];
   for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 210) {
+    if (pf) prefetch_span<210>(blk + pf);
     const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)sc));
     // Scale vectors [sc[2j] x 8 | sc[2j+1] x 8] by byte shuffles of the duplicated halves.
@@ -710,7 +734,9 @@ void gemv_q4_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += kBytes) {
+    if (pf) prefetch_span<kBytes>(blk + pf);
     const __m256i sm16 = k4_scales_mins16(blk);
     const __m128i sc8 = _mm256_castsi256_si128(sm16), mn8 = _mm256_extracti128_si256(sm16, 1);
     const __m256i scb = _mm256_set_m128i(sc8, sc8);
@@ -752,7 +778,9 @@ void gemv_q6_k_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
   __m256 acc = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 210) {
+    if (pf) prefetch_span<210>(blk + pf);
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 192)));
     const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);
     const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
@@ -860,7 +888,9 @@ void gemv_k16(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
   __m256 acc[MR];
   for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += Block::kBytes) {
+    if (pf) prefetch_span<Block::kBytes>(blk + pf);
     const Block b(blk);
     const __m256i lo = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x00);
     const __m256i hi = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x11);
@@ -888,7 +918,9 @@ template <typename Block>
 void gemv_k16_r4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const uint8_t* blk = w.data + r * w.row_bytes;
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += Block::kBytes) {
+    if (pf) prefetch_span<Block::kBytes>(blk + pf);
     const Block b(blk);
     const __m256i lo = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x00);
     const __m256i hi = _mm256_permute2x128_si256(b.sc16, b.sc16, 0x11);
@@ -928,7 +960,9 @@ void gemv_iq4_xs(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kvalues_iq4nl));
   __m256 acc[MR];
   for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < w.k / 256; ++sb, blk += 136) {
+    if (pf) prefetch_span<136>(blk + pf);
     uint16_t sh;
     std::memcpy(&sh, blk + 2, 2);
     int16_t ls[8];
