@@ -174,7 +174,9 @@ def _write_tiny_model(path, arch, seed=0, biases=True, tied=False, qk_norm=False
                  "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": list(_bytes_to_unicode().values()),
                  "tokenizer.ggml.token_type": [1] * V,
                  "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1}.items():
-        w.add_field(k, v)
+        # counts and ids as UINT32, as llama.cpp writes them (its loader refuses INT32 there, and
+        # bench/bench_vs_llamacpp.py runs llama-bench on a bigger model written here)
+        w.add_field(k, v, vtype=GGUFValueType.UINT32 if type(v) is int else None)
     w.add_field("tokenizer.ggml.merges", [], elem_type=GGUFValueType.STRING)
     if sliding_window:
         w.add_field(f"{arch}.attention.sliding_window", sliding_window)
