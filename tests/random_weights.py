@@ -121,8 +121,8 @@ def assert_within_bound(y, x, w64, what, bias=None, path=""):
     b64 = None if bias is None else bias.to(torch.float64)
     ref = x64 @ w64.T + (0 if b64 is None else b64)
     bound = fp32_matmul_bound(x64, w64, y.dtype, b64)
-    if "gemv-int8" in path:
-        passes = 2 if "gemv-int8x2" in path else 1
+    if "-int8" in path:   # gemv-int8(x2) / gemm-int8(x2)
+        passes = 2 if "-int8x2" in path else 1
         bound = bound + int8_activation_bound(x64, w64, 256 if "per 256" in path else 32, passes)
     what = f"{what} [{path}]" if path else what
     err = (y64 - ref).abs()

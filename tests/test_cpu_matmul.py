@@ -172,7 +172,7 @@ def check(y, x, W, kind, block=32, float_bound=1e-5):
 
 def expected_kind(m, kind="gguf", qtype=0):
     path = _C.matmul_path(kind, int(qtype), m)
-    return "int8x2" if "gemv-int8x2" in path else "int8" if "gemv-int8" in path else "float"
+    return "int8x2" if "-int8x2:" in path else "int8" if "-int8:" in path else "float"   # gemv- or gemm-
 
 
 INT8_MODES = ["int8", "int8x2"]
@@ -229,7 +229,7 @@ def test_int4(gs, isa, mode, act_mode):
     rng = np.random.default_rng(gs)
     n, k = 29, 384
     packed, scales, mins, W = rand_int4(n, k, gs, rng)
-    for m in (1, 3, 8, 17, 64):
+    for m in (1, 3, 8, 17, 64, 130):   # 130: the int8 GEMM in both modes
         x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
         check(call_int4(packed, scales, mins, gs, n, k, x), x, W, expected_kind(m, "int4"))
 

@@ -191,36 +191,60 @@ namespace {
 // tests that keep the generic path honest, and for measuring what fusion buys).
 std::atomic<bool> g_fused{true};
 
-enum class Path { GemvQ8, GemvFloat, Gemm };
+enum class Path { GemvQ8, GemvFloat, Gemm, GemmInt8 };
+
+}  // namespace
+int gemm_int8_bits(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q4_0: case (int)QType::Q4_1: case kInt4: return 4;
+    case (int)QType::Q5_0: case (int)QType::Q5_1: return 5;
+    default: return 0;
+  }
+}
+namespace {
 
 // int8x2 doubles the activation rows the GEMV streams past each weight row, so it hands over to
-// the (float, exact) GEMM at half the m: the crossover is a property of the rows the kernel sees.
-Path choose_path(const TypeInfo& ti, int64_t m) {
+// the GEMM at half the m: the crossover is a property of the rows the kernel sees.
+//
+// The 32-block types of <= 5 bits (gemm_int8_bits) have the int8 GEMM (same activations as the
+// GEMV: results stay within float rounding as m crosses over). Measured on a 2-vCPU AMD EPYC
+// (Zen 4, AVX2 kernels), 4096x4096, 1 thread, ms, (int8 | int8x2):
+//   Q4_0 m=4: XQ8 GEMV 1.66 | 2.84, int8 GEMM 2.34 | 2.92; m=8: 2.86 | 6.28 vs 3.1-3.3 | 4.6-4.8;
+//        m=16: 5.76 | 11.3 vs 4.75 | 7.5; m=64 (2m over the old switch: float GEMM 29.8):
+//        int8 GEMM 14.7 | 25.3; m=256: float GEMM 88.1 vs int8 GEMM - | 95.9; m=512: 167 vs 102 | 194
+//   (Q4_1 and int4-g128 within 10% of Q4_0)
+// -> the int8 GEMM from 12 activation rows on; int8x2 hands over to the float GEMM (exact
+// activations, and faster there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
+// GEMM's rate) past 256 rows. PYQUANT_GEMM_MIN_M still moves the GEMV / GEMM switch.
+constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 256;
+
+Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
   const bool q8 = ti.kind != Kind::Float && !act_float();
-  if ((q8 && act_compensated() ? 2 * m : m) > gemm_min_m(ti)) return Path::Gemm;
+  const bool comp = q8 && act_compensated();
+  const int64_t rows = comp ? 2 * m : m;
+  if (q8 && gemm_int8_bits(qtype) && active_isa() == Isa::Avx2 && g_fused.load()) {
+    static const bool forced = std::getenv("PYQUANT_GEMM_MIN_M") != nullptr;
+    if (rows <= (forced ? gemm_min_m(ti) : kInt8GemmMinRows)) return Path::GemvQ8;
+    return comp && rows > kInt8x2GemmMaxRows ? Path::Gemm : Path::GemmInt8;
+  }
+  if (rows > gemm_min_m(ti)) return Path::Gemm;
   return q8 ? Path::GemvQ8 : Path::GemvFloat;
 }
 
-// comp ("int8x2" mode): every activation row becomes two int8 rows, its quantization and the
-// quantization of what that dropped (quant_residual); the kernels see 2m rows and y sums each pair,
-// except at m = 1 where a pair kernel takes both rows in one pass (TypeInfo::fused_pair_avx2).
-void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool q8, bool comp) {
-  const bool avx2 = active_isa() == Isa::Avx2;
-  const Kernels& kern = avx2 ? avx2_kernels() : scalar_kernels();
-  const int64_t nch = n_chunks(c.k), kp = nch * kChunk;
-  // Quantized activations (int8 path), one XQRow per row of x.
+// The rows of x quantized for the int8 kernels, one XQRow each (comp: 2 per row of x, the row then
+// its residual; act_quant.h).
+struct ActRows {
   std::vector<int8_t> q;
   std::vector<float> d, s;
   std::vector<int16_t> bs;
-  comp = comp && q8;
-  const int64_t mq = comp ? 2 * c.m : c.m;  // activation rows the kernels see
-  std::vector<XQRow> rows((size_t)mq);
-  if (q8) {
+  std::vector<XQRow> rows;
+  void quantize(const Call& c, bool x256, const float* xf, bool comp, const Kernels& kern) {
+    const int64_t kp = n_chunks(c.k) * kChunk, mq = comp ? 2 * c.m : c.m;
+    rows.resize((size_t)mq);
     q.resize((size_t)(mq * kp));
     d.resize((size_t)(mq * kp / 32));
     s.resize((size_t)(mq * kp / 32));
     bs.resize((size_t)(mq * kp / 16));
-    const bool x256 = ti.kind == Kind::X256;
     const QuantRowFn quant = x256 ? kern.quant_x256 : kern.quant_x32;
     parallel_for(c.m, 1, c.nthreads, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
@@ -230,6 +254,21 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
       }
     });
   }
+};
+
+// comp ("int8x2" mode): every activation row becomes two int8 rows, its quantization and the
+// quantization of what that dropped (quant_residual); the kernels see 2m rows and y sums each pair,
+// except at m = 1 where a pair kernel takes both rows in one pass (TypeInfo::fused_pair_avx2).
+void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool q8, bool comp) {
+  const bool avx2 = active_isa() == Isa::Avx2;
+  const Kernels& kern = avx2 ? avx2_kernels() : scalar_kernels();
+  const int64_t nch = n_chunks(c.k), kp = nch * kChunk;
+  comp = comp && q8;
+  const int64_t mq = comp ? 2 * c.m : c.m;  // activation rows the kernels see
+  ActRows act;
+  if (q8) act.quantize(c, ti.kind == Kind::X256, xf, comp, kern);
+  std::vector<XQRow>& rows = act.rows;
+  if (!q8) rows.resize((size_t)mq);
   // m = 1 with a pair kernel: row and residual in one pass, straight into y.
   const GemvPairFn pair = comp && c.m == 1 && avx2 && g_fused.load() ? ti.fused_pair_avx2 : nullptr;
   if (pair) {
@@ -406,14 +445,27 @@ void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
   });
 }
 
+void run_gemm_int8(const Call& c, const WeightRef& w, const float* xf, bool comp) {
+  ActRows act;
+  act.quantize(c, false, xf, comp, avx2_kernels());
+  parallel_for(c.n, 8, c.nthreads, [&](int64_t n0, int64_t n1) {
+    gemm_int8_avx2({&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1,
+                    [&](int64_t r0, int nr, const float* out) {
+                      for (int64_t i = 0; i < c.m; ++i)
+                        for (int j = 0; j < nr; ++j) put(c, i, r0 + j, out[8 * i + j]);
+                    }});
+  });
+}
+
 void run(const Call& c, const WeightRef& w) {
   if (c.m == 0) return;
   const TypeInfo& ti = *type_info(w.qtype);
   py::gil_scoped_release nogil;
   std::vector<float> xbuf;
   const float* xf = x_as_float(c, xbuf);
-  const Path p = choose_path(ti, c.m);
-  if (p == Path::Gemm) run_gemm(c, w, xf);
+  const Path p = choose_path(ti, w.qtype, c.m);
+  if (p == Path::GemmInt8) run_gemm_int8(c, w, xf, act_compensated());
+  else if (p == Path::Gemm) run_gemm(c, w, xf);
   else run_gemv(c, w, ti, xf, p == Path::GemvQ8, act_compensated());
 }
 
@@ -459,7 +511,12 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     return std::string("unsupported: no fused CPU kernel for ") + qtype_name(qtype) + " (dequantize, then float matmul)";
   const std::string isa = isa_name(active_isa());
   const std::string who = std::string(ti->name) + " m=" + std::to_string(m) + ": ";
-  switch (choose_path(*ti, m)) {
+  switch (choose_path(*ti, id, m)) {
+    case Path::GemmInt8:
+      return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
+             (act_compensated() ? "12 < 2m <= 256" : "m > 12") + ", 8 weight rows unpacked once into an L2 panel, "
+             "int8 dot (vpmaddubsw, lanes = weight rows) with activations quantized per 32" +
+             (act_compensated() ? " plus their int8-quantized residual (~15-bit activations)" : "");
     case Path::Gemm:
       return isa + "/gemm: " + who + (ti->kind != Kind::Float && act_compensated() ? "2m > " : "m > ") +
              std::to_string(gemm_min_m(*ti)) +

