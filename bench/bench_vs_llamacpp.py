@@ -4,6 +4,7 @@ medians and ratios reported with the load average seen and the CPU model.
 
     PYTHONPATH=. pytest bench/bench_vs_llamacpp.py --benchmark-only -s
     PYQUANT_BENCH_VS_ROUNDS=3 (default)   PYQUANT_BENCH_VS_TYPES=Q4_1,Q4_K_M,Q8_0   PYQUANT_BENCH_VS_THREADS=2,1
+    PYQUANT_LLAMACPP_ISA=avx2: llama.cpp built for AVX2 only (a Zen 3's ISA; bench/llamacpp.py)
 
 Files: SmolLM2-135M-Instruct's Q4_1 GGUF as shipped, and the same model requantized by
 `pyquant quantize` to Q4_K_M and Q8_0 (byte-identical to llama-quantize's output, cached).
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llamacpp import cache_dir, find_llama_bench  # noqa: E402
+from llamacpp import cache_dir, find_llama_bench, llamacpp_isa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("PYQUANT_BENCH_VS_ROUNDS", "3"))
@@ -116,7 +117,7 @@ def test_side_by_side(benchmark, llama_bench, kind, threads):
         runs["pyquant"].append(_ours(model, threads))
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-    info = {"cpu": _cpu(), "file": model.name, "threads": threads, "rounds": ROUNDS,
+    info = {"cpu": _cpu(), "llama_isa": llamacpp_isa(), "file": model.name, "threads": threads, "rounds": ROUNDS,
             "load_avg": [round(x, 2) for x in loads]}
     for who, rs in runs.items():
         for key in ("pp_tok_s", "tg_tok_s"):
@@ -131,7 +132,7 @@ def test_side_by_side(benchmark, llama_bench, kind, threads):
     for who in runs:
         info[f"{who}_tg_frac_probe"] = wbytes * info[f"{who}_tg_tok_s"] / 1e9 / info["probe_GB_s"]
     benchmark.extra_info.update(info)
-    print(f"\n{kind} t={threads} [{info['cpu']}, load {info['load_avg']}]: "
+    print(f"\n{kind} t={threads} [{info['cpu']}, llama.cpp {info['llama_isa']}, load {info['load_avg']}]: "
           f"pp64 llama.cpp {info['llama_pp_tok_s']:.0f} pyquant {info['pyquant_pp_tok_s']:.0f} "
           f"({info['ratio_pp_tok_s']:.2f}x) | tg32 llama.cpp {info['llama_tg_tok_s']:.0f} "
           f"pyquant {info['pyquant_tg_tok_s']:.0f} ({info['ratio_tg_tok_s']:.2f}x) | tg weight bytes/s vs the "

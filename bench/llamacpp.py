@@ -5,7 +5,9 @@
 
 Cached under $PYQUANT_CACHE/llama.cpp-<version>/ (default ~/.cache/pyquant). Release, GGML_NATIVE
 (the CPU's own ISA, as a user building it would), the llama-bench target only: ~10-20 min on 2 cores
-the first time. `find_llama_bench()` returns None with the reason when it cannot be built (offline,
+the first time. PYQUANT_LLAMACPP_ISA=avx2 builds (into build-avx2/) for AVX2 + FMA + F16C + BMI2
+only, the ISA of an AMD Zen 3: on a CPU with AVX-512 (Zen 4, recent Xeons) that is the comparison
+for the machines without it, since pyquant's kernels are AVX2 everywhere. `find_llama_bench()` returns None with the reason when it cannot be built (offline,
 no compiler): the benchmarks then skip with that notice.
 """
 from __future__ import annotations
@@ -44,16 +46,28 @@ def _source(dest: Path) -> Path:
     return src
 
 
+def llamacpp_isa() -> str:
+    """"native" (GGML_NATIVE) or "avx2" (PYQUANT_LLAMACPP_ISA)."""
+    isa = os.environ.get("PYQUANT_LLAMACPP_ISA", "native")
+    if isa not in ("native", "avx2"):
+        raise RuntimeError(f"PYQUANT_LLAMACPP_ISA must be native or avx2, got {isa!r}")
+    return isa
+
+
 def build_llama_bench(jobs: int | None = None) -> Path:
     dest = cache_dir()
-    exe = dest / "build" / "bin" / "llama-bench"
+    isa = llamacpp_isa()
+    build = dest / ("build" if isa == "native" else f"build-{isa}")
+    exe = build / "bin" / "llama-bench"
     if exe.exists():
         return exe
     if shutil.which("cmake") is None:
         raise RuntimeError("cmake not found")
     src = _source(dest)
-    build = dest / "build"
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+    flags = ["-DGGML_NATIVE=ON"] if isa == "native" else [
+        "-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON",
+        "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF"]
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", *flags,
                     "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
                     "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j", str(jobs or os.cpu_count() or 2)],

@@ -198,6 +198,11 @@ int gemm_int8_bits(int qtype) {
   switch (qtype) {
     case (int)QType::Q4_0: case (int)QType::Q4_1: case kInt4: return 4;
     case (int)QType::Q5_0: case (int)QType::Q5_1: return 5;
+    case (int)QType::Q2_K: return 2;
+    case (int)QType::Q3_K: return 3;
+    case (int)QType::Q4_K: return 4;
+    case (int)QType::Q5_K: return 5;
+    case (int)QType::Q6_K: return 6;
     default: return 0;
   }
 }
@@ -447,7 +452,7 @@ void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
 
 void run_gemm_int8(const Call& c, const WeightRef& w, const float* xf, bool comp) {
   ActRows act;
-  act.quantize(c, false, xf, comp, avx2_kernels());
+  act.quantize(c, type_info(w.qtype)->kind == Kind::X256, xf, comp, avx2_kernels());
   parallel_for(c.n, 8, c.nthreads, [&](int64_t n0, int64_t n1) {
     gemm_int8_avx2({&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1,
                     [&](int64_t r0, int nr, const float* out) {

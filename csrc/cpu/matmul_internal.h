@@ -176,14 +176,14 @@ struct GemmArgs {
   int64_t n0, n1;
   GemmStore store;
 };
-// int8 GEMM (avx2/gemm_int8_avx2.cpp) over output rows [n0, n1) of a 32-block type whose unpacked
-// q is unsigned with <= 5 bits (gemm_int8_bits): x holds m activation rows quantized per 32
-// (pair: 2m rows, each row followed by its residual). store(r0, nr, out) receives
+// int8 GEMM (avx2/gemm_int8_avx2.cpp) over output rows [n0, n1) of a type whose unpacked q is
+// unsigned (gemm_int8_bits: the 32-block types of <= 5 bits and Q2_K..Q6_K): x holds m activation
+// rows quantized per 32, or per 256 for the K-quants (pair: 2m rows, each followed by its residual). store(r0, nr, out) receives
 // out[i * 8 + j] = y[i, r0 + j] for i < m, j < nr (nr <= 8).
 using GemmI8Store = std::function<void(int64_t r0, int nr, const float* out)>;
 struct GemmI8Args {
   const WeightRef* w;
-  int bits;   // 4 or 5
+  int bits;   // gemm_int8_bits(w->qtype)
   const XQRow* x;
   int64_t m;
   bool pair;
@@ -191,7 +191,7 @@ struct GemmI8Args {
   GemmI8Store store;
 };
 void gemm_int8_avx2(const GemmI8Args& a);
-// 4 / 5: the weight type's unpacked q bits when the int8 GEMM takes it; 0: it does not.
+// 2..6: the weight type's unpacked q bits when the int8 GEMM takes it; 0: it does not.
 int gemm_int8_bits(int qtype);
 
 // AVX2 GEMM geometry: 6 x 16 register tile, K blocked by one 256-chunk.

@@ -16,6 +16,13 @@
 // for a * d_x, 1 FMA for the offset b * s_x: ~21 vector uops for 256 MACs, vs 32 FMAs in float.
 // int8x2 activations (a row and its residual on the grid d/256, act_quant.h) join in int32 as
 // in the pair GEMV: vpmaddwd by 256 and by 1, one cvt and one FMA for both.
+//
+// The K-quants (Q2_K..Q6_K: w = d * sc[g] * q - dmin * mn[g] per 16, integer sc / mn, activations
+// quantized per 256 with per-16 sums) use the same q panel plus per-16 scales as int16 pairs:
+// the int16 sums of a 16-group (4 vpmaddubsw; 2 for 6-bit q) meet their scale in one vpmaddwd,
+// the whole 256-chunk accumulates in int32, and the mins come from the activation's per-16 sums
+// (8 vpmaddwd per chunk): one cvt and two FMAs per 256 weights and activation row. An int8x2
+// pair is two rows here (their int32 chunk sums times 256 could overflow), summed at the end.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -154,9 +161,127 @@ void panel_all(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, 
   for (; i < m; ++i) panel_rows<1, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
 }
 
+// ---------------------------------------------------------------- K-quants
+// Panel beside q (same layout as above), per 256-chunk c:
+//   sc:  [c][8 blocks j][2 groups][8 rows][2] int16  (the group's scale, twice: a vpmaddwd operand)
+//   mn:  [c][8 pairs p][8 rows][2] int16             (mn of groups 2p, 2p+1)
+//   d, dmin: [c][8 rows] float
+struct K256Panel {
+  uint8_t* q;
+  int16_t* sc;
+  int16_t* mn;
+  float* d;
+  float* dmin;
+};
+
+void unpack_panel_k256(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, int64_t nch, UChunk* u,
+                       const K256Panel& p) {
+  const UnpackRowFn unpack = ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
+  for (int rr = nr; rr < 8; ++rr) {
+    std::memset(u[rr].q, 0, sizeof(u[rr].q));
+    for (int g = 0; g < 16; ++g) u[rr].sc[g] = u[rr].mn[g] = 0;
+    u[rr].d = u[rr].dmin = 0.f;
+  }
+  for (int64_t c = 0; c < nch; ++c) {
+    for (int rr = 0; rr < nr; ++rr) unpack(w, r0 + rr, c, c + 1, &u[rr]);
+    for (int j = 0; j < 8; ++j) {
+      __m256i v[8];
+      for (int rr = 0; rr < 8; ++rr) v[rr] = _mm256_load_si256((const __m256i*)(u[rr].q + 32 * j));
+      transpose8x8(v);
+      for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(p.q + 256 * (8 * c + j) + 32 * t), v[t]);
+    }
+    for (int rr = 0; rr < 8; ++rr) {
+      for (int g = 0; g < 16; ++g) {
+        int16_t* s = p.sc + 256 * c + 16 * g + 2 * rr;   // [j][half] = group g = 2j + half
+        s[0] = s[1] = u[rr].sc[g];
+      }
+      for (int pp = 0; pp < 8; ++pp) {
+        p.mn[128 * c + 16 * pp + 2 * rr] = u[rr].mn[2 * pp];
+        p.mn[128 * c + 16 * pp + 2 * rr + 1] = u[rr].mn[2 * pp + 1];
+      }
+      p.d[8 * c + rr] = u[rr].d;
+      p.dmin[8 * c + rr] = u[rr].dmin;
+    }
+  }
+}
+
+// MR activation rows (X256 quantization) against the panel; out[i * 8 + lane].
+template <int MR, int kSum>
+void k256_rows(const K256Panel& p, int64_t nch, const XQRow* x, float* out) {
+  __m256 acc[MR], accm[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < nch; ++c) {
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t* pqb = p.q + 256 * (8 * c + j);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i scv = _mm256_load_si256((const __m256i*)(p.sc + 256 * c + 32 * j + 16 * h));
+        for (int i = 0; i < MR; ++i) {
+          const int8_t* xb = x[i].q + 256 * c + 32 * j;
+          if (kSum == 4) {
+            iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(dot16<4>(pqb, xb, 4 * h), scv));
+          } else {
+            iacc[i] = _mm256_add_epi32(iacc[i], _mm256_add_epi32(_mm256_madd_epi16(dot16<2>(pqb, xb, 4 * h), scv),
+                                                                 _mm256_madd_epi16(dot16<2>(pqb, xb, 4 * h + 2), scv)));
+          }
+        }
+      }
+    }
+    const __m256 d8 = _mm256_load_ps(p.d + 8 * c), dm8 = _mm256_load_ps(p.dmin + 8 * c);
+    for (int i = 0; i < MR; ++i) {
+      __m256i m32 = _mm256_setzero_si256();
+      for (int pp = 0; pp < 8; ++pp) {
+        int32_t bs;
+        std::memcpy(&bs, x[i].bsum + 16 * c + 2 * pp, 4);
+        m32 = _mm256_add_epi32(m32, _mm256_madd_epi16(_mm256_load_si256((const __m256i*)(p.mn + 128 * c + 16 * pp)),
+                                                      _mm256_set1_epi32(bs)));
+      }
+      const __m256 dx = _mm256_set1_ps(x[i].d[c]);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_mul_ps(d8, dx), acc[i]);
+      accm[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(dm8, dx), accm[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_sub_ps(acc[i], accm[i]));
+}
+
+template <int kSum>
+void k256_all(const K256Panel& p, int64_t nch, const XQRow* x, int64_t mq, float* out) {
+  int64_t i = 0;
+  for (; i + 4 <= mq; i += 4) k256_rows<4, kSum>(p, nch, x + i, out + 8 * i);
+  for (; i < mq; ++i) k256_rows<1, kSum>(p, nch, x + i, out + 8 * i);
+}
+
+void gemm_k256(const GemmI8Args& a) {
+  thread_local Buf<uint8_t> pq_v;
+  thread_local Buf<int16_t> sc_v, mn_v;
+  thread_local Buf<float> d_v, dm_v, out_v;
+  thread_local Buf<UChunk> u_v;
+  const int64_t nch = n_chunks(a.k), mq = a.pair ? 2 * a.m : a.m;
+  const K256Panel p{pq_v.get((size_t)(2048 * nch)), sc_v.get((size_t)(256 * nch)), mn_v.get((size_t)(128 * nch)),
+                    d_v.get((size_t)(8 * nch)), dm_v.get((size_t)(8 * nch))};
+  float* out = out_v.get((size_t)(8 * mq));
+  UChunk* u = u_v.get(8);
+  const TypeInfo& ti = *type_info(a.w->qtype);
+  for (int64_t r0 = a.n0; r0 < a.n1; r0 += 8) {
+    const int nr = (int)std::min<int64_t>(8, a.n1 - r0);
+    unpack_panel_k256(*a.w, ti, r0, nr, nch, u, p);
+    if (a.bits > 5) k256_all<2>(p, nch, a.x, mq, out);
+    else k256_all<4>(p, nch, a.x, mq, out);
+    if (a.pair)   // each output row is its pair of activation rows' sum
+      for (int64_t i = 0; i < a.m; ++i)
+        _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(_mm256_loadu_ps(out + 16 * i), _mm256_loadu_ps(out + 16 * i + 8)));
+    a.store(r0, nr, out);
+  }
+}
+
 }  // namespace
 
 void gemm_int8_avx2(const GemmI8Args& a) {
+  if (type_info(a.w->qtype)->kind == Kind::X256) {
+    gemm_k256(a);
+    return;
+  }
   thread_local Buf<uint8_t> pq_v;
   thread_local Buf<float> pa_v, pb_v, out_v;
   thread_local Buf<UChunk> u_v;
