@@ -3,12 +3,15 @@ side with llama.cpp's own distance on the same file (issue #9: choose defaults f
 
     python bench/fidelity.py smollm2 [--text tests/data/apache-2.0.txt] [--ctx 128]
                              [--llama-bin DIR]   # a llama.cpp build with llama-perplexity
+                             [--prefill]         # whole chunks through the prompt path instead
 
 pyquant: each chunk of `ctx` tokens (llama-perplexity's chunking, pyquant/runtime/perplexity.py) runs
 through the token step one token at a time, the path generation takes (a whole-chunk prefill of
 > 48-96 rows would take the float GEMM and measure nothing), once per mode: float (weights decoded
 to float, the reference), int8 (one pass, llama.cpp's Q8 activations), int8x2 (the default: int8 +
 its int8 residual). Scored like llama-perplexity: positions ctx/2 .. ctx-2 of every chunk.
+--prefill runs each chunk as one prompt (`model.forward`, all logits): the prompt-processing path,
+where the int8 / int8x2 GEMM takes m = ctx rows (int8x2 up to ctx 128, then the float GEMM).
 
 llama.cpp: the same file dequantized to F32 (`pyquant quantize FILE F32.gguf F32`) is its float
 forward (F32 weights are dotted with F32 activations); `llama-perplexity --kl-divergence` of the
@@ -37,7 +40,12 @@ def step_logits(model, chunk: list[int]) -> torch.Tensor:
     return torch.stack(out)
 
 
-def pyquant_modes(model, text: str, ctx: int, modes: list[str], max_chunks: int | None) -> dict:
+def prefill_logits(model, chunk: list[int]) -> torch.Tensor:
+    """[len(chunk), vocab] float64 logits of the chunk run as one prompt."""
+    return model.forward(chunk, 0, all_logits=True).double()
+
+
+def pyquant_modes(model, text: str, ctx: int, modes: list[str], max_chunks: int | None, logits=step_logits) -> dict:
     tok = model.tokenizer
     ids = tok.encode(text, parse_special=False)
     n_chunks = len(ids) // ctx if max_chunks is None else min(len(ids) // ctx, max_chunks)
@@ -54,7 +62,7 @@ def pyquant_modes(model, text: str, ctx: int, modes: list[str], max_chunks: int 
             ref = None
             for mode in ["float"] + [m for m in modes if m != "float"]:
                 _C.set_matmul_act(mode)
-                lp = torch.log_softmax(step_logits(model, chunk)[first:ctx - 1], -1)
+                lp = torch.log_softmax(logits(model, chunk)[first:ctx - 1], -1)
                 if ref is None:
                     ref = lp
                 s = stats.setdefault(mode, {"nll": 0.0, "kl": [], "same_top": 0})
@@ -106,12 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="float,int8,int8x2")
     ap.add_argument("--llama-bin", help="directory with llama.cpp's llama-perplexity")
     ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--prefill", action="store_true", help="each chunk as one prompt (the prompt path)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     pyquant.set_num_threads(a.threads)
     model = pyquant.load(a.model, max_seq_len=a.ctx)
     text = open(a.text, encoding="utf-8").read()
-    rows = pyquant_modes(model, text, a.ctx, a.modes.split(","), a.chunks)
+    rows = pyquant_modes(model, text, a.ctx, a.modes.split(","), a.chunks,
+                         prefill_logits if a.prefill else step_logits)
     if a.llama_bin:
         rows.update(llama_cpp(a.llama_bin, model.path, a.text, a.ctx, a.threads))
     if a.json:

@@ -15,6 +15,9 @@
 //     F32 / F16 / BF16 weights: float dot, halves converted in registers.
 //   m >  gemm_min_m        GEMM: 64x256 weight tiles decoded to float, 6x16 FMA microkernel
 //     (avx2/gemm_avx2.cpp); scalar: row-by-row reference.
+//   AVX2, int8 activations, weights with unsigned unpacked q (Q4_0 Q4_1 Q5_0 Q5_1 int4, Q2_K..Q6_K):
+//     from 12 activation rows on (2m for int8x2) the int8 GEMM instead (avx2/gemm_int8_avx2.cpp;
+//     int8x2 only up to 256 rows, then the float GEMM): see choose_path for the measurements.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
