@@ -16,6 +16,7 @@
 #include <cstring>
 #include <cstdlib>
 
+#include "cpu/avx2/scratch.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -47,25 +48,6 @@ inline void ukernel(const float* A, const float* B, float* C, int64_t ldc, bool 
 }
 
 int64_t n_strips(int64_t m) { return (m + kGemmMR - 1) / kGemmMR; }
-
-// A growable 64-byte-aligned scratch buffer. Deliberately not std::vector: a template instantiated
-// here would be built with -mavx2 and could be the COMDAT copy the linker keeps for baseline code.
-template <typename T>
-struct Scratch {
-  T* p = nullptr;
-  size_t n = 0;
-  ~Scratch() { std::free(p); }
-  T* get(size_t need) {
-    if (need > n) {
-      std::free(p);
-      n = 0;
-      p = static_cast<T*>(std::aligned_alloc(64, ((need * sizeof(T) + 63) / 64) * 64));
-      if (!p) std::abort();  // the sizes were validated against the caller's buffers
-      n = need;
-    }
-    return p;
-  }
-};
 
 }  // namespace
 

@@ -29,30 +29,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cpu/avx2/scratch.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
 namespace mm {
 
 namespace {
-
-// A growable 64-byte-aligned scratch buffer (not std::vector: see gemm_avx2.cpp).
-template <typename T>
-struct Buf {
-  T* p = nullptr;
-  size_t n = 0;
-  ~Buf() { std::free(p); }
-  T* get(size_t need) {
-    if (need > n) {
-      std::free(p);
-      n = 0;
-      p = static_cast<T*>(std::aligned_alloc(64, ((need * sizeof(T) + 63) / 64) * 64));
-      if (!p) std::abort();  // sizes come from validated shapes
-      n = need;
-    }
-    return p;
-  }
-};
 
 inline __m256i bcast4(const int8_t* p) {
   int32_t v;
@@ -253,10 +236,10 @@ void k256_all(const K256Panel& p, int64_t nch, const XQRow* x, int64_t mq, float
 }
 
 void gemm_k256(const GemmI8Args& a) {
-  thread_local Buf<uint8_t> pq_v;
-  thread_local Buf<int16_t> sc_v, mn_v;
-  thread_local Buf<float> d_v, dm_v, out_v;
-  thread_local Buf<UChunk> u_v;
+  thread_local Scratch<uint8_t> pq_v;
+  thread_local Scratch<int16_t> sc_v, mn_v;
+  thread_local Scratch<float> d_v, dm_v, out_v;
+  thread_local Scratch<UChunk> u_v;
   const int64_t nch = n_chunks(a.k), mq = a.pair ? 2 * a.m : a.m;
   const K256Panel p{pq_v.get((size_t)(2048 * nch)), sc_v.get((size_t)(256 * nch)), mn_v.get((size_t)(128 * nch)),
                     d_v.get((size_t)(8 * nch)), dm_v.get((size_t)(8 * nch))};
@@ -282,9 +265,9 @@ void gemm_int8_avx2(const GemmI8Args& a) {
     gemm_k256(a);
     return;
   }
-  thread_local Buf<uint8_t> pq_v;
-  thread_local Buf<float> pa_v, pb_v, out_v;
-  thread_local Buf<UChunk> u_v;
+  thread_local Scratch<uint8_t> pq_v;
+  thread_local Scratch<float> pa_v, pb_v, out_v;
+  thread_local Scratch<UChunk> u_v;
   const int64_t nch = n_chunks(a.k), nb = nch * 8;
   uint8_t* pq = pq_v.get((size_t)(256 * nb));
   float* pa = pa_v.get((size_t)(8 * nb));

@@ -46,33 +46,34 @@ void fill_scx_avx2(UChunk& u, __m256i sc16) {
   }
 }
 
-// Q4_0: w = d * (nib - 8).
-void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+// The legacy 4-bit blocks: kBytes per block, nibbles at kQs, fp16 scale at 0; ab(blk, a, b) the rest.
+template <int kBytes, int kQs, typename AB>
+void unpack_nib_x32(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, AB ab) {
   const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
-  const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * 18;
-  for (int64_t b = 8 * c0; b < b1; ++b, blk += 18) {
+  const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * kBytes;
+  for (int64_t b = 8 * c0; b < b1; ++b, blk += kBytes) {
     UChunk& u = out[b / 8 - c0];
     const int j = (int)(b % 8);
-    store32(u.q + 32 * j, split_nibbles16(blk + 2));
-    const float d = h2f(blk);
-    u.a[j] = d;
-    u.b[j] = -8.f * d;
+    store32(u.q + 32 * j, split_nibbles16(blk + kQs));
+    ab(blk, u.a[j], u.b[j]);
   }
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
+// Q4_0: w = d * (nib - 8).
+void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32<18, 2>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
+    a = h2f(blk);
+    b = -8.f * a;
+  });
+}
+
 // Q4_1: w = d * nib + m (the int8 GEMM's panels unpack it: 3-4x faster than the scalar loop).
 void unpack_q4_1(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
-  const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * 20;
-  for (int64_t b = 8 * c0; b < b1; ++b, blk += 20) {
-    UChunk& u = out[b / 8 - c0];
-    const int j = (int)(b % 8);
-    store32(u.q + 32 * j, split_nibbles16(blk + 4));
-    u.a[j] = h2f(blk);
-    u.b[j] = h2f(blk + 2);
-  }
-  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+  unpack_nib_x32<20, 4>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
+    a = h2f(blk);
+    b = h2f(blk + 2);
+  });
 }
 
 // Q8_0: w = d * q.
