@@ -523,13 +523,20 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemmInt8:
       return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
              (act_compensated() ? "12 < 2m <= 256" : "m > 12") + ", 8 weight rows unpacked once into an L2 panel, "
-             "int8 dot (vpmaddubsw, lanes = weight rows) with activations quantized per 32" +
+             "int8 dot (vpmaddubsw, lanes = weight rows) with activations quantized per " +
+             (ti->kind == Kind::X256 ? "256" : "32") +
              (act_compensated() ? " plus their int8-quantized residual (~15-bit activations)" : "");
-    case Path::Gemm:
-      return isa + "/gemm: " + who + (ti->kind != Kind::Float && act_compensated() ? "2m > " : "m > ") +
-             std::to_string(gemm_min_m(*ti)) +
+    case Path::Gemm: {
+      const bool q8 = ti->kind != Kind::Float && !act_float();
+      // past the int8x2 GEMM's range (choose_path), or the type / ISA has no int8 GEMM
+      const bool past_i8 = q8 && gemm_int8_bits(id) && isa == "avx2" && g_fused.load() &&
+                           !std::getenv("PYQUANT_GEMM_MIN_M");
+      return isa + "/gemm: " + who + (q8 && act_compensated() ? "2m > " : "m > ") +
+             std::to_string(past_i8 ? kInt8x2GemmMaxRows : gemm_min_m(*ti)) +
+             (past_i8 ? " (where the float GEMM outruns the int8x2 one)" : "") +
              ", weight tiles dequantized to float (64x256), " +
              (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
+    }
     case Path::GemvFloat:
       return isa + "/gemv-float: " + who + "packed rows decoded to float in L1, dotted with float activations (" +
              (ti->kind == Kind::Float ? "float weights" : "float mode: set_matmul_act / PYQUANT_MATMUL_ACT") + ")";
