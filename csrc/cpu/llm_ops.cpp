@@ -342,15 +342,18 @@ class Step {
   // every barrier waits for a descheduled partner: measured with one busy process per core, 2
   // threads ran SmolLM2 at 33-38 tok/s against 45-49 for 1 thread (llama.cpp: 37 vs 61). So the
   // step keeps a running mean of its time at nth threads and at 1, runs the faster, and re-times
-  // the other every 64th step (a quiet machine pays ~1/64 of a slower step, under 1%).
+  // the other every 128th step (~1 s at 100 tok/s; the slower mode's 1/128 of a step costs the
+  // faster under 1%, where every 64th cost ~1.5% beside a busy process).
   // set_adaptive(false) / PYQUANT_ADAPTIVE_THREADS=0 pins nth.
   bool governor_pick(int nth) {
     if (nth == 1 || !adaptive_) return true;
     ++gov_steps_;
     if (gov_ema_[1] == 0) return true;           // first: time the multi-threaded step
     if (gov_ema_[0] == 0) return false;          // then the 1-thread one
-    const bool multi_faster = gov_ema_[1] <= gov_ema_[0] * 1.05;
-    return gov_steps_ % 64 == 0 ? !multi_faster : multi_faster;
+    // No margin for the multi-threaded step: with a 5% one, 2 threads beside one busy process kept
+    // running 4% slower than 1 thread would (101.5 vs 105.7 tok/s, bench/contention.py).
+    const bool multi_faster = gov_ema_[1] <= gov_ema_[0];
+    return gov_steps_ % 128 == 0 ? !multi_faster : multi_faster;
   }
   void governor_record(bool multi, double seconds) {
     double& e = gov_ema_[multi ? 1 : 0];
