@@ -17,6 +17,7 @@
 #include <cstdlib>
 
 #include "cpu/avx2/scratch.h"
+#include "cpu/avx2/transpose.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -48,24 +49,6 @@ inline void ukernel(const float* A, const float* B, float* C, int64_t ldc, bool 
 }
 
 int64_t n_strips(int64_t m) { return (m + kGemmMR - 1) / kGemmMR; }
-
-// 8 x 8 floats: v[j] <- column j.
-inline void transpose8x8_ps(__m256 v[8]) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i)
-    for (int h = 0; h < 2; ++h) {
-      u[4 * i + 2 * h] = _mm256_shuffle_ps(t[4 * i + h], t[4 * i + 2 + h], 0x44);
-      u[4 * i + 2 * h + 1] = _mm256_shuffle_ps(t[4 * i + h], t[4 * i + 2 + h], 0xEE);
-    }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-    v[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-  }
-}
 
 // Weight rows t0..t0+7 of the block (rows past nn are zero), chunk c, into the panel columns: decoded
 // to float 8 rows at a time, then 8 x 8 register transposes (the scalar strided stores they replace

@@ -30,6 +30,7 @@
 #include <cstring>
 
 #include "cpu/avx2/scratch.h"
+#include "cpu/avx2/transpose.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -41,24 +42,6 @@ inline __m256i bcast4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm256_set1_epi32(v);
-}
-
-// 8 rows x 8 dwords -> v[t] = dword t of rows 0..7 (the standard unpack / permute transpose).
-inline void transpose8x8(__m256i v[8]) {
-  __m256i t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i)
-    for (int h = 0; h < 2; ++h) {
-      u[4 * i + 2 * h] = _mm256_unpacklo_epi64(t[4 * i + h], t[4 * i + 2 + h]);
-      u[4 * i + 2 * h + 1] = _mm256_unpackhi_epi64(t[4 * i + h], t[4 * i + 2 + h]);
-    }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x20);
-    v[4 + i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x31);
-  }
 }
 
 // Rows r0 .. r0+nr-1 (nr <= 8; missing rows are zero) unpacked into the panel, a 256-chunk of
@@ -76,7 +59,7 @@ void unpack_panel(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, in
       const int64_t b = 8 * c + j;
       __m256i v[8];
       for (int rr = 0; rr < 8; ++rr) v[rr] = _mm256_load_si256((const __m256i*)(u[rr].q + 32 * j));
-      transpose8x8(v);
+      transpose8x8_epi32(v);
       for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(pq + 256 * b + 32 * t), v[t]);
       for (int rr = 0; rr < 8; ++rr) {
         pa[8 * b + rr] = u[rr].a[j];
@@ -170,7 +153,7 @@ void unpack_panel_k256(const WeightRef& w, const TypeInfo& ti, int64_t r0, int n
     for (int j = 0; j < 8; ++j) {
       __m256i v[8];
       for (int rr = 0; rr < 8; ++rr) v[rr] = _mm256_load_si256((const __m256i*)(u[rr].q + 32 * j));
-      transpose8x8(v);
+      transpose8x8_epi32(v);
       for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(p.q + 256 * (8 * c + j) + 32 * t), v[t]);
     }
     for (int rr = 0; rr < 8; ++rr) {
