@@ -11,7 +11,7 @@ through the token step one token at a time, the path generation takes (a whole-c
 to float, the reference), int8 (one pass, llama.cpp's Q8 activations), int8x2 (the default: int8 +
 its int8 residual). Scored like llama-perplexity: positions ctx/2 .. ctx-2 of every chunk.
 --prefill runs each chunk as one prompt (`model.forward`, all logits): the prompt-processing path,
-where the int8 / int8x2 GEMM takes m = ctx rows (int8x2 up to ctx 128, then the float GEMM).
+where the int8 / int8x2 GEMM takes m = ctx rows (int8x2 up to ctx 64, then the float GEMM).
 
 llama.cpp: the same file dequantized to F32 (`pyquant quantize FILE F32.gguf F32`) is its float
 forward (F32 weights are dotted with F32 activations); `llama-perplexity --kl-divergence` of the

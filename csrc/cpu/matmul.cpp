@@ -17,7 +17,7 @@
 //     (avx2/gemm_avx2.cpp); scalar: row-by-row reference.
 //   AVX2, int8 activations, weights with unsigned unpacked q (Q4_0 Q4_1 Q5_0 Q5_1 int4, Q2_K..Q6_K):
 //     from 12 activation rows on (2m for int8x2) the int8 GEMM instead (avx2/gemm_int8_avx2.cpp;
-//     int8x2 only up to 256 rows, then the float GEMM): see choose_path for the measurements.
+//     int8x2 only up to 128 rows, then the float GEMM): see choose_path for the measurements.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -74,18 +74,26 @@ bool act_compensated() {
 bool act_float() { return (ActMode)g_act_mode.load() == ActMode::Float; }
 namespace {
 
-// Largest m that takes the GEMV path (PYQUANT_GEMM_MIN_M overrides, for measurements).
+// Measurement knobs (bench/bench_prefill_paths.py): a forced GEMV / GEMM switch in activation rows
+// (0: the per-type defaults below; PYQUANT_GEMM_MIN_M or _C.set_gemm_min_m) and the int8 GEMM on
+// or off (PYQUANT_INT8_GEMM=0 or _C.set_int8_gemm(False): the float GEMM past the switch).
+std::atomic<int64_t> g_gemm_min_m{[] {
+  const char* e = std::getenv("PYQUANT_GEMM_MIN_M");
+  return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)0;
+}()};
+std::atomic<bool> g_int8_gemm{[] {
+  const char* e = std::getenv("PYQUANT_INT8_GEMM");
+  return !(e && std::strcmp(e, "0") == 0);
+}()};
+
+// Largest m that takes the GEMV path (the knob above overrides, for measurements).
 // Measured, 1 thread, 1024x4096, thread CPU time (GFLOP/s GEMV int8 vs GEMM float):
 //   Q4_K m=32: 95 vs 63, m=64: 97 vs 85, m=128: 92 vs 85, m=256: 83 vs 98  -> 96 for the fused
 //   K-quant kernels (their int8 dot runs at ~1 cycle per 32 MACs and row);
 //   Q4_0 m=17: 65 vs 47, m=32: 68 vs 63, m=48: 69 vs 79  -> 32 for the other quantized types;
 //   float weights: the float GEMV re-reads each weight row once per 4 activation rows -> 16.
-int64_t gemm_min_m(const TypeInfo& ti) {
-  static const int64_t forced = [] {
-    const char* e = std::getenv("PYQUANT_GEMM_MIN_M");
-    return e && std::atoi(e) > 0 ? (int64_t)std::atoi(e) : (int64_t)0;
-  }();
-  if (forced) return forced;
+int64_t gemm_min_m(const TypeInfo& ti, int qtype) {
+  if (const int64_t forced = g_gemm_min_m.load()) return forced;
   if (ti.kind == Kind::Float) return 16;
   // XQ8 kernels (8 activation rows per lane, 16-row weight tiles), measured 1 thread, N=1024,
   // K=14336 (thread CPU ms, XQ8 GEMV vs float GEMM): Q4_0 m=64 16.5 vs 23.1, m=128 39.9 vs 39.2,
@@ -93,8 +101,14 @@ int64_t gemm_min_m(const TypeInfo& ti) {
   // Q4_K m=128 31.2 vs 42.4, m=256 66.5 vs 73.2, m=512 137 vs 148; Q6_K m=512 139 vs 164.
   // -> 512 for the K-quants (beyond, all groups' activations, m * k bytes, outgrow the L3),
   // 96 for the 32-block types. Float activation mode keeps the float-GEMV limits below.
+  // Since the float GEMM's panels are transposed in registers, bench/bench_prefill_paths.py
+  // (4096x4096, 1 thread, ms; XQ8 GEMV vs float GEMM, two runs) has Q8_0 int8x2 m=4 (8 rows)
+  // 3.9-4.0 vs 5.4-6.0, m=8 8.0-8.2 vs 7.2-8.0, m=16 15.3-16.5 vs 9.2-9.9; int8 m=16 7.7-8.4 vs
+  // 8.9-9.8, m=64 29.9-30.3 vs 23.4-24.4 -> 16 rows for the 32-block types that have no int8
+  // GEMM (Q8_0, IQ4_NL, int8). The ones that have it take it on AVX2 (choose_path); their 96 / 512
+  // here is the scalar ISA's switch, which keeps it on the same activations as AVX2 up to there.
   const bool int8_act = (ActMode)g_act_mode.load() != ActMode::Float;
-  if (int8_act && ti.fused8_avx2) return ti.kind == Kind::X256 ? 512 : 96;
+  if (int8_act && ti.fused8_avx2) return ti.kind == Kind::X256 ? 512 : gemm_int8_bits(qtype) ? 96 : 16;
   if (ti.kind == Kind::X256 && ti.fused_avx2) return 96;  // same switch on both ISAs: comparable results
   return 32;
 }
@@ -217,25 +231,31 @@ namespace {
 // The 32-block types of <= 5 bits (gemm_int8_bits) have the int8 GEMM (same activations as the
 // GEMV: results stay within float rounding as m crosses over). Measured on a 2-vCPU AMD EPYC
 // (Zen 4, AVX2 kernels), 4096x4096, 1 thread, ms, (int8 | int8x2):
-//   Q4_0 m=4: XQ8 GEMV 1.66 | 2.84, int8 GEMM 2.34 | 2.92; m=8: 2.86 | 6.28 vs 3.1-3.3 | 4.6-4.8;
-//        m=16: 5.76 | 11.3 vs 4.75 | 7.5; m=64 (2m over the old switch: float GEMM 29.8):
-//        int8 GEMM 14.7 | 25.3; m=256: float GEMM 88.1 vs int8 GEMM - | 95.9; m=512: 167 vs 102 | 194
-//   (Q4_1 and int4-g128 within 10% of Q4_0)
+//   Q4_0 m=4: XQ8 GEMV 1.66 | 2.84, int8 GEMM 2.46 | 3.07; m=8: 2.84 | 5.70 vs 3.37 | 4.65;
+//        m=16: 5.77 | 11.4 vs 4.91 | 7.66; m=64: 22.4 | 49.9 vs 13.7 | 24.8 (float GEMM 24.6 | 24.8);
+//        m=128: int8x2 GEMM 48.2, float GEMM 44.9; m=512: int8 GEMM 97.6, float GEMM 170-174
+//   Q4_K m=8: 2.41 | 4.95 vs 3.02 | 4.41; m=16: 4.89 | 9.92 vs 4.41 | 6.94; m=64 int8x2: 22.6,
+//        float GEMM 23.9; m=128: 45.1 vs 43.8   (Q4_1 and int4-g128 within 10% of Q4_0)
 // -> the int8 GEMM from 12 activation rows on; int8x2 hands over to the float GEMM (exact
-// activations, and faster there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
-// GEMM's rate) past 256 rows. PYQUANT_GEMM_MIN_M still moves the GEMV / GEMM switch.
-constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 256;
+// activations, and as fast there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
+// GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
+// Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
+constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128;
+
+bool int8_gemm_for(int qtype) {
+  return gemm_int8_bits(qtype) && active_isa() == Isa::Avx2 && g_fused.load() && g_int8_gemm.load();
+}
 
 Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
   const bool q8 = ti.kind != Kind::Float && !act_float();
   const bool comp = q8 && act_compensated();
   const int64_t rows = comp ? 2 * m : m;
-  if (q8 && gemm_int8_bits(qtype) && active_isa() == Isa::Avx2 && g_fused.load()) {
-    static const bool forced = std::getenv("PYQUANT_GEMM_MIN_M") != nullptr;
-    if (rows <= (forced ? gemm_min_m(ti) : kInt8GemmMinRows)) return Path::GemvQ8;
-    return comp && rows > kInt8x2GemmMaxRows ? Path::Gemm : Path::GemmInt8;
+  if (q8 && int8_gemm_for(qtype)) {
+    const int64_t forced = g_gemm_min_m.load();
+    if (rows <= (forced ? forced : kInt8GemmMinRows)) return Path::GemvQ8;
+    return comp && rows > kInt8x2GemmMaxRows && !forced ? Path::Gemm : Path::GemmInt8;
   }
-  if (rows > gemm_min_m(ti)) return Path::Gemm;
+  if (rows > gemm_min_m(ti, qtype)) return Path::Gemm;
   return q8 ? Path::GemvQ8 : Path::GemvFloat;
 }
 
@@ -522,17 +542,16 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   switch (choose_path(*ti, id, m)) {
     case Path::GemmInt8:
       return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
-             (act_compensated() ? "12 < 2m <= 256" : "m > 12") + ", 8 weight rows unpacked once into an L2 panel, "
+             (act_compensated() ? "12 < 2m <= 128" : "m > 12") + ", 8 weight rows unpacked once into an L2 panel, "
              "int8 dot (vpmaddubsw, lanes = weight rows) with activations quantized per " +
              (ti->kind == Kind::X256 ? "256" : "32") +
              (act_compensated() ? " plus their int8-quantized residual (~15-bit activations)" : "");
     case Path::Gemm: {
       const bool q8 = ti->kind != Kind::Float && !act_float();
       // past the int8x2 GEMM's range (choose_path), or the type / ISA has no int8 GEMM
-      const bool past_i8 = q8 && gemm_int8_bits(id) && isa == "avx2" && g_fused.load() &&
-                           !std::getenv("PYQUANT_GEMM_MIN_M");
+      const bool past_i8 = q8 && int8_gemm_for(id) && !g_gemm_min_m.load();
       return isa + "/gemm: " + who + (q8 && act_compensated() ? "2m > " : "m > ") +
-             std::to_string(past_i8 ? kInt8x2GemmMaxRows : gemm_min_m(*ti)) +
+             std::to_string(past_i8 ? kInt8x2GemmMaxRows : gemm_min_m(*ti, id)) +
              (past_i8 ? " (where the float GEMM outruns the int8x2 one)" : "") +
              ", weight tiles dequantized to float (64x256), " +
              (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
@@ -598,13 +617,21 @@ void register_matmul_bindings(py::module_& m) {
      "Distance (bytes ahead) of the small-m kernels' software prefetch of the weight stream; 0 turns it off "
      "(default 2048, or PYQUANT_PREFETCH).");
   m.def("get_prefetch", [] { return mm::prefetch_bytes(); });
+  m.def("set_gemm_min_m", [](int64_t rows) {
+    PQ_CHECK(rows >= 0, "set_gemm_min_m: rows must be >= 0 (0: the per-type defaults), got ", rows);
+    mm::g_gemm_min_m = rows;
+  }, "rows"_a,
+     "Measurement knob: the largest number of activation rows (2m with int8x2) that takes the GEMV; 0 restores "
+     "the measured per-type defaults (also PYQUANT_GEMM_MIN_M).");
+  m.def("set_int8_gemm", [](bool on) { mm::g_int8_gemm = on; }, "on"_a,
+        "Measurement knob: False sends what the int8 GEMM would take to the float GEMM (also PYQUANT_INT8_GEMM=0).");
   m.def("set_matmul_fused", [](bool on) { mm::g_fused = on; }, "on"_a,
         "Debug/benchmark knob: False makes the AVX2 int8 GEMV use the generic unpack+dot kernels.");
   m.def("gemm_min_m", [](const std::string& kind, int qtype) {
     const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8 : qtype;
     const mm::TypeInfo* ti = mm::type_info(id);
     PQ_CHECK(ti != nullptr, "gemm_min_m: no fused kernel for ", kind, " type ", qtype);
-    return mm::gemm_min_m(*ti);
+    return mm::gemm_min_m(*ti, id);
   }, "kind"_a, "qtype"_a = 0, "Largest m that takes the GEMV (small-m) path for this weight type.");
   m.def("bandwidth_probe", [](int64_t nbytes, int nthreads, int repeats) {
     PQ_CHECK(nbytes >= (1 << 20) && nbytes <= (int64_t(64) << 30), "bandwidth_probe: nbytes must be in [1 MiB, 64 GiB], got ", nbytes);
