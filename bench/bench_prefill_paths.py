@@ -14,13 +14,12 @@ and land in extra_info as ms with the ratio to the default: "gemv" (the XQ8 / 1.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import random_blocks
+from conftest import best_time, random_blocks
 from pyquant._ext import _C
 
 TYPES = os.environ.get("PYQUANT_BENCH_PATH_TYPES", "Q4_0,Q4_1,Q4_K,Q6_K,Q8_0,int4-g128").split(",")
@@ -46,14 +45,6 @@ def _weight(name):
 _CACHE: dict = {}
 
 
-def _time(fn, reps=5):
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 @pytest.mark.parametrize("act", ["int8x2", "int8"])
@@ -84,7 +75,7 @@ def test_paths(benchmark, name, m, act):
             _C.set_gemm_min_m(min_m)
             _C.set_int8_gemm(int8_gemm)
             try:
-                s = _time(lambda: _C.linear(w, *args))
+                s = best_time(lambda: _C.linear(w, *args), repeat=5, warmup=1)
             finally:
                 _C.set_gemm_min_m(0)
                 _C.set_int8_gemm(True)

@@ -8,7 +8,8 @@ test oracle, single-threaded, when it can be built).
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
 import pytest
 import torch
@@ -16,16 +17,13 @@ import torch
 import pyquant
 from pyquant.qtypes import QType, row_bytes
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import best_time  # noqa: E402
+
 TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 
 
-def _best(fn, repeat=3):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+_best = best_time
 
 
 def measure(rows=4096, cols=4096, threads=2, types=TYPES, repeat=3):

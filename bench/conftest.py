@@ -114,6 +114,18 @@ def run_rotating(benchmark, fn, pool, extra):
     return benchmark.stats.stats.min
 
 
+def best_time(fn, repeat: int = 3, warmup: int = 0) -> float:
+    """Best wall time of `repeat` calls of fn() after `warmup` untimed ones (seconds)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def random_blocks(rng, rows: int, nblocks: int, type_size: int, fp16_offsets) -> np.ndarray:
     """Random block bytes with sane fp16 scales: every bit pattern of the quants, finite results."""
     b = rng.integers(0, 256, (rows * nblocks, type_size), dtype=np.uint8)
