@@ -23,9 +23,6 @@ from conftest import best_time  # noqa: E402
 TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 
 
-_best = best_time
-
-
 def measure(rows=4096, cols=4096, threads=2, types=TYPES, repeat=3):
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0))
     x = w.numpy()
@@ -45,11 +42,11 @@ def measure(rows=4096, cols=4096, threads=2, types=TYPES, repeat=3):
     print(f"{'type':8s} {'pyquant':>10s} {'llama.cpp C 1t':>15s} {'gguf-py numpy':>14s} {'vs gguf-py':>10s}")
     for name in types:
         qt = QType[name]
-        ours = mb / _best(lambda: pyquant.quantize(w, qt, nthreads=threads), repeat)
-        ref = mb / _best(lambda: oracle.quantize(int(qt), x, row_bytes(qt, cols)), 1) if oracle else float("nan")
+        ours = mb / best_time(lambda: pyquant.quantize(w, qt, nthreads=threads), repeat)
+        ref = mb / best_time(lambda: oracle.quantize(int(qt), x, row_bytes(qt, cols)), 1) if oracle else float("nan")
         npy = float("nan")
         if gq is not None and qt in (QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1, QType.Q8_0):
-            npy = mb / _best(lambda: gq.quantize(x, GGMLQuantizationType(int(qt))), 1)
+            npy = mb / best_time(lambda: gq.quantize(x, GGMLQuantizationType(int(qt))), 1)
         ratio = f"{ours / npy:9.1f}x" if npy == npy else f"{'-':>10s}"
         print(f"{name:8s} {ours:10.1f} {ref:15.1f} {npy:14.1f} {ratio}")
 

@@ -228,8 +228,8 @@ namespace {
 // int8x2 doubles the activation rows the GEMV streams past each weight row, so it hands over to
 // the GEMM at half the m: the crossover is a property of the rows the kernel sees.
 //
-// The 32-block types of <= 5 bits (gemm_int8_bits) have the int8 GEMM (same activations as the
-// GEMV: results stay within float rounding as m crosses over). Measured on a 2-vCPU AMD EPYC
+// The types of gemm_int8_bits (the 32-block types of <= 5 bits, Q2_K..Q6_K) have the int8 GEMM
+// (same activations as the GEMV: results stay within float rounding as m crosses over). Measured on a 2-vCPU AMD EPYC
 // (Zen 4, AVX2 kernels), 4096x4096, 1 thread, ms, (int8 | int8x2):
 //   Q4_0 m=4: XQ8 GEMV 1.66 | 2.84, int8 GEMM 2.46 | 3.07; m=8: 2.84 | 5.70 vs 3.37 | 4.65;
 //        m=16: 5.77 | 11.4 vs 4.91 | 7.66; m=64: 22.4 | 49.9 vs 13.7 | 24.8 (float GEMM 24.6 | 24.8);
@@ -295,8 +295,7 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   const int64_t mq = comp ? 2 * c.m : c.m;  // activation rows the kernels see
   ActRows act;
   if (q8) act.quantize(c, ti.kind == Kind::X256, xf, comp, kern);
-  std::vector<XQRow>& rows = act.rows;
-  if (!q8) rows.resize((size_t)mq);
+  const std::vector<XQRow>& rows = act.rows;   // empty without q8: only the int8 kernels read it
   // m = 1 with a pair kernel: row and residual in one pass, straight into y.
   const GemvPairFn pair = comp && c.m == 1 && avx2 && g_fused.load() ? ti.fused_pair_avx2 : nullptr;
   if (pair) {
@@ -452,6 +451,14 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
     });
 }
 
+// The GEMMs' results into y: c[i * ldc + j] = y[i, nb + j] (GemmStore).
+GemmStore store_into(const Call& c) {
+  return [&c](int64_t nb, int64_t nn, const float* cb, int64_t ldc) {
+    for (int64_t i = 0; i < c.m; ++i)
+      for (int64_t j = 0; j < nn; ++j) put(c, i, nb + j, cb[i * ldc + j]);
+  };
+}
+
 void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
   const bool avx2 = active_isa() == Isa::Avx2;
   std::vector<float> apack;
@@ -463,25 +470,17 @@ void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
     });
   }
   parallel_for(c.n, kGemmNR, c.nthreads, [&](int64_t n0, int64_t n1) {
-    GemmArgs a{&w, xf, apack.data(), c.m, c.k, n0, n1,
-               [&](int64_t nb, int64_t nn, const float* cb, int64_t ldc) {
-                 for (int64_t i = 0; i < c.m; ++i)
-                   for (int64_t j = 0; j < nn; ++j) put(c, i, nb + j, cb[i * ldc + j]);
-               }};
+    GemmArgs a{&w, xf, apack.data(), c.m, c.k, n0, n1, store_into(c)};
     if (avx2) gemm_avx2(a);
     else gemm_scalar(a);
   });
 }
 
-void run_gemm_int8(const Call& c, const WeightRef& w, const float* xf, bool comp) {
+void run_gemm_int8(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool comp) {
   ActRows act;
-  act.quantize(c, type_info(w.qtype)->kind == Kind::X256, xf, comp, avx2_kernels());
+  act.quantize(c, ti.kind == Kind::X256, xf, comp, avx2_kernels());
   parallel_for(c.n, 8, c.nthreads, [&](int64_t n0, int64_t n1) {
-    gemm_int8_avx2({&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1,
-                    [&](int64_t r0, int nr, const float* out) {
-                      for (int64_t i = 0; i < c.m; ++i)
-                        for (int j = 0; j < nr; ++j) put(c, i, r0 + j, out[8 * i + j]);
-                    }});
+    gemm_int8_avx2({&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1, store_into(c)});
   });
 }
 
@@ -492,7 +491,7 @@ void run(const Call& c, const WeightRef& w) {
   std::vector<float> xbuf;
   const float* xf = x_as_float(c, xbuf);
   const Path p = choose_path(ti, w.qtype, c.m);
-  if (p == Path::GemmInt8) run_gemm_int8(c, w, xf, act_compensated());
+  if (p == Path::GemmInt8) run_gemm_int8(c, w, ti, xf, act_compensated());
   else if (p == Path::Gemm) run_gemm(c, w, xf);
   else run_gemv(c, w, ti, xf, p == Path::GemvQ8, act_compensated());
 }

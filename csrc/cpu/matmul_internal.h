@@ -178,9 +178,8 @@ struct GemmArgs {
 };
 // int8 GEMM (avx2/gemm_int8_avx2.cpp) over output rows [n0, n1) of a type whose unpacked q is
 // unsigned (gemm_int8_bits: the 32-block types of <= 5 bits and Q2_K..Q6_K): x holds m activation
-// rows quantized per 32, or per 256 for the K-quants (pair: 2m rows, each followed by its residual). store(r0, nr, out) receives
-// out[i * 8 + j] = y[i, r0 + j] for i < m, j < nr (nr <= 8).
-using GemmI8Store = std::function<void(int64_t r0, int nr, const float* out)>;
+// rows quantized per 32, or per 256 for the K-quants (pair: 2m rows, each followed by its residual).
+// Results go out as the float GEMM's do (GemmStore), 8 output rows at a time with ldc = 8.
 struct GemmI8Args {
   const WeightRef* w;
   int bits;   // gemm_int8_bits(w->qtype)
@@ -188,7 +187,7 @@ struct GemmI8Args {
   int64_t m;
   bool pair;
   int64_t k, n0, n1;
-  GemmI8Store store;
+  GemmStore store;
 };
 void gemm_int8_avx2(const GemmI8Args& a);
 // 2..6: the weight type's unpacked q bits when the int8 GEMM takes it; 0: it does not.

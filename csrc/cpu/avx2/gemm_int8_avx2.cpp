@@ -44,28 +44,32 @@ inline __m256i bcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
+// Chunk c of rows r0 .. r0+nr-1 unpacked into u[0..8) (the rows past nr stay all zero: the
+// caller clears them once) and its q transposed into the panel: 8 blocks of [8 dwords t][8 rows][4].
+void unpack_chunk8(const WeightRef& w, UnpackRowFn unpack, int64_t r0, int nr, int64_t c, UChunk* u, uint8_t* pq) {
+  for (int rr = 0; rr < nr; ++rr) unpack(w, r0 + rr, c, c + 1, &u[rr]);
+  for (int j = 0; j < 8; ++j) {
+    __m256i v[8];
+    for (int rr = 0; rr < 8; ++rr) v[rr] = _mm256_load_si256((const __m256i*)(u[rr].q + 32 * j));
+    transpose8x8_epi32(v);
+    for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(pq + 256 * (8 * c + j) + 32 * t), v[t]);
+  }
+}
+
+inline UnpackRowFn unpacker(const TypeInfo& ti) { return ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar; }
+
 // Rows r0 .. r0+nr-1 (nr <= 8; missing rows are zero) unpacked into the panel, a 256-chunk of
 // the 8 rows at a time (8 UChunks, ~5 KB), each block's 8 x 32 bytes transposed in registers.
 void unpack_panel(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, int64_t nch, UChunk* u,
                   uint8_t* pq, float* pa, float* pb) {
-  const UnpackRowFn unpack = ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
-  for (int rr = nr; rr < 8; ++rr) {
-    std::memset(u[rr].q, 0, sizeof(u[rr].q));
-    for (int j = 0; j < 8; ++j) u[rr].a[j] = u[rr].b[j] = 0.f;
-  }
+  for (int rr = nr; rr < 8; ++rr) std::memset(&u[rr], 0, sizeof(UChunk));
   for (int64_t c = 0; c < nch; ++c) {
-    for (int rr = 0; rr < nr; ++rr) unpack(w, r0 + rr, c, c + 1, &u[rr]);
-    for (int j = 0; j < 8; ++j) {
-      const int64_t b = 8 * c + j;
-      __m256i v[8];
-      for (int rr = 0; rr < 8; ++rr) v[rr] = _mm256_load_si256((const __m256i*)(u[rr].q + 32 * j));
-      transpose8x8_epi32(v);
-      for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(pq + 256 * b + 32 * t), v[t]);
+    unpack_chunk8(w, unpacker(ti), r0, nr, c, u, pq);
+    for (int j = 0; j < 8; ++j)
       for (int rr = 0; rr < 8; ++rr) {
-        pa[8 * b + rr] = u[rr].a[j];
-        pb[8 * b + rr] = u[rr].b[j];
+        pa[8 * (8 * c + j) + rr] = u[rr].a[j];
+        pb[8 * (8 * c + j) + rr] = u[rr].b[j];
       }
-    }
   }
 }
 
@@ -142,20 +146,9 @@ struct K256Panel {
 
 void unpack_panel_k256(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, int64_t nch, UChunk* u,
                        const K256Panel& p) {
-  const UnpackRowFn unpack = ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar;
-  for (int rr = nr; rr < 8; ++rr) {
-    std::memset(u[rr].q, 0, sizeof(u[rr].q));
-    for (int g = 0; g < 16; ++g) u[rr].sc[g] = u[rr].mn[g] = 0;
-    u[rr].d = u[rr].dmin = 0.f;
-  }
+  for (int rr = nr; rr < 8; ++rr) std::memset(&u[rr], 0, sizeof(UChunk));
   for (int64_t c = 0; c < nch; ++c) {
-    for (int rr = 0; rr < nr; ++rr) unpack(w, r0 + rr, c, c + 1, &u[rr]);
-    for (int j = 0; j < 8; ++j) {
-      __m256i v[8];
-      for (int rr = 0; rr < 8; ++rr) v[rr] = _mm256_load_si256((const __m256i*)(u[rr].q + 32 * j));
-      transpose8x8_epi32(v);
-      for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(p.q + 256 * (8 * c + j) + 32 * t), v[t]);
-    }
+    unpack_chunk8(w, unpacker(ti), r0, nr, c, u, p.q);
     for (int rr = 0; rr < 8; ++rr) {
       for (int g = 0; g < 16; ++g) {
         int16_t* s = p.sc + 256 * c + 16 * g + 2 * rr;   // [j][half] = group g = 2j + half
@@ -218,7 +211,7 @@ void k256_all(const K256Panel& p, int64_t nch, const XQRow* x, int64_t mq, float
   for (; i < mq; ++i) k256_rows<1, kSum>(p, nch, x + i, out + 8 * i);
 }
 
-void gemm_k256(const GemmI8Args& a) {
+void gemm_k256(const GemmI8Args& a, const TypeInfo& ti) {
   thread_local Scratch<uint8_t> pq_v;
   thread_local Scratch<int16_t> sc_v, mn_v;
   thread_local Scratch<float> d_v, dm_v, out_v;
@@ -228,7 +221,6 @@ void gemm_k256(const GemmI8Args& a) {
                     d_v.get((size_t)(8 * nch)), dm_v.get((size_t)(8 * nch))};
   float* out = out_v.get((size_t)(8 * mq));
   UChunk* u = u_v.get(8);
-  const TypeInfo& ti = *type_info(a.w->qtype);
   for (int64_t r0 = a.n0; r0 < a.n1; r0 += 8) {
     const int nr = (int)std::min<int64_t>(8, a.n1 - r0);
     unpack_panel_k256(*a.w, ti, r0, nr, nch, u, p);
@@ -237,15 +229,16 @@ void gemm_k256(const GemmI8Args& a) {
     if (a.pair)   // each output row is its pair of activation rows' sum
       for (int64_t i = 0; i < a.m; ++i)
         _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(_mm256_loadu_ps(out + 16 * i), _mm256_loadu_ps(out + 16 * i + 8)));
-    a.store(r0, nr, out);
+    a.store(r0, nr, out, 8);
   }
 }
 
 }  // namespace
 
 void gemm_int8_avx2(const GemmI8Args& a) {
-  if (type_info(a.w->qtype)->kind == Kind::X256) {
-    gemm_k256(a);
+  const TypeInfo& ti = *type_info(a.w->qtype);
+  if (ti.kind == Kind::X256) {
+    gemm_k256(a, ti);
     return;
   }
   thread_local Scratch<uint8_t> pq_v;
@@ -260,7 +253,7 @@ void gemm_int8_avx2(const GemmI8Args& a) {
   const bool wide = a.bits > 4;
   for (int64_t r0 = a.n0; r0 < a.n1; r0 += 8) {
     const int nr = (int)std::min<int64_t>(8, a.n1 - r0);
-    unpack_panel(*a.w, *type_info(a.w->qtype), r0, nr, nch, u, pq, pa, pb);
+    unpack_panel(*a.w, ti, r0, nr, nch, u, pq, pa, pb);
     if (a.pair) {
       if (wide) panel_all<true, true>(pq, pa, pb, nb, a.x, a.m, out);
       else panel_all<true, false>(pq, pa, pb, nb, a.x, a.m, out);
@@ -268,7 +261,7 @@ void gemm_int8_avx2(const GemmI8Args& a) {
       if (wide) panel_all<false, true>(pq, pa, pb, nb, a.x, a.m, out);
       else panel_all<false, false>(pq, pa, pb, nb, a.x, a.m, out);
     }
-    a.store(r0, nr, out);
+    a.store(r0, nr, out, 8);
   }
 }
 
