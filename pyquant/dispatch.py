@@ -255,7 +255,7 @@ def linear(qt, x, out, bias=None):
     """out[M, N] = x[M, K] @ W.T (+ bias) for a QTensor W, by the backend `choose` picks for x's
     device and M (the named "cpu-direct" path when that is the cpu backend). Returns out."""
     m = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if linear_backend(qt.qtype, x.device.type, m) == "cpu-direct":
+    if linear_backend(qt.qtype, x.device.type, m) == "cpu-direct" or (getattr(qt, "interleave", 0) and qt.cpu_call is not None):
         from .kernels.cpu.matmul import linear_into
 
         return linear_into(x, qt, out, bias)

@@ -176,6 +176,15 @@ def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
     qt = w.qtype
     if x.device != w.data.device:
         raise KernelError(f"qmatmul: x is on {x.device}, the weight {w.qtype.name} {w.shape} on {w.data.device}")
+    if getattr(w, "interleave", 0):   # the CPU kernels' layout: they read it (and gather an act-order x)
+        # as is; anything else gets plain rows
+        if w.cpu_call is not None:
+            from .kernels.cpu.matmul import linear_into
+
+            xc = x.contiguous()
+            out = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype)
+            return linear_into(xc, w, out, None if bias is None else bias.float().contiguous())
+        w = w.plain()
     if getattr(w, "in_perm", None) is not None:   # input channels stored permuted (EXL2 act-order)
         x = x.index_select(-1, w.in_perm)
     if qt is QType.INT4:

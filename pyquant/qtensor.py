@@ -9,6 +9,11 @@ surprises. Layouts by format (`qtype`):
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
 - INT8: data int8 [N, K] + scales float32 [N].
 
+A Q4_0 / Q4_1 weight may be stored row-interleaved (`interleave=8`: rows permuted within groups
+of 8, pyquant/kernels/cpu/interleave.py), the layout the CPU's M = 1 kernels read fastest; the
+runner packs its weights so at load time. Only the CPU kernels read it as is: every other use
+(dequantize, slicing, device moves) goes through `plain()`.
+
 Any format may carry `in_perm` (int64 [K]): the weight's input channels are stored permuted
 (EXL2's act-order), column j holding input channel in_perm[j]; every matmul gathers x's columns
 once, and dequantize() returns the weight in the original channel order.
@@ -34,10 +39,12 @@ class QTensor:
     scales, mins, group_size: only for INT4 (all three) and INT8 (scales).
     """
 
-    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "in_perm", "_kernel")
+    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "in_perm", "interleave", "_kernel")
 
-    def __init__(self, data: torch.Tensor, qtype, shape, scales=None, mins=None, group_size=None, in_perm=None):
+    def __init__(self, data: torch.Tensor, qtype, shape, scales=None, mins=None, group_size=None, in_perm=None,
+                 interleave: int = 0):
         self.qtype = qtypes.qtype(qtype)
+        self.interleave = int(interleave)
         self.shape = tuple(int(s) for s in shape)
         self.data, self.scales, self.mins = data, scales, mins
         self.group_size = None if group_size is None else int(group_size)
@@ -76,6 +83,13 @@ class QTensor:
                 got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(type(t).__name__)
                 raise UnsupportedQTypeError(
                     f"QTensor {name} {shape}: {field} must be {dt} {shp}, got {got}")
+        if self.interleave:
+            from .kernels.cpu import interleave as il
+
+            if self.interleave != 8 or not il.supports(qt, shape):
+                raise UnsupportedQTypeError(
+                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, Q4_0 / Q4_1 and "
+                    f"(out, in) with out % 8 == 0")
 
     def _nk(self) -> tuple[int, int]:
         if len(self.shape) != 2:
@@ -148,6 +162,27 @@ class QTensor:
     def bits_per_weight(self) -> float:
         return 8.0 * self.nbytes / self.numel if self.numel else 0.0
 
+    def plain(self) -> "QTensor":
+        """This weight with its rows stored one after another (self unless interleaved: then a copy)."""
+        if not self.interleave:
+            return self
+        from .kernels.cpu.interleave import deinterleave
+
+        return QTensor(deinterleave(self.data, self.qtype), self.qtype, self.shape, self.scales, self.mins,
+                       self.group_size, self.in_perm)
+
+    def interleaved(self) -> "QTensor":
+        """This weight in the row-interleaved layout (a copy; self when it already is one)."""
+        if self.interleave:
+            return self
+        from .kernels.cpu.interleave import interleave, supports
+
+        if not supports(self.qtype, self.shape):
+            raise UnsupportedQTypeError(f"QTensor {self.qtype.name} {self.shape}: no row-interleaved layout "
+                                        f"(Q4_0 / Q4_1 with out % 8 == 0)")
+        return QTensor(interleave(self.data, self.qtype), self.qtype, self.shape, self.scales, self.mins,
+                       self.group_size, self.in_perm, interleave=8)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The packed tensors by name ("qweight", "scales", "mins"), e.g. to register as buffers."""
         out = {"qweight": self.data}
@@ -160,7 +195,7 @@ class QTensor:
         return out
 
     def __setattr__(self, name, value):
-        if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm"):
+        if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm", "interleave"):
             object.__setattr__(self, "_kernel", ...)  # the cached _C.Weight would describe the old tensors
         object.__setattr__(self, name, value)
 
@@ -186,7 +221,7 @@ class QTensor:
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Dense weight of `shape` in `dtype`, on this QTensor's device (input channels in their
         original order when the weight stores them permuted)."""
-        w = self._dequantize_stored(dtype)
+        w = self.plain()._dequantize_stored(dtype)
         if self.in_perm is None:
             return w
         out = torch.empty_like(w)
@@ -221,6 +256,8 @@ class QTensor:
     def take_rows(self, rows) -> "QTensor":
         """Output rows `rows` (a range: views of the same bytes; or an index tensor: a copy). Exact in
         every format: a row carries its own blocks, scales and mins."""
+        if self.interleave:
+            return self.plain().take_rows(rows)
         n, k = self._nk()
         if isinstance(rows, range):
             if rows.step != 1 or not 0 <= rows.start <= rows.stop <= n:
@@ -240,6 +277,8 @@ class QTensor:
         `column_block` boundaries: a cut inside a block would split codes from their scale. The
         slice has no in_perm: its columns read input channels in_perm[k0:k1] of the full weight,
         which the caller maps to its own input (pyquant/parallel/shard.py)."""
+        if self.interleave:
+            return self.plain().take_columns(k0, k1)
         n, k = self._nk()
         blk = self.column_block
         if not (0 <= k0 < k1 <= k) or k0 % blk or k1 % blk:
@@ -263,6 +302,8 @@ class QTensor:
         device = torch.device(device)
         if device == self.device:
             return self
+        if self.interleave:   # a CPU kernels' layout: other devices get plain rows
+            return self.plain().to(device)
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size,
                        mv(self.in_perm))
@@ -270,5 +311,6 @@ class QTensor:
     def __repr__(self) -> str:
         g = f", group_size={self.group_size}" if self.group_size else ""
         g += ", act-order" if self.in_perm is not None else ""
+        g += ", rows interleaved by 8" if self.interleave else ""
         return (f"QTensor({self.qtype.name}, shape={self.shape}{g}, {self.bits_per_weight:.2f} bpw, "
                 f"{self.nbytes / 2**20:.2f} MiB, device={self.device})")

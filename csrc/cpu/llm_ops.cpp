@@ -600,6 +600,15 @@ class Step {
       const Part& p = s.parts[pi];
       const int64_t rl = r - p.off;
       float out, o2[2];
+      // row-interleaved weight: 8 rows at once where a whole group lies in [r, r1)
+      if (avx2_ && !float_act_ && p.ti->group8_avx2 && rl % 8 == 0 && r + 8 <= r1) {
+        float o8[8];
+        p.ti->group8_avx2(p.w, rl, actq_[p.ti->kind == Kind::X256].row, comp_, o8);
+        for (int i = 0; i < 8; ++i)
+          y[r + i] = o8[i] + (p.bias ? p.bias[rl + i] : 0.f) + (res ? res[r + i] : 0.f);
+        r += 7;
+        continue;
+      }
       if (p.ti->kind == Kind::Float && p.w.qtype == (int)QType::F32) {
         kern.dot_f(reinterpret_cast<const float*>(p.w.data + rl * p.w.row_bytes), xs, 1, s.k, &out);
       } else if (p.ti->kind == Kind::Float) {   // F16 / BF16 rows (an AWQ model's lm_head), read as stored

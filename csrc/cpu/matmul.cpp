@@ -296,6 +296,18 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   ActRows act;
   if (q8) act.quantize(c, ti.kind == Kind::X256, xf, comp, kern);
   const std::vector<XQRow>& rows = act.rows;   // empty without q8: only the int8 kernels read it
+  // m = 1 on a row-interleaved weight (cpu/interleave.h): 8 rows per pass, the int8x2 pair in it.
+  const GemvGroup8Fn group8 = q8 && c.m == 1 && avx2 && g_fused.load() ? ti.group8_avx2 : nullptr;
+  if (group8) {
+    parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
+      float v[8];
+      for (int64_t r = r0; r < r1; r += 8) {   // r0 and r1 are multiples of 8: so is n (Weight)
+        group8(w, r, rows.data(), comp, v);
+        for (int i = 0; i < 8; ++i) put(c, 0, r + i, v[i]);
+      }
+    });
+    return;
+  }
   // m = 1 with a pair kernel: row and residual in one pass, straight into y.
   const GemvPairFn pair = comp && c.m == 1 && avx2 && g_fused.load() ? ti.fused_pair_avx2 : nullptr;
   if (pair) {
@@ -486,7 +498,7 @@ void run_gemm_int8(const Call& c, const WeightRef& w, const TypeInfo& ti, const 
 
 void run(const Call& c, const WeightRef& w) {
   if (c.m == 0) return;
-  const TypeInfo& ti = *type_info(w.qtype);
+  const TypeInfo& ti = *type_info(w);
   py::gil_scoped_release nogil;
   std::vector<float> xbuf;
   const float* xf = x_as_float(c, xbuf);

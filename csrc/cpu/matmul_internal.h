@@ -44,6 +44,7 @@ struct WeightRef {
   const float* scales = nullptr;  // int4: [n, k/gs]; int8: [n]
   const float* mins = nullptr;    // int4: [n, k/gs]
   int group_size = 0;             // int4
+  int interleave = 0;             // 8: rows stored in groups of 8 (cpu/interleave.h); 0: row by row
 };
 constexpr int kInt4 = 1000;
 constexpr int kInt8 = 1001;
@@ -61,6 +62,9 @@ using GemvFused8Fn = void (*)(const WeightRef& w, int64_t r, const XQ8& x, float
 // Fused AVX2 GEMV of row r with one int8x2 activation pair (x[0] the row, x[1] its residual on the
 // grid d1/256, act_quant.h): *out = the dot with their sum, 256*S1 + S2 formed in int32 per block.
 using GemvPairFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, float* out);
+// Fused AVX2 GEMV of the 8 rows r0..r0+7 of a row-interleaved weight (cpu/interleave.h, r0 % 8 == 0)
+// with one activation row x[0] (pair: and its int8x2 residual x[1]): out[0..8).
+using GemvGroup8Fn = void (*)(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out);
 
 struct TypeInfo {
   Kind kind;
@@ -71,9 +75,13 @@ struct TypeInfo {
   GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
   GemvFused8Fn fused8_avx2 = nullptr;  // 8 activation rows per lane (m >= kMinM8); nullptr: none
   GemvPairFn fused_pair_avx2 = nullptr;  // int8x2 at m = 1 in one pass (X32 types); nullptr: 2 rows
+  GemvGroup8Fn group8_avx2 = nullptr;    // m = 1 on row-interleaved weights, 8 rows per call
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);
+// The kernels of w as stored: type_info(w.qtype), or for a row-interleaved weight the same
+// kernels reading through the interleave (cpu/interleave.cpp) plus its 8-row M = 1 kernel.
+const TypeInfo* type_info(const WeightRef& w);
 // The ggml name of a type id ("Q4_K"), "unknown" outside the registry (for error messages).
 const char* qtype_name(int qtype);
 void fill_scx(UChunk& u);  // scx from sc (shared by unpackers that only compute sc)

@@ -77,7 +77,7 @@ const Kernels& scalar_kernels() {
 
 void row_to_float(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* out, UChunk* scratch,
                   bool avx2) {
-  const TypeInfo* ti = type_info(w.qtype);
+  const TypeInfo* ti = type_info(w);
   if (ti->kind == Kind::Float) {
     const int64_t e0 = c0 * kChunk, e1 = std::min(w.k, c1 * kChunk);
     const uint8_t* row = w.data + r * w.row_bytes;

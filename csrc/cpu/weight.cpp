@@ -7,13 +7,14 @@
 #include "common/qtypes.h"
 #include "cpu/buffer.h"
 #include "cpu/error.h"
+#include "cpu/interleave.h"
 
 namespace py = pybind11;
 
 namespace pq {
 namespace mm {
 Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py::object& scales,
-               const py::object& mins, int group_size) {
+               const py::object& mins, int group_size, int interleave) {
   const bool generic = qtype == kInt4 || qtype == kInt8;
   ti_ = (qtype >= 0 && (qtype < kMaxQType || generic)) ? type_info(qtype) : nullptr;
   PQ_CHECK(ti_ != nullptr, "Weight: no CPU kernel for type id ", qtype, " (", qtype_name(qtype),
@@ -60,20 +61,29 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
            " values need ", need);
   ref_.data = wb.ptr;
   nbytes_ = need;
+  PQ_CHECK(interleave == 0 || interleave == 8, "Weight: interleave must be 0 or 8, got ", interleave);
+  if (interleave) {
+    PQ_CHECK(interleave_spec(qtype).header > 0, "Weight: ", name, " has no row-interleaved layout");
+    PQ_CHECK(n % 8 == 0, "Weight: a row-interleaved weight needs n % 8 == 0, got n = ", n);
+    ref_.interleave = interleave;
+    ti_ = type_info(ref_);
+  }
 }
 
 void register_weight(py::module_& m) {
   using namespace pybind11::literals;
   py::class_<Weight>(m, "Weight",
                      "A linear weight as the CPU kernels read it, validated once; holds its buffers alive.")
-      .def(py::init<int, const py::object&, int64_t, int64_t, const py::object&, const py::object&, int>(),
+      .def(py::init<int, const py::object&, int64_t, int64_t, const py::object&, const py::object&, int, int>(),
            "qtype"_a, "data"_a, "n"_a, "k"_a, "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0,
+           "interleave"_a = 0,
            "qtype: GGUF type id, 1000 (int4) or 1001 (int8); data, scales, mins: C-contiguous buffers "
            "(tensor.numpy(), numpy arrays)")
       .def_property_readonly("qtype", [](const Weight& w) { return w.ref().qtype; })
       .def_property_readonly("n", &Weight::n)
       .def_property_readonly("k", &Weight::k)
       .def_property_readonly("group_size", [](const Weight& w) { return w.ref().group_size; })
+      .def_property_readonly("interleave", [](const Weight& w) { return w.ref().interleave; })
       .def_property_readonly("nbytes", &Weight::nbytes, "bytes of packed rows the kernels read")
       .def("__repr__", [](const Weight& w) {
         return "_C.Weight(" + std::string(w.info().name) + ", n=" + std::to_string(w.n()) +

@@ -18,9 +18,10 @@ class Weight {
  public:
   // qtype: a GGUF type id with a CPU kernel (F32/F16/BF16 included), kInt4 (scales and mins float32
   // [n, k/group_size], group_size 32/64/128) or kInt8 (scales float32 [n]); data: the packed rows,
-  // n rows of row_bytes(k). Every size is checked against the buffers.
+  // n rows of row_bytes(k). Every size is checked against the buffers. interleave 8: the rows are
+  // stored in groups of 8 (cpu/interleave.h; types with an interleave_spec, n % 8 == 0).
   Weight(int qtype, const pybind11::object& data, int64_t n, int64_t k, const pybind11::object& scales,
-         const pybind11::object& mins, int group_size);
+         const pybind11::object& mins, int group_size, int interleave = 0);
 
   const WeightRef& ref() const { return ref_; }
   const TypeInfo& info() const { return *ti_; }

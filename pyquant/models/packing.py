@@ -9,6 +9,12 @@ measured on the shared 2-core Zen 3 box (load ~2), C++ token step at positions 6
 wall time p10 / median over 384 steps, file mapping and packed copy interleaved in one process:
 2 threads 5.18 / 5.65 -> 4.96 / 5.37 ms, 1 thread 12.71 / 13.34 -> 11.91 / 12.53 ms. The file pages we copied from are dropped (release_pages), so RSS does not grow: the
 anonymous copy replaces them. PYQUANT_PACK_WEIGHTS=0 keeps the file mapping (for comparisons).
+
+The copy is also where Q4_0 / Q4_1 weights take the row-interleaved layout the M = 1 kernels read
+fastest (pyquant/kernels/cpu/interleave.py: same bytes, permuted within groups of 8 rows; 1.46x
+at M = 1 for Q4_0 4096x14336, 2 threads, cold). A table the embedding also reads (a tied output
+head) stays row by row: the token step dequantizes single rows of it. PYQUANT_INTERLEAVE=0 keeps
+every weight row by row.
 """
 from __future__ import annotations
 
@@ -79,25 +85,41 @@ def pack_step_weights(model, release=None) -> int:
     total = sum(sizes)
     if total == 0:
         return 0
+    from ..kernels.cpu import interleave as il
+
+    def interleavable(i, qt):   # not a table the embedding reads, nor one laid out already
+        return (os.environ.get("PYQUANT_INTERLEAVE", "1") != "0" and i != tied and not qt.interleave
+                and (embed is None or qt is not embed.qt) and qt.in_perm is None and il.supports(qt.qtype, qt.shape))
+
+    mix = [interleavable(i, qt) for i, qt in enumerate(qts)]
     raw = torch.empty(total + _HUGE, dtype=torch.uint8)
     start = (-raw.data_ptr()) % _HUGE
     _advise_huge(raw.data_ptr() + start, total)   # before the first touch: the pages fault in huge
     off = start
     packed = []
-    for qt, size in zip(qts, sizes):
+    for qt, size, inter in zip(qts, sizes, mix):
         src = qt.data
         dst = raw[off:off + src.nbytes]
         flat = src.reshape(-1)
-        # _SLICE at a time, dropping the source pages as we go: copying a 30 MB output head whole
-        # first faulted it all in (peak RSS +30 MB over the test's file + 300 MB budget)
-        for a in range(0, src.nbytes, _SLICE):
-            b = min(src.nbytes, a + _SLICE)
-            dst[a:b].copy_(flat[a:b])
+        # _SLICE at a time (whole groups of 8 rows when interleaving), dropping the source pages as
+        # we go: copying a 30 MB output head whole first faulted it all in (peak RSS +30 MB over
+        # the test's file + 300 MB budget)
+        step = _SLICE
+        if inter:
+            rb = src.nbytes // qt.shape[0]
+            step = max(1, _SLICE // (8 * rb)) * 8 * rb
+        for a in range(0, src.nbytes, step):
+            b = min(src.nbytes, a + step)
+            if inter:
+                dst[a:b].view(-1, rb).copy_(il.interleave(flat[a:b].view(-1, rb), qt.qtype))
+            else:
+                dst[a:b].copy_(flat[a:b])
             if release is not None:
                 # only what has been copied: MADV_DONTNEED drops file-backed pages (re-read if touched)
                 # but zeroes anonymous ones (a fused QKV / gate-up copy), so never a byte ahead of b
                 release(flat[a:b])
-        packed.append(QTensor(dst.view(src.shape), qt.qtype, qt.shape, in_perm=qt.in_perm))
+        packed.append(QTensor(dst.view(src.shape), qt.qtype, qt.shape, in_perm=qt.in_perm,
+                              interleave=8 if inter else qt.interleave))
         off += size
     for lin, qt in zip(lins, packed):
         lin.qt = qt

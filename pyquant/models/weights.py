@@ -71,6 +71,8 @@ def concat_rows(qts: list, row_perms: list | None = None, release=None):
     exact. Copies the bytes once at load (QKV and gate/up are ~45% of the weights of SmolLM2)."""
     from ..qtensor import QTensor
 
+    qts = [qt.plain() for qt in qts]
+
     def rows(t, i):
         t = t.reshape(qts[i].shape[0], -1)
         return t[row_perms[i]] if row_perms is not None and row_perms[i] is not None else t
@@ -136,6 +138,7 @@ class Embedding:
     outside them embed as zeros (the rank holding them supplies the row: an all-reduce)."""
 
     def __init__(self, qt, first: int = 0, vocab_size: int | None = None):
+        qt = qt.plain()   # rows are read one by one (the packer never interleaves a table it embeds from)
         self.qt = qt
         self.rows = qt.data.reshape(qt.shape[0], -1)
         self.n_rows, self.dim = qt.shape

@@ -236,7 +236,7 @@ void gemm_k256(const GemmI8Args& a, const TypeInfo& ti) {
 }  // namespace
 
 void gemm_int8_avx2(const GemmI8Args& a) {
-  const TypeInfo& ti = *type_info(a.w->qtype);
+  const TypeInfo& ti = *type_info(*a.w);
   if (ti.kind == Kind::X256) {
     gemm_k256(a, ti);
     return;

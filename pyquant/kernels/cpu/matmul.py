@@ -108,7 +108,7 @@ def dequantize(data, qtype, rows, cols, dtype):
     return out
 
 
-def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0):
+def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0, interleave=0):
     """A _C.Weight over these tensors (CPU, made contiguous; scales / mins as float32)."""
     def buf(t, dtype=None):
         if t is None:
@@ -118,7 +118,7 @@ def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0):
         return t.to(dtype).contiguous().numpy()
 
     return _C.Weight(int(qtype), buf(data), n, k, buf(scales, torch.float32), buf(mins, torch.float32),
-                     group_size)
+                     group_size, interleave)
 
 
 def _run(weight, x, bias):
@@ -216,7 +216,7 @@ def cpu_call_for(qt):
     fmt, (n, k) = qt.qtype, qt.shape
     if not _has_fused(op_for(fmt), fmt):
         return None
-    return _weight(fmt, qt.data, n, k, qt.scales, qt.mins, qt.group_size or 0)
+    return _weight(fmt, qt.data, n, k, qt.scales, qt.mins, qt.group_size or 0, qt.interleave)
 
 
 def _fallback(x2d, qt, bias):

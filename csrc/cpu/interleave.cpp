@@ -1,0 +1,138 @@
+// Kernels for row-interleaved weights (cpu/interleave.h): the 8-row M = 1 kernel reads the layout
+// directly; every other path (m > 1, the GEMMs, the scalar ISA, float activations) runs the plain
+// type's kernel on the row gathered back into plain blocks in a thread-local buffer. Those paths
+// are compute-bound (>= 4 cycles per block and row); the gather adds a copy of the row's bytes.
+#include "cpu/interleave.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/qtypes.h"
+
+namespace pq {
+namespace mm {
+
+
+namespace {
+
+// Compile-time sizes: the copies become a few moves (a call to memcpy per 2 or 8 bytes made the
+// gathered prefill GEMM ~7% slower than on plain rows).
+template <int kH, int kQ>
+void gather(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
+  constexpr int64_t kTs = kH + kQ;
+  const int64_t l = r % 8;
+  const uint8_t* grp = w.data + (r - l) * w.row_bytes;
+  for (int64_t b = b0; b < b1; ++b, dst += kTs) {
+    const uint8_t* src = grp + 8 * kTs * b;
+    std::memcpy(dst, src + kH * l, kH);
+    const uint8_t* qs = src + 8 * kH + 8 * l;
+    for (int c = 0; c < kQ / 8; ++c) std::memcpy(dst + kH + 8 * c, qs + 64 * c, 8);
+  }
+}
+
+template <int Q>
+constexpr InterleaveSpec kSpec = {};
+template <>
+constexpr InterleaveSpec kSpec<(int)QType::Q4_0> = {2, 16, 32};   // d, qs[16]
+template <>
+constexpr InterleaveSpec kSpec<(int)QType::Q4_1> = {4, 16, 32};   // d, m, qs[16]
+
+template <int Q>
+void gather_q(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
+  gather<kSpec<Q>.header, kSpec<Q>.quants>(w, r, b0, b1, dst);
+}
+
+}  // namespace
+
+InterleaveSpec interleave_spec(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q4_0: return kSpec<(int)QType::Q4_0>;
+    case (int)QType::Q4_1: return kSpec<(int)QType::Q4_1>;
+    default: return {};
+  }
+}
+
+void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
+  switch (w.qtype) {
+    case (int)QType::Q4_0: return gather_q<(int)QType::Q4_0>(w, r, b0, b1, dst);
+    case (int)QType::Q4_1: return gather_q<(int)QType::Q4_1>(w, r, b0, b1, dst);
+    default: return;
+  }
+}
+
+namespace {
+
+// Row r of w as a plain one-row WeightRef over this thread's buffer.
+template <int Q>
+WeightRef plain_row(const WeightRef& w, int64_t r) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < (size_t)w.row_bytes) buf.resize((size_t)w.row_bytes);
+  gather_q<Q>(w, r, 0, w.k / kSpec<Q>.block, buf.data());
+  WeightRef v = w;
+  v.data = buf.data();
+  v.interleave = 0;
+  return v;
+}
+
+template <int Q>
+struct Through {
+  static const TypeInfo& plain() { return *type_info(Q); }
+  // Chunks [c0, c1) only: the GEMM panels ask for one chunk of a row at a time.
+  static WeightRef chunks(const WeightRef& w, int64_t r, int64_t c0, int64_t c1) {
+    thread_local std::vector<uint8_t> buf;
+    constexpr InterleaveSpec sp = kSpec<Q>;
+    const int64_t per = kChunk / sp.block, nb = w.k / sp.block;
+    const int64_t b0 = std::min(nb, c0 * per), b1 = std::min(nb, c1 * per);
+    const size_t need = (size_t)((b1 - b0) * (sp.header + sp.quants));
+    if (buf.size() < need + 1) buf.resize(need + 1);
+    gather_q<Q>(w, r, b0, b1, buf.data());
+    WeightRef v = w;
+    v.data = buf.data();
+    v.interleave = 0;
+    v.k = std::min(w.k, c1 * kChunk) - c0 * kChunk;
+    v.row_bytes = (int64_t)need;
+    return v;
+  }
+  static void unpack_scalar(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+    plain().unpack_scalar(chunks(w, r, c0, c1), 0, 0, c1 - c0, out);
+  }
+  static void unpack_avx2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+    plain().unpack_avx2(chunks(w, r, c0, c1), 0, 0, c1 - c0, out);
+  }
+  static void fused(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
+    plain().fused_avx2(plain_row<Q>(w, r), 0, x, mr, out);
+  }
+  static void fused8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+    plain().fused8_avx2(plain_row<Q>(w, r), 0, x, out);
+  }
+  static void pair(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+    plain().fused_pair_avx2(plain_row<Q>(w, r), 0, x, out);
+  }
+  static TypeInfo make() {
+    TypeInfo t = plain();
+    t.unpack_scalar = unpack_scalar;
+    if (t.unpack_avx2) t.unpack_avx2 = unpack_avx2;
+    if (t.fused_avx2) t.fused_avx2 = fused;
+    if (t.fused8_avx2) t.fused8_avx2 = fused8;
+    if (t.fused_pair_avx2) t.fused_pair_avx2 = pair;
+    t.group8_avx2 = avx2_group8(Q);
+    return t;
+  }
+};
+
+}  // namespace
+
+const TypeInfo* type_info(const WeightRef& w) {
+  if (!w.interleave) return type_info(w.qtype);
+  static const TypeInfo q4_0 = Through<(int)QType::Q4_0>::make();
+  static const TypeInfo q4_1 = Through<(int)QType::Q4_1>::make();
+  switch (w.qtype) {
+    case (int)QType::Q4_0: return &q4_0;
+    case (int)QType::Q4_1: return &q4_1;
+    default: return nullptr;
+  }
+}
+
+}  // namespace mm
+}  // namespace pq

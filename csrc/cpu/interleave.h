@@ -1,0 +1,36 @@
+// Row-interleaved weight layout ("x8"): what the M = 1 kernels read fastest.
+//
+// A row-by-row GGUF weight makes an M = 1 kernel pay, per row and block, for the block's scale
+// (8 scalar fp16 loads + inserts per 8 blocks), a 16-byte broadcast + shift to split nibbles, one
+// cvt + FMA, and a horizontal sum at the row's end. Stored in groups of 8 rows, block by block,
+// one 32-byte load holds 8 bytes of 4 rows, the 8 rows' scales are one 16-byte vcvtph2ps, and
+// one cvt + FMA serves 8 rows (llama.cpp's q4_0 8x8 repack does the same; bytes are not XORed).
+//
+// Layout: rows [8g, 8g+8) of a weight with row_bytes = nb * ts (ts = header + quants bytes of
+// one block) occupy the same 8 * row_bytes bytes as before, as nb group-blocks of 8 * ts bytes:
+//   [header of row 0 .. header of row 7][quants chunk 0 of rows 0..7][chunk 1 of rows 0..7]...
+// where a chunk is 8 consecutive bytes of the block's quants (block bytes header + 8c ..
+// header + 8c + 7). A weight is interleaved only when n % 8 == 0, so every row has a group.
+// pyquant/kernels/cpu/interleave.py makes and undoes the same permutation with torch.
+#pragma once
+#include <cstdint>
+
+#include "cpu/matmul_internal.h"
+
+namespace pq {
+namespace mm {
+
+struct InterleaveSpec {
+  int header = 0;   // bytes per block before its quants (scales, mins); 0: no interleaved layout
+  int quants = 0;   // quant bytes per block (a multiple of 8)
+  int block = 0;    // weights per block
+};
+InterleaveSpec interleave_spec(int qtype);
+
+// Blocks [b0, b1) of row r of an interleaved weight, in the plain block layout, into dst.
+void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst);
+
+GemvGroup8Fn avx2_group8(int qtype);   // avx2/gemv_rows8_avx2.cpp (nullptr if none)
+
+}  // namespace mm
+}  // namespace pq

@@ -1,0 +1,44 @@
+"""Row-interleaved weight layout for the CPU's M = 1 kernels (csrc/cpu/interleave.h says why).
+
+Rows [8g, 8g + 8) of a weight are stored block by block: the 8 rows' block headers (scales, mins),
+then the block's quants in 8-byte chunks, chunk by chunk, rows 0..7 within a chunk. Same bytes,
+same size, permuted within each group of 8 rows, so the one packed copy the runner keeps
+(pyquant/models/packing.py) can be laid out this way at load time without doubling memory.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...qtypes import QType
+
+# qtype -> (header bytes, quant bytes) of one block; the C++ table is interleave_spec
+SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16)}
+
+
+def supports(qtype, shape) -> bool:
+    """Whether a weight of this type and (out, in) shape can be stored interleaved."""
+    return QType(int(qtype)) in SPECS and len(shape) == 2 and shape[0] % 8 == 0 and shape[0] > 0
+
+
+def _split(data: torch.Tensor, qtype):
+    h, q = SPECS[QType(int(qtype))]
+    n, rb = data.shape
+    return h, q, n, rb, rb // (h + q)
+
+
+def interleave(data: torch.Tensor, qtype) -> torch.Tensor:
+    """Plain rows uint8 [n, row_bytes] (n % 8 == 0) -> the interleaved layout, same shape (a copy)."""
+    h, q, n, rb, nb = _split(data, qtype)
+    x = data.reshape(n // 8, 8, nb, h + q)
+    hdr = x[..., :h].permute(0, 2, 1, 3).reshape(n // 8, nb, 8 * h)
+    qs = x[..., h:].reshape(n // 8, 8, nb, q // 8, 8).permute(0, 2, 3, 1, 4).reshape(n // 8, nb, 8 * q)
+    return torch.cat([hdr, qs], dim=-1).reshape(n, rb)
+
+
+def deinterleave(data: torch.Tensor, qtype) -> torch.Tensor:
+    """The inverse of interleave: plain rows again (a copy)."""
+    h, q, n, rb, nb = _split(data, qtype)
+    x = data.reshape(n // 8, nb, 8 * (h + q))
+    hdr = x[..., :8 * h].reshape(n // 8, nb, 8, h).permute(0, 2, 1, 3)
+    qs = x[..., 8 * h:].reshape(n // 8, nb, q // 8, 8, 8).permute(0, 3, 1, 2, 4).reshape(n // 8, 8, nb, q)
+    return torch.cat([hdr, qs], dim=-1).reshape(n, rb)

@@ -1,0 +1,117 @@
+"""Row-interleaved Q4_0 / Q4_1 weights (csrc/cpu/interleave.h, pyquant/kernels/cpu/interleave.py).
+
+Every path but one reads the interleaved bytes back into plain blocks and runs the plain kernel,
+so its y must be bit-identical to the plain layout's. The exception is the AVX2 8-row kernel at
+M = 1: the same integer block sums, scaled and accumulated in another order (per row, 2 chains of
+float FMAs over the blocks instead of 8 lanes + a horizontal sum). Each of the nb block terms and
+partial sums carries one float32 rounding (2^-24 relative) of at most sum_j |w_j x_j|, so
+|y_il - y_plain| <= 2 * nb * 2^-24 * sum_j |w_j| |x_j| (tested with 2x margin on the bound).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pyquant
+from pyquant._ext import _C
+from pyquant.errors import KernelError, UnsupportedQTypeError
+from pyquant.kernels.cpu import interleave as il
+from pyquant.qtensor import QTensor
+
+TYPES = ["Q4_0", "Q4_1"]
+
+
+def _weight(qt, n, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return QTensor.quantize(torch.randn(n, k, generator=g), qt)
+
+
+@pytest.fixture
+def act_mode():
+    before = _C.get_matmul_act()
+    yield _C.set_matmul_act
+    _C.set_matmul_act(before)
+
+
+@pytest.mark.parametrize("qt", TYPES)
+def test_layout_is_the_documented_permutation(qt):
+    q = _weight(qt, 16, 96)
+    h, nq = il.SPECS[q.qtype]
+    i = q.interleaved()
+    assert i.interleave == 8 and i.data.shape == q.data.shape and not torch.equal(i.data, q.data)
+    g = i.data.reshape(2, -1)   # two groups of 8 rows; group-block b at 8 * (h + nq) * b
+    ts = h + nq
+    for grp, row, b in [(0, 3, 0), (1, 7, 2), (0, 0, 1)]:
+        blk = q.data[8 * grp + row, ts * b:ts * (b + 1)]
+        base = 8 * ts * b
+        assert torch.equal(g[grp, base + h * row:base + h * (row + 1)], blk[:h])
+        for c in range(nq // 8):
+            at = base + 8 * h + 64 * c + 8 * row
+            assert torch.equal(g[grp, at:at + 8], blk[h + 8 * c:h + 8 * c + 8])
+    assert torch.equal(il.deinterleave(i.data, q.qtype), q.data)
+
+
+@pytest.mark.parametrize("qt", TYPES)
+def test_qtensor_reads_go_through_plain_rows(qt):
+    q = _weight(qt, 32, 256)
+    i = q.interleaved()
+    assert i.plain().interleave == 0 and torch.equal(i.plain().data, q.data)
+    assert torch.equal(i.dequantize(), q.dequantize())
+    assert torch.equal(i.take_rows(range(5, 21)).data, q.take_rows(range(5, 21)).data)
+    assert torch.equal(i.take_columns(64, 192).data, q.take_columns(64, 192).data)
+    assert i.interleaved() is i and "interleaved" in repr(i)
+    x = torch.randn(3, 256)
+    assert torch.equal(pyquant.ops.qmatmul(x, i), pyquant.ops.qmatmul(x, q))
+
+
+def test_bad_interleave_is_refused():
+    with pytest.raises(UnsupportedQTypeError, match="interleave"):
+        QTensor(_weight("Q4_K", 16, 256).data, "Q4_K", (16, 256), interleave=8)
+    with pytest.raises(UnsupportedQTypeError, match="row-interleaved"):
+        _weight("Q4_0", 12, 64).interleaved()
+    d = _weight("Q4_0", 16, 64).data.numpy()
+    with pytest.raises(KernelError, match="interleave must be 0 or 8"):
+        _C.Weight(2, d, 16, 64, interleave=4)
+    with pytest.raises(KernelError, match="n % 8 == 0"):
+        _C.Weight(2, d[:12], 12, 64, interleave=8)
+    with pytest.raises(KernelError, match="no row-interleaved layout"):
+        _C.Weight(8, _weight("Q8_0", 16, 64).data.numpy(), 16, 64, interleave=8)
+
+
+def _linear(w, x, y):
+    _C.linear(w, x.data_ptr(), x.nbytes, "float32", x.shape[0], y.data_ptr(), y.nbytes, 0, 0, 2)
+    return y
+
+
+@pytest.mark.parametrize("k", [288, 1280])
+@pytest.mark.parametrize("act", ["int8x2", "int8", "float"])
+@pytest.mark.parametrize("qt", TYPES)
+@pytest.mark.parametrize("isa", ["scalar", "avx2"], indirect=True)
+def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
+    n = 64
+    q = _weight(qt, n, k, seed=k)
+    wp = _C.Weight(int(q.qtype), q.data.numpy(), n, k)
+    wi = _C.Weight(int(q.qtype), q.interleaved().data.numpy(), n, k, interleave=8)
+    assert wi.interleave == 8
+    act_mode(act)
+    wabs = q.dequantize().double().abs()
+    for m in ([1, 2, 3, 5, 8, 16, 40, 140] if isa == "avx2" else [1, 3, 16]):
+        x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+        yp, yi = _linear(wp, x, torch.empty(m, n)), _linear(wi, x, torch.empty(m, n))
+        if m == 1 and isa == "avx2" and act != "float":   # the 8-row kernel: another summation order
+            bound = 2 * 2 * (k // 32) * 2.0 ** -24 * (x.double().abs() @ wabs.T)
+            assert bool(((yi.double() - yp.double()).abs() <= bound).all()), (m, act)
+        else:
+            assert torch.equal(yi, yp), (m, act)
+
+
+def test_runner_packs_q4_weights_interleaved(smollm2_path):
+    """The default model (Q4_1) runs its linears on the interleaved layout; the tied output head,
+    whose rows the embedding reads one by one, stays plain (its _C.Weight too)."""
+    model = pyquant.load(smollm2_path, max_seq_len=16)
+    lins = [lin for L in model.layers for lin in (*L.qkv, L.wo, *L.gate_up, L.down)]
+    q41 = [lin for lin in lins if lin.qt.qtype.name == "Q4_1"]
+    assert q41 and all(lin.qt.interleave == 8 and lin.qt.cpu_call.interleave == 8 for lin in q41)
+    assert model.embed.qt.interleave == 0
+    if model.output is not None:
+        assert model.output.qt.interleave == 0 or model.output.qt.data.data_ptr() != model.embed.qt.data.data_ptr()
