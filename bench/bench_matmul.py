@@ -41,7 +41,9 @@ GGUF = {
 # exl2-*: what an EXL2 Linear runs as (formats/exl2/reader.py): its exact ggml blocks in act-order plus
 # the gather of x through the permutation; 2.5 bpw ([3, 2] bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
 EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
-KERNELS = list(GGUF) + ["int4-g128", "int4-g64", "int4-g32", "int8"] + list(EXL2)
+# *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
+X8 = {"Q4_0-x8": "Q4_0"}
+KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g64", "int4-g32", "int8"] + list(EXL2)
 QUICK_SHAPE = (4096, 14336)
 
 _TORCH_INT4_S: dict[tuple, float] = {}  # (n, k, m, threads) -> seconds, for the ratios
@@ -133,6 +135,12 @@ def _pyquant_weight(name, n, k):
     if name in GGUF:
         qtype, bs, ts, offs = GGUF[name]
         return random_blocks(rng, n, k // bs, ts, offs)
+    if name in X8:
+        from pyquant.kernels.cpu.interleave import interleave
+
+        qtype, bs, ts, offs = GGUF[X8[name]]
+        plain = random_blocks(rng, n, k // bs, ts, offs).reshape(n, -1)
+        return interleave(torch.from_numpy(plain), qtype).numpy().reshape(-1)
     if name.startswith("int4"):
         gs = int(name.split("-g")[1])
         return (rng.integers(0, 256, (n, k // 2), dtype=np.uint8), np.full((n, k // gs), 0.01, np.float32),
@@ -148,7 +156,7 @@ def _nbytes(item):
 def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
-    approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
+    approx = {"Q4_0": 0.5625, "Q4_0-x8": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
               "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.5625, "exl2-4.0": 0.5625,
               "exl2-6.0": 1.0625}
     pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)
@@ -178,6 +186,10 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
             qtype = GGUF[name][0]
             path = _C.matmul_path("gguf", qtype, m)
             make = lambda w: _C.Weight(qtype, w, n, k)  # noqa: E731
+        elif name in X8:
+            qtype = GGUF[X8[name]][0]
+            path = _C.matmul_path("gguf", qtype, m) + " (rows interleaved by 8)"
+            make = lambda w: _C.Weight(qtype, w, n, k, interleave=8)  # noqa: E731
         elif name.startswith("int4"):
             path = _C.matmul_path("int4", 0, m)
             make = lambda p: _C.Weight(1000, p[0], n, k, p[1], p[2], int(name.split("-g")[1]))  # noqa: E731

@@ -1,4 +1,4 @@
-"""Row-interleaved Q4_0 / Q4_1 weights (csrc/cpu/interleave.h, pyquant/kernels/cpu/interleave.py).
+"""Row-interleaved Q4_0 / Q4_1 / Q4_K weights (csrc/cpu/interleave.h, pyquant/kernels/cpu/interleave.py).
 
 Every path but one reads the interleaved bytes back into plain blocks and runs the plain kernel,
 so its y must be bit-identical to the plain layout's. The exception is the AVX2 8-row kernel at
@@ -18,7 +18,7 @@ from pyquant.errors import KernelError, UnsupportedQTypeError
 from pyquant.kernels.cpu import interleave as il
 from pyquant.qtensor import QTensor
 
-TYPES = ["Q4_0", "Q4_1"]
+TYPES = ["Q4_0", "Q4_1", "Q4_K"]
 
 
 def _weight(qt, n, k, seed=0):
@@ -35,7 +35,7 @@ def act_mode():
 
 @pytest.mark.parametrize("qt", TYPES)
 def test_layout_is_the_documented_permutation(qt):
-    q = _weight(qt, 16, 96)
+    q = _weight(qt, 16, 512 if qt == "Q4_K" else 96)
     h, nq = il.SPECS[q.qtype]
     i = q.interleaved()
     assert i.interleave == 8 and i.data.shape == q.data.shape and not torch.equal(i.data, q.data)
@@ -53,20 +53,21 @@ def test_layout_is_the_documented_permutation(qt):
 
 @pytest.mark.parametrize("qt", TYPES)
 def test_qtensor_reads_go_through_plain_rows(qt):
-    q = _weight(qt, 32, 256)
+    k = 768 if qt == "Q4_K" else 288
+    q = _weight(qt, 32, k)
     i = q.interleaved()
     assert i.plain().interleave == 0 and torch.equal(i.plain().data, q.data)
     assert torch.equal(i.dequantize(), q.dequantize())
     assert torch.equal(i.take_rows(range(5, 21)).data, q.take_rows(range(5, 21)).data)
-    assert torch.equal(i.take_columns(64, 192).data, q.take_columns(64, 192).data)
+    assert torch.equal(i.take_columns(k // 3, k // 3 * 2).data, q.take_columns(k // 3, k // 3 * 2).data)
     assert i.interleaved() is i and "interleaved" in repr(i)
-    x = torch.randn(3, 256)
+    x = torch.randn(3, k)
     assert torch.equal(pyquant.ops.qmatmul(x, i), pyquant.ops.qmatmul(x, q))
 
 
 def test_bad_interleave_is_refused():
     with pytest.raises(UnsupportedQTypeError, match="interleave"):
-        QTensor(_weight("Q4_K", 16, 256).data, "Q4_K", (16, 256), interleave=8)
+        QTensor(_weight("Q5_K", 16, 256).data, "Q5_K", (16, 256), interleave=8)
     with pytest.raises(UnsupportedQTypeError, match="row-interleaved"):
         _weight("Q4_0", 12, 64).interleaved()
     d = _weight("Q4_0", 16, 64).data.numpy()
@@ -83,12 +84,14 @@ def _linear(w, x, y):
     return y
 
 
-@pytest.mark.parametrize("k", [288, 1280])
+@pytest.mark.parametrize("k", [256, 288, 1280])
 @pytest.mark.parametrize("act", ["int8x2", "int8", "float"])
 @pytest.mark.parametrize("qt", TYPES)
 @pytest.mark.parametrize("isa", ["scalar", "avx2"], indirect=True)
 def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
     n = 64
+    if k % 256 and qt == "Q4_K":
+        k += 256 - k % 256
     q = _weight(qt, n, k, seed=k)
     wp = _C.Weight(int(q.qtype), q.data.numpy(), n, k)
     wi = _C.Weight(int(q.qtype), q.interleaved().data.numpy(), n, k, interleave=8)

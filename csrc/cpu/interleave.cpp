@@ -37,6 +37,8 @@ template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q4_0> = {2, 16, 32};   // d, qs[16]
 template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q4_1> = {4, 16, 32};   // d, m, qs[16]
+template <>
+constexpr InterleaveSpec kSpec<(int)QType::Q4_K> = {16, 128, 256};   // d, dmin, scales[12], qs[128]
 
 template <int Q>
 void gather_q(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
@@ -49,6 +51,7 @@ InterleaveSpec interleave_spec(int qtype) {
   switch (qtype) {
     case (int)QType::Q4_0: return kSpec<(int)QType::Q4_0>;
     case (int)QType::Q4_1: return kSpec<(int)QType::Q4_1>;
+    case (int)QType::Q4_K: return kSpec<(int)QType::Q4_K>;
     default: return {};
   }
 }
@@ -57,6 +60,7 @@ void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_
   switch (w.qtype) {
     case (int)QType::Q4_0: return gather_q<(int)QType::Q4_0>(w, r, b0, b1, dst);
     case (int)QType::Q4_1: return gather_q<(int)QType::Q4_1>(w, r, b0, b1, dst);
+    case (int)QType::Q4_K: return gather_q<(int)QType::Q4_K>(w, r, b0, b1, dst);
     default: return;
   }
 }
@@ -127,9 +131,11 @@ const TypeInfo* type_info(const WeightRef& w) {
   if (!w.interleave) return type_info(w.qtype);
   static const TypeInfo q4_0 = Through<(int)QType::Q4_0>::make();
   static const TypeInfo q4_1 = Through<(int)QType::Q4_1>::make();
+  static const TypeInfo q4_k = Through<(int)QType::Q4_K>::make();
   switch (w.qtype) {
     case (int)QType::Q4_0: return &q4_0;
     case (int)QType::Q4_1: return &q4_1;
+    case (int)QType::Q4_K: return &q4_k;
     default: return nullptr;
   }
 }

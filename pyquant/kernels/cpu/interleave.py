@@ -12,7 +12,7 @@ import torch
 from ...qtypes import QType
 
 # qtype -> (header bytes, quant bytes) of one block; the C++ table is interleave_spec
-SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16)}
+SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q4_K: (16, 128)}
 
 
 def supports(qtype, shape) -> bool:
