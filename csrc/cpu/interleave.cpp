@@ -116,7 +116,7 @@ struct Through {
   static TypeInfo make() {
     TypeInfo t = plain();
     t.unpack_scalar = unpack_scalar;
-    if (t.unpack_avx2) t.unpack_avx2 = unpack_avx2;
+    if (t.unpack_avx2) t.unpack_avx2 = avx2_unpacker_x8(Q) ? avx2_unpacker_x8(Q) : unpack_avx2;
     if (t.fused_avx2) t.fused_avx2 = fused;
     if (t.fused8_avx2) t.fused8_avx2 = fused8;
     if (t.fused_pair_avx2) t.fused_pair_avx2 = pair;

@@ -30,6 +30,7 @@ InterleaveSpec interleave_spec(int qtype);
 // Blocks [b0, b1) of row r of an interleaved weight, in the plain block layout, into dst.
 void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst);
 
+UnpackRowFn avx2_unpacker_x8(int qtype);   // avx2/gemv_unpack_avx2.cpp: reads the layout in place
 GemvGroup8Fn avx2_group8(int qtype);   // avx2/gemv_rows8_avx2.cpp (nullptr if none)
 
 }  // namespace mm

@@ -30,6 +30,11 @@ inline __m256i split_nibbles16(const uint8_t* p) {
   return _mm256_set_m128i(hi, lo);
 }
 
+inline __m256i split_nibbles16(__m128i v) {
+  const __m128i m4 = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+}
+
 inline void store32(int8_t* q, __m256i v) { _mm256_store_si256((__m256i*)q, v); }
 
 // scx[j] = [sc[2j] x 8 | sc[2j+1] x 8]: byte shuffles of the duplicated halves of sc (2 permutes +
@@ -60,6 +65,37 @@ void unpack_nib_x32(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChun
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
+// ---------------------------------------------------------------- row-interleaved (cpu/interleave.h)
+// Block b of row r: header at grp + 8*ts*b + kH*l, quant chunk c (8 bytes) at grp + 8*ts*b + 8*kH +
+// 64*c + 8*l (l = r % 8). Read in place: the int8 GEMM's panels unpack chunk by chunk, and a
+// gather into plain blocks first made M = 8 1.25-1.4x slower than on plain rows.
+struct X8Row {
+  const uint8_t* grp;
+  int64_t l;
+  X8Row(const WeightRef& w, int64_t r) : grp(w.data + (r - r % 8) * w.row_bytes), l(r % 8) {}
+};
+// 8 bytes at a, 8 at b: movq + movhps (building it from two scalar loads went through the stack,
+// a failed store-to-load forward per vector: Q4_K M = 8 1.5x slower than on plain rows)
+inline __m128i load_8_8(const uint8_t* a, const uint8_t* b) {
+  return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)a)), (const double*)b));
+}
+
+template <int kH, typename AB>
+void unpack_nib_x32_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, AB ab) {
+  constexpr int64_t kTs = 8 * (kH + 16);
+  const X8Row x8(w, r);
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  for (int64_t b = 8 * c0; b < b1; ++b) {
+    const uint8_t* base = x8.grp + kTs * b;
+    const uint8_t* q = base + 8 * kH + 8 * x8.l;
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, split_nibbles16(load_8_8(q, q + 64)));
+    ab(base + kH * x8.l, u.a[j], u.b[j]);
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
 // Q4_0: w = d * (nib - 8).
 void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   unpack_nib_x32<18, 2>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
@@ -73,6 +109,20 @@ void unpack_q4_1(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   unpack_nib_x32<20, 4>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
     a = h2f(blk);
     b = h2f(blk + 2);
+  });
+}
+
+void unpack_q4_0_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32_x8<2>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
+    a = h2f(hdr);
+    b = -8.f * a;
+  });
+}
+
+void unpack_q4_1_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32_x8<4>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
+    a = h2f(hdr);
+    b = h2f(hdr + 2);
   });
 }
 
@@ -126,26 +176,45 @@ void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 }
 
 
-// Q4_K: 32 bytes of qs -> 64 elements (low nibbles, then high nibbles).
+// Q4_K: 32 bytes of qs -> 64 elements (low nibbles, then high nibbles). hdr: d, dmin, scales[12];
+// qs32(c): the 32 bytes of qs group c.
+template <typename Qs>
+inline void unpack_q4_k_block(const uint8_t* hdr, Qs qs32, UChunk& u) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i v = qs32(c);
+    store32(u.q + 64 * c, _mm256_and_si256(v, m4));
+    store32(u.q + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+  }
+  for (int j = 0; j < 8; ++j) {
+    int sc, m;
+    k4_scale_min(hdr + 4, j, &sc, &m);
+    u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
+    u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
+  }
+  u.d = h2f(hdr);
+  u.dmin = h2f(hdr + 2);
+  fill_scx_avx2(u, _mm256_load_si256((const __m256i*)u.sc));
+}
+
 void unpack_q4_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   const uint8_t* blk = w.data + r * w.row_bytes + c0 * 144;
-  const __m256i m4 = _mm256_set1_epi8(15);
-  for (int64_t b = c0; b < c1; ++b, blk += 144) {
-    UChunk& u = out[b - c0];
-    for (int c = 0; c < 4; ++c) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c));
-      store32(u.q + 64 * c, _mm256_and_si256(v, m4));
-      store32(u.q + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-    }
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      k4_scale_min(blk + 4, j, &sc, &m);
-      u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
-      u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
-    }
-    u.d = h2f(blk);
-    u.dmin = h2f(blk + 2);
-    fill_scx_avx2(u, _mm256_load_si256((const __m256i*)u.sc));
+  for (int64_t b = c0; b < c1; ++b, blk += 144)
+    unpack_q4_k_block(blk, [&](int c) { return _mm256_loadu_si256((const __m256i*)(blk + 16 + 32 * c)); },
+                      out[b - c0]);
+}
+
+// Row-interleaved: qs group c is chunks 4c..4c+3 of the row, 64 bytes apart.
+void unpack_q4_k_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const X8Row x8(w, r);
+  for (int64_t b = c0; b < c1; ++b) {
+    const uint8_t* base = x8.grp + 1152 * b;
+    const uint8_t* q = base + 128 + 8 * x8.l;
+    const auto qs32 = [&](int c) {
+      const uint8_t* p = q + 256 * c;
+      return _mm256_inserti128_si256(_mm256_castsi128_si256(load_8_8(p, p + 64)), load_8_8(p + 128, p + 192), 1);
+    };
+    unpack_q4_k_block(base + 16 * x8.l, qs32, out[b - c0]);
   }
 }
 
@@ -284,6 +353,15 @@ void unpack_iq4_xs(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk
 }
 
 }  // namespace
+
+UnpackRowFn avx2_unpacker_x8(int qtype) {
+  switch (qtype) {
+    case (int)QType::Q4_0: return unpack_q4_0_x8;
+    case (int)QType::Q4_1: return unpack_q4_1_x8;
+    case (int)QType::Q4_K: return unpack_q4_k_x8;
+    default: return nullptr;
+  }
+}
 
 UnpackRowFn avx2_unpacker(int qtype) {
   switch (qtype) {
