@@ -118,3 +118,16 @@ def test_runner_packs_q4_weights_interleaved(smollm2_path):
     assert model.embed.qt.interleave == 0
     if model.output is not None:
         assert model.output.qt.interleave == 0 or model.output.qt.data.data_ptr() != model.embed.qt.data.data_ptr()
+
+
+def test_act_order_weight_interleaves_rows_not_columns():
+    """EXL2's act-order: columns stored permuted (in_perm), x gathered first; the interleave
+    permutes rows only, so both compose."""
+    q = _weight("Q4_0", 16, 128)
+    perm = torch.randperm(128, generator=torch.Generator().manual_seed(1))
+    qp = QTensor(q.data, q.qtype, q.shape, in_perm=perm)
+    x = torch.randn(1, 128)
+    ref = x.index_select(-1, perm) @ q.dequantize().T
+    for w in (qp, qp.interleaved()):
+        assert torch.allclose(pyquant.ops.qmatmul(x, w), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()))
+    assert torch.equal(qp.interleaved().dequantize(), qp.dequantize())

@@ -89,7 +89,7 @@ def pack_step_weights(model, release=None) -> int:
 
     def interleavable(i, qt):   # not a table the embedding reads, nor one laid out already
         return (os.environ.get("PYQUANT_INTERLEAVE", "1") != "0" and i != tied and not qt.interleave
-                and (embed is None or qt is not embed.qt) and qt.in_perm is None and il.supports(qt.qtype, qt.shape))
+                and (embed is None or qt is not embed.qt) and il.supports(qt.qtype, qt.shape))
 
     mix = [interleavable(i, qt) for i, qt in enumerate(qts)]
     raw = torch.empty(total + _HUGE, dtype=torch.uint8)
