@@ -43,7 +43,7 @@ GGUF = {
 EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
 X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K"}
-KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g64", "int4-g32", "int8"] + list(EXL2)
+KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g128-x8", "int4-g64", "int4-g32", "int8"] + list(EXL2)
 QUICK_SHAPE = (4096, 14336)
 
 _TORCH_INT4_S: dict[tuple, float] = {}  # (n, k, m, threads) -> seconds, for the ratios
@@ -142,9 +142,16 @@ def _pyquant_weight(name, n, k):
         plain = random_blocks(rng, n, k // bs, ts, offs).reshape(n, -1)
         return interleave(torch.from_numpy(plain), qtype).numpy().reshape(-1)
     if name.startswith("int4"):
-        gs = int(name.split("-g")[1])
-        return (rng.integers(0, 256, (n, k // 2), dtype=np.uint8), np.full((n, k // gs), 0.01, np.float32),
-                np.full((n, k // gs), -0.08, np.float32))
+        gs = int(name.split("-g")[1].split("-")[0])
+        q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+        sc, mn = np.full((n, k // gs), 0.01, np.float32), np.full((n, k // gs), -0.08, np.float32)
+        if name.endswith("-x8"):
+            from pyquant.kernels.cpu import interleave as il
+            from pyquant.qtypes import QType
+
+            q = il.interleave(torch.from_numpy(q), QType.INT4).numpy()
+            sc, mn = (il.interleave_side(torch.from_numpy(t)).numpy() for t in (sc, mn))
+        return q, sc, mn
     return rng.integers(-128, 128, (n, k), dtype=np.int8), np.full(n, 0.01, np.float32)
 
 
@@ -156,7 +163,7 @@ def _nbytes(item):
 def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
-    approx = {"Q4_0": 0.5625, "Q4_0-x8": 0.5625, "Q4_K-x8": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
+    approx = {"Q4_0": 0.5625, "Q4_0-x8": 0.5625, "Q4_K-x8": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625, "int4-g128-x8": 0.5625,
               "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.5625, "exl2-4.0": 0.5625,
               "exl2-6.0": 1.0625}
     pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)
@@ -191,8 +198,9 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
             path = _C.matmul_path("gguf", qtype, m) + " (rows interleaved by 8)"
             make = lambda w: _C.Weight(qtype, w, n, k, interleave=8)  # noqa: E731
         elif name.startswith("int4"):
-            path = _C.matmul_path("int4", 0, m)
-            make = lambda p: _C.Weight(1000, p[0], n, k, p[1], p[2], int(name.split("-g")[1]))  # noqa: E731
+            path = _C.matmul_path("int4", 0, m) + (" (rows interleaved by 8)" if name.endswith("-x8") else "")
+            gs, il8 = int(name.split("-g")[1].split("-")[0]), 8 if name.endswith("-x8") else 0
+            make = lambda p: _C.Weight(1000, p[0], n, k, p[1], p[2], gs, il8)  # noqa: E731
         else:
             path = _C.matmul_path("int8", 0, m)
             make = lambda p: _C.Weight(1001, p[0].view(np.uint8), n, k, p[1])  # noqa: E731

@@ -9,7 +9,7 @@ surprises. Layouts by format (`qtype`):
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
 - INT8: data int8 [N, K] + scales float32 [N].
 
-A Q4_0 / Q4_1 / Q4_K weight may be stored row-interleaved (`interleave=8`: rows permuted within groups
+A Q4_0 / Q4_1 / Q4_K / INT4 weight may be stored row-interleaved (`interleave=8`: rows permuted within groups
 of 8, pyquant/kernels/cpu/interleave.py), the layout the CPU's M = 1 kernels read fastest; the
 runner packs its weights so at load time. Only the CPU kernels read it as is: every other use
 (dequantize, slicing, device moves) goes through `plain()`.
@@ -88,7 +88,7 @@ class QTensor:
 
             if self.interleave != 8 or not il.supports(qt, shape):
                 raise UnsupportedQTypeError(
-                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, Q4_0 / Q4_1 / Q4_K and "
+                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, Q4_0 / Q4_1 / Q4_K / INT4 and "
                     f"(out, in) with out % 8 == 0")
 
     def _nk(self) -> tuple[int, int]:
@@ -166,22 +166,26 @@ class QTensor:
         """This weight with its rows stored one after another (self unless interleaved: then a copy)."""
         if not self.interleave:
             return self
-        from .kernels.cpu.interleave import deinterleave
+        from .kernels.cpu.interleave import deinterleave, deinterleave_side
 
-        return QTensor(deinterleave(self.data, self.qtype), self.qtype, self.shape, self.scales, self.mins,
-                       self.group_size, self.in_perm)
+        side = (lambda t: None if t is None else deinterleave_side(t)) if self.qtype is QType.INT4 else (
+            lambda t: t)
+        return QTensor(deinterleave(self.data, self.qtype), self.qtype, self.shape, side(self.scales),
+                       side(self.mins), self.group_size, self.in_perm)
 
     def interleaved(self) -> "QTensor":
         """This weight in the row-interleaved layout (a copy; self when it already is one)."""
         if self.interleave:
             return self
-        from .kernels.cpu.interleave import interleave, supports
+        from .kernels.cpu.interleave import interleave, interleave_side, supports
 
         if not supports(self.qtype, self.shape):
             raise UnsupportedQTypeError(f"QTensor {self.qtype.name} {self.shape}: no row-interleaved layout "
-                                        f"(Q4_0 / Q4_1 / Q4_K with out % 8 == 0)")
-        return QTensor(interleave(self.data, self.qtype), self.qtype, self.shape, self.scales, self.mins,
-                       self.group_size, self.in_perm, interleave=8)
+                                        f"(Q4_0 / Q4_1 / Q4_K / INT4 with out % 8 == 0)")
+        side = (lambda t: None if t is None else interleave_side(t)) if self.qtype is QType.INT4 else (
+            lambda t: t)
+        return QTensor(interleave(self.data, self.qtype), self.qtype, self.shape, side(self.scales),
+                       side(self.mins), self.group_size, self.in_perm, interleave=8)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The packed tensors by name ("qweight", "scales", "mins"), e.g. to register as buffers."""

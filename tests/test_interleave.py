@@ -18,12 +18,12 @@ from pyquant.errors import KernelError, UnsupportedQTypeError
 from pyquant.kernels.cpu import interleave as il
 from pyquant.qtensor import QTensor
 
-TYPES = ["Q4_0", "Q4_1", "Q4_K"]
+TYPES = ["Q4_0", "Q4_1", "Q4_K", "INT4"]
 
 
 def _weight(qt, n, k, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return QTensor.quantize(torch.randn(n, k, generator=g), qt)
+    return QTensor.quantize(torch.randn(n, k, generator=g), qt, group_size=next(g for g in (128, 64, 32) if k % g == 0))
 
 
 @pytest.fixture
@@ -49,6 +49,10 @@ def test_layout_is_the_documented_permutation(qt):
             at = base + 8 * h + 64 * c + 8 * row
             assert torch.equal(g[grp, at:at + 8], blk[h + 8 * c:h + 8 * c + 8])
     assert torch.equal(il.deinterleave(i.data, q.qtype), q.data)
+    if qt == "INT4":   # scales / mins: [n/8][ng][8]
+        ng = q.scales.shape[1]
+        assert torch.equal(i.scales.reshape(2, ng, 8)[1, ng - 1], q.scales[8:16, ng - 1])
+        assert torch.equal(i.mins.reshape(2, ng, 8)[0, 0], q.mins[0:8, 0])
 
 
 @pytest.mark.parametrize("qt", TYPES)
@@ -84,7 +88,7 @@ def _linear(w, x, y):
     return y
 
 
-@pytest.mark.parametrize("k", [256, 288, 1280])
+@pytest.mark.parametrize("k", [256, 288, 320, 1280])
 @pytest.mark.parametrize("act", ["int8x2", "int8", "float"])
 @pytest.mark.parametrize("qt", TYPES)
 @pytest.mark.parametrize("isa", ["scalar", "avx2"], indirect=True)
@@ -93,8 +97,7 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
     if k % 256 and qt == "Q4_K":
         k += 256 - k % 256
     q = _weight(qt, n, k, seed=k)
-    wp = _C.Weight(int(q.qtype), q.data.numpy(), n, k)
-    wi = _C.Weight(int(q.qtype), q.interleaved().data.numpy(), n, k, interleave=8)
+    wp, wi = q.cpu_call, q.interleaved().cpu_call
     assert wi.interleave == 8
     act_mode(act)
     wabs = q.dequantize().double().abs()

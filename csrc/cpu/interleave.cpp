@@ -39,6 +39,8 @@ template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q4_1> = {4, 16, 32};   // d, m, qs[16]
 template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q4_K> = {16, 128, 256};   // d, dmin, scales[12], qs[128]
+template <>
+constexpr InterleaveSpec kSpec<kInt4> = {0, 16, 32};   // nibbles only: scales and mins are side arrays
 
 template <int Q>
 void gather_q(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
@@ -52,6 +54,7 @@ InterleaveSpec interleave_spec(int qtype) {
     case (int)QType::Q4_0: return kSpec<(int)QType::Q4_0>;
     case (int)QType::Q4_1: return kSpec<(int)QType::Q4_1>;
     case (int)QType::Q4_K: return kSpec<(int)QType::Q4_K>;
+    case kInt4: return kSpec<kInt4>;
     default: return {};
   }
 }
@@ -61,11 +64,24 @@ void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_
     case (int)QType::Q4_0: return gather_q<(int)QType::Q4_0>(w, r, b0, b1, dst);
     case (int)QType::Q4_1: return gather_q<(int)QType::Q4_1>(w, r, b0, b1, dst);
     case (int)QType::Q4_K: return gather_q<(int)QType::Q4_K>(w, r, b0, b1, dst);
+    case kInt4: return gather_q<kInt4>(w, r, b0, b1, dst);
     default: return;
   }
 }
 
 namespace {
+
+// int4's scales and mins of row r, groups [g0, g1), as plain arrays in v (stored [n/8][ng][8]).
+void side_arrays(const WeightRef& w, int64_t r, int64_t g0, int64_t g1, WeightRef& v) {
+  thread_local std::vector<float> sc, mn;
+  if (sc.size() < (size_t)(g1 - g0)) sc.resize((size_t)(g1 - g0)), mn.resize((size_t)(g1 - g0));
+  const int64_t ng = w.k / w.group_size, l = r % 8;
+  const float* s = w.scales + (r - l) * ng + l;
+  const float* m = w.mins + (r - l) * ng + l;
+  for (int64_t g = g0; g < g1; ++g) sc[(size_t)(g - g0)] = s[8 * g], mn[(size_t)(g - g0)] = m[8 * g];
+  v.scales = sc.data();
+  v.mins = mn.data();
+}
 
 // Row r of w as a plain one-row WeightRef over this thread's buffer.
 template <int Q>
@@ -76,6 +92,7 @@ WeightRef plain_row(const WeightRef& w, int64_t r) {
   WeightRef v = w;
   v.data = buf.data();
   v.interleave = 0;
+  if (Q == kInt4) side_arrays(w, r, 0, w.k / w.group_size, v);
   return v;
 }
 
@@ -96,6 +113,7 @@ struct Through {
     v.interleave = 0;
     v.k = std::min(w.k, c1 * kChunk) - c0 * kChunk;
     v.row_bytes = (int64_t)need;
+    if (Q == kInt4) side_arrays(w, r, c0 * kChunk / w.group_size, (c0 * kChunk + v.k) / w.group_size, v);
     return v;
   }
   static void unpack_scalar(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
@@ -132,10 +150,12 @@ const TypeInfo* type_info(const WeightRef& w) {
   static const TypeInfo q4_0 = Through<(int)QType::Q4_0>::make();
   static const TypeInfo q4_1 = Through<(int)QType::Q4_1>::make();
   static const TypeInfo q4_k = Through<(int)QType::Q4_K>::make();
+  static const TypeInfo i4 = Through<kInt4>::make();
   switch (w.qtype) {
     case (int)QType::Q4_0: return &q4_0;
     case (int)QType::Q4_1: return &q4_1;
     case (int)QType::Q4_K: return &q4_k;
+    case kInt4: return &i4;
     default: return nullptr;
   }
 }

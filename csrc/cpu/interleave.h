@@ -21,8 +21,8 @@ namespace pq {
 namespace mm {
 
 struct InterleaveSpec {
-  int header = 0;   // bytes per block before its quants (scales, mins); 0: no interleaved layout
-  int quants = 0;   // quant bytes per block (a multiple of 8)
+  int header = 0;   // bytes per block before its quants (scales, mins)
+  int quants = 0;   // quant bytes per block (a multiple of 8); 0: no interleaved layout
   int block = 0;    // weights per block
 };
 InterleaveSpec interleave_spec(int qtype);

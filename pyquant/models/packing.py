@@ -13,14 +13,17 @@ anonymous copy replaces them. PYQUANT_PACK_WEIGHTS=0 keeps the file mapping (for
 The copy is also where Q4_0 / Q4_1 / Q4_K weights take the row-interleaved layout the M = 1 kernels read
 fastest (pyquant/kernels/cpu/interleave.py: same bytes, permuted within groups of 8 rows; 1.46x
 at M = 1 for Q4_0 4096x14336, 2 threads, cold). A table the embedding also reads (a tied output
-head) stays row by row: the token step dequantizes single rows of it. PYQUANT_INTERLEAVE=0 keeps
-every weight row by row.
+head) stays row by row: the token step dequantizes single rows of it. int4 weights (AWQ, built in
+memory) take the same layout here, without the packed copy. PYQUANT_INTERLEAVE=0 keeps every weight
+row by row.
 """
 from __future__ import annotations
 
 import os
 
 import torch
+
+from ..qtypes import QType
 
 
 _HUGE = 2 << 20
@@ -64,6 +67,7 @@ def pack_step_weights(model, release=None) -> int:
     plain memory, freed when the last reference goes)."""
     if os.environ.get("PYQUANT_PACK_WEIGHTS", "1") == "0":
         return 0
+    from ..kernels.cpu import interleave as il
     from ..qtensor import QTensor
     from .weights import Embedding
 
@@ -72,6 +76,12 @@ def pack_step_weights(model, release=None) -> int:
         lins += [*L.qkv, L.wo, *L.gate_up, L.down]
     if model.output is not None:   # a layer split's last rank only
         lins.append(model.output)
+    interleave = os.environ.get("PYQUANT_INTERLEAVE", "1") != "0"
+    for lin in lins:   # int4 is no file view: its layout changes in place, one weight's copy at a time
+        qt = lin.qt
+        if (interleave and lin.dense is None and qt.qtype == QType.INT4 and qt.data.device.type == "cpu"
+                and not qt.interleave and il.supports(qt.qtype, qt.shape)):
+            lin.qt = qt.interleaved()
     lins = [lin for lin in lins if lin.dense is None and _packable(lin.qt)]
     qts = [lin.qt for lin in lins]
     embed = model.embed
@@ -85,10 +95,9 @@ def pack_step_weights(model, release=None) -> int:
     total = sum(sizes)
     if total == 0:
         return 0
-    from ..kernels.cpu import interleave as il
 
     def interleavable(i, qt):   # not a table the embedding reads, nor one laid out already
-        return (os.environ.get("PYQUANT_INTERLEAVE", "1") != "0" and i != tied and not qt.interleave
+        return (interleave and i != tied and not qt.interleave
                 and (embed is None or qt is not embed.qt) and il.supports(qt.qtype, qt.shape))
 
     mix = [interleavable(i, qt) for i, qt in enumerate(qts)]

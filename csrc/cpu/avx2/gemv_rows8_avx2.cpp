@@ -52,15 +52,24 @@ struct Split {
   }
 };
 
-// kMin: Q4_1 (header d, m per row; w = d*q + m); else Q4_0 (header d; w = d*(q - 8)).
+// Where the 8 rows' scale d and offset m of a block come from, and w = d * (q + off) or d * q + m:
+//   Q4_0: header d per row; w = d * (q - 8)         Q4_1: header (d, m) per row; w = d * q + m
+//   int4: no header; scales and mins side arrays, [n/8][ng][8] (a group's 8 rows side by side)
+enum Src { kQ4_0, kQ4_1, kInt4Src };
+
 // kPair: x[0] and its residual x[1] (d2 = d1/256 exactly): 256*S1 + S2 in int32, scaled by d * d2.
-template <bool kMin, bool kPair>
-void group8_q4(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
-  constexpr int kH = kMin ? 4 : 2, kTs = 8 * (kH + 16);
+template <Src kSrc, bool kPair>
+void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
+  constexpr int kH = kSrc == kQ4_0 ? 2 : kSrc == kQ4_1 ? 4 : 0, kTs = 8 * (kH + 16);
   const int64_t nb = w.k / 32;
   const uint8_t* g = w.data + r0 * w.row_bytes;
   const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256), perm = to_hadd_order();
   const float* dx = kPair ? x[1].d : x[0].d;
+  // int4: this group of rows' scales / mins, 8 per weight group
+  const int64_t ng = kSrc == kInt4Src ? w.k / w.group_size : 0;
+  const float* sc = kSrc == kInt4Src ? w.scales + r0 * ng : nullptr;
+  const float* mn = kSrc == kInt4Src ? w.mins + r0 * ng : nullptr;
+  const int shift = w.group_size == 64 ? 1 : w.group_size == 128 ? 2 : 0;
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accb[2] = {acc[0], acc[1]};
   const int64_t pf = prefetch_bytes();
   for (int64_t b = 0; b < nb; ++b) {
@@ -68,19 +77,22 @@ void group8_q4(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     if (pf)
       for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
     __m256 d, m;   // per row, in vphaddd's lane order
-    if (kMin) {   // [d0 m0 d1 m1 d2 m2 d3 m3], [d4 m4 ..]: shuffle_ps picks d0 d1 d4 d5 | d2 d3 d6 d7
+    if (kSrc == kQ4_1) {   // [d0 m0 d1 m1 d2 m2 d3 m3], [d4 m4 ..]: shuffle_ps picks d0 d1 d4 d5 | d2 d3 d6 d7
       const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
       const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + 16)));
       d = _mm256_shuffle_ps(v0, v1, 0x88);
       m = _mm256_shuffle_ps(v0, v1, 0xdd);
-    } else {
+    } else if (kSrc == kQ4_0) {
       d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
       m = d;
+    } else {
+      const int64_t gi = 8 * (b >> shift);
+      d = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sc + gi), perm);
+      m = _mm256_permutevar8x32_ps(_mm256_loadu_ps(mn + gi), perm);
     }
     const Split q(p + 8 * kH);
-    const int8_t* x1 = x[0].q + 32 * b;
     __m256i lo, hi, a, c;
-    q.dot(x1, lo, hi);
+    q.dot(x[0].q + 32 * b, lo, hi);
     if (kPair) {
       __m256i lo2, hi2;
       q.dot(x[1].q + 32 * b, lo2, hi2);
@@ -96,20 +108,20 @@ void group8_q4(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     const float sx = kPair ? x[0].s[b] + x[1].s[b] : x[0].s[b];
     accb[b & 1] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), accb[b & 1]);
   }
-  // offsets: Q4_1 adds m * s, Q4_0 subtracts 8 * d * s
+  // offsets: Q4_1 / int4 add m * s, Q4_0 subtracts 8 * d * s
   const __m256 off = _mm256_add_ps(accb[0], accb[1]);
-  const __m256 y = kMin ? _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), off)
-                        : _mm256_fnmadd_ps(off, _mm256_set1_ps(8.f), _mm256_add_ps(acc[0], acc[1]));
+  const __m256 y = kSrc != kQ4_0 ? _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), off)
+                                 : _mm256_fnmadd_ps(off, _mm256_set1_ps(8.f), _mm256_add_ps(acc[0], acc[1]));
   alignas(32) float t[8];
   _mm256_store_ps(t, y);
   static const int kRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
   for (int l = 0; l < 8; ++l) out[kRow[l]] = t[l];
 }
 
-template <bool kMin>
+template <Src kSrc>
 void group8(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out) {
-  if (pair) group8_q4<kMin, true>(w, r0, x, out);
-  else group8_q4<kMin, false>(w, r0, x, out);
+  if (pair) group8_x32<kSrc, true>(w, r0, x, out);
+  else group8_x32<kSrc, false>(w, r0, x, out);
 }
 
 // ---------------------------------------------------------------- Q4_K
@@ -253,8 +265,9 @@ void group8_q4_k(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, floa
 
 GemvGroup8Fn avx2_group8(int qtype) {
   switch (qtype) {
-    case (int)QType::Q4_0: return group8<false>;
-    case (int)QType::Q4_1: return group8<true>;
+    case (int)QType::Q4_0: return group8<kQ4_0>;
+    case (int)QType::Q4_1: return group8<kQ4_1>;
+    case kInt4: return group8<kInt4Src>;
     case (int)QType::Q4_K: return group8_q4_k;
     default: return nullptr;
   }

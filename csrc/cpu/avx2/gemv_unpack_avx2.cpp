@@ -159,6 +159,26 @@ void unpack_int4(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
+// Row-interleaved int4: block b of row r at grp + 128*b (+ 8*l, chunk 1 at + 64), its group's scale
+// and min at (r - l) * ng + 8 * g + l.
+void unpack_int4_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const X8Row x8(w, r);
+  const int64_t ng = w.k / w.group_size;
+  const float* sc = w.scales + (r - x8.l) * ng + x8.l;
+  const float* mn = w.mins + (r - x8.l) * ng + x8.l;
+  const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  for (int64_t b = 8 * c0; b < b1; ++b) {
+    const uint8_t* q = x8.grp + 128 * b + 8 * x8.l;
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, split_nibbles16(load_8_8(q, q + 64)));
+    u.a[j] = sc[8 * (b >> shift)];
+    u.b[j] = mn[8 * (b >> shift)];
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
 // int8: the weight row is already the q array.
 void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   const int8_t* p = reinterpret_cast<const int8_t*>(w.data + r * w.row_bytes) + c0 * kChunk;
@@ -359,6 +379,7 @@ UnpackRowFn avx2_unpacker_x8(int qtype) {
     case (int)QType::Q4_0: return unpack_q4_0_x8;
     case (int)QType::Q4_1: return unpack_q4_1_x8;
     case (int)QType::Q4_K: return unpack_q4_k_x8;
+    case kInt4: return unpack_int4_x8;
     default: return nullptr;
   }
 }

@@ -4,6 +4,8 @@ Rows [8g, 8g + 8) of a weight are stored block by block: the 8 rows' block heade
 then the block's quants in 8-byte chunks, chunk by chunk, rows 0..7 within a chunk. Same bytes,
 same size, permuted within each group of 8 rows, so the one packed copy the runner keeps
 (pyquant/models/packing.py) can be laid out this way at load time without doubling memory.
+pyquant's int4 (no block headers: the nibbles alone) also stores its scales and mins [n, ng] as
+[n/8][ng][8], a group's 8 rows side by side (`interleave_side`).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from ...qtypes import QType
 
 # qtype -> (header bytes, quant bytes) of one block; the C++ table is interleave_spec
-SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q4_K: (16, 128)}
+SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q4_K: (16, 128), QType.INT4: (0, 16)}
 
 
 def supports(qtype, shape) -> bool:
@@ -42,3 +44,14 @@ def deinterleave(data: torch.Tensor, qtype) -> torch.Tensor:
     hdr = x[..., :8 * h].reshape(n // 8, nb, 8, h).permute(0, 2, 1, 3)
     qs = x[..., 8 * h:].reshape(n // 8, nb, q // 8, 8, 8).permute(0, 3, 1, 2, 4).reshape(n // 8, 8, nb, q)
     return torch.cat([hdr, qs], dim=-1).reshape(n, rb)
+
+
+def interleave_side(t: torch.Tensor) -> torch.Tensor:
+    """int4 scales or mins [n, ng] -> the 8 rows of each group side by side per weight group."""
+    n, ng = t.shape
+    return t.reshape(n // 8, 8, ng).transpose(1, 2).reshape(n, ng).contiguous()
+
+
+def deinterleave_side(t: torch.Tensor) -> torch.Tensor:
+    n, ng = t.shape
+    return t.reshape(n // 8, ng, 8).transpose(1, 2).reshape(n, ng).contiguous()
