@@ -18,7 +18,7 @@ from pyquant.errors import KernelError, UnsupportedQTypeError
 from pyquant.kernels.cpu import interleave as il
 from pyquant.qtensor import QTensor
 
-TYPES = ["Q4_0", "Q4_1", "Q4_K", "INT4"]
+TYPES = ["Q4_0", "Q4_1", "Q4_K", "Q8_0", "INT4"]
 
 
 def _weight(qt, n, k, seed=0):
@@ -80,7 +80,7 @@ def test_bad_interleave_is_refused():
     with pytest.raises(KernelError, match="n % 8 == 0"):
         _C.Weight(2, d[:12], 12, 64, interleave=8)
     with pytest.raises(KernelError, match="no row-interleaved layout"):
-        _C.Weight(8, _weight("Q8_0", 16, 64).data.numpy(), 16, 64, interleave=8)
+        _C.Weight(6, _weight("Q5_0", 16, 64).data.numpy(), 16, 64, interleave=8)
 
 
 def _linear(w, x, y):
@@ -111,16 +111,17 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
             assert torch.equal(yi, yp), (m, act)
 
 
-def test_runner_packs_q4_weights_interleaved(smollm2_path):
-    """The default model (Q4_1) runs its linears on the interleaved layout; the tied output head,
-    whose rows the embedding reads one by one, stays plain (its _C.Weight too)."""
+def test_runner_packs_weights_interleaved(smollm2_path):
+    """The default model (Q4_1, its tied head / embedding Q8_0) runs every linear on the interleaved
+    layout; the embedding reads the head's interleaved bytes back row by row, exactly."""
     model = pyquant.load(smollm2_path, max_seq_len=16)
-    lins = [lin for L in model.layers for lin in (*L.qkv, L.wo, *L.gate_up, L.down)]
-    q41 = [lin for lin in lins if lin.qt.qtype.name == "Q4_1"]
-    assert q41 and all(lin.qt.interleave == 8 and lin.qt.cpu_call.interleave == 8 for lin in q41)
-    assert model.embed.qt.interleave == 0
-    if model.output is not None:
-        assert model.output.qt.interleave == 0 or model.output.qt.data.data_ptr() != model.embed.qt.data.data_ptr()
+    lins = [lin for L in model.layers for lin in (*L.qkv, L.wo, *L.gate_up, L.down)] + [model.output]
+    assert all(lin.qt.interleave == 8 and lin.qt.cpu_call.interleave == 8 for lin in lins)
+    emb = model.embed
+    assert emb.qt.interleave == 8 and emb.qt.data.data_ptr() == model.output.qt.data.data_ptr()
+    ids = torch.tensor([0, 7, 8, 12345, 49151, 7])
+    want = emb.qt.plain().dequantize()[ids]
+    assert torch.equal(emb(ids), want)
 
 
 def test_act_order_weight_interleaves_rows_not_columns():

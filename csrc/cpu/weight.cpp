@@ -3,9 +3,11 @@
 #include "cpu/weight.h"
 
 #include <string>
+#include <vector>
 
 #include "common/qtypes.h"
 #include "cpu/buffer.h"
+#include "cpu/dequant.h"
 #include "cpu/error.h"
 #include "cpu/interleave.h"
 
@@ -70,6 +72,24 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
   }
 }
 
+void Weight::dequantize_row(int64_t r, uintptr_t dst, int64_t dst_nbytes) const {
+  const bool ggml = ref_.qtype >= 0 && ref_.qtype < kMaxQType;
+  const DequantBlocksFn f = ggml ? dequant_kernel(ref_.qtype) : nullptr;
+  PQ_CHECK(f != nullptr, "Weight.dequantize_row: no dequantizer for ", info().name);
+  PQ_CHECK(r >= 0 && r < n_, "Weight.dequantize_row: row ", r, " out of [0, ", n_, ")");
+  PQ_CHECK(dst != 0 && dst_nbytes >= checked_mul("Weight.dequantize_row", ref_.k, 4, "row size"),
+           "Weight.dequantize_row: dst has ", dst_nbytes, " bytes, ", ref_.k, " float32 need ", 4 * ref_.k);
+  const int64_t nb = ref_.k / qtype_geometry(ref_.qtype).block_size;
+  const uint8_t* src = ref_.data + r * ref_.row_bytes;
+  thread_local std::vector<uint8_t> buf;
+  if (ref_.interleave) {
+    if (buf.size() < (size_t)ref_.row_bytes) buf.resize((size_t)ref_.row_bytes);
+    gather_blocks(ref_, r, 0, nb, buf.data());
+    src = buf.data();
+  }
+  f(src, reinterpret_cast<float*>(dst), nb);
+}
+
 void register_weight(py::module_& m) {
   using namespace pybind11::literals;
   py::class_<Weight>(m, "Weight",
@@ -85,6 +105,8 @@ void register_weight(py::module_& m) {
       .def_property_readonly("group_size", [](const Weight& w) { return w.ref().group_size; })
       .def_property_readonly("interleave", [](const Weight& w) { return w.ref().interleave; })
       .def_property_readonly("nbytes", &Weight::nbytes, "bytes of packed rows the kernels read")
+      .def("dequantize_row", &Weight::dequantize_row, "row"_a, "dst_ptr"_a, "dst_nbytes"_a,
+           "row `row` dequantized to in_features float32 at dst (ggml types; interleaved rows gathered)")
       .def("__repr__", [](const Weight& w) {
         return "_C.Weight(" + std::string(w.info().name) + ", n=" + std::to_string(w.n()) +
                ", k=" + std::to_string(w.k()) + ")";

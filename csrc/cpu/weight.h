@@ -28,6 +28,9 @@ class Weight {
   int64_t n() const { return n_; }
   int64_t k() const { return ref_.k; }
   int64_t nbytes() const { return nbytes_; }
+  // Row r of a ggml-type weight dequantized to k float32 at dst (an embedding lookup from a tied
+  // output head; a row-interleaved weight's row is gathered back first).
+  void dequantize_row(int64_t r, uintptr_t dst, int64_t dst_nbytes) const;
 
  private:
   std::vector<pybind11::object> owners_;

@@ -10,10 +10,11 @@ wall time p10 / median over 384 steps, file mapping and packed copy interleaved 
 2 threads 5.18 / 5.65 -> 4.96 / 5.37 ms, 1 thread 12.71 / 13.34 -> 11.91 / 12.53 ms. The file pages we copied from are dropped (release_pages), so RSS does not grow: the
 anonymous copy replaces them. PYQUANT_PACK_WEIGHTS=0 keeps the file mapping (for comparisons).
 
-The copy is also where Q4_0 / Q4_1 / Q4_K weights take the row-interleaved layout the M = 1 kernels read
+The copy is also where Q4_0 / Q4_1 / Q4_K / Q8_0 weights take the row-interleaved layout the M = 1 kernels read
 fastest (pyquant/kernels/cpu/interleave.py: same bytes, permuted within groups of 8 rows; 1.46x
-at M = 1 for Q4_0 4096x14336, 2 threads, cold). A table the embedding also reads (a tied output
-head) stays row by row: the token step dequantizes single rows of it. int4 weights (AWQ, built in
+at M = 1 for Q4_0 4096x14336, 2 threads, cold). A tied output head is interleaved too (the
+embedding puts the token's group of 8 rows back in order); an embedding-only table is not (the
+token step dequantizes its rows straight from the bytes). int4 weights (AWQ, built in
 memory) take the same layout here, without the packed copy. PYQUANT_INTERLEAVE=0 keeps every weight
 row by row.
 """
@@ -96,9 +97,9 @@ def pack_step_weights(model, release=None) -> int:
     if total == 0:
         return 0
 
-    def interleavable(i, qt):   # not a table the embedding reads, nor one laid out already
-        return (interleave and i != tied and not qt.interleave
-                and (embed is None or qt is not embed.qt) and il.supports(qt.qtype, qt.shape))
+    def interleavable(i, qt):   # the output head (tied to the embedding or not) included; an embedding-only table not
+        return (interleave and not qt.interleave and (embed is None or tied is not None or qt is not embed.qt)
+                and il.supports(qt.qtype, qt.shape))
 
     mix = [interleavable(i, qt) for i, qt in enumerate(qts)]
     raw = torch.empty(total + _HUGE, dtype=torch.uint8)
@@ -134,5 +135,6 @@ def pack_step_weights(model, release=None) -> int:
         lin.qt = qt
     if embed is not None and _packable(embed.qt):
         qt = packed[tied] if tied is not None else packed[-1]
-        model.embed = Embedding(QTensor(qt.data, qt.qtype, qt.shape), embed.first, embed.vocab_size)
+        model.embed = Embedding(QTensor(qt.data, qt.qtype, qt.shape, interleave=qt.interleave), embed.first,
+                                embed.vocab_size)
     return total

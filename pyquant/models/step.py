@@ -51,17 +51,28 @@ class TokenStep:
         no allocation); types without a C++ dequantizer go through Embedding.__call__."""
         from .._ext import _C
 
-        self.embed_row = None
+        self.embed_row = self.embed_weight = None
         if embed is None:   # a layer split's later ranks receive the residual instead
             return
         qt = embed.qt
-        if qt.qtype < 1000 and _C.has_dequantizer(int(qt.qtype)):
+        if qt.qtype < 1000 and _C.has_dequantizer(int(qt.qtype)) and qt.interleave:
+            # a tied output head stored row-interleaved: its _C.Weight gathers the row (~1 us)
+            self.embed_weight = (qt.cpu_call, self.x.data_ptr(), self.x.nbytes)
+        elif qt.qtype < 1000 and _C.has_dequantizer(int(qt.qtype)):
             rows = embed.rows
             self.embed_row = (_C.dequantize, int(qt.qtype), rows.data_ptr(), rows.shape[1], embed.n_rows,
                               self.x.data_ptr(), self.x.nbytes, embed.dim)
 
     def embed_into_x(self, token: int) -> None:
         e = self.embed_row
+        if self.embed_weight is not None:
+            w, x_ptr, x_nbytes = self.embed_weight
+            row = token - self.model.embed.first
+            if 0 <= row < w.n:
+                w.dequantize_row(row, x_ptr, x_nbytes)
+            else:   # tensor parallel: another rank holds the row
+                self.x.zero_()
+            return
         if e is None:
             self.token[0] = token
             self.x.copy_(self.model.embed(self.token))

@@ -138,23 +138,34 @@ class Embedding:
     outside them embed as zeros (the rank holding them supplies the row: an all-reduce)."""
 
     def __init__(self, qt, first: int = 0, vocab_size: int | None = None):
-        qt = qt.plain()   # rows are read one by one (the packer never interleaves a table it embeds from)
         self.qt = qt
-        self.rows = qt.data.reshape(qt.shape[0], -1)
+        self.rows = qt.data.reshape(qt.shape[0], -1)   # interleaved (a tied head): groups of 8 rows
         self.n_rows, self.dim = qt.shape
         self.first = first
         self.vocab_size = self.n_rows if vocab_size is None else vocab_size
+
+    def _take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Plain bytes of rows idx, [len(idx), row_bytes] uint8 (an interleaved table: their groups of 8
+        rows put back in row order, pyquant/kernels/cpu/interleave.py)."""
+        if not self.qt.interleave:
+            return self.rows.index_select(0, idx)
+        from ..kernels.cpu.interleave import deinterleave
+
+        rb = self.rows.shape[1]
+        groups = self.rows.reshape(-1, 8 * rb).index_select(0, idx // 8).reshape(-1, rb)
+        plain = deinterleave(groups, self.qt.qtype).reshape(-1, 8, rb)
+        return plain[torch.arange(idx.numel()), idx % 8]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         from ..dequant import dequantize
 
         if self.first == 0 and self.n_rows == self.vocab_size:
-            rows = self.rows.index_select(0, ids)  # [S, row_bytes] uint8
+            rows = self._take(ids)  # [S, row_bytes] uint8
             return dequantize(rows, self.qt.qtype, (ids.numel(), self.dim))  # [S, dim] float32
         local = ids - self.first
         mine = (local >= 0) & (local < self.n_rows)
         x = torch.zeros((ids.numel(), self.dim))
         if bool(mine.any()):
-            rows = self.rows.index_select(0, local[mine])
+            rows = self._take(local[mine])
             x[mine] = dequantize(rows, self.qt.qtype, (int(mine.sum()), self.dim))
         return x

@@ -124,6 +124,54 @@ void group8(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* ou
   else group8_x32<kSrc, false>(w, r0, x, out);
 }
 
+// ---------------------------------------------------------------- Q8_0
+// Group-block: 8 fp16 d, then 4 chunks of 8 rows x 8 signed bytes (weights 8c..8c+7). Signed
+// weights meet vpmaddubsw as |w| and x * sign(w); a lane's 2 products (<= 2 * 127 * 127) leave no
+// room for int16 sums, so each 32-byte register goes to int32 (vpmaddwd) before the next is added.
+template <bool kPair>
+void group8_q8_0_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
+  constexpr int kTs = 8 * 34;
+  const int64_t nb = w.k / 32;
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256), perm = to_hadd_order();
+  const float* dx = kPair ? x[1].d : x[0].d;
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  const int64_t pf = prefetch_bytes();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = g + kTs * b;
+    if (pf)
+      for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
+    const __m256 d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
+    __m256i s[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};   // rows 0-3, 4-7: [r0 r0 r1 r1 | ..]
+    for (int c = 0; c < 4; ++c) {
+      const __m256i x1 = bcast8(x[0].q + 32 * b + 8 * c);
+      const __m256i x2 = kPair ? bcast8(x[1].q + 32 * b + 8 * c) : x1;
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 16 + 64 * c + 32 * h));
+        const __m256i a = _mm256_abs_epi8(v);
+        const __m256i p1 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(x1, v));
+        if (kPair) {   // |256 * S1| <= 256 * 32 * 127 * 127 < 2^31
+          const __m256i p2 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(x2, v));
+          s[h] = _mm256_add_epi32(s[h], _mm256_add_epi32(_mm256_madd_epi16(p1, k256), _mm256_madd_epi16(p2, ones)));
+        } else {
+          s[h] = _mm256_add_epi32(s[h], _mm256_madd_epi16(p1, ones));
+        }
+      }
+    }
+    const __m256 sf = _mm256_cvtepi32_ps(_mm256_hadd_epi32(s[0], s[1]));
+    acc[b & 1] = _mm256_fmadd_ps(sf, _mm256_mul_ps(d, _mm256_set1_ps(dx[b])), acc[b & 1]);
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, _mm256_add_ps(acc[0], acc[1]));
+  static const int kRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+  for (int l = 0; l < 8; ++l) out[kRow[l]] = t[l];
+}
+
+void group8_q8_0(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out) {
+  if (pair) group8_q8_0_t<true>(w, r0, x, out);
+  else group8_q8_0_t<false>(w, r0, x, out);
+}
+
 // ---------------------------------------------------------------- Q4_K
 // Group-block: 8 headers (d, dmin, 12 bytes of 6-bit scales / mins) = 128 bytes, then 16 chunks
 // of 8 rows x 8 bytes. Chunk c holds qs bytes 8c..8c+7: low nibbles sub-block 2(c/4), high
@@ -269,6 +317,7 @@ GemvGroup8Fn avx2_group8(int qtype) {
     case (int)QType::Q4_1: return group8<kQ4_1>;
     case kInt4: return group8<kInt4Src>;
     case (int)QType::Q4_K: return group8_q4_k;
+    case (int)QType::Q8_0: return group8_q8_0;
     default: return nullptr;
   }
 }

@@ -140,6 +140,23 @@ void unpack_q8_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
+// Row-interleaved Q8_0: the block's 32 bytes are the row's 4 chunks, 64 bytes apart.
+void unpack_q8_0_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const X8Row x8(w, r);
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  for (int64_t b = 8 * c0; b < b1; ++b) {
+    const uint8_t* base = x8.grp + 272 * b;
+    const uint8_t* q = base + 16 + 8 * x8.l;
+    UChunk& u = out[b / 8 - c0];
+    const int j = (int)(b % 8);
+    store32(u.q + 32 * j, _mm256_inserti128_si256(_mm256_castsi128_si256(load_8_8(q, q + 64)),
+                                                  load_8_8(q + 128, q + 192), 1));
+    u.a[j] = h2f(base + 2 * x8.l);
+    u.b[j] = 0.f;
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
 // int4: Q4_0's nibble layout without block headers; scale/min per group from side arrays.
 void unpack_int4(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   const uint8_t* p = w.data + r * w.row_bytes;
@@ -379,6 +396,7 @@ UnpackRowFn avx2_unpacker_x8(int qtype) {
     case (int)QType::Q4_0: return unpack_q4_0_x8;
     case (int)QType::Q4_1: return unpack_q4_1_x8;
     case (int)QType::Q4_K: return unpack_q4_k_x8;
+    case (int)QType::Q8_0: return unpack_q8_0_x8;
     case kInt4: return unpack_int4_x8;
     default: return nullptr;
   }
