@@ -42,7 +42,7 @@ GGUF = {
 # the gather of x through the permutation; 2.5 bpw ([3, 2] bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
 EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
-X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K"}
+X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K", "Q8_0-x8": "Q8_0"}
 KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g128-x8", "int4-g64", "int4-g32", "int8"] + list(EXL2)
 QUICK_SHAPE = (4096, 14336)
 
@@ -163,7 +163,7 @@ def _nbytes(item):
 def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
-    approx = {"Q4_0": 0.5625, "Q4_0-x8": 0.5625, "Q4_K-x8": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625, "int4-g128-x8": 0.5625,
+    approx = {"Q4_0": 0.5625, "Q4_0-x8": 0.5625, "Q4_K-x8": 0.5625, "Q8_0-x8": 1.0625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625, "int4-g128-x8": 0.5625,
               "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.5625, "exl2-4.0": 0.5625,
               "exl2-6.0": 1.0625}
     pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)

@@ -135,3 +135,19 @@ def test_act_order_weight_interleaves_rows_not_columns():
     for w in (qp, qp.interleaved()):
         assert torch.allclose(pyquant.ops.qmatmul(x, w), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()))
     assert torch.equal(qp.interleaved().dequantize(), qp.dequantize())
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_weight_dequantize_row(interleaved):
+    q = _weight("Q8_0", 16, 96)
+    w = (q.interleaved() if interleaved else q).cpu_call
+    out = torch.empty(96)
+    for r in (0, 5, 15):
+        w.dequantize_row(r, out.data_ptr(), out.nbytes)
+        assert torch.equal(out, q.dequantize()[r])
+    with pytest.raises(KernelError, match="out of"):
+        w.dequantize_row(16, out.data_ptr(), out.nbytes)
+    with pytest.raises(KernelError, match="bytes"):
+        w.dequantize_row(0, out.data_ptr(), out.nbytes - 4)
+    with pytest.raises(KernelError, match="no dequantizer"):
+        _weight("INT4", 16, 128).cpu_call.dequantize_row(0, out.data_ptr(), out.nbytes)
