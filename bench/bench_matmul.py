@@ -163,10 +163,11 @@ def _nbytes(item):
 def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
-    approx = {"Q4_0": 0.5625, "Q4_0-x8": 0.5625, "Q4_K-x8": 0.5625, "Q8_0-x8": 1.0625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625, "int4-g128-x8": 0.5625,
+    approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
               "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.5625, "exl2-4.0": 0.5625,
               "exl2-6.0": 1.0625}
-    pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(approx[name] * n * k), cold)
+    bpw = approx[X8.get(name, name.removesuffix("-x8"))]   # bytes per weight (the layout keeps the size)
+    pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(bpw * n * k), cold)
     wbytes = _nbytes(pool[0])
     x = torch.randn(m, k)
     y = torch.empty(m, n)
