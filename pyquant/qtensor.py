@@ -9,7 +9,7 @@ surprises. Layouts by format (`qtype`):
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
 - INT8: data int8 [N, K] + scales float32 [N].
 
-A Q4_0 / Q4_1 / Q4_K / Q8_0 / INT4 weight may be stored row-interleaved (`interleave=8`: rows permuted within groups
+A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 weight may be stored row-interleaved (`interleave=8`: rows permuted within groups
 of 8, pyquant/kernels/cpu/interleave.py), the layout the CPU's M = 1 kernels read fastest; the
 runner packs its weights so at load time. Only the CPU kernels read it as is: every other use
 (dequantize, slicing, device moves) goes through `plain()`.
@@ -88,7 +88,7 @@ class QTensor:
 
             if self.interleave != 8 or not il.supports(qt, shape):
                 raise UnsupportedQTypeError(
-                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, Q4_0 / Q4_1 / Q4_K / Q8_0 / INT4 and "
+                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 and "
                     f"(out, in) with out % 8 == 0")
 
     def _nk(self) -> tuple[int, int]:
@@ -181,7 +181,7 @@ class QTensor:
 
         if not supports(self.qtype, self.shape):
             raise UnsupportedQTypeError(f"QTensor {self.qtype.name} {self.shape}: no row-interleaved layout "
-                                        f"(Q4_0 / Q4_1 / Q4_K / Q8_0 / INT4 with out % 8 == 0)")
+                                        f"(Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 with out % 8 == 0)")
         side = (lambda t: None if t is None else interleave_side(t)) if self.qtype is QType.INT4 else (
             lambda t: t)
         return QTensor(interleave(self.data, self.qtype), self.qtype, self.shape, side(self.scales),

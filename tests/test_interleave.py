@@ -18,7 +18,7 @@ from pyquant.errors import KernelError, UnsupportedQTypeError
 from pyquant.kernels.cpu import interleave as il
 from pyquant.qtensor import QTensor
 
-TYPES = ["Q4_0", "Q4_1", "Q4_K", "Q8_0", "INT4"]
+TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q8_0", "INT4"]
 
 
 def _weight(qt, n, k, seed=0):
@@ -80,7 +80,7 @@ def test_bad_interleave_is_refused():
     with pytest.raises(KernelError, match="n % 8 == 0"):
         _C.Weight(2, d[:12], 12, 64, interleave=8)
     with pytest.raises(KernelError, match="no row-interleaved layout"):
-        _C.Weight(6, _weight("Q5_0", 16, 64).data.numpy(), 16, 64, interleave=8)
+        _C.Weight(14, _weight("Q6_K", 16, 256).data.numpy(), 16, 256, interleave=8)
 
 
 def _linear(w, x, y):

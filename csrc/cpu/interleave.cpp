@@ -40,6 +40,10 @@ constexpr InterleaveSpec kSpec<(int)QType::Q4_1> = {4, 16, 32};   // d, m, qs[16
 template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q4_K> = {16, 128, 256};   // d, dmin, scales[12], qs[128]
 template <>
+constexpr InterleaveSpec kSpec<(int)QType::Q5_0> = {6, 16, 32};   // d, qh[4], qs[16]
+template <>
+constexpr InterleaveSpec kSpec<(int)QType::Q5_1> = {8, 16, 32};   // d, m, qh[4], qs[16]
+template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q8_0> = {2, 32, 32};   // d, qs[32]
 template <>
 constexpr InterleaveSpec kSpec<kInt4> = {0, 16, 32};   // nibbles only: scales and mins are side arrays
@@ -56,6 +60,8 @@ InterleaveSpec interleave_spec(int qtype) {
     case (int)QType::Q4_0: return kSpec<(int)QType::Q4_0>;
     case (int)QType::Q4_1: return kSpec<(int)QType::Q4_1>;
     case (int)QType::Q4_K: return kSpec<(int)QType::Q4_K>;
+    case (int)QType::Q5_0: return kSpec<(int)QType::Q5_0>;
+    case (int)QType::Q5_1: return kSpec<(int)QType::Q5_1>;
     case (int)QType::Q8_0: return kSpec<(int)QType::Q8_0>;
     case kInt4: return kSpec<kInt4>;
     default: return {};
@@ -67,6 +73,8 @@ void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_
     case (int)QType::Q4_0: return gather_q<(int)QType::Q4_0>(w, r, b0, b1, dst);
     case (int)QType::Q4_1: return gather_q<(int)QType::Q4_1>(w, r, b0, b1, dst);
     case (int)QType::Q4_K: return gather_q<(int)QType::Q4_K>(w, r, b0, b1, dst);
+    case (int)QType::Q5_0: return gather_q<(int)QType::Q5_0>(w, r, b0, b1, dst);
+    case (int)QType::Q5_1: return gather_q<(int)QType::Q5_1>(w, r, b0, b1, dst);
     case (int)QType::Q8_0: return gather_q<(int)QType::Q8_0>(w, r, b0, b1, dst);
     case kInt4: return gather_q<kInt4>(w, r, b0, b1, dst);
     default: return;
@@ -154,12 +162,16 @@ const TypeInfo* type_info(const WeightRef& w) {
   static const TypeInfo q4_0 = Through<(int)QType::Q4_0>::make();
   static const TypeInfo q4_1 = Through<(int)QType::Q4_1>::make();
   static const TypeInfo q4_k = Through<(int)QType::Q4_K>::make();
+  static const TypeInfo q5_0 = Through<(int)QType::Q5_0>::make();
+  static const TypeInfo q5_1 = Through<(int)QType::Q5_1>::make();
   static const TypeInfo q8_0 = Through<(int)QType::Q8_0>::make();
   static const TypeInfo i4 = Through<kInt4>::make();
   switch (w.qtype) {
     case (int)QType::Q4_0: return &q4_0;
     case (int)QType::Q4_1: return &q4_1;
     case (int)QType::Q4_K: return &q4_k;
+    case (int)QType::Q5_0: return &q5_0;
+    case (int)QType::Q5_1: return &q5_1;
     case (int)QType::Q8_0: return &q8_0;
     case kInt4: return &i4;
     default: return nullptr;

@@ -55,12 +55,43 @@ struct Split {
 // Where the 8 rows' scale d and offset m of a block come from, and w = d * (q + off) or d * q + m:
 //   Q4_0: header d per row; w = d * (q - 8)         Q4_1: header (d, m) per row; w = d * q + m
 //   int4: no header; scales and mins side arrays, [n/8][ng][8] (a group's 8 rows side by side)
-enum Src { kQ4_0, kQ4_1, kInt4Src };
+//   Q5_0: header (d, qh[4]); w = d * (q - 16)       Q5_1: header (d, m, qh[4]); w = d * q + m
+//         (qh bit j: the 5th bit of weight j)
+enum Src { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kInt4Src };
+
+inline uint16_t ld16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline int32_t ld32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+// fp16 at p, p + stride, .. (8 rows' headers) as floats in row order
+inline __m256 halves8(const uint8_t* p, int stride) {
+  return _mm256_cvtph_ps(_mm_setr_epi16(ld16(p), ld16(p + stride), ld16(p + 2 * stride), ld16(p + 3 * stride),
+                                        ld16(p + 4 * stride), ld16(p + 5 * stride), ld16(p + 6 * stride),
+                                        ld16(p + 7 * stride)));
+}
+
+// The 5th bits of 4 rows (qh dwords q4 = [qh0 qh1 qh2 qh3] in both lanes) for the register whose
+// 64-bit lanes hold those rows' weights 8j..8j+7: 0x10 where set.
+inline __m256i bit5(__m256i q4, int j) {
+  const __m256i idx = _mm256_setr_epi64x(0x0101010101010101LL * j, 0x0101010101010101LL * (4 + j),
+                                         0x0101010101010101LL * (8 + j), 0x0101010101010101LL * (12 + j));
+  const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(q4, idx), bits);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), _mm256_set1_epi8(0x10));
+}
 
 // kPair: x[0] and its residual x[1] (d2 = d1/256 exactly): 256*S1 + S2 in int32, scaled by d * d2.
 template <Src kSrc, bool kPair>
 void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
-  constexpr int kH = kSrc == kQ4_0 ? 2 : kSrc == kQ4_1 ? 4 : 0, kTs = 8 * (kH + 16);
+  constexpr int kH = kSrc == kQ4_0 ? 2 : kSrc == kQ4_1 ? 4 : kSrc == kQ5_0 ? 6 : kSrc == kQ5_1 ? 8 : 0;
+  constexpr int kTs = 8 * (kH + 16);
+  constexpr bool kQ5 = kSrc == kQ5_0 || kSrc == kQ5_1;
   const int64_t nb = w.k / 32;
   const uint8_t* g = w.data + r0 * w.row_bytes;
   const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256), perm = to_hadd_order();
@@ -85,12 +116,26 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     } else if (kSrc == kQ4_0) {
       d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
       m = d;
+    } else if (kQ5) {
+      d = _mm256_permutevar8x32_ps(halves8(p, kH), perm);
+      m = kSrc == kQ5_1 ? _mm256_permutevar8x32_ps(halves8(p + 2, kH), perm) : d;
     } else {
       const int64_t gi = 8 * (b >> shift);
       d = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sc + gi), perm);
       m = _mm256_permutevar8x32_ps(_mm256_loadu_ps(mn + gi), perm);
     }
-    const Split q(p + 8 * kH);
+    Split q(p + 8 * kH);
+    if (kQ5) {   // register -> qh byte: l0/l1 weights 0-7, l2/l3 8-15, h0/h1 16-23, h2/h3 24-31
+      const int o = kH - 4;   // qh's offset in the header
+      const __m256i q03 = _mm256_broadcastsi128_si256(
+          _mm_setr_epi32(ld32(p + o), ld32(p + kH + o), ld32(p + 2 * kH + o), ld32(p + 3 * kH + o)));
+      const __m256i q47 = _mm256_broadcastsi128_si256(
+          _mm_setr_epi32(ld32(p + 4 * kH + o), ld32(p + 5 * kH + o), ld32(p + 6 * kH + o), ld32(p + 7 * kH + o)));
+      q.l0 = _mm256_or_si256(q.l0, bit5(q03, 0)); q.l1 = _mm256_or_si256(q.l1, bit5(q47, 0));
+      q.l2 = _mm256_or_si256(q.l2, bit5(q03, 1)); q.l3 = _mm256_or_si256(q.l3, bit5(q47, 1));
+      q.h0 = _mm256_or_si256(q.h0, bit5(q03, 2)); q.h1 = _mm256_or_si256(q.h1, bit5(q47, 2));
+      q.h2 = _mm256_or_si256(q.h2, bit5(q03, 3)); q.h3 = _mm256_or_si256(q.h3, bit5(q47, 3));
+    }
     __m256i lo, hi, a, c;
     q.dot(x[0].q + 32 * b, lo, hi);
     if (kPair) {
@@ -108,10 +153,10 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     const float sx = kPair ? x[0].s[b] + x[1].s[b] : x[0].s[b];
     accb[b & 1] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), accb[b & 1]);
   }
-  // offsets: Q4_1 / int4 add m * s, Q4_0 subtracts 8 * d * s
+  // offsets: Q4_1 / Q5_1 / int4 add m * s, Q4_0 subtracts 8 * d * s, Q5_0 16 * d * s
   const __m256 off = _mm256_add_ps(accb[0], accb[1]);
-  const __m256 y = kSrc != kQ4_0 ? _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), off)
-                                 : _mm256_fnmadd_ps(off, _mm256_set1_ps(8.f), _mm256_add_ps(acc[0], acc[1]));
+  constexpr float kOff = kSrc == kQ4_0 ? -8.f : kSrc == kQ5_0 ? -16.f : 1.f;
+  const __m256 y = _mm256_fmadd_ps(off, _mm256_set1_ps(kOff), _mm256_add_ps(acc[0], acc[1]));
   alignas(32) float t[8];
   _mm256_store_ps(t, y);
   static const int kRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
@@ -315,6 +360,8 @@ GemvGroup8Fn avx2_group8(int qtype) {
   switch (qtype) {
     case (int)QType::Q4_0: return group8<kQ4_0>;
     case (int)QType::Q4_1: return group8<kQ4_1>;
+    case (int)QType::Q5_0: return group8<kQ5_0>;
+    case (int)QType::Q5_1: return group8<kQ5_1>;
     case kInt4: return group8<kInt4Src>;
     case (int)QType::Q4_K: return group8_q4_k;
     case (int)QType::Q8_0: return group8_q8_0;
