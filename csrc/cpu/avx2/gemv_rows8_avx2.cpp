@@ -59,22 +59,41 @@ struct Split {
 //         (qh bit j: the 5th bit of weight j)
 enum Src { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kInt4Src };
 
-inline uint16_t ld16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-inline int32_t ld32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-// fp16 at p, p + stride, .. (8 rows' headers) as floats in row order
-inline __m256 halves8(const uint8_t* p, int stride) {
-  return _mm256_cvtph_ps(_mm_setr_epi16(ld16(p), ld16(p + stride), ld16(p + 2 * stride), ld16(p + 3 * stride),
-                                        ld16(p + 4 * stride), ld16(p + 5 * stride), ld16(p + 6 * stride),
-                                        ld16(p + 7 * stride)));
-}
+// The 8 headers of a Q5_0 / Q5_1 group-block: d (and m) in vphaddd lane order, the qh dwords of
+// rows 0-3 / 4-7 in both lanes. Two rows' headers per 16-byte load, regrouped by shuffles (built
+// from 16 scalar loads and inserts they cost ~5 uops per row and block: Q5_0 ran 2.5x Q4_0's time).
+struct Q5Headers {
+  __m256 d, m;
+  __m256i q03, q47;
+  Q5Headers(const uint8_t* p, bool q5_1, __m256i perm) {
+    if (q5_1) {   // 8-byte headers [d m qh]: dwords (dm, qh) per row
+      __m128 dm[2];
+      __m128i qh[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m128 a = _mm_castsi128_ps(_mm_loadu_si128((const __m128i*)(p + 32 * h)));
+        const __m128 b = _mm_castsi128_ps(_mm_loadu_si128((const __m128i*)(p + 32 * h + 16)));
+        dm[h] = _mm_shuffle_ps(a, b, 0x88);                      // (d, m) of 4 rows
+        qh[h] = _mm_castps_si128(_mm_shuffle_ps(a, b, 0xdd));    // qh of 4 rows
+      }
+      const __m256 v0 = _mm256_cvtph_ps(_mm_castps_si128(dm[0])), v1 = _mm256_cvtph_ps(_mm_castps_si128(dm[1]));
+      d = _mm256_shuffle_ps(v0, v1, 0x88);   // [d0 d1 d4 d5 | d2 d3 d6 d7]
+      m = _mm256_shuffle_ps(v0, v1, 0xdd);
+      q03 = _mm256_broadcastsi128_si256(qh[0]);
+      q47 = _mm256_broadcastsi128_si256(qh[1]);
+      return;
+    }
+    // 6-byte headers [d qh]: per 2-row load, dword 0 = (d_a, d_b), 1 = qh_a, 2 = qh_b
+    const __m128i sel = _mm_setr_epi8(0, 1, 6, 7, 2, 3, 4, 5, 8, 9, 10, 11, -1, -1, -1, -1);
+    __m128i t[4];
+    for (int i = 0; i < 4; ++i) t[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i*)(p + 12 * i)), sel);
+    const __m128i ab = _mm_unpacklo_epi32(t[0], t[1]), cd = _mm_unpacklo_epi32(t[2], t[3]);   // [d d qh qh]
+    const __m128i q03 = _mm_unpacklo_epi32(_mm_unpackhi_epi64(ab, ab), _mm_unpackhi_epi32(t[0], t[1]));
+    const __m128i q47 = _mm_unpacklo_epi32(_mm_unpackhi_epi64(cd, cd), _mm_unpackhi_epi32(t[2], t[3]));
+    d = m = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_unpacklo_epi64(ab, cd)), perm);
+    this->q03 = _mm256_broadcastsi128_si256(q03);
+    this->q47 = _mm256_broadcastsi128_si256(q47);
+  }
+};
 
 // The 5th bits of 4 rows (qh dwords q4 = [qh0 qh1 qh2 qh3] in both lanes) for the register whose
 // 64-bit lanes hold those rows' weights 8j..8j+7: 0x10 where set.
@@ -108,6 +127,7 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     if (pf)
       for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
     __m256 d, m;   // per row, in vphaddd's lane order
+    __m256i q03, q47;   // Q5: the qh dwords of rows 0-3 / 4-7
     if (kSrc == kQ4_1) {   // [d0 m0 d1 m1 d2 m2 d3 m3], [d4 m4 ..]: shuffle_ps picks d0 d1 d4 d5 | d2 d3 d6 d7
       const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
       const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + 16)));
@@ -117,8 +137,11 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
       d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
       m = d;
     } else if (kQ5) {
-      d = _mm256_permutevar8x32_ps(halves8(p, kH), perm);
-      m = kSrc == kQ5_1 ? _mm256_permutevar8x32_ps(halves8(p + 2, kH), perm) : d;
+      const Q5Headers hd(p, kSrc == kQ5_1, perm);
+      d = hd.d;
+      m = hd.m;
+      q03 = hd.q03;
+      q47 = hd.q47;
     } else {
       const int64_t gi = 8 * (b >> shift);
       d = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sc + gi), perm);
@@ -126,11 +149,6 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     }
     Split q(p + 8 * kH);
     if (kQ5) {   // register -> qh byte: l0/l1 weights 0-7, l2/l3 8-15, h0/h1 16-23, h2/h3 24-31
-      const int o = kH - 4;   // qh's offset in the header
-      const __m256i q03 = _mm256_broadcastsi128_si256(
-          _mm_setr_epi32(ld32(p + o), ld32(p + kH + o), ld32(p + 2 * kH + o), ld32(p + 3 * kH + o)));
-      const __m256i q47 = _mm256_broadcastsi128_si256(
-          _mm_setr_epi32(ld32(p + 4 * kH + o), ld32(p + 5 * kH + o), ld32(p + 6 * kH + o), ld32(p + 7 * kH + o)));
       q.l0 = _mm256_or_si256(q.l0, bit5(q03, 0)); q.l1 = _mm256_or_si256(q.l1, bit5(q47, 0));
       q.l2 = _mm256_or_si256(q.l2, bit5(q03, 1)); q.l3 = _mm256_or_si256(q.l3, bit5(q47, 1));
       q.h0 = _mm256_or_si256(q.h0, bit5(q03, 2)); q.h1 = _mm256_or_si256(q.h1, bit5(q47, 2));
