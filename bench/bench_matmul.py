@@ -39,7 +39,8 @@ GGUF = {
 }
 # int4-g*: pyquant's int4 layout, which AWQ checkpoints (group 128 / 64 / 32) are repacked into at load
 # exl2-*: what an EXL2 Linear runs as (formats/exl2/reader.py): its exact ggml blocks in act-order plus
-# the gather of x through the permutation; 2.5 bpw ([3, 2] bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
+# the gather of x through the permutation, rows interleaved as the runner packs them; 2.5 bpw ([3, 2]
+# bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
 EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
 X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K", "Q8_0-x8": "Q8_0"}
@@ -129,9 +130,12 @@ def test_torch_anchor(benchmark, threads, roofline, name, n, k, m, t):
 # ---------------------------------------------------------------- pyquant
 def _pyquant_weight(name, n, k):
     rng = np.random.default_rng(0)
-    if name in EXL2:
+    if name in EXL2:   # rows interleaved, as the runner packs them
+        from pyquant.kernels.cpu.interleave import interleave
+
         qtype, bs, ts, offs = GGUF[EXL2[name]]
-        return random_blocks(rng, n, k // bs, ts, offs), rng.permutation(k).astype(np.int64)
+        plain = torch.from_numpy(random_blocks(rng, n, k // bs, ts, offs).reshape(n, -1))
+        return interleave(plain, qtype).numpy().reshape(-1), rng.permutation(k).astype(np.int64)
     if name in GGUF:
         qtype, bs, ts, offs = GGUF[name]
         return random_blocks(rng, n, k // bs, ts, offs)
@@ -177,14 +181,14 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
         from pyquant.qtensor import QTensor
 
         qtype = GGUF[EXL2[name]][0]
-        path = _C.matmul_path("gguf", qtype, m) + " + gather"
+        path = _C.matmul_path("gguf", qtype, m) + " + gather (rows interleaved by 8)"
         qts = {}   # one QTensor per pool copy (building one validates the permutation: not timed)
 
         def fn(p):
             qt = qts.get(id(p))
             if qt is None:
                 qt = qts[id(p)] = QTensor(torch.from_numpy(p[0].reshape(n, -1)), qtype, (n, k),
-                                          in_perm=torch.from_numpy(p[1]))
+                                          in_perm=torch.from_numpy(p[1]), interleave=8)
             return linear_into(x, qt, y)
 
         for p in pool:

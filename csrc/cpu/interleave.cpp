@@ -101,6 +101,9 @@ WeightRef plain_row(const WeightRef& w, int64_t r) {
   thread_local std::vector<uint8_t> buf;
   if (buf.size() < (size_t)w.row_bytes) buf.resize((size_t)w.row_bytes);
   gather_q<Q>(w, r, 0, w.k / kSpec<Q>.block, buf.data());
+  // slice r % 8 of the next group: it arrives while this group's 8 rows run (see LLegacyX8)
+  const uint8_t* next = w.data + (r - r % 8 + 8) * w.row_bytes + (r % 8) * w.row_bytes;
+  for (int64_t o = 0; o < w.row_bytes; o += 64) __builtin_prefetch(next + o);
   WeightRef v = w;
   v.data = buf.data();
   v.interleave = 0;
@@ -147,9 +150,10 @@ struct Through {
     TypeInfo t = plain();
     t.unpack_scalar = unpack_scalar;
     if (t.unpack_avx2) t.unpack_avx2 = avx2_unpacker_x8(Q) ? avx2_unpacker_x8(Q) : unpack_avx2;
-    if (t.fused_avx2) t.fused_avx2 = fused;
-    if (t.fused8_avx2) t.fused8_avx2 = fused8;
-    if (t.fused_pair_avx2) t.fused_pair_avx2 = pair;
+    const X8Kernels in_place = avx2_fused_x8(Q);   // else through a gathered copy of the row
+    if (t.fused_avx2) t.fused_avx2 = in_place.fused ? in_place.fused : fused;
+    if (t.fused8_avx2) t.fused8_avx2 = in_place.fused8 ? in_place.fused8 : fused8;
+    if (t.fused_pair_avx2) t.fused_pair_avx2 = in_place.pair ? in_place.pair : pair;
     t.group8_avx2 = avx2_group8(Q);
     return t;
   }

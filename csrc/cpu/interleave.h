@@ -31,7 +31,13 @@ InterleaveSpec interleave_spec(int qtype);
 void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst);
 
 UnpackRowFn avx2_unpacker_x8(int qtype);   // avx2/gemv_unpack_avx2.cpp: reads the layout in place
-GemvGroup8Fn avx2_group8(int qtype);   // avx2/gemv_rows8_avx2.cpp (nullptr if none)
+GemvGroup8Fn avx2_group8(int qtype);
+struct X8Kernels {
+  GemvFusedFn fused = nullptr;
+  GemvFused8Fn fused8 = nullptr;
+  GemvPairFn pair = nullptr;
+};
+X8Kernels avx2_fused_x8(int qtype);   // avx2/gemv_fused_avx2.cpp: the small-m kernels reading in place   // avx2/gemv_rows8_avx2.cpp (nullptr if none)
 
 }  // namespace mm
 }  // namespace pq
