@@ -603,7 +603,7 @@ class Step {
       // row-interleaved weight: 8 rows at once where a whole group lies in [r, r1)
       if (avx2_ && !float_act_ && p.ti->group8_avx2 && rl % 8 == 0 && r + 8 <= r1) {
         float o8[8];
-        p.ti->group8_avx2(p.w, rl, actq_[p.ti->kind == Kind::X256].row, comp_, o8);
+        p.ti->group8_avx2(p.w, rl, actq_[p.ti->kind == Kind::X256].row, 1, comp_, o8);
         for (int i = 0; i < 8; ++i)
           y[r + i] = o8[i] + (p.bias ? p.bias[rl + i] : 0.f) + (res ? res[r + i] : 0.f);
         r += 7;

@@ -241,6 +241,9 @@ namespace {
 // GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
 // Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
 constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128;
+// Row-interleaved weights take the 8-row GEMV up to this m (measured, 4096x14336 Q4_0 int8x2, 2
+// threads: see run_gemv's group path and README).
+constexpr int64_t kGroup8MaxM = 8;
 
 bool int8_gemm_for(int qtype) {
   return gemm_int8_bits(qtype) && active_isa() == Isa::Avx2 && g_fused.load() && g_int8_gemm.load();
@@ -250,6 +253,10 @@ Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
   const bool q8 = ti.kind != Kind::Float && !act_float();
   const bool comp = q8 && act_compensated();
   const int64_t rows = comp ? 2 * m : m;
+  // row-interleaved weights: the 8-row GEMV (run_gemv) up to kGroup8MaxM rows of x
+  if (q8 && ti.group8_avx2 && m <= kGroup8MaxM && active_isa() == Isa::Avx2 && g_fused.load() &&
+      !g_gemm_min_m.load())
+    return Path::GemvQ8;
   if (q8 && int8_gemm_for(qtype)) {
     const int64_t forced = g_gemm_min_m.load();
     if (rows <= (forced ? forced : kInt8GemmMinRows)) return Path::GemvQ8;
@@ -296,15 +303,21 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   ActRows act;
   if (q8) act.quantize(c, ti.kind == Kind::X256, xf, comp, kern);
   const std::vector<XQRow>& rows = act.rows;   // empty without q8: only the int8 kernels read it
-  // m = 1 on a row-interleaved weight (cpu/interleave.h): 8 rows per pass, the int8x2 pair in it.
-  const GemvGroup8Fn group8 = q8 && c.m == 1 && avx2 && g_fused.load() ? ti.group8_avx2 : nullptr;
+  // m <= kGroup8MaxM on a row-interleaved weight (cpu/interleave.h): 8 weight rows per pass, up to
+  // 4 rows of x (int8x2 pairs) sharing the weight decode; past 4, a second pass over the group
+  // (in L2 by then).
+  const GemvGroup8Fn group8 = q8 && c.m <= kGroup8MaxM && avx2 && g_fused.load() ? ti.group8_avx2 : nullptr;
   if (group8) {
+    const int xs = comp ? 2 : 1;
     parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
-      float v[8];
-      for (int64_t r = r0; r < r1; r += 8) {   // r0 and r1 are multiples of 8: so is n (Weight)
-        group8(w, r, rows.data(), comp, v);
-        for (int i = 0; i < 8; ++i) put(c, 0, r + i, v[i]);
-      }
+      float v[32];
+      for (int64_t r = r0; r < r1; r += 8)   // r0 and r1 are multiples of 8: so is n (Weight)
+        for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
+          const int mr = (int)std::min<int64_t>(4, c.m - i0);
+          group8(w, r, rows.data() + xs * i0, mr, comp, v);
+          for (int i = 0; i < mr; ++i)
+            for (int l = 0; l < 8; ++l) put(c, i0 + i, r + l, v[8 * i + l]);
+        }
     });
     return;
   }

@@ -63,8 +63,8 @@ using GemvFused8Fn = void (*)(const WeightRef& w, int64_t r, const XQ8& x, float
 // grid d1/256, act_quant.h): *out = the dot with their sum, 256*S1 + S2 formed in int32 per block.
 using GemvPairFn = void (*)(const WeightRef& w, int64_t r, const XQRow* x, float* out);
 // Fused AVX2 GEMV of the 8 rows r0..r0+7 of a row-interleaved weight (cpu/interleave.h, r0 % 8 == 0)
-// with one activation row x[0] (pair: and its int8x2 residual x[1]): out[0..8).
-using GemvGroup8Fn = void (*)(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out);
+// with mr (1..4) activation rows x[i] (pair: mr int8x2 pairs x[2i], x[2i+1]): out[8i + row].
+using GemvGroup8Fn = void (*)(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out);
 
 struct TypeInfo {
   Kind kind;
@@ -75,7 +75,7 @@ struct TypeInfo {
   GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
   GemvFused8Fn fused8_avx2 = nullptr;  // 8 activation rows per lane (m >= kMinM8); nullptr: none
   GemvPairFn fused_pair_avx2 = nullptr;  // int8x2 at m = 1 in one pass (X32 types); nullptr: 2 rows
-  GemvGroup8Fn group8_avx2 = nullptr;    // m = 1 on row-interleaved weights, 8 rows per call
+  GemvGroup8Fn group8_avx2 = nullptr;    // m <= 4 on row-interleaved weights, 8 rows per call
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);

@@ -22,6 +22,10 @@ namespace {
 
 // Lanes come out of vphaddd as rows [0 1 4 5 | 2 3 6 7].
 inline __m256i to_hadd_order() { return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); }
+// y in that lane order -> out[0..8) in row order
+inline void store_rows(__m256 y, float* out) {
+  _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(y, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)));
+}
 
 inline __m256i bcast8(const int8_t* p) {
   int64_t v;
@@ -105,8 +109,10 @@ inline __m256i bit5(__m256i q4, int j) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), _mm256_set1_epi8(0x10));
 }
 
-// kPair: x[0] and its residual x[1] (d2 = d1/256 exactly): 256*S1 + S2 in int32, scaled by d * d2.
-template <Src kSrc, bool kPair>
+// MR activation units (1..4): a unit is one row x[u], or (kPair) a row and its residual x[2u],
+// x[2u+1] (d2 = d1/256 exactly: 256*S1 + S2 in int32, scaled by d * d2). The weight decode is
+// shared by the units; out[8u + row].
+template <Src kSrc, bool kPair, int MR>
 void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
   constexpr int kH = kSrc == kQ4_0 ? 2 : kSrc == kQ4_1 ? 4 : kSrc == kQ5_0 ? 6 : kSrc == kQ5_1 ? 8 : 0;
   constexpr int kTs = 8 * (kH + 16);
@@ -114,13 +120,14 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
   const int64_t nb = w.k / 32;
   const uint8_t* g = w.data + r0 * w.row_bytes;
   const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256), perm = to_hadd_order();
-  const float* dx = kPair ? x[1].d : x[0].d;
+  constexpr int kXs = kPair ? 2 : 1;   // activation rows per unit
   // int4: this group of rows' scales / mins, 8 per weight group
   const int64_t ng = kSrc == kInt4Src ? w.k / w.group_size : 0;
   const float* sc = kSrc == kInt4Src ? w.scales + r0 * ng : nullptr;
   const float* mn = kSrc == kInt4Src ? w.mins + r0 * ng : nullptr;
   const int shift = w.group_size == 64 ? 1 : w.group_size == 128 ? 2 : 0;
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accb[2] = {acc[0], acc[1]};
+  __m256 acc[MR][2], accb[MR][2];
+  for (int u = 0; u < MR; ++u) acc[u][0] = acc[u][1] = accb[u][0] = accb[u][1] = _mm256_setzero_ps();
   const int64_t pf = prefetch_bytes();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = g + kTs * b;
@@ -154,85 +161,115 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
       q.h0 = _mm256_or_si256(q.h0, bit5(q03, 2)); q.h1 = _mm256_or_si256(q.h1, bit5(q47, 2));
       q.h2 = _mm256_or_si256(q.h2, bit5(q03, 3)); q.h3 = _mm256_or_si256(q.h3, bit5(q47, 3));
     }
-    __m256i lo, hi, a, c;
-    q.dot(x[0].q + 32 * b, lo, hi);
-    if (kPair) {
-      __m256i lo2, hi2;
-      q.dot(x[1].q + 32 * b, lo2, hi2);
-      a = _mm256_add_epi32(_mm256_madd_epi16(lo, k256), _mm256_madd_epi16(lo2, ones));
-      c = _mm256_add_epi32(_mm256_madd_epi16(hi, k256), _mm256_madd_epi16(hi2, ones));
-    } else {
-      a = _mm256_madd_epi16(lo, ones);
-      c = _mm256_madd_epi16(hi, ones);
+    for (int u = 0; u < MR; ++u) {
+      const XQRow* xu = x + kXs * u;
+      __m256i lo, hi, a, c;
+      q.dot(xu[0].q + 32 * b, lo, hi);
+      if (kPair) {
+        __m256i lo2, hi2;
+        q.dot(xu[1].q + 32 * b, lo2, hi2);
+        a = _mm256_add_epi32(_mm256_madd_epi16(lo, k256), _mm256_madd_epi16(lo2, ones));
+        c = _mm256_add_epi32(_mm256_madd_epi16(hi, k256), _mm256_madd_epi16(hi2, ones));
+      } else {
+        a = _mm256_madd_epi16(lo, ones);
+        c = _mm256_madd_epi16(hi, ones);
+      }
+      const __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a, c));
+      // two chains each (even / odd blocks): one FMA chain's 4-cycle latency would bound the loop
+      const float dx = kPair ? xu[1].d[b] : xu[0].d[b];
+      acc[u][b & 1] = _mm256_fmadd_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(dx)), acc[u][b & 1]);
+      const float sx = kPair ? xu[0].s[b] + xu[1].s[b] : xu[0].s[b];
+      accb[u][b & 1] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), accb[u][b & 1]);
     }
-    const __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a, c));
-    // two chains each (even / odd blocks): one FMA chain's 4-cycle latency would bound the loop
-    acc[b & 1] = _mm256_fmadd_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(dx[b])), acc[b & 1]);
-    const float sx = kPair ? x[0].s[b] + x[1].s[b] : x[0].s[b];
-    accb[b & 1] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), accb[b & 1]);
   }
   // offsets: Q4_1 / Q5_1 / int4 add m * s, Q4_0 subtracts 8 * d * s, Q5_0 16 * d * s
-  const __m256 off = _mm256_add_ps(accb[0], accb[1]);
   constexpr float kOff = kSrc == kQ4_0 ? -8.f : kSrc == kQ5_0 ? -16.f : 1.f;
-  const __m256 y = _mm256_fmadd_ps(off, _mm256_set1_ps(kOff), _mm256_add_ps(acc[0], acc[1]));
-  alignas(32) float t[8];
-  _mm256_store_ps(t, y);
-  static const int kRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
-  for (int l = 0; l < 8; ++l) out[kRow[l]] = t[l];
+  for (int u = 0; u < MR; ++u) {
+    const __m256 off = _mm256_add_ps(accb[u][0], accb[u][1]);
+    store_rows(_mm256_fmadd_ps(off, _mm256_set1_ps(kOff), _mm256_add_ps(acc[u][0], acc[u][1])), out + 8 * u);
+  }
 }
 
+// One entry per type: mr units (1..4), pair or not.
+template <template <bool, int> class K>
+void by_units(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+  switch (mr * 2 + pair) {
+    case 2: return K<false, 1>::run(w, r0, x, out);
+    case 3: return K<true, 1>::run(w, r0, x, out);
+    case 4: return K<false, 2>::run(w, r0, x, out);
+    case 5: return K<true, 2>::run(w, r0, x, out);
+    case 6: return K<false, 3>::run(w, r0, x, out);
+    case 7: return K<true, 3>::run(w, r0, x, out);
+    case 8: return K<false, 4>::run(w, r0, x, out);
+    default: return K<true, 4>::run(w, r0, x, out);
+  }
+}
 template <Src kSrc>
-void group8(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out) {
-  if (pair) group8_x32<kSrc, true>(w, r0, x, out);
-  else group8_x32<kSrc, false>(w, r0, x, out);
+struct X32K {
+  template <bool kPair, int MR>
+  struct K {
+    static void run(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
+      group8_x32<kSrc, kPair, MR>(w, r0, x, out);
+    }
+  };
+};
+template <Src kSrc>
+void group8(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+  by_units<X32K<kSrc>::template K>(w, r0, x, mr, pair, out);
 }
 
 // ---------------------------------------------------------------- Q8_0
 // Group-block: 8 fp16 d, then 4 chunks of 8 rows x 8 signed bytes (weights 8c..8c+7). Signed
 // weights meet vpmaddubsw as |w| and x * sign(w); a lane's 2 products (<= 2 * 127 * 127) leave no
 // room for int16 sums, so each 32-byte register goes to int32 (vpmaddwd) before the next is added.
-template <bool kPair>
+template <bool kPair, int MR>
 void group8_q8_0_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
   constexpr int kTs = 8 * 34;
   const int64_t nb = w.k / 32;
   const uint8_t* g = w.data + r0 * w.row_bytes;
   const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256), perm = to_hadd_order();
-  const float* dx = kPair ? x[1].d : x[0].d;
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  constexpr int kXs = kPair ? 2 : 1;
+  __m256 acc[MR][2];
+  for (int u = 0; u < MR; ++u) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
   const int64_t pf = prefetch_bytes();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = g + kTs * b;
     if (pf)
       for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
     const __m256 d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
-    __m256i s[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};   // rows 0-3, 4-7: [r0 r0 r1 r1 | ..]
-    for (int c = 0; c < 4; ++c) {
-      const __m256i x1 = bcast8(x[0].q + 32 * b + 8 * c);
-      const __m256i x2 = kPair ? bcast8(x[1].q + 32 * b + 8 * c) : x1;
+    __m256i s[MR][2];   // rows 0-3, 4-7: [r0 r0 r1 r1 | ..]
+    for (int u = 0; u < MR; ++u) s[u][0] = s[u][1] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c)
       for (int h = 0; h < 2; ++h) {
         const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 16 + 64 * c + 32 * h));
         const __m256i a = _mm256_abs_epi8(v);
-        const __m256i p1 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(x1, v));
-        if (kPair) {   // |256 * S1| <= 256 * 32 * 127 * 127 < 2^31
-          const __m256i p2 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(x2, v));
-          s[h] = _mm256_add_epi32(s[h], _mm256_add_epi32(_mm256_madd_epi16(p1, k256), _mm256_madd_epi16(p2, ones)));
-        } else {
-          s[h] = _mm256_add_epi32(s[h], _mm256_madd_epi16(p1, ones));
+        for (int u = 0; u < MR; ++u) {
+          const XQRow* xu = x + kXs * u;
+          const __m256i p1 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(bcast8(xu[0].q + 32 * b + 8 * c), v));
+          if (kPair) {   // |256 * S1| <= 256 * 32 * 127 * 127 < 2^31
+            const __m256i p2 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(bcast8(xu[1].q + 32 * b + 8 * c), v));
+            s[u][h] = _mm256_add_epi32(s[u][h],
+                                       _mm256_add_epi32(_mm256_madd_epi16(p1, k256), _mm256_madd_epi16(p2, ones)));
+          } else {
+            s[u][h] = _mm256_add_epi32(s[u][h], _mm256_madd_epi16(p1, ones));
+          }
         }
       }
+    for (int u = 0; u < MR; ++u) {
+      const __m256 sf = _mm256_cvtepi32_ps(_mm256_hadd_epi32(s[u][0], s[u][1]));
+      const float dx = kPair ? x[kXs * u + 1].d[b] : x[u].d[b];
+      acc[u][b & 1] = _mm256_fmadd_ps(sf, _mm256_mul_ps(d, _mm256_set1_ps(dx)), acc[u][b & 1]);
     }
-    const __m256 sf = _mm256_cvtepi32_ps(_mm256_hadd_epi32(s[0], s[1]));
-    acc[b & 1] = _mm256_fmadd_ps(sf, _mm256_mul_ps(d, _mm256_set1_ps(dx[b])), acc[b & 1]);
   }
-  alignas(32) float t[8];
-  _mm256_store_ps(t, _mm256_add_ps(acc[0], acc[1]));
-  static const int kRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
-  for (int l = 0; l < 8; ++l) out[kRow[l]] = t[l];
+  for (int u = 0; u < MR; ++u) store_rows(_mm256_add_ps(acc[u][0], acc[u][1]), out + 8 * u);
 }
 
-void group8_q8_0(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out) {
-  if (pair) group8_q8_0_t<true>(w, r0, x, out);
-  else group8_q8_0_t<false>(w, r0, x, out);
+template <bool kPair, int MR>
+struct Q8K {
+  static void run(const WeightRef& w, int64_t r0, const XQRow* x, float* out) { group8_q8_0_t<kPair, MR>(w, r0, x, out); }
+};
+void group8_q8_0(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+  by_units<Q8K>(w, r0, x, mr, pair, out);
 }
 
 // ---------------------------------------------------------------- Q4_K
@@ -315,16 +352,17 @@ inline void k4_pair_dot(const K4Split& q, const int8_t* xq, __m256i sc03, __m256
                                                _mm256_madd_epi16(shi[1], _mm256_shuffle_epi8(sc47, ihi))));
 }
 
-template <bool kPair>
+template <bool kPair, int MR>
 void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
-  constexpr int kTs = 8 * 144;
+  constexpr int kTs = 8 * 144, kXs = kPair ? 2 : 1;
   const int64_t nsb = w.k / 256;
   const uint8_t* g = w.data + r0 * w.row_bytes;
   const __m256i m4 = _mm256_set1_epi8(15), one16 = _mm256_set1_epi16(1);
   // vpshufb indices: int16 lanes 0-3 <- byte s of the lane's first row, 4-7 <- byte 8 + s (second row)
   const __m256i idx0 = _mm256_setr_epi16(-32768, -32768, -32768, -32768, -32760, -32760, -32760, -32760,
                                          -32768, -32768, -32768, -32768, -32760, -32760, -32760, -32760);
-  __m256 acc = _mm256_setzero_ps(), accm = acc;
+  __m256 acc[MR], accm[MR];
+  for (int u = 0; u < MR; ++u) acc[u] = accm[u] = _mm256_setzero_ps();
   const int64_t pf = prefetch_bytes();
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* p = g + kTs * sb;
@@ -332,7 +370,8 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
       for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
     const K4Headers hd(p);
     const uint8_t* qb = p + 128;
-    __m256i a03 = _mm256_setzero_si256(), a47 = a03, b03 = a03, b47 = a03;
+    __m256i a03[MR * kXs], a47[MR * kXs];   // per activation row
+    for (int i = 0; i < MR * kXs; ++i) a03[i] = a47[i] = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
       K4Split q;
       for (int c = 0; c < 4; ++c)
@@ -343,33 +382,37 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
         }
       const __m256i ilo = _mm256_add_epi16(idx0, _mm256_set1_epi16((short)(2 * j)));
       const __m256i ihi = _mm256_add_epi16(ilo, one16);
-      k4_pair_dot(q, x[0].q + 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03, a47);
-      if (kPair) k4_pair_dot(q, x[1].q + 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, b03, b47);
+      for (int i = 0; i < MR * kXs; ++i)
+        k4_pair_dot(q, x[i].q + 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03[i], a47[i]);
     }
-    __m256i mhi, mlo = hd.mins(x[0].bsum + 16 * sb, mhi);
-    __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03, a47));
-    float dx = x[0].d[sb];
-    if (kPair) {   // d2 = d1 / 256 exactly: one scale for 256 * S1 + S2 (S2 added in float: 256 * S1
-                   // would not fit int32 over a super-block), the mins in int32 (< 2^30)
-      s = _mm256_fmadd_ps(s, _mm256_set1_ps(256.f), _mm256_cvtepi32_ps(_mm256_hadd_epi32(b03, b47)));
-      __m256i mhi2, mlo2 = hd.mins(x[1].bsum + 16 * sb, mhi2);
-      mlo = _mm256_add_epi32(_mm256_slli_epi32(mlo, 8), mlo2);
-      mhi = _mm256_add_epi32(_mm256_slli_epi32(mhi, 8), mhi2);
-      dx = x[1].d[sb];
+    for (int u = 0; u < MR; ++u) {
+      const XQRow* xu = x + kXs * u;
+      __m256i mhi, mlo = hd.mins(xu[0].bsum + 16 * sb, mhi);
+      __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03[kXs * u], a47[kXs * u]));
+      float dx = xu[0].d[sb];
+      if (kPair) {   // d2 = d1 / 256 exactly: one scale for 256 * S1 + S2 (S2 added in float: 256 * S1
+                     // would not fit int32 over a super-block), the mins in int32 (< 2^30)
+        s = _mm256_fmadd_ps(s, _mm256_set1_ps(256.f),
+                            _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03[kXs * u + 1], a47[kXs * u + 1])));
+        __m256i mhi2, mlo2 = hd.mins(xu[1].bsum + 16 * sb, mhi2);
+        mlo = _mm256_add_epi32(_mm256_slli_epi32(mlo, 8), mlo2);
+        mhi = _mm256_add_epi32(_mm256_slli_epi32(mhi, 8), mhi2);
+        dx = xu[1].d[sb];
+      }
+      const __m256 vdx = _mm256_set1_ps(dx);
+      acc[u] = _mm256_fmadd_ps(s, _mm256_mul_ps(hd.d, vdx), acc[u]);
+      accm[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t_to_lanes(mlo, mhi)), _mm256_mul_ps(hd.dmin, vdx), accm[u]);
     }
-    const __m256 vdx = _mm256_set1_ps(dx);
-    acc = _mm256_fmadd_ps(s, _mm256_mul_ps(hd.d, vdx), acc);
-    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t_to_lanes(mlo, mhi)), _mm256_mul_ps(hd.dmin, vdx), accm);
   }
-  alignas(32) float t[8];
-  _mm256_store_ps(t, _mm256_sub_ps(acc, accm));
-  static const int kLane[8] = {0, 1, 4, 5, 2, 3, 6, 7};   // row -> lane
-  for (int l = 0; l < 8; ++l) out[l] = t[kLane[l]];
+  for (int u = 0; u < MR; ++u) store_rows(_mm256_sub_ps(acc[u], accm[u]), out + 8 * u);
 }
 
-void group8_q4_k(const WeightRef& w, int64_t r0, const XQRow* x, bool pair, float* out) {
-  if (pair) group8_q4_k_t<true>(w, r0, x, out);
-  else group8_q4_k_t<false>(w, r0, x, out);
+template <bool kPair, int MR>
+struct Q4KK {
+  static void run(const WeightRef& w, int64_t r0, const XQRow* x, float* out) { group8_q4_k_t<kPair, MR>(w, r0, x, out); }
+};
+void group8_q4_k(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+  by_units<Q4KK>(w, r0, x, mr, pair, out);
 }
 
 }  // namespace
