@@ -78,11 +78,15 @@ def pack_step_weights(model, release=None) -> int:
     if model.output is not None:   # a layer split's last rank only
         lins.append(model.output)
     interleave = os.environ.get("PYQUANT_INTERLEAVE", "1") != "0"
-    for lin in lins:   # int4 is no file view: its layout changes in place, one weight's copy at a time
-        qt = lin.qt
+    for lin in lins:   # int4 is no file view: rewritten in place, one weight's temporary at a time
+        qt = lin.qt        # (new copies of all of them while the loader still held the old ones: +35 MB peak)
         if (interleave and lin.dense is None and qt.qtype == QType.INT4 and qt.data.device.type == "cpu"
                 and not qt.interleave and il.supports(qt.qtype, qt.shape)):
-            lin.qt = qt.interleaved()
+            new = qt.interleaved()
+            for old, t in ((qt.data, new.data), (qt.scales, new.scales), (qt.mins, new.mins)):
+                old.copy_(t)
+            del new
+            qt.interleave = 8   # the same object: whoever else holds it sees the new layout
     lins = [lin for lin in lins if lin.dense is None and _packable(lin.qt)]
     qts = [lin.qt for lin in lins]
     embed = model.embed
