@@ -90,17 +90,36 @@ inline __m256 fp16x8(const uint8_t* p, int stride) {
   return _mm256_cvtph_ps(v);
 }
 
+// The per-block float fields of the legacy types (fp16 scale at kDOff of the block's header, fp16
+// min at kMOff or off = kBias * a), for any layout: Self gives hdr(b), where block b's header
+// starts, and kHdrStride, the bytes between consecutive blocks' headers.
+template <typename Self, int kDOff, int kMOff, int kBias>
+struct LegacyFields {
+  const uint8_t* h(int64_t b) const { return static_cast<const Self*>(this)->hdr(b); }
+  __m256 a8(int64_t b) const { return fp16x8(h(b) + kDOff, Self::kHdrStride); }
+  float a1(int64_t b) const { return h2f(h(b) + kDOff); }
+  float off1(int64_t b, float a) const { return kMOff >= 0 ? h2f(h(b) + kMOff) : kBias * a; }
+  __m256 off8(int64_t b, __m256 a) const {
+    if (kMOff >= 0) return fp16x8(h(b) + kMOff, Self::kHdrStride);
+    return _mm256_mul_ps(a, _mm256_set1_ps((float)kBias));
+  }
+};
+
 template <int kBytes, int kQOff, int kDOff, int kMOff, int kBias, bool kS>
-struct LLegacy {  // kMOff >= 0: fp16 min at that offset; else off = kBias * a
+struct LLegacy : LegacyFields<LLegacy<kBytes, kQOff, kDOff, kMOff, kBias, kS>, kDOff, kMOff, kBias> {
+  // kMOff >= 0: fp16 min at that offset; else off = kBias * a
   static constexpr bool kSigned = kS, kOff = kMOff >= 0 || kBias != 0;
   // maddubs products that still fit one int16 lane sum: 8 for 4-bit q (8 * 2*15*127 = 30480),
   // 4 for 5-bit (4 * 2*31*127 = 31496), 1 for signed 8-bit (2*127*127 = 32258).
   static constexpr int kSum16 = kS ? 1 : (kBytes == 22 || kBytes == 24) ? 4 : 8;
   static constexpr int kStep = kBytes;  // weight bytes per 32-block (at(b): where block b starts)
+  static constexpr int kHdrStride = kBytes;
+  static constexpr int kBlockBytes = kBytes, kQs = kQOff, kD = kDOff, kM = kMOff, kB = kBias;
   static constexpr bool kX8 = false;
   static constexpr int kPfSpan = 8 * kStep;   // bytes prefetched per 8 blocks, at pf_at
   const uint8_t* row;
   const uint8_t* at(int64_t b) const { return row + kBytes * b; }
+  const uint8_t* hdr(int64_t b) const { return at(b); }
   const uint8_t* pf_at(int64_t b0, int64_t pf) const { return at(b0) + pf; }
   __m256i q(int64_t b) const {
     const uint8_t* blk = row + kBytes * b;
@@ -108,13 +127,6 @@ struct LLegacy {  // kMOff >= 0: fp16 min at that offset; else off = kBias * a
     __m256i v = nibbles32(blk + kQOff);
     if (kBytes == 22 || kBytes == 24) v = _mm256_or_si256(v, bit5_32(blk + kQOff - 4));  // Q5_0 / Q5_1
     return v;
-  }
-  __m256 a8(int64_t b) const { return fp16x8(row + kBytes * b + kDOff, kBytes); }
-  float a1(int64_t b) const { return h2f(row + kBytes * b + kDOff); }
-  float off1(int64_t b, float a) const { return kMOff >= 0 ? h2f(row + kBytes * b + kMOff) : kBias * a; }
-  __m256 off8(int64_t b, __m256 a) const {
-    if (kMOff >= 0) return fp16x8(row + kBytes * b + kMOff, kBytes);
-    return _mm256_mul_ps(a, _mm256_set1_ps((float)kBias));
   }
 };
 using LQ4_0 = LLegacy<18, 2, 0, -1, -8, false>;
@@ -173,20 +185,20 @@ inline __m128i load_8_8(const uint8_t* a, const uint8_t* b) {
   return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)a)), (const double*)b));
 }
 
-template <int kBytes, int kQOff, int kDOff, int kMOff, int kBias, bool kS>
-struct LLegacyX8 {
-  using Plain = LLegacy<kBytes, kQOff, kDOff, kMOff, kBias, kS>;
-  static constexpr bool kSigned = kS, kOff = Plain::kOff;
-  static constexpr int kSum16 = Plain::kSum16, kH = kQOff;   // every X8 type's header precedes its quants
-  static constexpr int kStep = 8 * kBytes;
+template <typename Plain>   // an LLegacy: the same type stored row-interleaved
+struct LLegacyX8 : LegacyFields<LLegacyX8<Plain>, Plain::kD, Plain::kM, Plain::kB> {
+  static constexpr int kBytes = Plain::kBlockBytes;
+  static constexpr bool kSigned = Plain::kSigned, kOff = Plain::kOff;
+  static constexpr int kSum16 = Plain::kSum16, kH = Plain::kQs;   // every X8 type's header precedes its quants
+  static constexpr int kStep = 8 * kBytes, kHdrStride = 8 * kBytes;
   static constexpr bool kX8 = true;
   static constexpr int kPfSpan = 8 * kBytes;
   const uint8_t* grp;
   int64_t l;
   const uint8_t* next;   // the next group of 8 rows
   const uint8_t* at(int64_t b) const { return grp + 8 * kBytes * b; }
-  const uint8_t* pf_at(int64_t b0, int64_t) const { return next + 8 * kBytes * (b0 + l); }
   const uint8_t* hdr(int64_t b) const { return at(b) + kH * l; }
+  const uint8_t* pf_at(int64_t b0, int64_t) const { return next + 8 * kBytes * (b0 + l); }
   __m256i q(int64_t b) const {
     const uint8_t* qs = at(b) + 8 * kH + 8 * l;
     if (kBytes == 34)   // Q8_0: 4 chunks
@@ -196,19 +208,12 @@ struct LLegacyX8 {
     if (kBytes == 22 || kBytes == 24) n = _mm256_or_si256(n, bit5_32(hdr(b) + kH - 4));   // Q5_0 / Q5_1
     return n;
   }
-  __m256 a8(int64_t b) const { return fp16x8(hdr(b) + kDOff, 8 * kBytes); }
-  float a1(int64_t b) const { return h2f(hdr(b) + kDOff); }
-  float off1(int64_t b, float a) const { return kMOff >= 0 ? h2f(hdr(b) + kMOff) : kBias * a; }
-  __m256 off8(int64_t b, __m256 a) const {
-    if (kMOff >= 0) return fp16x8(hdr(b) + kMOff, 8 * kBytes);
-    return _mm256_mul_ps(a, _mm256_set1_ps((float)kBias));
-  }
 };
-using LQ4_0x8 = LLegacyX8<18, 2, 0, -1, -8, false>;
-using LQ4_1x8 = LLegacyX8<20, 4, 0, 2, 0, false>;
-using LQ5_0x8 = LLegacyX8<22, 6, 0, -1, -16, false>;
-using LQ5_1x8 = LLegacyX8<24, 8, 0, 2, 0, false>;
-using LQ8_0x8 = LLegacyX8<34, 2, 0, -1, 0, true>;
+using LQ4_0x8 = LLegacyX8<LQ4_0>;
+using LQ4_1x8 = LLegacyX8<LQ4_1>;
+using LQ5_0x8 = LLegacyX8<LQ5_0>;
+using LQ5_1x8 = LLegacyX8<LQ5_1>;
+using LQ8_0x8 = LLegacyX8<LQ8_0>;
 
 // int4: nibbles at grp + 128*b + 8*l (+ 64); scales and mins [n/8][ng][8]: row l's at stride 8.
 struct LInt4X8 {

@@ -213,6 +213,16 @@ void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 }
 
 
+// Q4_K / Q5_K 6-bit scales and mins (get_scale_min_k4) on 32-bit words: bytes 0..7 scales, 8..15 mins.
+inline void scales_k4(const uint8_t* s12, UChunk& u) {
+  alignas(16) uint8_t w[16];
+  k4_scales_mins(s12, w);
+  const __m256i sm = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i*)w));
+  const __m128i sc = _mm256_castsi256_si128(sm), mn = _mm256_extracti128_si256(sm, 1);
+  _mm256_store_si256((__m256i*)u.sc, _mm256_set_m128i(_mm_unpackhi_epi16(sc, sc), _mm_unpacklo_epi16(sc, sc)));
+  _mm256_store_si256((__m256i*)u.mn, _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn)));
+}
+
 // Q4_K: 32 bytes of qs -> 64 elements (low nibbles, then high nibbles). hdr: d, dmin, scales[12];
 // qs32(c): the 32 bytes of qs group c.
 template <typename Qs>
@@ -223,12 +233,7 @@ inline void unpack_q4_k_block(const uint8_t* hdr, Qs qs32, UChunk& u) {
     store32(u.q + 64 * c, _mm256_and_si256(v, m4));
     store32(u.q + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
   }
-  for (int j = 0; j < 8; ++j) {
-    int sc, m;
-    k4_scale_min(hdr + 4, j, &sc, &m);
-    u.sc[2 * j] = u.sc[2 * j + 1] = (int16_t)sc;
-    u.mn[2 * j] = u.mn[2 * j + 1] = (int16_t)m;
-  }
+  scales_k4(hdr + 4, u);
   u.d = h2f(hdr);
   u.dmin = h2f(hdr + 2);
   fill_scx_avx2(u, _mm256_load_si256((const __m256i*)u.sc));
@@ -280,16 +285,6 @@ void unpack_q6_k(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
     u.dmin = u.d;
     fill_scx_avx2(u, _mm256_load_si256((const __m256i*)u.sc));
   }
-}
-
-// Q4_K / Q5_K 6-bit scales and mins (get_scale_min_k4) on 32-bit words: bytes 0..7 scales, 8..15 mins.
-inline void scales_k4(const uint8_t* s12, UChunk& u) {
-  alignas(16) uint8_t w[16];
-  k4_scales_mins(s12, w);
-  const __m256i sm = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i*)w));
-  const __m128i sc = _mm256_castsi256_si128(sm), mn = _mm256_extracti128_si256(sm, 1);
-  _mm256_store_si256((__m256i*)u.sc, _mm256_set_m128i(_mm_unpackhi_epi16(sc, sc), _mm_unpacklo_epi16(sc, sc)));
-  _mm256_store_si256((__m256i*)u.mn, _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn)));
 }
 
 // Bit `bit` of every byte of h, moved to bit 4 (value 16).
