@@ -1,7 +1,8 @@
-// Kernels for row-interleaved weights (cpu/interleave.h): the 8-row M = 1 kernel reads the layout
-// directly; every other path (m > 1, the GEMMs, the scalar ISA, float activations) runs the plain
-// type's kernel on the row gathered back into plain blocks in a thread-local buffer. Those paths
-// are compute-bound (>= 4 cycles per block and row); the gather adds a copy of the row's bytes.
+// Kernels for row-interleaved weights (cpu/interleave.h): the 8-row kernels (M <= 8) and most
+// small-m and GEMM-panel kernels read the layout in place (avx2/gemv_rows8_avx2.cpp, the X8 loaders
+// of avx2/gemv_fused_avx2.cpp, avx2_unpacker_x8); what has no in-place reader (the scalar ISA's
+// unpackers, Q4_K's m > 1 kernels) runs the plain type's kernel on the row gathered back into
+// plain blocks in a thread-local buffer, the next group's slice prefetched meanwhile.
 #include "cpu/interleave.h"
 
 #include <algorithm>
