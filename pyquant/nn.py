@@ -31,6 +31,7 @@ class QuantLinear(nn.Module):
         super().__init__()
         if len(qt.shape) != 2:
             raise UnsupportedQTypeError(f"QuantLinear: weight must be 2-D (out, in), got {qt.shape}")
+        qt = qt.plain()   # buffers (and so state_dicts) always hold plain rows, whatever the runner packs
         self.qtype: QType = qt.qtype
         self.out_features, self.in_features = qt.shape
         self.group_size = qt.group_size

@@ -151,3 +151,15 @@ def test_weight_dequantize_row(interleaved):
         w.dequantize_row(0, out.data_ptr(), out.nbytes - 4)
     with pytest.raises(KernelError, match="no dequantizer"):
         _weight("INT4", 16, 128).cpu_call.dequantize_row(0, out.data_ptr(), out.nbytes)
+
+
+def test_quant_linear_keeps_plain_rows():
+    """An nn.Module's buffers are what state_dict saves: a QuantLinear built from an interleaved
+    weight stores plain rows, so its checkpoint loads anywhere."""
+    from pyquant.nn import QuantLinear
+
+    q = _weight("Q4_0", 16, 64)
+    lin = QuantLinear(q.interleaved())
+    assert torch.equal(lin.qweight, q.data)
+    x = torch.randn(2, 64)
+    assert torch.equal(lin(x), QuantLinear(q)(x))
