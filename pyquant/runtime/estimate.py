@@ -163,6 +163,9 @@ def kernel_speeds(families, n: int = 4096, k: int = 4096) -> dict[str, float]:
     family."""
     import torch
 
+    import os
+
+    from ..kernels.cpu.interleave import supports
     from ..qtensor import QTensor
 
     stand_in = {"int4": ("int4", None), "exl2": ("Q4_0", None), "exl2-head": ("Q8_0", None)}
@@ -181,9 +184,12 @@ def kernel_speeds(families, n: int = 4096, k: int = 4096) -> dict[str, float]:
             qt = QTensor.quantize(w, qname, group_size=128)
         except Exception:
             continue
+        if supports(qt.qtype, qt.shape) and os.environ.get("PYQUANT_INTERLEAVE", "1") != "0":
+            qt = qt.interleaved()   # the layout the runner packs this family into
         n_copies = max(2, min(64, (256 << 20) // max(qt.nbytes, 1)))
         copies = [qt] + [QTensor(qt.data.clone(), qt.qtype, qt.shape, None if qt.scales is None else qt.scales.clone(),
-                                 None if qt.mins is None else qt.mins.clone(), qt.group_size)
+                                 None if qt.mins is None else qt.mins.clone(), qt.group_size,
+                                 interleave=qt.interleave)
                          for _ in range(n_copies - 1)]
         linear_into(x, copies[0], y)
         t0, calls = time.perf_counter(), 0
