@@ -1,7 +1,7 @@
 """Row-interleaved Q4_0 / Q4_1 / Q4_K weights (csrc/cpu/interleave.h, pyquant/kernels/cpu/interleave.py).
 
 Every path but one reads the interleaved bytes in place with the plain kernels' arithmetic, so its
-y must be bit-identical to the plain layout's. The exception is the AVX2 8-row kernel at M <= 8:
+y must be bit-identical to the plain layout's. The exception is the AVX2 8-row kernel at M <= 16:
 the same integer block sums, scaled and accumulated in another order (per row, 2 chains of float
 FMAs over the blocks instead of 8 lanes + a horizontal sum). Each of the nb block terms and
 partial sums carries one float32 rounding (2^-24 relative) of at most sum_j |w_j x_j|, so
@@ -65,7 +65,7 @@ def test_qtensor_reads_go_through_plain_rows(qt):
     assert torch.equal(i.take_rows(range(5, 21)).data, q.take_rows(range(5, 21)).data)
     assert torch.equal(i.take_columns(k // 3, k // 3 * 2).data, q.take_columns(k // 3, k // 3 * 2).data)
     assert i.interleaved() is i and "interleaved" in repr(i)
-    x = torch.randn(9, k)   # > 8 rows: the plain kernels' arithmetic, bit for bit
+    x = torch.randn(17, k)   # > 16 rows: the plain kernels' arithmetic, bit for bit
     assert torch.equal(pyquant.ops.qmatmul(x, i), pyquant.ops.qmatmul(x, q))
 
 
@@ -104,9 +104,15 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
     for m in ([1, 2, 3, 5, 8, 16, 40, 140] if isa == "avx2" else [1, 3, 16]):
         x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
         yp, yi = _linear(wp, x, torch.empty(m, n)), _linear(wi, x, torch.empty(m, n))
-        if m <= 8 and isa == "avx2" and act != "float":   # the 8-row kernel: another summation order
+        if m <= 16 and isa == "avx2" and act != "float":   # the 8-row kernel: another summation order
             bound = 2 * 2 * (k // 32) * 2.0 ** -24 * (x.double().abs() @ wabs.T)
-            assert bool(((yi.double() - yp.double()).abs() <= bound).all()), (m, act)
+            plain_path = _C.matmul_path("int4" if qt == "INT4" else "gguf", int(q.qtype) if qt != "INT4" else 0, m)
+            if plain_path.startswith("avx2/gemm:"):
+                # plain rows took the float GEMM (exact activations), the 8-row kernel keeps int8x2:
+                # the int8x2 bound of tests/test_cpu_matmul.py (relative Frobenius, 1e-4)
+                assert float((yi - yp).norm() / yp.norm()) <= 1e-4, (m, act, plain_path)
+            else:
+                assert bool(((yi.double() - yp.double()).abs() <= bound).all()), (m, act)
         else:
             assert torch.equal(yi, yp), (m, act)
 

@@ -241,9 +241,11 @@ namespace {
 // GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
 // Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
 constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128;
-// Row-interleaved weights take the 8-row GEMV up to this m (measured, 4096x14336 Q4_0 int8x2, 2
-// threads: see run_gemv's group path and README).
-constexpr int64_t kGroup8MaxM = 8;
+// Row-interleaved weights take the 8-row GEMV (4 rows of x per pass over a group) up to this m, the
+// int8 GEMM past it. Measured side by side (4096x14336, int8x2, 2 threads, ms, GEMV / GEMM):
+// Q4_0 m=12 8.7 / 10.4, m=16 11.1 / 12.3, m=24 16.9 / 17.2, m=32 22.6 / 21.5; Q4_K 10.0 / 10.4,
+// 12.4 / 13.1, 19.5 / 17.0, 26.3 / 21.3; Q8_0 14.1 / 14.5, 14.4 / 18.1, 22.2 / 21.0, 29.5 / 28.0.
+constexpr int64_t kGroup8MaxM = 16;
 
 bool int8_gemm_for(int qtype) {
   return gemm_int8_bits(qtype) && active_isa() == Isa::Avx2 && g_fused.load() && g_int8_gemm.load();
@@ -304,13 +306,13 @@ void run_gemv(const Call& c, const WeightRef& w, const TypeInfo& ti, const float
   if (q8) act.quantize(c, ti.kind == Kind::X256, xf, comp, kern);
   const std::vector<XQRow>& rows = act.rows;   // empty without q8: only the int8 kernels read it
   // m <= kGroup8MaxM on a row-interleaved weight (cpu/interleave.h): 8 weight rows per pass, up to
-  // 4 rows of x (int8x2 pairs) sharing the weight decode; past 4, a second pass over the group
-  // (in L2 by then).
+  // 4 rows of x (int8x2 pairs) sharing the weight decode; past 4, more passes over the group (in L2
+  // by then).
   const GemvGroup8Fn group8 = q8 && c.m <= kGroup8MaxM && avx2 && g_fused.load() ? ti.group8_avx2 : nullptr;
   if (group8) {
     const int xs = comp ? 2 : 1;
     parallel_for(c.n, 16, c.nthreads, [&](int64_t r0, int64_t r1) {
-      float v[32];
+      float v[32];   // 4 rows of x x 8 weight rows
       for (int64_t r = r0; r < r1; r += 8)   // r0 and r1 are multiples of 8: so is n (Weight)
         for (int64_t i0 = 0; i0 < c.m; i0 += 4) {
           const int mr = (int)std::min<int64_t>(4, c.m - i0);
