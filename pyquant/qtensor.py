@@ -9,8 +9,9 @@ surprises. Layouts by format (`qtype`):
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
 - INT8: data int8 [N, K] + scales float32 [N].
 
-A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 weight may be stored row-interleaved (`interleave=8`: rows permuted within groups
-of 8, pyquant/kernels/cpu/interleave.py), the layout the CPU's M = 1 kernels read fastest; the
+A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 weight may be stored row-interleaved
+(`interleave=8`: rows permuted within groups of 8, pyquant/kernels/cpu/interleave.py), the layout
+the CPU's small-M kernels read fastest; the
 runner packs its weights so at load time. Only the CPU kernels read it as is: every other use
 (dequantize, slicing, device moves) goes through `plain()`.
 
@@ -88,7 +89,7 @@ class QTensor:
 
             if self.interleave != 8 or not il.supports(qt, shape):
                 raise UnsupportedQTypeError(
-                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 and "
+                    f"QTensor {name} {shape}: interleave={self.interleave} needs 8, {il.NAMES} and "
                     f"(out, in) with out % 8 == 0")
 
     def _nk(self) -> tuple[int, int]:
@@ -166,26 +167,22 @@ class QTensor:
         """This weight with its rows stored one after another (self unless interleaved: then a copy)."""
         if not self.interleave:
             return self
-        from .kernels.cpu.interleave import deinterleave, deinterleave_side
+        from .kernels.cpu.interleave import convert
 
-        side = (lambda t: None if t is None else deinterleave_side(t)) if self.qtype is QType.INT4 else (
-            lambda t: t)
-        return QTensor(deinterleave(self.data, self.qtype), self.qtype, self.shape, side(self.scales),
-                       side(self.mins), self.group_size, self.in_perm)
+        data, scales, mins = convert(self, to_interleaved=False)
+        return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm)
 
     def interleaved(self) -> "QTensor":
         """This weight in the row-interleaved layout (a copy; self when it already is one)."""
         if self.interleave:
             return self
-        from .kernels.cpu.interleave import interleave, interleave_side, supports
+        from .kernels.cpu.interleave import NAMES, convert, supports
 
         if not supports(self.qtype, self.shape):
             raise UnsupportedQTypeError(f"QTensor {self.qtype.name} {self.shape}: no row-interleaved layout "
-                                        f"(Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 with out % 8 == 0)")
-        side = (lambda t: None if t is None else interleave_side(t)) if self.qtype is QType.INT4 else (
-            lambda t: t)
-        return QTensor(interleave(self.data, self.qtype), self.qtype, self.shape, side(self.scales),
-                       side(self.mins), self.group_size, self.in_perm, interleave=8)
+                                        f"({NAMES} with out % 8 == 0)")
+        data, scales, mins = convert(self, to_interleaved=True)
+        return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm, interleave=8)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The packed tensors by name ("qweight", "scales", "mins"), e.g. to register as buffers."""

@@ -1,4 +1,4 @@
-// Kernels for row-interleaved weights (cpu/interleave.h): the 8-row kernels (M <= 8) and most
+// Kernels for row-interleaved weights (cpu/interleave.h): the 8-row kernels (M <= 16) and most
 // small-m and GEMM-panel kernels read the layout in place (avx2/gemv_rows8_avx2.cpp, the X8 loaders
 // of avx2/gemv_fused_avx2.cpp, avx2_unpacker_x8); what has no in-place reader (the scalar ISA's
 // unpackers, Q4_K's m > 1 kernels) runs the plain type's kernel on the row gathered back into
@@ -7,13 +7,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/qtypes.h"
 
 namespace pq {
 namespace mm {
-
 
 namespace {
 
@@ -54,32 +54,32 @@ void gather_q(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* ds
   gather<kSpec<Q>.header, kSpec<Q>.quants>(w, r, b0, b1, dst);
 }
 
-}  // namespace
-
-InterleaveSpec interleave_spec(int qtype) {
+// The one list of types with a row-interleaved layout: f(std::integral_constant<int, Q>()) for
+// Q == qtype; false when qtype has none.
+template <typename F>
+bool with_x8_type(int qtype, F f) {
   switch (qtype) {
-    case (int)QType::Q4_0: return kSpec<(int)QType::Q4_0>;
-    case (int)QType::Q4_1: return kSpec<(int)QType::Q4_1>;
-    case (int)QType::Q4_K: return kSpec<(int)QType::Q4_K>;
-    case (int)QType::Q5_0: return kSpec<(int)QType::Q5_0>;
-    case (int)QType::Q5_1: return kSpec<(int)QType::Q5_1>;
-    case (int)QType::Q8_0: return kSpec<(int)QType::Q8_0>;
-    case kInt4: return kSpec<kInt4>;
-    default: return {};
+    case (int)QType::Q4_0: f(std::integral_constant<int, (int)QType::Q4_0>()); return true;
+    case (int)QType::Q4_1: f(std::integral_constant<int, (int)QType::Q4_1>()); return true;
+    case (int)QType::Q4_K: f(std::integral_constant<int, (int)QType::Q4_K>()); return true;
+    case (int)QType::Q5_0: f(std::integral_constant<int, (int)QType::Q5_0>()); return true;
+    case (int)QType::Q5_1: f(std::integral_constant<int, (int)QType::Q5_1>()); return true;
+    case (int)QType::Q8_0: f(std::integral_constant<int, (int)QType::Q8_0>()); return true;
+    case kInt4: f(std::integral_constant<int, kInt4>()); return true;
+    default: return false;
   }
 }
 
+}  // namespace
+
+InterleaveSpec interleave_spec(int qtype) {
+  InterleaveSpec spec{};
+  with_x8_type(qtype, [&](auto q) { spec = kSpec<decltype(q)::value>; });
+  return spec;
+}
+
 void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
-  switch (w.qtype) {
-    case (int)QType::Q4_0: return gather_q<(int)QType::Q4_0>(w, r, b0, b1, dst);
-    case (int)QType::Q4_1: return gather_q<(int)QType::Q4_1>(w, r, b0, b1, dst);
-    case (int)QType::Q4_K: return gather_q<(int)QType::Q4_K>(w, r, b0, b1, dst);
-    case (int)QType::Q5_0: return gather_q<(int)QType::Q5_0>(w, r, b0, b1, dst);
-    case (int)QType::Q5_1: return gather_q<(int)QType::Q5_1>(w, r, b0, b1, dst);
-    case (int)QType::Q8_0: return gather_q<(int)QType::Q8_0>(w, r, b0, b1, dst);
-    case kInt4: return gather_q<kInt4>(w, r, b0, b1, dst);
-    default: return;
-  }
+  with_x8_type(w.qtype, [&](auto q) { gather_q<decltype(q)::value>(w, r, b0, b1, dst); });
 }
 
 namespace {
@@ -164,23 +164,12 @@ struct Through {
 
 const TypeInfo* type_info(const WeightRef& w) {
   if (!w.interleave) return type_info(w.qtype);
-  static const TypeInfo q4_0 = Through<(int)QType::Q4_0>::make();
-  static const TypeInfo q4_1 = Through<(int)QType::Q4_1>::make();
-  static const TypeInfo q4_k = Through<(int)QType::Q4_K>::make();
-  static const TypeInfo q5_0 = Through<(int)QType::Q5_0>::make();
-  static const TypeInfo q5_1 = Through<(int)QType::Q5_1>::make();
-  static const TypeInfo q8_0 = Through<(int)QType::Q8_0>::make();
-  static const TypeInfo i4 = Through<kInt4>::make();
-  switch (w.qtype) {
-    case (int)QType::Q4_0: return &q4_0;
-    case (int)QType::Q4_1: return &q4_1;
-    case (int)QType::Q4_K: return &q4_k;
-    case (int)QType::Q5_0: return &q5_0;
-    case (int)QType::Q5_1: return &q5_1;
-    case (int)QType::Q8_0: return &q8_0;
-    case kInt4: return &i4;
-    default: return nullptr;
-  }
+  const TypeInfo* ti = nullptr;
+  with_x8_type(w.qtype, [&](auto q) {
+    static const TypeInfo x8 = Through<decltype(q)::value>::make();   // one per type, made once
+    ti = &x8;
+  });
+  return ti;
 }
 
 }  // namespace mm

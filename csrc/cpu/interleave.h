@@ -1,4 +1,4 @@
-// Row-interleaved weight layout ("x8"): what the M = 1 kernels read fastest.
+// Row-interleaved weight layout ("x8"): what the small-M kernels read fastest.
 //
 // A row-by-row GGUF weight makes an M = 1 kernel pay, per row and block, for the block's scale
 // (8 scalar fp16 loads + inserts per 8 blocks), a 16-byte broadcast + shift to split nibbles, one
@@ -30,14 +30,15 @@ InterleaveSpec interleave_spec(int qtype);
 // Blocks [b0, b1) of row r of an interleaved weight, in the plain block layout, into dst.
 void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst);
 
-UnpackRowFn avx2_unpacker_x8(int qtype);   // avx2/gemv_unpack_avx2.cpp: reads the layout in place
-GemvGroup8Fn avx2_group8(int qtype);
+// The AVX2 kernels that read the layout in place (nullptr where a type has none):
+UnpackRowFn avx2_unpacker_x8(int qtype);   // avx2/gemv_unpack_avx2.cpp
+GemvGroup8Fn avx2_group8(int qtype);       // avx2/gemv_rows8_avx2.cpp: the 8-row kernels, M <= 16
 struct X8Kernels {
   GemvFusedFn fused = nullptr;
   GemvFused8Fn fused8 = nullptr;
   GemvPairFn pair = nullptr;
 };
-X8Kernels avx2_fused_x8(int qtype);   // avx2/gemv_fused_avx2.cpp: the small-m kernels reading in place   // avx2/gemv_rows8_avx2.cpp (nullptr if none)
+X8Kernels avx2_fused_x8(int qtype);        // avx2/gemv_fused_avx2.cpp: the small-m kernels
 
 }  // namespace mm
 }  // namespace pq

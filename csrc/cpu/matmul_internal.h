@@ -75,12 +75,12 @@ struct TypeInfo {
   GemvFusedFn fused_avx2;   // nullptr: unpack + generic dot
   GemvFused8Fn fused8_avx2 = nullptr;  // 8 activation rows per lane (m >= kMinM8); nullptr: none
   GemvPairFn fused_pair_avx2 = nullptr;  // int8x2 at m = 1 in one pass (X32 types); nullptr: 2 rows
-  GemvGroup8Fn group8_avx2 = nullptr;    // m <= 4 on row-interleaved weights, 8 rows per call
+  GemvGroup8Fn group8_avx2 = nullptr;    // row-interleaved weights: 8 weight rows x 1..4 rows of x per call
 };
 // nullptr when the type has no fused kernel.
 const TypeInfo* type_info(int qtype);
 // The kernels of w as stored: type_info(w.qtype), or for a row-interleaved weight the same
-// kernels reading through the interleave (cpu/interleave.cpp) plus its 8-row M = 1 kernel.
+// kernels reading through the interleave (cpu/interleave.cpp) plus its 8-row kernel.
 const TypeInfo* type_info(const WeightRef& w);
 // The ggml name of a type id ("Q4_K"), "unknown" outside the registry (for error messages).
 const char* qtype_name(int qtype);
@@ -89,6 +89,8 @@ void fill_scx(UChunk& u);  // scx from sc (shared by unpackers that only compute
 // static: these helpers are compiled into baseline and -mavx2 files; internal linkage keeps the
 // linker from sharing one (possibly AVX2-encoded) COMDAT copy between them.
 static inline int64_t n_chunks(int64_t k) { return (k + kChunk - 1) / kChunk; }
+// int4: log2 of the 32-blocks per scale group (group_size 32 / 64 / 128 -> 0 / 1 / 2).
+static inline int int4_group_shift(const WeightRef& w) { return w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2; }
 
 // Zeroes the part of the row's last chunk past k so padded activations meet zero weights.
 static inline void clear_tail(UChunk& u, int64_t k, Kind kind) {

@@ -10,11 +10,12 @@ wall time p10 / median over 384 steps, file mapping and packed copy interleaved 
 2 threads 5.18 / 5.65 -> 4.96 / 5.37 ms, 1 thread 12.71 / 13.34 -> 11.91 / 12.53 ms. The file pages we copied from are dropped (release_pages), so RSS does not grow: the
 anonymous copy replaces them. PYQUANT_PACK_WEIGHTS=0 keeps the file mapping (for comparisons).
 
-The copy is also where Q4_0 / Q4_1 / Q4_K / Q8_0 weights take the row-interleaved layout the M = 1 kernels read
-fastest (pyquant/kernels/cpu/interleave.py: same bytes, permuted within groups of 8 rows; 1.46x
-at M = 1 for Q4_0 4096x14336, 2 threads, cold). A tied output head is interleaved too (the
-embedding puts the token's group of 8 rows back in order); an embedding-only table is not (the
-token step dequantizes its rows straight from the bytes). int4 weights (AWQ, built in
+The copy is also where Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 weights take the row-interleaved
+layout the small-M kernels read fastest (pyquant/kernels/cpu/interleave.py: same bytes, permuted
+within groups of 8 rows; 1.46x at M = 1 for Q4_0 4096x14336, 2 threads, cold). A tied output head
+is interleaved too (the embedding reads its rows back through _C.Weight.dequantize_row or a
+gather of their groups); an embedding-only table is not (the token step dequantizes its rows
+straight from the bytes). int4 weights (AWQ, built in
 memory) take the same layout here, without the packed copy. PYQUANT_INTERLEAVE=0 keeps every weight
 row by row.
 """
@@ -82,10 +83,8 @@ def pack_step_weights(model, release=None) -> int:
         qt = lin.qt        # (new copies of all of them while the loader still held the old ones: +35 MB peak)
         if (interleave and lin.dense is None and qt.qtype == QType.INT4 and qt.data.device.type == "cpu"
                 and not qt.interleave and il.supports(qt.qtype, qt.shape)):
-            new = qt.interleaved()
-            for old, t in ((qt.data, new.data), (qt.scales, new.scales), (qt.mins, new.mins)):
+            for old, t in zip((qt.data, qt.scales, qt.mins), il.convert(qt, to_interleaved=True)):
                 old.copy_(t)
-            del new
             qt.interleave = 8   # the same object: whoever else holds it sees the new layout
     lins = [lin for lin in lins if lin.dense is None and _packable(lin.qt)]
     qts = [lin.qt for lin in lins]
@@ -101,11 +100,11 @@ def pack_step_weights(model, release=None) -> int:
     if total == 0:
         return 0
 
-    def interleavable(i, qt):   # the output head (tied to the embedding or not) included; an embedding-only table not
+    def interleavable(qt):   # the output head (tied to the embedding or not) included; an embedding-only table not
         return (interleave and not qt.interleave and (embed is None or tied is not None or qt is not embed.qt)
                 and il.supports(qt.qtype, qt.shape))
 
-    mix = [interleavable(i, qt) for i, qt in enumerate(qts)]
+    mix = [interleavable(qt) for qt in qts]
     raw = torch.empty(total + _HUGE, dtype=torch.uint8)
     start = (-raw.data_ptr()) % _HUGE
     _advise_huge(raw.data_ptr() + start, total)   # before the first touch: the pages fault in huge

@@ -15,6 +15,7 @@
 #include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
+#include "cpu/avx2/x8_load.h"
 #include "cpu/interleave.h"
 #include "cpu/matmul_internal.h"
 
@@ -47,10 +48,11 @@ inline void prefetch_span(const uint8_t* p) {
 // 16 bytes -> 32 nibbles (low nibbles in the low half). vbroadcasti128 is a plain load, then one
 // variable shift (0 | 4 bits per 128-bit half) and one AND: 2 vector uops instead of 3 (shift,
 // vinserti128 on the shuffle port, AND).
-inline __m256i nibbles32(const uint8_t* p) {
-  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
+inline __m256i nibbles32(__m128i q) {
+  const __m256i v = _mm256_broadcastsi128_si256(q);
   return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
 }
+inline __m256i nibbles32(const uint8_t* p) { return nibbles32(_mm_loadu_si128((const __m128i*)p)); }
 
 // 32 bits -> 32 bytes, 0x10 where the bit is set (the 5th bit of Q5_0 / Q5_1).
 inline __m256i bit5_32(const uint8_t* p) {
@@ -181,10 +183,6 @@ struct LInt4 {
 // of the next group's bytes (pf_at), so the group after this one arrives while these 8 rows run
 // (prefetching 2 KiB ahead of the row made the first row of each group wait on DRAM for all 8:
 // M = 2 took 1.5-2x as long as on plain rows).
-inline __m128i load_8_8(const uint8_t* a, const uint8_t* b) {
-  return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)a)), (const double*)b));
-}
-
 template <typename Plain>   // an LLegacy: the same type stored row-interleaved
 struct LLegacyX8 : LegacyFields<LLegacyX8<Plain>, Plain::kD, Plain::kM, Plain::kB> {
   static constexpr int kBytes = Plain::kBlockBytes;
@@ -201,10 +199,8 @@ struct LLegacyX8 : LegacyFields<LLegacyX8<Plain>, Plain::kD, Plain::kM, Plain::k
   const uint8_t* pf_at(int64_t b0, int64_t) const { return next + 8 * kBytes * (b0 + l); }
   __m256i q(int64_t b) const {
     const uint8_t* qs = at(b) + 8 * kH + 8 * l;
-    if (kBytes == 34)   // Q8_0: 4 chunks
-      return _mm256_inserti128_si256(_mm256_castsi128_si256(load_8_8(qs, qs + 64)), load_8_8(qs + 128, qs + 192), 1);
-    const __m256i v = _mm256_broadcastsi128_si256(load_8_8(qs, qs + 64));
-    __m256i n = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
+    if (kBytes == 34) return load_chunks4(qs);   // Q8_0
+    __m256i n = nibbles32(load_chunks2(qs));
     if (kBytes == 22 || kBytes == 24) n = _mm256_or_si256(n, bit5_32(hdr(b) + kH - 4));   // Q5_0 / Q5_1
     return n;
   }
@@ -228,11 +224,7 @@ struct LInt4X8 {
   const float* mn;
   int shift;
   const uint8_t* at(int64_t b) const { return grp + 128 * b; }
-  __m256i q(int64_t b) const {
-    const uint8_t* qs = at(b) + 8 * l;
-    const __m256i v = _mm256_broadcastsi128_si256(load_8_8(qs, qs + 64));
-    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
-  }
+  __m256i q(int64_t b) const { return nibbles32(load_chunks2(at(b) + 8 * l)); }
   __m256 group8(const float* v, int64_t b) const {   // blocks b..b+7 -> their groups' values
     alignas(32) float t[8];
     for (int j = 0; j < 8; ++j) t[j] = v[8 * ((b + j) >> shift)];
@@ -645,7 +637,7 @@ void fused8_gguf_x32(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
 void fused8_int4(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
   const int64_t ng = w.k / w.group_size;
   const LInt4 ld{w.data + r * w.row_bytes, w.scales + r * ng, w.mins + r * ng,
-                 w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2};
+                 int4_group_shift(w)};
   gemv_x32_t8(ld, w.k / 32, x, out);
 }
 
@@ -673,7 +665,7 @@ void fused_gguf_x32(const WeightRef& w, int64_t r, const XQRow* x, int mr, float
 void fused_int4(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
   const int64_t ng = w.k / w.group_size;
   const LInt4 ld{w.data + r * w.row_bytes, w.scales + r * ng, w.mins + r * ng,
-                 w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2};
+                 int4_group_shift(w)};
   gemv_x32_any(ld, w.k / 32, x, mr, out);
 }
 
@@ -689,7 +681,7 @@ void pair_gguf_x32(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
 void pair_int4(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
   const int64_t ng = w.k / w.group_size;
   const LInt4 ld{w.data + r * w.row_bytes, w.scales + r * ng, w.mins + r * ng,
-                 w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2};
+                 int4_group_shift(w)};
   gemv_x32_pair(ld, w.k / 32, x, out);
 }
 
@@ -724,22 +716,24 @@ void fused_int8(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* ou
 // Row-interleaved entry points (the loaders above).
 template <typename L>
 L x8_loader(const WeightRef& w, int64_t r) {
+  const X8Row x8(w, r);
   L ld{};
-  ld.l = r % 8;
-  ld.grp = w.data + (r - ld.l) * w.row_bytes;
-  ld.next = ld.grp + 8 * w.row_bytes;   // past the last group: a prefetch does not fault
+  ld.l = x8.l;
+  ld.grp = x8.grp;
+  ld.next = x8.grp + 8 * w.row_bytes;   // past the last group: a prefetch does not fault
   return ld;
 }
 template <>
 LInt4X8 x8_loader<LInt4X8>(const WeightRef& w, int64_t r) {
   LInt4X8 ld{};
-  ld.l = r % 8;
-  ld.grp = w.data + (r - ld.l) * w.row_bytes;
-  ld.next = ld.grp + 8 * w.row_bytes;
+  const X8Row x8(w, r);
+  ld.l = x8.l;
+  ld.grp = x8.grp;
+  ld.next = x8.grp + 8 * w.row_bytes;
   const int64_t ng = w.k / w.group_size;
   ld.sc = w.scales + (r - ld.l) * ng + ld.l;
   ld.mn = w.mins + (r - ld.l) * ng + ld.l;
-  ld.shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
+  ld.shift = int4_group_shift(w);
   return ld;
 }
 template <typename L>

@@ -127,7 +127,7 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
   const int64_t ng = kSrc == kInt4Src ? w.k / w.group_size : 0;
   const float* sc = kSrc == kInt4Src ? w.scales + r0 * ng : nullptr;
   const float* mn = kSrc == kInt4Src ? w.mins + r0 * ng : nullptr;
-  const int shift = w.group_size == 64 ? 1 : w.group_size == 128 ? 2 : 0;
+  const int shift = kSrc == kInt4Src ? int4_group_shift(w) : 0;
   __m256 acc[MR][2], accb[MR][2];
   for (int u = 0; u < MR; ++u) acc[u][0] = acc[u][1] = accb[u][0] = accb[u][1] = _mm256_setzero_ps();
   const int64_t pf = prefetch_bytes();

@@ -8,6 +8,7 @@
 #include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
+#include "cpu/avx2/x8_load.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -67,19 +68,8 @@ void unpack_nib_x32(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChun
 
 // ---------------------------------------------------------------- row-interleaved (cpu/interleave.h)
 // Block b of row r: header at grp + 8*ts*b + kH*l, quant chunk c (8 bytes) at grp + 8*ts*b + 8*kH +
-// 64*c + 8*l (l = r % 8). Read in place: the int8 GEMM's panels unpack chunk by chunk, and a
-// gather into plain blocks first made M = 8 1.25-1.4x slower than on plain rows.
-struct X8Row {
-  const uint8_t* grp;
-  int64_t l;
-  X8Row(const WeightRef& w, int64_t r) : grp(w.data + (r - r % 8) * w.row_bytes), l(r % 8) {}
-};
-// 8 bytes at a, 8 at b: movq + movhps (building it from two scalar loads went through the stack,
-// a failed store-to-load forward per vector: Q4_K M = 8 1.5x slower than on plain rows)
-inline __m128i load_8_8(const uint8_t* a, const uint8_t* b) {
-  return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)a)), (const double*)b));
-}
-
+// 64*c + 8*l (l = r % 8; avx2/x8_load.h). Read in place: the int8 GEMM's panels unpack chunk by
+// chunk, and a gather into plain blocks first made M = 8 1.25-1.4x slower than on plain rows.
 template <int kH, typename AB>
 void unpack_nib_x32_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, AB ab) {
   constexpr int64_t kTs = 8 * (kH + 16);
@@ -90,7 +80,7 @@ void unpack_nib_x32_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UC
     const uint8_t* q = base + 8 * kH + 8 * x8.l;
     UChunk& u = out[b / 8 - c0];
     const int j = (int)(b % 8);
-    store32(u.q + 32 * j, split_nibbles16(load_8_8(q, q + 64)));
+    store32(u.q + 32 * j, split_nibbles16(load_chunks2(q)));
     ab(base + kH * x8.l, u.a[j], u.b[j]);
   }
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
@@ -149,8 +139,7 @@ void unpack_q8_0_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChun
     const uint8_t* q = base + 16 + 8 * x8.l;
     UChunk& u = out[b / 8 - c0];
     const int j = (int)(b % 8);
-    store32(u.q + 32 * j, _mm256_inserti128_si256(_mm256_castsi128_si256(load_8_8(q, q + 64)),
-                                                  load_8_8(q + 128, q + 192), 1));
+    store32(u.q + 32 * j, load_chunks4(q));
     u.a[j] = h2f(base + 2 * x8.l);
     u.b[j] = 0.f;
   }
@@ -163,7 +152,7 @@ void unpack_int4(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
   const int64_t ng = w.k / w.group_size;
   const float* sc = w.scales + r * ng;
   const float* mn = w.mins + r * ng;
-  const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;  // blocks per group: 1, 2, 4
+  const int shift = int4_group_shift(w);
   const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
   p += 8 * c0 * 16;
   for (int64_t b = 8 * c0; b < b1; ++b, p += 16) {
@@ -183,13 +172,13 @@ void unpack_int4_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChun
   const int64_t ng = w.k / w.group_size;
   const float* sc = w.scales + (r - x8.l) * ng + x8.l;
   const float* mn = w.mins + (r - x8.l) * ng + x8.l;
-  const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
+  const int shift = int4_group_shift(w);
   const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
   for (int64_t b = 8 * c0; b < b1; ++b) {
     const uint8_t* q = x8.grp + 128 * b + 8 * x8.l;
     UChunk& u = out[b / 8 - c0];
     const int j = (int)(b % 8);
-    store32(u.q + 32 * j, split_nibbles16(load_8_8(q, q + 64)));
+    store32(u.q + 32 * j, split_nibbles16(load_chunks2(q)));
     u.a[j] = sc[8 * (b >> shift)];
     u.b[j] = mn[8 * (b >> shift)];
   }
@@ -252,11 +241,7 @@ void unpack_q4_k_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChun
   for (int64_t b = c0; b < c1; ++b) {
     const uint8_t* base = x8.grp + 1152 * b;
     const uint8_t* q = base + 128 + 8 * x8.l;
-    const auto qs32 = [&](int c) {
-      const uint8_t* p = q + 256 * c;
-      return _mm256_inserti128_si256(_mm256_castsi128_si256(load_8_8(p, p + 64)), load_8_8(p + 128, p + 192), 1);
-    };
-    unpack_q4_k_block(base + 16 * x8.l, qs32, out[b - c0]);
+    unpack_q4_k_block(base + 16 * x8.l, [&](int c) { return load_chunks4(q + 256 * c); }, out[b - c0]);
   }
 }
 

@@ -14,8 +14,9 @@ import torch
 from ...qtypes import QType
 
 # qtype -> (header bytes, quant bytes) of one block; the C++ table is interleave_spec
-SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q5_0: (6, 16), QType.Q5_1: (8, 16), QType.Q4_K: (16, 128), QType.Q8_0: (2, 32),
-         QType.INT4: (0, 16)}
+SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q5_0: (6, 16), QType.Q5_1: (8, 16),
+         QType.Q4_K: (16, 128), QType.Q8_0: (2, 32), QType.INT4: (0, 16)}
+NAMES = " / ".join(t.name for t in SPECS)   # for messages
 
 
 def supports(qtype, shape) -> bool:
@@ -56,3 +57,14 @@ def interleave_side(t: torch.Tensor) -> torch.Tensor:
 def deinterleave_side(t: torch.Tensor) -> torch.Tensor:
     n, ng = t.shape
     return t.reshape(n // 8, ng, 8).transpose(1, 2).reshape(n, ng).contiguous()
+
+
+def convert(qt, to_interleaved: bool) -> tuple:
+    """(data, scales, mins) of QTensor qt in the interleaved layout (to_interleaved) or back in plain
+    rows: copies; int4's scales and mins move with their rows, other formats have none."""
+    rows, side = (interleave, interleave_side) if to_interleaved else (deinterleave, deinterleave_side)
+
+    def side_of(t):
+        return t if t is None or qt.qtype is not QType.INT4 else side(t)
+
+    return rows(qt.data, qt.qtype), side_of(qt.scales), side_of(qt.mins)
