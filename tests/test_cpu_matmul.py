@@ -246,7 +246,7 @@ def test_int8(k, isa, mode, act_mode):
         check(call_int8(q, scales, n, k, x), x, W, expected_kind(m, "int8"))
 
 
-@pytest.mark.parametrize("t", [T.Q4_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.F16],
+@pytest.mark.parametrize("t", [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.F16],
                          ids=lambda t: t.name)
 def test_isas_agree(t):
     """The AVX2 path against the scalar one on the same inputs (same activation quantization)."""

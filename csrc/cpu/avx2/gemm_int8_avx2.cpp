@@ -244,10 +244,12 @@ void gemm_int8_avx2(const GemmI8Args& a) {
   thread_local Scratch<uint8_t> pq_v;
   thread_local Scratch<float> pa_v, pb_v, out_v;
   thread_local Scratch<UChunk> u_v;
-  const int64_t nch = n_chunks(a.k), nb = nch * 8;
-  uint8_t* pq = pq_v.get((size_t)(256 * nb));
-  float* pa = pa_v.get((size_t)(8 * nb));
-  float* pb = pb_v.get((size_t)(8 * nb));
+  // The panel is built in whole 256-chunks; the dot runs over the k/32 blocks that exist (K = 576,
+  // SmolLM2's width, would otherwise spend a third of its maddubs on the zero padding to 768).
+  const int64_t nch = n_chunks(a.k), nb = (a.k + 31) / 32;
+  uint8_t* pq = pq_v.get((size_t)(2048 * nch));
+  float* pa = pa_v.get((size_t)(64 * nch));
+  float* pb = pb_v.get((size_t)(64 * nch));
   float* out = out_v.get((size_t)(8 * a.m));
   UChunk* u = u_v.get(8);
   const bool wide = a.bits > 4;

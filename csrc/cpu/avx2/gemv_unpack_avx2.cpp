@@ -52,15 +52,30 @@ void fill_scx_avx2(UChunk& u, __m256i sc16) {
   }
 }
 
-// The legacy 4-bit blocks: kBytes per block, nibbles at kQs, fp16 scale at 0; ab(blk, a, b) the rest.
-template <int kBytes, int kQs, typename AB>
+// Q5_x's 5th bits: bit i of qh (element i) -> 16 in byte i. Byte i takes qh's byte i/8 (pshufb),
+// ORed with every bit but i%8 set: all ones exactly where bit i%8 was set (llama.cpp's trick).
+inline __m256i fifth_bits(const uint8_t* p) {
+  uint32_t qh;
+  std::memcpy(&qh, p, 4);
+  const __m256i byte = _mm256_shuffle_epi8(
+      _mm256_set1_epi32((int)qh), _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(byte, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
+                                        _mm256_set1_epi64x(-1));
+  return _mm256_and_si256(set, _mm256_set1_epi8(16));
+}
+
+// The legacy 4/5-bit blocks: kBytes per block, nibbles at kQs, fp16 scale at 0, the 5th bits' qh at
+// kQh (-1: 4-bit); ab(blk, a, b) the rest.
+template <int kBytes, int kQs, int kQh, typename AB>
 void unpack_nib_x32(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, AB ab) {
   const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
   const uint8_t* blk = w.data + r * w.row_bytes + 8 * c0 * kBytes;
   for (int64_t b = 8 * c0; b < b1; ++b, blk += kBytes) {
     UChunk& u = out[b / 8 - c0];
     const int j = (int)(b % 8);
-    store32(u.q + 32 * j, split_nibbles16(blk + kQs));
+    __m256i q = split_nibbles16(blk + kQs);
+    if (kQh >= 0) q = _mm256_or_si256(q, fifth_bits(blk + kQh));
+    store32(u.q + 32 * j, q);
     ab(blk, u.a[j], u.b[j]);
   }
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
@@ -70,7 +85,8 @@ void unpack_nib_x32(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChun
 // Block b of row r: header at grp + 8*ts*b + kH*l, quant chunk c (8 bytes) at grp + 8*ts*b + 8*kH +
 // 64*c + 8*l (l = r % 8; avx2/x8_load.h). Read in place: the int8 GEMM's panels unpack chunk by
 // chunk, and a gather into plain blocks first made M = 8 1.25-1.4x slower than on plain rows.
-template <int kH, typename AB>
+// kH: header bytes per row (scale, min, qh), kQh: qh's offset in the header (-1: 4-bit).
+template <int kH, int kQh, typename AB>
 void unpack_nib_x32_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, AB ab) {
   constexpr int64_t kTs = 8 * (kH + 16);
   const X8Row x8(w, r);
@@ -78,17 +94,20 @@ void unpack_nib_x32_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UC
   for (int64_t b = 8 * c0; b < b1; ++b) {
     const uint8_t* base = x8.grp + kTs * b;
     const uint8_t* q = base + 8 * kH + 8 * x8.l;
+    const uint8_t* hdr = base + kH * x8.l;
     UChunk& u = out[b / 8 - c0];
     const int j = (int)(b % 8);
-    store32(u.q + 32 * j, split_nibbles16(load_chunks2(q)));
-    ab(base + kH * x8.l, u.a[j], u.b[j]);
+    __m256i v = split_nibbles16(load_chunks2(q));
+    if (kQh >= 0) v = _mm256_or_si256(v, fifth_bits(hdr + kQh));
+    store32(u.q + 32 * j, v);
+    ab(hdr, u.a[j], u.b[j]);
   }
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
 // Q4_0: w = d * (nib - 8).
 void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  unpack_nib_x32<18, 2>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
+  unpack_nib_x32<18, 2, -1>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
     a = h2f(blk);
     b = -8.f * a;
   });
@@ -96,21 +115,52 @@ void unpack_q4_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 
 // Q4_1: w = d * nib + m (the int8 GEMM's panels unpack it: 3-4x faster than the scalar loop).
 void unpack_q4_1(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  unpack_nib_x32<20, 4>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
+  unpack_nib_x32<20, 4, -1>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
     a = h2f(blk);
     b = h2f(blk + 2);
   });
 }
 
 void unpack_q4_0_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  unpack_nib_x32_x8<2>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
+  unpack_nib_x32_x8<2, -1>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
     a = h2f(hdr);
     b = -8.f * a;
   });
 }
 
 void unpack_q4_1_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  unpack_nib_x32_x8<4>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
+  unpack_nib_x32_x8<4, -1>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
+    a = h2f(hdr);
+    b = h2f(hdr + 2);
+  });
+}
+
+// Q5_0: w = d * (q - 16), q = nibble | 16 * bit of qh (the int8 GEMM's and the float GEMM's panels
+// unpack it: the scalar loop was 38% of a SmolLM2 Q5_0 gate/up prefill at m = 64).
+void unpack_q5_0(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32<22, 6, 2>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
+    a = h2f(blk);
+    b = -16.f * a;
+  });
+}
+
+// Q5_1: w = d * q + m.
+void unpack_q5_1(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32<24, 8, 4>(w, r, c0, c1, out, [](const uint8_t* blk, float& a, float& b) {
+    a = h2f(blk);
+    b = h2f(blk + 2);
+  });
+}
+
+void unpack_q5_0_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32_x8<6, 2>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
+    a = h2f(hdr);
+    b = -16.f * a;
+  });
+}
+
+void unpack_q5_1_x8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  unpack_nib_x32_x8<8, 4>(w, r, c0, c1, out, [](const uint8_t* hdr, float& a, float& b) {
     a = h2f(hdr);
     b = h2f(hdr + 2);
   });
@@ -375,6 +425,8 @@ UnpackRowFn avx2_unpacker_x8(int qtype) {
   switch (qtype) {
     case (int)QType::Q4_0: return unpack_q4_0_x8;
     case (int)QType::Q4_1: return unpack_q4_1_x8;
+    case (int)QType::Q5_0: return unpack_q5_0_x8;
+    case (int)QType::Q5_1: return unpack_q5_1_x8;
     case (int)QType::Q4_K: return unpack_q4_k_x8;
     case (int)QType::Q8_0: return unpack_q8_0_x8;
     case kInt4: return unpack_int4_x8;
@@ -390,6 +442,8 @@ UnpackRowFn avx2_unpacker(int qtype) {
     case (int)QType::IQ4_XS: return unpack_iq4_xs;
     case (int)QType::Q4_0: return unpack_q4_0;
     case (int)QType::Q4_1: return unpack_q4_1;
+    case (int)QType::Q5_0: return unpack_q5_0;
+    case (int)QType::Q5_1: return unpack_q5_1;
     case (int)QType::Q8_0: return unpack_q8_0;
     case (int)QType::Q4_K: return unpack_q4_k;
     case (int)QType::Q6_K: return unpack_q6_k;
