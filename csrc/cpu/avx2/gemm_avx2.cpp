@@ -27,14 +27,16 @@ namespace {
 
 constexpr int kNC = 64;
 
-inline void ukernel(const float* A, const float* B, float* C, int64_t ldc, bool accumulate) {
+// kn <= kChunk: the columns of this chunk that exist (K = 576, SmolLM2's width, would otherwise
+// spend a quarter of its FMAs on the last chunk's zero padding).
+inline void ukernel(const float* A, const float* B, float* C, int64_t ldc, bool accumulate, int64_t kn) {
   __m256 c[kGemmMR][2];
   for (int i = 0; i < kGemmMR; ++i) {
     c[i][0] = accumulate ? _mm256_loadu_ps(C + i * ldc) : _mm256_setzero_ps();
     c[i][1] = accumulate ? _mm256_loadu_ps(C + i * ldc + 8) : _mm256_setzero_ps();
   }
 #pragma GCC unroll 4
-  for (int kk = 0; kk < kChunk; ++kk) {
+  for (int64_t kk = 0; kk < kn; ++kk) {
     const __m256 b0 = _mm256_load_ps(B + 16 * kk), b1 = _mm256_load_ps(B + 16 * kk + 8);
     for (int i = 0; i < kGemmMR; ++i) {
       const __m256 a = _mm256_broadcast_ss(A + kGemmMR * kk + i);
@@ -53,15 +55,15 @@ int64_t n_strips(int64_t m) { return (m + kGemmMR - 1) / kGemmMR; }
 // Weight rows t0..t0+7 of the block (rows past nn are zero), chunk c, into the panel columns: decoded
 // to float 8 rows at a time, then 8 x 8 register transposes (the scalar strided stores they replace
 // were ~1/6 of the GEMM's time at m = 64).
-void pack_rows8(const GemmArgs& a, int64_t nb, int t0, int64_t nn, int64_t c, float* rowf8, UChunk* scratch,
-                float* wpack) {
+void pack_rows8(const GemmArgs& a, int64_t nb, int t0, int64_t nn, int64_t c, int64_t kn, float* rowf8,
+                UChunk* scratch, float* wpack) {
   for (int r = 0; r < 8; ++r) {
     float* dst = rowf8 + r * kChunk;
     if (t0 + r < nn) row_to_float(*a.w, nb + t0 + r, c, c + 1, dst, scratch, true);
     else std::memset(dst, 0, sizeof(float) * kChunk);
   }
   float* panel = wpack + (t0 / kGemmNR) * kChunk * kGemmNR + (t0 % kGemmNR);
-  for (int kk = 0; kk < kChunk; kk += 8) {
+  for (int kk = 0; kk < kn; kk += 8) {   // the decoded row is zero past kn: whole 8-columns
     __m256 v[8];
     for (int r = 0; r < 8; ++r) v[r] = _mm256_load_ps(rowf8 + r * kChunk + kk);
     transpose8x8_ps(v);
@@ -102,11 +104,12 @@ void gemm_avx2(const GemmArgs& a) {
     const int64_t nn = std::min<int64_t>(kNC, a.n1 - nb);
     const int npan = (int)((nn + kGemmNR - 1) / kGemmNR);
     for (int64_t c = 0; c < nch; ++c) {
-      for (int t0 = 0; t0 < npan * kGemmNR; t0 += 8) pack_rows8(a, nb, t0, nn, c, rowf8, scratch, wpack);
+      const int64_t kn = std::min<int64_t>(kChunk, a.k - c * kChunk);
+      for (int t0 = 0; t0 < npan * kGemmNR; t0 += 8) pack_rows8(a, nb, t0, nn, c, kn, rowf8, scratch, wpack);
       for (int64_t s = 0; s < strips; ++s) {
         const float* A = a.apack + (c * strips + s) * kChunk * kGemmMR;
         for (int p = 0; p < npan; ++p)
-          ukernel(A, wpack + p * kChunk * kGemmNR, cbuf + s * kGemmMR * kNC + p * kGemmNR, kNC, c > 0);
+          ukernel(A, wpack + p * kChunk * kGemmNR, cbuf + s * kGemmMR * kNC + p * kGemmNR, kNC, c > 0, kn);
       }
     }
     a.store(nb, nn, cbuf, kNC);
