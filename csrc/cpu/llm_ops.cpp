@@ -44,6 +44,7 @@
 #include "cpu/cpu_features.h"
 #include "cpu/error.h"
 #include "cpu/llm_kernels.h"
+#include "cpu/llm_vec.h"
 #include "cpu/matmul_internal.h"
 #include "cpu/threadpool.h"
 #include "cpu/weight.h"
@@ -62,55 +63,6 @@ using mm::WeightRef;
 using mm::XQRow;
 
 int64_t checked_mul(int64_t a, int64_t b, const char* what) { return pq::checked_mul("LlmStep", a, b, what); }
-
-// ---------------------------------------------------------------- portable vector kernels
-double sumsq_scalar(const float* x, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += (double)x[i] * (double)x[i];
-  return s;
-}
-float dot_scalar(const float* a, const float* b, int64_t n) {
-  float s[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int t = 0; t < 4; ++t) s[t] += a[i + t] * b[i + t];
-  for (; i < n; ++i) s[0] += a[i] * b[i];
-  return (s[0] + s[1]) + (s[2] + s[3]);
-}
-void softmax_scalar(float* x, int64_t n) {
-  float mx = x[0];
-  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
-  float sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
-  const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
-
-struct Vec {
-  bool avx2;
-  double sumsq(const float* x, int64_t n) const { return avx2 ? sumsq_avx2(x, n) : sumsq_scalar(x, n); }
-  void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) const {
-    if (avx2) return scale_mul_avx2(x, s, w, out, n);
-    for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * s) * w[i];
-  }
-  float dot(const float* a, const float* b, int64_t n) const { return avx2 ? dot_avx2(a, b, n) : dot_scalar(a, b, n); }
-  void axpy(float* y, float a, const float* x, int64_t n) const {
-    if (avx2) return axpy_avx2(y, a, x, n);
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-  }
-  void softmax(float* x, int64_t n) const { avx2 ? softmax_avx2(x, n) : softmax_scalar(x, n); }
-  void silu_mul(const float* g, const float* u, float* out, int64_t n) const {
-    if (avx2) return silu_mul_avx2(g, u, out, n);
-    for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-  }
-  // GELU, tanh approximation (gemma3), times up: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) u.
-  void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i) {
-      const float x = g[i];
-      out[i] = 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))) * u[i];
-    }
-  }
-};
 
 // ---------------------------------------------------------------- GEMV
 // One weight feeding rows [off, off + n) of a slot's output.
@@ -502,10 +454,7 @@ class Step {
 
   // out = x * w / sqrt(mean(x^2) + eps) over n values (d_model: the block's norms; head_dim: QK-norm,
   // in place); out may be x.
-  void rms_norm(const Vec& v, const float* x, const float* w, float* out, int64_t n) const {
-    const double ms = v.sumsq(x, n) / (double)n;
-    v.scale_mul(x, (float)(1.0 / std::sqrt(ms + eps_)), w, out, n);
-  }
+  void rms_norm(const Vec& v, const float* x, const float* w, float* out, int64_t n) const { v.rms_norm(x, w, out, n, eps_); }
 
   // Adjacent pairs (x[2i], x[2i+1]) of the first rope_dim values of each head rotate by the
   // table's e^(i pos theta_i) (the Python step's complex multiply).
@@ -661,14 +610,7 @@ class Step {
       const float* Kh = K + ((hq / g) * T_ + t0) * hd_;
       const float* Vh = Vc + ((hq / g) * T_ + t0) * hd_;
       float* o = attn_.data() + hq * hd_;
-      if (avx2_ && hd_ % 8 == 0) {  // one call per head: ~5x faster than per-position dot calls
-        attend_head_avx2(q, Kh, Vh, T, hd_, scale_, sc, o);
-        continue;
-      }
-      for (int64_t t = 0; t < T; ++t) sc[t] = v.dot(q, Kh + t * hd_, hd_) * scale_;
-      v.softmax(sc, T);
-      std::fill(o, o + hd_, 0.f);
-      for (int64_t t = 0; t < T; ++t) v.axpy(o, sc[t], Vh + t * hd_, hd_);
+      v.attend_head(q, Kh, Vh, T, hd_, scale_, sc, o);
     }
   }
 

@@ -19,6 +19,7 @@ void register_dequant_bindings(py::module_& m);
 void register_quantize_bindings(py::module_& m);
 void register_matmul_bindings(py::module_& m);
 void register_llm_bindings(py::module_& m);
+void register_prefill_bindings(py::module_& m);
 }  // namespace pq
 
 PYBIND11_MODULE(_C, m) {
@@ -47,4 +48,5 @@ PYBIND11_MODULE(_C, m) {
   pq::register_quantize_bindings(m);
   pq::register_matmul_bindings(m);
   pq::register_llm_bindings(m);
+  pq::register_prefill_bindings(m);
 }

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PyquantError
+from ..kernels.cpu import rowops
 from ..runtime.kv_cache import KVCache
 from .config import read_config
 from .rope import apply_rope_, neox_to_normal_rows, rope_table
@@ -236,11 +237,17 @@ class DecoderModel:
         """Multiplier of q.k: 1/sqrt(head_dim)."""
         return 1.0 / math.sqrt(self.config.head_dim)
 
+    # norm, mlp_activation and attention run pyquant's threaded row ops on CPU float32 tensors
+    # (kernels/cpu/rowops.py: the token step's own vector math), torch ops anywhere else.
     def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and rowops.takes(x):
+            return rowops.rms_norm(x, weight, self.config.norm_eps)
         return torch.rms_norm(x, (x.shape[-1],), weight, self.config.norm_eps)
 
     def mlp_activation(self, gate_up: torch.Tensor) -> torch.Tensor:
         """[S, 2 ffn] -> [S, ffn]: act(gate) * up, act by `mlp_act`."""
+        if rowops.takes(gate_up) and gate_up.is_contiguous():
+            return rowops.act_mul(gate_up, self.mlp_act)
         gate, up = gate_up.chunk(2, dim=-1)
         if self.mlp_act == "gelu_tanh":
             return F.gelu(gate, approximate="tanh") * up
@@ -302,6 +309,8 @@ class DecoderModel:
                   window: int = 0) -> torch.Tensor:
         """q [S, H, hd] at positions start_pos.., k/v [Hkv, T, hd] (T = start_pos + S) -> [S, H*hd].
         Grouped-query: the g = H/Hkv query heads sharing a KV head become one [g*S, hd] matrix."""
+        if rowops.takes(q):
+            return rowops.attention(q, k, v, start_pos, window, self.attn_scale)
         S, H, hd = q.shape
         Hkv, T, _ = k.shape
         g = H // Hkv
