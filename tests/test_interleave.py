@@ -117,6 +117,39 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
             assert torch.equal(yi, yp), (m, act)
 
 
+@pytest.mark.parametrize("act", ["int8x2", "int8"])
+@pytest.mark.parametrize("qt", TYPES)
+def test_vnni_build_is_bit_identical_to_avx2(qt, act, act_mode):
+    """The 8-row kernels' AVX-512 VNNI build (csrc/cpu/vnni/) against their AVX2 build: the same
+    integer sums and float steps, so the same bits, for every unit count and pairing (m 1..16)."""
+    if not _C.cpu_has_vnni():
+        pytest.skip("CPU (or build) without AVX-512 VNNI + VL + BW")
+    if _C.active_isa() != "avx2":
+        pytest.skip("AVX2 not active")
+    n, k = 40, 512
+    w = _weight(qt, n, k, seed=3).interleaved().cpu_call
+    act_mode(act)
+    before = _C.get_vnni()
+    try:
+        for m in (1, 2, 3, 4, 5, 8, 13, 16):
+            x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+            _C.set_vnni(False)
+            ya = _linear(w, x, torch.empty(m, n))
+            _C.set_vnni(True)
+            yv = _linear(w, x, torch.empty(m, n))
+            assert torch.equal(ya, yv), (m, act)
+    finally:
+        _C.set_vnni(before)
+
+
+def test_set_vnni_refused_without_it():
+    if _C.cpu_has_vnni():
+        _C.set_vnni(_C.get_vnni())   # accepted either way where present
+        return
+    with pytest.raises(Exception, match="VNNI"):
+        _C.set_vnni(True)
+
+
 def test_runner_packs_weights_interleaved(smollm2_path):
     """The default model (Q4_1, its tied head / embedding Q8_0) runs every linear on the interleaved
     layout; the embedding reads the head's interleaved bytes back row by row, exactly."""

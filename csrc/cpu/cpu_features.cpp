@@ -39,4 +39,33 @@ void set_isa(Isa isa) {
 
 const char* isa_name(Isa isa) { return isa == Isa::Avx2 ? "avx2" : "scalar"; }
 
+bool cpu_has_vnni() {
+#if defined(PYQUANT_HAVE_VNNI_BUILD) && (defined(__x86_64__) || defined(__i386__))
+  // libgcc sets the avx512 bits only when XCR0 says the OS saves the opmask / zmm state
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+static std::atomic<bool>& vnni_slot() {
+  static std::atomic<bool> slot([] {
+    const char* env = std::getenv("PYQUANT_VNNI");
+    return cpu_has_vnni() && !(env && std::strcmp(env, "0") == 0);
+  }());
+  return slot;
+}
+
+bool vnni_enabled() { return vnni_slot().load(std::memory_order_relaxed); }
+
+void set_vnni(bool on) {
+  PQ_CHECK(!on || cpu_has_vnni(), "set_vnni: this CPU (or build) has no AVX-512 VNNI + VL + BW");
+  vnni_slot().store(on);
+}
+
 }  // namespace pq

@@ -13,4 +13,11 @@ Isa active_isa();         // what kernels should use now
 void set_isa(Isa isa);    // throws if the CPU cannot run it
 const char* isa_name(Isa isa);
 
+// AVX-512 VNNI + VL + BW (and the OS saving their state), in a build with the vnni/ kernels: the
+// 8-row GEMV's vpdpbusd variant (vnni/gemv_rows8_vnni.cpp) runs where the AVX2 ISA is active and
+// vnni_enabled() (default on; PYQUANT_VNNI=0 or set_vnni(false) turns it off).
+bool cpu_has_vnni();
+bool vnni_enabled();
+void set_vnni(bool on);   // throws if the CPU (or build) has none
+
 }  // namespace pq

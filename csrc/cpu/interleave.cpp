@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/qtypes.h"
+#include "cpu/cpu_features.h"
 
 namespace pq {
 namespace mm {
@@ -155,8 +156,18 @@ struct Through {
     if (t.fused_avx2) t.fused_avx2 = in_place.fused ? in_place.fused : fused;
     if (t.fused8_avx2) t.fused8_avx2 = in_place.fused8 ? in_place.fused8 : fused8;
     if (t.fused_pair_avx2) t.fused_pair_avx2 = in_place.pair ? in_place.pair : pair;
-    t.group8_avx2 = avx2_group8(Q);
+    t.group8_avx2 = avx2_group8(Q) ? group8 : nullptr;
     return t;
+  }
+  // The 8-row kernel of this CPU: the VNNI build where present and enabled (bit-identical y),
+  // chosen per call so set_vnni switches it at once (one branch per 8 rows x K).
+  static void group8(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+#ifdef PYQUANT_HAVE_VNNI_BUILD
+    static const GemvGroup8Fn vnni = vnni_group8(Q);
+    if (vnni_enabled()) return vnni(w, r0, x, mr, pair, out);
+#endif
+    static const GemvGroup8Fn avx2 = avx2_group8(Q);
+    avx2(w, r0, x, mr, pair, out);
   }
 };
 

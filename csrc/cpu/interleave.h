@@ -33,6 +33,7 @@ void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_
 // The AVX2 kernels that read the layout in place (nullptr where a type has none):
 UnpackRowFn avx2_unpacker_x8(int qtype);   // avx2/gemv_unpack_avx2.cpp
 GemvGroup8Fn avx2_group8(int qtype);       // avx2/gemv_rows8_avx2.cpp: the 8-row kernels, M <= 16
+GemvGroup8Fn vnni_group8(int qtype);       // the same built for AVX-512 VNNI (vnni/; PYQUANT_HAVE_VNNI_BUILD)
 struct X8Kernels {
   GemvFusedFn fused = nullptr;
   GemvFused8Fn fused8 = nullptr;

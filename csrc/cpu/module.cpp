@@ -33,6 +33,9 @@ PYBIND11_MODULE(_C, m) {
     else if (name == "avx2") pq::set_isa(pq::Isa::Avx2);
     else pq::fail("set_isa: unknown ISA '", name, "' (scalar or avx2)");
   });
+  m.def("cpu_has_vnni", &pq::cpu_has_vnni, "AVX-512 VNNI + VL + BW on this CPU, and the vnni/ kernels built");
+  m.def("get_vnni", &pq::vnni_enabled, "whether the 8-row GEMV runs its vpdpbusd build (PYQUANT_VNNI)");
+  m.def("set_vnni", &pq::set_vnni, "use (True) or not (False) the vpdpbusd build of the 8-row GEMV");
   m.def("get_num_threads", &pq::get_num_threads);
   m.def("set_num_threads", &pq::set_num_threads);
   m.def("qtype_table", [] {
