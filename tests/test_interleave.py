@@ -119,19 +119,22 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
 
 @pytest.mark.parametrize("act", ["int8x2", "int8"])
 @pytest.mark.parametrize("qt", TYPES)
-def test_vnni_build_is_bit_identical_to_avx2(qt, act, act_mode):
-    """The 8-row kernels' AVX-512 VNNI build (csrc/cpu/vnni/) against their AVX2 build: the same
-    integer sums and float steps, so the same bits, for every unit count and pairing (m 1..16)."""
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_vnni_builds_are_bit_identical_to_avx2(qt, act, interleaved, act_mode):
+    """The AVX-512 VNNI builds (csrc/cpu/vnni/: the 8-row GEMV, m <= 16 on interleaved rows, and the
+    int8 GEMM, m = 40 / 140) against their AVX2 builds: the same integer sums and float steps, so
+    the same bits, for every unit count and pairing."""
     if not _C.cpu_has_vnni():
         pytest.skip("CPU (or build) without AVX-512 VNNI + VL + BW")
     if _C.active_isa() != "avx2":
         pytest.skip("AVX2 not active")
     n, k = 40, 512
-    w = _weight(qt, n, k, seed=3).interleaved().cpu_call
+    q = _weight(qt, n, k, seed=3)
+    w = (q.interleaved() if interleaved else q).cpu_call
     act_mode(act)
     before = _C.get_vnni()
     try:
-        for m in (1, 2, 3, 4, 5, 8, 13, 16):
+        for m in (1, 2, 3, 4, 5, 8, 13, 16, 40, 140):
             x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
             _C.set_vnni(False)
             ya = _linear(w, x, torch.empty(m, n))

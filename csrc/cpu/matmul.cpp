@@ -507,7 +507,11 @@ void run_gemm_int8(const Call& c, const WeightRef& w, const TypeInfo& ti, const 
   ActRows act;
   act.quantize(c, ti.kind == Kind::X256, xf, comp, avx2_kernels());
   parallel_for(c.n, 8, c.nthreads, [&](int64_t n0, int64_t n1) {
-    gemm_int8_avx2({&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1, store_into(c)});
+    const GemmI8Args args{&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1, store_into(c)};
+#ifdef PYQUANT_HAVE_VNNI_BUILD
+    if (vnni_enabled()) return gemm_int8_vnni(args);   // bit-identical, vpdpbusd
+#endif
+    gemm_int8_avx2(args);
   });
 }
 

@@ -200,6 +200,7 @@ struct GemmI8Args {
   GemmStore store;
 };
 void gemm_int8_avx2(const GemmI8Args& a);
+void gemm_int8_vnni(const GemmI8Args& a);   // the same built for AVX-512 VNNI (vnni/; PYQUANT_HAVE_VNNI_BUILD)
 // 2..6: the weight type's unpacked q bits when the int8 GEMM takes it; 0: it does not.
 int gemm_int8_bits(int qtype);
 

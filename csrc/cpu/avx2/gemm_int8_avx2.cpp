@@ -23,6 +23,11 @@
 // the whole 256-chunk accumulates in int32, and the mins come from the activation's per-16 sums
 // (8 vpmaddwd per chunk): one cvt and two FMAs per 256 weights and activation row. An int8x2
 // pair is two rows here (their int32 chunk sums times 256 could overflow), summed at the end.
+//
+// Compiled twice, like the 8-row GEMV: vnni/gemm_int8_vnni.cpp builds it with PQ_VNNI = 1 for CPUs
+// with AVX-512 VNNI + VL, where the 32-block types' sums are vpdpbusd chains (one uop for
+// vpmaddubsw + vpaddw, no int16 limit) with the same integer results; the K-quants keep their
+// int16 scale step and gain the 32 registers only.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -32,6 +37,10 @@
 #include "cpu/avx2/scratch.h"
 #include "cpu/avx2/transpose.h"
 #include "cpu/matmul_internal.h"
+
+#ifndef PQ_VNNI
+#define PQ_VNNI 0
+#endif
 
 namespace pq {
 namespace mm {
@@ -89,6 +98,18 @@ inline __m256i dot32(const uint8_t* pqb, const int8_t* xb, __m256i ones) {
   return _mm256_add_epi32(_mm256_madd_epi16(dot16<4>(pqb, xb, 0), ones), _mm256_madd_epi16(dot16<4>(pqb, xb, 4), ones));
 }
 
+#if PQ_VNNI
+// int32 lane sums of one activation row over block b, as dot32 (two vpdpbusd chains).
+inline __m256i dot32_vnni(const uint8_t* pqb, const int8_t* xb) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+  for (int t = 0; t < 8; t += 2) {
+    s0 = _mm256_dpbusd_epi32(s0, _mm256_load_si256((const __m256i*)(pqb + 32 * t)), bcast4(xb + 4 * t));
+    s1 = _mm256_dpbusd_epi32(s1, _mm256_load_si256((const __m256i*)(pqb + 32 * t + 32)), bcast4(xb + 4 * t + 4));
+  }
+  return _mm256_add_epi32(s0, s1);
+}
+#endif
+
 // MR output rows; PAIR: each is an int8x2 pair x[2i], x[2i+1] (d2 = d1 / 256).
 template <int MR, bool PAIR, bool kWide>
 void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, float* out) {
@@ -102,7 +123,11 @@ void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb,
       if (PAIR) {
         const XQRow &x1 = x[2 * i], &x2 = x[2 * i + 1];
         __m256i v;
-        if (!kWide) {
+        if (PQ_VNNI) {
+#if PQ_VNNI
+          v = _mm256_add_epi32(_mm256_slli_epi32(dot32_vnni(pqb, x1.q + 32 * b), 8), dot32_vnni(pqb, x2.q + 32 * b));
+#endif
+        } else if (!kWide) {
           v = _mm256_add_epi32(_mm256_madd_epi16(dot16<8>(pqb, x1.q + 32 * b, 0), k256),
                                _mm256_madd_epi16(dot16<8>(pqb, x2.q + 32 * b, 0), ones));
         } else {   // 5-bit: int32 per half before the x256 (2 x 4 sums, |.| < 2^15 each)
@@ -112,7 +137,11 @@ void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb,
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(a8, _mm256_set1_ps(x2.d[b])), acc[i]);
         accb[i] = _mm256_fmadd_ps(b8, _mm256_set1_ps(x1.s[b] + x2.s[b]), accb[i]);
       } else {
+#if PQ_VNNI
+        const __m256i v = dot32_vnni(pqb, x[i].q + 32 * b);
+#else
         const __m256i v = dot32<kWide>(pqb, x[i].q + 32 * b, ones);
+#endif
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(a8, _mm256_set1_ps(x[i].d[b])), acc[i]);
         accb[i] = _mm256_fmadd_ps(b8, _mm256_set1_ps(x[i].s[b]), accb[i]);
       }
@@ -235,7 +264,11 @@ void gemm_k256(const GemmI8Args& a, const TypeInfo& ti) {
 
 }  // namespace
 
+#if PQ_VNNI
+void gemm_int8_vnni(const GemmI8Args& a) {
+#else
 void gemm_int8_avx2(const GemmI8Args& a) {
+#endif
   const TypeInfo& ti = *type_info(*a.w);
   if (ti.kind == Kind::X256) {
     gemm_k256(a, ti);
