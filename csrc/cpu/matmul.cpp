@@ -573,7 +573,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemmInt8:
       return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
              (act_compensated() ? "12 < 2m <= 128" : "m > 12") + ", 8 weight rows unpacked once into an L2 panel, "
-             "int8 dot (vpmaddubsw, lanes = weight rows) with activations quantized per " +
+             "int8 dot (" + (vnni_enabled() && ti->kind != Kind::X256 ? "AVX-512 VNNI vpdpbusd" : "vpmaddubsw") +
+             ", lanes = weight rows) with activations quantized per " +
              (ti->kind == Kind::X256 ? "256" : "32") +
              (act_compensated() ? " plus their int8-quantized residual (~15-bit activations)" : "");
     case Path::Gemm: {

@@ -20,7 +20,8 @@ def run(args) -> int:
     from ..qtypes import qtype
 
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"pyquant._C: isa={_C.active_isa()} threads={_C.get_num_threads()}  "
+    vnni = " + AVX-512 VNNI builds (PYQUANT_VNNI=0: off)" if _C.get_vnni() else ""
+    print(f"pyquant._C: isa={_C.active_isa()}{vnni} threads={_C.get_num_threads()}  "
           f"backends: {', '.join(f'{b.name}({b.device_type}, prio {b.priority})' for b in dispatch.backends())}")
     for name, why in missing_backends():
         print(f"  {name}: not listed: {why}")
