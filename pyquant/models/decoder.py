@@ -428,7 +428,9 @@ class DecoderModel:
                          f"steps so far on 1 thread / all: {gov['single']} / {gov['multi']})")
         else:
             lines.append(f"token step: python (the model's forward, one token at a time): {st.native_reason}")
-        lines.append(f"prefill of {prompt_tokens} tokens: torch attention/norms, one matmul per linear")
+        rows = ("pyquant's C++ row ops (kernels/cpu/rowops.py: RMSNorm, gated activation, causal attention, "
+                "threaded)" if self.device.type == "cpu" and rowops.takes(torch.empty(0)) else "torch ops for attention/norms")
+        lines.append(f"prefill of {prompt_tokens} tokens: {rows}, one matmul per linear")
         # linears grouped by (role, type, shape): one line each, with how many layers have it
         seen: dict = {}
 
