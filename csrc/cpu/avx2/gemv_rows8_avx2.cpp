@@ -405,15 +405,41 @@ inline void k4_pair_dot(const K4Split& q, const int8_t* xq, __m256i sc03, __m256
                                                _mm256_madd_epi16(shi[1], _mm256_shuffle_epi8(sc47, ihi))));
 }
 
+#if PQ_VNNI
+// k4_pair_dot with vpdpbusd: each dword's sum of 4 products over the 4 chunks (<= 16 * 15 * 127)
+// times its row's sub-block scale (vpmulld by sc*: the scale byte in each dword) gives the dwords
+// vpmaddwd makes of the int16 sums there: the same int32 a03 / a47.
+inline void k4_pair_dot_vnni(const K4Split& q, const int8_t* xq, __m256i sc03l, __m256i sc03h, __m256i sc47l,
+                             __m256i sc47h, __m256i& a03, __m256i& a47) {
+  __m256i slo[2], shi[2];
+  for (int h = 0; h < 2; ++h) slo[h] = shi[h] = _mm256_setzero_si256();
+  for (int c = 0; c < 4; ++c) {
+    const __m256i xl = bcast8(xq + 8 * c), xh = bcast8(xq + 32 + 8 * c);
+    for (int h = 0; h < 2; ++h) {
+      slo[h] = _mm256_dpbusd_epi32(slo[h], q.lo[c][h], xl);
+      shi[h] = _mm256_dpbusd_epi32(shi[h], q.hi[c][h], xh);
+    }
+  }
+  a03 = _mm256_add_epi32(a03, _mm256_add_epi32(_mm256_mullo_epi32(slo[0], sc03l), _mm256_mullo_epi32(shi[0], sc03h)));
+  a47 = _mm256_add_epi32(a47, _mm256_add_epi32(_mm256_mullo_epi32(slo[1], sc47l), _mm256_mullo_epi32(shi[1], sc47h)));
+}
+#endif
+
 template <bool kPair, int MR>
 void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
   constexpr int kTs = 8 * 144, kXs = kPair ? 2 : 1;
   const int64_t nsb = w.k / 256;
   const uint8_t* g = w.data + r0 * w.row_bytes;
-  const __m256i m4 = _mm256_set1_epi8(15), one16 = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i m4 = _mm256_set1_epi8(15), one16 = _mm256_set1_epi16(1);
   // vpshufb indices: int16 lanes 0-3 <- byte s of the lane's first row, 4-7 <- byte 8 + s (second row)
-  const __m256i idx0 = _mm256_setr_epi16(-32768, -32768, -32768, -32768, -32760, -32760, -32760, -32760,
-                                         -32768, -32768, -32768, -32768, -32760, -32760, -32760, -32760);
+  [[maybe_unused]] const __m256i idx0 = _mm256_setr_epi16(-32768, -32768, -32768, -32768, -32760, -32760, -32760,
+                                                          -32760, -32768, -32768, -32768, -32768, -32760, -32760,
+                                                          -32760, -32760);
+  // VNNI: int32 lanes 0-1 <- byte 0 of the lane's first row, 2-3 <- byte 8 (its second row), zero above
+  [[maybe_unused]] const __m256i idx32 = _mm256_setr_epi32(
+      (int)0x80808000u, (int)0x80808000u, (int)0x80808008u, (int)0x80808008u,
+      (int)0x80808000u, (int)0x80808000u, (int)0x80808008u, (int)0x80808008u);
+  [[maybe_unused]] const __m256i one32 = _mm256_set1_epi32(1);
   __m256 acc[MR], accm[MR];
   for (int u = 0; u < MR; ++u) acc[u] = accm[u] = _mm256_setzero_ps();
   const int64_t pf = prefetch_bytes();
@@ -433,10 +459,19 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
           q.lo[c][h] = _mm256_and_si256(v, m4);
           q.hi[c][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         }
+#if PQ_VNNI
+      // dword d of a 128-bit lane <- scale byte 2j (+1) of its row (bytes 0-7: the lane's first row)
+      const __m256i jl = _mm256_add_epi32(idx32, _mm256_set1_epi32(2 * j)), jh = _mm256_add_epi32(jl, one32);
+      const __m256i s03l = _mm256_shuffle_epi8(hd.sc03, jl), s03h = _mm256_shuffle_epi8(hd.sc03, jh);
+      const __m256i s47l = _mm256_shuffle_epi8(hd.sc47, jl), s47h = _mm256_shuffle_epi8(hd.sc47, jh);
+      for (int i = 0; i < MR * kXs; ++i)
+        k4_pair_dot_vnni(q, x[i].q + 256 * sb + 64 * j, s03l, s03h, s47l, s47h, a03[i], a47[i]);
+#else
       const __m256i ilo = _mm256_add_epi16(idx0, _mm256_set1_epi16((short)(2 * j)));
       const __m256i ihi = _mm256_add_epi16(ilo, one16);
       for (int i = 0; i < MR * kXs; ++i)
         k4_pair_dot(q, x[i].q + 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03[i], a47[i]);
+#endif
     }
     for (int u = 0; u < MR; ++u) {
       const XQRow* xu = x + kXs * u;
