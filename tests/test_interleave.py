@@ -118,7 +118,7 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
 
 
 @pytest.mark.parametrize("act", ["int8x2", "int8"])
-@pytest.mark.parametrize("qt", TYPES)
+@pytest.mark.parametrize("qt", TYPES + ["Q2_K", "Q3_K", "Q5_K", "Q6_K"])   # the K-quants: the int8 GEMM
 @pytest.mark.parametrize("interleaved", [True, False])
 def test_vnni_builds_are_bit_identical_to_avx2(qt, act, interleaved, act_mode):
     """The AVX-512 VNNI builds (csrc/cpu/vnni/: the 8-row GEMV, m <= 16 on interleaved rows, and the
@@ -128,6 +128,8 @@ def test_vnni_builds_are_bit_identical_to_avx2(qt, act, interleaved, act_mode):
         pytest.skip("CPU (or build) without AVX-512 VNNI + VL + BW")
     if _C.active_isa() != "avx2":
         pytest.skip("AVX2 not active")
+    if interleaved and qt not in TYPES:
+        pytest.skip(f"{qt} has no interleaved layout")
     n, k = 40, 512
     q = _weight(qt, n, k, seed=3)
     w = (q.interleaved() if interleaved else q).cpu_call

@@ -205,6 +205,18 @@ void k256_rows(const K256Panel& p, int64_t nch, const XQRow* x, float* out) {
       const uint8_t* pqb = p.q + 256 * (8 * c + j);
       for (int h = 0; h < 2; ++h) {
         const __m256i scv = _mm256_load_si256((const __m256i*)(p.sc + 256 * c + 32 * j + 16 * h));
+#if PQ_VNNI   // the group's 16 products per row in one dword (vpdpbusd), times its scale (the pair's high
+              // int16, sign-extended: Q6_K's are signed): vpmaddwd's int32, exactly
+        const __m256i sc32 = _mm256_srai_epi32(scv, 16);
+        for (int i = 0; i < MR; ++i) {
+          const int8_t* xb = x[i].q + 256 * c + 32 * j + 16 * h;
+          __m256i d = _mm256_setzero_si256();
+          for (int t = 0; t < 4; ++t)
+            d = _mm256_dpbusd_epi32(d, _mm256_load_si256((const __m256i*)(pqb + 32 * (4 * h + t))), bcast4(xb + 4 * t));
+          iacc[i] = _mm256_add_epi32(iacc[i], _mm256_mullo_epi32(d, sc32));
+        }
+        continue;
+#endif
         for (int i = 0; i < MR; ++i) {
           const int8_t* xb = x[i].q + 256 * c + 32 * j;
           if (kSum == 4) {
