@@ -263,7 +263,10 @@ def test_isas_agree(t):
             ys = call_gguf(t, w, n, k, x).double().numpy()
             _C.set_isa("avx2")
             ya = call_gguf(t, w, n, k, x).double().numpy()
-            assert rel(ya, ys) <= 1e-5
+            # Q8_0 past 16 rows where the VNNI build runs: its int8 GEMM (int8x2 activations) against
+            # the scalar ISA's float GEMM (exact ones): int8x2's bound, as in check()
+            vnni_q8 = t == T.Q8_0 and m > 16 and _C.get_vnni()
+            assert rel(ya, ys) <= (1e-4 if vnni_q8 else 1e-5)
     finally:
         _C.set_isa(before)
 

@@ -138,11 +138,22 @@ def test_vnni_builds_are_bit_identical_to_avx2(qt, act, interleaved, act_mode):
     try:
         for m in (1, 2, 3, 4, 5, 8, 13, 16, 40, 140):
             x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
-            _C.set_vnni(False)
-            ya = _linear(w, x, torch.empty(m, n))
-            _C.set_vnni(True)
-            yv = _linear(w, x, torch.empty(m, n))
-            assert torch.equal(ya, yv), (m, act)
+            kernels, ys = [], []
+            for on in (False, True):
+                _C.set_vnni(on)
+                kernels.append("8-row" if interleaved and m <= 16 else
+                               _C.matmul_path("int4" if qt == "INT4" else "gguf", 0 if qt == "INT4" else int(q.qtype),
+                                              m).split(":")[0])
+                ys.append(_linear(w, x, torch.empty(m, n)))
+            ya, yv = ys
+            if kernels[0] != kernels[1]:
+                # where the builds' paths differ by design: the VNNI build has an int8 GEMM for Q8_0 (q + 128
+                # is no vpmaddubsw operand), and keeps the 32-block types' int8x2 GEMM past 128 rows where
+                # AVX2 hands over to the float GEMM: the int8x2 / int8 bounds of test_cpu_matmul.py
+                assert qt == "Q8_0" or (act == "int8x2" and 2 * m > 128 and qt not in ("Q4_K",)), kernels
+                assert float((yv - ya).norm() / ya.norm()) <= (1e-4 if act == "int8x2" else 1.5e-2), (m, act)
+            else:
+                assert torch.equal(ya, yv), (m, act, kernels)
     finally:
         _C.set_vnni(before)
 

@@ -247,8 +247,14 @@ constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128;
 // 12.4 / 13.1, 19.5 / 17.0, 26.3 / 21.3; Q8_0 14.1 / 14.5, 14.4 / 18.1, 22.2 / 21.0, 29.5 / 28.0.
 constexpr int64_t kGroup8MaxM = 16;
 
+// Q8_0 has the int8 GEMM in the VNNI build only: its weights become unsigned as q + 128, whose
+// products a vpmaddubsw pair would saturate (2 * 255 * 127 > 2^15) and vpdpbusd sums in int32.
+int int8_gemm_bits_now(int qtype) {
+  return qtype == (int)QType::Q8_0 ? (vnni_enabled() ? 8 : 0) : gemm_int8_bits(qtype);
+}
+
 bool int8_gemm_for(int qtype) {
-  return gemm_int8_bits(qtype) && active_isa() == Isa::Avx2 && g_fused.load() && g_int8_gemm.load();
+  return int8_gemm_bits_now(qtype) && active_isa() == Isa::Avx2 && g_fused.load() && g_int8_gemm.load();
 }
 
 Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
@@ -262,7 +268,12 @@ Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
   if (q8 && int8_gemm_for(qtype)) {
     const int64_t forced = g_gemm_min_m.load();
     if (rows <= (forced ? forced : kInt8GemmMinRows)) return Path::GemvQ8;
-    return comp && rows > kInt8x2GemmMaxRows && !forced ? Path::Gemm : Path::GemmInt8;
+    // VNNI build, 32-block types: one vpdpbusd per 4 weights x 8 rows keeps int8x2 ahead of the float
+    // GEMM at every m (bench_prefill_paths, 4096x4096 Zen 4, 2 threads, int8x2 GEMM / float GEMM ms:
+    // Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8, m=512 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7,
+    // 69.0 / 80.4; 1 thread alike); the K-quants' int16 scale step keeps them behind past 128 rows.
+    const bool int8x2_all_m = ti.kind == Kind::X32 && vnni_enabled();
+    return comp && rows > kInt8x2GemmMaxRows && !forced && !int8x2_all_m ? Path::Gemm : Path::GemmInt8;
   }
   if (rows > gemm_min_m(ti, qtype)) return Path::Gemm;
   return q8 ? Path::GemvQ8 : Path::GemvFloat;
@@ -504,12 +515,16 @@ void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
 }
 
 void run_gemm_int8(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool comp) {
+  // read once: a set_vnni from another thread cannot hand Q8_0's 8-bit panels to the AVX2 build
+  const bool vnni = vnni_enabled();
+  const int bits = w.qtype == (int)QType::Q8_0 ? (vnni ? 8 : 0) : gemm_int8_bits(w.qtype);
+  if (!bits) return run_gemm(c, w, xf);
   ActRows act;
   act.quantize(c, ti.kind == Kind::X256, xf, comp, avx2_kernels());
   parallel_for(c.n, 8, c.nthreads, [&](int64_t n0, int64_t n1) {
-    const GemmI8Args args{&w, gemm_int8_bits(w.qtype), act.rows.data(), c.m, comp, c.k, n0, n1, store_into(c)};
+    const GemmI8Args args{&w, bits, act.rows.data(), c.m, comp, c.k, n0, n1, store_into(c)};
 #ifdef PYQUANT_HAVE_VNNI_BUILD
-    if (vnni_enabled()) return gemm_int8_vnni(args);   // bit-identical, vpdpbusd
+    if (vnni) return gemm_int8_vnni(args);   // bit-identical, vpdpbusd
 #endif
     gemm_int8_avx2(args);
   });
@@ -572,7 +587,10 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   switch (choose_path(*ti, id, m)) {
     case Path::GemmInt8:
       return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
-             (act_compensated() ? "12 < 2m <= 128" : "m > 12") + ", 8 weight rows unpacked once into an L2 panel, "
+             (!act_compensated() ? "m > 12"
+              : vnni_enabled() && ti->kind == Kind::X32 ? "2m > 12 (the VNNI build outruns the float GEMM at every m)"
+                                                          : "12 < 2m <= 128") +
+             ", 8 weight rows unpacked once into an L2 panel, "
              "int8 dot (" + (vnni_enabled() && ti->kind != Kind::X256 ? "AVX-512 VNNI vpdpbusd" : "vpmaddubsw") +
              ", lanes = weight rows) with activations quantized per " +
              (ti->kind == Kind::X256 ? "256" : "32") +

@@ -150,6 +150,52 @@ void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb,
   for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(acc[i], accb[i]));
 }
 
+#if PQ_VNNI
+// Q8_0 (this build only): the panel holds q' = q + 128, so per unit (a row, or an int8x2 pair) and
+// block the dot is off by corr = 128 * sum(x's q) (a pair: 128 * (256 * sum(q1) + sum(q2)), < 2^31),
+// subtracted in int32: the signed dot exactly, scaled once (no large offset term cancelling in float).
+template <int MR, bool PAIR>
+void q8_rows(const uint8_t* pq, const float* pa, int64_t nb, const XQRow* x, const int32_t* corr, float* out) {
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* pqb = pq + 256 * b;
+    const __m256 a8 = _mm256_load_ps(pa + 8 * b);
+    for (int i = 0; i < MR; ++i) {
+      const XQRow* xu = x + (PAIR ? 2 * i : i);
+      __m256i v = dot32_vnni(pqb, xu[0].q + 32 * b);
+      if (PAIR) v = _mm256_add_epi32(_mm256_slli_epi32(v, 8), dot32_vnni(pqb, xu[1].q + 32 * b));
+      v = _mm256_sub_epi32(v, _mm256_set1_epi32(corr[i * nb + b]));
+      const float dx = PAIR ? xu[1].d[b] : xu[0].d[b];
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(a8, _mm256_set1_ps(dx)), acc[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+template <bool PAIR>
+void q8_all(const uint8_t* pq, const float* pa, int64_t nb, const XQRow* x, const int32_t* corr, int64_t m,
+            float* out) {
+  const int xs = PAIR ? 2 : 1;
+  int64_t i = 0;
+  for (; i + 2 <= m; i += 2) q8_rows<2, PAIR>(pq, pa, nb, x + xs * i, corr + i * nb, out + 8 * i);
+  for (; i < m; ++i) q8_rows<1, PAIR>(pq, pa, nb, x + xs * i, corr + i * nb, out + 8 * i);
+}
+
+// corr[u * nb + b] of q8_rows for the m units of x.
+void q8_corrections(const XQRow* x, int64_t m, bool pair, int64_t nb, int32_t* corr) {
+  for (int64_t u = 0; u < m; ++u)
+    for (int64_t b = 0; b < nb; ++b) {
+      int32_t s1 = 0, s2 = 0;
+      for (int t = 0; t < 32; ++t) {
+        s1 += x[pair ? 2 * u : u].q[32 * b + t];
+        if (pair) s2 += x[2 * u + 1].q[32 * b + t];
+      }
+      corr[u * nb + b] = 128 * (pair ? 256 * s1 + s2 : s1);
+    }
+}
+#endif
+
 template <bool PAIR, bool kWide>
 void panel_all(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, int64_t m,
                float* out) {
@@ -297,10 +343,32 @@ void gemm_int8_avx2(const GemmI8Args& a) {
   float* pb = pb_v.get((size_t)(64 * nch));
   float* out = out_v.get((size_t)(8 * a.m));
   UChunk* u = u_v.get(8);
-  const bool wide = a.bits > 4;
+  const bool wide = a.bits > 4;   // (the VNNI build's int32 dots take any width)
+#if PQ_VNNI
+  thread_local Scratch<int32_t> corr_v;
+  int32_t* corr = nullptr;
+  if (a.bits == 8) {
+    corr = corr_v.get((size_t)(a.m * nb));
+    q8_corrections(a.x, a.m, a.pair, nb, corr);
+  }
+#endif
   for (int64_t r0 = a.n0; r0 < a.n1; r0 += 8) {
     const int nr = (int)std::min<int64_t>(8, a.n1 - r0);
     unpack_panel(*a.w, ti, r0, nr, nch, u, pq, pa, pb);
+#if PQ_VNNI
+    if (a.bits == 8) {   // Q8_0: q + 128 as the unsigned operand (q ^ 0x80); only vpdpbusd can take
+                         // it (a vpmaddubsw pair of 255 * 127 saturates int16)
+      const __m256i flip = _mm256_set1_epi8((char)0x80);
+      for (int64_t i = 0; i < 8 * nb; ++i) {
+        __m256i* v = (__m256i*)(pq + 32 * i);
+        _mm256_store_si256(v, _mm256_xor_si256(_mm256_load_si256(v), flip));
+      }
+      if (a.pair) q8_all<true>(pq, pa, nb, a.x, corr, a.m, out);
+      else q8_all<false>(pq, pa, nb, a.x, corr, a.m, out);
+      a.store(r0, nr, out, 8);
+      continue;
+    }
+#endif
     if (a.pair) {
       if (wide) panel_all<true, true>(pq, pa, pb, nb, a.x, a.m, out);
       else panel_all<true, false>(pq, pa, pb, nb, a.x, a.m, out);
