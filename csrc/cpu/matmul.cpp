@@ -240,7 +240,7 @@ namespace {
 // activations, and as fast there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
 // GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
 // Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
-constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128;
+constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2VnniGemmMaxRows = 1024;
 // Row-interleaved weights take the 8-row GEMV (4 rows of x per pass over a group) up to this m, the
 // int8 GEMM past it. Measured side by side (4096x14336, int8x2, 2 threads, ms, GEMV / GEMM):
 // Q4_0 m=12 8.7 / 10.4, m=16 11.1 / 12.3, m=24 16.9 / 17.2, m=32 22.6 / 21.5; Q4_K 10.0 / 10.4,
@@ -272,8 +272,10 @@ Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
     // GEMM at every m (bench_prefill_paths, 4096x4096 Zen 4, 2 threads, int8x2 GEMM / float GEMM ms:
     // Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8, m=512 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7,
     // 69.0 / 80.4; 1 thread alike); the K-quants' int16 scale step keeps them behind past 128 rows.
-    const bool int8x2_all_m = ti.kind == Kind::X32 && vnni_enabled();
-    return comp && rows > kInt8x2GemmMaxRows && !forced && !int8x2_all_m ? Path::Gemm : Path::GemmInt8;
+    // Up to 2m = 1024, the range measured: the int8 GEMM passes all m rows of x (2m * k bytes) over
+    // each 8-row panel, no K blocking, so a long prompt's activations would outgrow the L3.
+    const int64_t max_rows = ti.kind == Kind::X32 && vnni_enabled() ? kInt8x2VnniGemmMaxRows : kInt8x2GemmMaxRows;
+    return comp && rows > max_rows && !forced ? Path::Gemm : Path::GemmInt8;
   }
   if (rows > gemm_min_m(ti, qtype)) return Path::Gemm;
   return q8 ? Path::GemvQ8 : Path::GemvFloat;
@@ -588,7 +590,7 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
     case Path::GemmInt8:
       return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
              (!act_compensated() ? "m > 12"
-              : vnni_enabled() && ti->kind == Kind::X32 ? "2m > 12 (the VNNI build outruns the float GEMM at every m)"
+              : vnni_enabled() && ti->kind == Kind::X32 ? "12 < 2m <= 1024 (the VNNI build outruns the float GEMM there)"
                                                           : "12 < 2m <= 128") +
              ", 8 weight rows unpacked once into an L2 panel, "
              "int8 dot (" + (vnni_enabled() && ti->kind != Kind::X256 ? "AVX-512 VNNI vpdpbusd" : "vpmaddubsw") +
