@@ -127,6 +127,10 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
+    # which pyquant ran: `python bench/fidelity.py` imports an installed copy before a checkout's
+    # (PYTHONPATH=. for the checkout), and a stale install measures old kernels without a word
+    print(f"pyquant {os.path.dirname(pyquant.__file__)} (isa {_C.active_isa()}"
+          f"{', AVX-512 VNNI builds' if getattr(_C, 'get_vnni', lambda: False)() else ''})")
     print(f"{os.path.basename(model.path)}, ctx {a.ctx}, {next(iter(rows.values()))['tokens']} scored tokens; "
           "distance from the same tool's float forward")
     print(f"{'':28s} {'PPL':>8s} {'mean KL':>10s} {'p99 KL':>9s} {'max KL':>8s} {'same top-1':>10s}")
