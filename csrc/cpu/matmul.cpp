@@ -247,14 +247,27 @@ constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2VnniGe
 // 12.4 / 13.1, 19.5 / 17.0, 26.3 / 21.3; Q8_0 14.1 / 14.5, 14.4 / 18.1, 22.2 / 21.0, 29.5 / 28.0.
 constexpr int64_t kGroup8MaxM = 16;
 
-// Q8_0 has the int8 GEMM in the VNNI build only: its weights become unsigned as q + 128, whose
-// products a vpmaddubsw pair would saturate (2 * 255 * 127 > 2^15) and vpdpbusd sums in int32.
-int int8_gemm_bits_now(int qtype) {
-  return qtype == (int)QType::Q8_0 ? (vnni_enabled() ? 8 : 0) : gemm_int8_bits(qtype);
+// The int8 GEMM's weight bits for qtype with (vnni) or without the VNNI build; 0: none. Q8_0 has it
+// in the VNNI build only: its weights become unsigned as q + 128, whose products a vpmaddubsw pair
+// would saturate (2 * 255 * 127 > 2^15) and vpdpbusd sums in int32.
+int gemm_int8_bits(int qtype, bool vnni) {
+  return qtype == (int)QType::Q8_0 ? (vnni ? 8 : 0) : mm::gemm_int8_bits(qtype);
 }
 
 bool int8_gemm_for(int qtype) {
-  return int8_gemm_bits_now(qtype) && active_isa() == Isa::Avx2 && g_fused.load() && g_int8_gemm.load();
+  return gemm_int8_bits(qtype, vnni_enabled()) && active_isa() == Isa::Avx2 && g_fused.load() &&
+         g_int8_gemm.load();
+}
+
+// Activation rows (2m) up to which int8x2 stays on the int8 GEMM. VNNI build, 32-block types: one
+// vpdpbusd per 4 weights x 8 rows keeps it ahead of the float GEMM (bench_prefill_paths, 4096x4096
+// Zen 4, 2 threads, int8x2 GEMM / float GEMM ms: Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8, m=512
+// 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7, 69.0 / 80.4; 1 thread alike), up to 2m = 1024, the
+// range measured: the int8 GEMM passes all m rows of x (2m * k bytes) over each 8-row panel, no K
+// blocking, so a long prompt's activations would outgrow the L3. The K-quants' int16 scale step
+// keeps them behind past 128 rows.
+int64_t int8x2_gemm_max_rows(const TypeInfo& ti) {
+  return ti.kind == Kind::X32 && vnni_enabled() ? kInt8x2VnniGemmMaxRows : kInt8x2GemmMaxRows;
 }
 
 Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
@@ -268,14 +281,7 @@ Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
   if (q8 && int8_gemm_for(qtype)) {
     const int64_t forced = g_gemm_min_m.load();
     if (rows <= (forced ? forced : kInt8GemmMinRows)) return Path::GemvQ8;
-    // VNNI build, 32-block types: one vpdpbusd per 4 weights x 8 rows keeps int8x2 ahead of the float
-    // GEMM at every m (bench_prefill_paths, 4096x4096 Zen 4, 2 threads, int8x2 GEMM / float GEMM ms:
-    // Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8, m=512 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7,
-    // 69.0 / 80.4; 1 thread alike); the K-quants' int16 scale step keeps them behind past 128 rows.
-    // Up to 2m = 1024, the range measured: the int8 GEMM passes all m rows of x (2m * k bytes) over
-    // each 8-row panel, no K blocking, so a long prompt's activations would outgrow the L3.
-    const int64_t max_rows = ti.kind == Kind::X32 && vnni_enabled() ? kInt8x2VnniGemmMaxRows : kInt8x2GemmMaxRows;
-    return comp && rows > max_rows && !forced ? Path::Gemm : Path::GemmInt8;
+    return comp && rows > int8x2_gemm_max_rows(ti) && !forced ? Path::Gemm : Path::GemmInt8;
   }
   if (rows > gemm_min_m(ti, qtype)) return Path::Gemm;
   return q8 ? Path::GemvQ8 : Path::GemvFloat;
@@ -519,7 +525,7 @@ void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
 void run_gemm_int8(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool comp) {
   // read once: a set_vnni from another thread cannot hand Q8_0's 8-bit panels to the AVX2 build
   const bool vnni = vnni_enabled();
-  const int bits = w.qtype == (int)QType::Q8_0 ? (vnni ? 8 : 0) : gemm_int8_bits(w.qtype);
+  const int bits = gemm_int8_bits(w.qtype, vnni);
   if (!bits) return run_gemm(c, w, xf);
   ActRows act;
   act.quantize(c, ti.kind == Kind::X256, xf, comp, avx2_kernels());
@@ -589,11 +595,9 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   switch (choose_path(*ti, id, m)) {
     case Path::GemmInt8:
       return isa + (act_compensated() ? "/gemm-int8x2: " : "/gemm-int8: ") + who +
-             (!act_compensated() ? "m > 12"
-              : vnni_enabled() && ti->kind == Kind::X32 ? "12 < 2m <= 1024 (the VNNI build outruns the float GEMM there)"
-                                                          : "12 < 2m <= 128") +
+             (act_compensated() ? "12 < 2m <= " + std::to_string(int8x2_gemm_max_rows(*ti)) : "m > 12") +
              ", 8 weight rows unpacked once into an L2 panel, "
-             "int8 dot (" + (vnni_enabled() && ti->kind != Kind::X256 ? "AVX-512 VNNI vpdpbusd" : "vpmaddubsw") +
+             "int8 dot (" + (vnni_enabled() ? "AVX-512 VNNI vpdpbusd" : "vpmaddubsw") +
              ", lanes = weight rows) with activations quantized per " +
              (ti->kind == Kind::X256 ? "256" : "32") +
              (act_compensated() ? " plus their int8-quantized residual (~15-bit activations)" : "");
@@ -602,8 +606,10 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
       // past the int8x2 GEMM's range (choose_path), or the type / ISA has no int8 GEMM
       const bool past_i8 = q8 && int8_gemm_for(id) && !g_gemm_min_m.load();
       return isa + "/gemm: " + who + (q8 && act_compensated() ? "2m > " : "m > ") +
-             std::to_string(past_i8 ? kInt8x2GemmMaxRows : gemm_min_m(*ti, id)) +
-             (past_i8 ? " (where the float GEMM outruns the int8x2 one)" : "") +
+             std::to_string(past_i8 ? int8x2_gemm_max_rows(*ti) : gemm_min_m(*ti, id)) +
+             (!past_i8 ? ""
+              : int8x2_gemm_max_rows(*ti) > kInt8x2GemmMaxRows ? " (past the int8x2 GEMM's range: it has no K blocking)"
+                                                               : " (where the float GEMM outruns the int8x2 one)") +
              ", weight tiles dequantized to float (64x256), " +
              (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
     }

@@ -25,9 +25,9 @@
 // pair is two rows here (their int32 chunk sums times 256 could overflow), summed at the end.
 //
 // Compiled twice, like the 8-row GEMV: vnni/gemm_int8_vnni.cpp builds it with PQ_VNNI = 1 for CPUs
-// with AVX-512 VNNI + VL, where the 32-block types' sums are vpdpbusd chains (one uop for
-// vpmaddubsw + vpaddw, no int16 limit) with the same integer results; the K-quants keep their
-// int16 scale step and gain the 32 registers only.
+// with AVX-512 VNNI + VL, where the sums are vpdpbusd chains (one uop for vpmaddubsw + vpaddw, no
+// int16 limit; the K-quants' 16-groups then meet their scale in a vpmulld) with the same integer
+// results, and Q8_0 gets a panel of its own (q8_rows).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -113,7 +113,7 @@ inline __m256i dot32_vnni(const uint8_t* pqb, const int8_t* xb) {
 // MR output rows; PAIR: each is an int8x2 pair x[2i], x[2i+1] (d2 = d1 / 256).
 template <int MR, bool PAIR, bool kWide>
 void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, float* out) {
-  const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256);
   __m256 acc[MR], accb[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accb[i] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
@@ -123,17 +123,17 @@ void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb,
       if (PAIR) {
         const XQRow &x1 = x[2 * i], &x2 = x[2 * i + 1];
         __m256i v;
-        if (PQ_VNNI) {
 #if PQ_VNNI
-          v = _mm256_add_epi32(_mm256_slli_epi32(dot32_vnni(pqb, x1.q + 32 * b), 8), dot32_vnni(pqb, x2.q + 32 * b));
-#endif
-        } else if (!kWide) {
+        v = _mm256_add_epi32(_mm256_slli_epi32(dot32_vnni(pqb, x1.q + 32 * b), 8), dot32_vnni(pqb, x2.q + 32 * b));
+#else
+        if (!kWide) {
           v = _mm256_add_epi32(_mm256_madd_epi16(dot16<8>(pqb, x1.q + 32 * b, 0), k256),
                                _mm256_madd_epi16(dot16<8>(pqb, x2.q + 32 * b, 0), ones));
         } else {   // 5-bit: int32 per half before the x256 (2 x 4 sums, |.| < 2^15 each)
           v = _mm256_add_epi32(_mm256_slli_epi32(dot32<true>(pqb, x1.q + 32 * b, ones), 8),
                                dot32<true>(pqb, x2.q + 32 * b, ones));
         }
+#endif
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(a8, _mm256_set1_ps(x2.d[b])), acc[i]);
         accb[i] = _mm256_fmadd_ps(b8, _mm256_set1_ps(x1.s[b] + x2.s[b]), accb[i]);
       } else {
