@@ -12,7 +12,7 @@
 //
 // Measured (SmolLM2-135M Q4_1, 2 threads, shared 2-core Zen 3 box at load ~1.5, `pyquant bench
 // smollm2 -p 0 -n 32 -t 2 -r 5`, two alternating runs each): tg32 113-119 tok/s with the Python
-// step on file-mapped weights -> 173-182 tok/s with this step on packed weights (packing.py);
+// step on file-mapped weights -> 173-182 tok/s with this step on packed weights (kernels/cpu/packing.py);
 // llama.cpp's anchor is 106. Per token (bench --overhead profile): the five GEMV phases ~6.0 ms
 // of ~6.3, everything else (norms, activation quantization, RoPE/KV, attention, SiLU, the Python
 // call) ~0.3 ms; the GEMVs stream 96 MB at ~15 GB/s of the 23 GB/s probe measured alongside.
@@ -777,7 +777,7 @@ class Step {
 void register_llm_bindings(py::module_& m) {
   using namespace pybind11::literals;
   py::class_<llm::Step>(m, "LlmStep",
-                           "C++ token step of a Llama-family model (pyquant/models/step.py builds it)")
+                           "C++ token step of a Llama-family model (pyquant/runtime/step.py builds it)")
       .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double>(),
            "n_layers"_a, "d_model"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "rope_dim"_a, "ffn_dim"_a,
            "vocab"_a, "max_seq_len"_a, "eps"_a, "attn_scale"_a)

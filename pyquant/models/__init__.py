@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import FormatError, PyquantError
+from ..runtime.memory import trim_heap
 
 ARCHITECTURES: dict[str, type] = {}
 
@@ -112,19 +113,6 @@ def _check_device(device):
     if dev.type not in ("cpu", "cuda", "meta"):
         raise PyquantError(f"device={device!r}: pyquant runs models on 'cpu' or 'cuda'")
     return dev
-
-
-def trim_heap() -> None:
-    """Give the heap freed while loading (tokenizer construction, metadata) back to the OS, so the
-    file pages touched later do not stack on top of it in peak RSS. glibc only; else a no-op."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def set_threads(n: int) -> None:

@@ -5,7 +5,7 @@ An architecture file subclasses DecoderModel and sets class attributes / overrid
 
 The block is written once, in `forward(ids, start_pos)`: prefill, perplexity, the reference the
 tests hold the C++ step to, and every token when that step cannot take the model.
-`step(token, pos)` runs the C++ executor of the same layers and weights (step.py).
+`step(token, pos)` runs the C++ executor of the same layers and weights (pyquant/runtime/step.py).
 """
 from __future__ import annotations
 
@@ -133,15 +133,15 @@ class DecoderModel:
         if self.local_rope_base is not None:
             self.rope_local = rope_table(self.max_seq_len, cfg.rope_dim, self.local_rope_base)
         self.attn_scale = self.attention_scale()
-        from .packing import pack_step_weights
-        from .step import TokenStep
+        from ..kernels.cpu.packing import pack_step_weights
+        from ..runtime.step import TokenStep
 
         # One model, one KV cache and one set of step buffers: calls from several Python threads are
         # serialized (a generation holds the lock from its prefill to its last token, so each
         # thread's text equals a single-threaded run). Unserialized, two steps reset each other's
         # barriers mid-token: hangs and segfaults (issue #15).
         self.lock = threading.RLock()
-        from . import trim_heap
+        from ..runtime.memory import trim_heap
 
         trim_heap()   # the readers' freed scratch back to the OS before the packed copy is faulted in
         if self.device.type == "cpu":
@@ -398,58 +398,9 @@ class DecoderModel:
 
     def explain(self, prompt_tokens: int = 64) -> str:
         """Which path and which kernel run each phase of prefill and of a token step, and why."""
-        from .._ext import _C
-        from ..kernels.cpu.matmul import linear_path
+        from ..runtime.explain import explain
 
-        st = self._step
-        act = _C.get_matmul_act()
-        lines = [repr(self),
-                 f"activations: {act}{' (= int8x2)' if act == 'auto' else ''} (PYQUANT_MATMUL_ACT / --act); "
-                 f"threads: {_C.get_num_threads()}"]
-        if self.device.type != "cpu":
-            lines.append(f"device: {self.device} (weights, KV cache and every op of the forward; each linear "
-                         "on the backend pyquant.dispatch picks, listed below)")
-        c, full = self.config, self.full_config
-        if self.tp is not None:
-            gathered = sum(L.wo_input is not None for L in self.layers)
-            lines.append(f"tensor parallel: rank {self.tp.rank} of {self.tp.size} ({self.tp.backend}) holds "
-                         f"{c.n_heads}/{full.n_heads} query heads, {c.n_kv_heads}/{full.n_kv_heads} KV heads, "
-                         f"{c.ffn_dim}/{full.ffn_dim} FFN channels, vocabulary rows {self.vocab_rows.start}.."
-                         f"{self.vocab_rows.stop - 1}; a sum after each attn_output and ffn_down"
-                         + (f"; {gathered} act-order attn_output gather every rank's heads first" if gathered else ""))
-        if self.stage is not None:
-            ls = self.stage
-            lines.append(f"layer split: rank {ls.rank} of {ls.size} runs layers {ls.layers.start}..{ls.layers.stop - 1}"
-                         f" of {full.n_layers}" + ("" if ls.first else "; receives the residual")
-                         + ("; the head, logits sent to every rank" if ls.last else "; sends the residual on"))
-        if st.native is not None:
-            gov = st.native.governor()
-            lines.append("token step: native (_C.LlmStep: one C++ call per token, one parallel region; "
-                         f"steps so far on 1 thread / all: {gov['single']} / {gov['multi']})")
-        else:
-            lines.append(f"token step: python (the model's forward, one token at a time): {st.native_reason}")
-        rows = ("pyquant's C++ row ops (kernels/cpu/rowops.py: RMSNorm, gated activation, causal attention, "
-                "threaded)" if self.device.type == "cpu" and rowops.takes(torch.empty(0)) else "torch ops for attention/norms")
-        lines.append(f"prefill of {prompt_tokens} tokens: {rows}, one matmul per linear")
-        # linears grouped by (role, type, shape): one line each, with how many layers have it
-        seen: dict = {}
-
-        def add(role, lin):
-            key = (role, lin.qt.qtype.name, lin.out_features, lin.in_features)
-            seen.setdefault(key, [0, lin])[0] += 1
-
-        for L in self.layers:
-            for role, lins in (("attn_qkv", L.qkv), ("attn_output", [L.wo]), ("ffn_gate_up", L.gate_up),
-                               ("ffn_down", [L.down])):
-                for lin in lins:
-                    add(role, lin)
-        if self.output is not None:
-            add("output", self.output)
-        for (role, tname, n, k), (count, lin) in seen.items():
-            lines.append(f"  {role:12s} x{count:<3d} {tname:5s} [{n}x{k}]")
-            lines.append(f"      step:    {linear_path(lin, 1)}")
-            lines.append(f"      prefill: {linear_path(lin, prompt_tokens)}")
-        return "\n".join(lines)
+        return explain(self, prompt_tokens)
 
     def __repr__(self):
         c = self.config

@@ -46,24 +46,6 @@ class Linear:
         return self.into(x, x.new_empty((x.shape[0], self.out_features)))
 
 
-def release_pages(t: torch.Tensor) -> None:
-    """Drop the resident pages of a file-backed (copy-on-write, never written) tensor we have just
-    copied from: they would otherwise count in RSS for nothing (re-read from the file if touched
-    again, so this is always safe). Linux only; a no-op elsewhere."""
-    import ctypes
-    import mmap
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return
-    page = mmap.PAGESIZE
-    start = (t.data_ptr() + page - 1) // page * page
-    end = (t.data_ptr() + t.nbytes) // page * page
-    if end > start and hasattr(libc, "madvise"):
-        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
-
-
 def concat_rows(qts: list, row_perms: list | None = None, release=None):
     """One QTensor holding the rows of `qts` stacked (same qtype and format, same in_features): one
     kernel call instead of several. Rows are independent in every format (a ggml row is its own byte

@@ -75,7 +75,7 @@ class GGUFSource:
     def release(t: torch.Tensor) -> None:
         """Weights are views of the file: the pages of one we copied from are dropped (re-read from
         the file if touched again), so they do not count in RSS for nothing."""
-        from ...models.weights import release_pages
+        from ...runtime.memory import release_pages
 
         release_pages(t)
 

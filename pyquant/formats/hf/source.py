@@ -122,7 +122,7 @@ class DirectorySource:
     def release(t: torch.Tensor) -> None:
         """Float weights are views of the mapped files: drop the pages of one copied from (re-read
         from the file if touched again)."""
-        from ...models.weights import release_pages
+        from ...runtime.memory import release_pages
 
         release_pages(t)
 

@@ -3,7 +3,7 @@
 Rows [8g, 8g + 8) of a weight are stored block by block: the 8 rows' block headers (scales, mins),
 then the block's quants in 8-byte chunks, chunk by chunk, rows 0..7 within a chunk. Same bytes,
 same size, permuted within each group of 8 rows, so the one packed copy the runner keeps
-(pyquant/models/packing.py) can be laid out this way at load time without doubling memory.
+(pyquant/kernels/cpu/packing.py) can be laid out this way at load time without doubling memory.
 pyquant's int4 (no block headers: the nibbles alone) also stores its scales and mins [n, ng] as
 [n/8][ng][8], a group's 8 rows side by side (`interleave_side`).
 """

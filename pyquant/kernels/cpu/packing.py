@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from ..qtypes import QType
+from ...qtypes import QType
 
 
 _HUGE = 2 << 20
@@ -69,9 +69,9 @@ def pack_step_weights(model, release=None) -> int:
     plain memory, freed when the last reference goes)."""
     if os.environ.get("PYQUANT_PACK_WEIGHTS", "1") == "0":
         return 0
-    from ..kernels.cpu import interleave as il
-    from ..qtensor import QTensor
-    from .weights import Embedding
+    from ...models.weights import Embedding
+    from ...qtensor import QTensor
+    from . import interleave as il
 
     lins = []
     for L in model.layers:

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .decoder import DecoderModel
+from ..models.decoder import DecoderModel
 
 
 class TokenStep:
