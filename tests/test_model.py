@@ -355,7 +355,34 @@ def test_device_meta_keeps_every_op_on_the_model_device(tmp_path):
     assert logits.device.type == "meta" and logits.shape == (20, 256)
     step = m._forward([7], 20, False)
     assert step.device.type == "meta" and step.shape == (256,)
+    # the CUDA-graph step's call: token and position as device tensors
+    at = torch.tensor([20], device="meta")
+    step = m._forward(torch.tensor([7], device="meta"), at, False)
+    assert step.device.type == "meta" and step.shape == (256,)
     assert "device: meta" in m.explain(8) and "reference" in m.explain(8)
+    assert "no CUDA graph: the model is on meta" in m.explain(8)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_forward_at_a_device_position_equals_the_forward(tmp_path, arch, float_activations):
+    """What the CUDA-graph token step (runtime/graph_step.py) records: the model's forward with the
+    position as a tensor (RoPE rows gathered, the KV entry written by index_copy_, attention over the
+    whole cache with the positions past it masked) gives the logits of the plain forward at an int
+    position, token after token, across gemma3's sliding window (5) and its global layers."""
+    kw = dict(biases=False, tied=True, qk_norm=True, sliding_window=5, n_layers=7, post_norms=True,
+              softcap=3.0) if arch == "gemma3" else dict(biases=True, tied=False)
+    path = _write_tiny_model(tmp_path / f"{arch}.gguf", arch, **kw)
+    plain, graphed = pyquant.load(path, max_seq_len=32), pyquant.load(path, max_seq_len=32)
+    graphed.cache.kv.zero_()   # as a device cache starts (a CPU one is left unwritten: torch.empty)
+    prompt = list(range(40, 52))
+    plain.forward(prompt, 0)
+    graphed.forward(prompt, 0)
+    for pos, tok in enumerate([3, 99, 7, 250, 11, 64, 5, 200], start=len(prompt)):
+        want = plain._forward([tok], pos, False)
+        got = graphed._forward(torch.tensor([tok]), torch.tensor([pos]), False)
+        assert float((got - want).abs().max() / want.abs().max()) < 1e-5, pos
+    written = slice(0, pos + 1)
+    assert float((graphed.cache.kv[:, :, :, written] - plain.cache.kv[:, :, :, written]).abs().max()) < 1e-5
 
 
 def test_device_cpu_is_the_default_and_cuda_without_a_gpu_is_refused(tmp_path, float_activations):

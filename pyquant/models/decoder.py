@@ -308,8 +308,9 @@ class DecoderModel:
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
                   window: int = 0) -> torch.Tensor:
         """q [S, H, hd] at positions start_pos.., k/v [Hkv, T, hd] (T = start_pos + S) -> [S, H*hd].
-        Grouped-query: the g = H/Hkv query heads sharing a KV head become one [g*S, hd] matrix."""
-        if rowops.takes(q):
+        Grouped-query: the g = H/Hkv query heads sharing a KV head become one [g*S, hd] matrix.
+        start_pos may be a device tensor (the CUDA-graph step: T is the whole cache, masked)."""
+        if rowops.takes(q) and not torch.is_tensor(start_pos):
             return rowops.attention(q, k, v, start_pos, window, self.attn_scale)
         S, H, hd = q.shape
         Hkv, T, _ = k.shape
@@ -317,8 +318,8 @@ class DecoderModel:
         qg = q.view(S, Hkv, g, hd).permute(1, 2, 0, 3).reshape(Hkv, g * S, hd)
         scores = torch.bmm(qg, k.transpose(1, 2)).mul_(self.attn_scale)  # [Hkv, g*S, T]
         W = window
-        if S > 1 or (W and T > W):
-            qpos = torch.arange(start_pos, start_pos + S, device=q.device).repeat(g)   # [g*S]
+        if S > 1 or (W and T > W) or torch.is_tensor(start_pos):
+            qpos = (torch.arange(S, device=q.device) + start_pos).repeat(g)   # [g*S]
             kpos = torch.arange(T, device=q.device)[None, :]
             masked = kpos > qpos[:, None]                                     # [g*S, T] causal
             if W:                                                             # and the last W only
@@ -338,19 +339,27 @@ class DecoderModel:
             return out if out.is_meta else out.to("cpu", torch.float32)
 
     def _forward(self, ids, start_pos: int, all_logits: bool) -> torch.Tensor:
+        """start_pos: an int, or (the CUDA-graph token step, runtime/graph_step.py) a one-element long
+        tensor on the model's device with ids one token there, checked by the caller: then no shape
+        depends on the position (the RoPE rows, the KV write and the attention mask read it on the
+        device, attention spans the whole cache) and no device value is read here, so the call can
+        be captured once and replayed for every token."""
         cfg = self.config
-        ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
-        S = ids.numel()
-        if S == 0:
-            raise PyquantError("forward: no tokens")
-        if int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size:
-            raise PyquantError(f"forward: token ids must be in [0, {cfg.vocab_size})")
-        self.cache.check(start_pos, S)
-        T = start_pos + S
-        freqs = self.rope[start_pos:T]
+        if torch.is_tensor(start_pos):
+            S, T = 1, self.max_seq_len
+            freqs, local_freqs = self.rope[start_pos], self.rope_local[start_pos]
+        else:
+            ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+            S = ids.numel()
+            if S == 0:
+                raise PyquantError("forward: no tokens")
+            if int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size:
+                raise PyquantError(f"forward: token ids must be in [0, {cfg.vocab_size})")
+            self.cache.check(start_pos, S)
+            T = start_pos + S
+            freqs, local_freqs = self.rope[start_pos:T], self.rope_local[start_pos:T]
         qd, kvd = cfg.q_dim, cfg.kv_dim
         x = self.embed_tokens(ids)                                        # [S, d]
-        local_freqs = self.rope_local[start_pos:T]
         qkv = torch.empty((S, qd + 2 * kvd), device=self.device)
         gu = torch.empty((S, 2 * cfg.ffn_dim), device=self.device)
         for i, L in enumerate(self.layers):

@@ -37,8 +37,12 @@ def explain(m, prompt_tokens: int = 64) -> str:
         gov = st.native.governor()
         lines.append("token step: native (_C.LlmStep: one C++ call per token, one parallel region; "
                      f"steps so far on 1 thread / all: {gov['single']} / {gov['multi']})")
+    elif st.graph is not None:
+        how = (f"eager, the capture failed: {st.graph.failed}" if st.graph.failed else st.graph_reason)
+        lines.append(f"token step: CUDA graph ({how})")
     else:
-        lines.append(f"token step: python (the model's forward, one token at a time): {st.native_reason}")
+        lines.append(f"token step: python (the model's forward, one token at a time): {st.native_reason}"
+                     + ("" if m.device.type == "cpu" else f"; no CUDA graph: {st.graph_reason}"))
     rows = ("pyquant's C++ row ops (kernels/cpu/rowops.py: RMSNorm, gated activation, causal attention, "
             "threaded)" if m.device.type == "cpu" and rowops.takes(torch.empty(0)) else "torch ops for attention/norms")
     lines.append(f"prefill of {prompt_tokens} tokens: {rows}, one matmul per linear")

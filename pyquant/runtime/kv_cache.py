@@ -16,8 +16,10 @@ class KVCache:
         # kv: [n_layers, 2 (k, v), n_kv_heads, max_seq_len, head_dim]; a head's positions are
         # contiguous, so attention reads K[:, :T] as plain strided matrices, and K and V of a new
         # token (adjacent in the fused QKV output) go in with one index_copy_.
-        self.kv = torch.empty((n_layers, 2, n_kv_heads, max_seq_len, head_dim), dtype=dtype,
-                              device=device)
+        # Off the CPU zeroed: the CUDA-graph step attends over every position, masked, and a masked
+        # position's value still meets a zero weight (0 * NaN garbage would be NaN).
+        alloc = torch.empty if torch.device(device or "cpu").type == "cpu" else torch.zeros
+        self.kv = alloc((n_layers, 2, n_kv_heads, max_seq_len, head_dim), dtype=dtype, device=device)
         self.layer_kv = list(self.kv.unbind(0))  # per-layer views made once, not per step
         self.layer_k = [kv[0] for kv in self.layer_kv]
         self.layer_v = [kv[1] for kv in self.layer_kv]
@@ -28,7 +30,12 @@ class KVCache:
                                f"do not fit (load the model with a larger max_seq_len)")
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """k, v: [S, n_kv_heads, head_dim] for positions start..start+S-1."""
+        """k, v: [S, n_kv_heads, head_dim] for positions start..start+S-1 (start: an int, or a
+        one-element device tensor with S = 1: the CUDA-graph step)."""
+        if torch.is_tensor(start):
+            self.layer_k[layer].index_copy_(1, start, k.transpose(0, 1))
+            self.layer_v[layer].index_copy_(1, start, v.transpose(0, 1))
+            return
         s = k.shape[0]
         self.layer_k[layer][:, start:start + s].copy_(k.transpose(0, 1))
         self.layer_v[layer][:, start:start + s].copy_(v.transpose(0, 1))

@@ -34,6 +34,10 @@ class TokenStep:
         self.token = torch.zeros(1, dtype=torch.long)
         self._bind_embedding(model.embed)
         self.native, self.native_reason = build_native(self)
+        from .graph_step import GraphStep, graph_wanted
+
+        want, self.graph_reason = graph_wanted(model)   # on a CUDA device: the forward as a CUDA graph
+        self.graph = GraphStep(model) if want and self.native is None else None
         if self.native is None and self.native_reason != "PYQUANT_STEP=python" and model.device.type == "cpu":
             import warnings
 
@@ -43,8 +47,11 @@ class TokenStep:
 
     @property
     def mode(self) -> str:
-        """"native" (the C++ step, _C.LlmStep) or "python" (the model's forward, one token)."""
-        return "native" if self.native is not None else "python"
+        """"native" (the C++ step, _C.LlmStep), "cuda-graph" (the model's forward replayed as a CUDA
+        graph, graph_step.py) or "python" (the model's forward, one token)."""
+        if self.native is not None:
+            return "native"
+        return "cuda-graph" if self.graph is not None and self.graph.failed is None else "python"
 
     def _bind_embedding(self, embed) -> None:
         """Dequantize the one embedding row of the token straight from the file bytes into x (no gather,
@@ -87,6 +94,8 @@ class TokenStep:
     def step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
         if self.native is None:
+            if self.graph is not None:
+                return self.graph.step(int(token), int(pos))
             return self.model._forward([int(token)], pos, False).to("cpu", torch.float32)
         m, token = self.model, int(token)
         m.cache.check(pos, 1)
