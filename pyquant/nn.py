@@ -4,6 +4,14 @@ The packed tensors are registered as buffers ("qweight", plus "scales"/"mins" fo
 int8), so `state_dict()`, `load_state_dict(assign=True)` and `.to()` see plain tensors; the format
 (qtype, shape, group_size) is construction-time metadata. `module.qweight_tensor` rebuilds the
 QTensor view of the current buffers.
+
+On the CPU the buffers of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / int4 weight with a multiple of 8
+rows hold the row-interleaved layout the CPU's small-M kernels read fastest (the runner's layout,
+pyquant/kernels/cpu/interleave.py: same bytes permuted within groups of 8 rows; 1.45-1.57x at M = 1
+for 4096 x 14336, README): `module.interleave` is then 8. `state_dict()` still writes plain rows and
+`load_state_dict` takes plain rows, so checkpoints do not depend on it; moving the module off the CPU
+turns the buffers back into plain rows (the other devices' kernels read those), moving it back
+interleaves them again. `QuantLinear(qt, interleave=False)` keeps plain rows.
 """
 from __future__ import annotations
 
@@ -27,14 +35,18 @@ class QuantLinear(nn.Module):
     bias: float tensor [out_features] or None (kept in its own dtype; added in fp32).
     """
 
-    def __init__(self, qt: QTensor, bias: torch.Tensor | None = None):
+    def __init__(self, qt: QTensor, bias: torch.Tensor | None = None, interleave: bool = True):
         super().__init__()
         if len(qt.shape) != 2:
             raise UnsupportedQTypeError(f"QuantLinear: weight must be 2-D (out, in), got {qt.shape}")
-        qt = qt.plain()   # buffers (and so state_dicts) always hold plain rows, whatever the runner packs
         self.qtype: QType = qt.qtype
         self.out_features, self.in_features = qt.shape
         self.group_size = qt.group_size
+        self.prefer_interleave = bool(interleave)   # on the CPU (see the module docstring)
+        qt = qt.plain()
+        if self._wants_interleave(qt.data.device):
+            qt = qt.interleaved()
+        self.interleave = qt.interleave
         for name, t in qt.tensors().items():
             self.register_buffer(name, t)
         if bias is not None:
@@ -43,6 +55,25 @@ class QuantLinear(nn.Module):
                     f"QuantLinear: bias shape {tuple(bias.shape)} != ({self.out_features},)")
             bias = nn.Parameter(bias.detach(), requires_grad=False)
         self.bias = bias
+
+    def _wants_interleave(self, device: torch.device) -> bool:
+        from .kernels.cpu import interleave as il
+
+        return (self.prefer_interleave and device.type == "cpu"
+                and il.supports(self.qtype, (self.out_features, self.in_features)))
+
+    _LAYOUT = ("qweight", "scales", "mins")   # the buffers the row-interleaved layout permutes
+
+    def _set_layout(self, interleave: int) -> None:
+        """Rewrite the weight buffers in the row-interleaved (8) or plain (0) layout, on their device."""
+        if interleave == self.interleave:
+            return
+        qt = self.qweight_tensor
+        qt = qt.interleaved() if interleave else qt.plain()
+        for name, t in qt.tensors().items():
+            if name in self._LAYOUT:
+                self._buffers[name] = t
+        self.interleave = qt.interleave
 
     def _apply(self, fn, recurse=True):
         # model.to(torch.bfloat16) / .half() cast every float buffer; the format's scales and mins
@@ -54,7 +85,26 @@ class QuantLinear(nn.Module):
             new = self._buffers[n]
             if new.dtype != old.dtype:
                 self._buffers[n] = old.to(new.device)
+        # the row-interleaved layout is the CPU kernels': plain rows anywhere else
+        self._set_layout(8 if self._wants_interleave(self.qweight.device) else 0)
         return self
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.interleave:   # checkpoints hold plain rows
+            for name, t in self.qweight_tensor.plain().tensors().items():
+                if name in self._LAYOUT:
+                    destination[prefix + name] = t
+        return destination
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # a checkpoint's plain rows, loaded (or assigned) into plain buffers, then laid out for the
+        # device they are on (a module built on "meta" and assigned CPU tensors gets interleaved here)
+        self._set_layout(0)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self._set_layout(8 if self._wants_interleave(self.qweight.device) else 0)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, qtype, group_size: int = 128) -> "QuantLinear":
@@ -67,21 +117,23 @@ class QuantLinear(nn.Module):
         """The weight as a QTensor over the module's current buffers (no copy)."""
         return QTensor(self.qweight, self.qtype, (self.out_features, self.in_features),
                        getattr(self, "scales", None), getattr(self, "mins", None), self.group_size,
-                       getattr(self, "in_perm", None))
+                       getattr(self, "in_perm", None), interleave=self.interleave)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if getattr(self, "in_perm", None) is not None:   # act-order weight (EXL2): gather x's columns
             x = x.index_select(-1, self.in_perm)
         if self.qtype is QType.INT4:
-            return int4_matmul(x, self.qweight, self.scales, self.mins, self.group_size, self.bias)
+            return int4_matmul(x, self.qweight, self.scales, self.mins, self.group_size, self.bias, self.interleave)
         if self.qtype is QType.INT8:
             return int8_matmul(x, self.qweight, self.scales, self.bias)
-        return gguf_matmul(x, self.qweight, int(self.qtype), self.out_features, self.in_features, self.bias)
+        return gguf_matmul(x, self.qweight, int(self.qtype), self.out_features, self.in_features, self.bias,
+                           self.interleave)
 
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.group_size else ""
+        il = ", rows interleaved by 8" if self.interleave else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"qtype={self.qtype.name}{g}, bias={self.bias is not None}")
+                f"qtype={self.qtype.name}{g}, bias={self.bias is not None}{il}")
 
 
 def _compatible(linear: nn.Linear, qt: QType, group_size: int) -> str | None:

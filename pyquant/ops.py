@@ -9,6 +9,11 @@ Device implementations register against these names: the CPU kernels (pyquant._C
   with w[n, k] = q * scale + min; inside each run of 32 consecutive k, byte j holds element j in its
   low nibble and element j+16 in its high nibble (ggml's Q4 order).
 - ``int8_matmul(x [M, K], qweight int8 [N, K], scales f32 [N], bias?)`` with w = q * scale.
+
+gguf_matmul and int4_matmul take ``interleave`` last (0, or 8: the weight's rows, and int4's scales
+and mins, stored in the CPU kernels' row-interleaved layout, pyquant/kernels/cpu/interleave.py;
+what `QuantLinear` keeps on the CPU). The CPU kernels read that layout as it is; any other backend
+gets plain rows back, a copy per call.
 """
 from __future__ import annotations
 
@@ -26,15 +31,19 @@ from .qtypes import QType
 _X_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _run(op: str, qtype: int, x: torch.Tensor, n: int, k: int, *args) -> torch.Tensor:
+def _run(op: str, qtype: int, x: torch.Tensor, n: int, k: int, *args, call=None) -> torch.Tensor:
+    """The op on x flattened to a contiguous [M, K]: the dispatched backend's impl with args, or
+    call(x2) when given."""
     if x.shape[-1] != k:
         raise KernelError(f"{op}: x has {x.shape[-1]} features in its last dim, the weight expects {k}")
     if x.dtype not in _X_DTYPES:
         raise KernelError(f"{op}: x dtype {x.dtype} not supported (float32, float16, bfloat16)")
     flat = x.dim() == 2 and x.is_contiguous()  # the token-step case: no reshapes (~2 us each)
     x2 = x if flat else x.reshape(-1, k).contiguous()
-    fn = dispatch.choose(op, qtype, x.device.type, x2.shape[0]).impl[op]
-    y = fn(x2, *args)
+    if call is None:
+        y = dispatch.choose(op, qtype, x.device.type, x2.shape[0]).impl[op](x2, *args)
+    else:
+        y = call(x2)
     return y if flat else y.reshape(*x.shape[:-1], n)
 
 
@@ -43,14 +52,40 @@ def _dequantize_body(data: torch.Tensor, qtype: int, rows: int, cols: int, dtype
     return fn(data, qtype, rows, cols, dtype)
 
 
+def _run_interleaved(op: str, qtype: int, x: torch.Tensor, n: int, k: int, w: torch.Tensor, scales, mins,
+                     group_size: int, bias, interleave: int) -> torch.Tensor:
+    """An op on a row-interleaved weight: the CPU kernels read it in place (a _C.Weight with
+    interleave=8); another backend (a device, PYQUANT_BACKEND, the reference) gets plain rows."""
+    from .kernels.cpu import interleave as il
+
+    if interleave != 8 or not il.supports(qtype, (n, k)):
+        raise KernelError(f"{op}: interleave={interleave}: the row-interleaved layout is 8 rows of "
+                          f"{il.NAMES} with a multiple of 8 rows, got {QType(qtype).name} [{n}, {k}]")
+    m = x.numel() // k if k else 0
+    if dispatch.choose(op, qtype, x.device.type, m).name == "cpu":
+        from .kernels.cpu.matmul import interleaved_matmul
+
+        return _run(op, qtype, x, n, k, call=lambda x2: interleaved_matmul(x2, qtype, w, n, k, scales, mins,
+                                                                            group_size, bias))
+    rows, side = il.deinterleave(w.view(torch.uint8), qtype), il.deinterleave_side
+    if op == "int4_matmul":
+        return _int4_matmul_body(x, rows, side(scales), side(mins), group_size, bias)
+    return _gguf_matmul_body(x, rows, qtype, n, k, bias)
+
+
 def _gguf_matmul_body(x: torch.Tensor, w: torch.Tensor, qtype: int, n: int, k: int,
-                      bias: torch.Tensor | None = None) -> torch.Tensor:
+                      bias: torch.Tensor | None = None, interleave: int = 0) -> torch.Tensor:
+    if interleave:
+        return _run_interleaved("gguf_matmul", qtype, x, n, k, w, None, None, 0, bias, interleave)
     return _run("gguf_matmul", qtype, x, n, k, w, qtype, n, k, bias)
 
 
 def _int4_matmul_body(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
-                      group_size: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+                      group_size: int, bias: torch.Tensor | None = None, interleave: int = 0) -> torch.Tensor:
     n, k = qweight.shape[0], qweight.shape[1] * 2
+    if interleave:
+        return _run_interleaved("int4_matmul", QType.INT4, x, n, k, qweight, scales, mins, group_size, bias,
+                                interleave)
     return _run("int4_matmul", QType.INT4, x, n, k, qweight, scales, mins, group_size, bias)
 
 
@@ -72,23 +107,23 @@ def _(data, qtype, rows, cols, dtype):
 
 @torch.library.custom_op("pyquant::gguf_matmul", mutates_args=())
 def gguf_matmul(x: torch.Tensor, w: torch.Tensor, qtype: int, n: int, k: int,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-    return _gguf_matmul_body(x, w, qtype, n, k, bias)
+                bias: torch.Tensor | None = None, interleave: int = 0) -> torch.Tensor:
+    return _gguf_matmul_body(x, w, qtype, n, k, bias, interleave)
 
 
 @gguf_matmul.register_fake
-def _(x, w, qtype, n, k, bias=None):
+def _(x, w, qtype, n, k, bias=None, interleave=0):
     return x.new_empty((*x.shape[:-1], n))
 
 
 @torch.library.custom_op("pyquant::int4_matmul", mutates_args=())
 def int4_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
-                group_size: int, bias: torch.Tensor | None = None) -> torch.Tensor:
-    return _int4_matmul_body(x, qweight, scales, mins, group_size, bias)
+                group_size: int, bias: torch.Tensor | None = None, interleave: int = 0) -> torch.Tensor:
+    return _int4_matmul_body(x, qweight, scales, mins, group_size, bias, interleave)
 
 
 @int4_matmul.register_fake
-def _(x, qweight, scales, mins, group_size, bias=None):
+def _(x, qweight, scales, mins, group_size, bias=None, interleave=0):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
@@ -126,12 +161,23 @@ _cpu_lib = _direct_cpu_kernels()
 def _dense_weight(op: str, inputs: tuple) -> torch.Tensor:
     from .kernels.reference.matmul import dequantize_int4, dequantize_int8
 
+    from .kernels.cpu import interleave as il
+
     if op == "gguf_matmul":
-        x, w, qtype, n, k, _ = inputs
+        x, w, qtype, n, k, _, interleave = inputs
+        if interleave:
+            w = il.deinterleave(w.view(torch.uint8), qtype)
         return dequantize_op(w, qtype, n, k, torch.float32)
     if op == "int4_matmul":
-        return dequantize_int4(*inputs[1:5])
+        qweight, scales, mins, group_size, _, interleave = inputs[1:]
+        if interleave:
+            qweight, scales, mins = (il.deinterleave(qweight, QType.INT4), il.deinterleave_side(scales),
+                                     il.deinterleave_side(mins))
+        return dequantize_int4(qweight, scales, mins, group_size)
     return dequantize_int8(*inputs[1:3])
+
+
+_BIAS_INDEX = {"gguf_matmul": 5, "int4_matmul": 5, "int8_matmul": 3}   # where each op's bias sits
 
 
 def _make_autograd(op_obj, op: str):
@@ -141,7 +187,9 @@ def _make_autograd(op_obj, op: str):
         ctx.save_for_backward(*(inputs[i] for i in slots))
         ctx.slots, ctx.consts = slots, [None if isinstance(v, torch.Tensor) else v for v in inputs]
         ctx.x_dtype = inputs[0].dtype
-        ctx.bias_dtype = inputs[-1].dtype if isinstance(inputs[-1], torch.Tensor) else None
+        ctx.bias_index = _BIAS_INDEX[op]
+        bias = inputs[ctx.bias_index] if len(inputs) > ctx.bias_index else None
+        ctx.bias_dtype = bias.dtype if isinstance(bias, torch.Tensor) else None
         ctx.set_materialize_grads(False)
 
     def backward(ctx, grad):
@@ -154,8 +202,8 @@ def _make_autograd(op_obj, op: str):
         if ctx.needs_input_grad[0]:  # dL/dx = dL/dy @ W, in fp32 then x's dtype
             w = _dense_weight(op, tuple(inputs))
             grads[0] = (grad.to(torch.float32) @ w.to(grad.device)).to(ctx.x_dtype)
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[-1]:
-            grads[-1] = grad.reshape(-1, grad.shape[-1]).to(torch.float32).sum(0).to(ctx.bias_dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[ctx.bias_index]:
+            grads[ctx.bias_index] = grad.reshape(-1, grad.shape[-1]).to(torch.float32).sum(0).to(ctx.bias_dtype)
         return tuple(grads)
 
     op_obj.register_autograd(backward, setup_context=setup_context)
@@ -176,21 +224,13 @@ def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
     qt = w.qtype
     if x.device != w.data.device:
         raise KernelError(f"qmatmul: x is on {x.device}, the weight {w.qtype.name} {w.shape} on {w.data.device}")
-    if getattr(w, "interleave", 0):   # the CPU kernels' layout: they read it (and gather an act-order x)
-        # as is; anything else gets plain rows
-        if w.cpu_call is not None:
-            from .kernels.cpu.matmul import linear_into
-
-            xc = x.contiguous()
-            out = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype)
-            return linear_into(xc, w, out, None if bias is None else bias.float().contiguous())
-        w = w.plain()
     if getattr(w, "in_perm", None) is not None:   # input channels stored permuted (EXL2 act-order)
         x = x.index_select(-1, w.in_perm)
+    interleave = getattr(w, "interleave", 0)   # the CPU kernels' row-interleaved layout (ops docstring)
     if qt is QType.INT4:
-        return int4_matmul(x, w.data, w.scales, w.mins, w.group_size, bias)
+        return int4_matmul(x, w.data, w.scales, w.mins, w.group_size, bias, interleave)
     if qt is QType.INT8:
         return int8_matmul(x, w.data, w.scales, bias)
     if len(w.shape) != 2:
         raise ValueError(f"qmatmul: weight must be 2-D (out, in), got {w.shape}")
-    return gguf_matmul(x, w.data, int(qt), w.shape[0], w.shape[1], bias)
+    return gguf_matmul(x, w.data, int(qt), w.shape[0], w.shape[1], bias, interleave)

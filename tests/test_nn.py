@@ -84,6 +84,47 @@ def test_dtype_cast_keeps_float32_scales():
     assert model[0].scales.device.type == "meta"
 
 
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_1", "Q4_K", "Q8_0", "int4"])
+def test_cpu_layout_is_interleaved_and_checkpoints_plain(qtype):
+    """On the CPU a QuantLinear keeps the row-interleaved layout (the small-M kernels' fastest), its
+    state_dict writes plain rows (the same bytes as interleave=False), a plain checkpoint loads into
+    it, gradients flow through it, and off the CPU ("meta") it holds plain rows again."""
+    torch.manual_seed(2)
+    lin = nn.Linear(256, 48)
+    fast = QuantLinear.from_linear(lin, qtype, group_size=64)
+    plain = QuantLinear(fast.qweight_tensor, lin.bias.detach().clone(), interleave=False)
+    assert fast.interleave == 8 and plain.interleave == 0 and "interleaved" in repr(fast)
+    assert not torch.equal(fast.qweight, plain.qweight)                   # the layout differs ...
+    sd, sd_plain = fast.state_dict(), plain.state_dict()
+    assert sd.keys() == sd_plain.keys() and all(torch.equal(sd[n], sd_plain[n]) for n in sd)   # ... not the file
+    for m in (1, 3, 17, 64):   # the 8-row GEMV, the int8 GEMM and the float GEMM paths
+        x = torch.randn(m, 256)
+        a, b = fast(x), plain(x)
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-5, m
+    fresh = QuantLinear.from_linear(nn.Linear(256, 48), qtype, group_size=64)
+    fresh.load_state_dict(sd_plain)
+    assert fresh.interleave == 8 and torch.equal(fresh.qweight, fast.qweight)
+    x = torch.randn(2, 256, requires_grad=True)
+    fast(x).sum().backward()
+    g = x.grad.clone()
+    x.grad = None
+    plain(x).sum().backward()
+    torch.testing.assert_close(g, x.grad)
+    fast.to("meta")
+    assert fast.interleave == 0 and fast.qweight.is_meta and fast(torch.randn(2, 256, device="meta")).shape == (2, 48)
+
+
+def test_interleave_needs_rows_in_eights_and_can_be_declined():
+    assert QuantLinear.from_linear(nn.Linear(64, 12), "Q8_0").interleave == 0      # 12 rows: plain
+    assert QuantLinear.from_linear(nn.Linear(64, 16), "int8").interleave == 0      # no such layout
+    with torch.device("meta"):
+        built = QuantLinear.from_linear(nn.Linear(64, 16), "int4", group_size=32)
+    assert built.interleave == 0
+    built.load_state_dict(QuantLinear.from_linear(nn.Linear(64, 16), "int4", group_size=32).state_dict(),
+                          assign=True)
+    assert built.interleave == 8    # assigned CPU tensors: laid out for the CPU
+
+
 def test_grad_flows_to_input():
     model = quantize_model(_mlp(), "int8")
     x = torch.randn(2, 64, requires_grad=True)

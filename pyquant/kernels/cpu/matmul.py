@@ -158,6 +158,12 @@ def int8_matmul(x, qweight, scales, bias=None):
     return _run(_weight(QType.INT8, qweight, qweight.shape[0], x.shape[1], scales), x, bias)
 
 
+def interleaved_matmul(x, qtype, w, n, k, scales=None, mins=None, group_size=0, bias=None):
+    """x [M, K] @ W.T for W stored row-interleaved (gguf_matmul / int4_matmul with interleave=8:
+    pyquant/ops.py routes them here when this backend wins) -> x.dtype [M, N]."""
+    return _run(_weight(QType(qtype), w, n, k, scales, mins, group_size, interleave=8), x, bias)
+
+
 IMPL = {"dequantize": dequantize, "gguf_matmul": gguf_matmul, "int4_matmul": int4_matmul,
         "int8_matmul": int8_matmul}
 
