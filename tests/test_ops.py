@@ -191,6 +191,34 @@ def test_opcheck_gguf_quant_type():
     torch.library.opcheck(ops.dequantize_op, (data, int(QType.Q4_K), 16, 256, torch.float32))
 
 
+def test_opcheck_interleaved_weights():
+    """The row-interleaved layout (interleave=8) through the ops: opcheck (schema, fake, autograd)."""
+    _needs(QType.Q4_0, "cpu")
+    w = torch.randn(24, 64)
+    q4 = QTensor.quantize(w, "int4", group_size=32).interleaved()
+    q8 = QTensor.quantize(w, "Q8_0").interleaved()
+    x, b = torch.randn(3, 64), torch.randn(24)
+    torch.library.opcheck(ops.int4_matmul, (x, q4.data, q4.scales, q4.mins, 32, b, 8))
+    torch.library.opcheck(ops.gguf_matmul, (x, q8.data, int(QType.Q8_0), 24, 64, None, 8))
+    with pytest.raises(pyquant.KernelError, match="interleave=4"):
+        ops.gguf_matmul(x, q8.data, int(QType.Q8_0), 24, 64, None, 4)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_K", "Q8_0", "int4"])
+def test_interleaved_weight_on_every_backend(monkeypatch, backend, fmt):
+    """qmatmul of an interleaved QTensor: the CPU kernels read the layout, any other backend (here
+    the torch reference, as a GPU backend would) gets plain rows back; both equal the plain weight's
+    result on that backend."""
+    _needs(QType.Q4_0, "cpu")
+    monkeypatch.setenv("PYQUANT_BACKEND", backend)
+    qt = QTensor.quantize(torch.randn(16, 256), fmt, group_size=64)
+    x = torch.randn(5, 256)
+    want = ops.qmatmul(x, qt)
+    got = ops.qmatmul(x, qt.interleaved())
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-5
+
+
 def test_autograd_x_and_bias():
     w = torch.randn(12, 64)
     qt = QTensor.quantize(w, "int4", group_size=32)
