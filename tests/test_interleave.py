@@ -208,13 +208,16 @@ def test_weight_dequantize_row(interleaved):
         _weight("INT4", 16, 128).cpu_call.dequantize_row(0, out.data_ptr(), out.nbytes)
 
 
-def test_quant_linear_keeps_plain_rows():
-    """An nn.Module's buffers are what state_dict saves: a QuantLinear built from an interleaved
-    weight stores plain rows, so its checkpoint loads anywhere."""
+def test_quant_linear_checkpoints_plain_rows():
+    """A QuantLinear on the CPU holds the interleaved layout (built from plain rows or from an
+    interleaved weight alike) but its state_dict saves plain rows, so its checkpoint loads anywhere
+    (tests/test_nn.py has the round trips)."""
     from pyquant.nn import QuantLinear
 
     q = _weight("Q4_0", 16, 64)
     lin = QuantLinear(q.interleaved())
-    assert torch.equal(lin.qweight, q.data)
+    assert lin.interleave == 8 and torch.equal(lin.qweight, q.interleaved().data)
+    assert torch.equal(lin.state_dict()["qweight"], q.data)
     x = torch.randn(2, 64)
     assert torch.equal(lin(x), QuantLinear(q)(x))
+    assert torch.equal(lin(x), pyquant.qmatmul(x, q.interleaved()))
