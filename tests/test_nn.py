@@ -114,6 +114,28 @@ def test_cpu_layout_is_interleaved_and_checkpoints_plain(qtype):
     assert fast.interleave == 0 and fast.qweight.is_meta and fast(torch.randn(2, 256, device="meta")).shape == (2, 48)
 
 
+@pytest.mark.parametrize("qtype", ["Q4_K", "int4", "int8"])
+def test_eager_cpu_forward_is_the_op_bit_for_bit(qtype):
+    """Eager CPU inference takes the direct kernel call (dispatch.linear), autograd and torch.compile
+    the op: the same kernel, so the same bits, for 2-D and batched x in every float dtype; the bound
+    weight follows the buffers (a state_dict assigned in, a layout change)."""
+    torch.manual_seed(3)
+    lin = QuantLinear.from_linear(nn.Linear(256, 32), qtype, group_size=64)
+    for x in (torch.randn(3, 256), torch.randn(2, 5, 256), torch.randn(4, 256).bfloat16(), torch.randn(1, 256).half()):
+        direct = lin(x)
+        via_op = lin(x.clone().requires_grad_()).detach()
+        assert direct.dtype == x.dtype and direct.shape == (*x.shape[:-1], 32)
+        assert torch.equal(direct, via_op)
+    x = torch.randn(2, 256)
+    before = lin(x)
+    other = QuantLinear.from_linear(nn.Linear(256, 32), qtype, group_size=64)
+    lin.load_state_dict(other.state_dict(), assign=True)
+    assert torch.equal(lin(x), other(x)) and not torch.equal(lin(x), before)
+    lin._set_layout(0)
+    plain = QuantLinear(other.qweight_tensor, other.bias.detach(), interleave=False)
+    assert lin.interleave == plain.interleave == 0 and torch.equal(lin(x), plain(x))
+
+
 def test_interleave_needs_rows_in_eights_and_can_be_declined():
     assert QuantLinear.from_linear(nn.Linear(64, 12), "Q8_0").interleave == 0      # 12 rows: plain
     assert QuantLinear.from_linear(nn.Linear(64, 16), "int8").interleave == 0      # no such layout
