@@ -251,11 +251,18 @@ def linear_backend(qt, device_type: str, m: int) -> str:
     return "cpu-direct" if name == "cpu" else name
 
 
+def takes_direct(qt, device_type: str, m: int) -> bool:
+    """Whether `linear` runs this weight straight on the CPU kernels (the named "cpu-direct" path):
+    the cpu backend wins and has a kernel bound for it. (A row-interleaved weight given to another
+    backend, PYQUANT_BACKEND=reference say, reaches it as plain rows: pyquant.ops.)"""
+    return linear_backend(qt.qtype, device_type, m) == "cpu-direct" and qt.cpu_call is not None
+
+
 def linear(qt, x, out, bias=None):
     """out[M, N] = x[M, K] @ W.T (+ bias) for a QTensor W, by the backend `choose` picks for x's
     device and M (the named "cpu-direct" path when that is the cpu backend). Returns out."""
     m = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if linear_backend(qt.qtype, x.device.type, m) == "cpu-direct" or (getattr(qt, "interleave", 0) and qt.cpu_call is not None):
+    if takes_direct(qt, x.device.type, m):
         from .kernels.cpu.matmul import linear_into
 
         return linear_into(x, qt, out, bias)

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import qtypes
 from .errors import UnsupportedQTypeError
-from .ops import gguf_matmul, int4_matmul, int8_matmul
+from .ops import eager_cpu, gguf_matmul, int4_matmul, int8_matmul
 from .qtensor import QTensor
 from .qtypes import QType
 
@@ -123,11 +123,7 @@ class QuantLinear(nn.Module):
         """Eager inference on the CPU: the runner's direct kernel call (pyquant.dispatch.linear, the
         named "cpu-direct" path) instead of the torch.library op, ~31 -> ~6 us of Python a call. The
         op (autograd, torch.compile, other devices) is the same kernel and arithmetic."""
-        if x.device.type != "cpu" or self._buffers["qweight"].device.type != "cpu" or torch.compiler.is_compiling():
-            return False
-        bias = self._parameters.get("bias")
-        grad = torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
-        return not grad and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        return self._buffers["qweight"].device.type == "cpu" and eager_cpu(x, self._parameters.get("bias"))
 
     def _kernel_weight(self) -> QTensor:
         """qweight_tensor, kept while the buffers stay the same tensors (its _C.Weight is bound once);

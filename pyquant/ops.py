@@ -215,15 +215,45 @@ _make_autograd(int8_matmul, "int8_matmul")
 
 
 # ---- public entry -------------------------------------------------------------------------------
+def _linear_into():
+    """pyquant.kernels.cpu.matmul.linear_into, imported once (an import statement per call: ~1 us)."""
+    global _LINEAR_INTO
+    if _LINEAR_INTO is None:
+        from .kernels.cpu.matmul import linear_into
+
+        _LINEAR_INTO = linear_into
+    return _LINEAR_INTO
+
+
+_LINEAR_INTO = None
+
+
+def eager_cpu(x: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+    """Whether a matmul of x may skip the torch.library op for the runner's named direct CPU path
+    (pyquant.dispatch.linear): eager (not compiling), nothing needing a gradient, a float CPU x.
+    The op runs the same kernel with the same arithmetic; the direct call saves ~20 us of Python
+    and dispatch a call (bench/bench_call_overhead.py)."""
+    if x.device.type != "cpu" or x.dtype not in _X_DTYPES or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))
+
+
 def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W.T (+ bias) with a quantized W.
 
     x: float32 / float16 / bfloat16 [..., K], any layout, on w's device; w: pyquant.QTensor (N, K);
     bias: [N] or None. Returns [..., N] in x's dtype; accumulation is fp32 on every backend.
+    Eager CPU inference calls the kernels directly (eager_cpu), everything else the op.
     """
     qt = w.qtype
     if x.device != w.data.device:
         raise KernelError(f"qmatmul: x is on {x.device}, the weight {w.qtype.name} {w.shape} on {w.data.device}")
+    if (eager_cpu(x, bias) and len(w.shape) == 2 and x.dim() >= 1 and x.shape[-1] == w.shape[1]
+            and dispatch.takes_direct(w, "cpu", x.numel() // max(1, x.shape[-1]))):
+        flat = x.dim() == 2 and x.is_contiguous()   # no reshapes (~1 us each)
+        x2 = x if flat else x.reshape(-1, w.shape[1]).contiguous()
+        out = _linear_into()(x2, w, x2.new_empty((x2.shape[0], w.shape[0])), bias)
+        return out if flat else out.reshape(*x.shape[:-1], w.shape[0])
     if getattr(w, "in_perm", None) is not None:   # input channels stored permuted (EXL2 act-order)
         x = x.index_select(-1, w.in_perm)
     interleave = getattr(w, "interleave", 0)   # the CPU kernels' row-interleaved layout (ops docstring)

@@ -219,6 +219,22 @@ def test_interleaved_weight_on_every_backend(monkeypatch, backend, fmt):
     assert float((got - want).abs().max() / want.abs().max()) < 1e-5
 
 
+@pytest.mark.parametrize("fmt", ["Q4_K", "Q8_0", "int4", "int8", "f16"])
+def test_eager_qmatmul_is_the_op_bit_for_bit(fmt):
+    """Eager CPU inference (ops.eager_cpu) calls the kernels directly, a grad-tracking x the op: the
+    same kernel, the same bits, for plain and interleaved weights, 2-D and batched x, float dtypes."""
+    _needs(QType.Q4_0, "cpu")
+    qt = QTensor.quantize(torch.randn(24, 256), fmt, group_size=64)
+    weights = [qt] + ([qt.interleaved()] if fmt in ("Q4_K", "Q8_0", "int4") else [])
+    b = torch.randn(24)
+    for w in weights:
+        for x in (torch.randn(3, 256), torch.randn(2, 4, 256), torch.randn(5, 256).bfloat16(),
+                  torch.randn(8, 512)[:, ::2]):
+            direct = ops.qmatmul(x, w, b)
+            via_op = ops.qmatmul(x.clone().requires_grad_(), w, b).detach()
+            assert ops.eager_cpu(x, b) and direct.dtype == x.dtype and torch.equal(direct, via_op)
+
+
 def test_autograd_x_and_bias():
     w = torch.randn(12, 64)
     qt = QTensor.quantize(w, "int4", group_size=32)
