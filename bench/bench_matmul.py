@@ -43,7 +43,7 @@ GGUF = {
 # bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
 EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
-X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K", "Q8_0-x8": "Q8_0"}
+X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K", "Q6_K-x8": "Q6_K", "Q8_0-x8": "Q8_0"}
 KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g128-x8", "int4-g64", "int4-g32", "int8"] + list(EXL2)
 QUICK_SHAPE = (4096, 14336)
 

@@ -51,7 +51,7 @@ def bars(rows):
     out = ["", "Bars (M=1, N=4096, K=14336, 2 threads, cold):"]
     t4 = get.get(("torch-int4-g128-bf16", 4096, 14336, 1, 2))
     # *-x8: the row-interleaved layout the runner packs Q4_0 / Q4_1 / Q4_K / Q8_0 / int4 into
-    for name in ["Q4_0", "Q4_0-x8", "Q4_K", "Q4_K-x8", "Q6_K", "Q8_0", "Q8_0-x8", "int4-g128", "int4-g128-x8"]:
+    for name in ["Q4_0", "Q4_0-x8", "Q4_K", "Q4_K-x8", "Q6_K", "Q6_K-x8", "Q8_0", "Q8_0-x8", "int4-g128", "int4-g128-x8"]:
         r = get.get((name, 4096, 14336, 1, 2))
         if not r:
             out.append(f"  {name:<10} not measured")

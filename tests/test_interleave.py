@@ -1,4 +1,4 @@
-"""Row-interleaved Q4_0 / Q4_1 / Q4_K weights (csrc/cpu/interleave.h, pyquant/kernels/cpu/interleave.py).
+"""Row-interleaved Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / int4 weights (csrc/cpu/interleave.h, pyquant/kernels/cpu/interleave.py).
 
 Every path but one reads the interleaved bytes in place with the plain kernels' arithmetic, so its
 y must be bit-identical to the plain layout's. The exception is the AVX2 8-row kernel at M <= 16:
@@ -18,7 +18,8 @@ from pyquant.errors import KernelError, UnsupportedQTypeError
 from pyquant.kernels.cpu import interleave as il
 from pyquant.qtensor import QTensor
 
-TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q8_0", "INT4"]
+TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K", "Q8_0", "INT4"]
+SUPER = ("Q4_K", "Q6_K")   # 256-weight blocks
 
 
 def _weight(qt, n, k, seed=0):
@@ -35,8 +36,9 @@ def act_mode():
 
 @pytest.mark.parametrize("qt", TYPES)
 def test_layout_is_the_documented_permutation(qt):
-    q = _weight(qt, 16, 512 if qt == "Q4_K" else 96)
+    q = _weight(qt, 16, 512 if qt in SUPER else 96)
     h, nq = il.SPECS[q.qtype]
+    last = q.qtype in il.HEADER_LAST   # Q6_K: the plain block's scales and d follow its quants
     i = q.interleaved()
     assert i.interleave == 8 and i.data.shape == q.data.shape and not torch.equal(i.data, q.data)
     g = i.data.reshape(2, -1)   # two groups of 8 rows; group-block b at 8 * (h + nq) * b
@@ -44,10 +46,11 @@ def test_layout_is_the_documented_permutation(qt):
     for grp, row, b in [(0, 3, 0), (1, 7, 2), (0, 0, 1)]:
         blk = q.data[8 * grp + row, ts * b:ts * (b + 1)]
         base = 8 * ts * b
-        assert torch.equal(g[grp, base + h * row:base + h * (row + 1)], blk[:h])
+        hdr, qs = (blk[nq:], blk[:nq]) if last else (blk[:h], blk[h:])
+        assert torch.equal(g[grp, base + h * row:base + h * (row + 1)], hdr)
         for c in range(nq // 8):
             at = base + 8 * h + 64 * c + 8 * row
-            assert torch.equal(g[grp, at:at + 8], blk[h + 8 * c:h + 8 * c + 8])
+            assert torch.equal(g[grp, at:at + 8], qs[8 * c:8 * c + 8])
     assert torch.equal(il.deinterleave(i.data, q.qtype), q.data)
     if qt == "INT4":   # scales / mins: [n/8][ng][8]
         ng = q.scales.shape[1]
@@ -57,7 +60,7 @@ def test_layout_is_the_documented_permutation(qt):
 
 @pytest.mark.parametrize("qt", TYPES)
 def test_qtensor_reads_go_through_plain_rows(qt):
-    k = 768 if qt == "Q4_K" else 288
+    k = 768 if qt in SUPER else 288
     q = _weight(qt, 32, k)
     i = q.interleaved()
     assert i.plain().interleave == 0 and torch.equal(i.plain().data, q.data)
@@ -80,7 +83,7 @@ def test_bad_interleave_is_refused():
     with pytest.raises(KernelError, match="n % 8 == 0"):
         _C.Weight(2, d[:12], 12, 64, interleave=8)
     with pytest.raises(KernelError, match="no row-interleaved layout"):
-        _C.Weight(14, _weight("Q6_K", 16, 256).data.numpy(), 16, 256, interleave=8)
+        _C.Weight(13, _weight("Q5_K", 16, 256).data.numpy(), 16, 256, interleave=8)
 
 
 def _linear(w, x, y):
@@ -94,7 +97,7 @@ def _linear(w, x, y):
 @pytest.mark.parametrize("isa", ["scalar", "avx2"], indirect=True)
 def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
     n = 64
-    if k % 256 and qt == "Q4_K":
+    if k % 256 and qt in SUPER:
         k += 256 - k % 256
     q = _weight(qt, n, k, seed=k)
     wp, wi = q.cpu_call, q.interleaved().cpu_call
@@ -118,7 +121,7 @@ def test_every_path_matches_the_plain_layout(qt, act, k, isa, act_mode):
 
 
 @pytest.mark.parametrize("act", ["int8x2", "int8"])
-@pytest.mark.parametrize("qt", TYPES + ["Q2_K", "Q3_K", "Q5_K", "Q6_K"])   # the K-quants: the int8 GEMM
+@pytest.mark.parametrize("qt", TYPES + ["Q2_K", "Q3_K", "Q5_K"])   # the other K-quants: the int8 GEMM
 @pytest.mark.parametrize("interleaved", [True, False])
 def test_vnni_builds_are_bit_identical_to_avx2(qt, act, interleaved, act_mode):
     """The AVX-512 VNNI builds (csrc/cpu/vnni/: the 8-row GEMV, m <= 16 on interleaved rows, and the
@@ -150,7 +153,7 @@ def test_vnni_builds_are_bit_identical_to_avx2(qt, act, interleaved, act_mode):
                 # where the builds' paths differ by design: the VNNI build has an int8 GEMM for Q8_0 (q + 128
                 # is no vpmaddubsw operand), and keeps the 32-block types' int8x2 GEMM past 128 rows where
                 # AVX2 hands over to the float GEMM: the int8x2 / int8 bounds of test_cpu_matmul.py
-                assert qt == "Q8_0" or (act == "int8x2" and 2 * m > 128 and qt not in ("Q4_K",)), kernels
+                assert qt == "Q8_0" or (act == "int8x2" and 2 * m > 128 and qt not in SUPER), kernels
                 assert float((yv - ya).norm() / ya.norm()) <= (1e-4 if act == "int8x2" else 1.5e-2), (m, act)
             else:
                 assert torch.equal(ya, yv), (m, act, kernels)

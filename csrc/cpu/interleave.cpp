@@ -20,16 +20,16 @@ namespace {
 
 // Compile-time sizes: the copies become a few moves (a call to memcpy per 2 or 8 bytes made the
 // gathered prefill GEMM ~7% slower than on plain rows).
-template <int kH, int kQ>
+template <int kH, int kQ, bool kLast>
 void gather(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
-  constexpr int64_t kTs = kH + kQ;
+  constexpr int64_t kTs = kH + kQ, kHdr = kLast ? kQ : 0, kQs = kLast ? 0 : kH;   // offsets in a plain block
   const int64_t l = r % 8;
   const uint8_t* grp = w.data + (r - l) * w.row_bytes;
   for (int64_t b = b0; b < b1; ++b, dst += kTs) {
     const uint8_t* src = grp + 8 * kTs * b;
-    std::memcpy(dst, src + kH * l, kH);
+    std::memcpy(dst + kHdr, src + kH * l, kH);
     const uint8_t* qs = src + 8 * kH + 8 * l;
-    for (int c = 0; c < kQ / 8; ++c) std::memcpy(dst + kH + 8 * c, qs + 64 * c, 8);
+    for (int c = 0; c < kQ / 8; ++c) std::memcpy(dst + kQs + 8 * c, qs + 64 * c, 8);
   }
 }
 
@@ -42,6 +42,8 @@ constexpr InterleaveSpec kSpec<(int)QType::Q4_1> = {4, 16, 32};   // d, m, qs[16
 template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q4_K> = {16, 128, 256};   // d, dmin, scales[12], qs[128]
 template <>
+constexpr InterleaveSpec kSpec<(int)QType::Q6_K> = {18, 192, 256, true};   // ql[128], qh[64], then scales[16], d
+template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q5_0> = {6, 16, 32};   // d, qh[4], qs[16]
 template <>
 constexpr InterleaveSpec kSpec<(int)QType::Q5_1> = {8, 16, 32};   // d, m, qh[4], qs[16]
@@ -52,7 +54,7 @@ constexpr InterleaveSpec kSpec<kInt4> = {0, 16, 32};   // nibbles only: scales a
 
 template <int Q>
 void gather_q(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
-  gather<kSpec<Q>.header, kSpec<Q>.quants>(w, r, b0, b1, dst);
+  gather<kSpec<Q>.header, kSpec<Q>.quants, kSpec<Q>.last>(w, r, b0, b1, dst);
 }
 
 // The one list of types with a row-interleaved layout: f(std::integral_constant<int, Q>()) for
@@ -63,6 +65,7 @@ bool with_x8_type(int qtype, F f) {
     case (int)QType::Q4_0: f(std::integral_constant<int, (int)QType::Q4_0>()); return true;
     case (int)QType::Q4_1: f(std::integral_constant<int, (int)QType::Q4_1>()); return true;
     case (int)QType::Q4_K: f(std::integral_constant<int, (int)QType::Q4_K>()); return true;
+    case (int)QType::Q6_K: f(std::integral_constant<int, (int)QType::Q6_K>()); return true;
     case (int)QType::Q5_0: f(std::integral_constant<int, (int)QType::Q5_0>()); return true;
     case (int)QType::Q5_1: f(std::integral_constant<int, (int)QType::Q5_1>()); return true;
     case (int)QType::Q8_0: f(std::integral_constant<int, (int)QType::Q8_0>()); return true;

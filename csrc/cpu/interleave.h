@@ -10,7 +10,8 @@
 // one block) occupy the same 8 * row_bytes bytes as before, as nb group-blocks of 8 * ts bytes:
 //   [header of row 0 .. header of row 7][quants chunk 0 of rows 0..7][chunk 1 of rows 0..7]...
 // where a chunk is 8 consecutive bytes of the block's quants (block bytes header + 8c ..
-// header + 8c + 7). A weight is interleaved only when n % 8 == 0, so every row has a group.
+// header + 8c + 7; Q6_K, whose scales and d follow its quants: bytes 8c .. 8c + 7). A weight is
+// interleaved only when n % 8 == 0, so every row has a group.
 // pyquant/kernels/cpu/interleave.py makes and undoes the same permutation with torch.
 #pragma once
 #include <cstdint>
@@ -21,9 +22,11 @@ namespace pq {
 namespace mm {
 
 struct InterleaveSpec {
-  int header = 0;   // bytes per block before its quants (scales, mins)
+  int header = 0;   // bytes per block of scales (and mins): before its quants, or after them (last)
   int quants = 0;   // quant bytes per block (a multiple of 8); 0: no interleaved layout
   int block = 0;    // weights per block
+  bool last = false;   // the header follows the quants in the plain block (Q6_K: ql, qh, scales, d);
+                       // interleaved, the 8 rows' headers still come first
 };
 InterleaveSpec interleave_spec(int qtype);
 

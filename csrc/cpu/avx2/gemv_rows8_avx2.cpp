@@ -503,6 +503,151 @@ void group8_q4_k(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pa
   by_units<Q4KK>(w, r0, x, mr, pair, out);
 }
 
+// ---------------------------------------------------------------- Q6_K
+// Group-block: the 8 rows' trailers first (scales[16] int8, d fp16: 18 bytes each; the plain block
+// keeps them after its quants), then 24 chunks of 8 rows x 8 bytes: chunks 0-15 hold ql (half h of
+// the super-block: chunks 8h..8h+7), 16-23 hold qh (half h: 16+4h..16+4h+3). Within a half, ql
+// byte l's low nibble is weight l and its high nibble weight l + 64; their 2 high bits sit in qh
+// byte l % 32 at bits 2 (l / 32) and 4 + 2 (l / 32); weight i has scale sc[i / 16]. So ql chunks
+// 2p, 2p+1 of a half are 16 weights at scale p (low nibbles) and 16 at scale p + 4 (high), with
+// qh chunks (2p % 4), (2p % 4) + 1 at shift 2 (p / 2). q6 = 0..63 = value + 32 meets vpmaddubsw
+// directly (two products per lane, two lanes per int16: <= 4 * 63 * 127), each 16-group's int16
+// sums meet its signed scale in one vpmaddwd, the super-block accumulates in int32 (<= 2^28), and
+// the -32 comes from x's per-16 sums: d * dx * (S - 32 * sum_j sc[j] * bsum[j]).
+
+// The 16 scale bytes of each of the 8 rows, transposed: sj[j / 2] holds scale j of rows 0..7 in
+// bytes 0-7 (j even) or 8-15 (j odd).
+inline void q6_scales(const uint8_t* p, __m128i sj[8]) {
+  __m128i r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm_loadu_si128((const __m128i*)(p + 18 * i));
+  __m128i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);        // scales 0-7 of rows 2i, 2i+1
+    a[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);    // scales 8-15
+  }
+  for (int h = 0; h < 2; ++h) {   // h: scales 0-7 / 8-15
+    b[4 * h + 0] = _mm_unpacklo_epi16(a[h], a[2 + h]);       // rows 0-3, scales 8h+0..3
+    b[4 * h + 1] = _mm_unpackhi_epi16(a[h], a[2 + h]);       // rows 0-3, scales 8h+4..7
+    b[4 * h + 2] = _mm_unpacklo_epi16(a[4 + h], a[6 + h]);   // rows 4-7, scales 8h+0..3
+    b[4 * h + 3] = _mm_unpackhi_epi16(a[4 + h], a[6 + h]);   // rows 4-7, scales 8h+4..7
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int q = 0; q < 2; ++q) {   // q: scales 8h+4q .. 8h+4q+3
+      sj[4 * h + 2 * q] = _mm_unpacklo_epi32(b[4 * h + q], b[4 * h + 2 + q]);       // scales +0, +1
+      sj[4 * h + 2 * q + 1] = _mm_unpackhi_epi32(b[4 * h + q], b[4 * h + 2 + q]);   // scales +2, +3
+    }
+}
+
+// Scale j of rows 0-3 (hi: 4-7) as int16 (AVX2: 4 per row, vpmaddwd after vpmaddubsw) or int32
+// lanes (VNNI: 2 per row, vpmulld after vpdpbusd), in the order the chunk loads hold the rows.
+inline __m256i q6_scale_lanes(const __m128i sj[8], int j, bool hi) {
+  const int base = (j & 1) * 8 + (hi ? 4 : 0);
+#if PQ_VNNI
+  const __m128i idx = _mm_add_epi8(_mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0), _mm_set1_epi8((char)base));
+  return _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sj[j / 2], idx));
+#else
+  const __m128i idx = _mm_add_epi8(_mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), _mm_set1_epi8((char)base));
+  return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sj[j / 2], idx));
+#endif
+}
+
+template <bool kPair, int MR>
+void group8_q6_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
+  constexpr int kTs = 8 * 210, kXs = kPair ? 2 : 1;
+  const int64_t nsb = w.k / 256;
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  const __m256i perm = to_hadd_order();
+  __m256 acc[MR];
+  for (int u = 0; u < MR; ++u) acc[u] = _mm256_setzero_ps();
+  const int64_t pf = prefetch_bytes();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* p = g + kTs * sb;
+    if (pf)
+      for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
+    __m128i sj[8];
+    q6_scales(p, sj);
+    alignas(16) uint16_t dh[8];
+    for (int i = 0; i < 8; ++i) std::memcpy(&dh[i], p + 18 * i + 16, 2);
+    const __m256 d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i*)dh)), perm);
+    const uint8_t* qb = p + 144;
+    __m256i a03[MR * kXs], a47[MR * kXs];
+    for (int i = 0; i < MR * kXs; ++i) a03[i] = a47[i] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h)
+      for (int pp = 0; pp < 4; ++pp) {
+        // q6 of chunks 2pp, 2pp+1 (c) for rows 0-3 / 4-7 (half): low nibbles (weights 8c..) and high (64 + 8c..)
+        __m256i lo[2][2], hi6[2][2];
+        const int s = 2 * (pp / 2);
+        for (int c = 0; c < 2; ++c)
+          for (int q = 0; q < 2; ++q) {
+            const __m256i v = _mm256_loadu_si256((const __m256i*)(qb + 64 * (8 * h + 2 * pp + c) + 32 * q));
+            const __m256i hb = _mm256_loadu_si256((const __m256i*)(qb + 64 * (16 + 4 * h + (2 * pp) % 4 + c) + 32 * q));
+            lo[c][q] = _mm256_or_si256(_mm256_and_si256(v, m0f),
+                                       _mm256_and_si256(s ? _mm256_slli_epi16(hb, 2) : _mm256_slli_epi16(hb, 4), m30));
+            hi6[c][q] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m0f),
+                                        _mm256_and_si256(s ? _mm256_srli_epi16(hb, 2) : hb, m30));
+          }
+        const int jl = 8 * h + pp, jh = jl + 4;
+        const __m256i sl03 = q6_scale_lanes(sj, jl, false), sl47 = q6_scale_lanes(sj, jl, true);
+        const __m256i sh03 = q6_scale_lanes(sj, jh, false), sh47 = q6_scale_lanes(sj, jh, true);
+        for (int i = 0; i < MR * kXs; ++i) {
+          const int8_t* xq = x[i].q + 256 * sb + 128 * h + 16 * pp;
+          const __m256i xl0 = bcast8(xq), xl1 = bcast8(xq + 8), xh0 = bcast8(xq + 64), xh1 = bcast8(xq + 72);
+#if PQ_VNNI
+          const __m256i z = _mm256_setzero_si256();
+          const __m256i l03 = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, lo[0][0], xl0), lo[1][0], xl1);
+          const __m256i l47 = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, lo[0][1], xl0), lo[1][1], xl1);
+          const __m256i h03 = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, hi6[0][0], xh0), hi6[1][0], xh1);
+          const __m256i h47 = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, hi6[0][1], xh0), hi6[1][1], xh1);
+          a03[i] = _mm256_add_epi32(a03[i], _mm256_add_epi32(_mm256_mullo_epi32(l03, sl03), _mm256_mullo_epi32(h03, sh03)));
+          a47[i] = _mm256_add_epi32(a47[i], _mm256_add_epi32(_mm256_mullo_epi32(l47, sl47), _mm256_mullo_epi32(h47, sh47)));
+#else
+          const __m256i l03 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0][0], xl0), _mm256_maddubs_epi16(lo[1][0], xl1));
+          const __m256i l47 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0][1], xl0), _mm256_maddubs_epi16(lo[1][1], xl1));
+          const __m256i h03 = _mm256_add_epi16(_mm256_maddubs_epi16(hi6[0][0], xh0), _mm256_maddubs_epi16(hi6[1][0], xh1));
+          const __m256i h47 = _mm256_add_epi16(_mm256_maddubs_epi16(hi6[0][1], xh0), _mm256_maddubs_epi16(hi6[1][1], xh1));
+          a03[i] = _mm256_add_epi32(a03[i], _mm256_add_epi32(_mm256_madd_epi16(l03, sl03), _mm256_madd_epi16(h03, sh03)));
+          a47[i] = _mm256_add_epi32(a47[i], _mm256_add_epi32(_mm256_madd_epi16(l47, sl47), _mm256_madd_epi16(h47, sh47)));
+#endif
+        }
+      }
+    // sum_j sc[j] * bsum[j] per row (rows 0..7 in lanes), then into the dot sums' lane order
+    auto offsets = [&](const int16_t* bs) {
+      __m256i o = _mm256_setzero_si256();
+      for (int jj = 0; jj < 8; ++jj) {   // scales 2jj, 2jj+1 of every row as int16 pairs
+        const __m128i pair = _mm_unpacklo_epi8(sj[jj], _mm_unpackhi_epi64(sj[jj], sj[jj]));
+        int32_t b2;
+        std::memcpy(&b2, bs + 2 * jj, 4);
+        o = _mm256_add_epi32(o, _mm256_madd_epi16(_mm256_cvtepi8_epi16(pair), _mm256_set1_epi32(b2)));
+      }
+      return _mm256_permutevar8x32_epi32(o, perm);
+    };
+    for (int u = 0; u < MR; ++u) {
+      const XQRow* xu = x + kXs * u;
+      __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03[kXs * u], a47[kXs * u]));
+      __m256 off = _mm256_cvtepi32_ps(offsets(xu[0].bsum + 16 * sb));
+      float dx = xu[0].d[sb];
+      if (kPair) {   // d2 = d1 / 256 exactly: 256 * S1 + S2 and 256 * O1 + O2 in float (256 * S1 overflows int32)
+        s = _mm256_fmadd_ps(s, _mm256_set1_ps(256.f),
+                            _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03[kXs * u + 1], a47[kXs * u + 1])));
+        off = _mm256_fmadd_ps(off, _mm256_set1_ps(256.f), _mm256_cvtepi32_ps(offsets(xu[1].bsum + 16 * sb)));
+        dx = xu[1].d[sb];
+      }
+      acc[u] = _mm256_fmadd_ps(_mm256_fmadd_ps(off, _mm256_set1_ps(-32.f), s), _mm256_mul_ps(d, _mm256_set1_ps(dx)),
+                               acc[u]);
+    }
+  }
+  for (int u = 0; u < MR; ++u) store_rows(acc[u], out + 8 * u);
+}
+
+template <bool kPair, int MR>
+struct Q6KK {
+  static void run(const WeightRef& w, int64_t r0, const XQRow* x, float* out) { group8_q6_k_t<kPair, MR>(w, r0, x, out); }
+};
+void group8_q6_k(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+  by_units<Q6KK>(w, r0, x, mr, pair, out);
+}
+
 }  // namespace
 
 #if PQ_VNNI
@@ -517,6 +662,7 @@ GemvGroup8Fn avx2_group8(int qtype) {
     case (int)QType::Q5_1: return group8<kQ5_1>;
     case kInt4: return group8<kInt4Src>;
     case (int)QType::Q4_K: return group8_q4_k;
+    case (int)QType::Q6_K: return group8_q6_k;
     case (int)QType::Q8_0: return group8_q8_0;
     default: return nullptr;
   }

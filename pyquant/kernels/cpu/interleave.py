@@ -15,7 +15,10 @@ from ...qtypes import QType
 
 # qtype -> (header bytes, quant bytes) of one block; the C++ table is interleave_spec
 SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q5_0: (6, 16), QType.Q5_1: (8, 16),
-         QType.Q4_K: (16, 128), QType.Q8_0: (2, 32), QType.INT4: (0, 16)}
+         QType.Q4_K: (16, 128), QType.Q6_K: (18, 192), QType.Q8_0: (2, 32), QType.INT4: (0, 16)}
+# types whose plain block holds the header after the quants (Q6_K: ql, qh, then scales and d);
+# interleaved, the 8 rows' headers come first as for every type
+HEADER_LAST = {QType.Q6_K}
 NAMES = " / ".join(t.name for t in SPECS)   # for messages
 
 
@@ -34,8 +37,9 @@ def interleave(data: torch.Tensor, qtype) -> torch.Tensor:
     """Plain rows uint8 [n, row_bytes] (n % 8 == 0) -> the interleaved layout, same shape (a copy)."""
     h, q, n, rb, nb = _split(data, qtype)
     x = data.reshape(n // 8, 8, nb, h + q)
-    hdr = x[..., :h].permute(0, 2, 1, 3).reshape(n // 8, nb, 8 * h)
-    qs = x[..., h:].reshape(n // 8, 8, nb, q // 8, 8).permute(0, 2, 3, 1, 4).reshape(n // 8, nb, 8 * q)
+    head, quants = (x[..., q:], x[..., :q]) if QType(int(qtype)) in HEADER_LAST else (x[..., :h], x[..., h:])
+    hdr = head.permute(0, 2, 1, 3).reshape(n // 8, nb, 8 * h)
+    qs = quants.reshape(n // 8, 8, nb, q // 8, 8).permute(0, 2, 3, 1, 4).reshape(n // 8, nb, 8 * q)
     return torch.cat([hdr, qs], dim=-1).reshape(n, rb)
 
 
@@ -45,7 +49,8 @@ def deinterleave(data: torch.Tensor, qtype) -> torch.Tensor:
     x = data.reshape(n // 8, nb, 8 * (h + q))
     hdr = x[..., :8 * h].reshape(n // 8, nb, 8, h).permute(0, 2, 1, 3)
     qs = x[..., 8 * h:].reshape(n // 8, nb, q // 8, 8, 8).permute(0, 3, 1, 2, 4).reshape(n // 8, 8, nb, q)
-    return torch.cat([hdr, qs], dim=-1).reshape(n, rb)
+    parts = [qs, hdr] if QType(int(qtype)) in HEADER_LAST else [hdr, qs]
+    return torch.cat(parts, dim=-1).reshape(n, rb)
 
 
 def interleave_side(t: torch.Tensor) -> torch.Tensor:
