@@ -5,7 +5,7 @@ int8), so `state_dict()`, `load_state_dict(assign=True)` and `.to()` see plain t
 (qtype, shape, group_size) is construction-time metadata. `module.qweight_tensor` rebuilds the
 QTensor view of the current buffers.
 
-On the CPU the buffers of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / int4 weight with a multiple of 8
+On the CPU the buffers of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / int4 weight with a multiple of 8
 rows hold the row-interleaved layout the CPU's small-M kernels read fastest (the runner's layout,
 pyquant/kernels/cpu/interleave.py: same bytes permuted within groups of 8 rows; 1.45-1.57x at M = 1
 for 4096 x 14336, README): `module.interleave` is then 8. `state_dict()` still writes plain rows and

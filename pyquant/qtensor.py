@@ -9,7 +9,7 @@ surprises. Layouts by format (`qtype`):
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
 - INT8: data int8 [N, K] + scales float32 [N].
 
-A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 / INT4 weight may be stored row-interleaved
+A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / INT4 weight may be stored row-interleaved
 (`interleave=8`: rows permuted within groups of 8, pyquant/kernels/cpu/interleave.py), the layout
 the CPU's small-M kernels read fastest; the
 runner packs its weights so at load time. Only the CPU kernels read it as is: every other use

@@ -10,7 +10,7 @@ wall time p10 / median over 384 steps, file mapping and packed copy interleaved 
 2 threads 5.18 / 5.65 -> 4.96 / 5.37 ms, 1 thread 12.71 / 13.34 -> 11.91 / 12.53 ms. The file pages we copied from are dropped (release_pages), so RSS does not grow: the
 anonymous copy replaces them. PYQUANT_PACK_WEIGHTS=0 keeps the file mapping (for comparisons).
 
-The copy is also where Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q8_0 weights take the row-interleaved
+The copy is also where Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 weights take the row-interleaved
 layout the small-M kernels read fastest (pyquant/kernels/cpu/interleave.py: same bytes, permuted
 within groups of 8 rows; 1.46x at M = 1 for Q4_0 4096x14336, 2 threads, cold). A tied output head
 is interleaved too (the embedding reads its rows back through _C.Weight.dequantize_row or a
