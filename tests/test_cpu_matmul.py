@@ -271,6 +271,26 @@ def test_isas_agree(t):
         _C.set_isa(before)
 
 
+@pytest.mark.parametrize("k", [64, 300])
+def test_int8x2_activations_are_the_emulated_ones_on_every_isa(k, isa, act_mode):
+    """int8x2's two rows (act_quant.h: q1, then the residual q2 on the grid d1/256, its AVX2 loop
+    written with the scalar one's IEEE ops) read back through an identity int8 weight: y_j = x's
+    reconstruction d1*q1 + d2*q2 at j, which must equal the numpy emulation to well under one step
+    of q2 (d2 = d1/256) on each ISA -- a single q2 off by one fails. k = 300: a partial block."""
+    act_mode("int8x2")
+    rng = np.random.default_rng(k)
+    eye = np.eye(k, dtype=np.int8)
+    ones = np.ones(k, np.float32)
+    for m in (1, 5):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        x[0, : k // 3] *= 40   # blocks of very different scales
+        want = quantize_acts(x, 32, comp=True)
+        q, d = _quant_blocks(x, 32)
+        d2 = np.repeat(d, 32, 1)[:, :k].astype(np.float64) / 256
+        y = call_int8(eye, ones, k, k, torch.from_numpy(x)).double().numpy()
+        assert np.all(np.abs(y - want) <= d2 / 8 + 1e-6 * np.abs(want)), (m, isa)
+
+
 @pytest.mark.parametrize("m", [1, 5, 40])
 def test_threads_bias_and_half_dtypes(m, isa, threads):
     rng = np.random.default_rng(m)

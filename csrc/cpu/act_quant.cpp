@@ -63,7 +63,9 @@ void quant_activation(QuantRowFn quant, const float* x, int64_t k, int64_t kp, b
   int8_t* q2 = q + kp;
   float *d2 = d + kp / 32, *s2 = s + kp / 32;
   int16_t* b2 = bsum + kp / 16;
-  quant_residual(x, k, kp, x256, q, d, q2, d2, s2, b2);
+  // the residual on the quantizer's ISA (bit-identical either way)
+  const bool avx2 = quant == quant_x32_avx2 || quant == quant_x256_avx2;
+  (avx2 ? quant_residual_avx2 : quant_residual)(x, k, kp, x256, q, d, q2, d2, s2, b2);
   rows[1] = {q2, d2, s2, b2};
 }
 

@@ -19,10 +19,12 @@ namespace mm {
 // clamped to +-127, which only a tie at exactly d1/2 reaches). Activations are then good to d1/512,
 // 1/256 of one pass's error (about 15 bits), for one more row through the same weight stream; and
 // because d1 = 256 * d2 exactly, a kernel can form 256*S1 + S2 in int32 and scale once (the pair
-// kernels). Non-finite d1: q2 = 0. x256 selects the layout (bsum per 16, no s). Scalar on both ISAs,
-// so both produce the same q2.
+// kernels). Non-finite d1: q2 = 0. x256 selects the layout (bsum per 16, no s). The AVX2 version
+// makes the same IEEE ops (no FMA), so both ISAs produce the same q2 (tested).
 void quant_residual(const float* x, int64_t k, int64_t kp, bool x256, const int8_t* q1, const float* d1,
                     int8_t* q2, float* d2, float* s2, int16_t* bsum2);
+void quant_residual_avx2(const float* x, int64_t k, int64_t kp, bool x256, const int8_t* q1, const float* d1,
+                         int8_t* q2, float* d2, float* s2, int16_t* bsum2);
 
 // x has k floats; outputs cover kp >= k values (a multiple of 256), zeros past k.
 void quant_x32_scalar(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t* bsum);
