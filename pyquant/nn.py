@@ -137,6 +137,13 @@ class QuantLinear(nn.Module):
             self.__dict__["_kernel_qt"] = cached
         return cached[1]
 
+    def __getstate__(self):
+        # the bound kernel weight (a _C.Weight) is a cache over the buffers: copies and pickles
+        # (copy.deepcopy, torch.save of the module) rebuild it on their first call
+        state = self.__dict__.copy()
+        state.pop("_kernel_qt", None)
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._direct(x):
             from .dispatch import linear

@@ -195,6 +195,16 @@ class QTensor:
             out["in_perm"] = self.in_perm
         return out
 
+    def __getstate__(self):
+        # the cached _C.Weight points into this object's buffers: a copy or an unpickled QTensor
+        # (copy.deepcopy, torch.save) binds its own on first use
+        return {s: getattr(self, s) for s in self.__slots__ if s != "_kernel"}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_kernel", ...)
+
     def __setattr__(self, name, value):
         if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm", "interleave"):
             object.__setattr__(self, "_kernel", ...)  # the cached _C.Weight would describe the old tensors

@@ -136,6 +136,22 @@ def test_eager_cpu_forward_is_the_op_bit_for_bit(qtype):
     assert lin.interleave == plain.interleave == 0 and torch.equal(lin(x), plain(x))
 
 
+def test_copy_and_pickle_after_a_call():
+    """A module that has run (its kernel weight bound) deep-copies and pickles whole: the binding is
+    a cache, rebuilt by the copy on its first call."""
+    import copy
+    import io
+
+    lin = QuantLinear.from_linear(nn.Linear(64, 16), "Q8_0", group_size=32)
+    x = torch.randn(2, 64)
+    y = lin(x)
+    buf = io.BytesIO()
+    torch.save(lin, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(lin), torch.load(buf, weights_only=False)):
+        assert other.interleave == lin.interleave and torch.equal(other(x), y)
+
+
 def test_interleave_needs_rows_in_eights_and_can_be_declined():
     assert QuantLinear.from_linear(nn.Linear(64, 12), "Q8_0").interleave == 0      # 12 rows: plain
     assert QuantLinear.from_linear(nn.Linear(64, 16), "int8").interleave == 0      # no such layout

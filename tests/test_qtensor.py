@@ -124,3 +124,21 @@ def test_quantize_ggml_types(name):
     assert qt.qtype is QType[name] and qt.data.shape == (8, qtypes.row_bytes(name, 256))
     err = (qt.dequantize() - w).abs().mean() / w.abs().mean()
     assert err < 0.2
+
+
+def test_copy_and_pickle_after_a_kernel_call():
+    """A QTensor whose _C.Weight is bound (any eager CPU qmatmul binds it) deep-copies and pickles:
+    the binding is a cache the copy rebuilds over its own buffers."""
+    import copy
+    import io
+
+    q = QTensor.quantize(torch.randn(16, 64), "Q8_0")
+    x = torch.randn(3, 64)
+    y = pyquant.qmatmul(x, q)
+    assert q.cpu_call is not None
+    buf = io.BytesIO()
+    torch.save(q, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(q), torch.load(buf, weights_only=False)):
+        assert other.data.data_ptr() != q.data.data_ptr() and torch.equal(pyquant.qmatmul(x, other), y)
+        assert other.cpu_call is not None and other.cpu_call is not q.cpu_call
