@@ -7,8 +7,9 @@ QTensor view of the current buffers.
 
 On the CPU the buffers of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / int4 weight with a multiple of 8
 rows hold the row-interleaved layout the CPU's small-M kernels read fastest (the runner's layout,
-pyquant/kernels/cpu/interleave.py: same bytes permuted within groups of 8 rows; 1.45-1.57x at M = 1
-for 4096 x 14336, README): `module.interleave` is then 8. `state_dict()` still writes plain rows and
+pyquant/kernels/cpu/interleave.py: same bytes permuted within groups of 8 rows; a forward at M = 1,
+4096 x 14336, 1.14-1.41x faster than on plain rows, bench/bench_quantlinear.py): `module.interleave`
+is then 8. `state_dict()` still writes plain rows and
 `load_state_dict` takes plain rows, so checkpoints do not depend on it; moving the module off the CPU
 turns the buffers back into plain rows (the other devices' kernels read those), moving it back
 interleaves them again. `QuantLinear(qt, interleave=False)` keeps plain rows.
@@ -121,8 +122,9 @@ class QuantLinear(nn.Module):
 
     def _direct(self, x: torch.Tensor) -> bool:
         """Eager inference on the CPU: the runner's direct kernel call (pyquant.dispatch.linear, the
-        named "cpu-direct" path) instead of the torch.library op, ~31 -> ~6 us of Python a call. The
-        op (autograd, torch.compile, other devices) is the same kernel and arithmetic."""
+        named "cpu-direct" path) instead of the torch.library op: ~31 -> ~15 us of Python a call
+        (bench/bench_call_overhead.py). The op (autograd, torch.compile, other devices) runs the same
+        kernel and arithmetic."""
         return self._buffers["qweight"].device.type == "cpu" and eager_cpu(x, self._parameters.get("bias"))
 
     def _kernel_weight(self) -> QTensor:
