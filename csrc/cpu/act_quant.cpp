@@ -55,17 +55,15 @@ void quant_residual(const float* x, int64_t k, int64_t kp, bool x256, const int8
   }
 }
 
-void quant_activation(QuantRowFn quant, const float* x, int64_t k, int64_t kp, bool x256, bool comp,
+void quant_activation(const Kernels& kern, const float* x, int64_t k, int64_t kp, bool x256, bool comp,
                       int8_t* q, float* d, float* s, int16_t* bsum, XQRow* rows) {
-  quant(x, k, kp, q, d, s, bsum);
+  (x256 ? kern.quant_x256 : kern.quant_x32)(x, k, kp, q, d, s, bsum);
   rows[0] = {q, d, s, bsum};
   if (!comp) return;
   int8_t* q2 = q + kp;
   float *d2 = d + kp / 32, *s2 = s + kp / 32;
   int16_t* b2 = bsum + kp / 16;
-  // the residual on the quantizer's ISA (bit-identical either way)
-  const bool avx2 = quant == quant_x32_avx2 || quant == quant_x256_avx2;
-  (avx2 ? quant_residual_avx2 : quant_residual)(x, k, kp, x256, q, d, q2, d2, s2, b2);
+  kern.quant_residual(x, k, kp, x256, q, d, q2, d2, s2, b2);
   rows[1] = {q2, d2, s2, b2};
 }
 

@@ -531,7 +531,7 @@ class Step {
       if (have[kind]) continue;
       have[kind] = true;
       ActQ& a = actq_[kind];
-      mm::quant_activation(kind ? kern.quant_x256 : kern.quant_x32, x, s.k, kp, kind, comp_, a.q.data(),
+      mm::quant_activation(kern, x, s.k, kp, kind, comp_, a.q.data(),
                            a.d.data(), a.s.data(), a.bs.data(), a.row);
     }
   }

@@ -301,11 +301,10 @@ struct ActRows {
     d.resize((size_t)(mq * kp / 32));
     s.resize((size_t)(mq * kp / 32));
     bs.resize((size_t)(mq * kp / 16));
-    const QuantRowFn quant = x256 ? kern.quant_x256 : kern.quant_x32;
     parallel_for(c.m, 1, c.nthreads, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t j = comp ? 2 * i : i;   // first of the row's 1 or 2 activation rows
-        quant_activation(quant, xf + i * c.k, c.k, kp, x256, comp, q.data() + j * kp, d.data() + j * kp / 32,
+        quant_activation(kern, xf + i * c.k, c.k, kp, x256, comp, q.data() + j * kp, d.data() + j * kp / 32,
                          s.data() + j * kp / 32, bs.data() + j * kp / 16, rows.data() + j);
       }
     });

@@ -150,17 +150,23 @@ using DotFFn = void (*)(const float* w, const float* const* x, int mr, int64_t k
 using ChunksToFloatFn = void (*)(Kind kind, const UChunk* u, int64_t nch, float* out);
 using QuantRowFn = void (*)(const float* x, int64_t k, int64_t kp, int8_t* q, float* d, float* s, int16_t* bsum);
 
-// One activation row into rows[0] (and, comp = int8x2, the quantization of its residual into
-// rows[1]): row j's storage at q + j*kp, d and s + j*kp/32, bsum + j*kp/16 (act_quant.h).
-void quant_activation(QuantRowFn quant, const float* x, int64_t k, int64_t kp, bool x256, bool comp,
-                      int8_t* q, float* d, float* s, int16_t* bsum, XQRow* rows);
+// act_quant.h's quant_residual (the int8x2 mode's second row).
+using QuantResidualFn = void (*)(const float* x, int64_t k, int64_t kp, bool x256, const int8_t* q1, const float* d1,
+                                 int8_t* q2, float* d2, float* s2, int16_t* bsum2);
 
 struct Kernels {
   DotQFn dot_x32_u, dot_x32_s, dot_x256_u, dot_x256_s;
   DotFFn dot_f;
   ChunksToFloatFn chunks_to_float;
   QuantRowFn quant_x32, quant_x256;
+  QuantResidualFn quant_residual;
 };
+
+// One activation row into rows[0] (and, comp = int8x2, the quantization of its residual into
+// rows[1]) with kern's quantizers: row j's storage at q + j*kp, d and s + j*kp/32, bsum + j*kp/16
+// (act_quant.h).
+void quant_activation(const Kernels& kern, const float* x, int64_t k, int64_t kp, bool x256, bool comp,
+                      int8_t* q, float* d, float* s, int16_t* bsum, XQRow* rows);
 const Kernels& scalar_kernels();
 const Kernels& avx2_kernels();  // only when active_isa() == Avx2
 

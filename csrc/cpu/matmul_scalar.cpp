@@ -71,7 +71,7 @@ void chunks_to_float(Kind kind, const UChunk* u, int64_t nch, float* out) {
 
 const Kernels& scalar_kernels() {
   static const Kernels k{dot_x32, dot_x32, dot_x256, dot_x256, dot_f, chunks_to_float,
-                         quant_x32_scalar, quant_x256_scalar};
+                         quant_x32_scalar, quant_x256_scalar, quant_residual};
   return k;
 }
 

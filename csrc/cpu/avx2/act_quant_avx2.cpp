@@ -12,6 +12,20 @@ namespace mm {
 
 namespace {
 
+inline int hsum_epi32(__m256i v) {
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  h = _mm_hadd_epi32(h, h);
+  h = _mm_hadd_epi32(h, h);
+  return _mm_cvtsi128_si32(h);
+}
+
+// 32 int32 values (4 registers, each within int8) -> 32 int8 in order at q (the packs interleave
+// 128-bit lanes; the permute puts them back).
+inline void store_i8x32(const __m256i i32[4], int8_t* q) {
+  const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
+  _mm256_storeu_si256((__m256i*)q, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
 // Quantizes 8*nv floats (nv = 4 or 32) at x into q; returns d and the integer sum.
 // `valid` < 8*nv means a partial block: it is copied to a zero-padded buffer first.
 float quant_block(const float* x, int64_t valid, int nv, int8_t* q, int16_t* sums16, int& total) {
@@ -48,25 +62,12 @@ float quant_block(const float* x, int64_t valid, int nv, int8_t* q, int16_t* sum
     for (int t = 0; t < 4; ++t) {
       i32[t] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * (v + t)), vid));
       vsum = _mm256_add_epi32(vsum, i32[t]);
-      if (sums16 && (t & 1)) {  // one 16-value group done: i32[t-1] and i32[t]
-        const __m256i s = _mm256_add_epi32(i32[t - 1], i32[t]);
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        h = _mm_hadd_epi32(h, h);
-        h = _mm_hadd_epi32(h, h);
-        sums16[(8 * (v + t)) / 16] = (int16_t)_mm_cvtsi128_si32(h);
-      }
+      if (sums16 && (t & 1))  // one 16-value group done: i32[t-1] and i32[t]
+        sums16[(8 * (v + t)) / 16] = (int16_t)hsum_epi32(_mm256_add_epi32(i32[t - 1], i32[t]));
     }
-    // int32 -> int8 with the lane-crossing order of packs fixed by a final permute.
-    const __m256i p01 = _mm256_packs_epi32(i32[0], i32[1]);
-    const __m256i p23 = _mm256_packs_epi32(i32[2], i32[3]);
-    __m256i p = _mm256_packs_epi16(p01, p23);
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i*)(q + 8 * v), p);
+    store_i8x32(i32, q + 8 * v);
   }
-  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(vsum), _mm256_extracti128_si256(vsum, 1));
-  h = _mm_hadd_epi32(h, h);
-  h = _mm_hadd_epi32(h, h);
-  total = _mm_cvtsi128_si32(h);
+  total = hsum_epi32(vsum);
   return amax / 127.f;
 }
 
@@ -116,23 +117,12 @@ void quant_residual_avx2(const float* x, int64_t k, int64_t kp, bool x256, const
         const __m256 rt = _mm256_round_ps(_mm256_mul_ps(r, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         i32[t] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(rt, lim), nlim));   // clamped as floats, as the scalar
         vsum = _mm256_add_epi32(vsum, i32[t]);
-        if (x256 && (t & 1)) {   // a 16-value group: i32[t-1] and i32[t]
-          const __m256i s = _mm256_add_epi32(i32[t - 1], i32[t]);
-          __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-          h = _mm_hadd_epi32(h, h);
-          h = _mm_hadd_epi32(h, h);
-          bsum2[(b * B + v + 8 * t) / 16] = (int16_t)_mm_cvtsi128_si32(h);
-        }
+        if (x256 && (t & 1))   // a 16-value group: i32[t-1] and i32[t]
+          bsum2[(b * B + v + 8 * t) / 16] = (int16_t)hsum_epi32(_mm256_add_epi32(i32[t - 1], i32[t]));
       }
-      const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
-      _mm256_storeu_si256((__m256i*)(qb + v), _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+      store_i8x32(i32, qb + v);
     }
-    if (!x256) {
-      __m128i h = _mm_add_epi32(_mm256_castsi256_si128(vsum), _mm256_extracti128_si256(vsum, 1));
-      h = _mm_hadd_epi32(h, h);
-      h = _mm_hadd_epi32(h, h);
-      s2[b] = d2[b] * (float)_mm_cvtsi128_si32(h);
-    }
+    if (!x256) s2[b] = d2[b] * (float)hsum_epi32(vsum);
   }
 }
 

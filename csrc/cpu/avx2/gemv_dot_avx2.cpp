@@ -236,7 +236,7 @@ void dot_half_avx2(const uint16_t* w, bool bf16, const float* const* x, int mr, 
 
 const Kernels& avx2_kernels() {
   static const Kernels k{dot_x32<false>, dot_x32<true>, dot_x256<false>, dot_x256<true>, dot_f,
-                         chunks_to_float, quant_x32_avx2, quant_x256_avx2};
+                         chunks_to_float, quant_x32_avx2, quant_x256_avx2, quant_residual_avx2};
   return k;
 }
 

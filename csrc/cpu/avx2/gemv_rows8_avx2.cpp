@@ -626,14 +626,17 @@ void group8_q6_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
           q6_quads<0, 2, MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
         }
       }
-    // sum_j sc[j] * bsum[j] per row (rows 0..7 in lanes), then into the dot sums' lane order
+    // sum_j sc[j] * bsum[j] per row (rows 0..7 in lanes), then into the dot sums' lane order; the
+    // scales 2jj, 2jj+1 of every row as int16 pairs, made once for every activation row
+    __m256i sc_pairs[8];
+    for (int jj = 0; jj < 8; ++jj)
+      sc_pairs[jj] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(sj[jj], _mm_unpackhi_epi64(sj[jj], sj[jj])));
     auto offsets = [&](const int16_t* bs) {
       __m256i o = _mm256_setzero_si256();
-      for (int jj = 0; jj < 8; ++jj) {   // scales 2jj, 2jj+1 of every row as int16 pairs
-        const __m128i pair = _mm_unpacklo_epi8(sj[jj], _mm_unpackhi_epi64(sj[jj], sj[jj]));
+      for (int jj = 0; jj < 8; ++jj) {
         int32_t b2;
         std::memcpy(&b2, bs + 2 * jj, 4);
-        o = _mm256_add_epi32(o, _mm256_madd_epi16(_mm256_cvtepi8_epi16(pair), _mm256_set1_epi32(b2)));
+        o = _mm256_add_epi32(o, _mm256_madd_epi16(sc_pairs[jj], _mm256_set1_epi32(b2)));
       }
       return _mm256_permutevar8x32_epi32(o, perm);
     };
