@@ -24,7 +24,7 @@ from torch import nn
 
 from . import qtypes
 from .errors import UnsupportedQTypeError
-from .ops import eager_cpu, gguf_matmul, int4_matmul, int8_matmul
+from .ops import gguf_matmul, int4_matmul, int8_matmul, qmatmul
 from .qtensor import QTensor
 from .qtypes import QType
 
@@ -76,6 +76,11 @@ class QuantLinear(nn.Module):
                 self._buffers[name] = t
         self.interleave = qt.interleave
 
+    def _layout_for_device(self) -> None:
+        """The row-interleaved layout where the buffers are on the CPU (the CPU kernels'), plain rows
+        anywhere else."""
+        self._set_layout(8 if self._wants_interleave(self.qweight.device) else 0)
+
     def _apply(self, fn, recurse=True):
         # model.to(torch.bfloat16) / .half() cast every float buffer; the format's scales and mins
         # must stay float32 (the kernels' contract, and a bf16 round-trip would lose precision), so
@@ -86,8 +91,7 @@ class QuantLinear(nn.Module):
             new = self._buffers[n]
             if new.dtype != old.dtype:
                 self._buffers[n] = old.to(new.device)
-        # the row-interleaved layout is the CPU kernels': plain rows anywhere else
-        self._set_layout(8 if self._wants_interleave(self.qweight.device) else 0)
+        self._layout_for_device()
         return self
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -105,7 +109,7 @@ class QuantLinear(nn.Module):
         self._set_layout(0)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        self._set_layout(8 if self._wants_interleave(self.qweight.device) else 0)
+        self._layout_for_device()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, qtype, group_size: int = 128) -> "QuantLinear":
@@ -119,13 +123,6 @@ class QuantLinear(nn.Module):
         return QTensor(self.qweight, self.qtype, (self.out_features, self.in_features),
                        getattr(self, "scales", None), getattr(self, "mins", None), self.group_size,
                        getattr(self, "in_perm", None), interleave=self.interleave)
-
-    def _direct(self, x: torch.Tensor) -> bool:
-        """Eager inference on the CPU: the runner's direct kernel call (pyquant.dispatch.linear, the
-        named "cpu-direct" path) instead of the torch.library op: ~31 -> ~15 us of Python a call
-        (bench/bench_call_overhead.py). The op (autograd, torch.compile, other devices) runs the same
-        kernel and arithmetic."""
-        return self._buffers["qweight"].device.type == "cpu" and eager_cpu(x, self._parameters.get("bias"))
 
     def _kernel_weight(self) -> QTensor:
         """qweight_tensor, kept while the buffers stay the same tensors (its _C.Weight is bound once);
@@ -147,14 +144,12 @@ class QuantLinear(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._direct(x):
-            from .dispatch import linear
-
-            flat = x.dim() == 2 and x.is_contiguous()   # the token loop's case: no reshapes
-            x2 = x if flat else x.reshape(-1, self.in_features).contiguous()
-            out = linear(self._kernel_weight(), x2, x2.new_empty((x2.shape[0], self.out_features)),
-                         self._parameters.get("bias"))
-            return out if flat else out.reshape(*x.shape[:-1], self.out_features)
+        # Eager on the CPU: qmatmul over the weight with its _C.Weight bound once; it calls the kernels
+        # directly where nothing needs the op (ops.eager_cpu: ~31 -> ~15 us of Python a call,
+        # bench/bench_call_overhead.py) and the op otherwise. Compiling or off the CPU: the op on the
+        # buffers themselves (torch.compile traces them, not a cached QTensor).
+        if self._buffers["qweight"].device.type == "cpu" and not torch.compiler.is_compiling():
+            return qmatmul(x, self._kernel_weight(), self._parameters.get("bias"))
         if getattr(self, "in_perm", None) is not None:   # act-order weight (EXL2): gather x's columns
             x = x.index_select(-1, self.in_perm)
         if self.qtype is QType.INT4:

@@ -15,8 +15,6 @@ import warnings
 
 import torch
 
-from ..errors import PyquantError
-
 
 def graph_wanted(model) -> tuple[bool, str]:
     """(whether the model's tokens should run as a CUDA graph, the reason)."""
@@ -55,18 +53,16 @@ class GraphStep:
             logits = m._forward(self.token, self.pos, False)
         self.graph, self.logits = graph, logits
 
-    def step(self, token: int, pos: int) -> torch.Tensor:
-        """Logits [vocab] float32 on the CPU of `token` at `pos` (checked here, on the host: the graph
-        reads both on the device)."""
-        m = self.model
-        m.cache.check(pos, 1)
-        if not 0 <= token < m.config.vocab_size:
-            raise PyquantError(f"step: token id {token} outside [0, {m.config.vocab_size})")
+    def step(self, token: int, pos: int) -> torch.Tensor | None:
+        """Logits [vocab] float32 on the CPU of `token` at `pos` (both checked on the host by
+        TokenStep.step: the graph reads them on the device), or None where no graph could be
+        captured (the caller runs the forward eagerly)."""
         if self.failed is not None:
-            return m._forward([token], pos, False).to("cpu", torch.float32)
+            return None
         self.token.fill_(token)
         self.pos.fill_(pos)
         if self.graph is None:
+            m = self.model
             try:
                 self._capture()
             except Exception as e:   # e.g. an op that synchronizes or allocates outside the graph's pool
@@ -75,6 +71,6 @@ class GraphStep:
                               f"({self.failed}); each token runs the forward eagerly", RuntimeWarning,
                               stacklevel=3)
                 torch.cuda.synchronize(m.device)
-                return m._forward([token], pos, False).to("cpu", torch.float32)
+                return None
         self.graph.replay()
         return self.logits.to("cpu", torch.float32)

@@ -93,16 +93,16 @@ class TokenStep:
 
     def step(self, token: int, pos: int) -> torch.Tensor:
         """Logits [vocab] (a buffer the next step reuses) of `token` at `pos`."""
-        if self.native is None:
-            if self.graph is not None:
-                return self.graph.step(int(token), int(pos))
-            return self.model._forward([int(token)], pos, False).to("cpu", torch.float32)
         m, token = self.model, int(token)
-        m.cache.check(pos, 1)
-        if not 0 <= token < m.config.vocab_size:
-            from ..errors import PyquantError
+        if self.native is not None or self.graph is not None:   # (the forward checks its own inputs)
+            m.cache.check(pos, 1)
+            if not 0 <= token < m.config.vocab_size:
+                from ..errors import PyquantError
 
-            raise PyquantError(f"step: token id {token} outside [0, {m.config.vocab_size})")
+                raise PyquantError(f"step: token id {token} outside [0, {m.config.vocab_size})")
+        if self.native is None:
+            logits = None if self.graph is None else self.graph.step(token, int(pos))
+            return m._forward([token], pos, False).to("cpu", torch.float32) if logits is None else logits
         if m.group is None:
             self.embed_into_x(token)
             self.native.step(pos)
