@@ -15,7 +15,8 @@
 // (4-bit: 8 * 2*15*127 < 2^15; 5-bit: flushed to int32 after 4), 1 vpmaddwd, 1 cvt, 1 mul + 1 FMA
 // for a * d_x, 1 FMA for the offset b * s_x: ~21 vector uops for 256 MACs, vs 32 FMAs in float.
 // int8x2 activations (a row and its residual on the grid d/256, act_quant.h) join in int32 as
-// in the pair GEMV: vpmaddwd by 256 and by 1, one cvt and one FMA for both.
+// in the pair GEMV: vpmaddwd by 256 and by 1, one cvt and one FMA for both. A pass takes several
+// activation rows (panel_units), so each panel vector is loaded once for all of them.
 //
 // The K-quants (Q2_K..Q6_K: w = d * sc[g] * q - dmin * mn[g] per 16, integer sc / mn, activations
 // quantized per 256 with per-16 sums) use the same q panel plus per-16 scales as int16 pairs:
@@ -65,6 +66,13 @@ void unpack_chunk8(const WeightRef& w, UnpackRowFn unpack, int64_t r0, int nr, i
   }
 }
 
+// The value, pinned in a register at this point: GCC otherwise re-associates the int16 running sums
+// of panel_units into trees of stored products (each row's 8 products spilled to the stack, ~2x slower).
+inline __m256i keep(__m256i v) {
+  asm("" : "+x"(v));
+  return v;
+}
+
 inline UnpackRowFn unpacker(const TypeInfo& ti) { return ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar; }
 
 // Rows r0 .. r0+nr-1 (nr <= 8; missing rows are zero) unpacked into the panel, a 256-chunk of
@@ -91,15 +99,8 @@ inline __m256i dot16(const uint8_t* pqb, const int8_t* xb, int t0) {
   return s;
 }
 
-// int32 lane sums (lanes = weight rows) of one activation row over block b.
-template <bool kWide>
-inline __m256i dot32(const uint8_t* pqb, const int8_t* xb, __m256i ones) {
-  if (!kWide) return _mm256_madd_epi16(dot16<8>(pqb, xb, 0), ones);
-  return _mm256_add_epi32(_mm256_madd_epi16(dot16<4>(pqb, xb, 0), ones), _mm256_madd_epi16(dot16<4>(pqb, xb, 4), ones));
-}
-
 #if PQ_VNNI
-// int32 lane sums of one activation row over block b, as dot32 (two vpdpbusd chains).
+// int32 lane sums (lanes = weight rows) of one activation row over block b (two vpdpbusd chains).
 inline __m256i dot32_vnni(const uint8_t* pqb, const int8_t* xb) {
   __m256i s0 = _mm256_setzero_si256(), s1 = s0;
   for (int t = 0; t < 8; t += 2) {
@@ -110,44 +111,57 @@ inline __m256i dot32_vnni(const uint8_t* pqb, const int8_t* xb) {
 }
 #endif
 
-// MR output rows; PAIR: each is an int8x2 pair x[2i], x[2i+1] (d2 = d1 / 256).
-template <int MR, bool PAIR, bool kWide>
-void panel_rows(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, float* out) {
+// U output units (PAIR: int8x2 pairs x[2u], x[2u+1], d2 = d1 / 256; else single rows) against the
+// panel, out[8u + lane]. Per dword t of a block the panel vector is loaded once and meets every
+// activation row's broadcast (loads per multiply: 1/R + 1, R = activation rows), and each row sums
+// its block in a register of its own; the earlier one-row-at-a-time loop reloaded the panel for
+// every row (2 loads per vpmaddubsw), which bounded it at about half the multiply ports.
+// The offset term (b * s per block) is a second, separate sum: the same float operations in the
+// same order as before (acc and accb were separate accumulators there too).
+template <int U, bool PAIR, bool kWide>
+void panel_units(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, float* out) {
+  constexpr int R = PAIR ? 2 * U : U;
   [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256);
-  __m256 acc[MR], accb[MR];
-  for (int i = 0; i < MR; ++i) acc[i] = accb[i] = _mm256_setzero_ps();
+  __m256 acc[U], accb[U];
+  for (int u = 0; u < U; ++u) acc[u] = accb[u] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* pqb = pq + 256 * b;
-    const __m256 a8 = _mm256_load_ps(pa + 8 * b), b8 = _mm256_load_ps(pb + 8 * b);
-    for (int i = 0; i < MR; ++i) {
-      if (PAIR) {
-        const XQRow &x1 = x[2 * i], &x2 = x[2 * i + 1];
-        __m256i v;
+    __m256i v[U];
 #if PQ_VNNI
-        v = _mm256_add_epi32(_mm256_slli_epi32(dot32_vnni(pqb, x1.q + 32 * b), 8), dot32_vnni(pqb, x2.q + 32 * b));
+    __m256i s[R];
+    for (int r = 0; r < R; ++r) s[r] = _mm256_setzero_si256();
+    for (int t = 0; t < 8; ++t) {
+      const __m256i p = _mm256_load_si256((const __m256i*)(pqb + 32 * t));
+      for (int r = 0; r < R; ++r) s[r] = keep(_mm256_dpbusd_epi32(s[r], p, bcast4(x[r].q + 32 * b + 4 * t)));
+    }
+    for (int u = 0; u < U; ++u) v[u] = PAIR ? _mm256_add_epi32(_mm256_slli_epi32(s[2 * u], 8), s[2 * u + 1]) : s[u];
 #else
-        if (!kWide) {
-          v = _mm256_add_epi32(_mm256_madd_epi16(dot16<8>(pqb, x1.q + 32 * b, 0), k256),
-                               _mm256_madd_epi16(dot16<8>(pqb, x2.q + 32 * b, 0), ones));
-        } else {   // 5-bit: int32 per half before the x256 (2 x 4 sums, |.| < 2^15 each)
-          v = _mm256_add_epi32(_mm256_slli_epi32(dot32<true>(pqb, x1.q + 32 * b, ones), 8),
-                               dot32<true>(pqb, x2.q + 32 * b, ones));
-        }
-#endif
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(a8, _mm256_set1_ps(x2.d[b])), acc[i]);
-        accb[i] = _mm256_fmadd_ps(b8, _mm256_set1_ps(x1.s[b] + x2.s[b]), accb[i]);
-      } else {
-#if PQ_VNNI
-        const __m256i v = dot32_vnni(pqb, x[i].q + 32 * b);
-#else
-        const __m256i v = dot32<kWide>(pqb, x[i].q + 32 * b, ones);
-#endif
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(a8, _mm256_set1_ps(x[i].d[b])), acc[i]);
-        accb[i] = _mm256_fmadd_ps(b8, _mm256_set1_ps(x[i].s[b]), accb[i]);
+    // int16 sums: 4-bit q, 8 products of 2 * 15 * 127 fit; 5-bit, 4 of 2 * 31 * 127 (then int32)
+    constexpr int kRun = kWide ? 4 : 8;
+    for (int u = 0; u < U; ++u) v[u] = _mm256_setzero_si256();
+    for (int t0 = 0; t0 < 8; t0 += kRun) {
+      __m256i s[R];
+      for (int r = 0; r < R; ++r) s[r] = _mm256_setzero_si256();
+      for (int t = t0; t < t0 + kRun; ++t) {
+        const __m256i p = _mm256_load_si256((const __m256i*)(pqb + 32 * t));
+        for (int r = 0; r < R; ++r)
+          s[r] = keep(_mm256_add_epi16(s[r], _mm256_maddubs_epi16(p, bcast4(x[r].q + 32 * b + 4 * t))));
       }
+      for (int u = 0; u < U; ++u)
+        v[u] = _mm256_add_epi32(v[u], PAIR ? _mm256_add_epi32(_mm256_madd_epi16(s[2 * u], k256),
+                                                              _mm256_madd_epi16(s[2 * u + 1], ones))
+                                           : _mm256_madd_epi16(s[u], ones));
+    }
+#endif
+    const __m256 a8 = _mm256_load_ps(pa + 8 * b), b8 = _mm256_load_ps(pb + 8 * b);
+    for (int u = 0; u < U; ++u) {
+      const float dx = PAIR ? x[2 * u + 1].d[b] : x[u].d[b];
+      const float sx = PAIR ? x[2 * u].s[b] + x[2 * u + 1].s[b] : x[u].s[b];
+      acc[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v[u]), _mm256_mul_ps(a8, _mm256_set1_ps(dx)), acc[u]);
+      accb[u] = _mm256_fmadd_ps(b8, _mm256_set1_ps(sx), accb[u]);
     }
   }
-  for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(acc[i], accb[i]));
+  for (int u = 0; u < U; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_add_ps(acc[u], accb[u]));
 }
 
 #if PQ_VNNI
@@ -199,11 +213,14 @@ void q8_corrections(const XQRow* x, int64_t m, bool pair, int64_t nb, int32_t* c
 template <bool PAIR, bool kWide>
 void panel_all(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, int64_t m,
                float* out) {
-  constexpr int kStep = PAIR ? 2 : 4;  // output rows per pass (XQ rows: 4 either way)
+  // units per pass: as many as keep the running sums, the panel vector and the accumulators in 16
+  // registers (4096 x 14336, M = 64, AVX2: pairs by 3 ran 40 ms against 35.5 by 2)
+  constexpr int kU = PAIR ? 2 : 6;
   const int xs = PAIR ? 2 : 1;
   int64_t i = 0;
-  for (; i + kStep <= m; i += kStep) panel_rows<kStep, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
-  for (; i < m; ++i) panel_rows<1, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
+  for (; i + kU <= m; i += kU) panel_units<kU, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
+  for (; i + 2 <= m; i += 2) panel_units<2, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
+  for (; i < m; ++i) panel_units<1, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
 }
 
 // ---------------------------------------------------------------- K-quants
