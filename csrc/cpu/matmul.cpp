@@ -17,7 +17,8 @@
 //     (avx2/gemm_avx2.cpp); scalar: row-by-row reference.
 //   AVX2, int8 activations, weights with unsigned unpacked q (Q4_0 Q4_1 Q5_0 Q5_1 int4, Q2_K..Q6_K):
 //     from 12 activation rows on (2m for int8x2) the int8 GEMM instead (avx2/gemm_int8_avx2.cpp;
-//     int8x2 only up to 128 rows, then the float GEMM): see choose_path for the measurements.
+//     int8x2 up to 1024 rows for the 32-block types, 128 for the K-quants, then the float GEMM):
+//     see choose_path for the measurements.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -240,7 +241,7 @@ namespace {
 // activations, and as fast there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
 // GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
 // Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
-constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2VnniGemmMaxRows = 1024;
+constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2X32GemmMaxRows = 1024;
 // Row-interleaved weights take the 8-row GEMV (4 rows of x per pass over a group) up to this m, the
 // int8 GEMM past it. Measured side by side (4096x14336, int8x2, 2 threads, ms, GEMV / GEMM):
 // Q4_0 m=12 8.7 / 10.4, m=16 11.1 / 12.3, m=24 16.9 / 17.2, m=32 22.6 / 21.5; Q4_K 10.0 / 10.4,
@@ -259,15 +260,17 @@ bool int8_gemm_for(int qtype) {
          g_int8_gemm.load();
 }
 
-// Activation rows (2m) up to which int8x2 stays on the int8 GEMM. VNNI build, 32-block types: one
-// vpdpbusd per 4 weights x 8 rows keeps it ahead of the float GEMM (bench_prefill_paths, 4096x4096
-// Zen 4, 2 threads, int8x2 GEMM / float GEMM ms: Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8, m=512
-// 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7, 69.0 / 80.4; 1 thread alike), up to 2m = 1024, the
-// range measured: the int8 GEMM passes all m rows of x (2m * k bytes) over each 8-row panel, no K
-// blocking, so a long prompt's activations would outgrow the L3. The K-quants' int16 scale step
-// keeps them behind past 128 rows.
+// Activation rows (2m) up to which int8x2 stays on the int8 GEMM. The 32-block types: the VNNI
+// build's one vpdpbusd per 4 weights x 8 rows keeps it ahead of the float GEMM (bench_prefill_paths,
+// 4096x4096 Zen 4, 2 threads, int8x2 GEMM / float GEMM ms: Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8,
+// m=512 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7, 69.0 / 80.4; 1 thread alike), and so does the
+// AVX2 build since its passes share each panel load among their rows (1 thread: Q4_0 m=128 40.4 /
+// 43.6, m=512 174 / 210; int4-g128 38.2 / 47.6, 150 / 183), up to 2m = 1024, the range measured: the
+// int8 GEMM passes all m rows of x (2m * k bytes) over each 8-row panel, no K blocking, so a long
+// prompt's activations would outgrow the L3. The K-quants' int16 scale step keeps them even with the
+// float GEMM past 128 rows (Q4_K m=512 180 / 176), where the float GEMM's exact activations win.
 int64_t int8x2_gemm_max_rows(const TypeInfo& ti) {
-  return ti.kind == Kind::X32 && vnni_enabled() ? kInt8x2VnniGemmMaxRows : kInt8x2GemmMaxRows;
+  return ti.kind == Kind::X32 ? kInt8x2X32GemmMaxRows : kInt8x2GemmMaxRows;
 }
 
 Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
