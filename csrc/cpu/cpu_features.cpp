@@ -1,6 +1,9 @@
 #include "cpu/cpu_features.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -66,6 +69,36 @@ bool vnni_enabled() { return vnni_slot().load(std::memory_order_relaxed); }
 void set_vnni(bool on) {
   PQ_CHECK(!on || cpu_has_vnni(), "set_vnni: this CPU (or build) has no AVX-512 VNNI + VL + BW");
   vnni_slot().store(on);
+}
+
+static int64_t l2_from_sysfs() {
+  // "index2" is the unified L2 on Linux x86; its size reads like "1024K"
+  std::FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r");
+  if (!f) return 0;
+  long long v = 0;
+  char unit = 0;
+  const int got = std::fscanf(f, "%lld%c", &v, &unit);
+  std::fclose(f);
+  if (got < 1 || v <= 0) return 0;
+  return unit == 'M' ? v << 20 : unit == 'K' ? v << 10 : v;
+}
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    constexpr int64_t lo = 64 << 10, hi = 64 << 20;   // ignore nonsense from a VM's CPUID or sysfs
+    const char* env = std::getenv("PYQUANT_L2_BYTES");
+    if (env && *env) {
+      const long long v = std::atoll(env);
+      if (v >= lo && v <= hi) return (int64_t)v;
+    }
+    int64_t v = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    v = (int64_t)sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (v < lo || v > hi) v = l2_from_sysfs();
+    return v >= lo && v <= hi ? v : (int64_t)(512 << 10);
+  }();
+  return bytes;
 }
 
 }  // namespace pq

@@ -111,6 +111,14 @@ inline __m256i dot32_vnni(const uint8_t* pqb, const int8_t* xb) {
 }
 #endif
 
+// np panels side by side (rows r0 + 8p ..): panel p's q at q + p * qs, its a and b at a / b + p * fs.
+struct PanelSet {
+  uint8_t* q;
+  float *a, *b;
+  int64_t qs, fs;
+  int np;
+};
+
 // U output units (PAIR: int8x2 pairs x[2u], x[2u+1], d2 = d1 / 256; else single rows) against the
 // panel, out[8u + lane]. Per dword t of a block the panel vector is loaded once and meets every
 // activation row's broadcast (loads per multiply: 1/R + 1, R = activation rows), and each row sums
@@ -187,13 +195,17 @@ void q8_rows(const uint8_t* pq, const float* pa, int64_t nb, const XQRow* x, con
   for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
+// out[p][unit][8] for the set's panels, each group of units passing all of them (see panel_all).
 template <bool PAIR>
-void q8_all(const uint8_t* pq, const float* pa, int64_t nb, const XQRow* x, const int32_t* corr, int64_t m,
-            float* out) {
+void q8_all(const PanelSet& g, int64_t nb, const XQRow* x, const int32_t* corr, int64_t m, float* out) {
   const int xs = PAIR ? 2 : 1;
   int64_t i = 0;
-  for (; i + 2 <= m; i += 2) q8_rows<2, PAIR>(pq, pa, nb, x + xs * i, corr + i * nb, out + 8 * i);
-  for (; i < m; ++i) q8_rows<1, PAIR>(pq, pa, nb, x + xs * i, corr + i * nb, out + 8 * i);
+  for (; i + 2 <= m; i += 2)
+    for (int p = 0; p < g.np; ++p)
+      q8_rows<2, PAIR>(g.q + p * g.qs, g.a + p * g.fs, nb, x + xs * i, corr + i * nb, out + 8 * (p * m + i));
+  for (; i < m; ++i)
+    for (int p = 0; p < g.np; ++p)
+      q8_rows<1, PAIR>(g.q + p * g.qs, g.a + p * g.fs, nb, x + xs * i, corr + i * nb, out + 8 * (p * m + i));
 }
 
 // corr[u * nb + b] of q8_rows for the m units of x.
@@ -210,17 +222,24 @@ void q8_corrections(const XQRow* x, int64_t m, bool pair, int64_t nb, int32_t* c
 }
 #endif
 
+// out[p][unit][8] for the set's panels. Each group of units passes every panel of the set while its
+// rows of x are in L1 / L2: x streams from L3 (or DRAM: a 512-token int8x2 prompt at K = 14336 is
+// 18 MB of it) once per set instead of once per 8 weight rows.
+template <void (*Units)(const uint8_t*, const float*, const float*, int64_t, const XQRow*, float*)>
+inline void over_panels(const PanelSet& g, int64_t nb, const XQRow* x, int64_t m, int64_t i, float* out) {
+  for (int p = 0; p < g.np; ++p) Units(g.q + p * g.qs, g.a + p * g.fs, g.b + p * g.fs, nb, x, out + 8 * (p * m + i));
+}
+
 template <bool PAIR, bool kWide>
-void panel_all(const uint8_t* pq, const float* pa, const float* pb, int64_t nb, const XQRow* x, int64_t m,
-               float* out) {
+void panel_all(const PanelSet& g, int64_t nb, const XQRow* x, int64_t m, float* out) {
   // units per pass: as many as keep the running sums, the panel vector and the accumulators in 16
   // registers (4096 x 14336, M = 64, AVX2: pairs by 3 ran 40 ms against 35.5 by 2)
   constexpr int kU = PAIR ? 2 : 6;
   const int xs = PAIR ? 2 : 1;
   int64_t i = 0;
-  for (; i + kU <= m; i += kU) panel_units<kU, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
-  for (; i + 2 <= m; i += 2) panel_units<2, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
-  for (; i < m; ++i) panel_units<1, PAIR, kWide>(pq, pa, pb, nb, x + xs * i, out + 8 * i);
+  for (; i + kU <= m; i += kU) over_panels<panel_units<kU, PAIR, kWide>>(g, nb, x + xs * i, m, i, out);
+  for (; i + 2 <= m; i += 2) over_panels<panel_units<2, PAIR, kWide>>(g, nb, x + xs * i, m, i, out);
+  for (; i < m; ++i) over_panels<panel_units<1, PAIR, kWide>>(g, nb, x + xs * i, m, i, out);
 }
 
 // ---------------------------------------------------------------- K-quants
@@ -355,10 +374,10 @@ void gemm_int8_avx2(const GemmI8Args& a) {
   // The panel is built in whole 256-chunks; the dot runs over the k/32 blocks that exist (K = 576,
   // SmolLM2's width, would otherwise spend a third of its maddubs on the zero padding to 768).
   const int64_t nch = n_chunks(a.k), nb = (a.k + 31) / 32;
-  uint8_t* pq = pq_v.get((size_t)(2048 * nch));
-  float* pa = pa_v.get((size_t)(64 * nch));
-  float* pb = pb_v.get((size_t)(64 * nch));
-  float* out = out_v.get((size_t)(8 * a.m));
+  const int P = std::max(1, a.panels);
+  PanelSet g{pq_v.get((size_t)(2048 * nch * P)), pa_v.get((size_t)(64 * nch * P)), pb_v.get((size_t)(64 * nch * P)),
+             2048 * nch, 64 * nch, 0};
+  float* out = out_v.get((size_t)(8 * a.m * P));
   UChunk* u = u_v.get(8);
   const bool wide = a.bits > 4;   // (the VNNI build's int32 dots take any width)
 #if PQ_VNNI
@@ -369,31 +388,37 @@ void gemm_int8_avx2(const GemmI8Args& a) {
     q8_corrections(a.x, a.m, a.pair, nb, corr);
   }
 #endif
-  for (int64_t r0 = a.n0; r0 < a.n1; r0 += 8) {
-    const int nr = (int)std::min<int64_t>(8, a.n1 - r0);
-    unpack_panel(*a.w, ti, r0, nr, nch, u, pq, pa, pb);
+  for (int64_t r0 = a.n0; r0 < a.n1; r0 += 8 * P) {
+    g.np = (int)std::min<int64_t>(P, (a.n1 - r0 + 7) / 8);
+    for (int p = 0; p < g.np; ++p) {
+      const int nr = (int)std::min<int64_t>(8, a.n1 - r0 - 8 * p);
+      unpack_panel(*a.w, ti, r0 + 8 * p, nr, nch, u, g.q + p * g.qs, g.a + p * g.fs, g.b + p * g.fs);
 #if PQ_VNNI
-    if (a.bits == 8) {   // Q8_0: q + 128 as the unsigned operand (q ^ 0x80); only vpdpbusd can take
-                         // it (a vpmaddubsw pair of 255 * 127 saturates int16)
-      const __m256i flip = _mm256_set1_epi8((char)0x80);
-      for (int64_t i = 0; i < 8 * nb; ++i) {
-        __m256i* v = (__m256i*)(pq + 32 * i);
-        _mm256_store_si256(v, _mm256_xor_si256(_mm256_load_si256(v), flip));
+      if (a.bits == 8) {   // Q8_0: q + 128 as the unsigned operand (q ^ 0x80); only vpdpbusd can
+                           // take it (a vpmaddubsw pair of 255 * 127 saturates int16)
+        const __m256i flip = _mm256_set1_epi8((char)0x80);
+        for (int64_t i = 0; i < 8 * nb; ++i) {
+          __m256i* v = (__m256i*)(g.q + p * g.qs + 32 * i);
+          _mm256_store_si256(v, _mm256_xor_si256(_mm256_load_si256(v), flip));
+        }
       }
-      if (a.pair) q8_all<true>(pq, pa, nb, a.x, corr, a.m, out);
-      else q8_all<false>(pq, pa, nb, a.x, corr, a.m, out);
-      a.store(r0, nr, out, 8);
-      continue;
+#endif
     }
+#if PQ_VNNI
+    if (a.bits == 8) {
+      if (a.pair) q8_all<true>(g, nb, a.x, corr, a.m, out);
+      else q8_all<false>(g, nb, a.x, corr, a.m, out);
+    } else
 #endif
     if (a.pair) {
-      if (wide) panel_all<true, true>(pq, pa, pb, nb, a.x, a.m, out);
-      else panel_all<true, false>(pq, pa, pb, nb, a.x, a.m, out);
+      if (wide) panel_all<true, true>(g, nb, a.x, a.m, out);
+      else panel_all<true, false>(g, nb, a.x, a.m, out);
     } else {
-      if (wide) panel_all<false, true>(pq, pa, pb, nb, a.x, a.m, out);
-      else panel_all<false, false>(pq, pa, pb, nb, a.x, a.m, out);
+      if (wide) panel_all<false, true>(g, nb, a.x, a.m, out);
+      else panel_all<false, false>(g, nb, a.x, a.m, out);
     }
-    a.store(r0, nr, out, 8);
+    for (int p = 0; p < g.np; ++p)
+      a.store(r0 + 8 * p, (int)std::min<int64_t>(8, a.n1 - r0 - 8 * p), out + 8 * a.m * p, 8);
   }
 }
 
