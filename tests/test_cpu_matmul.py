@@ -520,3 +520,44 @@ def test_weight_holds_its_buffers_alive():
     step = _C.LlmStep(1, 128, 4, 2, 32, 32, 128, 16, 8, 1e-5, 0.25)
     step.add_linear("output", -1, _C.Weight(int(T.Q8_0), rand_gguf(T.Q8_0, 16, 128, rng), 16, 128))
     gc.collect()   # the step holds the Weight, the Weight its array: nothing dangles
+
+
+def test_int8_gemm_panel_sets_change_no_bit():
+    """The int8 GEMM unpacks as many 8-row panels side by side as half the L2 holds
+    (PYQUANT_L2_BYTES, read once per process). The set size only reorders which panel a group of
+    activation rows meets first: results must be bit-identical for 1 panel (64 KiB: 32 KiB / a
+    5 KiB panel at k = 512 is 6, at k = 4096 it is 0 -> 1), several, and 8, with n leaving a
+    partial last set, under both ISAs' builds, int8 and int8x2."""
+    import subprocess
+
+    from child_process import child_env, child_python
+
+    code = ("import sys, numpy as np, torch, pyquant\n"
+            "from pyquant import _C\n"
+            "torch.manual_seed(0)\n"
+            "out = []\n"
+            "for t in ('Q4_0', 'Q5_1', 'int4'):\n"
+            "    for n, k in ((40, 512), (72, 4096)):\n"
+            "        qt = pyquant.QTensor.quantize(torch.randn(n, k) * 0.05, t)\n"
+            "        x = torch.randn(37, k) * 2\n"
+            "        for mode in ('int8', 'int8x2'):\n"
+            "            _C.set_matmul_act(mode)\n"
+            "            out.append(pyquant.qmatmul(x, qt).numpy())\n"
+            "np.save(sys.argv[1], np.concatenate([o.ravel() for o in out]))\n"
+            "print(_C.l2_cache_bytes())\n")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res = {}
+        for vnni in ("0", "1"):
+            for l2 in ("65536", "262144", str(64 << 20)):
+                f = f"{d}/{vnni}-{l2}.npy"
+                r = subprocess.run(child_python("-c", code, f), capture_output=True, text=True, timeout=300,
+                                   env=child_env(PYQUANT_L2_BYTES=l2, PYQUANT_VNNI=vnni))
+                assert r.returncode == 0, r.stderr
+                assert int(r.stdout.split()[-1]) == int(l2)
+                res[(vnni, l2)] = np.load(f)
+        for vnni in ("0", "1"):
+            base = res[(vnni, "65536")]
+            for l2 in ("262144", str(64 << 20)):
+                assert np.array_equal(base, res[(vnni, l2)]), (vnni, l2)

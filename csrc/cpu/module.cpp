@@ -35,6 +35,8 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("cpu_has_vnni", &pq::cpu_has_vnni, "AVX-512 VNNI + VL + BW on this CPU, and the vnni/ kernels built");
   m.def("get_vnni", &pq::vnni_enabled, "whether the 8-row GEMV runs its vpdpbusd build (PYQUANT_VNNI)");
+  m.def("l2_cache_bytes", &pq::l2_cache_bytes,
+        "per-core L2 bytes the int8 GEMM sizes its panel sets by (PYQUANT_L2_BYTES, else the OS's figure, else 512 KiB)");
   m.def("set_vnni", &pq::set_vnni, "use (True) or not (False) the vpdpbusd build of the 8-row GEMV");
   m.def("get_num_threads", &pq::get_num_threads);
   m.def("set_num_threads", &pq::set_num_threads);
