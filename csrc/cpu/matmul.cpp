@@ -17,7 +17,7 @@
 //     (avx2/gemm_avx2.cpp); scalar: row-by-row reference.
 //   AVX2, int8 activations, weights with unsigned unpacked q (Q4_0 Q4_1 Q5_0 Q5_1 int4, Q2_K..Q6_K):
 //     from 12 activation rows on (2m for int8x2) the int8 GEMM instead (avx2/gemm_int8_avx2.cpp;
-//     int8x2 up to 1024 rows for the 32-block types, 128 for the K-quants, then the float GEMM):
+//     int8x2 up to 1024 rows (the K-quants without VNNI: 128), then the float GEMM):
 //     see choose_path for the measurements.
 #include <pybind11/pybind11.h>
 
@@ -241,7 +241,7 @@ namespace {
 // activations, and as fast there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
 // GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
 // Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
-constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2X32GemmMaxRows = 1024;
+constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2WideGemmMaxRows = 1024;
 // Row-interleaved weights take the 8-row GEMV (4 rows of x per pass over a group) up to this m, the
 // int8 GEMM past it. Measured side by side (4096x14336, int8x2, 2 threads, ms, GEMV / GEMM):
 // Q4_0 m=12 8.7 / 10.4, m=16 11.1 / 12.3, m=24 16.9 / 17.2, m=32 22.6 / 21.5; Q4_K 10.0 / 10.4,
@@ -265,12 +265,14 @@ bool int8_gemm_for(int qtype) {
 // 4096x4096 Zen 4, 2 threads, int8x2 GEMM / float GEMM ms: Q4_0 m=128 18.5 / 23.4, m=256 37.2 / 42.8,
 // m=512 72.9 / 81.7; Q8_0 17.5 / 21.8, 34.8 / 40.7, 69.0 / 80.4; 1 thread alike), and so does the
 // AVX2 build since its passes share each panel load among their rows (1 thread: Q4_0 m=128 40.4 /
-// 43.6, m=512 174 / 210; int4-g128 38.2 / 47.6, 150 / 183), up to 2m = 1024, the range measured: the
-// int8 GEMM passes all m rows of x (2m * k bytes) over each 8-row panel, no K blocking, so a long
-// prompt's activations would outgrow the L3. The K-quants' int16 scale step keeps them even with the
-// float GEMM past 128 rows (Q4_K m=512 180 / 176), where the float GEMM's exact activations win.
+// 43.6, m=512 174 / 210; int4-g128 38.2 / 47.6, 150 / 183), up to 2m = 1024, the range measured
+// (past it the int8 GEMM's x, 2m * k bytes streamed once per set of panels, outgrows the L3).
+// The K-quants: likewise in the VNNI build (1 thread 4096x4096, int8x2 GEMM / float GEMM ms: Q4_K
+// m=128 39.4 / 44.6, m=256 79.7 / 82.6, m=512 161 / 175; Q6_K 40.6 / 50.0, 78.7 / 90.3, 160 / 170);
+// with AVX2 their int16 scale step keeps them even with the float GEMM past 128 rows (Q4_K m=512
+// 180 / 176), where its exact activations win.
 int64_t int8x2_gemm_max_rows(const TypeInfo& ti) {
-  return ti.kind == Kind::X32 ? kInt8x2X32GemmMaxRows : kInt8x2GemmMaxRows;
+  return ti.kind == Kind::X32 || vnni_enabled() ? kInt8x2WideGemmMaxRows : kInt8x2GemmMaxRows;
 }
 
 Path choose_path(const TypeInfo& ti, int qtype, int64_t m) {
@@ -638,7 +640,7 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
       return isa + "/gemm: " + who + (q8 && act_compensated() ? "2m > " : "m > ") +
              std::to_string(past_i8 ? int8x2_gemm_max_rows(*ti) : gemm_min_m(*ti, id)) +
              (!past_i8 ? ""
-              : int8x2_gemm_max_rows(*ti) > kInt8x2GemmMaxRows ? " (past the int8x2 GEMM's range: it has no K blocking)"
+              : int8x2_gemm_max_rows(*ti) > kInt8x2GemmMaxRows ? " (past the int8x2 GEMM's measured range)"
                                                                : " (where the float GEMM outruns the int8x2 one)") +
              ", weight tiles dequantized to float (64x256), " +
              (isa == "avx2" ? "6x16 FMA microkernel" : "scalar row-by-row reference");
