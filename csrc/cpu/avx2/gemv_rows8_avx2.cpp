@@ -405,40 +405,6 @@ inline void k4_pair_dot(const K4Split& q, const int8_t* xq, __m256i sc03, __m256
                                                _mm256_madd_epi16(shi[1], _mm256_shuffle_epi8(sc47, ihi))));
 }
 
-// k4_pair_dot for nx activation rows (1 or 2), chunk by chunk: each chunk's two row-quad registers
-// are split and meet every row's broadcasts before the next chunk loads, so the int16 sums (4 per
-// row) and 4 split registers replace K4Split's 16 (which spilled: 89 stack accesses in the M = 1
-// loop); the same int16 sums in the same order, so the same int32 a03 / a47.
-template <int NX>
-inline void k4_pair_dot_by_chunk(const uint8_t* qj, const XQRow* x, int64_t xoff, __m256i sc03, __m256i sc47,
-                                 __m256i ilo, __m256i ihi, __m256i* a03, __m256i* a47) {
-  const __m256i m4 = _mm256_set1_epi8(15);
-  __m256i slo[NX][2], shi[NX][2];
-  for (int i = 0; i < NX; ++i)
-    for (int h = 0; h < 2; ++h) slo[i][h] = shi[i][h] = _mm256_setzero_si256();
-  for (int c = 0; c < 4; ++c) {
-    __m256i lo[2], hi[2];
-    for (int h = 0; h < 2; ++h) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(qj + 64 * c + 32 * h));
-      lo[h] = _mm256_and_si256(v, m4);
-      hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    }
-    for (int i = 0; i < NX; ++i) {
-      const __m256i xl = bcast8(x[i].q + xoff + 8 * c), xh = bcast8(x[i].q + xoff + 32 + 8 * c);
-      for (int h = 0; h < 2; ++h) {
-        slo[i][h] = _mm256_add_epi16(slo[i][h], _mm256_maddubs_epi16(lo[h], xl));
-        shi[i][h] = _mm256_add_epi16(shi[i][h], _mm256_maddubs_epi16(hi[h], xh));
-      }
-    }
-  }
-  for (int i = 0; i < NX; ++i) {
-    a03[i] = _mm256_add_epi32(a03[i], _mm256_add_epi32(_mm256_madd_epi16(slo[i][0], _mm256_shuffle_epi8(sc03, ilo)),
-                                                       _mm256_madd_epi16(shi[i][0], _mm256_shuffle_epi8(sc03, ihi))));
-    a47[i] = _mm256_add_epi32(a47[i], _mm256_add_epi32(_mm256_madd_epi16(slo[i][1], _mm256_shuffle_epi8(sc47, ilo)),
-                                                       _mm256_madd_epi16(shi[i][1], _mm256_shuffle_epi8(sc47, ihi))));
-  }
-}
-
 #if PQ_VNNI
 // k4_pair_dot with vpdpbusd: each dword's sum of 4 products over the 4 chunks (<= 16 * 15 * 127)
 // times its row's sub-block scale (vpmulld by sc*: the scale byte in each dword) gives the dwords
@@ -482,7 +448,6 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     if (pf)
       for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
     const K4Headers hd(p);
-    const __m256 d = hd.d;
     const uint8_t* qb = p + 128;
     __m256i a03[MR * kXs], a47[MR * kXs];   // per activation row
     for (int i = 0; i < MR * kXs; ++i) a03[i] = a47[i] = _mm256_setzero_si256();
@@ -504,30 +469,27 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
 #else
       const __m256i ilo = _mm256_add_epi16(idx0, _mm256_set1_epi16((short)(2 * j)));
       const __m256i ihi = _mm256_add_epi16(ilo, one16);
-      if (MR * kXs == 2) {   // (one row: the by-chunk order measured 4% slower)
-        k4_pair_dot_by_chunk<MR * kXs>(qb + 256 * j, x, 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03, a47);
-        continue;
-      }
       for (int i = 0; i < MR * kXs; ++i)
         k4_pair_dot(q, x[i].q + 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03[i], a47[i]);
 #endif
     }
     for (int u = 0; u < MR; ++u) {
       const XQRow* xu = x + kXs * u;
+      __m256i mhi, mlo = hd.mins(xu[0].bsum + 16 * sb, mhi);
       __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03[kXs * u], a47[kXs * u]));
-      if (kPair)   // d2 = d1 / 256 exactly: one scale for 256 * S1 + S2 (S2 added in float: 256 * S1
-                   // would not fit int32 over a super-block)
+      float dx = xu[0].d[sb];
+      if (kPair) {   // d2 = d1 / 256 exactly: one scale for 256 * S1 + S2 (S2 added in float: 256 * S1
+                     // would not fit int32 over a super-block), the mins in int32 (< 2^30)
         s = _mm256_fmadd_ps(s, _mm256_set1_ps(256.f),
                             _mm256_cvtepi32_ps(_mm256_hadd_epi32(a03[kXs * u + 1], a47[kXs * u + 1])));
-      acc[u] = _mm256_fmadd_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(xu[kXs - 1].d[sb])), acc[u]);
-      __m256i mhi, mlo = hd.mins(xu[0].bsum + 16 * sb, mhi);
-      if (kPair) {   // the mins in int32 (< 2^30), scaled by d2 as the dots are
         __m256i mhi2, mlo2 = hd.mins(xu[1].bsum + 16 * sb, mhi2);
         mlo = _mm256_add_epi32(_mm256_slli_epi32(mlo, 8), mlo2);
         mhi = _mm256_add_epi32(_mm256_slli_epi32(mhi, 8), mhi2);
+        dx = xu[1].d[sb];
       }
-      accm[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t_to_lanes(mlo, mhi)),
-                                _mm256_mul_ps(hd.dmin, _mm256_set1_ps(xu[kXs - 1].d[sb])), accm[u]);
+      const __m256 vdx = _mm256_set1_ps(dx);
+      acc[u] = _mm256_fmadd_ps(s, _mm256_mul_ps(hd.d, vdx), acc[u]);
+      accm[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t_to_lanes(mlo, mhi)), _mm256_mul_ps(hd.dmin, vdx), accm[u]);
     }
   }
   for (int u = 0; u < MR; ++u) store_rows(_mm256_sub_ps(acc[u], accm[u]), out + 8 * u);
