@@ -544,10 +544,11 @@ void run_gemm(const Call& c, const WeightRef& w, const float* xf) {
 // 8-row panels the int8 GEMM of the 32-block types unpacks side by side: as many as fit half the L2
 // (a panel is 8 rows x k bytes of q plus 2 floats per 8 x 32 weights), at most 8 (and at least 1).
 // Every group of x's rows passes all of them, so x is streamed from L3 / DRAM once per set of panels
-// rather than once per 8 weight rows: a 512-token int8x2 prompt is 2 x 512 x 14336 bytes of x at K = 14336, past a
-// shared L3 (4096x14336 m=512 on Zen 4, 2 threads: 149 GFLOP/s with one panel against 225 at
-// 14336x4096, whose x is a third of that). The K-quants' GEMM keeps one panel: sets of them measured
-// no faster (4096x14336 Q4_K int8x2 m=64 38.2 vs 38.8 ms, int8 m=512 150 vs 149).
+// rather than once per 8 weight rows: a 512-token int8x2 prompt is 2 x 512 x 14336 bytes of x at
+// K = 14336, past a shared L3 (4096x14336 Q4_0 m=512 on Zen 4, AVX2, 2 threads: 149 GFLOP/s with one
+// panel against 225 at 14336x4096, whose x is a third of that; 215 with the sets). The K-quants' GEMM
+// keeps one panel: sets of them measured no faster (4096x14336 Q4_K int8x2 m=64 38.2 vs 38.8 ms,
+// int8 m=512 150 vs 149).
 int gemm_int8_panels(int64_t k) {
   const int64_t panel = n_chunks(k) * (2048 + 2 * 64 * 4);
   return (int)std::clamp<int64_t>(l2_cache_bytes() / 2 / panel, 1, 8);

@@ -123,7 +123,7 @@ struct PanelSet {
 // panel, out[8u + lane]. Per dword t of a block the panel vector is loaded once and meets every
 // activation row's broadcast (loads per multiply: 1/R + 1, R = activation rows), and each row sums
 // its block in a register of its own; the earlier one-row-at-a-time loop reloaded the panel for
-// every row (2 loads per vpmaddubsw), which bounded it at about half the multiply ports.
+// every row (2 loads per vpmaddubsw): AVX2 int8x2 14336x4096 m = 64, 2 threads, 42.6 -> 36.6 ms.
 // The offset term (b * s per block) is a second, separate sum: the same float operations in the
 // same order as before (acc and accb were separate accumulators there too).
 template <int U, bool PAIR, bool kWide>
@@ -224,7 +224,7 @@ void q8_corrections(const XQRow* x, int64_t m, bool pair, int64_t nb, int32_t* c
 
 // out[p][unit][8] for the set's panels. Each group of units passes every panel of the set while its
 // rows of x are in L1 / L2: x streams from L3 (or DRAM: a 512-token int8x2 prompt at K = 14336 is
-// 18 MB of it) once per set instead of once per 8 weight rows.
+// 14.7 MB of int8 x and 3.7 MB of its scales) once per set instead of once per 8 weight rows.
 template <void (*Units)(const uint8_t*, const float*, const float*, int64_t, const XQRow*, float*)>
 inline void over_panels(const PanelSet& g, int64_t nb, const XQRow* x, int64_t m, int64_t i, float* out) {
   for (int p = 0; p < g.np; ++p) Units(g.q + p * g.qs, g.a + p * g.fs, g.b + p * g.fs, nb, x, out + 8 * (p * m + i));
@@ -233,7 +233,7 @@ inline void over_panels(const PanelSet& g, int64_t nb, const XQRow* x, int64_t m
 template <bool PAIR, bool kWide>
 void panel_all(const PanelSet& g, int64_t nb, const XQRow* x, int64_t m, float* out) {
   // units per pass: as many as keep the running sums, the panel vector and the accumulators in 16
-  // registers (4096 x 14336, M = 64, AVX2: pairs by 3 ran 40 ms against 35.5 by 2)
+  // registers (14336 x 4096, M = 64, AVX2: pairs by 3 ran 40 ms against 35.5 by 2)
   constexpr int kU = PAIR ? 2 : 6;
   const int xs = PAIR ? 2 : 1;
   int64_t i = 0;
