@@ -237,9 +237,10 @@ namespace {
 //        m=128: int8x2 GEMM 48.2, float GEMM 44.9; m=512: int8 GEMM 97.6, float GEMM 170-174
 //   Q4_K m=8: 2.41 | 4.95 vs 3.02 | 4.41; m=16: 4.89 | 9.92 vs 4.41 | 6.94; m=64 int8x2: 22.6,
 //        float GEMM 23.9; m=128: 45.1 vs 43.8   (Q4_1 and int4-g128 within 10% of Q4_0)
-// -> the int8 GEMM from 12 activation rows on; int8x2 hands over to the float GEMM (exact
-// activations, and as fast there: two vpmaddubsw per 32 weights cap the int8x2 GEMM at the float
-// GEMM's rate) past 128 rows. A forced switch (g_gemm_min_m) still moves the GEMV / GEMM boundary.
+// -> the int8 GEMM from 12 activation rows on; int8x2 hands over to the float GEMM past
+// int8x2_gemm_max_rows (128 rows in these measurements; the GEMM's later shared panel loads moved
+// it to 1024 for most types: see there). A forced switch (g_gemm_min_m) still moves the GEMV / GEMM
+// boundary.
 // Reproduce: `pytest bench/bench_prefill_paths.py --benchmark-only -s` (every path side by side).
 constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2WideGemmMaxRows = 1024;
 // Row-interleaved weights take the 8-row GEMV (4 rows of x per pass over a group) up to this m, the

@@ -205,7 +205,8 @@ struct GemmI8Args {
   int64_t k, n0, n1;
   GemmStore store;
   int panels;   // 8-row panels unpacked side by side, each group of activation rows passing all of
-                // them before the next group (gemm_int8_panels: as many as fit half the L2)
+                // them before the next group (gemm_int8_panels: as many as fit half the L2); the
+                // 32-block types' path only, the K-quants' keeps one
 };
 void gemm_int8_avx2(const GemmI8Args& a);
 void gemm_int8_vnni(const GemmI8Args& a);   // the same built for AVX-512 VNNI (vnni/; PYQUANT_HAVE_VNNI_BUILD)
