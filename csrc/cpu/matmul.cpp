@@ -215,7 +215,7 @@ enum class Path { GemvQ8, GemvFloat, Gemm, GemmInt8 };
 int gemm_int8_bits(int qtype) {
   switch (qtype) {
     case (int)QType::Q4_0: case (int)QType::Q4_1: case kInt4: return 4;
-    case (int)QType::Q5_0: case (int)QType::Q5_1: return 5;
+    case (int)QType::Q5_0: case (int)QType::Q5_1: case kExl2: return 5;   // kExl2: every block <= 5 bits
     case (int)QType::Q2_K: return 2;
     case (int)QType::Q3_K: return 3;
     case (int)QType::Q4_K: return 4;
@@ -619,7 +619,8 @@ std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
   int id = qtype;
   if (kind == "int4") id = kInt4;
   else if (kind == "int8") id = kInt8;
-  else PQ_CHECK(kind == "gguf", "matmul_path: kind must be 'gguf', 'int4' or 'int8', got '", kind, "'");
+  else if (kind == "exl2") id = qtype == kExl2Wide ? kExl2Wide : kExl2;   // (qtype: which variant, Weight picks it)
+  else PQ_CHECK(kind == "gguf", "matmul_path: kind must be 'gguf', 'int4', 'int8' or 'exl2', got '", kind, "'");
   PQ_CHECK(m >= 0, "matmul_path: m must be >= 0, got ", m);
   const TypeInfo* ti = type_info(id);
   if (!ti || (kind == "gguf" && id >= kMaxQType))
@@ -683,7 +684,8 @@ void register_matmul_bindings(py::module_& m) {
         "y[m, n] = x[m, k] @ W.T (+ bias float32 [n]) for a _C.Weight W; x, y: contiguous float32 / float16 / "
         "bfloat16 (x_dtype) memory given as pointer + byte size, checked against m, n, k.");
   m.def("matmul_path", &mm::matmul_path_py, "kind"_a, "qtype"_a, "m"_a,
-        "Which CPU kernel path a matmul of this kind ('gguf'|'int4'|'int8'), type and m takes, and why.");
+        "Which CPU kernel path a matmul of this kind ('gguf'|'int4'|'int8'|'exl2'), type and m takes, and why "
+        "(exl2: qtype 1003 asks for the variant with 6- or 8-bit blocks).");
   m.def("set_matmul_act", [](const std::string& mode) {
     if (mode == "auto") mm::g_act_mode = (int)mm::ActMode::Auto;
     else if (mode == "int8") mm::g_act_mode = (int)mm::ActMode::Int8;
@@ -719,7 +721,8 @@ void register_matmul_bindings(py::module_& m) {
   m.def("set_matmul_fused", [](bool on) { mm::g_fused = on; }, "on"_a,
         "Debug/benchmark knob: False makes the AVX2 int8 GEMV use the generic unpack+dot kernels.");
   m.def("gemm_min_m", [](const std::string& kind, int qtype) {
-    const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8 : qtype;
+    const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8
+                 : kind == "exl2" ? (qtype == mm::kExl2Wide ? mm::kExl2Wide : mm::kExl2) : qtype;
     const mm::TypeInfo* ti = mm::type_info(id);
     PQ_CHECK(ti != nullptr, "gemm_min_m: no fused kernel for ", kind, " type ", qtype);
     return mm::gemm_min_m(*ti, id);

@@ -45,9 +45,17 @@ struct WeightRef {
   const float* mins = nullptr;    // int4: [n, k/gs]
   int group_size = 0;             // int4
   int interleave = 0;             // 8: rows stored in groups of 8 (cpu/interleave.h); 0: row by row
+  const uint8_t* block_bits = nullptr;  // EXL2: bit width of each 32-block along k ([k/32], cpu/exl2_blocks.h)
+  const int64_t* block_off = nullptr;   // EXL2: byte offset of each 32-block inside a row ([k/32 + 1])
 };
 constexpr int kInt4 = 1000;
 constexpr int kInt8 = 1001;
+// EXL2's mixed-width 32-blocks (cpu/exl2_blocks.h). Two kernel variants of one stored format, which
+// _C.Weight picks from the widths present: kExl2 when every block has <= 5 bits (q unsigned, so the
+// maddubs dot and the int8 GEMM take it as they take Q5_0), kExl2Wide when a 6- or 8-bit block is
+// present (q - 2^(b-1) signed, the sign-trick dot; 6-bit sums would overflow the int8 GEMM's int16).
+constexpr int kExl2 = 1002;
+constexpr int kExl2Wide = 1003;
 
 // Unpacks chunks [c0, c1) of row `r` into out[0 .. c1-c0); past k the last chunk is zero
 // (q = a = b = 0; K-quant rows always end on a chunk).

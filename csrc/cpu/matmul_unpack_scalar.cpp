@@ -7,6 +7,7 @@
 #include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
+#include "cpu/exl2_blocks.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -121,6 +122,27 @@ void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
     const int64_t n = std::min<int64_t>(kChunk, w.k - c * kChunk);
     std::memcpy(out[c - c0].q, row + c * kChunk, (size_t)n);
     for (int j = 0; j < 8; ++j) { out[c - c0].a[j] = s; out[c - c0].b[j] = 0.f; }
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+}
+
+// EXL2 mixed-width blocks (cpu/exl2_blocks.h): w = d * (q - 2^(b-1)), b per block. kExl2 (every
+// block <= 5 bits) keeps q unsigned with the offset in b; kExl2Wide stores q - 2^(b-1) signed.
+template <bool kSigned>
+void unpack_exl2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+  const uint8_t* row = w.data + r * w.row_bytes;
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  for (int64_t bi = 8 * c0; bi < b1; ++bi) {
+    UChunk& u = out[bi / 8 - c0];
+    const int j = (int)(bi % 8), bits = w.block_bits[bi];
+    const uint8_t* blk = row + w.block_off[bi];
+    uint8_t v[32];
+    exl2_block_values(blk + 2, bits, v);
+    const float d = h2f(blk);
+    const int off = 1 << (bits - 1);
+    for (int i = 0; i < 32; ++i) u.q[32 * j + i] = (int8_t)(kSigned ? v[i] - off : v[i]);
+    u.a[j] = d;
+    u.b[j] = kSigned ? 0.f : -(float)off * d;
   }
   if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
@@ -287,12 +309,15 @@ const TypeInfo* type_info(int qtype) {
   static const TypeInfo bf16{Kind::Float, false, nullptr, nullptr, "BF16", nullptr};
   static const TypeInfo i4{Kind::X32, false, unpack_int4, avx2_unpacker(kInt4), "int4", avx2_fused_gemv(kInt4), avx2_fused_gemv8(kInt4), avx2_fused_pair(kInt4)};
   static const TypeInfo i8{Kind::X32, true, unpack_int8, avx2_unpacker(kInt8), "int8", avx2_fused_gemv(kInt8), avx2_fused_gemv8(kInt8), avx2_fused_pair(kInt8)};
+  static const TypeInfo exl2{Kind::X32, false, unpack_exl2<false>, avx2_unpacker(kExl2), "exl2", nullptr, nullptr, nullptr};
+  static const TypeInfo exl2w{Kind::X32, true, unpack_exl2<true>, avx2_unpacker(kExl2Wide), "exl2", nullptr, nullptr, nullptr};
   switch (qtype) {
     case 0: return &f32;    case 1: return &f16;    case 2: return &q4_0;   case 3: return &q4_1;
     case 6: return &q5_0;   case 7: return &q5_1;   case 8: return &q8_0;   case 10: return &q2_k;
     case 11: return &q3_k;  case 12: return &q4_k;  case 13: return &q5_k;  case 14: return &q6_k;
     case 20: return &iq4_nl; case 23: return &iq4_xs; case 30: return &bf16;
     case kInt4: return &i4; case kInt8: return &i8;
+    case kExl2: return &exl2; case kExl2Wide: return &exl2w;
     default: return nullptr;
   }
 }

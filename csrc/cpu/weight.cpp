@@ -2,6 +2,7 @@
 // kernel reads them (the matmul entry point and the token step both take it).
 #include "cpu/weight.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "cpu/buffer.h"
 #include "cpu/dequant.h"
 #include "cpu/error.h"
+#include "cpu/exl2_blocks.h"
 #include "cpu/interleave.h"
 
 namespace py = pybind11;
@@ -16,8 +18,8 @@ namespace py = pybind11;
 namespace pq {
 namespace mm {
 Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py::object& scales,
-               const py::object& mins, int group_size, int interleave) {
-  const bool generic = qtype == kInt4 || qtype == kInt8;
+               const py::object& mins, int group_size, int interleave, const py::object& block_bits) {
+  const bool generic = qtype == kInt4 || qtype == kInt8 || qtype == kExl2;
   ti_ = (qtype >= 0 && (qtype < kMaxQType || generic)) ? type_info(qtype) : nullptr;
   PQ_CHECK(ti_ != nullptr, "Weight: no CPU kernel for type id ", qtype, " (", qtype_name(qtype),
            "); dequantize it and use a float matmul");
@@ -44,6 +46,26 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
     ref_.scales = reinterpret_cast<const float*>(sb.ptr);
     ref_.mins = reinterpret_cast<const float*>(mb.ptr);
     ref_.group_size = group_size;
+  } else if (qtype == kExl2) {
+    PQ_CHECK(k % 32 == 0, "Weight: exl2 k = ", k, " is not a multiple of 32");
+    PQ_CHECK(!block_bits.is_none(), "Weight: exl2 needs block_bits (uint8, one width per 32-block)");
+    const HeldBuffer bb = hold(owners_, block_bits, "Weight: exl2 block_bits", false);
+    const int64_t nb = k / 32;
+    PQ_CHECK(bb.nbytes == nb, "Weight: exl2 block_bits has ", bb.nbytes, " bytes, k = ", k, " needs ", nb);
+    block_bits_.assign(bb.ptr, bb.ptr + nb);
+    block_off_.resize((size_t)nb + 1);
+    int widest = 0;
+    for (int64_t j = 0; j < nb; ++j) {
+      const int b = block_bits_[(size_t)j];
+      PQ_CHECK(exl2_bits_ok(b), "Weight: exl2 block_bits[", j, "] = ", b, " (widths are 2, 3, 4, 5, 6 or 8)");
+      block_off_[(size_t)j + 1] = block_off_[(size_t)j] + exl2_block_bytes(b);
+      widest = std::max(widest, b);
+    }
+    ref_.row_bytes = block_off_[(size_t)nb];
+    ref_.block_bits = block_bits_.data();
+    ref_.block_off = block_off_.data();
+    ref_.qtype = widest > 5 ? kExl2Wide : kExl2;
+    ti_ = type_info(ref_.qtype);
   } else if (qtype == kInt8) {
     PQ_CHECK(!scales.is_none(), "Weight: int8 needs scales");
     const HeldBuffer sb = hold(owners_, scales, "Weight: int8 scales", false);
@@ -94,11 +116,12 @@ void register_weight(py::module_& m) {
   using namespace pybind11::literals;
   py::class_<Weight>(m, "Weight",
                      "A linear weight as the CPU kernels read it, validated once; holds its buffers alive.")
-      .def(py::init<int, const py::object&, int64_t, int64_t, const py::object&, const py::object&, int, int>(),
+      .def(py::init<int, const py::object&, int64_t, int64_t, const py::object&, const py::object&, int, int,
+                    const py::object&>(),
            "qtype"_a, "data"_a, "n"_a, "k"_a, "scales"_a = py::none(), "mins"_a = py::none(), "group_size"_a = 0,
-           "interleave"_a = 0,
-           "qtype: GGUF type id, 1000 (int4) or 1001 (int8); data, scales, mins: C-contiguous buffers "
-           "(tensor.numpy(), numpy arrays)")
+           "interleave"_a = 0, "block_bits"_a = py::none(),
+           "qtype: GGUF type id, 1000 (int4), 1001 (int8) or 1002 (exl2: block_bits uint8 [k/32]); data, "
+           "scales, mins, block_bits: C-contiguous buffers (tensor.numpy(), numpy arrays)")
       .def_property_readonly("qtype", [](const Weight& w) { return w.ref().qtype; })
       .def_property_readonly("n", &Weight::n)
       .def_property_readonly("k", &Weight::k)

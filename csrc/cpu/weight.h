@@ -20,8 +20,11 @@ class Weight {
   // [n, k/group_size], group_size 32/64/128) or kInt8 (scales float32 [n]); data: the packed rows,
   // n rows of row_bytes(k). Every size is checked against the buffers. interleave 8: the rows are
   // stored in groups of 8 (cpu/interleave.h; types with an interleave_spec, n % 8 == 0).
+  // kExl2: block_bits uint8 [k/32], each block's width (cpu/exl2_blocks.h); the rows' byte layout
+  // follows from it, and the kernel variant (kExl2 / kExl2Wide) from the widest block.
   Weight(int qtype, const pybind11::object& data, int64_t n, int64_t k, const pybind11::object& scales,
-         const pybind11::object& mins, int group_size, int interleave = 0);
+         const pybind11::object& mins, int group_size, int interleave = 0,
+         const pybind11::object& block_bits = pybind11::none());
 
   const WeightRef& ref() const { return ref_; }
   const TypeInfo& info() const { return *ti_; }
@@ -34,6 +37,8 @@ class Weight {
 
  private:
   std::vector<pybind11::object> owners_;
+  std::vector<uint8_t> block_bits_;   // EXL2: copies, so no caller's buffer can change them after the checks
+  std::vector<int64_t> block_off_;
   WeightRef ref_{};
   const TypeInfo* ti_ = nullptr;
   int64_t n_ = 0, nbytes_ = 0;

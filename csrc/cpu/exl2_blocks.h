@@ -1,0 +1,53 @@
+// EXL2's mixed-width weights as the CPU kernels store them: every output row is a run of 32-blocks
+// along (act-order) k, block j holding 32 values of block_bits[j] bits, with the widths shared by
+// all rows (they come from the Linear's groups). What an EXL2 file holds maps onto it exactly:
+// a value is (q - 2^(b-1)) * s with one fp16 scale s per (group, output row) and groups of whole
+// 32-blocks, so each block is   w[i] = d * (q[i] - 2^(b-1)),  d = the group's fp16 scale.
+//
+// Block of b bits: fp16 d, then 4 b bytes of q in up to three parts, each laid out so that one
+// AVX2 shift-and-mask spreads it over 32 byte lanes (avx2/gemv_unpack_avx2.cpp):
+//   nibbles (b >= 4, 16 bytes): byte i holds q[i] & 15 (low nibble) and q[i + 16] & 15 (high), ggml's Q4 order
+//   crumbs  (b = 2, 3, 6, 8 bytes): byte i holds 2 bits of q[i], q[i + 8], q[i + 16], q[i + 24] at bits
+//            0-1, 2-3, 4-5, 6-7: bits 0-1 of q for b = 2, 3; bits 4-5 for b = 6
+//   bits    (b = 3, 5, 4 bytes): bit i of the little-endian word is bit 2 (b = 3) or 4 (b = 5) of q[i]
+//   b = 8: the 32 bytes of q.
+// So a block reads b + 0.5 bits a weight (EXL2's own scales cost it ~0.03-0.13: the price of a
+// per-block scale the 32-block kernels take as they take Q4_0's). pyquant/formats/exl2/native.py
+// packs it; kernels/reference/matmul.py decodes it in torch.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+namespace pq {
+namespace mm {
+
+static inline bool exl2_bits_ok(int b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+static inline int exl2_block_bytes(int b) { return 2 + 4 * b; }
+
+// The 32 unsigned values q of a block of b bits whose payload (past d) starts at p.
+static inline void exl2_block_values(const uint8_t* p, int b, uint8_t* q) {
+  if (b == 8) {
+    std::memcpy(q, p, 32);
+    return;
+  }
+  if (b >= 4) {
+    for (int i = 0; i < 16; ++i) { q[i] = p[i] & 15; q[i + 16] = p[i] >> 4; }
+    p += 16;
+  } else {
+    for (int i = 0; i < 32; ++i) q[i] = 0;
+  }
+  if (b == 2 || b == 3 || b == 6) {
+    const int sh = b == 6 ? 4 : 0;
+    for (int i = 0; i < 32; ++i) q[i] = (uint8_t)(q[i] | (((p[i & 7] >> (2 * (i >> 3))) & 3) << sh));
+    p += 8;
+  }
+  if (b == 3 || b == 5) {
+    uint32_t h;
+    std::memcpy(&h, p, 4);
+    const int sh = b == 3 ? 2 : 4;
+    for (int i = 0; i < 32; ++i) q[i] = (uint8_t)(q[i] | (((h >> i) & 1) << sh));
+  }
+}
+
+}  // namespace mm
+}  // namespace pq

@@ -1,0 +1,122 @@
+"""EXL2 linears in their own widths: the mixed-width 32-block layout the CPU kernels read
+(QType.EXL2; byte layout in csrc/cpu/exl2_blocks.h).
+
+An EXL2 value is (q - 2^(b-1)) * s with one fp16 scale per (group, output column) and groups of
+whole 32-row blocks along the act-order K, so every 32-block of an output row is exactly
+d * (q - 2^(b-1)) with its own width b: a row is the run of those blocks, each 2 + 4 b bytes, the
+widths shared by all rows (`block_bits`, uint8 [K/32]). A Linear at 2.5 bpw reads ~3 bits a weight
+(b + 0.5 per block), where the single-type repack (reader.exact_type) read 4.5.
+"""
+from __future__ import annotations
+
+import torch
+
+BITS = (2, 3, 4, 5, 6, 8)
+_ROWS = 4096   # output rows packed at a time (bounded temporaries for a 49152-row lm_head)
+
+
+def block_bytes(bits: int) -> int:
+    return 2 + 4 * bits
+
+
+def block_offsets(block_bits: torch.Tensor) -> torch.Tensor:
+    """int64 [K/32 + 1]: the byte offset of each block inside a row, then the row's size."""
+    sizes = 2 + 4 * block_bits.to(torch.int64)
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+
+
+def row_bytes(block_bits: torch.Tensor) -> int:
+    return int((2 + 4 * block_bits.to(torch.int64)).sum())
+
+
+def _crumb_bytes(c: torch.Tensor) -> torch.Tensor:
+    """c [..., 32] of 2-bit values -> [..., 8] bytes, byte m = c[m] | c[m+8] << 2 | c[m+16] << 4 | c[m+24] << 6."""
+    c = c.reshape(*c.shape[:-1], 4, 8)
+    return (c[..., 0, :] | (c[..., 1, :] << 2) | (c[..., 2, :] << 4) | (c[..., 3, :] << 6)).to(torch.uint8)
+
+
+def _bit_bytes(h: torch.Tensor) -> torch.Tensor:
+    """h [..., 32] of 0/1 -> [..., 4] bytes of the little-endian word with bit i = h[i]."""
+    h = h.reshape(*h.shape[:-1], 4, 8)
+    return (h << torch.arange(8, dtype=h.dtype)).sum(-1).to(torch.uint8)
+
+
+def pack_payload(u: torch.Tensor, bits: int) -> torch.Tensor:
+    """u int64 [..., 32] unsigned values of `bits` bits -> their payload bytes [..., 4 bits]."""
+    parts = []
+    if bits == 8:
+        return u.to(torch.uint8)
+    if bits >= 4:
+        lo = u & 15
+        parts.append((lo[..., :16] | (lo[..., 16:] << 4)).to(torch.uint8))
+    if bits in (2, 3, 6):
+        parts.append(_crumb_bytes((u >> (4 if bits == 6 else 0)) & 3))
+    if bits in (3, 5):
+        parts.append(_bit_bytes((u >> (2 if bits == 3 else 4)) & 1))
+    return torch.cat(parts, dim=-1)
+
+
+def unpack_payload(p: torch.Tensor, bits: int) -> torch.Tensor:
+    """payload bytes [..., 4 bits] -> the unsigned values int64 [..., 32] (pack_payload's inverse)."""
+    p = p.to(torch.int64)
+    if bits == 8:
+        return p
+    u = torch.zeros(*p.shape[:-1], 32, dtype=torch.int64)
+    if bits >= 4:
+        u = torch.cat([p[..., :16] & 15, p[..., :16] >> 4], dim=-1)
+        p = p[..., 16:]
+    if bits in (2, 3, 6):
+        c = torch.stack([(p[..., :8] >> (2 * g)) & 3 for g in range(4)], dim=-2).reshape(*p.shape[:-1], 32)
+        u = u | (c << (4 if bits == 6 else 0))
+        p = p[..., 8:]
+    if bits in (3, 5):
+        h = ((p[..., :4, None] >> torch.arange(8)) & 1).reshape(*p.shape[:-1], 32)
+        u = u | (h << (2 if bits == 3 else 4))
+    return u
+
+
+def pack(values: torch.Tensor, scales: torch.Tensor, groups) -> tuple[torch.Tensor, torch.Tensor]:
+    """An Exl2Canonical's values int16 [K, N] (q - 2^(b-1), act-order rows), scales fp16 [G, N] and
+    groups (32-aligned) -> (data uint8 [N, row_bytes], block_bits uint8 [K/32])."""
+    k, n = values.shape
+    block_bits = torch.cat([torch.full((g.rows // 32,), g.bits, dtype=torch.uint8) for g in groups])
+    off = block_offsets(block_bits)
+    data = torch.empty((n, int(off[-1])), dtype=torch.uint8)
+    for r0 in range(0, n, _ROWS):
+        r1 = min(n, r0 + _ROWS)
+        for gi, g in enumerate(groups):
+            nb = g.rows // 32
+            u = (values[g.row0:g.row0 + g.rows, r0:r1].t().to(torch.int64) + (1 << (g.bits - 1)))
+            body = pack_payload(u.reshape(r1 - r0, nb, 32), g.bits)                        # [rows, nb, 4 b]
+            d = scales[gi, r0:r1].contiguous().view(torch.uint8).reshape(r1 - r0, 1, 2).expand(-1, nb, 2)
+            b0 = int(off[g.row0 // 32])
+            data[r0:r1, b0:b0 + nb * block_bytes(g.bits)] = torch.cat([d, body], dim=-1).reshape(r1 - r0, -1)
+    return data, block_bits
+
+
+def runs(block_bits: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(first block, block count, bits) of each run of equal widths along K."""
+    bb = block_bits.tolist()
+    out, j = [], 0
+    while j < len(bb):
+        e = j
+        while e < len(bb) and bb[e] == bb[j]:
+            e += 1
+        out.append((j, e - j, bb[j]))
+        j = e
+    return out
+
+
+def dequantize(data: torch.Tensor, block_bits: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """data uint8 [N, row_bytes] -> W [N, K] in dtype, stored (act-order) column order: the exact
+    products d * (q - 2^(b-1)) rounded once to dtype (torch, any device)."""
+    n = data.shape[0]
+    off = block_offsets(block_bits.cpu())
+    out = torch.empty((n, 32 * block_bits.numel()), dtype=dtype, device=data.device)
+    for j0, nb, bits in runs(block_bits.cpu()):
+        b0, size = int(off[j0]), block_bytes(bits)
+        blk = data[:, b0:b0 + nb * size].reshape(n, nb, size)
+        d = blk[..., :2].contiguous().view(torch.float16).to(torch.float32)                # [N, nb, 1]
+        q = unpack_payload(blk[..., 2:].cpu(), bits).to(data.device) - (1 << (bits - 1))
+        out[:, 32 * j0:32 * (j0 + nb)] = (q.to(torch.float32) * d).reshape(n, -1).to(dtype)
+    return out
