@@ -34,6 +34,13 @@ struct alignas(32) UChunk {
   float d, dmin;       // X256
 };
 
+// A run of EXL2 blocks of one width along k (cpu/exl2_blocks.h): the fused kernels take a row run
+// by run, each a fixed-stride row of blocks.
+struct Exl2Run {
+  int64_t block0, nblocks, byte0;   // first block, blocks, byte offset inside a row
+  int bits;
+};
+
 // Where the weight lives. For GGUF types only `data`/`row_bytes`; int4 adds scales/mins per
 // group, int8 a per-row scale.
 struct WeightRef {
@@ -47,6 +54,8 @@ struct WeightRef {
   int interleave = 0;             // 8: rows stored in groups of 8 (cpu/interleave.h); 0: row by row
   const uint8_t* block_bits = nullptr;  // EXL2: bit width of each 32-block along k ([k/32], cpu/exl2_blocks.h)
   const int64_t* block_off = nullptr;   // EXL2: byte offset of each 32-block inside a row ([k/32 + 1])
+  const Exl2Run* runs = nullptr;        // EXL2: the runs of equal widths, in k order
+  int n_runs = 0;
 };
 constexpr int kInt4 = 1000;
 constexpr int kInt8 = 1001;

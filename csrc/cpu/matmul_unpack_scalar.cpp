@@ -309,8 +309,8 @@ const TypeInfo* type_info(int qtype) {
   static const TypeInfo bf16{Kind::Float, false, nullptr, nullptr, "BF16", nullptr};
   static const TypeInfo i4{Kind::X32, false, unpack_int4, avx2_unpacker(kInt4), "int4", avx2_fused_gemv(kInt4), avx2_fused_gemv8(kInt4), avx2_fused_pair(kInt4)};
   static const TypeInfo i8{Kind::X32, true, unpack_int8, avx2_unpacker(kInt8), "int8", avx2_fused_gemv(kInt8), avx2_fused_gemv8(kInt8), avx2_fused_pair(kInt8)};
-  static const TypeInfo exl2{Kind::X32, false, unpack_exl2<false>, avx2_unpacker(kExl2), "exl2", nullptr, nullptr, nullptr};
-  static const TypeInfo exl2w{Kind::X32, true, unpack_exl2<true>, avx2_unpacker(kExl2Wide), "exl2", nullptr, nullptr, nullptr};
+  static const TypeInfo exl2{Kind::X32, false, unpack_exl2<false>, avx2_unpacker(kExl2), "exl2", avx2_fused_gemv(kExl2), avx2_fused_gemv8(kExl2), avx2_fused_pair(kExl2)};
+  static const TypeInfo exl2w{Kind::X32, true, unpack_exl2<true>, avx2_unpacker(kExl2Wide), "exl2", avx2_fused_gemv(kExl2Wide), avx2_fused_gemv8(kExl2Wide), avx2_fused_pair(kExl2Wide)};
   switch (qtype) {
     case 0: return &f32;    case 1: return &f16;    case 2: return &q4_0;   case 3: return &q4_1;
     case 6: return &q5_0;   case 7: return &q5_1;   case 8: return &q8_0;   case 10: return &q2_k;

@@ -60,7 +60,11 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
       PQ_CHECK(exl2_bits_ok(b), "Weight: exl2 block_bits[", j, "] = ", b, " (widths are 2, 3, 4, 5, 6 or 8)");
       block_off_[(size_t)j + 1] = block_off_[(size_t)j] + exl2_block_bytes(b);
       widest = std::max(widest, b);
+      if (runs_.empty() || runs_.back().bits != b) runs_.push_back({j, 0, block_off_[(size_t)j], b});
+      ++runs_.back().nblocks;
     }
+    ref_.runs = runs_.data();
+    ref_.n_runs = (int)runs_.size();
     ref_.row_bytes = block_off_[(size_t)nb];
     ref_.block_bits = block_bits_.data();
     ref_.block_off = block_off_.data();

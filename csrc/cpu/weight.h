@@ -39,6 +39,7 @@ class Weight {
   std::vector<pybind11::object> owners_;
   std::vector<uint8_t> block_bits_;   // EXL2: copies, so no caller's buffer can change them after the checks
   std::vector<int64_t> block_off_;
+  std::vector<Exl2Run> runs_;
   WeightRef ref_{};
   const TypeInfo* ti_ = nullptr;
   int64_t n_ = 0, nbytes_ = 0;

@@ -15,6 +15,7 @@
 #include "common/iq_tables.h"
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
+#include "cpu/avx2/exl2_decode.h"
 #include "cpu/avx2/x8_load.h"
 #include "cpu/interleave.h"
 #include "cpu/matmul_internal.h"
@@ -1136,6 +1137,117 @@ PQ_MR_DISPATCH(fused_q2_k, gemv_q2_k)
 PQ_MR_DISPATCH(fused_iq4_xs, gemv_iq4_xs)
 #undef PQ_MR_DISPATCH
 
+// ---------------------------------------------------------------- EXL2 mixed widths
+// An EXL2 row (cpu/exl2_blocks.h) is a few runs of blocks of one width (widths descend along
+// act-order k: at most 6 runs), each a fixed-stride row of legacy-style blocks, w = d * (q - 2^(b-1)).
+// So the X32 kernels above take it run by run, with a loader per width: <= 5 bits unsigned q with
+// the offset through the activation sums (Q4_0's way), 6 and 8 bits signed q - 2^(b-1) (Q8_0's
+// way: 6-bit unsigned products would overflow the 4-row kernel's int16 folds).
+template <int B>
+struct LExl2 : LegacyFields<LExl2<B>, 0, -1, (B <= 5 ? -(1 << (B - 1)) : 0)> {
+  static constexpr bool kSigned = B > 5, kOff = B <= 5;
+  // int16 lane sums that fit: 8 for <= 4-bit unsigned q, 4 for 5-bit and for |q| <= 32 (6-bit
+  // signed: 4 * 2*32*127 < 2^15), 1 for 8-bit signed
+  static constexpr int kSum16 = B <= 4 ? 8 : B <= 6 ? 4 : 1;
+  static constexpr int kBytes = 2 + 4 * B, kStep = kBytes, kHdrStride = kBytes, kPfSpan = 8 * kStep;
+  static constexpr bool kX8 = false;
+  const uint8_t* row;
+  const uint8_t* at(int64_t b) const { return row + kBytes * b; }
+  const uint8_t* hdr(int64_t b) const { return at(b); }
+  const uint8_t* pf_at(int64_t b0, int64_t pf) const { return at(b0) + pf; }
+  __m256i q(int64_t b) const {
+    const __m256i v = exl2::values<B>(at(b) + 2);
+    return kSigned ? _mm256_sub_epi8(v, _mm256_set1_epi8((char)(1 << (B - 1)))) : v;
+  }
+};
+
+// fn(LExl2<b> over the run's blocks, the run) for each run of row r.
+template <typename Fn>
+inline void exl2_each_run(const WeightRef& w, int64_t r, Fn&& fn) {
+  const uint8_t* row = w.data + r * w.row_bytes;
+  for (int i = 0; i < w.n_runs; ++i) {
+    const Exl2Run& run = w.runs[i];
+    const uint8_t* p = row + run.byte0;
+    switch (run.bits) {
+      case 2: { LExl2<2> ld{}; ld.row = p; fn(ld, run); break; }
+      case 3: { LExl2<3> ld{}; ld.row = p; fn(ld, run); break; }
+      case 4: { LExl2<4> ld{}; ld.row = p; fn(ld, run); break; }
+      case 5: { LExl2<5> ld{}; ld.row = p; fn(ld, run); break; }
+      case 6: { LExl2<6> ld{}; ld.row = p; fn(ld, run); break; }
+      default: { LExl2<8> ld{}; ld.row = p; fn(ld, run); break; }
+    }
+  }
+}
+
+// Activation rows x[0..nx) seen from block j0 on. The kernels read x's per-block scales 8 at a time
+// (whole rows are padded to 256-chunks for that); a run that ends mid-row may end 1..7 blocks short
+// of a multiple of 8 from where it starts, so its last blocks get those scales copied to `tail`,
+// zero-padded.
+struct Exl2X {
+  XQRow rows[4];
+  alignas(32) float d[4][8], s[4][8];
+};
+inline void exl2_x(const XQRow* x, int nx, int64_t j0, int nt, Exl2X& t) {
+  for (int i = 0; i < nx; ++i) {
+    t.rows[i] = {x[i].q + 32 * j0, x[i].d + j0, x[i].s + j0, nullptr};
+    if (nt) {
+      for (int j = 0; j < 8; ++j) {
+        t.d[i][j] = j < nt ? x[i].d[j0 + j] : 0.f;
+        t.s[i][j] = j < nt ? x[i].s[j0 + j] : 0.f;
+      }
+      t.rows[i].d = t.d[i];
+      t.rows[i].s = t.s[i];
+    }
+  }
+}
+
+// kern(loader, blocks, rows, out) over each run: its whole 8-block steps, then its last < 8 blocks.
+template <typename Kern>
+inline void exl2_gemv(const WeightRef& w, int64_t r, const XQRow* x, int nx, int nout, float* out, Kern&& kern) {
+  for (int i = 0; i < nout; ++i) out[i] = 0.f;
+  exl2_each_run(w, r, [&](auto ld, const Exl2Run& run) {
+    const int64_t nm = run.nblocks & ~int64_t(7);
+    const int nt = (int)(run.nblocks - nm);
+    float v[4];
+    Exl2X t;
+    if (nm) {
+      exl2_x(x, nx, run.block0, 0, t);
+      kern(ld, nm, t.rows, v);
+      for (int i = 0; i < nout; ++i) out[i] += v[i];
+    }
+    if (nt) {
+      exl2_x(x, nx, run.block0 + nm, nt, t);
+      ld.row += decltype(ld)::kBytes * nm;
+      kern(ld, nt, t.rows, v);
+      for (int i = 0; i < nout; ++i) out[i] += v[i];
+    }
+  });
+}
+
+void fused_exl2(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
+  exl2_gemv(w, r, x, mr, mr, out, [mr](const auto& ld, int64_t nb, const XQRow* xs, float* v) {
+    gemv_x32_any(ld, nb, xs, mr, v);
+  });
+}
+
+void pair_exl2(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+  exl2_gemv(w, r, x, 2, 1, out, [](const auto& ld, int64_t nb, const XQRow* xs, float* v) {
+    gemv_x32_pair(ld, nb, xs, v);
+  });
+}
+
+// 8 activation rows per lane: the XQ8 kernel reads x block by block, so a run needs no tail copy.
+void fused8_exl2(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+  for (int i = 0; i < 8; ++i) out[i] = 0.f;
+  exl2_each_run(w, r, [&](const auto& ld, const Exl2Run& run) {
+    const int64_t j0 = run.block0;
+    const XQ8 xs{x.q + 256 * j0, x.d + 8 * j0, x.s + 8 * j0, nullptr};
+    alignas(32) float v[8];
+    gemv_x32_t8(ld, run.nblocks, xs, v);
+    for (int i = 0; i < 8; ++i) out[i] += v[i];
+  });
+}
+
 }  // namespace
 
 GemvFused8Fn avx2_fused_gemv8(int qtype) {
@@ -1151,6 +1263,7 @@ GemvFused8Fn avx2_fused_gemv8(int qtype) {
     case (int)QType::Q6_K: return gemv_q6_k_t8;
     case kInt4: return fused8_int4;
     case kInt8: return fused8_int8;
+    case kExl2: case kExl2Wide: return fused8_exl2;
     default: return nullptr;
   }
 }
@@ -1178,6 +1291,7 @@ GemvPairFn avx2_fused_pair(int qtype) {
     case (int)QType::IQ4_NL: return pair_gguf_x32<LIQ4_NL>;
     case kInt4: return pair_int4;
     case kInt8: return pair_int8;
+    case kExl2: case kExl2Wide: return pair_exl2;
     default: return nullptr;
   }
 }
@@ -1198,6 +1312,7 @@ GemvFusedFn avx2_fused_gemv(int qtype) {
     case (int)QType::Q6_K: return fused_q6_k;
     case kInt4: return fused_int4;
     case kInt8: return fused_int8;
+    case kExl2: case kExl2Wide: return fused_exl2;
     default: return nullptr;
   }
 }

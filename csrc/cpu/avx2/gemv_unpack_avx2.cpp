@@ -9,7 +9,7 @@
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/avx2/x8_load.h"
-#include "cpu/exl2_blocks.h"
+#include "cpu/avx2/exl2_decode.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -421,40 +421,6 @@ void unpack_iq4_xs(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk
 }
 
 // ---------------------------------------------------------------- EXL2 (cpu/exl2_blocks.h)
-// 8 crumb bytes -> 32 lanes, lane i = (p[i & 7] >> 2 (i >> 3)) & 3: the 8 bytes in each 64-bit
-// lane, lane L shifted right by 2L (the bits a byte takes in from its neighbour are masked off).
-inline __m256i spread_crumbs(const uint8_t* p) {
-  uint64_t c;
-  std::memcpy(&c, p, 8);
-  const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)c), _mm256_setr_epi64x(0, 2, 4, 6));
-  return _mm256_and_si256(v, _mm256_set1_epi8(3));
-}
-
-// The little-endian 32-bit word at p -> 32 lanes of its bits (0 / 1): byte i / 8 to lane i, then
-// its bit i % 8 tested.
-inline __m256i spread_bits(const uint8_t* p) {
-  uint32_t h;
-  std::memcpy(&h, p, 4);
-  const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-  const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick), bit);
-  return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(1));
-}
-
-// The 32 unsigned q of a block of b bits whose payload starts at p (shifts of <= 6-bit lanes by
-// 2 or 4 stay inside their byte, so 16-bit shifts serve).
-inline __m256i exl2_values(const uint8_t* p, int b) {
-  switch (b) {
-    case 2: return spread_crumbs(p);
-    case 3: return _mm256_or_si256(spread_crumbs(p), _mm256_slli_epi16(spread_bits(p + 8), 2));
-    case 4: return split_nibbles16(p);
-    case 5: return _mm256_or_si256(split_nibbles16(p), _mm256_slli_epi16(spread_bits(p + 16), 4));
-    case 6: return _mm256_or_si256(split_nibbles16(p), _mm256_slli_epi16(spread_crumbs(p + 16), 4));
-    default: return _mm256_loadu_si256((const __m256i*)p);
-  }
-}
-
 template <bool kSigned>
 void unpack_exl2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
   const uint8_t* row = w.data + r * w.row_bytes;
@@ -464,7 +430,7 @@ void unpack_exl2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
     const int j = (int)(bi % 8), bits = w.block_bits[bi];
     const uint8_t* blk = row + w.block_off[bi];
     const __m256i off = _mm256_set1_epi8((char)(1 << (bits - 1)));
-    const __m256i v = exl2_values(blk + 2, bits);
+    const __m256i v = exl2::values(blk + 2, bits);
     store32(u.q + 32 * j, kSigned ? _mm256_sub_epi8(v, off) : v);
     const float d = h2f(blk);
     u.a[j] = d;

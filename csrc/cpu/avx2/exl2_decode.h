@@ -1,0 +1,66 @@
+// One EXL2 block's 32 unsigned q into byte lanes, in registers (block layout: cpu/exl2_blocks.h).
+// Shared by the AVX2 unpacker (gemv_unpack_avx2.cpp) and the fused GEMV (gemv_fused_avx2.cpp).
+// Every part is a broadcast, one variable shift and a mask: ~3 uops a part, 3-7 a block.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace pq {
+namespace mm {
+namespace exl2 {
+
+// 16 nibble bytes -> lanes 0..15 the low nibbles, 16..31 the high ones.
+static inline __m256i nibbles(const uint8_t* p) {
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
+  return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
+}
+
+// 8 crumb bytes -> lane i = (p[i & 7] >> 2 (i >> 3)) & 3: the 8 bytes in each 64-bit lane, lane L
+// shifted right by 2L (the bits a byte takes in from its neighbour are masked off).
+static inline __m256i crumbs(const uint8_t* p) {
+  uint64_t c;
+  std::memcpy(&c, p, 8);
+  const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)c), _mm256_setr_epi64x(0, 2, 4, 6));
+  return _mm256_and_si256(v, _mm256_set1_epi8(3));
+}
+
+// The little-endian word at p -> lane i = `one` where its bit i is set, else 0: byte i / 8 to
+// lane i, then its bit i % 8 tested.
+static inline __m256i bits(const uint8_t* p, char one) {
+  uint32_t h;
+  std::memcpy(&h, p, 4);
+  const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+  const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick), bit);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(one));
+}
+
+// The 32 unsigned q of a block of B bits whose payload (past d) starts at p. (A 16-bit shift of
+// lanes of <= 2 bits by 4 stays inside each byte.)
+template <int B>
+static inline __m256i values(const uint8_t* p) {
+  if (B == 2) return crumbs(p);
+  if (B == 3) return _mm256_or_si256(crumbs(p), bits(p + 8, 4));
+  if (B == 4) return nibbles(p);
+  if (B == 5) return _mm256_or_si256(nibbles(p), bits(p + 16, 16));
+  if (B == 6) return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(crumbs(p + 16), 4));
+  return _mm256_loadu_si256((const __m256i*)p);
+}
+
+static inline __m256i values(const uint8_t* p, int b) {
+  switch (b) {
+    case 2: return values<2>(p);
+    case 3: return values<3>(p);
+    case 4: return values<4>(p);
+    case 5: return values<5>(p);
+    case 6: return values<6>(p);
+    default: return values<8>(p);
+  }
+}
+
+}  // namespace exl2
+}  // namespace mm
+}  // namespace pq
