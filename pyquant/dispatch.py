@@ -5,7 +5,8 @@ is asked `supports(op, qtype, m) -> (bool, reason)` in priority order (highest f
 that accepts wins. `explain()` returns the whole verdict list, `describe()` a printable table (for
 `pyquant kernels` and `pyquant info --kernels`).
 
-Ops: "dequantize", "gguf_matmul", "int4_matmul", "int8_matmul" (see pyquant.ops for schemas).
+Ops: "dequantize", "gguf_matmul", "int4_matmul", "int8_matmul", "exl2_matmul" (see pyquant.ops for
+schemas).
 An impl function takes the op's arguments with x already flattened to a contiguous [M, K] and
 returns a fresh [M, N] tensor in x's dtype (dequantize: a fresh [rows, cols] tensor).
 
@@ -33,7 +34,7 @@ from typing import Callable
 from . import qtypes
 from .errors import UnsupportedQTypeError
 
-OPS = ("dequantize", "gguf_matmul", "int4_matmul", "int8_matmul")
+OPS = ("dequantize", "gguf_matmul", "int4_matmul", "int8_matmul", "exl2_matmul")
 ANY_DEVICE = "any"
 
 
@@ -108,7 +109,8 @@ def _load_builtin() -> None:
 
     register_backend(Backend("reference", ANY_DEVICE, _reference_supports, {
         "dequantize": ref_matmul.dequantize, "gguf_matmul": ref_matmul.gguf_matmul,
-        "int4_matmul": ref_matmul.int4_matmul, "int8_matmul": ref_matmul.int8_matmul}, priority=0))
+        "int4_matmul": ref_matmul.int4_matmul, "int8_matmul": ref_matmul.int8_matmul,
+        "exl2_matmul": ref_matmul.exl2_matmul}, priority=0))
     register_backend(Backend("cpu", "cpu", cpu_matmul.supports, cpu_matmul.IMPL, priority=10))
 
 
@@ -235,14 +237,17 @@ def _op_qtypes(op: str) -> list[qtypes.QType]:
         return [qtypes.QType.INT4]
     if op == "int8_matmul":
         return [qtypes.QType.INT8]
+    if op == "exl2_matmul":
+        return [qtypes.QType.EXL2]
     return [t for t in qtypes.GGML_TYPES if qtypes.info(t).kind not in (qtypes.Kind.INTEGER,)
             and not qtypes.info(t).activation_only and t != qtypes.QType.F64]
 
 
 def op_for(qt) -> str:
-    """The matmul op of a weight format: int4_matmul, int8_matmul or gguf_matmul."""
+    """The matmul op of a weight format: int4_matmul, int8_matmul, exl2_matmul or gguf_matmul."""
     q = qtypes.qtype(qt)
-    return "int4_matmul" if q is qtypes.QType.INT4 else "int8_matmul" if q is qtypes.QType.INT8 else "gguf_matmul"
+    return {qtypes.QType.INT4: "int4_matmul", qtypes.QType.INT8: "int8_matmul",
+            qtypes.QType.EXL2: "exl2_matmul"}.get(q, "gguf_matmul")
 
 
 def linear_backend(qt, device_type: str, m: int) -> str:

@@ -1,7 +1,7 @@
 """QuantLinear: an nn.Linear whose weight stays quantized, and quantize_model() to swap them in.
 
 The packed tensors are registered as buffers ("qweight", plus "scales"/"mins" for int4, "scales" for
-int8), so `state_dict()`, `load_state_dict(assign=True)` and `.to()` see plain tensors; the format
+int8, "block_bits" for EXL2, "in_perm" for act-order weights), so `state_dict()`, `load_state_dict(assign=True)` and `.to()` see plain tensors; the format
 (qtype, shape, group_size) is construction-time metadata. `module.qweight_tensor` rebuilds the
 QTensor view of the current buffers.
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from . import qtypes
 from .errors import UnsupportedQTypeError
-from .ops import gguf_matmul, int4_matmul, int8_matmul, qmatmul
+from .ops import exl2_matmul, gguf_matmul, int4_matmul, int8_matmul, qmatmul
 from .qtensor import QTensor
 from .qtypes import QType
 
@@ -122,14 +122,15 @@ class QuantLinear(nn.Module):
         """The weight as a QTensor over the module's current buffers (no copy)."""
         return QTensor(self.qweight, self.qtype, (self.out_features, self.in_features),
                        getattr(self, "scales", None), getattr(self, "mins", None), self.group_size,
-                       getattr(self, "in_perm", None), interleave=self.interleave)
+                       getattr(self, "in_perm", None), interleave=self.interleave,
+                       block_bits=getattr(self, "block_bits", None))
 
     def _kernel_weight(self) -> QTensor:
         """qweight_tensor, kept while the buffers stay the same tensors (its _C.Weight is bound once);
         load_state_dict(assign=True), .to() and a layout change make new ones."""
         b = self._buffers   # (not the module's __getattr__: ~0.5 us each)
         key = tuple(0 if t is None else t.data_ptr() for t in (b["qweight"], b.get("scales"), b.get("mins"),
-                                                                b.get("in_perm"))) + (self.interleave,)
+                                                                b.get("in_perm"), b.get("block_bits"))) + (self.interleave,)
         cached = self.__dict__.get("_kernel_qt")
         if cached is None or cached[0] != key:
             cached = (key, self.qweight_tensor)
@@ -156,6 +157,8 @@ class QuantLinear(nn.Module):
             return int4_matmul(x, self.qweight, self.scales, self.mins, self.group_size, self.bias, self.interleave)
         if self.qtype is QType.INT8:
             return int8_matmul(x, self.qweight, self.scales, self.bias)
+        if self.qtype is QType.EXL2:
+            return exl2_matmul(x, self.qweight, self.block_bits, self.bias)
         return gguf_matmul(x, self.qweight, int(self.qtype), self.out_features, self.in_features, self.bias,
                            self.interleave)
 

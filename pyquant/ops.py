@@ -9,6 +9,9 @@ Device implementations register against these names: the CPU kernels (pyquant._C
   with w[n, k] = q * scale + min; inside each run of 32 consecutive k, byte j holds element j in its
   low nibble and element j+16 in its high nibble (ggml's Q4 order).
 - ``int8_matmul(x [M, K], qweight int8 [N, K], scales f32 [N], bias?)`` with w = q * scale.
+- ``exl2_matmul(x [M, K], qweight uint8 [N, row_bytes], block_bits uint8 [K/32], bias?)``: EXL2's
+  mixed-width 32-blocks, w = d * (q - 2^(b-1)) at block j's width block_bits[j]
+  (pyquant/formats/exl2/native.py; K in the weight's stored, act-order, column order).
 
 gguf_matmul and int4_matmul take ``interleave`` last (0, or 8: the weight's rows, and int4's scales
 and mins, stored in the CPU kernels' row-interleaved layout, pyquant/kernels/cpu/interleave.py;
@@ -95,6 +98,12 @@ def _int8_matmul_body(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
     return _run("int8_matmul", QType.INT8, x, n, k, qweight, scales, bias)
 
 
+def _exl2_matmul_body(x: torch.Tensor, qweight: torch.Tensor, block_bits: torch.Tensor,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+    n, k = qweight.shape[0], 32 * block_bits.shape[0]
+    return _run("exl2_matmul", QType.EXL2, x, n, k, qweight, block_bits, bias)
+
+
 @torch.library.custom_op("pyquant::dequantize", mutates_args=())
 def dequantize_op(data: torch.Tensor, qtype: int, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
     return _dequantize_body(data, qtype, rows, cols, dtype)
@@ -138,6 +147,17 @@ def _(x, qweight, scales, bias=None):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
+@torch.library.custom_op("pyquant::exl2_matmul", mutates_args=())
+def exl2_matmul(x: torch.Tensor, qweight: torch.Tensor, block_bits: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    return _exl2_matmul_body(x, qweight, block_bits, bias)
+
+
+@exl2_matmul.register_fake
+def _(x, qweight, block_bits, bias=None):
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
 def _direct_cpu_kernels() -> torch.library.Library:
     """Put the op bodies on the dispatcher's CPU key too.
 
@@ -149,7 +169,8 @@ def _direct_cpu_kernels() -> torch.library.Library:
     """
     lib = torch.library.Library("pyquant", "IMPL")
     for name, body in (("dequantize", _dequantize_body), ("gguf_matmul", _gguf_matmul_body),
-                       ("int4_matmul", _int4_matmul_body), ("int8_matmul", _int8_matmul_body)):
+                       ("int4_matmul", _int4_matmul_body), ("int8_matmul", _int8_matmul_body),
+                       ("exl2_matmul", _exl2_matmul_body)):
         lib.impl(name, body, "CPU")
     return lib
 
@@ -174,10 +195,14 @@ def _dense_weight(op: str, inputs: tuple) -> torch.Tensor:
             qweight, scales, mins = (il.deinterleave(qweight, QType.INT4), il.deinterleave_side(scales),
                                      il.deinterleave_side(mins))
         return dequantize_int4(qweight, scales, mins, group_size)
+    if op == "exl2_matmul":
+        from .formats.exl2.native import dequantize
+
+        return dequantize(inputs[1], inputs[2])
     return dequantize_int8(*inputs[1:3])
 
 
-_BIAS_INDEX = {"gguf_matmul": 5, "int4_matmul": 5, "int8_matmul": 3}   # where each op's bias sits
+_BIAS_INDEX = {"gguf_matmul": 5, "int4_matmul": 5, "int8_matmul": 3, "exl2_matmul": 3}   # where each op's bias sits
 
 
 def _make_autograd(op_obj, op: str):
@@ -212,6 +237,7 @@ def _make_autograd(op_obj, op: str):
 _make_autograd(gguf_matmul, "gguf_matmul")
 _make_autograd(int4_matmul, "int4_matmul")
 _make_autograd(int8_matmul, "int8_matmul")
+_make_autograd(exl2_matmul, "exl2_matmul")
 
 
 # ---- public entry -------------------------------------------------------------------------------
@@ -261,6 +287,8 @@ def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
         return int4_matmul(x, w.data, w.scales, w.mins, w.group_size, bias, interleave)
     if qt is QType.INT8:
         return int8_matmul(x, w.data, w.scales, bias)
+    if qt is QType.EXL2:
+        return exl2_matmul(x, w.data, w.block_bits, bias)
     if len(w.shape) != 2:
         raise ValueError(f"qmatmul: weight must be 2-D (out, in), got {w.shape}")
     return gguf_matmul(x, w.data, int(qt), w.shape[0], w.shape[1], bias, interleave)

@@ -7,7 +7,10 @@ surprises. Layouts by format (`qtype`):
 - ggml types (Q4_0 .. Q6_K, IQ*, F16, BF16, F32): data uint8 [rows, row_bytes(qtype, in)], the bytes
   exactly as in a GGUF file (shape may be N-D for non-matmul tensors; rows = prod(shape[:-1]));
 - INT4: data uint8 [N, K/2] + scales, mins float32 [N, K/group_size] (pyquant.formats.generic);
-- INT8: data int8 [N, K] + scales float32 [N].
+- INT8: data int8 [N, K] + scales float32 [N];
+- EXL2: data uint8 [N, row_bytes] + block_bits uint8 [K/32]: each row a run of 32-blocks of the
+  given widths (2..8 bits, d * (q - 2^(b-1))), the layout of pyquant/formats/exl2/native.py, read
+  by the CPU kernels in place; every other device gets the exact single-type repack (`to`).
 
 A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / INT4 weight may be stored row-interleaved
 (`interleave=8`: rows permuted within groups of 8, pyquant/kernels/cpu/interleave.py), the layout
@@ -37,14 +40,16 @@ class QTensor:
     """Quantized weight. `shape` is the logical torch shape, (out_features, in_features) for a matmul.
 
     data: packed tensor (layout per format, see module docstring); qtype: QType / id / name;
-    scales, mins, group_size: only for INT4 (all three) and INT8 (scales).
+    scales, mins, group_size: only for INT4 (all three) and INT8 (scales); block_bits: only for EXL2.
     """
 
-    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "in_perm", "interleave", "_kernel")
+    __slots__ = ("data", "qtype", "shape", "scales", "mins", "group_size", "in_perm", "interleave", "block_bits",
+                 "_kernel")
 
     def __init__(self, data: torch.Tensor, qtype, shape, scales=None, mins=None, group_size=None, in_perm=None,
-                 interleave: int = 0):
+                 interleave: int = 0, block_bits=None):
         self.qtype = qtypes.qtype(qtype)
+        self.block_bits = block_bits
         self.interleave = int(interleave)
         self.shape = tuple(int(s) for s in shape)
         self.data, self.scales, self.mins = data, scales, mins
@@ -66,6 +71,20 @@ class QTensor:
         elif qt is QType.INT8:
             n, k = self._nk()
             want = {"data": (self.data, (n, k), torch.int8), "scales": (self.scales, (n,), torch.float32)}
+        elif qt is QType.EXL2:
+            from .formats.exl2 import native
+
+            n, k = self._nk()
+            bb = self.block_bits
+            if k % 32 or not isinstance(bb, torch.Tensor) or bb.dtype != torch.uint8 or tuple(bb.shape) != (k // 32,):
+                got = f"{bb.dtype} {tuple(bb.shape)}" if isinstance(bb, torch.Tensor) else repr(type(bb).__name__)
+                raise UnsupportedQTypeError(f"QTensor EXL2 {shape}: block_bits must be uint8 [{k // 32}] (in "
+                                            f"features a multiple of 32), got {got}")
+            bad = sorted(set(bb.tolist()) - set(native.BITS))
+            if bad:
+                raise UnsupportedQTypeError(f"QTensor EXL2 {shape}: block_bits holds widths {bad} (allowed: "
+                                            f"{', '.join(map(str, native.BITS))})")
+            want = {"data": (self.data, (n, native.row_bytes(bb)), torch.uint8)}
         else:
             info = qtypes.info(qt)
             if info.kind in (qtypes.Kind.INTEGER,) or info.activation_only:
@@ -122,6 +141,9 @@ class QTensor:
         if qt is QType.INT8:
             p = generic.pack_int8(w)
             return cls(p.qweight, qt, shape, p.scales)
+        if qt is QType.EXL2:
+            raise UnsupportedQTypeError("QTensor.quantize: EXL2 weights come from an EXL2 directory "
+                                        "(pyquant.load) or from `pyquant exl2` (its GPTQ needs calibration)")
         if qt in _FLOAT_TYPES:
             data = w.detach().to(_FLOAT_TYPES[qt]).contiguous().view(torch.uint8)
             return cls(data.reshape(shape[0], -1).clone(), qt, shape)
@@ -185,7 +207,8 @@ class QTensor:
         return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm, interleave=8)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The packed tensors by name ("qweight", "scales", "mins"), e.g. to register as buffers."""
+        """The packed tensors by name ("qweight", "scales", "mins", "in_perm", "block_bits"), e.g. to
+        register as buffers."""
         out = {"qweight": self.data}
         if self.scales is not None:
             out["scales"] = self.scales
@@ -193,6 +216,8 @@ class QTensor:
             out["mins"] = self.mins
         if self.in_perm is not None:
             out["in_perm"] = self.in_perm
+        if self.block_bits is not None:
+            out["block_bits"] = self.block_bits
         return out
 
     def __getstate__(self):
@@ -206,7 +231,7 @@ class QTensor:
         object.__setattr__(self, "_kernel", ...)
 
     def __setattr__(self, name, value):
-        if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm", "interleave"):
+        if name in ("data", "scales", "mins", "shape", "qtype", "group_size", "in_perm", "interleave", "block_bits"):
             object.__setattr__(self, "_kernel", ...)  # the cached _C.Weight would describe the old tensors
         object.__setattr__(self, name, value)
 
@@ -226,7 +251,7 @@ class QTensor:
 
     def _storage_key(self) -> tuple:
         return tuple((t.data_ptr(), t.nbytes) if t is not None else None
-                     for t in (self.data, self.scales, self.mins))
+                     for t in (self.data, self.scales, self.mins, self.block_bits))
 
     # ---- conversions --------------------------------------------------------------------------
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -248,6 +273,10 @@ class QTensor:
             from .kernels.reference.matmul import dequantize_int8
 
             return dequantize_int8(self.data, self.scales, dtype)
+        if self.qtype is QType.EXL2:
+            from .formats.exl2.native import dequantize
+
+            return dequantize(self.data, self.block_bits, dtype)
         from .ops import dequantize_op
 
         k = self.shape[-1]
@@ -262,7 +291,7 @@ class QTensor:
             return max(self.group_size, 32)
         if self.qtype is QType.INT8:
             return 1
-        return qtypes.info(self.qtype).block_size
+        return qtypes.info(self.qtype).block_size   # EXL2: 32
 
     def take_rows(self, rows) -> "QTensor":
         """Output rows `rows` (a range: views of the same bytes; or an index tensor: a copy). Exact in
@@ -281,7 +310,7 @@ class QTensor:
             count = index.numel()
         opt = lambda t: None if t is None else pick(t)   # noqa: E731
         return QTensor(pick(self.data), self.qtype, (count, k), opt(self.scales), opt(self.mins),
-                       self.group_size, self.in_perm)
+                       self.group_size, self.in_perm, block_bits=self.block_bits)
 
     def take_columns(self, k0: int, k1: int) -> "QTensor":
         """Stored input columns [k0, k1) as a new contiguous QTensor. Both ends must fall on
@@ -303,6 +332,12 @@ class QTensor:
                          mins=self.mins[:, k0 // g:k1 // g].contiguous(), group_size=g)
         elif self.qtype is QType.INT8:
             data, extra = self.data[:, k0:k1], dict(scales=self.scales)
+        elif self.qtype is QType.EXL2:
+            from .formats.exl2.native import block_offsets
+
+            off = block_offsets(self.block_bits)
+            data = self.data[:, int(off[k0 // 32]):int(off[k1 // 32])]
+            extra = dict(block_bits=self.block_bits[k0 // 32:k1 // 32].clone())
         else:
             per = qtypes.row_bytes(self.qtype, blk)
             data, extra = self.data[:, k0 // blk * per:k1 // blk * per], {}
@@ -315,9 +350,22 @@ class QTensor:
             return self
         if self.interleave:   # a CPU kernels' layout: other devices get plain rows
             return self.plain().to(device)
+        if self.qtype is QType.EXL2 and device.type != "cpu":   # only the CPU kernels read the mixed widths
+            return self.single_type().to(device)
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size,
-                       mv(self.in_perm))
+                       mv(self.in_perm), block_bits=self.block_bits)
+
+    def single_type(self) -> "QTensor":
+        """An EXL2 weight as the one ggml type that holds all its blocks exactly (<= 4 bits Q4_0,
+        5 Q5_0, 6 and 8 Q8_0: pyquant/formats/exl2/native.py), which every backend has kernels for;
+        self for any other format."""
+        if self.qtype is not QType.EXL2:
+            return self
+        from .formats.exl2.native import to_single_type
+
+        data, qt = to_single_type(self.data, self.block_bits)
+        return QTensor(data, qt, self.shape, in_perm=self.in_perm)
 
     def __repr__(self) -> str:
         g = f", group_size={self.group_size}" if self.group_size else ""

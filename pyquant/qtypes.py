@@ -53,6 +53,7 @@ class QType(enum.IntEnum):
     # pyquant's generic formats (not ggml ids; never written to GGUF files)
     INT4 = 1000
     INT8 = 1001
+    EXL2 = 1002   # EXL2's mixed-width 32-blocks (pyquant/formats/exl2/native.py), widths in `block_bits`
 
 
 class Kind(enum.Enum):
@@ -63,7 +64,7 @@ class Kind(enum.Enum):
     IQUANT = "i-quant"       # ggml IQ*: lattice / non-linear codebooks
     TERNARY = "ternary"      # ggml TQ1_0/TQ2_0
     FP4 = "fp4"              # MXFP4 / NVFP4 micro-scaled float4
-    GENERIC = "generic"      # pyquant int4 / int8
+    GENERIC = "generic"      # pyquant int4 / int8 / exl2
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ REGISTRY: dict[QType, QTypeInfo] = {
         # per weight); scales and zero points are stored beside them.
         QTypeInfo(_T.INT4, 2, 1, _K.GENERIC),
         QTypeInfo(_T.INT8, 1, 1, _K.GENERIC),
+        # EXL2: 32-element blocks of 2..8 bits each (2 + 4 b bytes); type_size is the 4-bit block's
+        QTypeInfo(_T.EXL2, 32, 18, _K.GENERIC),
     ]
 }
 
@@ -155,6 +158,9 @@ def info(value) -> QTypeInfo:
 def row_bytes(value, ncols: int) -> int:
     """Bytes of one row of `ncols` elements; raises if ncols is not a multiple of the block size."""
     i = info(value)
+    if i.qtype is QType.EXL2:
+        raise UnsupportedQTypeError("EXL2: a row's bytes follow from its block widths "
+                                    "(pyquant.formats.exl2.native.row_bytes(block_bits))")
     if ncols % i.block_size:
         raise UnsupportedQTypeError(
             f"{i.name}: row length {ncols} is not a multiple of the block size {i.block_size}"

@@ -1,6 +1,7 @@
 """EXL2: the writer against a second reader written separately from the spec (numpy, word by word),
-the exact repack into ggml blocks, the kernels with the act-order permutation, the runner against
-transformers' float forward, and forged tensors."""
+the exact repack into the mixed-width blocks the CPU kernels read (and into one ggml type for other
+devices), the kernels with the act-order permutation on every path, the runner against transformers'
+float forward, and forged tensors."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import torch
 
 import pyquant
 from pyquant.errors import FormatError
-from pyquant.formats.exl2 import layouts, reader, writer
+from pyquant.formats.exl2 import layouts, native, reader, writer
 
 LAYOUTS = [([4], [1.0], {4: 128}), ([8, 4], [0.1, 0.9], {8: 32, 4: 64}), ([6, 3, 2], [0.1, 0.3, 0.6], {6: 32, 3: 64, 2: 32}),
            ([5, 4], [0.5, 0.5], {5: 64, 4: 64}), ([3, 2], [0.3, 0.7], {3: 32, 2: 16}), ([8], [1.0], {8: 32}),
@@ -74,9 +75,9 @@ def test_writer_reader_and_independent_reader_agree_bit_for_bit(spec, chunk, mon
 
 @pytest.mark.parametrize("spec", LAYOUTS, ids=lambda s: "-".join(map(str, s[0])))
 def test_repack_in_row_chunks_is_the_same_bytes(spec, monkeypatch):
-    """The reader packs output rows a chunk at a time (to bound a wide lm_head's transient
+    """The packers work on output rows a chunk at a time (to bound a wide lm_head's transient
     memory): with 48 = 16 + 16 + 16 ... and 40 = 16 + 16 + 8 rows per chunk of 16 the blocks are
-    byte for byte those of one whole pass."""
+    byte for byte those of one whole pass, mixed widths and single type alike."""
     for n in (48, 40):
         k = 256
         g = torch.Generator().manual_seed(3)
@@ -84,17 +85,21 @@ def test_repack_in_row_chunks_is_the_same_bytes(spec, monkeypatch):
                                     torch.randperm(k, generator=g))
         c = layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS))
         whole = reader.to_qtensor(c, n, k)
-        monkeypatch.setattr(reader, "_ROWS", 16)
+        single = whole.single_type()
+        monkeypatch.setattr(native, "_ROWS", 16)
         chunked = reader.to_qtensor(c, n, k)
+        single_chunked = chunked.single_type()
         monkeypatch.undo()
         assert whole.qtype == chunked.qtype and torch.equal(whole.data, chunked.data)
+        assert single.qtype == single_chunked.qtype and torch.equal(single.data, single_chunked.data)
 
 
 @pytest.mark.parametrize("spec", LAYOUTS, ids=lambda s: "-".join(map(str, s[0])))
 def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, act):
-    """The ggml-block QTensor dequantizes to ExLlamaV2's fp16 reconstruction bit for bit; its matmul
-    (qmatmul and the runner's direct CPU path, M = 1, 3, 40) is within float rounding of the exact
-    weights with float activations and within int8x2's bound with the default."""
+    """The mixed-width QTensor (and its single-type repack) dequantizes to ExLlamaV2's fp16
+    reconstruction bit for bit; its matmul (qmatmul and the runner's direct CPU path, M = 1, 3, 40) is
+    within float rounding of the exact weights with float activations and within int8x2's bound with
+    the default."""
     from pyquant.kernels.cpu.matmul import linear_into
 
     n, k = 48, 256
@@ -103,9 +108,13 @@ def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, act):
                                 torch.randperm(k, generator=g))
     c = layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS))
     qt = reader.to_qtensor(c, n, k)
+    assert qt.qtype.name == ("F16" if reader.exact_type(c.groups) is None else "EXL2")
     assert torch.equal(qt.dequantize(torch.float16), layouts.dequantize(c, torch.float16))
     if qt.qtype.name != "F16":   # block types hold the exact products; the fp16 fallback their rounding
         assert torch.equal(qt.dequantize(torch.float32), layouts.dequantize(c, torch.float32))
+        single = qt.single_type()
+        assert single.qtype.name == reader.exact_type(c.groups)
+        assert torch.equal(single.dequantize(torch.float32), layouts.dequantize(c, torch.float32))
     w = qt.dequantize(torch.float64)
     # int8x2 rounds each activation to ~15 bits of its 32-block's max (2^-15 = 3e-5 relative)
     for mode, bound in (("float", 1e-6), ("int8x2", 1e-4)):

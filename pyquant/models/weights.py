@@ -71,7 +71,12 @@ def concat_rows(qts: list, row_perms: list | None = None, release=None):
         for qt in qts:
             release(qt.data)
     return QTensor(fused, qts[0].qtype, (n, qts[0].shape[1]), group_size=qts[0].group_size,
-                   in_perm=qts[0].in_perm, **extra)
+                   in_perm=qts[0].in_perm, block_bits=qts[0].block_bits, **extra)
+
+
+def _widths(qt) -> tuple | None:
+    """An EXL2 weight's block widths (rows stack only where they agree), else None."""
+    return None if qt.block_bits is None else tuple(qt.block_bits.tolist())
 
 
 def fused_linear(source, names: list[str], shapes: list[tuple], biases: list, name: str,
@@ -83,7 +88,7 @@ def fused_linear(source, names: list[str], shapes: list[tuple], biases: list, na
     else:
         bias = None
     permute = row_perms is not None and any(p is not None for p in row_perms)
-    same_format = len({(qt.qtype, qt.group_size) for qt in qts}) == 1 and _same_perm(qts)
+    same_format = len({(qt.qtype, qt.group_size, _widths(qt)) for qt in qts}) == 1 and _same_perm(qts)
     if same_format and qts[0].qtype not in _FLOAT_TYPES:
         if len(qts) == 1 and not permute:
             return [Linear(qts[0], bias, name)]

@@ -120,3 +120,27 @@ def dequantize(data: torch.Tensor, block_bits: torch.Tensor, dtype=torch.float32
         q = unpack_payload(blk[..., 2:].cpu(), bits).to(data.device) - (1 << (bits - 1))
         out[:, 32 * j0:32 * (j0 + nb)] = (q.to(torch.float32) * d).reshape(n, -1).to(dtype)
     return out
+
+
+def to_single_type(data: torch.Tensor, block_bits: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """The same values as the one ggml type holding every block exactly (reader.exact_type's
+    choice: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0): (data uint8 [N, row_bytes], type name)."""
+    from .reader import single_type_rows
+
+    n, nb = data.shape[0], block_bits.numel()
+    widest = int(block_bits.max())
+    tname = "Q4_0" if widest <= 4 else "Q5_0" if widest == 5 else "Q8_0"
+    off = block_offsets(block_bits.cpu())
+    src = data.cpu()
+    parts = []
+    for r0 in range(0, n, _ROWS):
+        r1 = min(n, r0 + _ROWS)
+        v = torch.empty((r1 - r0, nb, 32), dtype=torch.int16)
+        d = torch.empty((r1 - r0, nb), dtype=torch.float16)
+        for j0, cnt, bits in runs(block_bits.cpu()):
+            b0, size = int(off[j0]), block_bytes(bits)
+            blk = src[r0:r1, b0:b0 + cnt * size].reshape(r1 - r0, cnt, size)
+            d[:, j0:j0 + cnt] = blk[..., :2].contiguous().view(torch.float16).reshape(r1 - r0, cnt)
+            v[:, j0:j0 + cnt] = (unpack_payload(blk[..., 2:], bits) - (1 << (bits - 1))).to(torch.int16)
+        parts.append(single_type_rows(v, d, tname))
+    return torch.cat(parts).to(data.device), tname

@@ -1,14 +1,14 @@
-"""EXL2 linears of a model directory -> exact ggml block weights with an input permutation.
+"""EXL2 linears of a model directory -> QTensors the kernels read, with an input permutation.
 
 Every EXL2 value is (q - 2^(b-1)) * s with one fp16 scale s per (group, output column) and groups
-of whole 32-row blocks along the act-order K: so each 32-block of an output row is one ggml block
-d * int exactly, d = s. All of a Linear's widths fit the smallest exact type: <= 4 bits Q4_0,
-5 bits Q5_0, 6 and 8 bits Q8_0. The weight stays in act-order and the QTensor carries the
-permutation (`in_perm`): every backend gathers x's columns once per call, as ExLlamaV2's kernels do.
-A layout whose group edges are not 32-aligned (2-bit groups of 16 rows) is kept as its exact fp16
-reconstruction instead. What this costs against EXL2's own packing (4.0 bpw -> 4.5, 2.5 -> 4.5,
-6.0 -> 8.5 bits read per weight) is the price of running on the block kernels every backend has;
-`pyquant info DIR` shows both.
+of whole 32-row blocks along the act-order K: so each 32-block of an output row is exactly
+d * (q - 2^(b-1)), d = s, at its group's width. The CPU kernels read those blocks at their own
+widths (QType.EXL2, native.py: b + 0.5 bits a weight); other devices get the one ggml type that
+holds every block exactly (`single_type`: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0). The weight stays in
+act-order and the QTensor carries the permutation (`in_perm`): every backend gathers x's columns
+once per call, as ExLlamaV2's kernels do. A layout whose group edges are not 32-aligned (2-bit
+groups of 16 rows) is kept as its exact fp16 reconstruction instead. `pyquant info DIR` shows the
+file's bits per weight beside what the kernels read.
 """
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ def _blocks_q8_0(v: torch.Tensor) -> torch.Tensor:
 
 
 _PACK = {"Q4_0": _blocks_q4_0, "Q5_0": _blocks_q5_0, "Q8_0": _blocks_q8_0}
-_ROWS = 4096   # output rows packed at a time
 
 
 def exact_type(groups) -> str | None:
@@ -50,26 +49,22 @@ def exact_type(groups) -> str | None:
     return "Q4_0" if mb <= 4 else "Q5_0" if mb == 5 else "Q8_0"
 
 
+def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tensor:
+    """v int16 [rows, nb, 32] (q - 2^(b-1)), d fp16 [rows, nb] -> rows of `tname` blocks, uint8 [rows, row_bytes]."""
+    rows, nb = d.shape
+    body = _PACK[tname](v)
+    return torch.cat([d.contiguous().view(torch.uint8).reshape(rows, nb, 2), body], dim=-1).reshape(rows, -1)
+
+
 def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     from ...qtensor import QTensor
-    from ...qtypes import row_bytes
+    from . import native
 
-    tname = exact_type(c.groups)
-    if tname is None:
+    if exact_type(c.groups) is None:
         w = layouts.dequantize(c, torch.float16)                     # [N, K] in the original order
         return QTensor(w.view(torch.uint8).reshape(n, -1), "F16", (n, k))
-    nb = k // 32
-    # the fp16 scale of each 32-block of each output row: its group's
-    blk_group = torch.cat([torch.full((g.rows // 32,), i) for i, g in enumerate(c.groups)])
-    data = torch.empty((n, row_bytes(tname, k)), dtype=torch.uint8)
-    # output rows a chunk at a time: the transposed copy of a 49152-row lm_head's values and its
-    # packing temporaries were ~110 MB on top of the values themselves (the load's peak)
-    for r0 in range(0, n, _ROWS):
-        r1 = min(n, r0 + _ROWS)
-        d = c.scales[blk_group, r0:r1].t().contiguous()                           # [rows, nb] fp16
-        body = _PACK[tname](c.values[:, r0:r1].t().reshape(r1 - r0, nb, 32))
-        data[r0:r1] = torch.cat([d.view(torch.uint8).reshape(r1 - r0, nb, 2), body], dim=-1).reshape(r1 - r0, -1)
-    return QTensor(data, tname, (n, k), in_perm=c.perm)
+    data, block_bits = native.pack(c.values, c.scales, c.groups)
+    return QTensor(data, "EXL2", (n, k), in_perm=c.perm, block_bits=block_bits)
 
 
 class Exl2Linears:

@@ -21,7 +21,7 @@ from ...errors import KernelError
 from ...qtypes import QType
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-_KIND = {"gguf_matmul": "gguf", "int4_matmul": "int4", "int8_matmul": "int8"}
+_KIND = {"gguf_matmul": "gguf", "int4_matmul": "int4", "int8_matmul": "int8", "exl2_matmul": "exl2"}
 
 
 def _fused_path(op: str, qt: QType, m: int) -> str | None:
@@ -61,7 +61,7 @@ def supports(op: str, qt: QType, m: int) -> tuple[bool, str]:
         if _has_dequantizer(qt):
             return True, f"_C.dequantize ({_C.active_isa()}, threaded)"
         return False, f"_C has no dequantizer for {qt.name}"
-    if op in ("int4_matmul", "int8_matmul"):
+    if op in ("int4_matmul", "int8_matmul", "exl2_matmul"):
         path = _fused_path(op, qt, m)
         if path:
             return True, path
@@ -108,7 +108,7 @@ def dequantize(data, qtype, rows, cols, dtype):
     return out
 
 
-def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0, interleave=0):
+def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0, interleave=0, block_bits=None):
     """A _C.Weight over these tensors (CPU, made contiguous; scales / mins as float32)."""
     def buf(t, dtype=None):
         if t is None:
@@ -118,7 +118,7 @@ def _weight(qtype, data, n, k, scales=None, mins=None, group_size=0, interleave=
         return t.to(dtype).contiguous().numpy()
 
     return _C.Weight(int(qtype), buf(data), n, k, buf(scales, torch.float32), buf(mins, torch.float32),
-                     group_size, interleave)
+                     group_size, interleave, buf(block_bits))
 
 
 def _run(weight, x, bias):
@@ -158,6 +158,15 @@ def int8_matmul(x, qweight, scales, bias=None):
     return _run(_weight(QType.INT8, qweight, qweight.shape[0], x.shape[1], scales), x, bias)
 
 
+def exl2_matmul(x, qweight, block_bits, bias=None):
+    """x [M, K] @ W.T, W in EXL2's mixed-width blocks (pyquant/formats/exl2/native.py) -> x.dtype [M, N]."""
+    if not _has_fused("exl2_matmul", QType.EXL2):
+        from ..reference.matmul import exl2_matmul as reference
+
+        return reference(x, qweight, block_bits, bias)
+    return _run(_weight(QType.EXL2, qweight, qweight.shape[0], x.shape[1], block_bits=block_bits), x, bias)
+
+
 def interleaved_matmul(x, qtype, w, n, k, scales=None, mins=None, group_size=0, bias=None):
     """x [M, K] @ W.T for W stored row-interleaved (gguf_matmul / int4_matmul with interleave=8:
     pyquant/ops.py routes them here when this backend wins) -> x.dtype [M, N]."""
@@ -165,7 +174,7 @@ def interleaved_matmul(x, qtype, w, n, k, scales=None, mins=None, group_size=0, 
 
 
 IMPL = {"dequantize": dequantize, "gguf_matmul": gguf_matmul, "int4_matmul": int4_matmul,
-        "int8_matmul": int8_matmul}
+        "int8_matmul": int8_matmul, "exl2_matmul": exl2_matmul}
 
 
 def linear_into(x: torch.Tensor, qt, out: torch.Tensor, bias: torch.Tensor | None = None,
@@ -214,7 +223,7 @@ def cpu_call_for(qt):
     None when the weight is not on the CPU or _C has no fused kernel for its format. The Weight
     holds numpy views of the QTensor's tensors (made contiguous), so it stays valid on its own.
     """
-    tensors = [t for t in (qt.data, qt.scales, qt.mins) if t is not None]
+    tensors = [t for t in (qt.data, qt.scales, qt.mins, qt.block_bits) if t is not None]
     if any(t.device.type != "cpu" for t in tensors):
         return None
     from ...dispatch import op_for
@@ -222,7 +231,7 @@ def cpu_call_for(qt):
     fmt, (n, k) = qt.qtype, qt.shape
     if not _has_fused(op_for(fmt), fmt):
         return None
-    return _weight(fmt, qt.data, n, k, qt.scales, qt.mins, qt.group_size or 0, qt.interleave)
+    return _weight(fmt, qt.data, n, k, qt.scales, qt.mins, qt.group_size or 0, qt.interleave, qt.block_bits)
 
 
 def _fallback(x2d, qt, bias):

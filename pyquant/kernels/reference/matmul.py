@@ -101,6 +101,13 @@ def int8_matmul(x, qweight, scales, bias=None):
     return _linear_f32(x, dequantize_int8(qweight, scales), bias)
 
 
+def exl2_matmul(x, qweight, block_bits, bias=None):
+    """x [M, K] @ the EXL2 blocks' values.T (+ bias) -> x.dtype [M, N] (pyquant/formats/exl2/native.py)."""
+    from ...formats.exl2.native import dequantize as dequantize_exl2
+
+    return _linear_f32(x, dequantize_exl2(qweight, block_bits), bias)
+
+
 def dequantize(data, qtype, rows, cols, dtype):
     """The dequantize op: ggml bytes -> dtype [rows, cols]."""
     return dequantize_gguf(data, qtype, rows, cols, dtype)
