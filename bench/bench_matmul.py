@@ -38,10 +38,12 @@ GGUF = {
     "Q6_K": (14, 256, 210, [208]),
 }
 # int4-g*: pyquant's int4 layout, which AWQ checkpoints (group 128 / 64 / 32) are repacked into at load
-# exl2-*: what an EXL2 Linear runs as (formats/exl2/reader.py): its exact ggml blocks in act-order plus
-# the gather of x through the permutation, rows interleaved as the runner packs them; 2.5 bpw ([3, 2]
-# bits) and 4.0 ([4]) -> Q4_0, 6.0 -> Q8_0
-EXL2 = {"exl2-2.5": "Q4_0", "exl2-4.0": "Q4_0", "exl2-6.0": "Q8_0"}
+# exl2-*: what an EXL2 Linear runs as (formats/exl2/native.py): its groups' 32-blocks at their own
+# widths in act-order (b + 0.5 bits read a weight) plus the gather of x through the permutation. The
+# mixes (fraction of K per width, widest first) are what the converter picks around each target:
+# 2.5 bpw -> 2.8 read, 4.0 -> 4.5, 6.0 -> 6.5
+EXL2 = {"exl2-2.5": [(3, 0.3), (2, 0.7)], "exl2-4.0": [(5, 0.1), (4, 0.8), (3, 0.1)],
+        "exl2-6.0": [(8, 0.1), (6, 0.7), (5, 0.2)]}
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
 X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K", "Q6_K-x8": "Q6_K", "Q8_0-x8": "Q8_0"}
 KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g128-x8", "int4-g64", "int4-g32", "int8"] + list(EXL2)
@@ -130,12 +132,16 @@ def test_torch_anchor(benchmark, threads, roofline, name, n, k, m, t):
 # ---------------------------------------------------------------- pyquant
 def _pyquant_weight(name, n, k):
     rng = np.random.default_rng(0)
-    if name in EXL2:   # rows interleaved, as the runner packs them
-        from pyquant.kernels.cpu.interleave import interleave
+    if name in EXL2:   # random payloads (any bytes are valid q), sane fp16 scales
+        from pyquant.formats.exl2 import native
 
-        qtype, bs, ts, offs = GGUF[EXL2[name]]
-        plain = torch.from_numpy(random_blocks(rng, n, k // bs, ts, offs).reshape(n, -1))
-        return interleave(plain, qtype).numpy().reshape(-1), rng.permutation(k).astype(np.int64)
+        bits = _exl2_widths(name, k)
+        off = native.block_offsets(bits).numpy()
+        data = rng.integers(0, 256, (n, int(off[-1])), dtype=np.uint8)
+        d = np.full((n, 1), 0.01, np.float16).view(np.uint8)
+        for j in range(k // 32):
+            data[:, off[j]:off[j] + 2] = d
+        return data, bits.numpy(), rng.permutation(k).astype(np.int64)
     if name in GGUF:
         qtype, bs, ts, offs = GGUF[name]
         return random_blocks(rng, n, k // bs, ts, offs)
@@ -159,6 +165,15 @@ def _pyquant_weight(name, n, k):
     return rng.integers(-128, 128, (n, k), dtype=np.int8), np.full(n, 0.01, np.float32)
 
 
+def _exl2_widths(name, k):
+    """block_bits of an exl2-* mix: each width's share of the k/32 blocks, widest first."""
+    nb, out = k // 32, []
+    for bits, frac in EXL2[name]:
+        out += [bits] * round(frac * nb)
+    out = (out + [EXL2[name][-1][0]] * nb)[:nb]
+    return torch.tensor(out, dtype=torch.uint8)
+
+
 def _nbytes(item):
     return sum(v.nbytes for v in item) if isinstance(item, tuple) else item.nbytes
 
@@ -168,8 +183,8 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
     threads(t)
     cold = m <= 16
     approx = {"Q4_0": 0.5625, "Q8_0": 1.0625, "Q4_K": 0.5625, "Q6_K": 0.8203, "int4-g128": 0.5625,
-              "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.5625, "exl2-4.0": 0.5625,
-              "exl2-6.0": 1.0625}
+              "int4-g64": 0.625, "int4-g32": 0.75, "int8": 1.0, "exl2-2.5": 0.35, "exl2-4.0": 0.5625,
+              "exl2-6.0": 0.8125}
     bpw = approx[X8.get(name, name.removesuffix("-x8"))]   # bytes per weight (the layout keeps the size)
     pool = cached_pool((name, n, k), lambda: _pyquant_weight(name, n, k), int(bpw * n * k), cold)
     wbytes = _nbytes(pool[0])
@@ -180,15 +195,15 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
         from pyquant.kernels.cpu.matmul import linear_into
         from pyquant.qtensor import QTensor
 
-        qtype = GGUF[EXL2[name]][0]
-        path = _C.matmul_path("gguf", qtype, m) + " + gather (rows interleaved by 8)"
+        wide = max(b for b, _ in EXL2[name]) > 5
+        path = _C.matmul_path("exl2", 1003 if wide else 1002, m) + " + gather"
         qts = {}   # one QTensor per pool copy (building one validates the permutation: not timed)
 
         def fn(p):
             qt = qts.get(id(p))
             if qt is None:
-                qt = qts[id(p)] = QTensor(torch.from_numpy(p[0].reshape(n, -1)), qtype, (n, k),
-                                          in_perm=torch.from_numpy(p[1]), interleave=8)
+                qt = qts[id(p)] = QTensor(torch.from_numpy(p[0]), "EXL2", (n, k), in_perm=torch.from_numpy(p[2]),
+                                          block_bits=torch.from_numpy(p[1]))
             return linear_into(x, qt, y)
 
         for p in pool:

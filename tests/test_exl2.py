@@ -95,7 +95,8 @@ def test_repack_in_row_chunks_is_the_same_bytes(spec, monkeypatch):
 
 
 @pytest.mark.parametrize("spec", LAYOUTS, ids=lambda s: "-".join(map(str, s[0])))
-def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, act):
+@pytest.mark.parametrize("layout", ["native", "single"])
+def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, layout, act, monkeypatch):
     """The mixed-width QTensor (and its single-type repack) dequantizes to ExLlamaV2's fp16
     reconstruction bit for bit; its matmul (qmatmul and the runner's direct CPU path, M = 1, 3, 40) is
     within float rounding of the exact weights with float activations and within int8x2's bound with
@@ -107,8 +108,10 @@ def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, act):
     t, _ = writer.encode_linear(torch.randn(n, k, generator=g), writer.layout(k, *spec),
                                 torch.randperm(k, generator=g))
     c = layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS))
+    monkeypatch.setenv("PYQUANT_EXL2_LAYOUT", layout)
     qt = reader.to_qtensor(c, n, k)
-    assert qt.qtype.name == ("F16" if reader.exact_type(c.groups) is None else "EXL2")
+    assert qt.qtype.name == ("F16" if reader.exact_type(c.groups) is None else
+                             "EXL2" if layout == "native" else reader.exact_type(c.groups))
     assert torch.equal(qt.dequantize(torch.float16), layouts.dequantize(c, torch.float16))
     if qt.qtype.name != "F16":   # block types hold the exact products; the fp16 fallback their rounding
         assert torch.equal(qt.dequantize(torch.float32), layouts.dequantize(c, torch.float32))
@@ -124,6 +127,18 @@ def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, act):
             ref = x.double() @ w.t()
             for y in (pyquant.qmatmul(x, qt), linear_into(x, qt, torch.empty(m, n))):
                 assert float((y.double() - ref).norm() / ref.norm()) < bound, (mode, m)
+
+
+def test_auto_layout_keeps_the_widths_where_they_save_a_fifth():
+    """auto: the mixed widths when they read <= 0.8 of the single type's bytes ([3, 2] bits: 11.6 vs
+    Q4_0's 18 bytes a block; [8, 4]: 19.6 vs Q8_0's 34), else the single type ([4]: Q4_0 itself;
+    [5, 4]: 20 vs Q5_0's 22)."""
+    n, k = 16, 256
+    for spec, want in ((LAYOUTS[4], "F16"), (LAYOUTS[0], "Q4_0"), (LAYOUTS[3], "Q5_0"), (LAYOUTS[1], "EXL2"),
+                       (LAYOUTS[2], "EXL2"), (([3, 2], [0.5, 0.5], {3: 32, 2: 32}), "EXL2")):
+        t, _ = writer.encode_linear(torch.randn(n, k), writer.layout(k, *spec), torch.randperm(k))
+        qt = reader.to_qtensor(layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS)), n, k)
+        assert qt.qtype.name == want, spec
 
 
 def test_types_chosen_by_the_widest_group():

@@ -2,15 +2,19 @@
 
 Every EXL2 value is (q - 2^(b-1)) * s with one fp16 scale s per (group, output column) and groups
 of whole 32-row blocks along the act-order K: so each 32-block of an output row is exactly
-d * (q - 2^(b-1)), d = s, at its group's width. The CPU kernels read those blocks at their own
-widths (QType.EXL2, native.py: b + 0.5 bits a weight); other devices get the one ggml type that
-holds every block exactly (`single_type`: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0). The weight stays in
+d * (q - 2^(b-1)), d = s, at its group's width. Each Linear is kept either at those widths
+(QType.EXL2, native.py: b + 0.5 bits a weight, read by the CPU kernels in place) or as the one ggml
+type that holds every block exactly (`single_type`: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0), whichever
+`layout_choice` says (auto: the widths where they save a fifth of the bytes); other devices always
+get the single type. The weight stays in
 act-order and the QTensor carries the permutation (`in_perm`): every backend gathers x's columns
 once per call, as ExLlamaV2's kernels do. A layout whose group edges are not 32-aligned (2-bit
 groups of 16 rows) is kept as its exact fp16 reconstruction instead. `pyquant info DIR` shows the
 file's bits per weight beside what the kernels read.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -56,15 +60,42 @@ def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tens
     return torch.cat([d.contiguous().view(torch.uint8).reshape(rows, nb, 2), body], dim=-1).reshape(rows, -1)
 
 
+_SINGLE_BLOCK_BYTES = {"Q4_0": 18, "Q5_0": 22, "Q8_0": 34}
+# auto: the mixed widths where they read at most this fraction of the single type's bytes. Why not
+# always: per byte the single type's row-interleaved kernel is faster (4096x14336, M = 1, this
+# 2-vCPU Zen 4: a 2.5 bpw mix 1.6 ms in its own widths against 1.25 ms as Q4_0 rows interleaved by 8,
+# 1.6x the bytes; bench/bench_matmul.py), so where the widths save little (a 4.0 file's 3/4/5-bit
+# mix: 4.5 vs Q5_0's 5.5 bits) the single type wins; where they save a third or more (2-3 bit
+# layers, 6-bit ones against Q8_0) they win memory and, on machines with less bandwidth per core,
+# time.
+_NATIVE_AT_MOST = 0.8
+
+
+def layout_choice() -> str:
+    """PYQUANT_EXL2_LAYOUT: auto (default), native (always the mixed widths) or single (always one ggml type)."""
+    v = os.environ.get("PYQUANT_EXL2_LAYOUT", "auto").strip().lower() or "auto"
+    if v not in ("auto", "native", "single"):
+        from ...errors import PyquantError
+
+        raise PyquantError(f"PYQUANT_EXL2_LAYOUT={v!r}: use auto, native or single")
+    return v
+
+
 def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     from ...qtensor import QTensor
     from . import native
 
-    if exact_type(c.groups) is None:
+    tname = exact_type(c.groups)
+    if tname is None:
         w = layouts.dequantize(c, torch.float16)                     # [N, K] in the original order
         return QTensor(w.view(torch.uint8).reshape(n, -1), "F16", (n, k))
     data, block_bits = native.pack(c.values, c.scales, c.groups)
-    return QTensor(data, "EXL2", (n, k), in_perm=c.perm, block_bits=block_bits)
+    qt = QTensor(data, "EXL2", (n, k), in_perm=c.perm, block_bits=block_bits)
+    choice = layout_choice()
+    single_bytes = _SINGLE_BLOCK_BYTES[tname] * (k // 32)
+    if choice == "single" or (choice == "auto" and data.shape[1] > _NATIVE_AT_MOST * single_bytes):
+        return qt.single_type()
+    return qt
 
 
 class Exl2Linears:
