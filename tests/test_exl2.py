@@ -129,11 +129,14 @@ def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, layout, act, m
                 assert float((y.double() - ref).norm() / ref.norm()) < bound, (mode, m)
 
 
-def test_auto_layout_keeps_the_widths_where_they_save_a_fifth():
+def test_auto_layout_keeps_the_widths_where_they_save_a_fifth(monkeypatch):
     """auto: the mixed widths when they read <= 0.8 of the single type's bytes ([3, 2] bits: 11.6 vs
     Q4_0's 18 bytes a block; [8, 4]: 19.6 vs Q8_0's 34), else the single type ([4]: Q4_0 itself;
-    [5, 4]: 20 vs Q5_0's 22)."""
+    [5, 4]: 20 vs Q5_0's 22). The default is the single type."""
     n, k = 16, 256
+    t, _ = writer.encode_linear(torch.randn(n, k), writer.layout(k, *LAYOUTS[2]), torch.randperm(k))
+    assert reader.to_qtensor(layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS)), n, k).qtype.name == "Q8_0"
+    monkeypatch.setenv("PYQUANT_EXL2_LAYOUT", "auto")
     for spec, want in ((LAYOUTS[4], "F16"), (LAYOUTS[0], "Q4_0"), (LAYOUTS[3], "Q5_0"), (LAYOUTS[1], "EXL2"),
                        (LAYOUTS[2], "EXL2"), (([3, 2], [0.5, 0.5], {3: 32, 2: 32}), "EXL2")):
         t, _ = writer.encode_linear(torch.randn(n, k), writer.layout(k, *spec), torch.randperm(k))
@@ -153,11 +156,13 @@ def test_types_chosen_by_the_widest_group():
 
 
 # ------------------------------------------------------------------ the runner
+@pytest.mark.parametrize("layout", ["single", "native"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
-def test_exl2_directory_runs_like_transformers(tmp_path, family, float_activations):
+def test_exl2_directory_runs_like_transformers(tmp_path, family, layout, float_activations, monkeypatch):
     """pyquant.load(EXL2 dir): mixed 8/6/5/4/3/2-bit layouts with act-order (a quantized lm_head
     too); logits within 1e-4 of transformers' float forward of the exact dequantized weights, the C++
     step taking the model, and 16 equal greedy tokens."""
+    monkeypatch.setenv("PYQUANT_EXL2_LAYOUT", layout)
     pytest.importorskip("transformers")
     from hf_models import exl2_from_float, float_model
 
@@ -171,6 +176,9 @@ def test_exl2_directory_runs_like_transformers(tmp_path, family, float_activatio
         m = pyquant.load(tmp_path / "e", max_seq_len=64)
     assert m._step.mode == "native"
     assert m.output.qt.in_perm is not None and m.layers[0].qkv[0].qt.in_perm is not None
+    formats = {lin.qt.qtype.name for layer in m.layers for v in vars(layer).values()
+               for lin in (v if isinstance(v, list) else [v]) if getattr(lin, "qt", None) is not None}
+    assert ("EXL2" in formats) == (layout == "native"), formats
     ids = [1, 5, 9, 33, 70, 100, 200, 250, 7, 8, 90, 91, 92, 93, 94, 95]
     with torch.no_grad():
         ref = oracle(torch.tensor([ids])).logits[0].double()
