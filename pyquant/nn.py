@@ -158,7 +158,7 @@ class QuantLinear(nn.Module):
         if self.qtype is QType.INT8:
             return int8_matmul(x, self.qweight, self.scales, self.bias)
         if self.qtype is QType.EXL2:
-            return exl2_matmul(x, self.qweight, self.block_bits, self.bias)
+            return exl2_matmul(x, self.qweight, self.block_bits, self.bias, self.interleave)
         return gguf_matmul(x, self.qweight, int(self.qtype), self.out_features, self.in_features, self.bias,
                            self.interleave)
 

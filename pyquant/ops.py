@@ -9,11 +9,11 @@ Device implementations register against these names: the CPU kernels (pyquant._C
   with w[n, k] = q * scale + min; inside each run of 32 consecutive k, byte j holds element j in its
   low nibble and element j+16 in its high nibble (ggml's Q4 order).
 - ``int8_matmul(x [M, K], qweight int8 [N, K], scales f32 [N], bias?)`` with w = q * scale.
-- ``exl2_matmul(x [M, K], qweight uint8 [N, row_bytes], block_bits uint8 [K/32], bias?)``: EXL2's
+- ``exl2_matmul(x [M, K], qweight uint8 [N, row_bytes], block_bits uint8 [K/32], bias?, interleave)``: EXL2's
   mixed-width 32-blocks, w = d * (q - 2^(b-1)) at block j's width block_bits[j]
   (pyquant/formats/exl2/native.py; K in the weight's stored, act-order, column order).
 
-gguf_matmul and int4_matmul take ``interleave`` last (0, or 8: the weight's rows, and int4's scales
+gguf_matmul, int4_matmul and exl2_matmul take ``interleave`` last (0, or 8: the weight's rows, and int4's scales
 and mins, stored in the CPU kernels' row-interleaved layout, pyquant/kernels/cpu/interleave.py;
 what `QuantLinear` keeps on the CPU). The CPU kernels read that layout as it is; any other backend
 gets plain rows back, a copy per call.
@@ -99,9 +99,13 @@ def _int8_matmul_body(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
 
 
 def _exl2_matmul_body(x: torch.Tensor, qweight: torch.Tensor, block_bits: torch.Tensor,
-                      bias: torch.Tensor | None = None) -> torch.Tensor:
+                      bias: torch.Tensor | None = None, interleave: int = 0) -> torch.Tensor:
     n, k = qweight.shape[0], 32 * block_bits.shape[0]
-    return _run("exl2_matmul", QType.EXL2, x, n, k, qweight, block_bits, bias)
+    if interleave and dispatch.choose("exl2_matmul", QType.EXL2, x.device.type, x.numel() // max(k, 1)).name != "cpu":
+        from .formats.exl2.native import interleave as exl2_interleave   # others read plain rows
+
+        qweight, interleave = exl2_interleave(qweight, block_bits, inverse=True), 0
+    return _run("exl2_matmul", QType.EXL2, x, n, k, qweight, block_bits, bias, interleave)
 
 
 @torch.library.custom_op("pyquant::dequantize", mutates_args=())
@@ -149,12 +153,12 @@ def _(x, qweight, scales, bias=None):
 
 @torch.library.custom_op("pyquant::exl2_matmul", mutates_args=())
 def exl2_matmul(x: torch.Tensor, qweight: torch.Tensor, block_bits: torch.Tensor,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-    return _exl2_matmul_body(x, qweight, block_bits, bias)
+                bias: torch.Tensor | None = None, interleave: int = 0) -> torch.Tensor:
+    return _exl2_matmul_body(x, qweight, block_bits, bias, interleave)
 
 
 @exl2_matmul.register_fake
-def _(x, qweight, block_bits, bias=None):
+def _(x, qweight, block_bits, bias=None, interleave=0):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
@@ -196,9 +200,10 @@ def _dense_weight(op: str, inputs: tuple) -> torch.Tensor:
                                      il.deinterleave_side(mins))
         return dequantize_int4(qweight, scales, mins, group_size)
     if op == "exl2_matmul":
-        from .formats.exl2.native import dequantize
+        from .formats.exl2.native import dequantize, interleave
 
-        return dequantize(inputs[1], inputs[2])
+        qweight, block_bits, _, il8 = inputs[1:5]
+        return dequantize(interleave(qweight, block_bits, inverse=True) if il8 else qweight, block_bits)
     return dequantize_int8(*inputs[1:3])
 
 
@@ -288,7 +293,7 @@ def qmatmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
     if qt is QType.INT8:
         return int8_matmul(x, w.data, w.scales, bias)
     if qt is QType.EXL2:
-        return exl2_matmul(x, w.data, w.block_bits, bias)
+        return exl2_matmul(x, w.data, w.block_bits, bias, interleave)
     if len(w.shape) != 2:
         raise ValueError(f"qmatmul: weight must be 2-D (out, in), got {w.shape}")
     return gguf_matmul(x, w.data, int(qt), w.shape[0], w.shape[1], bias, interleave)

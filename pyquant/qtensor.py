@@ -12,7 +12,7 @@ surprises. Layouts by format (`qtype`):
   given widths (2..8 bits, d * (q - 2^(b-1))), the layout of pyquant/formats/exl2/native.py, read
   by the CPU kernels in place; every other device gets the exact single-type repack (`to`).
 
-A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / INT4 weight may be stored row-interleaved
+A Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q6_K / Q8_0 / INT4 / EXL2 weight may be stored row-interleaved
 (`interleave=8`: rows permuted within groups of 8, pyquant/kernels/cpu/interleave.py), the layout
 the CPU's small-M kernels read fastest; the
 runner packs its weights so at load time. Only the CPU kernels read it as is: every other use
@@ -192,7 +192,8 @@ class QTensor:
         from .kernels.cpu.interleave import convert
 
         data, scales, mins = convert(self, to_interleaved=False)
-        return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm)
+        return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm,
+                       block_bits=self.block_bits)
 
     def interleaved(self) -> "QTensor":
         """This weight in the row-interleaved layout (a copy; self when it already is one)."""
@@ -204,7 +205,8 @@ class QTensor:
             raise UnsupportedQTypeError(f"QTensor {self.qtype.name} {self.shape}: no row-interleaved layout "
                                         f"({NAMES} with out % 8 == 0)")
         data, scales, mins = convert(self, to_interleaved=True)
-        return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm, interleave=8)
+        return QTensor(data, self.qtype, self.shape, scales, mins, self.group_size, self.in_perm, interleave=8,
+                       block_bits=self.block_bits)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The packed tensors by name ("qweight", "scales", "mins", "in_perm", "block_bits"), e.g. to
@@ -364,7 +366,7 @@ class QTensor:
             return self
         from .formats.exl2.native import to_single_type
 
-        data, qt = to_single_type(self.data, self.block_bits)
+        data, qt = to_single_type(self.plain().data, self.block_bits)
         return QTensor(data, qt, self.shape, in_perm=self.in_perm)
 
     def __repr__(self) -> str:

@@ -1,7 +1,7 @@
 """EXL2's mixed-width 32-blocks (pyquant/formats/exl2/native.py, csrc/cpu/exl2_blocks.h): the packer
 against its inverse for every value of every width, the CPU kernels (scalar and AVX2; every GEMV and
-GEMM path) against the exact weights, with runs that end off the 8-block grid, the op's fake /
-autograd / torch.compile, and forged block widths."""
+GEMM path; plain and row-interleaved rows) against the exact weights, with runs that end off the
+8-block grid, the op's fake / autograd / torch.compile, and forged block widths."""
 from __future__ import annotations
 
 import pytest
@@ -56,14 +56,19 @@ WIDTHS = [
 
 
 @pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: "-".join(f"{b}x{r // 32}" for b, r in w))
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 13, 40])
-def test_kernels_match_the_exact_weights(widths, m, isa, act):
-    """_C's matmul on the mixed widths, every path by m (pair, 1..4-row, XQ8, int8 GEMM, float GEMM),
-    within float rounding of the exact weights with float activations and within int8x2's bound."""
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 13, 17, 40])
+@pytest.mark.parametrize("interleave", [False, True], ids=["plain", "x8"])
+def test_kernels_match_the_exact_weights(widths, m, interleave, isa, act):
+    """_C's matmul on the mixed widths, every path by m (pair, 1..4-row, XQ8, int8 GEMM, float GEMM;
+    rows interleaved by 8: the 8-row kernel up to m = 16, the gathered rows past it and on the scalar
+    ISA), within float rounding of the exact weights with float activations and within int8x2's bound."""
     n = 40
     values, scales, groups = make(widths, n)
     data, bits = native.pack(values, scales, groups)
     qt = QTensor(data, "EXL2", (n, values.shape[0]), block_bits=bits)
+    if interleave:
+        qt = qt.interleaved()
+        assert qt.interleave == 8 and not torch.equal(qt.data, data) and torch.equal(qt.plain().data, data)
     w = exact(values, scales, groups).double()
     assert torch.equal(qt.dequantize(torch.float32), w.float())
     x = torch.randn(m, values.shape[0], generator=torch.Generator().manual_seed(m))
@@ -75,6 +80,23 @@ def test_kernels_match_the_exact_weights(widths, m, isa, act):
         act(mode)
         y = pyquant.qmatmul(x, qt)
         assert float((y.double() - ref).norm() / ref.norm()) < bound, (mode, _C.matmul_path("exl2", 0, m))
+
+
+def test_vnni_and_avx2_8_row_kernels_agree_bit_for_bit():
+    """The 8-row kernel built twice (AVX2 vpmaddubsw, AVX-512 VNNI vpdpbusd) forms the same integer
+    sums, so y is bit-identical (where this CPU has VNNI)."""
+    if not _C.get_vnni():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    values, scales, groups = make(WIDTHS[1], 16)
+    data, bits = native.pack(values, scales, groups)
+    qt = QTensor(data, "EXL2", (16, values.shape[0]), block_bits=bits).interleaved()
+    x = torch.randn(4, values.shape[0])
+    try:
+        _C.set_vnni(False)
+        y_avx2 = pyquant.qmatmul(x, qt)
+    finally:
+        _C.set_vnni(True)
+    assert torch.equal(pyquant.qmatmul(x, qt), y_avx2)
 
 
 def test_reads_its_own_widths():

@@ -5,12 +5,15 @@
 // 32-blocks, so each block is   w[i] = d * (q[i] - 2^(b-1)),  d = the group's fp16 scale.
 //
 // Block of b bits: fp16 d, then 4 b bytes of q in up to three parts, each laid out so that one
-// AVX2 shift-and-mask spreads it over 32 byte lanes (avx2/gemv_unpack_avx2.cpp):
-//   nibbles (b >= 4, 16 bytes): byte i holds q[i] & 15 (low nibble) and q[i + 16] & 15 (high), ggml's Q4 order
-//   crumbs  (b = 2, 3, 6, 8 bytes): byte i holds 2 bits of q[i], q[i + 8], q[i + 16], q[i + 24] at bits
+// AVX2 shift-and-mask spreads it over 32 byte lanes (avx2/exl2_decode.h):
+//   nibbles (b >= 4; 16 bytes): byte i holds bits 0-3 of q[i] (low nibble) and of q[i + 16] (high),
+//            ggml's Q4 order; b = 8 has a second such part for bits 4-7
+//   crumbs  (b = 2, 3, 6; 8 bytes): byte i holds 2 bits of q[i], q[i + 8], q[i + 16], q[i + 24] at bits
 //            0-1, 2-3, 4-5, 6-7: bits 0-1 of q for b = 2, 3; bits 4-5 for b = 6
-//   bits    (b = 3, 5, 4 bytes): bit i of the little-endian word is bit 2 (b = 3) or 4 (b = 5) of q[i]
-//   b = 8: the 32 bytes of q.
+//   bits    (b = 3, 5; 4 bytes): bit i of the little-endian word is bit 2 (b = 3) or 4 (b = 5) of q[i]
+// Every part is whole 8-byte (nibbles, crumbs) or 4-byte (bits) units of one row, which the
+// row-interleaved layout (8 rows per group, cpu/interleave.h) stores unit by unit, rows 0..7
+// side by side, so the 8-row kernel splits each part for 4 rows with one load.
 // So a block reads b + 0.5 bits a weight (EXL2's own scales cost it ~0.03-0.13: the price of a
 // per-block scale the 32-block kernels take as they take Q4_0's). pyquant/formats/exl2/native.py
 // packs it; kernels/reference/matmul.py decodes it in torch.
@@ -26,13 +29,13 @@ static inline int exl2_block_bytes(int b) { return 2 + 4 * b; }
 
 // The 32 unsigned values q of a block of b bits whose payload (past d) starts at p.
 static inline void exl2_block_values(const uint8_t* p, int b, uint8_t* q) {
-  if (b == 8) {
-    std::memcpy(q, p, 32);
-    return;
-  }
   if (b >= 4) {
     for (int i = 0; i < 16; ++i) { q[i] = p[i] & 15; q[i + 16] = p[i] >> 4; }
     p += 16;
+    if (b == 8) {
+      for (int i = 0; i < 16; ++i) { q[i] = (uint8_t)(q[i] | (p[i] & 15) << 4); q[i + 16] = (uint8_t)(q[i + 16] | (p[i] >> 4) << 4); }
+      return;
+    }
   } else {
     for (int i = 0; i < 32; ++i) q[i] = 0;
   }

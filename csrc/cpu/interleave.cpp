@@ -174,10 +174,93 @@ struct Through {
   }
 };
 
+// ---------------------------------------------------------------- EXL2 (cpu/exl2_blocks.h)
+// A group-block is the 8 rows' d, then each payload unit (8-byte nibble / crumb units, 4-byte bit
+// units) for rows 0..7 (pyquant/formats/exl2/native.py makes it). Blocks [b0, b1) of row r go
+// back to their plain offsets in dst (a whole row's buffer).
+void exl2_gather(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
+  const int64_t l = r % 8;
+  const uint8_t* grp = w.data + (r - l) * w.row_bytes;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int bits = w.block_bits[b];
+    const uint8_t* u = grp + 8 * w.block_off[b];
+    uint8_t* out = dst + w.block_off[b];
+    std::memcpy(out, u + 2 * l, 2);
+    u += 16;
+    int o = 2;
+    for (const int nib = bits == 8 ? 32 : bits >= 4 ? 16 : 0; o - 2 < nib; o += 8, u += 64) std::memcpy(out + o, u + 8 * l, 8);
+    if (bits == 2 || bits == 3 || bits == 6) {
+      std::memcpy(out + o, u + 8 * l, 8);
+      o += 8;
+      u += 64;
+    }
+    if (bits == 3 || bits == 5) std::memcpy(out + o, u + 4 * l, 4);
+  }
+}
+
+// Row r's blocks [b0, b1) gathered into this thread's row buffer, as a one-row plain weight.
+WeightRef exl2_plain(const WeightRef& w, int64_t r, int64_t b0, int64_t b1) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < (size_t)w.row_bytes) buf.resize((size_t)w.row_bytes);
+  exl2_gather(w, r, b0, b1, buf.data());
+  WeightRef v = w;
+  v.data = buf.data();
+  v.interleave = 0;
+  return v;
+}
+
+// The plain kernels through a gathered row (the 8-row kernel reads the layout in place; m > 16,
+// the scalar ISA and the int8 GEMM's panels come here).
+template <int Q>
+struct ThroughExl2 {
+  static const TypeInfo& plain() { return *type_info(Q); }
+  static void unpack_scalar(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+    plain().unpack_scalar(exl2_plain(w, r, 8 * c0, std::min(w.k / 32, 8 * c1)), 0, c0, c1, out);
+  }
+  static void unpack_avx2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+    plain().unpack_avx2(exl2_plain(w, r, 8 * c0, std::min(w.k / 32, 8 * c1)), 0, c0, c1, out);
+  }
+  static void fused(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
+    plain().fused_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, mr, out);
+  }
+  static void fused8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
+    plain().fused8_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, out);
+  }
+  static void pair(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
+    plain().fused_pair_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, out);
+  }
+  static void group8(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+#ifdef PYQUANT_HAVE_VNNI_BUILD
+    static const GemvGroup8Fn vnni = vnni_group8(Q);
+    if (vnni_enabled()) return vnni(w, r0, x, mr, pair, out);
+#endif
+    static const GemvGroup8Fn avx2 = avx2_group8(Q);
+    avx2(w, r0, x, mr, pair, out);
+  }
+  static TypeInfo make() {
+    TypeInfo t = plain();
+    t.unpack_scalar = unpack_scalar;
+    if (t.unpack_avx2) t.unpack_avx2 = unpack_avx2;
+    if (t.fused_avx2) t.fused_avx2 = fused;
+    if (t.fused8_avx2) t.fused8_avx2 = fused8;
+    if (t.fused_pair_avx2) t.fused_pair_avx2 = pair;
+    t.group8_avx2 = avx2_group8(Q) ? group8 : nullptr;
+    return t;
+  }
+};
+
 }  // namespace
 
 const TypeInfo* type_info(const WeightRef& w) {
   if (!w.interleave) return type_info(w.qtype);
+  if (w.qtype == kExl2) {
+    static const TypeInfo x8 = ThroughExl2<kExl2>::make();
+    return &x8;
+  }
+  if (w.qtype == kExl2Wide) {
+    static const TypeInfo x8 = ThroughExl2<kExl2Wide>::make();
+    return &x8;
+  }
   const TypeInfo* ti = nullptr;
   with_x8_type(w.qtype, [&](auto q) {
     static const TypeInfo x8 = Through<decltype(q)::value>::make();   // one per type, made once

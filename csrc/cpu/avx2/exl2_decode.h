@@ -39,7 +39,7 @@ static inline __m256i bits(const uint8_t* p, char one) {
 }
 
 // The 32 unsigned q of a block of B bits whose payload (past d) starts at p. (A 16-bit shift of
-// lanes of <= 2 bits by 4 stays inside each byte.)
+// lanes of <= 4 bits by 2 or 4 stays inside each byte.)
 template <int B>
 static inline __m256i values(const uint8_t* p) {
   if (B == 2) return crumbs(p);
@@ -47,7 +47,7 @@ static inline __m256i values(const uint8_t* p) {
   if (B == 4) return nibbles(p);
   if (B == 5) return _mm256_or_si256(nibbles(p), bits(p + 16, 16));
   if (B == 6) return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(crumbs(p + 16), 4));
-  return _mm256_loadu_si256((const __m256i*)p);
+  return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(nibbles(p + 16), 4));
 }
 
 static inline __m256i values(const uint8_t* p, int b) {

@@ -666,6 +666,154 @@ void group8_q6_k(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pa
   by_units<Q6KK>(w, r0, x, mr, pair, out);
 }
 
+// ---------------------------------------------------------------- EXL2 mixed widths
+// Group-block (8 rows x one 32-block of width B, cpu/exl2_blocks.h): the 8 fp16 d, then the block's
+// payload unit by unit, rows 0..7 side by side: 8-byte units of the nibble and crumb parts, 4-byte
+// units of the bit part. Each part decodes into the Split arrangement (register [c][h]: weights
+// 8c..8c+7 of rows 4h..4h+3, one row per 64-bit lane) with one load per 4 rows; a row's runs of one
+// width take one template instance each, every run accumulating into the same 8 rows' sums.
+// w = d * (q - 2^(B-1)): the offset through the activation sums (Q4_0's way).
+struct Exl2Part {
+  __m256i r[4][2];
+};
+// 16 bytes of 8-byte nibble units: chunk c's 8 rows at p + 64 c (rows 0-3, then 4-7).
+inline void exl2_nibbles(const uint8_t* p, Exl2Part& q) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int c = 0; c < 2; ++c)
+    for (int h = 0; h < 2; ++h) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 64 * c + 32 * h));
+      q.r[c][h] = _mm256_and_si256(v, m4);
+      q.r[c + 2][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+// 8 crumb bytes a row: byte m holds weights m, m+8, m+16, m+24 at bits 0-1 .. 6-7.
+inline void exl2_crumbs(const uint8_t* p, int shift, Exl2Part& q) {
+  const __m256i m2 = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * h));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i t = _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), m2);
+      q.r[c][h] = shift ? _mm256_or_si256(q.r[c][h], _mm256_slli_epi16(t, shift)) : t;
+    }
+  }
+}
+// A 4-byte word a row (bit i: weight i): `one` where set (bit5's lanes).
+inline void exl2_bits(const uint8_t* p, char one, Exl2Part& q) {
+  const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i q4 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h)));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i idx = _mm256_setr_epi64x(0x0101010101010101LL * c, 0x0101010101010101LL * (4 + c),
+                                             0x0101010101010101LL * (8 + c), 0x0101010101010101LL * (12 + c));
+      const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(q4, idx), bits);
+      q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), _mm256_set1_epi8(one)));
+    }
+  }
+}
+// int32 sums of a part (q <= 31: int16 sums of 4 vpmaddubsw fit, 4 * 2*31*127 < 2^15) with 32
+// activations: two per row, rows 0-3 in lo, 4-7 in hi.
+inline void exl2_dot(const Exl2Part& q, const int8_t* x, __m256i& lo, __m256i& hi) {
+  __m256i xs[4];
+  for (int c = 0; c < 4; ++c) xs[c] = bcast8(x + 8 * c);
+#if PQ_VNNI
+  lo = hi = _mm256_setzero_si256();
+  for (int c = 0; c < 4; ++c) {
+    lo = _mm256_dpbusd_epi32(lo, q.r[c][0], xs[c]);
+    hi = _mm256_dpbusd_epi32(hi, q.r[c][1], xs[c]);
+  }
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  lo = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q.r[0][0], xs[0]),
+                                                           _mm256_maddubs_epi16(q.r[1][0], xs[1])),
+                                          _mm256_add_epi16(_mm256_maddubs_epi16(q.r[2][0], xs[2]),
+                                                           _mm256_maddubs_epi16(q.r[3][0], xs[3]))), ones);
+  hi = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q.r[0][1], xs[0]),
+                                                           _mm256_maddubs_epi16(q.r[1][1], xs[1])),
+                                          _mm256_add_epi16(_mm256_maddubs_epi16(q.r[2][1], xs[2]),
+                                                           _mm256_maddubs_epi16(q.r[3][1], xs[3]))), ones);
+#endif
+}
+
+template <int B, bool kPair, int MR>
+inline void exl2_run8(const uint8_t* g, int64_t j0, int64_t nb, const XQRow* x, __m256 (&acc)[MR][2],
+                      __m256 (&accb)[MR][2]) {
+  constexpr int kTs = 8 * (2 + 4 * B);
+  constexpr bool kTwo = B >= 6;   // a second part of 4 (8-bit) or 2 (6-bit) high bits, dotted apart
+  constexpr int kXs = kPair ? 2 : 1;
+  const __m256i perm = to_hadd_order();
+  const __m256 off = _mm256_set1_ps(-(float)(1 << (B - 1)));
+  const int64_t pf = prefetch_bytes();
+  for (int64_t j = 0; j < nb; ++j) {
+    const uint8_t* p = g + kTs * j;
+    if (pf)
+      for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
+    const __m256 d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
+    const __m256 m = _mm256_mul_ps(d, off);
+    Exl2Part lo, hi;   // hi: the second part (kTwo)
+    const uint8_t* u = p + 16;
+    if (B == 2 || B == 3) {
+      exl2_crumbs(u, 0, lo);
+      if (B == 3) exl2_bits(u + 64, 4, lo);
+    } else {
+      exl2_nibbles(u, lo);
+      if (B == 5) exl2_bits(u + 128, 16, lo);
+      if (B == 6) exl2_crumbs(u + 128, 0, hi);
+      if (B == 8) exl2_nibbles(u + 128, hi);
+    }
+    const int64_t b = j0 + j;
+    for (int un = 0; un < MR; ++un) {
+      const XQRow* xu = x + kXs * un;
+      __m256i a = _mm256_setzero_si256(), c = a;
+      for (int i = 0; i < kXs; ++i) {   // pair: 256 * S1 + S2
+        __m256i l0, h0;
+        exl2_dot(lo, xu[i].q + 32 * b, l0, h0);
+        if (kTwo) {   // q = low part + 16 * high part
+          __m256i l1, h1;
+          exl2_dot(hi, xu[i].q + 32 * b, l1, h1);
+          l0 = _mm256_add_epi32(l0, _mm256_slli_epi32(l1, 4));
+          h0 = _mm256_add_epi32(h0, _mm256_slli_epi32(h1, 4));
+        }
+        a = i ? _mm256_add_epi32(_mm256_slli_epi32(a, 8), l0) : l0;
+        c = i ? _mm256_add_epi32(_mm256_slli_epi32(c, 8), h0) : h0;
+      }
+      const __m256 sv = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a, c));
+      const float dx = kPair ? xu[1].d[b] : xu[0].d[b];
+      acc[un][j & 1] = _mm256_fmadd_ps(sv, _mm256_mul_ps(d, _mm256_set1_ps(dx)), acc[un][j & 1]);
+      const float sx = kPair ? xu[0].s[b] + xu[1].s[b] : xu[0].s[b];
+      accb[un][j & 1] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), accb[un][j & 1]);
+    }
+  }
+}
+
+template <bool kPair, int MR>
+void group8_exl2_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  __m256 acc[MR][2], accb[MR][2];
+  for (int u = 0; u < MR; ++u) acc[u][0] = acc[u][1] = accb[u][0] = accb[u][1] = _mm256_setzero_ps();
+  for (int i = 0; i < w.n_runs; ++i) {
+    const Exl2Run& run = w.runs[i];
+    const uint8_t* p = g + 8 * run.byte0;
+    switch (run.bits) {
+      case 2: exl2_run8<2, kPair, MR>(p, run.block0, run.nblocks, x, acc, accb); break;
+      case 3: exl2_run8<3, kPair, MR>(p, run.block0, run.nblocks, x, acc, accb); break;
+      case 4: exl2_run8<4, kPair, MR>(p, run.block0, run.nblocks, x, acc, accb); break;
+      case 5: exl2_run8<5, kPair, MR>(p, run.block0, run.nblocks, x, acc, accb); break;
+      case 6: exl2_run8<6, kPair, MR>(p, run.block0, run.nblocks, x, acc, accb); break;
+      default: exl2_run8<8, kPair, MR>(p, run.block0, run.nblocks, x, acc, accb); break;
+    }
+  }
+  for (int u = 0; u < MR; ++u)
+    store_rows(_mm256_add_ps(_mm256_add_ps(acc[u][0], acc[u][1]), _mm256_add_ps(accb[u][0], accb[u][1])), out + 8 * u);
+}
+
+template <bool kPair, int MR>
+struct Exl2K {
+  static void run(const WeightRef& w, int64_t r0, const XQRow* x, float* out) { group8_exl2_t<kPair, MR>(w, r0, x, out); }
+};
+void group8_exl2(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+  by_units<Exl2K>(w, r0, x, mr, pair, out);
+}
+
 }  // namespace
 
 #if PQ_VNNI
@@ -682,6 +830,7 @@ GemvGroup8Fn avx2_group8(int qtype) {
     case (int)QType::Q4_K: return group8_q4_k;
     case (int)QType::Q6_K: return group8_q6_k;
     case (int)QType::Q8_0: return group8_q8_0;
+    case kExl2: case kExl2Wide: return group8_exl2;
     default: return nullptr;
   }
 }

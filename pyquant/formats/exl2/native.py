@@ -44,10 +44,8 @@ def _bit_bytes(h: torch.Tensor) -> torch.Tensor:
 def pack_payload(u: torch.Tensor, bits: int) -> torch.Tensor:
     """u int64 [..., 32] unsigned values of `bits` bits -> their payload bytes [..., 4 bits]."""
     parts = []
-    if bits == 8:
-        return u.to(torch.uint8)
-    if bits >= 4:
-        lo = u & 15
+    for sh in ((0, 4) if bits == 8 else (0,) if bits >= 4 else ()):
+        lo = (u >> sh) & 15
         parts.append((lo[..., :16] | (lo[..., 16:] << 4)).to(torch.uint8))
     if bits in (2, 3, 6):
         parts.append(_crumb_bytes((u >> (4 if bits == 6 else 0)) & 3))
@@ -59,11 +57,9 @@ def pack_payload(u: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack_payload(p: torch.Tensor, bits: int) -> torch.Tensor:
     """payload bytes [..., 4 bits] -> the unsigned values int64 [..., 32] (pack_payload's inverse)."""
     p = p.to(torch.int64)
-    if bits == 8:
-        return p
     u = torch.zeros(*p.shape[:-1], 32, dtype=torch.int64)
-    if bits >= 4:
-        u = torch.cat([p[..., :16] & 15, p[..., :16] >> 4], dim=-1)
+    for sh in ((0, 4) if bits == 8 else (0,) if bits >= 4 else ()):
+        u = u | (torch.cat([p[..., :16] & 15, p[..., :16] >> 4], dim=-1) << sh)
         p = p[..., 16:]
     if bits in (2, 3, 6):
         c = torch.stack([(p[..., :8] >> (2 * g)) & 3 for g in range(4)], dim=-2).reshape(*p.shape[:-1], 32)
@@ -144,3 +140,50 @@ def to_single_type(data: torch.Tensor, block_bits: torch.Tensor) -> tuple[torch.
             v[:, j0:j0 + cnt] = (unpack_payload(blk[..., 2:], bits) - (1 << (bits - 1))).to(torch.int16)
         parts.append(single_type_rows(v, d, tname))
     return torch.cat(parts).to(data.device), tname
+
+
+# ---- the row-interleaved layout (8 rows per group; csrc/cpu/interleave.h, kernels/cpu/interleave.py)
+def units(bits: int) -> list[tuple[int, int]]:
+    """(payload offset, bytes) of each unit of a block's payload: 8-byte units of the nibble and
+    crumb parts, a 4-byte unit for the bit part (csrc/cpu/exl2_blocks.h)."""
+    nib = 32 if bits == 8 else 16 if bits >= 4 else 0
+    out = [(o, 8) for o in range(0, nib, 8)]
+    if bits in (2, 3, 6):
+        out.append((nib, 8))
+    if bits in (3, 5):
+        out.append((4 * bits - 4, 4))
+    return out
+
+
+def _x8_index(bits: int) -> torch.Tensor:
+    """Byte i of an interleaved group-block (8 rows x one block of `bits`) is byte index[i] of the 8
+    plain blocks side by side: the 8 fp16 d, then each unit of the payload for rows 0..7."""
+    size = block_bytes(bits)
+    idx = [size * r + i for r in range(8) for i in range(2)]
+    for o, n in units(bits):
+        idx += [size * r + 2 + o + i for r in range(8) for i in range(n)]
+    return torch.tensor(idx)
+
+
+def interleave(data: torch.Tensor, block_bits: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Plain rows uint8 [n, row_bytes] (n % 8 == 0) -> the row-interleaved layout (or back, inverse):
+    same shape, a copy. Block j of rows 8g..8g+7 becomes one group-block of 8 (2 + 4 b) bytes at
+    8 * offset(j) in the group's 8 row_bytes."""
+    n, rb = data.shape
+    src = data.reshape(n // 8, 8 * rb)
+    out = torch.empty_like(src)
+    off = block_offsets(block_bits.cpu())
+    for j0, cnt, bits in runs(block_bits.cpu()):
+        size, b0 = block_bytes(bits), int(off[j0])
+        idx = _x8_index(bits)
+        if not inverse:   # [g, 8 rows, cnt, size] -> [g, cnt, 8 * size], permuted
+            x = src.reshape(n // 8, 8, rb)[:, :, b0:b0 + cnt * size].reshape(n // 8, 8, cnt, size)
+            x = x.permute(0, 2, 1, 3).reshape(n // 8, cnt, 8 * size)[..., idx]
+            out[:, 8 * b0:8 * (b0 + cnt * size)] = x.reshape(n // 8, -1)
+        else:
+            x = src[:, 8 * b0:8 * (b0 + cnt * size)].reshape(n // 8, cnt, 8 * size)
+            plain = torch.empty_like(x)
+            plain[..., idx] = x
+            out.view(n // 8, 8, rb)[:, :, b0:b0 + cnt * size] = (
+                plain.reshape(n // 8, cnt, 8, size).permute(0, 2, 1, 3).reshape(n // 8, 8, cnt * size))
+    return out.reshape(n, rb)

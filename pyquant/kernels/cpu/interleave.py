@@ -5,7 +5,8 @@ then the block's quants in 8-byte chunks, chunk by chunk, rows 0..7 within a chu
 same size, permuted within each group of 8 rows, so the one packed copy the runner keeps
 (pyquant/kernels/cpu/packing.py) can be laid out this way at load time without doubling memory.
 pyquant's int4 (no block headers: the nibbles alone) also stores its scales and mins [n, ng] as
-[n/8][ng][8], a group's 8 rows side by side (`interleave_side`).
+[n/8][ng][8], a group's 8 rows side by side (`interleave_side`). EXL2's mixed widths interleave
+block by block too, each width's payload in its own units (pyquant/formats/exl2/native.py).
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q5_0: (6, 16), QType.Q5
 # types whose plain block holds the header after the quants (Q6_K: ql, qh, then scales and d);
 # interleaved, the 8 rows' headers come first as for every type
 HEADER_LAST = {QType.Q6_K}
-NAMES = " / ".join(t.name for t in SPECS)   # for messages
+NAMES = " / ".join(t.name for t in SPECS) + " / EXL2"   # for messages
 
 
 def supports(qtype, shape) -> bool:
     """Whether a weight of this type and (out, in) shape can be stored interleaved."""
-    return QType(int(qtype)) in SPECS and len(shape) == 2 and shape[0] % 8 == 0 and shape[0] > 0
+    q = QType(int(qtype))
+    return (q in SPECS or q is QType.EXL2) and len(shape) == 2 and shape[0] % 8 == 0 and shape[0] > 0
 
 
 def _split(data: torch.Tensor, qtype):
@@ -33,8 +35,13 @@ def _split(data: torch.Tensor, qtype):
     return h, q, n, rb, rb // (h + q)
 
 
-def interleave(data: torch.Tensor, qtype) -> torch.Tensor:
-    """Plain rows uint8 [n, row_bytes] (n % 8 == 0) -> the interleaved layout, same shape (a copy)."""
+def interleave(data: torch.Tensor, qtype, block_bits=None) -> torch.Tensor:
+    """Plain rows uint8 [n, row_bytes] (n % 8 == 0) -> the interleaved layout, same shape (a copy).
+    block_bits: EXL2's block widths (that format only)."""
+    if QType(int(qtype)) is QType.EXL2:
+        from ...formats.exl2 import native
+
+        return native.interleave(data, block_bits)
     h, q, n, rb, nb = _split(data, qtype)
     x = data.reshape(n // 8, 8, nb, h + q)
     head, quants = (x[..., q:], x[..., :q]) if QType(int(qtype)) in HEADER_LAST else (x[..., :h], x[..., h:])
@@ -43,8 +50,12 @@ def interleave(data: torch.Tensor, qtype) -> torch.Tensor:
     return torch.cat([hdr, qs], dim=-1).reshape(n, rb)
 
 
-def deinterleave(data: torch.Tensor, qtype) -> torch.Tensor:
+def deinterleave(data: torch.Tensor, qtype, block_bits=None) -> torch.Tensor:
     """The inverse of interleave: plain rows again (a copy)."""
+    if QType(int(qtype)) is QType.EXL2:
+        from ...formats.exl2 import native
+
+        return native.interleave(data, block_bits, inverse=True)
     h, q, n, rb, nb = _split(data, qtype)
     x = data.reshape(n // 8, nb, 8 * (h + q))
     hdr = x[..., :8 * h].reshape(n // 8, nb, 8, h).permute(0, 2, 1, 3)
@@ -72,4 +83,4 @@ def convert(qt, to_interleaved: bool) -> tuple:
     def side_of(t):
         return t if t is None or qt.qtype is not QType.INT4 else side(t)
 
-    return rows(qt.data, qt.qtype), side_of(qt.scales), side_of(qt.mins)
+    return rows(qt.data, qt.qtype, qt.block_bits), side_of(qt.scales), side_of(qt.mins)

@@ -158,13 +158,15 @@ def int8_matmul(x, qweight, scales, bias=None):
     return _run(_weight(QType.INT8, qweight, qweight.shape[0], x.shape[1], scales), x, bias)
 
 
-def exl2_matmul(x, qweight, block_bits, bias=None):
-    """x [M, K] @ W.T, W in EXL2's mixed-width blocks (pyquant/formats/exl2/native.py) -> x.dtype [M, N]."""
+def exl2_matmul(x, qweight, block_bits, bias=None, interleave=0):
+    """x [M, K] @ W.T, W in EXL2's mixed-width blocks (pyquant/formats/exl2/native.py; interleave 8:
+    rows interleaved by 8) -> x.dtype [M, N]."""
     if not _has_fused("exl2_matmul", QType.EXL2):
         from ..reference.matmul import exl2_matmul as reference
 
-        return reference(x, qweight, block_bits, bias)
-    return _run(_weight(QType.EXL2, qweight, qweight.shape[0], x.shape[1], block_bits=block_bits), x, bias)
+        return reference(x, qweight, block_bits, bias, interleave)
+    return _run(_weight(QType.EXL2, qweight, qweight.shape[0], x.shape[1], interleave=interleave,
+                        block_bits=block_bits), x, bias)
 
 
 def interleaved_matmul(x, qtype, w, n, k, scales=None, mins=None, group_size=0, bias=None):

@@ -79,12 +79,13 @@ def pack_step_weights(model, release=None) -> int:
     if model.output is not None:   # a layer split's last rank only
         lins.append(model.output)
     interleave = os.environ.get("PYQUANT_INTERLEAVE", "1") != "0"
-    for lin in lins:   # int4 is no file view: rewritten in place, one weight's temporary at a time
+    for lin in lins:   # int4 / EXL2 are no file views: rewritten in place, one weight's temporary at a time
         qt = lin.qt        # (new copies of all of them while the loader still held the old ones: +35 MB peak)
-        if (interleave and lin.dense is None and qt.qtype == QType.INT4 and qt.data.device.type == "cpu"
+        if (interleave and lin.dense is None and qt.qtype in (QType.INT4, QType.EXL2) and qt.data.device.type == "cpu"
                 and not qt.interleave and il.supports(qt.qtype, qt.shape)):
             for old, t in zip((qt.data, qt.scales, qt.mins), il.convert(qt, to_interleaved=True)):
-                old.copy_(t)
+                if old is not None:
+                    old.copy_(t)
             qt.interleave = 8   # the same object: whoever else holds it sees the new layout
     lins = [lin for lin in lins if lin.dense is None and _packable(lin.qt)]
     qts = [lin.qt for lin in lins]

@@ -101,10 +101,12 @@ def int8_matmul(x, qweight, scales, bias=None):
     return _linear_f32(x, dequantize_int8(qweight, scales), bias)
 
 
-def exl2_matmul(x, qweight, block_bits, bias=None):
+def exl2_matmul(x, qweight, block_bits, bias=None, interleave=0):
     """x [M, K] @ the EXL2 blocks' values.T (+ bias) -> x.dtype [M, N] (pyquant/formats/exl2/native.py)."""
-    from ...formats.exl2.native import dequantize as dequantize_exl2
+    from ...formats.exl2.native import dequantize as dequantize_exl2, interleave as exl2_interleave
 
+    if interleave:
+        qweight = exl2_interleave(qweight, block_bits, inverse=True)
     return _linear_f32(x, dequantize_exl2(qweight, block_bits), bias)
 
 
