@@ -255,6 +255,7 @@ def linear_path(lin, m: int) -> str:
         path = (path.split(":")[0] + f": {qt.name} m={m}: 8-row kernel, rows interleaved by 8 and decoded once "
                 f"for up to 4 rows of x" + (" (AVX-512 VNNI build: vpdpbusd)" if _C.get_vnni() else "")
                 if m <= 16 and path.startswith("avx2/gemv-int8") else
-                path + " (rows interleaved by 8, read in place)")
+                path + (" (rows interleaved by 8, each row gathered back to plain blocks)" if qt is QType.EXL2
+                        else " (rows interleaved by 8, read in place)"))
     gather = ", x gathered through the act-order permutation first" if lin.qt.in_perm is not None else ""
     return "cpu-direct " + (path or f"(no fused kernel for {qt.name}: _C.dequantize to float32, then torch matmul)") + gather
