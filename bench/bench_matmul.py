@@ -38,10 +38,10 @@ GGUF = {
     "Q6_K": (14, 256, 210, [208]),
 }
 # int4-g*: pyquant's int4 layout, which AWQ checkpoints (group 128 / 64 / 32) are repacked into at load
-# exl2-*: what an EXL2 Linear runs as (formats/exl2/native.py): its groups' 32-blocks at their own
-# widths in act-order (b + 0.5 bits read a weight) plus the gather of x through the permutation. The
-# mixes (fraction of K per width, widest first) are what the converter picks around each target:
-# 2.5 bpw -> 2.8 read, 4.0 -> 4.5, 6.0 -> 6.5
+# exl2-*: an EXL2 Linear in its own widths (formats/exl2/native.py): its groups' 32-blocks at their
+# widths in act-order (b + 0.5 bits read a weight), rows interleaved by 8 as the runner packs them,
+# plus the gather of x through the permutation. The mixes (fraction of K per width, widest first)
+# are what the converter picks around each target: 2.5 bpw -> 2.8 read, 4.0 -> 4.5, 6.0 -> 6.5
 EXL2 = {"exl2-2.5": [(3, 0.3), (2, 0.7)], "exl2-4.0": [(5, 0.1), (4, 0.8), (3, 0.1)],
         "exl2-6.0": [(8, 0.1), (6, 0.7), (5, 0.2)]}
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
@@ -141,6 +141,7 @@ def _pyquant_weight(name, n, k):
         d = np.full((n, 1), 0.01, np.float16).view(np.uint8)
         for j in range(k // 32):
             data[:, off[j]:off[j] + 2] = d
+        data = native.interleave(torch.from_numpy(data), bits).numpy()   # rows interleaved, as the runner packs them
         return data, bits.numpy(), rng.permutation(k).astype(np.int64)
     if name in GGUF:
         qtype, bs, ts, offs = GGUF[name]
@@ -196,14 +197,14 @@ def test_pyquant(benchmark, threads, roofline, name, n, k, m, t):
         from pyquant.qtensor import QTensor
 
         wide = max(b for b, _ in EXL2[name]) > 5
-        path = _C.matmul_path("exl2", 1003 if wide else 1002, m) + " + gather"
+        path = _C.matmul_path("exl2", 1003 if wide else 1002, m) + " + gather (rows interleaved by 8)"
         qts = {}   # one QTensor per pool copy (building one validates the permutation: not timed)
 
         def fn(p):
             qt = qts.get(id(p))
             if qt is None:
                 qt = qts[id(p)] = QTensor(torch.from_numpy(p[0]), "EXL2", (n, k), in_perm=torch.from_numpy(p[2]),
-                                          block_bits=torch.from_numpy(p[1]))
+                                          block_bits=torch.from_numpy(p[1]), interleave=8)
             return linear_into(x, qt, y)
 
         for p in pool:
