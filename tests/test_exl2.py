@@ -132,10 +132,10 @@ def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, layout, act, m
 def test_auto_layout_keeps_the_widths_where_they_save_a_fifth(monkeypatch):
     """auto: the mixed widths when they read <= 0.8 of the single type's bytes ([3, 2] bits: 11.6 vs
     Q4_0's 18 bytes a block; [8, 4]: 19.6 vs Q8_0's 34), else the single type ([4]: Q4_0 itself;
-    [5, 4]: 20 vs Q5_0's 22). The default is the single type."""
+    [5, 4]: 20 vs Q5_0's 22). The default keeps the widths."""
     n, k = 16, 256
-    t, _ = writer.encode_linear(torch.randn(n, k), writer.layout(k, *LAYOUTS[2]), torch.randperm(k))
-    assert reader.to_qtensor(layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS)), n, k).qtype.name == "Q8_0"
+    t, _ = writer.encode_linear(torch.randn(n, k), writer.layout(k, *LAYOUTS[3]), torch.randperm(k))
+    assert reader.to_qtensor(layouts.unpack("t", "p", n, k, *(t[x] for x in reader.TENSORS)), n, k).qtype.name == "EXL2"
     monkeypatch.setenv("PYQUANT_EXL2_LAYOUT", "auto")
     for spec, want in ((LAYOUTS[4], "F16"), (LAYOUTS[0], "Q4_0"), (LAYOUTS[3], "Q5_0"), (LAYOUTS[1], "EXL2"),
                        (LAYOUTS[2], "EXL2"), (([3, 2], [0.5, 0.5], {3: 32, 2: 32}), "EXL2")):

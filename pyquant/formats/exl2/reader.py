@@ -5,8 +5,8 @@ of whole 32-row blocks along the act-order K: so each 32-block of an output row 
 d * (q - 2^(b-1)), d = s, at its group's width. Each Linear is kept either at those widths
 (QType.EXL2, native.py: b + 0.5 bits a weight, read by the CPU kernels in place) or as the one ggml
 type that holds every block exactly (`single_type`: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0), whichever
-`layout_choice` says (PYQUANT_EXL2_LAYOUT: single by default, measured faster here; native; auto:
-the widths where they save a fifth of the bytes); other devices always get the single type. The weight stays in
+`layout_choice` says (PYQUANT_EXL2_LAYOUT: native by default; single; auto: the widths where they
+save a fifth of the bytes); other devices always get the single type. The weight stays in
 act-order and the QTensor carries the permutation (`in_perm`): every backend gathers x's columns
 once per call, as ExLlamaV2's kernels do. A layout whose group edges are not 32-aligned (2-bit
 groups of 16 rows) is kept as its exact fp16 reconstruction instead. `pyquant info DIR` shows the
@@ -61,23 +61,24 @@ def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tens
 
 
 _SINGLE_BLOCK_BYTES = {"Q4_0": 18, "Q5_0": 22, "Q8_0": 34}
-# Default "single": on this project's 2-vCPU Zen 4 the single type's row-interleaved kernel is faster
-# per byte than the mixed widths' run-by-run GEMV, so much that it wins even where the widths read
-# 0.6x the bytes: 4096x14336 at M = 1, a 2.5 bpw mix 1.6 ms against 1.25 ms as Q4_0 rows interleaved
-# (bench/bench_matmul.py); SmolLM2 EXL2 2.5 generation 100-103 tok/s against 254-313 (its 576-wide
-# rows are 18 blocks: the per-run overhead dominates), 6.0 113-117 against 177-218. "native" keeps
-# every Linear at its own widths (memory: a 2.5 bpw model 38% smaller); "auto" where they read at
-# most 0.8 of the single type's bytes (2-3 bit layers, 6-bit ones against Q8_0).
+# Default "native": the widths read fewer bytes and, rows interleaved by 8 (the runner's packing),
+# run as fast or faster. 4096x14336, M = 1, 2 threads, this 2-vCPU Zen 4, same runs: a 2.5 bpw mix
+# 0.97-1.23 ms against its single type (Q4_0 rows interleaved) 1.28-1.41; a 4.0 mix (5/4/3 bits)
+# 1.30-1.51 against Q5_0 1.47-1.57; a 6.0 mix (8/6/5) 1.78-1.89 against Q8_0 2.37-2.68. SmolLM2's
+# 576-wide rows (18 blocks: the per-run setup weighs more): EXL2 2.5 tg 271-308 tok/s against
+# 303-345, 4.0 and 6.0 within noise, peak RSS 420-490 MiB against 537-771 (the in-memory repack is
+# not copied again by the runner's packing). "single" keeps one ggml type per Linear (what other
+# devices always get); "auto" the widths where they read at most 0.8 of the single type's bytes.
 _NATIVE_AT_MOST = 0.8
 
 
 def layout_choice() -> str:
-    """PYQUANT_EXL2_LAYOUT: single (default: one ggml type), native (the mixed widths) or auto."""
-    v = os.environ.get("PYQUANT_EXL2_LAYOUT", "single").strip().lower() or "single"
+    """PYQUANT_EXL2_LAYOUT: native (default: the mixed widths), single (one ggml type) or auto."""
+    v = os.environ.get("PYQUANT_EXL2_LAYOUT", "native").strip().lower() or "native"
     if v not in ("auto", "native", "single"):
         from ...errors import PyquantError
 
-        raise PyquantError(f"PYQUANT_EXL2_LAYOUT={v!r}: use single, native or auto")
+        raise PyquantError(f"PYQUANT_EXL2_LAYOUT={v!r}: use native, single or auto")
     return v
 
 
