@@ -244,7 +244,7 @@ def test_info_describes_an_exl2_directory(exl2_dir, capsys):
 
     assert main(["info", str(exl2_dir)]) == 0
     out = capsys.readouterr().out
-    assert "exl2" in out and "bits" in out and "8/6" in out
+    assert "exl2" in out and "bits" in out and "8/6" in out and "read (native layout)" in out
 
 
 def test_quantlinear_keeps_the_permutation():

@@ -82,6 +82,24 @@ def layout_choice() -> str:
     return v
 
 
+def _uses_widths(groups, tname: str, k: int) -> bool:
+    """Whether layout_choice() keeps these 32-aligned groups at their own widths."""
+    choice = layout_choice()
+    native_bytes = sum(g.rows // 32 * (2 + 4 * g.bits) for g in groups)
+    return choice == "native" or (choice == "auto" and native_bytes <= _NATIVE_AT_MOST * _SINGLE_BLOCK_BYTES[tname] * (k // 32))
+
+
+def read_bits(groups) -> float:
+    """Bits a weight the CPU kernels read for a Linear of these groups in the chosen layout (`pyquant info`)."""
+    k = sum(g.rows for g in groups)
+    tname = exact_type(groups)
+    if tname is None:
+        return 16.0                                              # the fp16 fallback
+    if _uses_widths(groups, tname, k):
+        return sum(g.rows * (g.bits + 0.5) for g in groups) / k
+    return _SINGLE_BLOCK_BYTES[tname] * 8 / 32
+
+
 def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     from ...qtensor import QTensor
     from . import native
@@ -92,11 +110,7 @@ def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
         return QTensor(w.view(torch.uint8).reshape(n, -1), "F16", (n, k))
     data, block_bits = native.pack(c.values, c.scales, c.groups)
     qt = QTensor(data, "EXL2", (n, k), in_perm=c.perm, block_bits=block_bits)
-    choice = layout_choice()
-    single_bytes = _SINGLE_BLOCK_BYTES[tname] * (k // 32)
-    if choice == "single" or (choice == "auto" and data.shape[1] > _NATIVE_AT_MOST * single_bytes):
-        return qt.single_type()
-    return qt
+    return qt if _uses_widths(c.groups, tname, k) else qt.single_type()
 
 
 class Exl2Linears:

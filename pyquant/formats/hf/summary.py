@@ -91,8 +91,9 @@ def summarize_directory(path) -> dict:
 
 
 def _exl2_layers(d, st, quantized, dims) -> list[dict]:
-    """Per decoder layer (and the head): EXL2 bits per weight and the bit widths used, from q_groups."""
-    from ..exl2 import layouts
+    """Per decoder layer (and the head): EXL2 bits per weight, the bits a weight the CPU kernels read in
+    the layout PYQUANT_EXL2_LAYOUT picks (reader.read_bits), and the bit widths used, from q_groups."""
+    from ..exl2 import layouts, reader
 
     per: dict = {}
     for name in quantized:
@@ -105,11 +106,13 @@ def _exl2_layers(d, st, quantized, dims) -> list[dict]:
             k, n = inv_shape[0], qw_shape[1]   # padded N: close enough for the head's summary
         groups = layouts.parse_groups(d, name, st.get(f"{name}.q_groups"), k, st.info(f"{name}.q_weight")[1][0])
         key = "head" if name == "lm_head" else name.split(".")[2] if name.startswith("model.layers.") else name
-        e = per.setdefault(key, {"bits": 0.0, "weights": 0, "widths": set()})
+        e = per.setdefault(key, {"bits": 0.0, "read": 0.0, "weights": 0, "widths": set()})
         e["bits"] += layouts.bits_per_weight(groups, n, k) * n * k
+        e["read"] += reader.read_bits(groups) * n * k
         e["weights"] += n * k
         e["widths"] |= {g.bits for g in groups}
     return [{"layer": key, "bits_per_weight": round(e["bits"] / e["weights"], 3),
+             "read_bits_per_weight": round(e["read"] / e["weights"], 3),
              "widths": sorted(e["widths"], reverse=True)} for key, e in per.items()]
 
 
@@ -128,9 +131,12 @@ def format_directory(s: dict) -> str:
         more = f", ... ({len(fl)} in all)" if len(fl) > 4 else ""
         out.append(f"float     {', '.join(fl[:4])}{more}")
     if s.get("exl2_layers"):
-        out.append("layer     bits/weight  widths")
+        from ..exl2.reader import layout_choice
+
+        out.append(f"layer     bits/weight  read ({layout_choice()} layout)  widths")
         for e in s["exl2_layers"]:
-            out.append(f"  {e['layer']:<7} {e['bits_per_weight']:>10.3f}  {'/'.join(map(str, e['widths']))}")
+            out.append(f"  {e['layer']:<7} {e['bits_per_weight']:>10.3f}  {e['read_bits_per_weight']:>19.3f}  "
+                       f"{'/'.join(map(str, e['widths']))}")
     if s["bits_per_weight"]:
         out.append(f"total     {s['bits_per_weight']:.3f} bits/weight over every matrix")
     return "\n".join(out)
