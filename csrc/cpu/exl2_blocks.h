@@ -10,7 +10,8 @@
 //            ggml's Q4 order; b = 8 has a second such part for bits 4-7
 //   crumbs  (b = 2, 3, 6; 8 bytes): byte i holds 2 bits of q[i], q[i + 8], q[i + 16], q[i + 24] at bits
 //            0-1, 2-3, 4-5, 6-7: bits 0-1 of q for b = 2, 3; bits 4-5 for b = 6
-//   bits    (b = 3, 5; 4 bytes): bit i of the little-endian word is bit 2 (b = 3) or 4 (b = 5) of q[i]
+//   bits    (b = 3, 5; 4 bytes): byte m holds bit 2 (b = 3) or 4 (b = 5) of q[m], q[m + 4], .. q[m + 28]
+//            at bits 0..7 (q[i]'s at byte i % 4, bit i / 4: a per-dword variable shift spreads them)
 // Every part is whole 8-byte (nibbles, crumbs) or 4-byte (bits) units of one row, which the
 // row-interleaved layout (8 rows per group, cpu/interleave.h) stores unit by unit, rows 0..7
 // side by side, so the 8-row kernel splits each part for 4 rows with one load.
@@ -45,10 +46,8 @@ static inline void exl2_block_values(const uint8_t* p, int b, uint8_t* q) {
     p += 8;
   }
   if (b == 3 || b == 5) {
-    uint32_t h;
-    std::memcpy(&h, p, 4);
     const int sh = b == 3 ? 2 : 4;
-    for (int i = 0; i < 32; ++i) q[i] = (uint8_t)(q[i] | (((h >> i) & 1) << sh));
+    for (int i = 0; i < 32; ++i) q[i] = (uint8_t)(q[i] | (((p[i % 4] >> (i / 4)) & 1) << sh));
   }
 }
 

@@ -26,16 +26,16 @@ static inline __m256i crumbs(const uint8_t* p) {
   return _mm256_and_si256(v, _mm256_set1_epi8(3));
 }
 
-// The little-endian word at p -> lane i = `one` where its bit i is set, else 0: byte i / 8 to
-// lane i, then its bit i % 8 tested.
-static inline __m256i bits(const uint8_t* p, char one) {
+// The 4 bit-part bytes at p (byte m: bits of q[m], q[m + 4], .. at 0..7) -> lane i = `one` where
+// q[i]'s bit is set, else 0: the word in every dword, dword d shifted right by d (lane i sits in
+// dword i / 4 at byte i % 4), then bit 0 of each byte moved to `one`'s place.
+template <int kOne>
+static inline __m256i bits(const uint8_t* p) {
   uint32_t h;
   std::memcpy(&h, p, 4);
-  const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-  const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick), bit);
-  return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(one));
+  const __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)h), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i b = _mm256_and_si256(v, _mm256_set1_epi8(1));
+  return kOne == 4 ? _mm256_slli_epi16(b, 2) : _mm256_slli_epi16(b, 4);
 }
 
 // The 32 unsigned q of a block of B bits whose payload (past d) starts at p. (A 16-bit shift of
@@ -43,9 +43,9 @@ static inline __m256i bits(const uint8_t* p, char one) {
 template <int B>
 static inline __m256i values(const uint8_t* p) {
   if (B == 2) return crumbs(p);
-  if (B == 3) return _mm256_or_si256(crumbs(p), bits(p + 8, 4));
+  if (B == 3) return _mm256_or_si256(crumbs(p), bits<4>(p + 8));
   if (B == 4) return nibbles(p);
-  if (B == 5) return _mm256_or_si256(nibbles(p), bits(p + 16, 16));
+  if (B == 5) return _mm256_or_si256(nibbles(p), bits<16>(p + 16));
   if (B == 6) return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(crumbs(p + 16), 4));
   return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(nibbles(p + 16), 4));
 }

@@ -697,16 +697,22 @@ inline void exl2_crumbs(const uint8_t* p, int shift, Exl2Part& q) {
     }
   }
 }
-// A 4-byte word a row (bit i: weight i): `one` where set (bit5's lanes).
-inline void exl2_bits(const uint8_t* p, char one, Exl2Part& q) {
-  const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+// 4 bit-part bytes a row (byte m: weights m, m + 4, .. at bits 0..7): weight 8c + i of a row's
+// 64-bit lane (its 4 bytes in both dwords) is bit 2c + i / 4 of byte i % 4, so one per-dword
+// variable shift puts every lane's bit at kOne's place (left for the low chunks, right for the
+// high ones; what comes in from a neighbour byte is masked off).
+template <int kOne>
+inline void exl2_bits(const uint8_t* p, Exl2Part& q) {
+  constexpr int t = kOne == 4 ? 2 : 4;
   for (int h = 0; h < 2; ++h) {
-    const __m256i q4 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h)));
+    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h))),
+                                                  _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
     for (int c = 0; c < 4; ++c) {
-      const __m256i idx = _mm256_setr_epi64x(0x0101010101010101LL * c, 0x0101010101010101LL * (4 + c),
-                                             0x0101010101010101LL * (8 + c), 0x0101010101010101LL * (12 + c));
-      const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(q4, idx), bits);
-      q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), _mm256_set1_epi8(one)));
+      const __m256i s = t > 2 * c ? _mm256_sllv_epi32(v, _mm256_setr_epi32(t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1,
+                                                                        t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1))
+                                  : _mm256_srlv_epi32(v, _mm256_setr_epi32(2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t,
+                                                                        2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t));
+      q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(s, _mm256_set1_epi8(kOne)));
     }
   }
 }
@@ -753,10 +759,10 @@ inline void exl2_run8(const uint8_t* g, int64_t j0, int64_t nb, const XQRow* x, 
     const uint8_t* u = p + 16;
     if (B == 2 || B == 3) {
       exl2_crumbs(u, 0, lo);
-      if (B == 3) exl2_bits(u + 64, 4, lo);
+      if (B == 3) exl2_bits<4>(u + 64, lo);
     } else {
       exl2_nibbles(u, lo);
-      if (B == 5) exl2_bits(u + 128, 16, lo);
+      if (B == 5) exl2_bits<16>(u + 128, lo);
       if (B == 6) exl2_crumbs(u + 128, 0, hi);
       if (B == 8) exl2_nibbles(u + 128, hi);
     }

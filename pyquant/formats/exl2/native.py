@@ -36,9 +36,9 @@ def _crumb_bytes(c: torch.Tensor) -> torch.Tensor:
 
 
 def _bit_bytes(h: torch.Tensor) -> torch.Tensor:
-    """h [..., 32] of 0/1 -> [..., 4] bytes of the little-endian word with bit i = h[i]."""
-    h = h.reshape(*h.shape[:-1], 4, 8)
-    return (h << torch.arange(8, dtype=h.dtype)).sum(-1).to(torch.uint8)
+    """h [..., 32] of 0/1 -> [..., 4] bytes, byte m = h[m] | h[m + 4] << 1 | .. | h[m + 28] << 7."""
+    h = h.reshape(*h.shape[:-1], 8, 4)                                   # [.., t, m]: element 4 t + m
+    return (h << torch.arange(8, dtype=h.dtype)[:, None]).sum(-2).to(torch.uint8)
 
 
 def pack_payload(u: torch.Tensor, bits: int) -> torch.Tensor:
@@ -66,7 +66,7 @@ def unpack_payload(p: torch.Tensor, bits: int) -> torch.Tensor:
         u = u | (c << (4 if bits == 6 else 0))
         p = p[..., 8:]
     if bits in (3, 5):
-        h = ((p[..., :4, None] >> torch.arange(8)) & 1).reshape(*p.shape[:-1], 32)
+        h = ((p[..., None, :4] >> torch.arange(8)[:, None]) & 1).reshape(*p.shape[:-1], 32)
         u = u | (h << (2 if bits == 3 else 4))
     return u
 
