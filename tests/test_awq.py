@@ -381,3 +381,21 @@ def test_forged_directories_raise_format_error(tmp_path, case, cfg, files, messa
         files(d)
     with pytest.raises(FormatError, match=message):
         pyquant.load(d, max_seq_len=16)
+
+
+def test_head_type_quantizes_a_float_head_at_load(awq_dir, monkeypatch, float_activations):
+    """PYQUANT_HEAD_TYPE=Q8_0: the fp16 lm_head becomes Q8_0 at load (the quantized linears stay as
+    they are); the logits move by what Q8_0 rounding allows: each head weight within half a step of
+    its block's 1/127 of max, so a relative error of order 2^-8 in each logit's dot product."""
+    ids = [1, 5, 9, 33, 70, 100, 7, 8]
+    base = pyquant.load(awq_dir, max_seq_len=16)
+    assert base.output.qt.qtype.name == "F16"
+    ref = base.forward(ids, 0, all_logits=True).double()
+    monkeypatch.setenv("PYQUANT_HEAD_TYPE", "Q8_0")
+    m = pyquant.load(awq_dir, max_seq_len=16)
+    assert m.output.qt.qtype.name == "Q8_0" and m.layers[0].down.qt.qtype is pyquant.QType.INT4
+    got = m.forward(ids, 0, all_logits=True).double()
+    assert 0 < float(((got - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 2 ** -6
+    monkeypatch.setenv("PYQUANT_HEAD_TYPE", "Q9_9")
+    with pytest.raises(pyquant.PyquantError, match="PYQUANT_HEAD_TYPE=Q9_9"):
+        pyquant.load(awq_dir, max_seq_len=16)

@@ -24,6 +24,32 @@ from .rope import apply_rope_, neox_to_normal_rows, rope_table
 from .weights import Embedding, Linear, fused_linear
 
 
+def _head_qtensor(qt, release=None):
+    """The output head as the model reads it. A float head (AWQ and EXL2 checkpoints keep lm_head in
+    fp16: SmolLM2's is 56 MB, half of what a token reads) stays float unless PYQUANT_HEAD_TYPE names a
+    ggml type (e.g. Q8_0) to quantize it to at load: opt-in, since it moves the logits (the README's
+    "AWQ: the output head" has the measured KL and speed). A quantized head is kept as it is."""
+    import os
+
+    want = os.environ.get("PYQUANT_HEAD_TYPE", "").strip()
+    if not want or qt.qtype.name not in ("F16", "BF16", "F32"):
+        return qt
+    from ..errors import UnsupportedQTypeError
+    from ..qtensor import QTensor
+    from ..qtypes import qtype
+
+    n, parts = qt.shape[0], []
+    try:   # 4096 rows at a time: a whole 49152-row head in float32 would be a 113 MB transient
+        for r0 in range(0, n, 4096):
+            rows = qt.take_rows(range(r0, min(n, r0 + 4096)))
+            parts.append(QTensor.quantize(rows.dequantize(torch.float32), qtype(want)).data)
+            if release is not None:   # the float rows' file pages (the embedding re-reads what it needs)
+                release(rows.data)
+    except UnsupportedQTypeError as e:
+        raise PyquantError(f"PYQUANT_HEAD_TYPE={want}: {e}") from None
+    return QTensor(torch.cat(parts), want, qt.shape)
+
+
 @dataclass
 class Layer:
     attn_norm: torch.Tensor   # [d]
@@ -124,7 +150,8 @@ class DecoderModel:
             self.output_norm = source.vector("output_norm.weight", cfg.d_model)
             # No output.weight: the output projection is tied to the token embedding.
             out_name = "output.weight" if source.has("output.weight") else "token_embd.weight"
-            self.output = Linear(source.qtensor(out_name, (n_rows, cfg.d_model)), name=out_name)
+            self.output = Linear(_head_qtensor(source.qtensor(out_name, (n_rows, cfg.d_model)),
+                                               getattr(source, "release", None)), name=out_name)
         factors = None
         if source.has("rope_freqs.weight"):
             factors = source.vector("rope_freqs.weight", cfg.rope_dim // 2)
