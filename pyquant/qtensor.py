@@ -91,6 +91,8 @@ class QTensor:
                 raise UnsupportedQTypeError(f"QTensor: {name} is not a weight format")
             rows = math.prod(shape[:-1])
             want = {"data": (self.data, (rows, qtypes.row_bytes(qt, shape[-1])), torch.uint8)}
+        if self.block_bits is not None and qt is not QType.EXL2:
+            raise UnsupportedQTypeError(f"QTensor {name} {shape}: block_bits is EXL2's (this is {name})")
         if self.in_perm is not None:
             k = shape[-1]
             want["in_perm"] = (self.in_perm, (k,), torch.int64)

@@ -149,6 +149,8 @@ def test_forged_widths_raise():
         QTensor(data, "EXL2", (8, 64), block_bits=bits[:1])
     with pytest.raises(UnsupportedQTypeError, match="data must be torch.uint8 \\(8, 36\\)"):
         QTensor(data[:, :-1], "EXL2", (8, 64), block_bits=bits)
+    with pytest.raises(UnsupportedQTypeError, match="block_bits is EXL2's"):
+        QTensor(torch.zeros(8, 36, dtype=torch.uint8), "Q4_0", (8, 64), block_bits=bits)
     # the C++ side checks on its own: a width it has no decoder for, too few bytes, a short table
     with pytest.raises(Exception, match="block_bits\\[1\\] = 7"):
         _C.Weight(1002, data.numpy(), 8, 64, block_bits=bad.numpy())

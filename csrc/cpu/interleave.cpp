@@ -116,6 +116,18 @@ WeightRef plain_row(const WeightRef& w, int64_t r) {
   return v;
 }
 
+// Type Q's 8-row kernel on this CPU: the VNNI build where present and enabled (bit-identical y),
+// chosen per call so set_vnni switches it at once (one branch per 8 rows x K).
+template <int Q>
+void group8_of_cpu(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
+#ifdef PYQUANT_HAVE_VNNI_BUILD
+  static const GemvGroup8Fn vnni = vnni_group8(Q);
+  if (vnni_enabled()) return vnni(w, r0, x, mr, pair, out);
+#endif
+  static const GemvGroup8Fn avx2 = avx2_group8(Q);
+  avx2(w, r0, x, mr, pair, out);
+}
+
 template <int Q>
 struct Through {
   static const TypeInfo& plain() { return *type_info(Q); }
@@ -159,18 +171,8 @@ struct Through {
     if (t.fused_avx2) t.fused_avx2 = in_place.fused ? in_place.fused : fused;
     if (t.fused8_avx2) t.fused8_avx2 = in_place.fused8 ? in_place.fused8 : fused8;
     if (t.fused_pair_avx2) t.fused_pair_avx2 = in_place.pair ? in_place.pair : pair;
-    t.group8_avx2 = avx2_group8(Q) ? group8 : nullptr;
+    t.group8_avx2 = avx2_group8(Q) ? group8_of_cpu<Q> : nullptr;
     return t;
-  }
-  // The 8-row kernel of this CPU: the VNNI build where present and enabled (bit-identical y),
-  // chosen per call so set_vnni switches it at once (one branch per 8 rows x K).
-  static void group8(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
-#ifdef PYQUANT_HAVE_VNNI_BUILD
-    static const GemvGroup8Fn vnni = vnni_group8(Q);
-    if (vnni_enabled()) return vnni(w, r0, x, mr, pair, out);
-#endif
-    static const GemvGroup8Fn avx2 = avx2_group8(Q);
-    avx2(w, r0, x, mr, pair, out);
   }
 };
 
@@ -229,14 +231,6 @@ struct ThroughExl2 {
   static void pair(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
     plain().fused_pair_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, out);
   }
-  static void group8(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pair, float* out) {
-#ifdef PYQUANT_HAVE_VNNI_BUILD
-    static const GemvGroup8Fn vnni = vnni_group8(Q);
-    if (vnni_enabled()) return vnni(w, r0, x, mr, pair, out);
-#endif
-    static const GemvGroup8Fn avx2 = avx2_group8(Q);
-    avx2(w, r0, x, mr, pair, out);
-  }
   static TypeInfo make() {
     TypeInfo t = plain();
     t.unpack_scalar = unpack_scalar;
@@ -244,7 +238,7 @@ struct ThroughExl2 {
     if (t.fused_avx2) t.fused_avx2 = fused;
     if (t.fused8_avx2) t.fused8_avx2 = fused8;
     if (t.fused_pair_avx2) t.fused_pair_avx2 = pair;
-    t.group8_avx2 = avx2_group8(Q) ? group8 : nullptr;
+    t.group8_avx2 = avx2_group8(Q) ? group8_of_cpu<Q> : nullptr;
     return t;
   }
 };
