@@ -19,8 +19,11 @@
 // per-block scale the 32-block kernels take as they take Q4_0's). pyquant/formats/exl2/native.py
 // packs it; kernels/reference/matmul.py decodes it in torch.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#include "cpu/matmul_internal.h"
 
 namespace pq {
 namespace mm {
@@ -49,6 +52,23 @@ static inline void exl2_block_values(const uint8_t* p, int b, uint8_t* q) {
     const int sh = b == 3 ? 2 : 4;
     for (int i = 0; i < 32; ++i) q[i] = (uint8_t)(q[i] | (((p[i % 4] >> (i / 4)) & 1) << sh));
   }
+}
+
+// The blocks of chunks [c0, c1) of row r into UChunks (the scalar and AVX2 unpackers share this
+// walk and differ in `block`): block(b, blk, q) writes the 32 q of the block at blk (kSigned:
+// q - 2^(b-1)) and returns its d; a = d, b = -2^(b-1) d for unsigned q.
+template <bool kSigned, typename Block>
+static inline void exl2_unpack_row(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, Block block) {
+  const uint8_t* row = w.data + r * w.row_bytes;
+  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
+  for (int64_t bi = 8 * c0; bi < b1; ++bi) {
+    UChunk& u = out[bi / 8 - c0];
+    const int j = (int)(bi % 8), bits = w.block_bits[bi];
+    const float d = block(bits, row + w.block_off[bi], u.q + 32 * j);
+    u.a[j] = d;
+    u.b[j] = kSigned ? 0.f : -(float)(1 << (bits - 1)) * d;
+  }
+  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
 }
 
 }  // namespace mm

@@ -130,21 +130,13 @@ void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 // block <= 5 bits) keeps q unsigned with the offset in b; kExl2Wide stores q - 2^(b-1) signed.
 template <bool kSigned>
 void unpack_exl2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  const uint8_t* row = w.data + r * w.row_bytes;
-  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
-  for (int64_t bi = 8 * c0; bi < b1; ++bi) {
-    UChunk& u = out[bi / 8 - c0];
-    const int j = (int)(bi % 8), bits = w.block_bits[bi];
-    const uint8_t* blk = row + w.block_off[bi];
+  exl2_unpack_row<kSigned>(w, r, c0, c1, out, [](int bits, const uint8_t* blk, int8_t* q) {
     uint8_t v[32];
     exl2_block_values(blk + 2, bits, v);
-    const float d = h2f(blk);
-    const int off = 1 << (bits - 1);
-    for (int i = 0; i < 32; ++i) u.q[32 * j + i] = (int8_t)(kSigned ? v[i] - off : v[i]);
-    u.a[j] = d;
-    u.b[j] = kSigned ? 0.f : -(float)off * d;
-  }
-  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+    const int off = kSigned ? 1 << (bits - 1) : 0;
+    for (int i = 0; i < 32; ++i) q[i] = (int8_t)(v[i] - off);
+    return h2f(blk);
+  });
 }
 
 // ---------------------------------------------------------------- K-quants (256 per block)

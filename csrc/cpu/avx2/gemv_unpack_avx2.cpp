@@ -10,6 +10,7 @@
 #include "common/qtypes.h"
 #include "cpu/avx2/x8_load.h"
 #include "cpu/avx2/exl2_decode.h"
+#include "cpu/exl2_blocks.h"
 #include "cpu/matmul_internal.h"
 
 namespace pq {
@@ -423,20 +424,11 @@ void unpack_iq4_xs(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk
 // ---------------------------------------------------------------- EXL2 (cpu/exl2_blocks.h)
 template <bool kSigned>
 void unpack_exl2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  const uint8_t* row = w.data + r * w.row_bytes;
-  const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
-  for (int64_t bi = 8 * c0; bi < b1; ++bi) {
-    UChunk& u = out[bi / 8 - c0];
-    const int j = (int)(bi % 8), bits = w.block_bits[bi];
-    const uint8_t* blk = row + w.block_off[bi];
-    const __m256i off = _mm256_set1_epi8((char)(1 << (bits - 1)));
+  exl2_unpack_row<kSigned>(w, r, c0, c1, out, [](int bits, const uint8_t* blk, int8_t* q) {
     const __m256i v = exl2::values(blk + 2, bits);
-    store32(u.q + 32 * j, kSigned ? _mm256_sub_epi8(v, off) : v);
-    const float d = h2f(blk);
-    u.a[j] = d;
-    u.b[j] = kSigned ? 0.f : -(float)(1 << (bits - 1)) * d;
-  }
-  if (c1 == n_chunks(w.k)) clear_tail(out[c1 - 1 - c0], w.k, Kind::X32);
+    store32(q, kSigned ? _mm256_sub_epi8(v, _mm256_set1_epi8((char)(1 << (bits - 1)))) : v);
+    return h2f(blk);
+  });
 }
 
 }  // namespace
