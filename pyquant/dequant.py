@@ -29,7 +29,18 @@ def dequantize(data, qtype=None, shape=None, dtype: torch.dtype = torch.float32,
     dtype: torch.float32, float16 or bfloat16 (the float16/bfloat16 results equal the float32 result
       rounded to nearest even, like torch's .to()).
     out: optional preallocated contiguous output (CPU backend) of `shape` elements and `dtype`.
+
+    A pyquant.QTensor of any format (GGUF types, AWQ's int4, int8, EXL2) may be given alone:
+    its dense weight in its original input order (`QTensor.dequantize`).
     """
+    from .qtensor import QTensor
+
+    if isinstance(data, QTensor):
+        if qtype is not None or shape is not None or out is not None:
+            raise TypeError("dequantize: a QTensor carries its own format and shape (no qtype, shape or out)")
+        if dtype not in _OUT_DTYPES:
+            raise UnsupportedQTypeError(f"dequantize: output dtype {dtype} is not float32, float16 or bfloat16")
+        return data.dequantize(dtype)
     if qtype is None and shape is None and hasattr(data, "data"):
         data, qtype, shape = _unpack_tensor_object(data)
     if qtype is None or shape is None:

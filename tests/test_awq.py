@@ -45,6 +45,7 @@ def test_autoawq_layouts_dequantize_bit_exact(autoawq, version, g):
     qt = r.qtensor(f"{version}.g{g}", N, K)
     assert qt.qtype is pyquant.QType.INT4 and qt.group_size == g
     assert torch.equal(qt.dequantize(torch.float16), autoawq[f"{version}.g{g}.expected"])
+    assert torch.equal(pyquant.dequantize(qt, dtype=torch.float16), autoawq[f"{version}.g{g}.expected"])
 
 
 @pytest.mark.parametrize("case,gs,zp", [("pack_quantized.group64.asym", 64, True),

@@ -113,6 +113,7 @@ def test_repack_is_exact_and_kernels_absorb_the_permutation(spec, layout, act, m
     assert qt.qtype.name == ("F16" if reader.exact_type(c.groups) is None else
                              "EXL2" if layout == "native" else reader.exact_type(c.groups))
     assert torch.equal(qt.dequantize(torch.float16), layouts.dequantize(c, torch.float16))
+    assert torch.equal(pyquant.dequantize(qt, dtype=torch.float16), layouts.dequantize(c, torch.float16))
     if qt.qtype.name != "F16":   # block types hold the exact products; the fp16 fallback their rounding
         assert torch.equal(qt.dequantize(torch.float32), layouts.dequantize(c, torch.float32))
         single = qt.single_type()
