@@ -21,12 +21,12 @@ def block_bytes(bits: int) -> int:
 
 def block_offsets(block_bits: torch.Tensor) -> torch.Tensor:
     """int64 [K/32 + 1]: the byte offset of each block inside a row, then the row's size."""
-    sizes = 2 + 4 * block_bits.to(torch.int64)
+    sizes = block_bytes(block_bits.to(torch.int64))
     return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
 
 
 def row_bytes(block_bits: torch.Tensor) -> int:
-    return int((2 + 4 * block_bits.to(torch.int64)).sum())
+    return int(block_offsets(block_bits)[-1])
 
 
 def _crumb_bytes(c: torch.Tensor) -> torch.Tensor:
@@ -103,42 +103,41 @@ def runs(block_bits: torch.Tensor) -> list[tuple[int, int, int]]:
     return out
 
 
+def unpack(data: torch.Tensor, block_bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain rows uint8 [rows, row_bytes] (CPU) -> (v int16 [rows, K/32, 32], q - 2^(b-1); d fp16
+    [rows, K/32]): pack's inverse, run by run."""
+    rows, nb = data.shape[0], block_bits.numel()
+    off = block_offsets(block_bits)
+    v = torch.empty((rows, nb, 32), dtype=torch.int16)
+    d = torch.empty((rows, nb), dtype=torch.float16)
+    for j0, cnt, bits in runs(block_bits):
+        b0, size = int(off[j0]), block_bytes(bits)
+        blk = data[:, b0:b0 + cnt * size].reshape(rows, cnt, size)
+        d[:, j0:j0 + cnt] = blk[..., :2].contiguous().view(torch.float16).reshape(rows, cnt)
+        v[:, j0:j0 + cnt] = (unpack_payload(blk[..., 2:], bits) - (1 << (bits - 1))).to(torch.int16)
+    return v, d
+
+
 def dequantize(data: torch.Tensor, block_bits: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """data uint8 [N, row_bytes] -> W [N, K] in dtype, stored (act-order) column order: the exact
-    products d * (q - 2^(b-1)) rounded once to dtype (torch, any device)."""
-    n = data.shape[0]
-    off = block_offsets(block_bits.cpu())
-    out = torch.empty((n, 32 * block_bits.numel()), dtype=dtype, device=data.device)
-    for j0, nb, bits in runs(block_bits.cpu()):
-        b0, size = int(off[j0]), block_bytes(bits)
-        blk = data[:, b0:b0 + nb * size].reshape(n, nb, size)
-        d = blk[..., :2].contiguous().view(torch.float16).to(torch.float32)                # [N, nb, 1]
-        q = unpack_payload(blk[..., 2:].cpu(), bits).to(data.device) - (1 << (bits - 1))
-        out[:, 32 * j0:32 * (j0 + nb)] = (q.to(torch.float32) * d).reshape(n, -1).to(dtype)
+    products d * (q - 2^(b-1)) rounded once to dtype (decoded in torch on the CPU; any device)."""
+    n, bits = data.shape[0], block_bits.cpu()
+    out = torch.empty((n, 32 * bits.numel()), dtype=dtype, device=data.device)
+    for r0 in range(0, n, _ROWS):   # bounded temporaries, as pack
+        r1 = min(n, r0 + _ROWS)
+        v, d = unpack(data[r0:r1].cpu(), bits)
+        out[r0:r1] = (v.to(torch.float32) * d.to(torch.float32)[..., None]).reshape(r1 - r0, -1).to(dtype)
     return out
 
 
 def to_single_type(data: torch.Tensor, block_bits: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """The same values as the one ggml type holding every block exactly (reader.exact_type's
-    choice: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0): (data uint8 [N, row_bytes], type name)."""
-    from .reader import single_type_rows
+    """The same values as the one ggml type holding every block exactly (reader.single_type_name):
+    (data uint8 [N, row_bytes], type name)."""
+    from .reader import single_type_name, single_type_rows
 
-    n, nb = data.shape[0], block_bits.numel()
-    widest = int(block_bits.max())
-    tname = "Q4_0" if widest <= 4 else "Q5_0" if widest == 5 else "Q8_0"
-    off = block_offsets(block_bits.cpu())
-    src = data.cpu()
-    parts = []
-    for r0 in range(0, n, _ROWS):
-        r1 = min(n, r0 + _ROWS)
-        v = torch.empty((r1 - r0, nb, 32), dtype=torch.int16)
-        d = torch.empty((r1 - r0, nb), dtype=torch.float16)
-        for j0, cnt, bits in runs(block_bits.cpu()):
-            b0, size = int(off[j0]), block_bytes(bits)
-            blk = src[r0:r1, b0:b0 + cnt * size].reshape(r1 - r0, cnt, size)
-            d[:, j0:j0 + cnt] = blk[..., :2].contiguous().view(torch.float16).reshape(r1 - r0, cnt)
-            v[:, j0:j0 + cnt] = (unpack_payload(blk[..., 2:], bits) - (1 << (bits - 1))).to(torch.int16)
-        parts.append(single_type_rows(v, d, tname))
+    n, bits = data.shape[0], block_bits.cpu()
+    tname = single_type_name(int(bits.max()))
+    parts = [single_type_rows(*unpack(data[r0:r0 + _ROWS].cpu(), bits), tname) for r0 in range(0, n, _ROWS)]
     return torch.cat(parts).to(data.device), tname
 
 

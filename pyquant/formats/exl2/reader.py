@@ -49,8 +49,12 @@ def exact_type(groups) -> str | None:
     """The ggml type holding every value of these groups exactly, or None (group edges off the 32 grid)."""
     if any(g.row0 % 32 for g in groups) or (groups[-1].row0 + groups[-1].rows) % 32:
         return None
-    mb = max(g.bits for g in groups)
-    return "Q4_0" if mb <= 4 else "Q5_0" if mb == 5 else "Q8_0"
+    return single_type_name(max(g.bits for g in groups))
+
+
+def single_type_name(widest: int) -> str:
+    """The smallest ggml type holding blocks of up to `widest` bits exactly."""
+    return "Q4_0" if widest <= 4 else "Q5_0" if widest == 5 else "Q8_0"
 
 
 def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tensor:
@@ -60,7 +64,6 @@ def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tens
     return torch.cat([d.contiguous().view(torch.uint8).reshape(rows, nb, 2), body], dim=-1).reshape(rows, -1)
 
 
-_SINGLE_BLOCK_BYTES = {"Q4_0": 18, "Q5_0": 22, "Q8_0": 34}
 # Default "native": the widths read fewer bytes and, rows interleaved by 8 (the runner's packing),
 # run as fast or faster. 4096x14336, M = 1, 2 threads, this 2-vCPU Zen 4, same runs: a 2.5 bpw mix
 # 0.97-1.23 ms against its single type (Q4_0 rows interleaved) 1.28-1.41; a 4.0 mix (5/4/3 bits)
@@ -82,35 +85,43 @@ def layout_choice() -> str:
     return v
 
 
-def _uses_widths(groups, tname: str, k: int) -> bool:
+def _block_bytes(groups) -> tuple[int, int]:
+    """(bytes a row in its own widths, bytes a row as its single type) of 32-aligned groups."""
+    from ...qtypes import info
+    from .native import block_bytes
+
+    tname = exact_type(groups)
+    return (sum(g.rows // 32 * block_bytes(g.bits) for g in groups),
+            sum(g.rows for g in groups) // 32 * info(tname).type_size)
+
+
+def _uses_widths(groups) -> bool:
     """Whether layout_choice() keeps these 32-aligned groups at their own widths."""
     choice = layout_choice()
-    native_bytes = sum(g.rows // 32 * (2 + 4 * g.bits) for g in groups)
-    return choice == "native" or (choice == "auto" and native_bytes <= _NATIVE_AT_MOST * _SINGLE_BLOCK_BYTES[tname] * (k // 32))
+    if choice != "auto":
+        return choice == "native"
+    own, single = _block_bytes(groups)
+    return own <= _NATIVE_AT_MOST * single
 
 
 def read_bits(groups) -> float:
     """Bits a weight the CPU kernels read for a Linear of these groups in the chosen layout (`pyquant info`)."""
-    k = sum(g.rows for g in groups)
-    tname = exact_type(groups)
-    if tname is None:
+    if exact_type(groups) is None:
         return 16.0                                              # the fp16 fallback
-    if _uses_widths(groups, tname, k):
-        return sum(g.rows * (g.bits + 0.5) for g in groups) / k
-    return _SINGLE_BLOCK_BYTES[tname] * 8 / 32
+    own, single = _block_bytes(groups)
+    return 8 * (own if _uses_widths(groups) else single) / sum(g.rows for g in groups)
 
 
 def to_qtensor(c: layouts.Exl2Canonical, n: int, k: int):
     from ...qtensor import QTensor
     from . import native
 
-    tname = exact_type(c.groups)
-    if tname is None:
+    if exact_type(c.groups) is None:
         w = layouts.dequantize(c, torch.float16)                     # [N, K] in the original order
         return QTensor(w.view(torch.uint8).reshape(n, -1), "F16", (n, k))
     data, block_bits = native.pack(c.values, c.scales, c.groups)
     qt = QTensor(data, "EXL2", (n, k), in_perm=c.perm, block_bits=block_bits)
-    return qt if _uses_widths(c.groups, tname, k) else qt.single_type()
+    return qt if _uses_widths(c.groups) else qt.single_type()
 
 
 class Exl2Linears:
