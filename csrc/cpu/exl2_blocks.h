@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/matmul_internal.h"
 
@@ -29,6 +30,20 @@ namespace pq {
 namespace mm {
 
 static inline bool exl2_bits_ok(int b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+
+// f(std::integral_constant<int, b>()) for a block width b checked by exl2_bits_ok (8 for any other):
+// the one switch from a width to the kernels' per-width templates.
+template <typename F>
+static inline void with_exl2_width(int b, F&& f) {
+  switch (b) {
+    case 2: f(std::integral_constant<int, 2>()); return;
+    case 3: f(std::integral_constant<int, 3>()); return;
+    case 4: f(std::integral_constant<int, 4>()); return;
+    case 5: f(std::integral_constant<int, 5>()); return;
+    case 6: f(std::integral_constant<int, 6>()); return;
+    default: f(std::integral_constant<int, 8>()); return;
+  }
+}
 static inline int exl2_block_bytes(int b) { return 2 + 4 * b; }
 
 // The 32 unsigned values q of a block of b bits whose payload (past d) starts at p.

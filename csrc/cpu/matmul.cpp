@@ -615,12 +615,19 @@ double bandwidth_probe(int64_t nbytes, int nthreads, int repeats) {
   return best;
 }
 
+// The kernel table id of a weight kind as the Python side names it (matmul_path, gemm_min_m): gguf
+// (qtype: the ggml id), int4, int8, exl2 (qtype kExl2Wide asks for the 6 / 8-bit variant, which
+// _C.Weight picks from the widths).
+int kind_id(const char* who, const std::string& kind, int qtype) {
+  if (kind == "int4") return kInt4;
+  if (kind == "int8") return kInt8;
+  if (kind == "exl2") return qtype == kExl2Wide ? kExl2Wide : kExl2;
+  PQ_CHECK(kind == "gguf", who, ": kind must be 'gguf', 'int4', 'int8' or 'exl2', got '", kind, "'");
+  return qtype;
+}
+
 std::string matmul_path_py(const std::string& kind, int qtype, int64_t m) {
-  int id = qtype;
-  if (kind == "int4") id = kInt4;
-  else if (kind == "int8") id = kInt8;
-  else if (kind == "exl2") id = qtype == kExl2Wide ? kExl2Wide : kExl2;   // (qtype: which variant, Weight picks it)
-  else PQ_CHECK(kind == "gguf", "matmul_path: kind must be 'gguf', 'int4', 'int8' or 'exl2', got '", kind, "'");
+  const int id = kind_id("matmul_path", kind, qtype);
   PQ_CHECK(m >= 0, "matmul_path: m must be >= 0, got ", m);
   const TypeInfo* ti = type_info(id);
   if (!ti || (kind == "gguf" && id >= kMaxQType))
@@ -721,8 +728,7 @@ void register_matmul_bindings(py::module_& m) {
   m.def("set_matmul_fused", [](bool on) { mm::g_fused = on; }, "on"_a,
         "Debug/benchmark knob: False makes the AVX2 int8 GEMV use the generic unpack+dot kernels.");
   m.def("gemm_min_m", [](const std::string& kind, int qtype) {
-    const int id = kind == "int4" ? mm::kInt4 : kind == "int8" ? mm::kInt8
-                 : kind == "exl2" ? (qtype == mm::kExl2Wide ? mm::kExl2Wide : mm::kExl2) : qtype;
+    const int id = mm::kind_id("gemm_min_m", kind, qtype);
     const mm::TypeInfo* ti = mm::type_info(id);
     PQ_CHECK(ti != nullptr, "gemm_min_m: no fused kernel for ", kind, " type ", qtype);
     return mm::gemm_min_m(*ti, id);

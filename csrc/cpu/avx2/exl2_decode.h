@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/exl2_blocks.h"
+
 namespace pq {
 namespace mm {
 namespace exl2 {
@@ -51,14 +53,9 @@ static inline __m256i values(const uint8_t* p) {
 }
 
 static inline __m256i values(const uint8_t* p, int b) {
-  switch (b) {
-    case 2: return values<2>(p);
-    case 3: return values<3>(p);
-    case 4: return values<4>(p);
-    case 5: return values<5>(p);
-    case 6: return values<6>(p);
-    default: return values<8>(p);
-  }
+  __m256i v;
+  with_exl2_width(b, [&](auto w) { v = values<decltype(w)::value>(p); });
+  return v;
 }
 
 }  // namespace exl2

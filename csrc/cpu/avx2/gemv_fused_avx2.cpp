@@ -1167,15 +1167,11 @@ inline void exl2_each_run(const WeightRef& w, int64_t r, Fn&& fn) {
   const uint8_t* row = w.data + r * w.row_bytes;
   for (int i = 0; i < w.n_runs; ++i) {
     const Exl2Run& run = w.runs[i];
-    const uint8_t* p = row + run.byte0;
-    switch (run.bits) {
-      case 2: { LExl2<2> ld{}; ld.row = p; fn(ld, run); break; }
-      case 3: { LExl2<3> ld{}; ld.row = p; fn(ld, run); break; }
-      case 4: { LExl2<4> ld{}; ld.row = p; fn(ld, run); break; }
-      case 5: { LExl2<5> ld{}; ld.row = p; fn(ld, run); break; }
-      case 6: { LExl2<6> ld{}; ld.row = p; fn(ld, run); break; }
-      default: { LExl2<8> ld{}; ld.row = p; fn(ld, run); break; }
-    }
+    with_exl2_width(run.bits, [&](auto width) {
+      LExl2<decltype(width)::value> ld{};
+      ld.row = row + run.byte0;
+      fn(ld, run);
+    });
   }
 }
 
