@@ -52,9 +52,35 @@ constexpr InterleaveSpec kSpec<(int)QType::Q8_0> = {2, 32, 32};   // d, qs[32]
 template <>
 constexpr InterleaveSpec kSpec<kInt4> = {0, 16, 32};   // nibbles only: scales and mins are side arrays
 
+// ---------------------------------------------------------------- EXL2 (cpu/exl2_blocks.h)
+// A group-block is the 8 rows' d, then each payload unit (8-byte nibble / crumb units, 4-byte bit
+// units) for rows 0..7 (pyquant/formats/exl2/native.py makes it). Blocks [b0, b1) of row r go
+// back to plain blocks from dst on (block b at dst + its row offset - block b0's).
+void exl2_gather(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
+  const int64_t l = r % 8;
+  const uint8_t* grp = w.data + (r - l) * w.row_bytes;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int bits = w.block_bits[b];
+    const uint8_t* u = grp + 8 * w.block_off[b];
+    uint8_t* out = dst + (w.block_off[b] - w.block_off[b0]);
+    std::memcpy(out, u + 2 * l, 2);
+    u += 16;
+    int o = 2;   // the payload's units in order: nibble units, a crumb unit, a bit unit
+    const int nib = bits == 8 ? 32 : bits >= 4 ? 16 : 0;
+    for (; o - 2 < nib; o += 8, u += 64) std::memcpy(out + o, u + 8 * l, 8);
+    if (bits == 2 || bits == 3 || bits == 6) {
+      std::memcpy(out + o, u + 8 * l, 8);
+      o += 8;
+      u += 64;
+    }
+    if (bits == 3 || bits == 5) std::memcpy(out + o, u + 4 * l, 4);
+  }
+}
+
 template <int Q>
 void gather_q(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
-  gather<kSpec<Q>.header, kSpec<Q>.quants, kSpec<Q>.last>(w, r, b0, b1, dst);
+  if constexpr (Q == kExl2 || Q == kExl2Wide) exl2_gather(w, r, b0, b1, dst);
+  else gather<kSpec<Q>.header, kSpec<Q>.quants, kSpec<Q>.last>(w, r, b0, b1, dst);
 }
 
 // The one list of types with a row-interleaved layout: f(std::integral_constant<int, Q>()) for
@@ -70,6 +96,8 @@ bool with_x8_type(int qtype, F f) {
     case (int)QType::Q5_1: f(std::integral_constant<int, (int)QType::Q5_1>()); return true;
     case (int)QType::Q8_0: f(std::integral_constant<int, (int)QType::Q8_0>()); return true;
     case kInt4: f(std::integral_constant<int, kInt4>()); return true;
+    case kExl2: f(std::integral_constant<int, kExl2>()); return true;       // widths per block (no kSpec):
+    case kExl2Wide: f(std::integral_constant<int, kExl2Wide>()); return true;   // gather_q -> exl2_gather
     default: return false;
   }
 }
@@ -128,9 +156,31 @@ void group8_of_cpu(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool 
   avx2(w, r0, x, mr, pair, out);
 }
 
+// Row r's blocks [b0, b1) gathered into this thread's row buffer, as a one-row plain weight.
+WeightRef exl2_plain(const WeightRef& w, int64_t r, int64_t b0, int64_t b1) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < (size_t)w.row_bytes) buf.resize((size_t)w.row_bytes);
+  exl2_gather(w, r, b0, b1, buf.data() + w.block_off[b0]);   // the blocks at their row offsets
+  WeightRef v = w;
+  v.data = buf.data();
+  v.interleave = 0;
+  return v;
+}
+
 template <int Q>
 struct Through {
+  // EXL2's mixed widths (both kernel variants) gather a row's blocks back to their own offsets
+  // (exl2_plain); the fixed-geometry types to a row or a chunk range of plain blocks (kSpec).
+  static constexpr bool kMixed = Q == kExl2 || Q == kExl2Wide;
   static const TypeInfo& plain() { return *type_info(Q); }
+  static WeightRef row(const WeightRef& w, int64_t r) {
+    if constexpr (kMixed) return exl2_plain(w, r, 0, w.k / 32);
+    else return plain_row<Q>(w, r);
+  }
+  static void unpack(UnpackRowFn f, const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
+    if constexpr (kMixed) f(exl2_plain(w, r, 8 * c0, std::min(w.k / 32, 8 * c1)), 0, c0, c1, out);
+    else f(chunks(w, r, c0, c1), 0, 0, c1 - c0, out);
+  }
   // Chunks [c0, c1) only: the GEMM panels ask for one chunk of a row at a time.
   static WeightRef chunks(const WeightRef& w, int64_t r, int64_t c0, int64_t c1) {
     thread_local std::vector<uint8_t> buf;
@@ -149,19 +199,19 @@ struct Through {
     return v;
   }
   static void unpack_scalar(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-    plain().unpack_scalar(chunks(w, r, c0, c1), 0, 0, c1 - c0, out);
+    unpack(plain().unpack_scalar, w, r, c0, c1, out);
   }
   static void unpack_avx2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-    plain().unpack_avx2(chunks(w, r, c0, c1), 0, 0, c1 - c0, out);
+    unpack(plain().unpack_avx2, w, r, c0, c1, out);
   }
   static void fused(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
-    plain().fused_avx2(plain_row<Q>(w, r), 0, x, mr, out);
+    plain().fused_avx2(row(w, r), 0, x, mr, out);
   }
   static void fused8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
-    plain().fused8_avx2(plain_row<Q>(w, r), 0, x, out);
+    plain().fused8_avx2(row(w, r), 0, x, out);
   }
   static void pair(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
-    plain().fused_pair_avx2(plain_row<Q>(w, r), 0, x, out);
+    plain().fused_pair_avx2(row(w, r), 0, x, out);
   }
   static TypeInfo make() {
     TypeInfo t = plain();
@@ -176,85 +226,10 @@ struct Through {
   }
 };
 
-// ---------------------------------------------------------------- EXL2 (cpu/exl2_blocks.h)
-// A group-block is the 8 rows' d, then each payload unit (8-byte nibble / crumb units, 4-byte bit
-// units) for rows 0..7 (pyquant/formats/exl2/native.py makes it). Blocks [b0, b1) of row r go
-// back to their plain offsets in dst (a whole row's buffer).
-void exl2_gather(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
-  const int64_t l = r % 8;
-  const uint8_t* grp = w.data + (r - l) * w.row_bytes;
-  for (int64_t b = b0; b < b1; ++b) {
-    const int bits = w.block_bits[b];
-    const uint8_t* u = grp + 8 * w.block_off[b];
-    uint8_t* out = dst + w.block_off[b];
-    std::memcpy(out, u + 2 * l, 2);
-    u += 16;
-    int o = 2;
-    for (const int nib = bits == 8 ? 32 : bits >= 4 ? 16 : 0; o - 2 < nib; o += 8, u += 64) std::memcpy(out + o, u + 8 * l, 8);
-    if (bits == 2 || bits == 3 || bits == 6) {
-      std::memcpy(out + o, u + 8 * l, 8);
-      o += 8;
-      u += 64;
-    }
-    if (bits == 3 || bits == 5) std::memcpy(out + o, u + 4 * l, 4);
-  }
-}
-
-// Row r's blocks [b0, b1) gathered into this thread's row buffer, as a one-row plain weight.
-WeightRef exl2_plain(const WeightRef& w, int64_t r, int64_t b0, int64_t b1) {
-  thread_local std::vector<uint8_t> buf;
-  if (buf.size() < (size_t)w.row_bytes) buf.resize((size_t)w.row_bytes);
-  exl2_gather(w, r, b0, b1, buf.data());
-  WeightRef v = w;
-  v.data = buf.data();
-  v.interleave = 0;
-  return v;
-}
-
-// The plain kernels through a gathered row (the 8-row kernel reads the layout in place; m > 16,
-// the scalar ISA and the int8 GEMM's panels come here).
-template <int Q>
-struct ThroughExl2 {
-  static const TypeInfo& plain() { return *type_info(Q); }
-  static void unpack_scalar(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-    plain().unpack_scalar(exl2_plain(w, r, 8 * c0, std::min(w.k / 32, 8 * c1)), 0, c0, c1, out);
-  }
-  static void unpack_avx2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-    plain().unpack_avx2(exl2_plain(w, r, 8 * c0, std::min(w.k / 32, 8 * c1)), 0, c0, c1, out);
-  }
-  static void fused(const WeightRef& w, int64_t r, const XQRow* x, int mr, float* out) {
-    plain().fused_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, mr, out);
-  }
-  static void fused8(const WeightRef& w, int64_t r, const XQ8& x, float* out) {
-    plain().fused8_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, out);
-  }
-  static void pair(const WeightRef& w, int64_t r, const XQRow* x, float* out) {
-    plain().fused_pair_avx2(exl2_plain(w, r, 0, w.k / 32), 0, x, out);
-  }
-  static TypeInfo make() {
-    TypeInfo t = plain();
-    t.unpack_scalar = unpack_scalar;
-    if (t.unpack_avx2) t.unpack_avx2 = unpack_avx2;
-    if (t.fused_avx2) t.fused_avx2 = fused;
-    if (t.fused8_avx2) t.fused8_avx2 = fused8;
-    if (t.fused_pair_avx2) t.fused_pair_avx2 = pair;
-    t.group8_avx2 = avx2_group8(Q) ? group8_of_cpu<Q> : nullptr;
-    return t;
-  }
-};
-
 }  // namespace
 
 const TypeInfo* type_info(const WeightRef& w) {
   if (!w.interleave) return type_info(w.qtype);
-  if (w.qtype == kExl2) {
-    static const TypeInfo x8 = ThroughExl2<kExl2>::make();
-    return &x8;
-  }
-  if (w.qtype == kExl2Wide) {
-    static const TypeInfo x8 = ThroughExl2<kExl2Wide>::make();
-    return &x8;
-  }
   const TypeInfo* ti = nullptr;
   with_x8_type(w.qtype, [&](auto q) {
     static const TypeInfo x8 = Through<decltype(q)::value>::make();   // one per type, made once
