@@ -104,11 +104,7 @@ bool with_x8_type(int qtype, F f) {
 
 }  // namespace
 
-InterleaveSpec interleave_spec(int qtype) {
-  InterleaveSpec spec{};
-  with_x8_type(qtype, [&](auto q) { spec = kSpec<decltype(q)::value>; });
-  return spec;
-}
+bool has_x8_layout(int qtype) { return with_x8_type(qtype, [](auto) {}); }
 
 void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst) {
   with_x8_type(w.qtype, [&](auto q) { gather_q<decltype(q)::value>(w, r, b0, b1, dst); });

@@ -28,7 +28,8 @@ struct InterleaveSpec {
   bool last = false;   // the header follows the quants in the plain block (Q6_K: ql, qh, scales, d);
                        // interleaved, the 8 rows' headers still come first
 };
-InterleaveSpec interleave_spec(int qtype);
+// Whether qtype has a row-interleaved layout (with_x8_type's list: the kSpec types and EXL2).
+bool has_x8_layout(int qtype);
 
 // Blocks [b0, b1) of row r of an interleaved weight, in the plain block layout, into dst.
 void gather_blocks(const WeightRef& w, int64_t r, int64_t b0, int64_t b1, uint8_t* dst);

@@ -91,7 +91,7 @@ Weight::Weight(int qtype, const py::object& data, int64_t n, int64_t k, const py
   nbytes_ = need;
   PQ_CHECK(interleave == 0 || interleave == 8, "Weight: interleave must be 0 or 8, got ", interleave);
   if (interleave) {
-    PQ_CHECK(interleave_spec(qtype).quants > 0 || qtype == kExl2, "Weight: ", name, " has no row-interleaved layout");
+    PQ_CHECK(has_x8_layout(qtype), "Weight: ", name, " has no row-interleaved layout");
     PQ_CHECK(n % 8 == 0, "Weight: a row-interleaved weight needs n % 8 == 0, got n = ", n);
     ref_.interleave = interleave;
     ti_ = type_info(ref_);

@@ -19,7 +19,7 @@ class Weight {
   // qtype: a GGUF type id with a CPU kernel (F32/F16/BF16 included), kInt4 (scales and mins float32
   // [n, k/group_size], group_size 32/64/128) or kInt8 (scales float32 [n]); data: the packed rows,
   // n rows of row_bytes(k). Every size is checked against the buffers. interleave 8: the rows are
-  // stored in groups of 8 (cpu/interleave.h; types with an interleave_spec, n % 8 == 0).
+  // stored in groups of 8 (cpu/interleave.h; types with has_x8_layout, n % 8 == 0).
   // kExl2: block_bits uint8 [k/32], each block's width (cpu/exl2_blocks.h); the rows' byte layout
   // follows from it, and the kernel variant (kExl2 / kExl2Wide) from the widest block.
   Weight(int qtype, const pybind11::object& data, int64_t n, int64_t k, const pybind11::object& scales,

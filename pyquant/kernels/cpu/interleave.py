@@ -14,7 +14,7 @@ import torch
 
 from ...qtypes import QType
 
-# qtype -> (header bytes, quant bytes) of one block; the C++ table is interleave_spec
+# qtype -> (header bytes, quant bytes) of one block; the C++ table is kSpec (cpu/interleave.cpp)
 SPECS = {QType.Q4_0: (2, 16), QType.Q4_1: (4, 16), QType.Q5_0: (6, 16), QType.Q5_1: (8, 16),
          QType.Q4_K: (16, 128), QType.Q6_K: (18, 192), QType.Q8_0: (2, 32), QType.INT4: (0, 16)}
 # types whose plain block holds the header after the quants (Q6_K: ql, qh, then scales and d);
