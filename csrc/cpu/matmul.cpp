@@ -249,11 +249,13 @@ constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2WideGe
 // 12.4 / 13.1, 19.5 / 17.0, 26.3 / 21.3; Q8_0 14.1 / 14.5, 14.4 / 18.1, 22.2 / 21.0, 29.5 / 28.0.
 constexpr int64_t kGroup8MaxM = 16;
 
-// The int8 GEMM's weight bits for qtype with (vnni) or without the VNNI build; 0: none. Q8_0 has it
-// in the VNNI build only: its weights become unsigned as q + 128, whose products a vpmaddubsw pair
-// would saturate (2 * 255 * 127 > 2^15) and vpdpbusd sums in int32.
+// The int8 GEMM's weight bits for qtype with (vnni) or without the VNNI build; 0: none. Q8_0 and
+// EXL2's 6 / 8-bit variant (signed q, like Q8_0's) have it in the VNNI build only: their weights
+// become unsigned as q + 128, whose products a vpmaddubsw pair would saturate (2 * 255 * 127 > 2^15)
+// and vpdpbusd sums in int32.
 int gemm_int8_bits(int qtype, bool vnni) {
-  return qtype == (int)QType::Q8_0 ? (vnni ? 8 : 0) : mm::gemm_int8_bits(qtype);
+  const bool signed8 = qtype == (int)QType::Q8_0 || qtype == kExl2Wide;
+  return signed8 ? (vnni ? 8 : 0) : mm::gemm_int8_bits(qtype);
 }
 
 bool int8_gemm_for(int qtype) {

@@ -62,7 +62,8 @@ constexpr int kInt8 = 1001;
 // EXL2's mixed-width 32-blocks (cpu/exl2_blocks.h). Two kernel variants of one stored format, which
 // _C.Weight picks from the widths present: kExl2 when every block has <= 5 bits (q unsigned, so the
 // maddubs dot and the int8 GEMM take it as they take Q5_0), kExl2Wide when a 6- or 8-bit block is
-// present (q - 2^(b-1) signed, the sign-trick dot; 6-bit sums would overflow the int8 GEMM's int16).
+// present (q - 2^(b-1) signed, the sign-trick dot; in the int8 GEMM only the VNNI build takes it, as
+// it takes Q8_0: a 6-bit vpmaddubsw pair fits int16 but an 8-bit one saturates).
 constexpr int kExl2 = 1002;
 constexpr int kExl2Wide = 1003;
 

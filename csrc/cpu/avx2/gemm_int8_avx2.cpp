@@ -28,7 +28,7 @@
 // Compiled twice, like the 8-row GEMV: vnni/gemm_int8_vnni.cpp builds it with PQ_VNNI = 1 for CPUs
 // with AVX-512 VNNI + VL, where the sums are vpdpbusd chains (one uop for vpmaddubsw + vpaddw, no
 // int16 limit; the K-quants' 16-groups then meet their scale in a vpmulld) with the same integer
-// results, and Q8_0 gets a panel of its own (q8_rows).
+// results, and Q8_0 (and EXL2's signed 6 / 8-bit variant) gets a panel of its own (q8_rows).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -173,7 +173,7 @@ void panel_units(const uint8_t* pq, const float* pa, const float* pb, int64_t nb
 }
 
 #if PQ_VNNI
-// Q8_0 (this build only): the panel holds q' = q + 128, so per unit (a row, or an int8x2 pair) and
+// Q8_0 and EXL2's signed widths (this build only): the panel holds q' = q + 128, so per unit (a row, or an int8x2 pair) and
 // block the dot is off by corr = 128 * sum(x's q) (a pair: 128 * (256 * sum(q1) + sum(q2)), < 2^31),
 // subtracted in int32: the signed dot exactly, scaled once (no large offset term cancelling in float).
 template <int MR, bool PAIR>
@@ -394,7 +394,7 @@ void gemm_int8_avx2(const GemmI8Args& a) {
       const int nr = (int)std::min<int64_t>(8, a.n1 - r0 - 8 * p);
       unpack_panel(*a.w, ti, r0 + 8 * p, nr, nch, u, g.q + p * g.qs, g.a + p * g.fs, g.b + p * g.fs);
 #if PQ_VNNI
-      if (a.bits == 8) {   // Q8_0: q + 128 as the unsigned operand (q ^ 0x80); only vpdpbusd can
+      if (a.bits == 8) {   // signed q: q + 128 as the unsigned operand (q ^ 0x80); only vpdpbusd can
                            // take it (a vpmaddubsw pair of 255 * 127 saturates int16)
         const __m256i flip = _mm256_set1_epi8((char)0x80);
         for (int64_t i = 0; i < 8 * nb; ++i) {
