@@ -1,8 +1,9 @@
 """GPU benchmark of pyquant's CUDA and Triton matmul kernels (issue #5's device check).
 
 GEMV / GEMM on a 4096 x 14336 weight (K = 4096 inputs, N = 14336 outputs: a Llama-3-8B FFN
-up-projection) for Q4_K, Q4_0, Q8_0, int4-g128 and int4-g64 (AWQ), at M = 1, 16 and 512, against torch's bf16
-matmul and the device-to-device copy bandwidth measured in the same run. Prints one table last.
+up-projection) for Q4_K, Q4_0, Q8_0, int4-g128 and int4-g64 (AWQ) and an EXL2 4.0 bpw mix in its own
+widths (Triton), at M = 1, 16 and 512, against torch's bf16 matmul and the device-to-device copy
+bandwidth measured in the same run. Prints one table last.
 
 Timing: every variant is captured in a CUDA graph that replays `reps` calls cycling over enough
 weight copies to exceed the L2 several times (a GEMV re-reading one 33 MB weight would run from
@@ -31,8 +32,11 @@ from pyquant.qtypes import QType  # noqa: E402
 # byte offsets of the f16 scale fields and (block size, bytes per block) of the benchmarked types
 _GGUF = {"Q4_K": ((0, 2), 256, 144), "Q4_0": ((0,), 32, 18), "Q8_0": ((0,), 32, 34)}
 # int4-g128 / int4-g64: AWQ checkpoints after their load-time repack (group 128 and 64);
-# EXL2 runs as Q4_0 / Q5_0 / Q8_0 blocks plus a column gather (formats/exl2/reader.py)
-FORMATS = ("Q4_K", "Q4_0", "Q8_0", "int4-g128", "int4-g64")
+# exl2-4.0: an EXL2 Linear in its own widths (formats/exl2/native.py), 10% 5-bit, 80% 4-bit and 10%
+# 3-bit blocks along K (what the converter picks around 4.0 bpw; 4.5 bits read); the kernels see
+# the act-order columns (the gather of x is the caller's, as for a Q4_0 single type)
+FORMATS = ("Q4_K", "Q4_0", "Q8_0", "int4-g128", "int4-g64", "exl2-4.0")
+_EXL2_MIX = {"exl2-4.0": ((5, 0.1), (4, 0.8), (3, 0.1))}
 
 
 @dataclass
@@ -55,6 +59,19 @@ class Row:
 
 def make_weights(fmt, n, k, device, gen):
     """Random quants with small normal f16 scales (no NaN / inf), built on the device."""
+    if fmt in _EXL2_MIX:
+        from pyquant.formats.exl2.native import block_offsets
+
+        nb, widths = k // 32, []
+        for bits, frac in _EXL2_MIX[fmt]:
+            widths += [bits] * round(frac * nb)
+        block_bits = torch.tensor((widths + widths[-1:] * nb)[:nb], dtype=torch.uint8)
+        off = block_offsets(block_bits)
+        qw = torch.randint(0, 256, (n, int(off[-1])), dtype=torch.uint8, device=device, generator=gen)
+        d = torch.tensor([0.004], dtype=torch.float16).view(torch.uint8).tolist()
+        qw[:, off[:-1].to(device)] = d[0]
+        qw[:, off[:-1].to(device) + 1] = d[1]
+        return {"qweight": qw, "block_bits": block_bits.to(device)}
     if fmt.startswith("int4-g"):
         g = int(fmt.split("-g")[1])
         qw = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device=device, generator=gen)
@@ -78,6 +95,8 @@ def call(backend, wd, x, n, k, path=None):
     kw = {} if path is None else {"path": path}
     if "qtype" in wd:
         return backend.gguf_matmul(x, wd["w"], wd["qtype"], n, k, None, **kw)
+    if "block_bits" in wd:
+        return backend.exl2_matmul(x, wd["qweight"], wd["block_bits"], None)
     return backend.int4_matmul(x, wd["qweight"], wd["scales"], wd["mins"], wd["group_size"], None, **kw)
 
 
@@ -147,6 +166,8 @@ def backends(dry):
             def int4_matmul(x, qw, s, mn, g, bias=None, path=None):
                 return ref.int4_matmul(x, qw, s, mn, g, bias)
 
+            exl2_matmul = staticmethod(ref.exl2_matmul)
+
         return [("reference", RefAdapter, (None,))]
     out = []
     try:
@@ -166,6 +187,8 @@ def backends(dry):
             @staticmethod
             def int4_matmul(x, qw, s, mn, g, bias=None, path=None):
                 return tops.int4_matmul(x, qw, s, mn, g, bias)
+
+            exl2_matmul = staticmethod(tops.exl2_matmul)
 
         out.append(("triton", TritonAdapter, (None,)))
     except ImportError as e:
@@ -223,6 +246,8 @@ def main(argv=None):
                 rows.append(Row("bf16" if not dry else "f32", m, "torch", us, 2 * n * k, n, k))
                 del wd
             for name, be, paths in backends(dry):
+                if "block_bits" in w0 and not hasattr(be, "exl2_matmul"):
+                    continue   # the CUDA C++ backend reads EXL2 as its single type only
                 for path in paths:
                     if path == "gemv" and m > 64:
                         continue  # CUDA-core FMAs: not a large-M kernel

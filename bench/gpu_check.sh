@@ -6,7 +6,7 @@
 #   3. a whole model with device="cuda" (bench/model_cuda_check.py): logits and greedy tokens
 #      against the CPU, tok/s against torch bf16, log in $OUT/model.log,
 #   4. tensor parallelism's NCCL path at world size 1 (bench/parallel_nccl_check.py),
-#   5. benchmark (bench/gpu_check.py): GEMV / GEMM on 4096 x 14336 for Q4_K, Q4_0, Q8_0, int4-g128
+#   5. benchmark (bench/gpu_check.py): GEMV / GEMM on 4096 x 14336 for Q4_K, Q4_0, Q8_0, int4-g128, exl2-4.0
 #      vs torch bf16 and the copy bandwidth; the table is printed last and saved to $OUT/table.txt.
 # The test oracle (gguf, pure Python) is not on the device image: carry it as a wheel in .whl/
 # (bench/GPU_CHECK.md says how); without it the GPU correctness tests skip and this script says so.

@@ -354,7 +354,7 @@ class QTensor:
             return self
         if self.interleave:   # a CPU kernels' layout: other devices get plain rows
             return self.plain().to(device)
-        if self.qtype is QType.EXL2 and device.type != "cpu":   # only the CPU kernels read the mixed widths
+        if self.qtype is QType.EXL2 and not _reads_exl2_widths(device.type):
             return self.single_type().to(device)
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size,
@@ -362,8 +362,9 @@ class QTensor:
 
     def single_type(self) -> "QTensor":
         """An EXL2 weight as the one ggml type that holds all its blocks exactly (<= 4 bits Q4_0,
-        5 Q5_0, 6 and 8 Q8_0: pyquant/formats/exl2/native.py), which every backend has kernels for;
-        self for any other format."""
+        5 Q5_0, 6 and 8 Q8_0: pyquant/formats/exl2/native.py), which every backend has kernels for
+        (`to` gives it to a device whose backends have no kernel for the mixed widths); self for any
+        other format."""
         if self.qtype is not QType.EXL2:
             return self
         from .formats.exl2.native import to_single_type
@@ -377,3 +378,14 @@ class QTensor:
         g += ", rows interleaved by 8" if self.interleave else ""
         return (f"QTensor({self.qtype.name}, shape={self.shape}{g}, {self.bits_per_weight:.2f} bpw, "
                 f"{self.nbytes / 2**20:.2f} MiB, device={self.device})")
+
+
+def _reads_exl2_widths(device_type: str) -> bool:
+    """Whether a kernel backend of this device type (not the dequantizing reference) runs EXL2 in its
+    own widths: the CPU's, and Triton's on a GPU."""
+    from . import dispatch
+
+    try:
+        return dispatch.choose("exl2_matmul", QType.EXL2, device_type, 1).name != "reference"
+    except UnsupportedQTypeError:
+        return False

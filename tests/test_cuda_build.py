@@ -281,6 +281,28 @@ def test_gpu_triton_kernels():
 
 
 @needs_gpu
+def test_gpu_triton_exl2_in_its_own_widths():
+    """Triton's EXL2 kernel on CUDA tensors, every width and runs off the 8-block grid, against the
+    exact weights; a QTensor moved to the GPU keeps its widths (Triton reads them)."""
+    pytest.importorskip("triton")
+    import pyquant
+    from pyquant.formats.exl2 import native
+    from pyquant.kernels.triton import ops
+    from pyquant.qtensor import QTensor
+    from test_exl2_native import WIDTHS, exact, make
+
+    for wi in (1, 2):
+        values, scales, groups = make(WIDTHS[wi], 96, seed=wi)
+        data, bits = native.pack(values, scales, groups)
+        w64 = exact(values, scales, groups).double().numpy()
+        for m, dt in ((1, torch.bfloat16), (5, torch.float16), (64, torch.float32)):
+            x = torch.randn(m, values.shape[0], device=DEV).to(dt)
+            _check(ops.exl2_matmul(x, data.to(DEV), bits.to(DEV)), x, w64, None, dt)
+    qt = QTensor(data, "EXL2", (96, values.shape[0]), block_bits=bits).to(DEV)
+    assert qt.qtype is pyquant.QType.EXL2 and qt.device.type == "cuda"
+
+
+@needs_gpu
 def test_gpu_dispatch_through_ops():
     dispatch = pytest.importorskip("pyquant.dispatch")
     import pyquant.ops as pops
@@ -311,7 +333,7 @@ def test_gpu_check_dry_run(capsys):
     rows = mod.main(["--dry-run"])
     out = capsys.readouterr().out
     fmts = {r.fmt for r in rows}
-    assert {"Q4_K", "Q4_0", "Q8_0", "int4-g128"} <= fmts
+    assert {"Q4_K", "Q4_0", "Q8_0", "int4-g128", "exl2-4.0"} <= fmts
     assert all(r.us > 0 for r in rows)
     table = out[out.index("pyquant GPU check"):]
     assert table.count("\n") >= len(rows) + 2 and "%copy" in table
@@ -322,6 +344,13 @@ def test_gpu_check_dry_run(capsys):
 
     y = mod.call(mod.backends(True)[0][1], wd, x, 8, 512)
     assert torch.allclose(y, ref.gguf_matmul(x, wd["w"], wd["qtype"], 8, 512))
+    from pyquant.formats.exl2 import native
+
+    wd = mod.make_weights("exl2-4.0", 8, 512, "cpu", torch.Generator().manual_seed(0))
+    w = native.dequantize(wd["qweight"], wd["block_bits"])
+    assert wd["block_bits"].tolist() == [5] * 2 + [4] * 13 + [3]   # the 4.0 mix, 4.5 bits read
+    assert torch.all(w.abs() <= 128 * 0.004) and float(w.abs().max()) > 0
+    assert torch.allclose(mod.call(mod.backends(True)[0][1], wd, x, 8, 512), x @ w.t(), rtol=1e-5, atol=1e-5)
 
 
 @needs_module

@@ -108,6 +108,21 @@ def test_reads_its_own_widths():
     assert w.nbytes * 8 / (64 * 1024) == pytest.approx((256 * 3.5 + 768 * 2.5) / 1024)
 
 
+def test_moved_to_a_device_it_keeps_its_widths_only_where_a_kernel_reads_them(monkeypatch):
+    """QTensor.to: the widths stay where a backend of the device has exl2_matmul (the CPU's; Triton's
+    on a GPU), and become the single type elsewhere (meta: only the reference, which dequantizes)."""
+    from pyquant.qtensor import _reads_exl2_widths
+
+    values, scales, groups = make([(6, 64), (3, 32)], 8)
+    data, bits = native.pack(values, scales, groups)
+    qt = QTensor(data, "EXL2", (8, 96), block_bits=bits)
+    assert _reads_exl2_widths("cpu") and not _reads_exl2_widths("meta")
+    moved = qt.to("meta")
+    assert moved.qtype is pyquant.QType.Q8_0 and moved.device.type == "meta" and moved.shape == (8, 96)
+    monkeypatch.setenv("PYQUANT_BACKEND", "reference")   # forced: no widths kernel on the CPU either
+    assert not _reads_exl2_widths("cpu")
+
+
 def test_op_fake_autograd_and_compile():
     values, scales, groups = make([(5, 64), (3, 64)], 16)
     data, bits = native.pack(values, scales, groups)

@@ -155,6 +155,55 @@ def test_int8_matmul_within_bound(tops):
         _check_matmul(tops.int8_matmul(x, qw, scales, bias), x, w64, bias, dtype)
 
 
+@pytest.mark.parametrize("wi", range(6), ids=lambda i: f"widths{i}")
+def test_exl2_matmul_in_its_own_widths_within_bound(tops, wi):
+    """EXL2's mixed-width 32-blocks (every width, runs off the 8-block grid; packed by
+    formats/exl2/native.py) against the exact weights, fp32 with bias and bf16; rows as the CPU
+    kernels interleave them are read too (the op hands Triton plain rows)."""
+    from test_exl2_native import WIDTHS, exact, make
+
+    from pyquant.formats.exl2 import native
+
+    values, scales, groups = make(WIDTHS[wi], 24, seed=wi)
+    data, bits = native.pack(values, scales, groups)
+    w64 = exact(values, scales, groups).double().numpy()
+    k = values.shape[0]
+    g = torch.Generator().manual_seed(wi)
+    for dtype, m in ((torch.float32, 3), (torch.bfloat16, 17)):
+        x = torch.randn(m, k, generator=g).to(dtype)
+        bias = torch.randn(24, generator=g) if dtype == torch.float32 else None
+        _check_matmul(tops.exl2_matmul(x, data, bits, bias), x, w64, bias, dtype)
+    x = torch.randn(2, k, generator=g)
+    _check_matmul(tops.exl2_matmul(x, native.interleave(data, bits), bits, None, 8), x, w64, None, torch.float32)
+
+
+def test_exl2_matmul_detects_a_flipped_bit_and_refuses_forged_widths(tops):
+    """The bound catches one flipped bit of a 3-bit block's bit part (a test that can fail); a
+    width EXL2 does not have, or widths that do not make the rows' bytes, raise KernelError."""
+    from test_exl2_native import exact, make
+
+    from pyquant.formats.exl2 import native
+
+    values, scales, groups = make([(5, 64), (3, 96)], 16)
+    data, bits = native.pack(values, scales, groups)
+    x = torch.randn(2, values.shape[0], generator=torch.Generator().manual_seed(0))
+    y = tops.exl2_matmul(x, data, bits)
+    _check_matmul(y, x, exact(values, scales, groups).double().numpy(), None, torch.float32)
+    bad = data.clone()
+    bad[0, 2 * native.block_bytes(5) + 2 + 8] ^= 0x01   # first 3-bit block's bit part: value 0's bit 2
+    with pytest.raises(AssertionError):
+        _check_matmul(tops.exl2_matmul(x, bad, bits), x, native.dequantize(data, bits).double().numpy(),
+                      None, torch.float32)
+    _check_matmul(tops.exl2_matmul(x, bad, bits), x, native.dequantize(bad, bits).double().numpy(), None,
+                  torch.float32)
+    forged = bits.clone()
+    forged[1] = 7
+    with pytest.raises(KernelError, match="block 1 has width 7"):
+        tops.exl2_matmul(x, data, forged)
+    with pytest.raises(KernelError, match="-byte rows"):
+        tops.exl2_matmul(x, data[:, :-1], bits)
+
+
 def test_matmul_detects_a_wrong_kernel(tops):
     """The bound is tight enough to catch a one-nibble slip (a test that can fail)."""
     rng = np.random.default_rng(21)
@@ -334,15 +383,16 @@ def test_float_weights_dequantize_exactly(tops, dtype, qt):
     assert torch.equal(got.view(torch.int32), w.float().view(torch.int32))
 
 
-def test_exl2_directory_end_to_end_through_triton(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["native", "single"])
+def test_exl2_directory_end_to_end_through_triton(tmp_path, monkeypatch, layout):
     """An EXL2 checkpoint (mixed 8/6/5/4/3/2-bit act-order layouts, a quantized head) runs through
-    the Triton kernels: its linears are exact Q4_0 / Q5_0 / Q8_0 blocks (the single-type layout every
-    device but the CPU gets; here on the CPU under the interpreter, asked for) whose input permutation
-    qmatmul gathers; logits match transformers' float forward of the exact weights."""
+    the Triton kernels, in its own widths (exl2_matmul) or as exact Q4_0 / Q5_0 / Q8_0 blocks (the
+    single-type layout), its input permutation gathered by qmatmul; logits match transformers'
+    float forward of the exact weights."""
     pytest.importorskip("transformers")
     import pyquant
 
-    monkeypatch.setenv("PYQUANT_EXL2_LAYOUT", "single")
+    monkeypatch.setenv("PYQUANT_EXL2_LAYOUT", layout)
     from hf_models import exl2_from_float, float_model
 
     model = float_model(tmp_path / "f", "qwen2")
@@ -351,5 +401,6 @@ def test_exl2_directory_end_to_end_through_triton(tmp_path, monkeypatch):
     with torch.no_grad():
         ref = oracle(torch.tensor([ids])).logits[0].double()
     tri, calls = _forward_through_triton(pyquant.load(tmp_path / "e", max_seq_len=16), ids, monkeypatch)
-    assert {q for _, q, _ in calls} >= {"Q4_0", "Q5_0", "Q8_0"} and {b for _, _, b in calls} == {"triton"}
+    want = {"EXL2"} if layout == "native" else {"Q4_0", "Q5_0", "Q8_0"}
+    assert {q for _, q, _ in calls} >= want and {b for _, _, b in calls} == {"triton"}
     assert float(((tri - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) < 1e-4

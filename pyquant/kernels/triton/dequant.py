@@ -1,4 +1,4 @@
-"""Element-wise dequantization of GGUF blocks and pyquant int4 / int8 weights in Triton.
+"""Element-wise dequantization of GGUF blocks, pyquant int4 / int8 and EXL2 weights in Triton.
 
 `dequant_gguf(w_ptr, row_off, k, QT)` returns the float32 weight at element k of the row starting
 at byte `row_off`, for any broadcastable tensors row_off / k: a [BN, 1] x [1, BK] pair gives a
@@ -143,3 +143,32 @@ def dequant_int4(qw_ptr, scales_ptr, mins_ptr, n, k, K, GROUP: tl.constexpr):
 def dequant_int8(qw_ptr, scales_ptr, n, k, K):
     q = tl.load(qw_ptr + n * K + k).to(tl.float32)  # qweight is int8 already
     return q * tl.load(scales_ptr + n)
+
+
+@triton.jit
+def dequant_exl2(w_ptr, row_off, k, bits_ptr, off_ptr):
+    """float32 weight at element k (stored, act-order column) of the EXL2 row at byte offset row_off:
+    its 32-block's width from bits_ptr (uint8 [K/32]) and byte offset in the row from off_ptr (int32
+    [K/32]); block = fp16 d, then the payload (pyquant/formats/exl2/native.py): nibble plane(s) of
+    bits 0-3 (and 4-7 at 8 bits; byte i = value i | value i+16 << 4), a crumb part at 2, 3 (bits 0-1)
+    and 6 bits (bits 4-5; byte m = values m, m+8, m+16, m+24), a bit part at 3 (bit 2) and 5 bits
+    (bit 4; byte m bit t = value 4t + m). w = d * (u - 2^(b-1)): one exact product, as the CPU's."""
+    blk = k // 32
+    j = k % 32
+    bits = tl.load(bits_ptr + blk).to(tl.int32)
+    base = w_ptr + row_off + tl.load(off_ptr + blk)
+    d = _f16(base)
+    p = base + 2
+    planes = tl.where(bits == 8, 2, tl.where(bits >= 4, 1, 0))   # nibble planes before the crumbs
+    nib = 4 * (j // 16)
+    n0 = (tl.load(p + j % 16, mask=planes >= 1, other=0).to(tl.int32) >> nib) & 15
+    n1 = (tl.load(p + 16 + j % 16, mask=planes == 2, other=0).to(tl.int32) >> nib) & 15
+    has_crumb = (bits == 2) | (bits == 3) | (bits == 6)
+    cp = p + 16 * planes
+    c = (tl.load(cp + j % 8, mask=has_crumb, other=0).to(tl.int32) >> (2 * (j // 8))) & 3
+    has_bit = (bits == 3) | (bits == 5)
+    h = (tl.load(cp + tl.where(has_crumb, 8, 0) + j % 4, mask=has_bit, other=0).to(tl.int32) >> (j // 4)) & 1
+    u = n0 | (n1 << 4) | (c << tl.where(bits == 6, 4, 0)) | (h << tl.where(bits == 3, 2, 4))
+    zero = tl.where(bits == 8, 128, tl.where(bits == 6, 32, tl.where(bits == 5, 16, tl.where(
+        bits == 4, 8, tl.where(bits == 3, 4, 2)))))
+    return d * (u - zero).to(tl.float32)

@@ -1,4 +1,4 @@
-"""Triton kernels: GGUF dequantize and fused dequant-matmul (GGUF types, int4, int8).
+"""Triton kernels: GGUF dequantize and fused dequant-matmul (GGUF types, int4, int8, EXL2).
 
 matmul: one program computes a [BLOCK_M, BLOCK_N] tile of y = x @ W.T; per K step it dequantizes
 a [BLOCK_N, BLOCK_K] weight tile in registers (dequant.py), casts it to x's dtype (fp16 / bf16 ->
@@ -14,7 +14,7 @@ import os
 import triton
 import triton.language as tl
 
-from .dequant import dequant_gguf, dequant_int4, dequant_int8
+from .dequant import dequant_exl2, dequant_gguf, dequant_int4, dequant_int8
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # triton 3.9's interpreter computes tl.dot on bfloat16 operands wrongly (garbage ~1e10 on a 16x16
@@ -140,6 +140,28 @@ def int8_matmul_kernel(x_ptr, qw_ptr, scales_ptr, bias_ptr, y_ptr, M, N, K, M_BU
         rk = k0 + tl.arange(0, BLOCK_K)
         kc = tl.minimum(rk, K - 1)
         w = dequant_int8(qw_ptr, scales_ptr, nc[:, None], kc[None, :], K)
+        w = tl.where(rk[None, :] < K, w, 0.0)
+        acc = _tile_dot(x_ptr, w, acc, rm, rk, M, K)
+    _finish(acc, bias_ptr, y_ptr, rm, rn, M, N, HAS_BIAS)
+
+
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune})
+@triton.jit
+def exl2_matmul_kernel(x_ptr, w_ptr, bits_ptr, off_ptr, bias_ptr, y_ptr, M, N, K, row_bytes, M_BUCKET,
+                       HAS_BIAS: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """EXL2 in its own widths: each element finds its 32-block's width and offset in two small
+    per-K tables (cached with the tile's x), so one launch takes every run of widths."""
+    pid_m = tl.program_id(1)
+    pid_n = tl.program_id(0)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_off = tl.minimum(rn, N - 1).to(tl.int64) * row_bytes
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        kc = tl.minimum(rk, K - 1)
+        w = dequant_exl2(w_ptr, row_off[:, None], kc[None, :], bits_ptr, off_ptr)
         w = tl.where(rk[None, :] < K, w, 0.0)
         acc = _tile_dot(x_ptr, w, acc, rm, rk, M, K)
     _finish(acc, bias_ptr, y_ptr, rm, rn, M, N, HAS_BIAS)
