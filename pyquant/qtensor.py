@@ -358,7 +358,7 @@ class QTensor:
             return self.single_type().to(device)
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return QTensor(mv(self.data), self.qtype, self.shape, mv(self.scales), mv(self.mins), self.group_size,
-                       mv(self.in_perm), block_bits=self.block_bits)
+                       mv(self.in_perm), block_bits=mv(self.block_bits))
 
     def single_type(self) -> "QTensor":
         """An EXL2 weight as the one ggml type that holds all its blocks exactly (<= 4 bits Q4_0,
@@ -382,7 +382,7 @@ class QTensor:
 
 def _reads_exl2_widths(device_type: str) -> bool:
     """Whether a kernel backend of this device type (not the dequantizing reference) runs EXL2 in its
-    own widths: the CPU's, and Triton's on a GPU."""
+    own widths: the CPU's, and CUDA's or Triton's on a GPU."""
     from . import dispatch
 
     try:

@@ -79,6 +79,27 @@ def test_gemv_chunk_dequantizers_match_gguf(chunk_dump, tmp_path, name):
     np.testing.assert_array_equal(out[~nan], ref[~nan])
 
 
+def test_gemv_exl2_block_decoder_matches_the_packer(chunk_dump, tmp_path):
+    """The CUDA kernels' EXL2 block decoder (chunk::Exl2, host build) against pyquant's own
+    dequantize, bit for bit: every width, random payloads and scales, blocks of mixed widths."""
+    from pyquant.formats.exl2 import native
+
+    gen = torch.Generator().manual_seed(5)
+    bits = torch.tensor([b for b in native.BITS for _ in range(7)], dtype=torch.uint8)
+    bits = bits[torch.randperm(bits.numel(), generator=gen)]
+    off = native.block_offsets(bits)
+    row = torch.randint(0, 256, (1, int(off[-1])), dtype=torch.uint8, generator=gen)
+    d = (torch.randn(bits.numel(), generator=gen) * 0.01).to(torch.float16).view(torch.uint8).reshape(-1, 2)
+    for j in range(bits.numel()):
+        row[0, off[j]:off[j] + 2] = d[j]
+    records = b"".join(bytes([int(bits[j])]) + row[0, off[j]:off[j + 1]].numpy().tobytes() for j in range(bits.numel()))
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
+    src.write_bytes(records)
+    subprocess.run([str(chunk_dump), "EXL2", str(src), str(dst)], check=True)
+    out = torch.from_numpy(np.fromfile(dst, dtype=np.float32))
+    assert torch.equal(out, native.dequantize(row, bits).reshape(-1))
+
+
 @needs_module
 def test_module_lists_kernels():
     dequantizers = set(_C_cuda.dequant_types())
@@ -116,6 +137,26 @@ def test_module_validates_before_touching_memory():
         _C_cuda.int4_gemv(16, 32, 16, 32, 4, 48, 1, 64, 16, 256, "float32", 1, 16, 4, 0, 0)
     with pytest.raises(KernelError, match="16-byte aligned"):
         _C_cuda.int8_gemv(16, 64, 16, 4, 1, 64, 17, 256, "float32", 1, 16, 4, 0, 0)
+    # EXL2 (w, w bytes, row bytes, bits, bits bytes, offsets, offsets bytes, n, k, x, ...): 2 blocks
+    exl2 = dict(w=16, wb=36, rb=36, bits=16, bb=2, off=16, ob=12)
+
+    def exl2_gemv(**kw):
+        a = {**exl2, **kw}
+        _C_cuda.exl2_gemv(a["w"], a["wb"], a["rb"], a["bits"], a["bb"], a["off"], a["ob"], 1, 64, 16, 256,
+                          "float32", 1, 16, 4, 0, 0)
+
+    with pytest.raises(KernelError, match="row_bytes 70 is not 2 blocks"):
+        exl2_gemv(rb=70, wb=70)
+    with pytest.raises(KernelError, match="4-byte aligned"):
+        exl2_gemv(w=18)
+    with pytest.raises(KernelError, match="block_bits has 1 bytes"):
+        exl2_gemv(bb=1)
+    with pytest.raises(KernelError, match="block offsets have 8 bytes"):
+        exl2_gemv(ob=8)
+    with pytest.raises(KernelError, match="weights have 30 bytes"):
+        exl2_gemv(wb=30)
+    with pytest.raises(KernelError, match="destination"):
+        _C_cuda.exl2_dequant(16, 36, 36, 16, 2, 16, 12, 1, 64, 16, 100, "float32")
     # valid sizes, but a host address: rejected by the pointer check, not a crash
     buf = np.zeros(1024, dtype=np.uint8)
     with pytest.raises(KernelError, match="pointer|CUDA"):
@@ -299,7 +340,40 @@ def test_gpu_triton_exl2_in_its_own_widths():
             x = torch.randn(m, values.shape[0], device=DEV).to(dt)
             _check(ops.exl2_matmul(x, data.to(DEV), bits.to(DEV)), x, w64, None, dt)
     qt = QTensor(data, "EXL2", (96, values.shape[0]), block_bits=bits).to(DEV)
-    assert qt.qtype is pyquant.QType.EXL2 and qt.device.type == "cuda"
+    assert qt.qtype is pyquant.QType.EXL2 and qt.device.type == "cuda" and qt.block_bits.is_cuda
+
+
+@needs_gpu
+def test_gpu_cuda_exl2_gemv_and_dequant():
+    """The CUDA C++ EXL2 kernels, both paths, every width, runs off the 8-block grid, a row size
+    that is not a multiple of 4 (rows start 2 bytes into a word), against the exact weights; the
+    dense dequantize bit for bit with pyquant's own; a forged width table gives NaN, not a fault."""
+    from pyquant.formats.exl2 import native
+    from pyquant.kernels.cuda import matmul as cm
+    from test_exl2_native import WIDTHS, exact, make
+
+    for wi in (1, 2, 5):
+        values, scales, groups = make(WIDTHS[wi], 40, seed=wi)
+        data, bits = native.pack(values, scales, groups)
+        w64 = exact(values, scales, groups).double().numpy()
+        k = values.shape[0]
+        dq = cm.dequantize_exl2(data.to(DEV), bits.to(DEV), torch.float32).cpu()
+        assert torch.equal(dq, native.dequantize(data, bits))
+        for path, m, dt in (("gemv", 1, torch.bfloat16), ("gemv", 5, torch.float16), ("gemv", 16, torch.float32),
+                            ("dequant", 33, torch.bfloat16)):
+            x = torch.randn(m, k, device=DEV).to(dt)
+            bias = torch.randn(40, device=DEV) if dt == torch.float32 else None
+            y = cm.exl2_matmul(x, data.to(DEV), bits.to(DEV), bias, path=path)
+            _check(y, x, w64, bias, dt)
+    bad = bits.clone()
+    bad[0] = 7
+    off = native.block_offsets(bits).to(torch.int32).to(DEV)
+    qw, x = data.to(DEV), torch.randn(1, k, device=DEV)
+    y = torch.empty(1, 40, device=DEV)
+    _C_cuda.exl2_gemv(qw.data_ptr(), qw.numel(), qw.shape[1], bad.to(DEV).data_ptr(), bad.numel(), off.data_ptr(),
+                      off.numel() * 4, 40, k, x.data_ptr(), x.numel() * 4, "float32", 1, y.data_ptr(), 160, 0, 0)
+    torch.cuda.synchronize()
+    assert torch.isnan(y).all()
 
 
 @needs_gpu
@@ -371,3 +445,5 @@ def test_cuda_backend_path_choice(monkeypatch):
     assert ok and "dequantize" in why
     assert cm.supports("dequantize", QType.F16, 0)[0]
     assert not cm.supports("gguf_matmul", QType.INT4, 1)[0]
+    assert cm.matmul_path("exl2_matmul", QType.EXL2, 4)[0] == "gemv"
+    assert cm.supports("exl2_matmul", QType.EXL2, 64) == (True, cm.matmul_path("exl2_matmul", QType.EXL2, 64)[1])

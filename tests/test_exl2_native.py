@@ -109,8 +109,8 @@ def test_reads_its_own_widths():
 
 
 def test_moved_to_a_device_it_keeps_its_widths_only_where_a_kernel_reads_them(monkeypatch):
-    """QTensor.to: the widths stay where a backend of the device has exl2_matmul (the CPU's; Triton's
-    on a GPU), and become the single type elsewhere (meta: only the reference, which dequantizes)."""
+    """QTensor.to: the widths stay where a backend of the device has exl2_matmul (the CPU's; CUDA's or
+    Triton's on a GPU), and become the single type elsewhere (meta: only the reference, which dequantizes)."""
     from pyquant.qtensor import _reads_exl2_widths
 
     values, scales, groups = make([(6, 64), (3, 32)], 8)

@@ -261,5 +261,59 @@ PQ_UNROLL
   }
 };
 
+// EXL2's mixed-width 32-blocks (pyquant/formats/exl2/native.py, csrc/cpu/exl2_blocks.h): each block
+// its own width (2, 3, 4, 5, 6 or 8 bits, from the Linear's per-block table), 2 + 4 * bits bytes:
+// fp16 d, then nibble plane(s) (byte i: value i | value i + 16 << 4; a second plane holds bits 4-7
+// at 8 bits), a crumb part at 2, 3 (bits 0-1) and 6 bits (bits 4-5; byte m: values m, m + 8,
+// m + 16, m + 24 at bits 0-1 .. 6-7), a bit part at 3 (bit 2) and 5 bits (bit 4; byte m bit t:
+// value 4 t + m). q = u - 2^(bits-1), w = q * d: the CPU's one exact product.
+struct Exl2 {
+  PQ_HD static bool valid(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8; }
+  PQ_HD static int block_bytes(int bits) { return 2 + 4 * bits; }
+  // bits must be valid (the callers check: a forged width is theirs to refuse).
+  PQ_HD static void run(const uint8_t* b, int bits, float* q, ScaleMin* sm) {
+    const float d = f16at(b);
+    const uint8_t* p = b + 2;
+    uint32_t u[32];
+PQ_UNROLL
+    for (int j = 0; j < 32; ++j) u[j] = 0;
+    if (bits >= 4) {
+PQ_UNROLL
+      for (int i = 0; i < 16; ++i) {
+        u[i] = p[i] & 15u;
+        u[i + 16] = p[i] >> 4;
+      }
+      p += 16;
+      if (bits == 8) {
+PQ_UNROLL
+        for (int i = 0; i < 16; ++i) {
+          u[i] |= (p[i] & 15u) << 4;
+          u[i + 16] |= (uint32_t)(p[i] >> 4) << 4;
+        }
+        p += 16;
+      }
+    }
+    if (bits == 2 || bits == 3 || bits == 6) {
+      const int sh = bits == 6 ? 4 : 0;
+PQ_UNROLL
+      for (int m = 0; m < 8; ++m)
+PQ_UNROLL
+        for (int g = 0; g < 4; ++g) u[m + 8 * g] |= ((p[m] >> (2 * g)) & 3u) << sh;
+      p += 8;
+    }
+    if (bits == 3 || bits == 5) {
+      const int sh = bits == 3 ? 2 : 4;
+PQ_UNROLL
+      for (int m = 0; m < 4; ++m)
+PQ_UNROLL
+        for (int t = 0; t < 8; ++t) u[4 * t + m] |= ((p[m] >> t) & 1u) << sh;
+    }
+    const float off = (float)(1 << (bits - 1));
+PQ_UNROLL
+    for (int j = 0; j < 32; ++j) q[j] = u2f_minus(u[j], off);
+    sm[0] = sm[1] = {d, 0.0f};
+  }
+};
+
 }  // namespace chunk
 }  // namespace pq

@@ -168,6 +168,9 @@ gemv_kernel(const GemvArgs a, const bool x_in_smem) {
         }
         __syncwarp();
         if (s + 1 < nseg) fetch(s + 1);  // in flight while this segment is decoded
+      } else if constexpr (OwnStaging<W>::value) {   // segments of varying bytes (EXL2)
+        W::stage(seg, wrow, s, a, lane);
+        __syncwarp();
       } else {
         const int64_t off = s * kSegBytes;
         const int64_t left = a.row_bytes - off;

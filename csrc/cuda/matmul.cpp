@@ -27,7 +27,7 @@ struct PtrChecks {
     int64_t nbytes;
     const char* what;
   };
-  Item items[6];
+  Item items[8];
   int count = 0;
   void add(uintptr_t p, int64_t n, const char* what) { items[count++] = {p, n, what}; }
   void run() const {
@@ -115,6 +115,24 @@ void set_int8_side(const char* who, GemvArgs& a, PtrChecks& pc, uintptr_t scales
   a.scales = reinterpret_cast<const float*>(scales_ptr);
 }
 
+// EXL2's tables and row size. Their contents live in device memory (reading them here would cost a
+// sync per call): the kernels check every width and offset they use (weights.cuh, WExl2).
+void set_exl2_side(const char* who, GemvArgs& a, PtrChecks& pc, uintptr_t w_ptr, int64_t row_bytes,
+                   uintptr_t bits_ptr, int64_t bits_nbytes, uintptr_t off_ptr, int64_t off_nbytes) {
+  const int64_t nb = a.k / 32;
+  PQ_CHECK(a.k > 0 && a.k % 32 == 0, who, ": K=", a.k, " must be a positive multiple of 32 (EXL2 blocks)");
+  PQ_CHECK(row_bytes >= 10 * nb && row_bytes <= 34 * nb, who, ": row_bytes ", row_bytes, " is not ", nb,
+           " blocks of 2..8 bits (", 10 * nb, "..", 34 * nb, " bytes)");
+  PQ_CHECK(w_ptr % 4 == 0, who, ": weights must be 4-byte aligned (staged 32 bits at a time)");
+  PQ_CHECK(bits_nbytes >= nb, who, ": block_bits has ", bits_nbytes, " bytes, K/32 = ", nb, " needed");
+  PQ_CHECK(off_nbytes >= 4 * (nb + 1), who, ": block offsets have ", off_nbytes, " bytes, ", 4 * (nb + 1), " needed");
+  PQ_CHECK(off_ptr % 4 == 0, who, ": block offsets not 4-byte aligned");
+  pc.add(bits_ptr, nb, "block_bits");
+  pc.add(off_ptr, 4 * (nb + 1), "block offsets");
+  a.block_bits = reinterpret_cast<const uint8_t*>(bits_ptr);
+  a.block_off = reinterpret_cast<const int32_t*>(off_ptr);
+}
+
 GemvArgs blank(int64_t n, int64_t k, int64_t m) {
   GemvArgs a{};
   a.n = n;
@@ -173,6 +191,23 @@ void int8_gemv(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int64_
   gemv_launch(WeightKind::Int8, 0, a, dt, as_stream(stream));
 }
 
+void exl2_gemv(uintptr_t w_ptr, int64_t w_nbytes, int64_t row_bytes, uintptr_t bits_ptr, int64_t bits_nbytes,
+               uintptr_t off_ptr, int64_t off_nbytes, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
+               const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
+               int64_t bias_nbytes, uintptr_t stream) {
+  const char* who = "exl2_matmul (cuda)";
+  PtrChecks pc;
+  GemvArgs a = blank(n, k, m);
+  const DType dt = parse_x_dtype(x_dtype, who);
+  check_activations(who, a, pc, x_ptr, x_nbytes, dt, y_ptr, y_nbytes, bias_ptr, bias_nbytes);
+  set_exl2_side(who, a, pc, w_ptr, row_bytes, bits_ptr, bits_nbytes, off_ptr, off_nbytes);
+  set_weights(who, a, pc, w_ptr, w_nbytes, row_bytes);
+  a.aligned16 = false;   // segments of varying bytes: WExl2 stages them
+  if (m == 0 || n == 0) return;
+  pc.run();
+  gemv_launch(WeightKind::Exl2, 0, a, dt, as_stream(stream));
+}
+
 namespace {
 void check_dense_out(const char* who, GemvArgs& a, PtrChecks& pc, uintptr_t dst_ptr, int64_t dst_nbytes, DType dt) {
   PQ_CHECK(a.n >= 0 && a.k >= 0 && a.k % 32 == 0, who, ": bad shape n=", a.n, " k=", a.k,
@@ -211,6 +246,21 @@ void int8_dequant(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int
   if (n == 0 || k == 0) return;
   pc.run();
   int_dequant_launch(WeightKind::Int8, a, reinterpret_cast<void*>(dst_ptr), dt, as_stream(stream));
+}
+
+void exl2_dequant(uintptr_t w_ptr, int64_t w_nbytes, int64_t row_bytes, uintptr_t bits_ptr, int64_t bits_nbytes,
+                  uintptr_t off_ptr, int64_t off_nbytes, int64_t n, int64_t k, uintptr_t dst_ptr, int64_t dst_nbytes,
+                  const std::string& dtype, uintptr_t stream) {
+  const char* who = "exl2 dequantize (cuda)";
+  PtrChecks pc;
+  GemvArgs a = blank(n, k, 0);
+  const DType dt = parse_x_dtype(dtype, who);
+  check_dense_out(who, a, pc, dst_ptr, dst_nbytes, dt);
+  set_exl2_side(who, a, pc, w_ptr, row_bytes, bits_ptr, bits_nbytes, off_ptr, off_nbytes);
+  set_weights(who, a, pc, w_ptr, w_nbytes, row_bytes);
+  if (n == 0) return;
+  pc.run();
+  int_dequant_launch(WeightKind::Exl2, a, reinterpret_cast<void*>(dst_ptr), dt, as_stream(stream));
 }
 
 }  // namespace cuda

@@ -13,7 +13,7 @@
 namespace py = pybind11;
 
 PYBIND11_MODULE(_C_cuda, m) {
-  m.doc() = "pyquant CUDA kernels (GGUF dequantize, fused GEMV / GEMM for GGUF, int4 and int8 weights)";
+  m.doc() = "pyquant CUDA kernels (GGUF dequantize, fused GEMV / GEMM for GGUF, int4, int8 and EXL2 weights)";
   pq::register_kernel_error();   // pq::Error -> pyquant.errors.KernelError
 
   m.def("device_count", [] {
@@ -51,6 +51,14 @@ PYBIND11_MODULE(_C_cuda, m) {
         py::arg("scales_nbytes"), py::arg("n"), py::arg("k"), py::arg("x_ptr"), py::arg("x_nbytes"),
         py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"), py::arg("y_nbytes"), py::arg("bias_ptr"),
         py::arg("bias_nbytes"), py::arg("stream") = 0);
+  m.def("exl2_gemv", &pq::cuda::exl2_gemv, py::arg("w_ptr"), py::arg("w_nbytes"), py::arg("row_bytes"),
+        py::arg("bits_ptr"), py::arg("bits_nbytes"), py::arg("off_ptr"), py::arg("off_nbytes"), py::arg("n"),
+        py::arg("k"), py::arg("x_ptr"), py::arg("x_nbytes"), py::arg("x_dtype"), py::arg("m"), py::arg("y_ptr"),
+        py::arg("y_nbytes"), py::arg("bias_ptr"), py::arg("bias_nbytes"), py::arg("stream") = 0,
+        "y[m, n] = x[m, k] @ W[n, k].T (+ bias) with W in EXL2's own widths: fused dequant GEMV.");
+  m.def("exl2_dequant", &pq::cuda::exl2_dequant, py::arg("w_ptr"), py::arg("w_nbytes"), py::arg("row_bytes"),
+        py::arg("bits_ptr"), py::arg("bits_nbytes"), py::arg("off_ptr"), py::arg("off_nbytes"), py::arg("n"),
+        py::arg("k"), py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("stream") = 0);
   m.def("int4_dequant", &pq::cuda::int4_dequant, py::arg("qw_ptr"), py::arg("qw_nbytes"), py::arg("scales_ptr"),
         py::arg("mins_ptr"), py::arg("sm_nbytes"), py::arg("group_size"), py::arg("n"), py::arg("k"),
         py::arg("dst_ptr"), py::arg("dst_nbytes"), py::arg("dtype"), py::arg("stream") = 0);

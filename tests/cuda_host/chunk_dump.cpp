@@ -2,6 +2,7 @@
 // block of a file with the chunk dequantizers, w = q * scale + min, and writes the floats, so that
 // tests/test_cuda_build.py can compare them with gguf-py bit for bit without a GPU.
 // Usage: chunk_dump TYPE_NAME in.bin out.bin
+//        chunk_dump EXL2 in.bin out.bin   (in: records of one width byte, then that width's block)
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -23,6 +24,19 @@ int dump(const std::vector<uint8_t>& in, std::vector<float>& out) {
   return 0;
 }
 
+int dump_exl2(const std::vector<uint8_t>& in, std::vector<float>& out) {
+  for (size_t at = 0; at < in.size();) {
+    const int bits = in[at];
+    if (!pq::chunk::Exl2::valid(bits) || at + 1 + pq::chunk::Exl2::block_bytes(bits) > in.size()) return 2;
+    float q[32];
+    pq::chunk::ScaleMin sm[2];
+    pq::chunk::Exl2::run(in.data() + at + 1, bits, q, sm);
+    for (int j = 0; j < 32; ++j) out.push_back(q[j] * sm[j / 16].s + sm[j / 16].m);
+    at += 1 + pq::chunk::Exl2::block_bytes(bits);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc != 4) return 1;
   FILE* f = std::fopen(argv[2], "rb");
@@ -39,6 +53,7 @@ int main(int argc, char** argv) {
   if (!std::strcmp(t, #T)) rc = dump<pq::chunk::T>(in, out);
   PQ_TRY(Q4_0) PQ_TRY(Q4_1) PQ_TRY(Q5_0) PQ_TRY(Q5_1) PQ_TRY(Q8_0) PQ_TRY(Q2_K) PQ_TRY(Q3_K) PQ_TRY(Q4_K)
   PQ_TRY(Q5_K) PQ_TRY(Q6_K) PQ_TRY(IQ4_NL) PQ_TRY(IQ4_XS)
+  if (!std::strcmp(t, "EXL2")) rc = dump_exl2(in, out);
   if (rc) return rc;
   FILE* o = std::fopen(argv[3], "wb");
   if (!o) return 1;

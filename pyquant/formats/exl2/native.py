@@ -10,6 +10,7 @@ widths shared by all rows (`block_bits`, uint8 [K/32]). A Linear at 2.5 bpw read
 from __future__ import annotations
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 BITS = (2, 3, 4, 5, 6, 8)
 _ROWS = 4096   # output rows packed at a time (bounded temporaries for a 49152-row lm_head)
@@ -27,6 +28,36 @@ def block_offsets(block_bits: torch.Tensor) -> torch.Tensor:
 
 def row_bytes(block_bits: torch.Tensor) -> int:
     return int(block_offsets(block_bits)[-1])
+
+
+# block_bits tensor -> (its _version, row bytes, device, (widths, int32 offsets) there): checked and
+# summed once per weight, not per call (no device sync in the token step, which a CUDA graph captures)
+_checked = WeakTensorKeyDictionary()
+
+
+def device_tables(block_bits: torch.Tensor, row_bytes_: int, device, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(block_bits uint8 [K/32], block offsets int32 [K/32 + 1]: block_offsets) on `device`, for the
+    device kernels (Triton, CUDA), after checking the widths and that they make `row_bytes_`-byte rows."""
+    device = torch.device(device)
+    key = (block_bits._version, row_bytes_, device)
+    hit = _checked.get(block_bits)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    from ...errors import KernelError
+
+    bb = block_bits.detach().cpu()
+    if bb.dtype != torch.uint8 or bb.dim() != 1 or bb.numel() == 0:
+        raise KernelError(f"{who}: block_bits must be a non-empty uint8 [K/32], got {bb.dtype} {tuple(bb.shape)}")
+    bad = ~torch.isin(bb, torch.tensor(BITS, dtype=torch.uint8))
+    if bad.any():
+        j = int(bad.nonzero()[0])
+        raise KernelError(f"{who}: block {j} has width {int(bb[j])} bits (EXL2 widths: {BITS})")
+    off = block_offsets(bb)
+    if int(off[-1]) != row_bytes_:
+        raise KernelError(f"{who}: the widths make {int(off[-1])}-byte rows, qweight has {row_bytes_}")
+    out = (bb.contiguous().to(device), off.to(torch.int32).to(device))
+    _checked[block_bits] = (key, out)
+    return out
 
 
 def _crumb_bytes(c: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ d * (q - 2^(b-1)), d = s, at its group's width. Each Linear is kept either at th
 type that holds every block exactly (`single_type`: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0), whichever
 `layout_choice` says (PYQUANT_EXL2_LAYOUT: native by default; single; auto: the widths where they
 save a fifth of the bytes); a device whose backends have no kernel for the widths gets the single
-type (`QTensor.to`; Triton reads the widths, so a GPU with triton keeps them). The weight stays in
+type (`QTensor.to`; the CUDA and Triton kernels read the widths, so a GPU keeps them). The weight stays in
 act-order and the QTensor carries the permutation (`in_perm`): every backend gathers x's columns
 once per call, as ExLlamaV2's kernels do. A layout whose group edges are not 32-aligned (2-bit
 groups of 16 rows) is kept as its exact fp16 reconstruction instead. `pyquant info DIR` shows the

@@ -201,6 +201,52 @@ def int8_matmul(x, qweight, scales, bias=None, path=None):
     return y
 
 
+def _exl2_args(qweight, block_bits, who):
+    """(qweight contiguous and 4-byte aligned, block_bits and its int32 offsets [K/32 + 1] there, checked)."""
+    from ...formats.exl2.native import device_tables
+
+    if qweight.dtype != torch.uint8 or qweight.dim() != 2:
+        raise KernelError(f"{who}: qweight must be uint8 [N, row_bytes], got {qweight.dtype} {tuple(qweight.shape)}")
+    qw = qweight.contiguous()
+    if qw.data_ptr() % 4:   # the GEMV stages a row's blocks 32 bits at a time
+        qw = qw.clone()
+    return (qw, *device_tables(block_bits, qw.shape[1], qw.device, who))
+
+
+@_on_device
+def dequantize_exl2(qweight, block_bits, dtype=torch.float32) -> torch.Tensor:
+    """EXL2 in its own widths (uint8 [N, row_bytes], block_bits [K/32]) -> [N, K] in dtype, act-order columns."""
+    qw, bits, off = _exl2_args(qweight, block_bits, "exl2 dequantize")
+    n, k = qw.shape[0], 32 * bits.numel()
+    out = torch.empty((n, k), dtype=dtype, device=qw.device)
+    _C_cuda.exl2_dequant(qw.data_ptr(), _nbytes(qw), qw.shape[1], bits.data_ptr(), _nbytes(bits), off.data_ptr(),
+                         _nbytes(off), n, k, out.data_ptr(), _nbytes(out), _dtype_name(dtype, "exl2 dequantize"),
+                         _stream(qw))
+    return out
+
+
+@_on_device
+def exl2_matmul(x, qweight, block_bits, bias=None, interleave=0, path=None):
+    """x [M, K] @ W.T, W in EXL2's own widths (K in act-order: x's columns already gathered)."""
+    if interleave:   # the CPU kernels' layout: plain rows here
+        from ...formats.exl2.native import interleave as exl2_interleave
+
+        qweight = exl2_interleave(qweight.cpu(), block_bits.cpu(), inverse=True).to(qweight.device)
+    m = x.shape[0]
+    path = path or matmul_path("exl2_matmul", qtypes.QType.EXL2, m)[0]
+    if path == "dequant":
+        return _linear(x, dequantize_exl2(qweight, block_bits, x.dtype), bias)
+    qw, bits, off = _exl2_args(qweight, block_bits, "exl2_matmul")
+    n, k = qw.shape[0], 32 * bits.numel()
+    x = _aligned16(x)
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    bp, bn, _keep = _bias_args(bias, n, x.device)
+    _C_cuda.exl2_gemv(qw.data_ptr(), _nbytes(qw), qw.shape[1], bits.data_ptr(), _nbytes(bits), off.data_ptr(),
+                      _nbytes(off), n, k, x.data_ptr(), _nbytes(x), _dtype_name(x.dtype, "exl2_matmul"), m,
+                      y.data_ptr(), _nbytes(y), bp, bn, _stream(x))
+    return y
+
+
 def supports(op: str, qt, m: int) -> tuple[bool, str]:
     """dispatch probe of the "cuda" backend."""
     qt = qtypes.qtype(qt)
@@ -214,4 +260,4 @@ def supports(op: str, qt, m: int) -> tuple[bool, str]:
 
 
 IMPL = {"dequantize": dequantize, "gguf_matmul": gguf_matmul, "int4_matmul": int4_matmul,
-        "int8_matmul": int8_matmul}
+        "int8_matmul": int8_matmul, "exl2_matmul": exl2_matmul}

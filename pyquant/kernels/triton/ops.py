@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import torch
 import triton
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from ... import qtypes
 from ...errors import KernelError
+from ...formats.exl2.native import device_tables
+from ...formats.exl2.native import interleave as exl2_interleave
 from . import dequant, kernels
 
 QT = qtypes.QType
@@ -130,50 +131,22 @@ def int8_matmul(x, qweight, scales, bias=None):
     return y
 
 
-# block_bits tensor -> (its _version, row bytes, int32 block offsets on its device): checked and
-# summed once per weight, not per call (no device sync in the token step, which a CUDA graph captures)
-_exl2_offsets = WeakTensorKeyDictionary()
-
-
-def _exl2_block_offsets(block_bits: torch.Tensor, row_bytes: int, who: str) -> torch.Tensor:
-    hit = _exl2_offsets.get(block_bits)
-    if hit is not None and hit[:2] == (block_bits._version, row_bytes):
-        return hit[2]
-    from ...formats.exl2.native import BITS, block_offsets
-
-    bb = block_bits.detach().cpu()
-    if bb.dtype != torch.uint8 or bb.dim() != 1 or bb.numel() == 0:
-        raise KernelError(f"{who}: block_bits must be a non-empty uint8 [K/32], got {bb.dtype} {tuple(bb.shape)}")
-    bad = ~torch.isin(bb, torch.tensor(BITS, dtype=torch.uint8))
-    if bad.any():
-        j = int(bad.nonzero()[0])
-        raise KernelError(f"{who}: block {j} has width {int(bb[j])} bits (EXL2 widths: {BITS})")
-    off = block_offsets(bb)
-    if int(off[-1]) != row_bytes:
-        raise KernelError(f"{who}: the widths make {int(off[-1])}-byte rows, qweight has {row_bytes}")
-    out = off[:-1].to(torch.int32).to(block_bits.device)
-    _exl2_offsets[block_bits] = (block_bits._version, row_bytes, out)
-    return out
-
-
 def exl2_matmul(x, qweight, block_bits, bias=None, interleave=0):
     """x [M, K] @ W.T for W in EXL2's own widths (uint8 [N, row_bytes], block_bits uint8 [K/32];
     pyquant/formats/exl2/native.py), K in the stored act-order: x's columns already gathered."""
     who = "triton exl2_matmul"
     if interleave:   # the CPU kernels' layout: plain rows here
-        from ...formats.exl2.native import interleave as exl2_interleave
-
         qweight = exl2_interleave(qweight.cpu(), block_bits.cpu(), inverse=True).to(qweight.device)
     if qweight.dtype != torch.uint8 or qweight.dim() != 2:
         raise KernelError(f"{who}: qweight must be uint8 [N, row_bytes], got {qweight.dtype} {tuple(qweight.shape)}")
     n, k = qweight.shape[0], 32 * block_bits.numel()
-    off = _exl2_block_offsets(block_bits, qweight.shape[1], who)
+    bits, off = device_tables(block_bits, qweight.shape[1], qweight.device, who)
     x, y, bias = _prep(x, n, k, bias, who)
     m = x.shape[0]
     if m == 0 or n == 0:
         return y
     kernels.exl2_matmul_kernel[_grid(m, n)](
-        x, qweight.contiguous(), block_bits.contiguous(), off, bias if bias is not None else y, y, m, n, k,
+        x, qweight.contiguous(), bits, off, bias if bias is not None else y, y, m, n, k,
         qweight.shape[1], kernels._m_bucket(m), HAS_BIAS=bias is not None)
     return y
 
