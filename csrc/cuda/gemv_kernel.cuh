@@ -157,10 +157,11 @@ gemv_kernel(const GemvArgs a, const bool x_in_smem) {
 #pragma unroll
     for (int m = 0; m < MT; ++m) acc[m] = 0.0f;
 
-    if (a.aligned16) fetch(0);
+    const bool aligned = !OwnStaging<W>::value && a.aligned16;   // (compiled out for EXL2)
+    if (aligned) fetch(0);
     for (int64_t s = 0; s < nseg; ++s) {
       __syncwarp();  // every lane is done reading the previous segment
-      if (a.aligned16) {
+      if (aligned) {
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i) {
           const int v = lane + 32 * i;
