@@ -96,7 +96,7 @@ def call(backend, wd, x, n, k, path=None):
     if "qtype" in wd:
         return backend.gguf_matmul(x, wd["w"], wd["qtype"], n, k, None, **kw)
     if "block_bits" in wd:
-        return backend.exl2_matmul(x, wd["qweight"], wd["block_bits"], None)
+        return backend.exl2_matmul(x, wd["qweight"], wd["block_bits"], None, **kw)
     return backend.int4_matmul(x, wd["qweight"], wd["scales"], wd["mins"], wd["group_size"], None, **kw)
 
 
@@ -166,7 +166,9 @@ def backends(dry):
             def int4_matmul(x, qw, s, mn, g, bias=None, path=None):
                 return ref.int4_matmul(x, qw, s, mn, g, bias)
 
-            exl2_matmul = staticmethod(ref.exl2_matmul)
+            @staticmethod
+            def exl2_matmul(x, qw, bits, bias=None, path=None):
+                return ref.exl2_matmul(x, qw, bits, bias)
 
         return [("reference", RefAdapter, (None,))]
     out = []
@@ -188,7 +190,9 @@ def backends(dry):
             def int4_matmul(x, qw, s, mn, g, bias=None, path=None):
                 return tops.int4_matmul(x, qw, s, mn, g, bias)
 
-            exl2_matmul = staticmethod(tops.exl2_matmul)
+            @staticmethod
+            def exl2_matmul(x, qw, bits, bias=None, path=None):
+                return tops.exl2_matmul(x, qw, bits, bias)
 
         out.append(("triton", TritonAdapter, (None,)))
     except ImportError as e:
