@@ -138,6 +138,7 @@ template <class W, class = void>
 struct OwnStaging : std::false_type {};
 template <class W>
 struct OwnStaging<W, std::void_t<decltype(&W::stage)>> : std::true_type {};
+static_assert(OwnStaging<WExl2>::value && !OwnStaging<WInt4>::value, "staging detection");
 
 #endif  // __CUDACC__
 
