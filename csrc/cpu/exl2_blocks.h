@@ -70,16 +70,19 @@ static inline void exl2_block_values(const uint8_t* p, int b, uint8_t* q) {
 }
 
 // The blocks of chunks [c0, c1) of row r into UChunks (the scalar and AVX2 unpackers share this
-// walk and differ in `block`): block(b, blk, q) writes the 32 q of the block at blk (kSigned:
-// q - 2^(b-1)) and returns its d; a = d, b = -2^(b-1) d for unsigned q.
-template <bool kSigned, typename Block>
+// walk and differ in `block`): block(b, blk, l, q) writes the 32 q of the block at blk (kSigned:
+// q - 2^(b-1)) and returns its d; a = d, b = -2^(b-1) d for unsigned q. kX8: rows interleaved by
+// 8 (cpu/interleave.h), blk is the block's group-block and l the row's place in the group (row l's
+// d at blk + 2 l, its payload units as exl2_gather reads them); plain rows: l = 0.
+template <bool kSigned, bool kX8 = false, typename Block>
 static inline void exl2_unpack_row(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out, Block block) {
-  const uint8_t* row = w.data + r * w.row_bytes;
+  const int l = kX8 ? (int)(r % 8) : 0;
+  const uint8_t* base = w.data + (r - l) * w.row_bytes;   // the row, or its group of 8
   const int64_t b1 = std::min<int64_t>(w.k / 32, 8 * c1);
   for (int64_t bi = 8 * c0; bi < b1; ++bi) {
     UChunk& u = out[bi / 8 - c0];
     const int j = (int)(bi % 8), bits = w.block_bits[bi];
-    const float d = block(bits, row + w.block_off[bi], u.q + 32 * j);
+    const float d = block(bits, base + (kX8 ? 8 : 1) * w.block_off[bi], l, u.q + 32 * j);
     u.a[j] = d;
     u.b[j] = kSigned ? 0.f : -(float)(1 << (bits - 1)) * d;
   }

@@ -130,7 +130,7 @@ void unpack_int8(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* 
 // block <= 5 bits) keeps q unsigned with the offset in b; kExl2Wide stores q - 2^(b-1) signed.
 template <bool kSigned>
 void unpack_exl2(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, UChunk* out) {
-  exl2_unpack_row<kSigned>(w, r, c0, c1, out, [](int bits, const uint8_t* blk, int8_t* q) {
+  exl2_unpack_row<kSigned>(w, r, c0, c1, out, [](int bits, const uint8_t* blk, int, int8_t* q) {
     uint8_t v[32];
     exl2_block_values(blk + 2, bits, v);
     const int off = kSigned ? 1 << (bits - 1) : 0;

@@ -1,5 +1,6 @@
-// One EXL2 block's 32 unsigned q into byte lanes, in registers (block layout: cpu/exl2_blocks.h).
-// Shared by the AVX2 unpacker (gemv_unpack_avx2.cpp) and the fused GEMV (gemv_fused_avx2.cpp).
+// One EXL2 block's 32 unsigned q into byte lanes, in registers (block layout: cpu/exl2_blocks.h),
+// from a plain row or a row-interleaved group (X8). Shared by the AVX2 unpackers
+// (gemv_unpack_avx2.cpp) and the fused GEMV (gemv_fused_avx2.cpp).
 // Every part is a broadcast, one variable shift and a mask: ~3 uops a part, 3-7 a block.
 #pragma once
 #include <immintrin.h>
@@ -13,48 +14,69 @@ namespace pq {
 namespace mm {
 namespace exl2 {
 
-// 16 nibble bytes -> lanes 0..15 the low nibbles, 16..31 the high ones.
-static inline __m256i nibbles(const uint8_t* p) {
-  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
+// Where a block's payload bytes are: a plain block's payload from p on (Plain), or row l's units
+// inside a row-interleaved group-block whose payload starts at p (X8: each 8-byte unit of the
+// nibble and crumb parts is 8 rows x 8 bytes, then the bit part's 8 rows x 4 bytes; so the unit
+// at payload offset o sits at 64 (o / 8), row l's piece of it at + 8 l, or + 4 l for the bit part).
+struct Plain {
+  const uint8_t* p;
+  __m128i load16(int o) const { return _mm_loadu_si128((const __m128i*)(p + o)); }
+  uint64_t load8(int o) const { uint64_t v; std::memcpy(&v, p + o, 8); return v; }
+  uint32_t load4(int o) const { uint32_t v; std::memcpy(&v, p + o, 4); return v; }
+};
+struct X8 {
+  const uint8_t* p;
+  int l;
+  __m128i load16(int o) const { return _mm_set_epi64x((long long)load8(o + 8), (long long)load8(o)); }
+  uint64_t load8(int o) const { uint64_t v; std::memcpy(&v, p + 64 * (o / 8) + 8 * l, 8); return v; }
+  uint32_t load4(int o) const { uint32_t v; std::memcpy(&v, p + 64 * (o / 8) + 4 * l, 4); return v; }
+};
+
+// 16 nibble bytes at payload offset o -> lanes 0..15 the low nibbles, 16..31 the high ones.
+template <typename A>
+static inline __m256i nibbles(const A& a, int o) {
+  const __m256i v = _mm256_broadcastsi128_si256(a.load16(o));
   return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
 }
 
 // 8 crumb bytes -> lane i = (p[i & 7] >> 2 (i >> 3)) & 3: the 8 bytes in each 64-bit lane, lane L
 // shifted right by 2L (the bits a byte takes in from its neighbour are masked off).
-static inline __m256i crumbs(const uint8_t* p) {
-  uint64_t c;
-  std::memcpy(&c, p, 8);
-  const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)c), _mm256_setr_epi64x(0, 2, 4, 6));
+template <typename A>
+static inline __m256i crumbs(const A& a, int o) {
+  const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)a.load8(o)), _mm256_setr_epi64x(0, 2, 4, 6));
   return _mm256_and_si256(v, _mm256_set1_epi8(3));
 }
 
-// The 4 bit-part bytes at p (byte m: bits of q[m], q[m + 4], .. at 0..7) -> lane i = `one` where
+// The 4 bit-part bytes (byte m: bits of q[m], q[m + 4], .. at 0..7) -> lane i = `one` where
 // q[i]'s bit is set, else 0: the word in every dword, dword d shifted right by d (lane i sits in
 // dword i / 4 at byte i % 4), then bit 0 of each byte moved to `one`'s place.
-template <int kOne>
-static inline __m256i bits(const uint8_t* p) {
-  uint32_t h;
-  std::memcpy(&h, p, 4);
-  const __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)h), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+template <int kOne, typename A>
+static inline __m256i bits(const A& a, int o) {
+  const __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)a.load4(o)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   const __m256i b = _mm256_and_si256(v, _mm256_set1_epi8(1));
   return kOne == 4 ? _mm256_slli_epi16(b, 2) : _mm256_slli_epi16(b, 4);
 }
 
-// The 32 unsigned q of a block of B bits whose payload (past d) starts at p. (A 16-bit shift of
-// lanes of <= 4 bits by 2 or 4 stays inside each byte.)
+// The 32 unsigned q of a block of B bits whose payload a reads. (A 16-bit shift of lanes of <= 4
+// bits by 2 or 4 stays inside each byte.)
+template <int B, typename A>
+static inline __m256i values(const A& a) {
+  if (B == 2) return crumbs(a, 0);
+  if (B == 3) return _mm256_or_si256(crumbs(a, 0), bits<4>(a, 8));
+  if (B == 4) return nibbles(a, 0);
+  if (B == 5) return _mm256_or_si256(nibbles(a, 0), bits<16>(a, 16));
+  if (B == 6) return _mm256_or_si256(nibbles(a, 0), _mm256_slli_epi16(crumbs(a, 16), 4));
+  return _mm256_or_si256(nibbles(a, 0), _mm256_slli_epi16(nibbles(a, 16), 4));
+}
 template <int B>
 static inline __m256i values(const uint8_t* p) {
-  if (B == 2) return crumbs(p);
-  if (B == 3) return _mm256_or_si256(crumbs(p), bits<4>(p + 8));
-  if (B == 4) return nibbles(p);
-  if (B == 5) return _mm256_or_si256(nibbles(p), bits<16>(p + 16));
-  if (B == 6) return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(crumbs(p + 16), 4));
-  return _mm256_or_si256(nibbles(p), _mm256_slli_epi16(nibbles(p + 16), 4));
+  return values<B>(Plain{p});
 }
 
-static inline __m256i values(const uint8_t* p, int b) {
+template <typename A>
+static inline __m256i values(const A& a, int b) {
   __m256i v;
-  with_exl2_width(b, [&](auto w) { v = values<decltype(w)::value>(p); });
+  with_exl2_width(b, [&](auto w) { v = values<decltype(w)::value>(a); });
   return v;
 }
 
