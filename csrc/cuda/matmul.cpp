@@ -141,74 +141,6 @@ GemvArgs blank(int64_t n, int64_t k, int64_t m) {
   return a;
 }
 
-}  // namespace
-
-void gguf_gemv(int qtype, uintptr_t w_ptr, int64_t w_nbytes, int64_t n, int64_t k, uintptr_t x_ptr,
-               int64_t x_nbytes, const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes,
-               uintptr_t bias_ptr, int64_t bias_nbytes, uintptr_t stream) {
-  const char* who = "gguf_matmul (cuda)";
-  PQ_CHECK(gemv_supports(qtype), who, ": no CUDA GEMV for ggml type id ", qtype);
-  const QTypeGeometry g = qtype_geometry(qtype);
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, m);
-  PQ_CHECK(k >= 0 && k % g.block_size == 0, who, ": K=", k, " is not a multiple of the block size ", g.block_size);
-  const DType dt = parse_x_dtype(x_dtype, who);
-  check_activations(who, a, pc, x_ptr, x_nbytes, dt, y_ptr, y_nbytes, bias_ptr, bias_nbytes);
-  set_weights(who, a, pc, w_ptr, w_nbytes, k / g.block_size * g.type_size);
-  if (m == 0 || n == 0) return;
-  pc.run();
-  gemv_launch(WeightKind::Gguf, qtype, a, dt, as_stream(stream));
-}
-
-void int4_gemv(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, uintptr_t mins_ptr, int64_t sm_nbytes,
-               int64_t group_size, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
-               const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
-               int64_t bias_nbytes, uintptr_t stream) {
-  const char* who = "int4_matmul (cuda)";
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, m);
-  const DType dt = parse_x_dtype(x_dtype, who);
-  check_activations(who, a, pc, x_ptr, x_nbytes, dt, y_ptr, y_nbytes, bias_ptr, bias_nbytes);
-  set_weights(who, a, pc, qw_ptr, qw_nbytes, k / 2);
-  set_int4_side(who, a, pc, scales_ptr, mins_ptr, sm_nbytes, group_size);
-  if (m == 0 || n == 0) return;
-  pc.run();
-  gemv_launch(WeightKind::Int4, 0, a, dt, as_stream(stream));
-}
-
-void int8_gemv(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int64_t scales_nbytes, int64_t n,
-               int64_t k, uintptr_t x_ptr, int64_t x_nbytes, const std::string& x_dtype, int64_t m,
-               uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr, int64_t bias_nbytes, uintptr_t stream) {
-  const char* who = "int8_matmul (cuda)";
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, m);
-  const DType dt = parse_x_dtype(x_dtype, who);
-  check_activations(who, a, pc, x_ptr, x_nbytes, dt, y_ptr, y_nbytes, bias_ptr, bias_nbytes);
-  set_weights(who, a, pc, qw_ptr, qw_nbytes, k);
-  set_int8_side(who, a, pc, scales_ptr, scales_nbytes);
-  if (m == 0 || n == 0) return;
-  pc.run();
-  gemv_launch(WeightKind::Int8, 0, a, dt, as_stream(stream));
-}
-
-void exl2_gemv(uintptr_t w_ptr, int64_t w_nbytes, int64_t row_bytes, uintptr_t bits_ptr, int64_t bits_nbytes,
-               uintptr_t off_ptr, int64_t off_nbytes, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
-               const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
-               int64_t bias_nbytes, uintptr_t stream) {
-  const char* who = "exl2_matmul (cuda)";
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, m);
-  const DType dt = parse_x_dtype(x_dtype, who);
-  check_activations(who, a, pc, x_ptr, x_nbytes, dt, y_ptr, y_nbytes, bias_ptr, bias_nbytes);
-  set_exl2_side(who, a, pc, w_ptr, row_bytes, bits_ptr, bits_nbytes, off_ptr, off_nbytes);
-  set_weights(who, a, pc, w_ptr, w_nbytes, row_bytes);
-  a.aligned16 = false;   // segments of varying bytes: WExl2 stages them
-  if (m == 0 || n == 0) return;
-  pc.run();
-  gemv_launch(WeightKind::Exl2, 0, a, dt, as_stream(stream));
-}
-
-namespace {
 void check_dense_out(const char* who, GemvArgs& a, PtrChecks& pc, uintptr_t dst_ptr, int64_t dst_nbytes, DType dt) {
   PQ_CHECK(a.n >= 0 && a.k >= 0 && a.k % 32 == 0, who, ": bad shape n=", a.n, " k=", a.k,
            " (K must be a multiple of 32)");
@@ -217,50 +149,115 @@ void check_dense_out(const char* who, GemvArgs& a, PtrChecks& pc, uintptr_t dst_
   PQ_CHECK(dst_ptr % 16 == 0, who, ": destination must be 16-byte aligned");
   if (need) pc.add(dst_ptr, need, "destination");
 }
+
+// The GEMV entries' one frame: the activations checked, then the weights (side(a, pc): set_weights
+// and the format's own arrays), the device pointers last, then the launch.
+template <typename Side>
+void gemv_entry(const char* who, WeightKind kind, int qtype, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
+                const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
+                int64_t bias_nbytes, uintptr_t stream, Side side) {
+  PtrChecks pc;
+  GemvArgs a = blank(n, k, m);
+  const DType dt = parse_x_dtype(x_dtype, who);
+  check_activations(who, a, pc, x_ptr, x_nbytes, dt, y_ptr, y_nbytes, bias_ptr, bias_nbytes);
+  side(a, pc);
+  if (m == 0 || n == 0) return;
+  pc.run();
+  gemv_launch(kind, qtype, a, dt, as_stream(stream));
+}
+
+// The dense dequantize entries' frame, likewise.
+template <typename Side>
+void dequant_entry(const char* who, WeightKind kind, int64_t n, int64_t k, uintptr_t dst_ptr, int64_t dst_nbytes,
+                   const std::string& dtype, uintptr_t stream, Side side) {
+  PtrChecks pc;
+  GemvArgs a = blank(n, k, 0);
+  const DType dt = parse_x_dtype(dtype, who);
+  check_dense_out(who, a, pc, dst_ptr, dst_nbytes, dt);
+  side(a, pc);
+  if (n == 0 || k == 0) return;
+  pc.run();
+  int_dequant_launch(kind, a, reinterpret_cast<void*>(dst_ptr), dt, as_stream(stream));
+}
+
 }  // namespace
+
+void gguf_gemv(int qtype, uintptr_t w_ptr, int64_t w_nbytes, int64_t n, int64_t k, uintptr_t x_ptr,
+               int64_t x_nbytes, const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes,
+               uintptr_t bias_ptr, int64_t bias_nbytes, uintptr_t stream) {
+  const char* who = "gguf_matmul (cuda)";
+  PQ_CHECK(gemv_supports(qtype), who, ": no CUDA GEMV for ggml type id ", qtype);
+  const QTypeGeometry g = qtype_geometry(qtype);
+  PQ_CHECK(k >= 0 && k % g.block_size == 0, who, ": K=", k, " is not a multiple of the block size ", g.block_size);
+  gemv_entry(who, WeightKind::Gguf, qtype, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes,
+             stream, [&](GemvArgs& a, PtrChecks& pc) {
+               set_weights(who, a, pc, w_ptr, w_nbytes, k / g.block_size * g.type_size);
+             });
+}
+
+void int4_gemv(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, uintptr_t mins_ptr, int64_t sm_nbytes,
+               int64_t group_size, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
+               const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
+               int64_t bias_nbytes, uintptr_t stream) {
+  const char* who = "int4_matmul (cuda)";
+  gemv_entry(who, WeightKind::Int4, 0, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes,
+             stream, [&](GemvArgs& a, PtrChecks& pc) {
+               set_weights(who, a, pc, qw_ptr, qw_nbytes, k / 2);
+               set_int4_side(who, a, pc, scales_ptr, mins_ptr, sm_nbytes, group_size);
+             });
+}
+
+void int8_gemv(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int64_t scales_nbytes, int64_t n,
+               int64_t k, uintptr_t x_ptr, int64_t x_nbytes, const std::string& x_dtype, int64_t m,
+               uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr, int64_t bias_nbytes, uintptr_t stream) {
+  const char* who = "int8_matmul (cuda)";
+  gemv_entry(who, WeightKind::Int8, 0, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes,
+             stream, [&](GemvArgs& a, PtrChecks& pc) {
+               set_weights(who, a, pc, qw_ptr, qw_nbytes, k);
+               set_int8_side(who, a, pc, scales_ptr, scales_nbytes);
+             });
+}
+
+void exl2_gemv(uintptr_t w_ptr, int64_t w_nbytes, int64_t row_bytes, uintptr_t bits_ptr, int64_t bits_nbytes,
+               uintptr_t off_ptr, int64_t off_nbytes, int64_t n, int64_t k, uintptr_t x_ptr, int64_t x_nbytes,
+               const std::string& x_dtype, int64_t m, uintptr_t y_ptr, int64_t y_nbytes, uintptr_t bias_ptr,
+               int64_t bias_nbytes, uintptr_t stream) {
+  const char* who = "exl2_matmul (cuda)";
+  gemv_entry(who, WeightKind::Exl2, 0, n, k, x_ptr, x_nbytes, x_dtype, m, y_ptr, y_nbytes, bias_ptr, bias_nbytes,
+             stream, [&](GemvArgs& a, PtrChecks& pc) {
+               set_exl2_side(who, a, pc, w_ptr, row_bytes, bits_ptr, bits_nbytes, off_ptr, off_nbytes);
+               set_weights(who, a, pc, w_ptr, w_nbytes, row_bytes);
+               a.aligned16 = false;   // segments of varying bytes: WExl2 stages them
+             });
+}
 
 void int4_dequant(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, uintptr_t mins_ptr,
                   int64_t sm_nbytes, int64_t group_size, int64_t n, int64_t k, uintptr_t dst_ptr,
                   int64_t dst_nbytes, const std::string& dtype, uintptr_t stream) {
   const char* who = "int4 dequantize (cuda)";
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, 0);
-  const DType dt = parse_x_dtype(dtype, who);
-  check_dense_out(who, a, pc, dst_ptr, dst_nbytes, dt);
-  set_weights(who, a, pc, qw_ptr, qw_nbytes, k / 2);
-  set_int4_side(who, a, pc, scales_ptr, mins_ptr, sm_nbytes, group_size);
-  if (n == 0 || k == 0) return;
-  pc.run();
-  int_dequant_launch(WeightKind::Int4, a, reinterpret_cast<void*>(dst_ptr), dt, as_stream(stream));
+  dequant_entry(who, WeightKind::Int4, n, k, dst_ptr, dst_nbytes, dtype, stream, [&](GemvArgs& a, PtrChecks& pc) {
+    set_weights(who, a, pc, qw_ptr, qw_nbytes, k / 2);
+    set_int4_side(who, a, pc, scales_ptr, mins_ptr, sm_nbytes, group_size);
+  });
 }
 
 void int8_dequant(uintptr_t qw_ptr, int64_t qw_nbytes, uintptr_t scales_ptr, int64_t scales_nbytes, int64_t n,
                   int64_t k, uintptr_t dst_ptr, int64_t dst_nbytes, const std::string& dtype, uintptr_t stream) {
   const char* who = "int8 dequantize (cuda)";
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, 0);
-  const DType dt = parse_x_dtype(dtype, who);
-  check_dense_out(who, a, pc, dst_ptr, dst_nbytes, dt);
-  set_weights(who, a, pc, qw_ptr, qw_nbytes, k);
-  set_int8_side(who, a, pc, scales_ptr, scales_nbytes);
-  if (n == 0 || k == 0) return;
-  pc.run();
-  int_dequant_launch(WeightKind::Int8, a, reinterpret_cast<void*>(dst_ptr), dt, as_stream(stream));
+  dequant_entry(who, WeightKind::Int8, n, k, dst_ptr, dst_nbytes, dtype, stream, [&](GemvArgs& a, PtrChecks& pc) {
+    set_weights(who, a, pc, qw_ptr, qw_nbytes, k);
+    set_int8_side(who, a, pc, scales_ptr, scales_nbytes);
+  });
 }
 
 void exl2_dequant(uintptr_t w_ptr, int64_t w_nbytes, int64_t row_bytes, uintptr_t bits_ptr, int64_t bits_nbytes,
                   uintptr_t off_ptr, int64_t off_nbytes, int64_t n, int64_t k, uintptr_t dst_ptr, int64_t dst_nbytes,
                   const std::string& dtype, uintptr_t stream) {
   const char* who = "exl2 dequantize (cuda)";
-  PtrChecks pc;
-  GemvArgs a = blank(n, k, 0);
-  const DType dt = parse_x_dtype(dtype, who);
-  check_dense_out(who, a, pc, dst_ptr, dst_nbytes, dt);
-  set_exl2_side(who, a, pc, w_ptr, row_bytes, bits_ptr, bits_nbytes, off_ptr, off_nbytes);
-  set_weights(who, a, pc, w_ptr, w_nbytes, row_bytes);
-  if (n == 0) return;
-  pc.run();
-  int_dequant_launch(WeightKind::Exl2, a, reinterpret_cast<void*>(dst_ptr), dt, as_stream(stream));
+  dequant_entry(who, WeightKind::Exl2, n, k, dst_ptr, dst_nbytes, dtype, stream, [&](GemvArgs& a, PtrChecks& pc) {
+    set_exl2_side(who, a, pc, w_ptr, row_bytes, bits_ptr, bits_nbytes, off_ptr, off_nbytes);
+    set_weights(who, a, pc, w_ptr, w_nbytes, row_bytes);
+  });
 }
 
 }  // namespace cuda
