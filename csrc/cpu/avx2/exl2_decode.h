@@ -80,6 +80,74 @@ static inline __m256i values(const A& a, int b) {
   return v;
 }
 
+// ---- 8 rows at once, from a row-interleaved group-block (cpu/exl2_blocks.h, interleave.h): each
+// part (an 8-byte unit of 8 rows side by side, or the bit part's 4-byte units) decodes into the
+// Rows8 arrangement, register [c][h] = weights 8c..8c+7 of rows 4h..4h+3, one row per 64-bit lane,
+// with one load per 4 rows. Used by the 8-row GEMV (gemv_rows8_avx2.cpp) and the int8 GEMM's panels.
+struct Rows8 {
+  __m256i r[4][2];
+};
+// 16 bytes of 8-byte nibble units: chunk c's 8 rows at p + 64 c (rows 0-3, then 4-7).
+static inline void rows8_nibbles(const uint8_t* p, Rows8& q) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int c = 0; c < 2; ++c)
+    for (int h = 0; h < 2; ++h) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 64 * c + 32 * h));
+      q.r[c][h] = _mm256_and_si256(v, m4);
+      q.r[c + 2][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+// 8 crumb bytes a row: byte m holds weights m, m+8, m+16, m+24 at bits 0-1 .. 6-7.
+static inline void rows8_crumbs(const uint8_t* p, Rows8& q) {
+  const __m256i m2 = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * h));
+    for (int c = 0; c < 4; ++c) q.r[c][h] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), m2);
+  }
+}
+// 4 bit-part bytes a row (byte m: weights m, m + 4, .. at bits 0..7): weight 8c + i of a row's
+// 64-bit lane (its 4 bytes in both dwords) is bit 2c + i / 4 of byte i % 4, so one per-dword
+// variable shift puts every lane's bit at kOne's place (left for the low chunks, right for the
+// high ones; what comes in from a neighbour byte is masked off), OR-ed into q.
+template <int kOne>
+static inline void rows8_bits(const uint8_t* p, Rows8& q) {
+  constexpr int t = kOne == 4 ? 2 : 4;
+  for (int h = 0; h < 2; ++h) {
+    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h))),
+                                                  _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i s = t > 2 * c ? _mm256_sllv_epi32(v, _mm256_setr_epi32(t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1,
+                                                                        t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1))
+                                  : _mm256_srlv_epi32(v, _mm256_setr_epi32(2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t,
+                                                                        2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t));
+      q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(s, _mm256_set1_epi8(kOne)));
+    }
+  }
+}
+// The 8 rows of a group-block of B bits whose payload starts at u: lo holds q (B <= 5) or its low
+// part (the low nibble); B >= 6 also give hi, the high bits (q = lo + 16 hi).
+template <int B>
+static inline void rows8_parts(const uint8_t* u, Rows8& lo, Rows8& hi) {
+  if (B == 2 || B == 3) {
+    rows8_crumbs(u, lo);
+    if (B == 3) rows8_bits<4>(u + 64, lo);
+  } else {
+    rows8_nibbles(u, lo);
+    if (B == 5) rows8_bits<16>(u + 128, lo);
+    if (B == 6) rows8_crumbs(u + 128, hi);
+    if (B == 8) rows8_nibbles(u + 128, hi);
+  }
+}
+// Whole q bytes (lo | hi << 4: a 16-bit shift of values <= 15 stays inside each byte).
+template <int B>
+static inline void rows8_values(const uint8_t* u, Rows8& q) {
+  Rows8 hi;
+  rows8_parts<B>(u, q, hi);
+  if (B >= 6)
+    for (int c = 0; c < 4; ++c)
+      for (int h = 0; h < 2; ++h) q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_slli_epi16(hi.r[c][h], 4));
+}
+
 }  // namespace exl2
 }  // namespace mm
 }  // namespace pq

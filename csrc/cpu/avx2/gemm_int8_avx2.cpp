@@ -35,6 +35,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cpu/avx2/exl2_decode.h"
 #include "cpu/avx2/scratch.h"
 #include "cpu/avx2/transpose.h"
 #include "cpu/matmul_internal.h"
@@ -75,10 +76,38 @@ inline __m256i keep(__m256i v) {
 
 inline UnpackRowFn unpacker(const TypeInfo& ti) { return ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar; }
 
+// EXL2 rows interleaved by 8, a whole group: the panel straight from its group-blocks, a block's 8
+// rows decoded at once (exl2::rows8_values: weights 8c..8c+7 of a row in each 64-bit lane) and
+// their dwords put in panel order by one shuffle and one permute per dword pair, with no UChunk or
+// transpose between (through them the widths' unpack was 13% of a SmolLM2 EXL2 prefill's int8 GEMM
+// samples, Q4_0's 9%). kSigned (the 6 / 8-bit variant): q - 2^(b-1) and b = 0, as its unpacker.
+void exl2_panel_x8(const WeightRef& w, int64_t r0, bool kSigned, uint8_t* pq, float* pa, float* pb) {
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  for (int64_t bi = 0; bi < w.k / 32; ++bi) {
+    const uint8_t* gb = g + 8 * w.block_off[bi];
+    const int bits = w.block_bits[bi];
+    exl2::Rows8 q;
+    with_exl2_width(bits, [&](auto b) { exl2::rows8_values<decltype(b)::value>(gb + 16, q); });
+    const __m256i off = _mm256_set1_epi8(kSigned ? (char)(1 << (bits - 1)) : 0);
+    for (int c = 0; c < 4; ++c) {   // [rows 0-3 | rows 4-7] qwords -> dword t = 2c, 2c+1 of rows 0..7
+      const __m256 a = _mm256_castsi256_ps(q.r[c][0]), b = _mm256_castsi256_ps(q.r[c][1]);
+      const __m256i ev = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xd8);
+      const __m256i od = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8);
+      _mm256_store_si256((__m256i*)(pq + 256 * bi + 64 * c), _mm256_sub_epi8(ev, off));
+      _mm256_store_si256((__m256i*)(pq + 256 * bi + 64 * c + 32), _mm256_sub_epi8(od, off));
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)gb));   // the 8 rows' d
+    _mm256_store_ps(pa + 8 * bi, d);
+    _mm256_store_ps(pb + 8 * bi, kSigned ? _mm256_setzero_ps() : _mm256_mul_ps(d, _mm256_set1_ps(-(float)(1 << (bits - 1)))));
+  }
+}
+
 // Rows r0 .. r0+nr-1 (nr <= 8; missing rows are zero) unpacked into the panel, a 256-chunk of
 // the 8 rows at a time (8 UChunks, ~5 KB), each block's 8 x 32 bytes transposed in registers.
 void unpack_panel(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, int64_t nch, UChunk* u,
                   uint8_t* pq, float* pa, float* pb) {
+  if ((w.qtype == kExl2 || w.qtype == kExl2Wide) && w.interleave == 8 && nr == 8 && r0 % 8 == 0)
+    return exl2_panel_x8(w, r0, w.qtype == kExl2Wide, pq, pa, pb);   // (the blocks past k/32 are never read)
   for (int rr = nr; rr < 8; ++rr) std::memset(&u[rr], 0, sizeof(UChunk));
   for (int64_t c = 0; c < nch; ++c) {
     unpack_chunk8(w, unpacker(ti), r0, nr, c, u, pq);

@@ -26,6 +26,7 @@
 #endif
 
 #include "common/qtypes.h"
+#include "cpu/avx2/exl2_decode.h"
 #include "cpu/exl2_blocks.h"
 #include "cpu/interleave.h"
 
@@ -674,52 +675,14 @@ void group8_q6_k(const WeightRef& w, int64_t r0, const XQRow* x, int mr, bool pa
 // 8c..8c+7 of rows 4h..4h+3, one row per 64-bit lane) with one load per 4 rows; a row's runs of one
 // width take one template instance each, every run accumulating into the same 8 rows' sums.
 // w = d * (q - 2^(B-1)): the offset through the activation sums (Q4_0's way).
-// (Split holds the same registers by name, and its constructor and dot / dot32 are exl2_nibbles and
-// exl2_dot; built on it this kernel measured 4% slower with AVX2 on the 4.0 mix, 2% with VNNI on
-// the 2.5 one: more spills, so the kernel keeps its indexable copy.)
-struct Exl2Part {
-  __m256i r[4][2];
-};
-// 16 bytes of 8-byte nibble units: chunk c's 8 rows at p + 64 c (rows 0-3, then 4-7).
-inline void exl2_nibbles(const uint8_t* p, Exl2Part& q) {
-  const __m256i m4 = _mm256_set1_epi8(15);
-  for (int c = 0; c < 2; ++c)
-    for (int h = 0; h < 2; ++h) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 64 * c + 32 * h));
-      q.r[c][h] = _mm256_and_si256(v, m4);
-      q.r[c + 2][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    }
-}
-// 8 crumb bytes a row: byte m holds weights m, m+8, m+16, m+24 at bits 0-1 .. 6-7.
-inline void exl2_crumbs(const uint8_t* p, Exl2Part& q) {
-  const __m256i m2 = _mm256_set1_epi8(3);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * h));
-    for (int c = 0; c < 4; ++c) q.r[c][h] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), m2);
-  }
-}
-// 4 bit-part bytes a row (byte m: weights m, m + 4, .. at bits 0..7): weight 8c + i of a row's
-// 64-bit lane (its 4 bytes in both dwords) is bit 2c + i / 4 of byte i % 4, so one per-dword
-// variable shift puts every lane's bit at kOne's place (left for the low chunks, right for the
-// high ones; what comes in from a neighbour byte is masked off).
-template <int kOne>
-inline void exl2_bits(const uint8_t* p, Exl2Part& q) {
-  constexpr int t = kOne == 4 ? 2 : 4;
-  for (int h = 0; h < 2; ++h) {
-    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h))),
-                                                  _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
-    for (int c = 0; c < 4; ++c) {
-      const __m256i s = t > 2 * c ? _mm256_sllv_epi32(v, _mm256_setr_epi32(t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1,
-                                                                        t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1))
-                                  : _mm256_srlv_epi32(v, _mm256_setr_epi32(2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t,
-                                                                        2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t));
-      q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(s, _mm256_set1_epi8(kOne)));
-    }
-  }
-}
+// The parts decode with exl2::Rows8 (avx2/exl2_decode.h, shared with the int8 GEMM's panels). (Split
+// holds the same registers by name, and its constructor and dot / dot32 are the nibble decode and
+// exl2_dot; built on it this kernel measured 4% slower with AVX2 on the 4.0 mix, 2% with VNNI on the
+// 2.5 one: more spills, so the kernel keeps its indexable copy.)
+using exl2::Rows8;
 // int32 sums of a part (q <= 31: int16 sums of 4 vpmaddubsw fit, 4 * 2*31*127 < 2^15) with 32
 // activations: two per row, rows 0-3 in lo, 4-7 in hi.
-inline void exl2_dot(const Exl2Part& q, const int8_t* x, __m256i& lo, __m256i& hi) {
+inline void exl2_dot(const Rows8& q, const int8_t* x, __m256i& lo, __m256i& hi) {
   __m256i xs[4];
   for (int c = 0; c < 4; ++c) xs[c] = bcast8(x + 8 * c);
 #if PQ_VNNI
@@ -756,17 +719,8 @@ inline void exl2_run8(const uint8_t* g, int64_t j0, int64_t nb, const XQRow* x, 
       for (int o = 0; o < kTs; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + pf + o, _MM_HINT_T0);
     const __m256 d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
     const __m256 m = _mm256_mul_ps(d, off);
-    Exl2Part lo, hi;   // hi: the second part (kTwo)
-    const uint8_t* u = p + 16;
-    if (B == 2 || B == 3) {
-      exl2_crumbs(u, lo);
-      if (B == 3) exl2_bits<4>(u + 64, lo);
-    } else {
-      exl2_nibbles(u, lo);
-      if (B == 5) exl2_bits<16>(u + 128, lo);
-      if (B == 6) exl2_crumbs(u + 128, hi);
-      if (B == 8) exl2_nibbles(u + 128, hi);
-    }
+    Rows8 lo, hi;   // hi: the second part (kTwo)
+    exl2::rows8_parts<B>(p + 16, lo, hi);
     const int64_t b = j0 + j;
     for (int un = 0; un < MR; ++un) {
       const XQRow* xu = x + kXs * un;

@@ -70,8 +70,8 @@ def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tens
 # mix 0.97-1.23 ms against its single type (Q4_0 rows interleaved) 1.28-1.41; a 4.0 mix (5/4/3
 # bits) 1.30-1.51 against Q5_0 1.47-1.57; a 6.0 mix (8/6/5) 1.78-1.89 against Q8_0 2.37-2.68.
 # SmolLM2's 576-wide rows (18 blocks): EXL2 2.5 tg64 345-375 tok/s against 360-392 (noise), pp64
-# 0.83-0.91x (the widths' unpack for the GEMM panels), peak RSS 420-490 MiB against 537-771 (the
-# in-memory repack is not copied again by the runner's packing). "single" keeps one ggml type per Linear (what a device
+# level (82-84 ms vs 82-84.5, alternating in one process), peak RSS 420-490 MiB against 537-771
+# (the in-memory repack is not copied again by the runner's packing). "single" keeps one ggml type per Linear (what a device
 # without a widths kernel gets); "auto" the widths where they read at most 0.8 of the single type's bytes.
 _NATIVE_AT_MOST = 0.8
 
