@@ -35,6 +35,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/fp16.h"
+#include "common/qtypes.h"
 #include "cpu/avx2/exl2_decode.h"
 #include "cpu/avx2/scratch.h"
 #include "cpu/avx2/transpose.h"
@@ -76,11 +78,22 @@ inline __m256i keep(__m256i v) {
 
 inline UnpackRowFn unpacker(const TypeInfo& ti) { return ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar; }
 
-// EXL2 rows interleaved by 8, a whole group: the panel straight from its group-blocks, a block's 8
-// rows decoded at once (exl2::rows8_values: weights 8c..8c+7 of a row in each 64-bit lane) and
-// their dwords put in panel order by one shuffle and one permute per dword pair, with no UChunk or
-// transpose between (through them the widths' unpack was 13% of a SmolLM2 EXL2 prefill's int8 GEMM
-// samples, Q4_0's 9%). kSigned (the 6 / 8-bit variant): q - 2^(b-1) and b = 0, as its unpacker.
+// ---- panels straight from row-interleaved groups (cpu/interleave.h): a block's 8 rows decoded at
+// once (exl2::Rows8: weights 8c..8c+7 of a row in each 64-bit lane) and their dwords put in panel
+// order by one shuffle and one permute per dword pair, with no UChunk or transpose between (through
+// them, each row unpacked alone, the widths' unpack was 13% of a SmolLM2 EXL2 prefill's int8 GEMM
+// samples). Block bi's q at pq + 256 bi, its 8 rows' a and b at pa / pb + 8 bi.
+inline void store_rows8(const exl2::Rows8& q, __m256i off, uint8_t* dst) {
+  for (int c = 0; c < 4; ++c) {   // [rows 0-3 | rows 4-7] qwords -> dwords t = 2c, 2c+1 of rows 0..7
+    const __m256 a = _mm256_castsi256_ps(q.r[c][0]), b = _mm256_castsi256_ps(q.r[c][1]);
+    const __m256i ev = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xd8);
+    const __m256i od = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8);
+    _mm256_store_si256((__m256i*)(dst + 64 * c), _mm256_sub_epi8(ev, off));
+    _mm256_store_si256((__m256i*)(dst + 64 * c + 32), _mm256_sub_epi8(od, off));
+  }
+}
+
+// EXL2 (kSigned, the 6 / 8-bit variant: q - 2^(b-1) and b = 0, as its unpacker).
 void exl2_panel_x8(const WeightRef& w, int64_t r0, bool kSigned, uint8_t* pq, float* pa, float* pb) {
   const uint8_t* g = w.data + r0 * w.row_bytes;
   for (int64_t bi = 0; bi < w.k / 32; ++bi) {
@@ -88,26 +101,57 @@ void exl2_panel_x8(const WeightRef& w, int64_t r0, bool kSigned, uint8_t* pq, fl
     const int bits = w.block_bits[bi];
     exl2::Rows8 q;
     with_exl2_width(bits, [&](auto b) { exl2::rows8_values<decltype(b)::value>(gb + 16, q); });
-    const __m256i off = _mm256_set1_epi8(kSigned ? (char)(1 << (bits - 1)) : 0);
-    for (int c = 0; c < 4; ++c) {   // [rows 0-3 | rows 4-7] qwords -> dword t = 2c, 2c+1 of rows 0..7
-      const __m256 a = _mm256_castsi256_ps(q.r[c][0]), b = _mm256_castsi256_ps(q.r[c][1]);
-      const __m256i ev = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xd8);
-      const __m256i od = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8);
-      _mm256_store_si256((__m256i*)(pq + 256 * bi + 64 * c), _mm256_sub_epi8(ev, off));
-      _mm256_store_si256((__m256i*)(pq + 256 * bi + 64 * c + 32), _mm256_sub_epi8(od, off));
-    }
+    store_rows8(q, _mm256_set1_epi8(kSigned ? (char)(1 << (bits - 1)) : 0), pq + 256 * bi);
     const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)gb));   // the 8 rows' d
     _mm256_store_ps(pa + 8 * bi, d);
     _mm256_store_ps(pb + 8 * bi, kSigned ? _mm256_setzero_ps() : _mm256_mul_ps(d, _mm256_set1_ps(-(float)(1 << (bits - 1)))));
   }
 }
 
+// The 4-bit types, whose 16 quant bytes a block are EXL2's nibble part: Q4_0 (w = d (q - 8)), Q4_1
+// (d q + m: fp16 pairs), int4 (s q + m: the side arrays, interleaved by 8 too).
+void nib_panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* pb) {
+  const int kH = w.qtype == (int)QType::Q4_0 ? 2 : w.qtype == (int)QType::Q4_1 ? 4 : 0;   // header bytes a row
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  const int64_t ng = w.qtype == kInt4 ? w.k / w.group_size : 0;
+  const int shift = w.qtype == kInt4 ? int4_group_shift(w) : 0;
+  for (int64_t bi = 0; bi < w.k / 32; ++bi) {
+    const uint8_t* gb = g + 8 * (kH + 16) * bi;
+    exl2::Rows8 q;
+    exl2::rows8_nibbles(gb + 8 * kH, q);
+    store_rows8(q, _mm256_setzero_si256(), pq + 256 * bi);
+    if (w.qtype == kInt4) {
+      _mm256_store_ps(pa + 8 * bi, _mm256_loadu_ps(w.scales + r0 * ng + 8 * (bi >> shift)));
+      _mm256_store_ps(pb + 8 * bi, _mm256_loadu_ps(w.mins + r0 * ng + 8 * (bi >> shift)));
+    } else if (kH == 2) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)gb));
+      _mm256_store_ps(pa + 8 * bi, d);
+      _mm256_store_ps(pb + 8 * bi, _mm256_mul_ps(d, _mm256_set1_ps(-8.f)));
+    } else {
+      for (int rr = 0; rr < 8; ++rr) {   // (d, m) fp16 pairs
+        uint16_t h[2];
+        std::memcpy(h, gb + 4 * rr, 4);
+        pa[8 * bi + rr] = fp16_to_fp32(h[0]);
+        pb[8 * bi + rr] = fp16_to_fp32(h[1]);
+      }
+    }
+  }
+}
+
+// The panel of a whole interleaved group where one of the builders above reads its type.
+bool panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* pb) {
+  if (w.interleave != 8 || r0 % 8) return false;
+  if (w.qtype == kExl2 || w.qtype == kExl2Wide) exl2_panel_x8(w, r0, w.qtype == kExl2Wide, pq, pa, pb);
+  else if (w.qtype == (int)QType::Q4_0 || w.qtype == (int)QType::Q4_1 || w.qtype == kInt4) nib_panel_x8(w, r0, pq, pa, pb);
+  else return false;
+  return true;   // (the panel's blocks past k/32 are never read)
+}
+
 // Rows r0 .. r0+nr-1 (nr <= 8; missing rows are zero) unpacked into the panel, a 256-chunk of
 // the 8 rows at a time (8 UChunks, ~5 KB), each block's 8 x 32 bytes transposed in registers.
 void unpack_panel(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, int64_t nch, UChunk* u,
                   uint8_t* pq, float* pa, float* pb) {
-  if ((w.qtype == kExl2 || w.qtype == kExl2Wide) && w.interleave == 8 && nr == 8 && r0 % 8 == 0)
-    return exl2_panel_x8(w, r0, w.qtype == kExl2Wide, pq, pa, pb);   // (the blocks past k/32 are never read)
+  if (nr == 8 && panel_x8(w, r0, pq, pa, pb)) return;
   for (int rr = nr; rr < 8; ++rr) std::memset(&u[rr], 0, sizeof(UChunk));
   for (int64_t c = 0; c < nch; ++c) {
     unpack_chunk8(w, unpacker(ti), r0, nr, c, u, pq);
