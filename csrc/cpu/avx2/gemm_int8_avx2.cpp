@@ -7,7 +7,8 @@
 // spend most of their uops on per-row broadcasts and folds (~22 FLOP/cycle measured at m = 64).
 //
 // Layout: each thread takes 8 weight rows at a time and unpacks them once (the type's own
-// unpacker, matmul_unpack_*.cpp) into a panel that stays in L2 while every activation row passes:
+// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2 and the 4-bit types: straight from
+// the group, panel_x8) into a panel that stays in L2 while every activation row passes:
 //   q:    [k/32 blocks][8 dwords t][8 rows][4 bytes]  (dword t = elements 4t..4t+3 of the block)
 //   a, b: [k/32 blocks][8 rows]                        (w = a * q + b per 32, q unsigned <= 5 bits)
 // Per 32-block and activation row: 8 vpbroadcastd of the row's 4-byte groups (loads), 8 vpmaddubsw
