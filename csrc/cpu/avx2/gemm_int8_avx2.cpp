@@ -7,8 +7,8 @@
 // spend most of their uops on per-row broadcasts and folds (~22 FLOP/cycle measured at m = 64).
 //
 // Layout: each thread takes 8 weight rows at a time and unpacks them once (the type's own
-// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2 and the 4-bit types: straight from
-// the group, panel_x8) into a panel that stays in L2 while every activation row passes:
+// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2, the 4-bit types and Q8_0: straight
+// from the group, panel_x8) into a panel that stays in L2 while every activation row passes:
 //   q:    [k/32 blocks][8 dwords t][8 rows][4 bytes]  (dword t = elements 4t..4t+3 of the block)
 //   a, b: [k/32 blocks][8 rows]                        (w = a * q + b per 32, q unsigned <= 5 bits)
 // Per 32-block and activation row: 8 vpbroadcastd of the row's 4-byte groups (loads), 8 vpmaddubsw
@@ -139,11 +139,27 @@ void nib_panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float*
   }
 }
 
+// Q8_0 (the VNNI build's int8 GEMM: signed q, flipped to q + 128 by the caller): a block's 32 quant
+// bytes are 4 chunks of 8 rows x 8 bytes, already the Rows8 arrangement.
+void q8_panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* pb) {
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  for (int64_t bi = 0; bi < w.k / 32; ++bi) {
+    const uint8_t* gb = g + 272 * bi;
+    exl2::Rows8 q;
+    for (int c = 0; c < 4; ++c)
+      for (int h = 0; h < 2; ++h) q.r[c][h] = _mm256_loadu_si256((const __m256i*)(gb + 16 + 64 * c + 32 * h));
+    store_rows8(q, _mm256_setzero_si256(), pq + 256 * bi);
+    _mm256_store_ps(pa + 8 * bi, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)gb)));
+    _mm256_store_ps(pb + 8 * bi, _mm256_setzero_ps());
+  }
+}
+
 // The panel of a whole interleaved group where one of the builders above reads its type.
 bool panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* pb) {
   if (w.interleave != 8 || r0 % 8) return false;
   if (w.qtype == kExl2 || w.qtype == kExl2Wide) exl2_panel_x8(w, r0, w.qtype == kExl2Wide, pq, pa, pb);
   else if (w.qtype == (int)QType::Q4_0 || w.qtype == (int)QType::Q4_1 || w.qtype == kInt4) nib_panel_x8(w, r0, pq, pa, pb);
+  else if (w.qtype == (int)QType::Q8_0) q8_panel_x8(w, r0, pq, pa, pb);
   else return false;
   return true;   // (the panel's blocks past k/32 are never read)
 }
