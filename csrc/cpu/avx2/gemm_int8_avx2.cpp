@@ -7,8 +7,8 @@
 // spend most of their uops on per-row broadcasts and folds (~22 FLOP/cycle measured at m = 64).
 //
 // Layout: each thread takes 8 weight rows at a time and unpacks them once (the type's own
-// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2, the 4-bit types and Q8_0: straight
-// from the group, panel_x8) into a panel that stays in L2 while every activation row passes:
+// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2, the 4/5-bit types and Q8_0:
+// straight from the group, panel_x8) into a panel that stays in L2 while every activation row passes:
 //   q:    [k/32 blocks][8 dwords t][8 rows][4 bytes]  (dword t = elements 4t..4t+3 of the block)
 //   a, b: [k/32 blocks][8 rows]                        (w = a * q + b per 32, q unsigned <= 5 bits)
 // Per 32-block and activation row: 8 vpbroadcastd of the row's 4-byte groups (loads), 8 vpmaddubsw
@@ -109,32 +109,50 @@ void exl2_panel_x8(const WeightRef& w, int64_t r0, bool kSigned, uint8_t* pq, fl
   }
 }
 
-// The 4-bit types, whose 16 quant bytes a block are EXL2's nibble part: Q4_0 (w = d (q - 8)), Q4_1
-// (d q + m: fp16 pairs), int4 (s q + m: the side arrays, interleaved by 8 too).
+// The 4- and 5-bit legacy types and int4, whose 16 quant bytes a block are EXL2's nibble part,
+// after a header per row: Q4_0 d (w = d (q - 8)), Q4_1 d, m (d q + m), Q5_0 d, qh (d (q - 16)),
+// Q5_1 d, m, qh (d q + m); int4 none (s q + m from the side arrays, interleaved by 8 too). Q5's
+// 5th bits: row l's qh in its 64-bit lane, byte c of it spread over the lane's 8 bytes (vpshufb),
+// byte i's bit i tested (Q5's unpacker's way), 16 where set.
 void nib_panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* pb) {
-  const int kH = w.qtype == (int)QType::Q4_0 ? 2 : w.qtype == (int)QType::Q4_1 ? 4 : 0;   // header bytes a row
+  const int t = w.qtype;
+  const int kH = t == (int)QType::Q4_0 ? 2 : t == (int)QType::Q4_1 ? 4 : t == (int)QType::Q5_0 ? 6
+               : t == (int)QType::Q5_1 ? 8 : 0;   // header bytes a row
+  const int kQh = t == (int)QType::Q5_0 ? 2 : t == (int)QType::Q5_1 ? 4 : -1;   // qh in the header
+  const bool has_min = t == (int)QType::Q4_1 || t == (int)QType::Q5_1;
+  const float off = t == (int)QType::Q4_0 ? -8.f : t == (int)QType::Q5_0 ? -16.f : 0.f;   // b = off * d
   const uint8_t* g = w.data + r0 * w.row_bytes;
-  const int64_t ng = w.qtype == kInt4 ? w.k / w.group_size : 0;
-  const int shift = w.qtype == kInt4 ? int4_group_shift(w) : 0;
+  const int64_t ng = t == kInt4 ? w.k / w.group_size : 0;
+  const int shift = t == kInt4 ? int4_group_shift(w) : 0;
+  const __m256i not_bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe), ones = _mm256_set1_epi64x(-1);
   for (int64_t bi = 0; bi < w.k / 32; ++bi) {
     const uint8_t* gb = g + 8 * (kH + 16) * bi;
     exl2::Rows8 q;
     exl2::rows8_nibbles(gb + 8 * kH, q);
+    if (kQh >= 0) {
+      for (int h = 0; h < 2; ++h) {
+        uint32_t qh[4];
+        for (int l = 0; l < 4; ++l) std::memcpy(&qh[l], gb + kH * (4 * h + l) + kQh, 4);
+        const __m256i v = _mm256_setr_epi32((int)qh[0], 0, (int)qh[1], 0, (int)qh[2], 0, (int)qh[3], 0);
+        for (int c = 0; c < 4; ++c) {   // byte c of each lane's qh into all its 8 bytes
+          const __m256i idx = _mm256_setr_epi64x(0x0101010101010101LL * c, 0x0101010101010101LL * (8 + c),
+                                                 0x0101010101010101LL * c, 0x0101010101010101LL * (8 + c));
+          const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(_mm256_shuffle_epi8(v, idx), not_bit), ones);
+          q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(set, _mm256_set1_epi8(16)));
+        }
+      }
+    }
     store_rows8(q, _mm256_setzero_si256(), pq + 256 * bi);
-    if (w.qtype == kInt4) {
+    if (t == kInt4) {
       _mm256_store_ps(pa + 8 * bi, _mm256_loadu_ps(w.scales + r0 * ng + 8 * (bi >> shift)));
       _mm256_store_ps(pb + 8 * bi, _mm256_loadu_ps(w.mins + r0 * ng + 8 * (bi >> shift)));
-    } else if (kH == 2) {
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)gb));
-      _mm256_store_ps(pa + 8 * bi, d);
-      _mm256_store_ps(pb + 8 * bi, _mm256_mul_ps(d, _mm256_set1_ps(-8.f)));
-    } else {
-      for (int rr = 0; rr < 8; ++rr) {   // (d, m) fp16 pairs
-        uint16_t h[2];
-        std::memcpy(h, gb + 4 * rr, 4);
-        pa[8 * bi + rr] = fp16_to_fp32(h[0]);
-        pb[8 * bi + rr] = fp16_to_fp32(h[1]);
-      }
+      continue;
+    }
+    for (int rr = 0; rr < 8; ++rr) {   // d (and m): fp16 at the row's header
+      uint16_t h[2];
+      std::memcpy(h, gb + kH * rr, 4);
+      pa[8 * bi + rr] = fp16_to_fp32(h[0]);
+      pb[8 * bi + rr] = has_min ? fp16_to_fp32(h[1]) : off * pa[8 * bi + rr];
     }
   }
 }
@@ -158,7 +176,9 @@ void q8_panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* 
 bool panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float* pb) {
   if (w.interleave != 8 || r0 % 8) return false;
   if (w.qtype == kExl2 || w.qtype == kExl2Wide) exl2_panel_x8(w, r0, w.qtype == kExl2Wide, pq, pa, pb);
-  else if (w.qtype == (int)QType::Q4_0 || w.qtype == (int)QType::Q4_1 || w.qtype == kInt4) nib_panel_x8(w, r0, pq, pa, pb);
+  else if (w.qtype == (int)QType::Q4_0 || w.qtype == (int)QType::Q4_1 || w.qtype == (int)QType::Q5_0 ||
+           w.qtype == (int)QType::Q5_1 || w.qtype == kInt4)
+    nib_panel_x8(w, r0, pq, pa, pb);
   else if (w.qtype == (int)QType::Q8_0) q8_panel_x8(w, r0, pq, pa, pb);
   else return false;
   return true;   // (the panel's blocks past k/32 are never read)
