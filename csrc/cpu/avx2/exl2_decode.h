@@ -1,7 +1,8 @@
-// One EXL2 block's 32 unsigned q into byte lanes, in registers (block layout: cpu/exl2_blocks.h),
-// from a plain row or a row-interleaved group (X8). Shared by the AVX2 unpackers
-// (gemv_unpack_avx2.cpp) and the fused GEMV (gemv_fused_avx2.cpp).
-// Every part is a broadcast, one variable shift and a mask: ~3 uops a part, 3-7 a block.
+// EXL2 blocks into byte lanes, in registers (block layout: cpu/exl2_blocks.h). One block of one row,
+// from a plain row or a row-interleaved group (X8): the AVX2 unpackers (gemv_unpack_avx2.cpp) and
+// the fused GEMV (gemv_fused_avx2.cpp); every part a broadcast, one variable shift and a mask (~3
+// uops a part, 3-7 a block). A group's 8 rows at once (Rows8, below): the 8-row GEMV
+// (gemv_rows8_avx2.cpp) and the int8 GEMM's panels (gemm_int8_avx2.cpp).
 #pragma once
 #include <immintrin.h>
 

@@ -105,7 +105,8 @@ void exl2_panel_x8(const WeightRef& w, int64_t r0, bool kSigned, uint8_t* pq, fl
     store_rows8(q, _mm256_set1_epi8(kSigned ? (char)(1 << (bits - 1)) : 0), pq + 256 * bi);
     const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)gb));   // the 8 rows' d
     _mm256_store_ps(pa + 8 * bi, d);
-    _mm256_store_ps(pb + 8 * bi, kSigned ? _mm256_setzero_ps() : _mm256_mul_ps(d, _mm256_set1_ps(-(float)(1 << (bits - 1)))));
+    const __m256 b = _mm256_mul_ps(d, _mm256_set1_ps(-(float)(1 << (bits - 1))));
+    _mm256_store_ps(pb + 8 * bi, kSigned ? _mm256_setzero_ps() : b);
   }
 }
 
@@ -283,9 +284,10 @@ void panel_units(const uint8_t* pq, const float* pa, const float* pb, int64_t nb
 }
 
 #if PQ_VNNI
-// Q8_0 and EXL2's signed widths (this build only): the panel holds q' = q + 128, so per unit (a row, or an int8x2 pair) and
-// block the dot is off by corr = 128 * sum(x's q) (a pair: 128 * (256 * sum(q1) + sum(q2)), < 2^31),
-// subtracted in int32: the signed dot exactly, scaled once (no large offset term cancelling in float).
+// Q8_0 and EXL2's signed widths (this build only): the panel holds q' = q + 128, so per unit (a row,
+// or an int8x2 pair) and block the dot is off by corr = 128 * sum(x's q) (a pair: 128 * (256 *
+// sum(q1) + sum(q2)), < 2^31), subtracted in int32: the signed dot exactly, scaled once (no large
+// offset term cancelling in float).
 template <int MR, bool PAIR>
 void q8_rows(const uint8_t* pq, const float* pa, int64_t nb, const XQRow* x, const int32_t* corr, float* out) {
   __m256 acc[MR];

@@ -7,9 +7,9 @@ d * (q - 2^(b-1)), d = s, at its group's width. Each Linear is kept either at th
 type that holds every block exactly (`single_type`: <= 4 bits Q4_0, 5 Q5_0, 6 and 8 Q8_0), whichever
 `layout_choice` says (PYQUANT_EXL2_LAYOUT: native by default; single; auto: the widths where they
 save a fifth of the bytes); a device whose backends have no kernel for the widths gets the single
-type (`QTensor.to`; the CUDA and Triton kernels read the widths, so a GPU keeps them). The weight stays in
-act-order and the QTensor carries the permutation (`in_perm`): every backend gathers x's columns
-once per call, as ExLlamaV2's kernels do. A layout whose group edges are not 32-aligned (2-bit
+type (`QTensor.to`; the CUDA and Triton kernels read the widths, so a GPU keeps them). The weight
+stays in act-order and the QTensor carries the permutation (`in_perm`): every backend gathers x's
+columns once per call, as ExLlamaV2's kernels do. A layout whose group edges are not 32-aligned (2-bit
 groups of 16 rows) is kept as its exact fp16 reconstruction instead. `pyquant info DIR` shows the
 file's bits per weight beside what the kernels read.
 """
@@ -71,8 +71,9 @@ def single_type_rows(v: torch.Tensor, d: torch.Tensor, tname: str) -> torch.Tens
 # bits) 1.30-1.51 against Q5_0 1.47-1.57; a 6.0 mix (8/6/5) 1.78-1.89 against Q8_0 2.37-2.68.
 # SmolLM2's 576-wide rows (18 blocks): EXL2 2.5 tg64 345-375 tok/s against 360-392 (noise), pp64
 # level (82-84 ms vs 82-84.5, alternating in one process), peak RSS 420-490 MiB against 537-771
-# (the in-memory repack is not copied again by the runner's packing). "single" keeps one ggml type per Linear (what a device
-# without a widths kernel gets); "auto" the widths where they read at most 0.8 of the single type's bytes.
+# (the in-memory repack is not copied again by the runner's packing). "single" keeps one ggml type
+# per Linear (what a device without a widths kernel gets); "auto" the widths where they read at most
+# 0.8 of the single type's bytes.
 _NATIVE_AT_MOST = 0.8
 
 

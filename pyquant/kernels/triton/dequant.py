@@ -149,10 +149,11 @@ def dequant_int8(qw_ptr, scales_ptr, n, k, K):
 def dequant_exl2(w_ptr, row_off, k, bits_ptr, off_ptr):
     """float32 weight at element k (stored, act-order column) of the EXL2 row at byte offset row_off:
     its 32-block's width from bits_ptr (uint8 [K/32]) and byte offset in the row from off_ptr (int32
-    [K/32]); block = fp16 d, then the payload (pyquant/formats/exl2/native.py): nibble plane(s) of
-    bits 0-3 (and 4-7 at 8 bits; byte i = value i | value i+16 << 4), a crumb part at 2, 3 (bits 0-1)
-    and 6 bits (bits 4-5; byte m = values m, m+8, m+16, m+24), a bit part at 3 (bit 2) and 5 bits
-    (bit 4; byte m bit t = value 4t + m). w = d * (u - 2^(b-1)): one exact product, as the CPU's."""
+    [K/32 + 1], native.device_tables). Block = fp16 d, then the payload (formats/exl2/native.py):
+    nibble plane(s) of bits 0-3 (and 4-7 at 8 bits; byte i = value i | value i+16 << 4), a crumb
+    part at 2, 3 (bits 0-1) and 6 bits (bits 4-5; byte m = values m, m+8, m+16, m+24), a bit part at
+    3 (bit 2) and 5 bits (bit 4; byte m bit t = value 4t + m). w = d * (u - 2^(b-1)): one exact
+    product, as the CPU's."""
     blk = k // 32
     j = k % 32
     bits = tl.load(bits_ptr + blk).to(tl.int32)
