@@ -7,8 +7,8 @@
 // spend most of their uops on per-row broadcasts and folds (~22 FLOP/cycle measured at m = 64).
 //
 // Layout: each thread takes 8 weight rows at a time and unpacks them once (the type's own
-// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2, the 4/5-bit types and Q8_0:
-// straight from the group, panel_x8) into a panel that stays in L2 while every activation row passes:
+// unpacker, matmul_unpack_*.cpp; rows interleaved by 8 of EXL2, the 4/5-bit types, Q8_0 and Q4_K:
+// straight from the group, panel_x8 / k256_panel_x8) into a panel that stays in L2 while every activation row passes:
 //   q:    [k/32 blocks][8 dwords t][8 rows][4 bytes]  (dword t = elements 4t..4t+3 of the block)
 //   a, b: [k/32 blocks][8 rows]                        (w = a * q + b per 32, q unsigned <= 5 bits)
 // Per 32-block and activation row: 8 vpbroadcastd of the row's 4-byte groups (loads), 8 vpmaddubsw
@@ -37,6 +37,7 @@
 #include <cstring>
 
 #include "common/fp16.h"
+#include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/avx2/exl2_decode.h"
 #include "cpu/avx2/scratch.h"
@@ -367,8 +368,49 @@ struct K256Panel {
   float* dmin;
 };
 
+// Q4_K rows interleaved by 8, a whole group (as panel_x8 for the 32-block types): q straight from the
+// group's chunks (chunks 4j'..4j'+3 of the 8 rows hold sub-block 2j' in their low nibbles, 2j'+1 in
+// the high ones), scales and mins from the 8 row headers. False for anything else.
+bool k256_panel_x8(const WeightRef& w, int64_t r0, int64_t nch, const K256Panel& p) {
+  if (w.qtype != (int)QType::Q4_K || w.interleave != 8 || r0 % 8) return false;
+  const uint8_t* g = w.data + r0 * w.row_bytes;
+  const __m256i m4 = _mm256_set1_epi8(15), zero = _mm256_setzero_si256();
+  for (int64_t c = 0; c < nch; ++c) {
+    const uint8_t* gb = g + 1152 * c;   // 8 headers (d, dmin, 12 scale bytes), then 16 chunks x 8 rows
+    for (int jp = 0; jp < 4; ++jp) {
+      exl2::Rows8 lo, hi;
+      for (int c4 = 0; c4 < 4; ++c4)
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v = _mm256_loadu_si256((const __m256i*)(gb + 128 + 64 * (4 * jp + c4) + 32 * h));
+          lo.r[c4][h] = _mm256_and_si256(v, m4);
+          hi.r[c4][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+      store_rows8(lo, zero, p.q + 256 * (8 * c + 2 * jp));
+      store_rows8(hi, zero, p.q + 256 * (8 * c + 2 * jp + 1));
+    }
+    for (int rr = 0; rr < 8; ++rr) {
+      const uint8_t* hdr = gb + 16 * rr;
+      for (int j = 0; j < 8; ++j) {   // sub-block j: groups 2j, 2j+1 (sc), min pair j (mn)
+        int sc, m;
+        k4_scale_min(hdr + 4, j, &sc, &m);
+        for (int half = 0; half < 2; ++half) {
+          int16_t* s = p.sc + 256 * c + 32 * j + 16 * half + 2 * rr;
+          s[0] = s[1] = (int16_t)sc;
+        }
+        p.mn[128 * c + 16 * j + 2 * rr] = p.mn[128 * c + 16 * j + 2 * rr + 1] = (int16_t)m;
+      }
+      uint16_t h[2];
+      std::memcpy(h, hdr, 4);
+      p.d[8 * c + rr] = fp16_to_fp32(h[0]);
+      p.dmin[8 * c + rr] = fp16_to_fp32(h[1]);
+    }
+  }
+  return true;
+}
+
 void unpack_panel_k256(const WeightRef& w, const TypeInfo& ti, int64_t r0, int nr, int64_t nch, UChunk* u,
                        const K256Panel& p) {
+  if (nr == 8 && k256_panel_x8(w, r0, nch, p)) return;
   for (int rr = nr; rr < 8; ++rr) std::memset(&u[rr], 0, sizeof(UChunk));
   for (int64_t c = 0; c < nch; ++c) {
     unpack_chunk8(w, unpacker(ti), r0, nr, c, u, p.q);
