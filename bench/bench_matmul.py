@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import exl2_mixes
 from conftest import cached_pool, random_blocks, run_rotating
 from pyquant._ext import _C
 
@@ -40,10 +41,8 @@ GGUF = {
 # int4-g*: pyquant's int4 layout, which AWQ checkpoints (group 128 / 64 / 32) are repacked into at load
 # exl2-*: an EXL2 Linear in its own widths (formats/exl2/native.py): its groups' 32-blocks at their
 # widths in act-order (b + 0.5 bits read a weight), rows interleaved by 8 as the runner packs them,
-# plus the gather of x through the permutation. The mixes (fraction of K per width, widest first)
-# are what the converter picks around each target: 2.5 bpw -> 2.8 read, 4.0 -> 4.5, 6.0 -> 6.5
-EXL2 = {"exl2-2.5": [(3, 0.3), (2, 0.7)], "exl2-4.0": [(5, 0.1), (4, 0.8), (3, 0.1)],
-        "exl2-6.0": [(8, 0.1), (6, 0.7), (5, 0.2)]}
+# plus the gather of x through the permutation; the mixes are exl2_mixes.MIXES
+EXL2 = exl2_mixes.MIXES
 # *-x8: the same blocks stored row-interleaved (pyquant/kernels/cpu/interleave.py), as the runner packs them
 X8 = {"Q4_0-x8": "Q4_0", "Q4_K-x8": "Q4_K", "Q6_K-x8": "Q6_K", "Q8_0-x8": "Q8_0"}
 KERNELS = list(GGUF) + list(X8) + ["int4-g128", "int4-g128-x8", "int4-g64", "int4-g32", "int8"] + list(EXL2)
@@ -135,7 +134,7 @@ def _pyquant_weight(name, n, k):
     if name in EXL2:   # random payloads (any bytes are valid q), sane fp16 scales
         from pyquant.formats.exl2 import native
 
-        bits = _exl2_widths(name, k)
+        bits = exl2_mixes.widths(name, k)
         off = native.block_offsets(bits).numpy()
         data = rng.integers(0, 256, (n, int(off[-1])), dtype=np.uint8)
         d = np.full((n, 1), 0.01, np.float16).view(np.uint8)
@@ -164,15 +163,6 @@ def _pyquant_weight(name, n, k):
             sc, mn = (il.interleave_side(torch.from_numpy(t)).numpy() for t in (sc, mn))
         return q, sc, mn
     return rng.integers(-128, 128, (n, k), dtype=np.int8), np.full(n, 0.01, np.float32)
-
-
-def _exl2_widths(name, k):
-    """block_bits of an exl2-* mix: each width's share of the k/32 blocks, widest first."""
-    nb, out = k // 32, []
-    for bits, frac in EXL2[name]:
-        out += [bits] * round(frac * nb)
-    out = (out + [EXL2[name][-1][0]] * nb)[:nb]
-    return torch.tensor(out, dtype=torch.uint8)
 
 
 def _nbytes(item):

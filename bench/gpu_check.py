@@ -25,18 +25,20 @@ from dataclasses import dataclass
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, ".."))
+sys.path.insert(0, _HERE)
 
+import exl2_mixes  # noqa: E402
 from pyquant.qtypes import QType  # noqa: E402
 
 # byte offsets of the f16 scale fields and (block size, bytes per block) of the benchmarked types
 _GGUF = {"Q4_K": ((0, 2), 256, 144), "Q4_0": ((0,), 32, 18), "Q8_0": ((0,), 32, 34)}
 # int4-g128 / int4-g64: AWQ checkpoints after their load-time repack (group 128 and 64);
-# exl2-4.0: an EXL2 Linear in its own widths (formats/exl2/native.py), 10% 5-bit, 80% 4-bit and 10%
-# 3-bit blocks along K (what the converter picks around 4.0 bpw; 4.5 bits read); the kernels see
-# the act-order columns (the gather of x is the caller's, as for a Q4_0 single type)
+# exl2-4.0: an EXL2 Linear in its own widths (formats/exl2/native.py), exl2_mixes.MIXES' 4.0 bpw mix
+# (4.5 bits read); the kernels see the act-order columns (the gather of x is the caller's, as for
+# a Q4_0 single type)
 FORMATS = ("Q4_K", "Q4_0", "Q8_0", "int4-g128", "int4-g64", "exl2-4.0")
-_EXL2_MIX = {"exl2-4.0": ((5, 0.1), (4, 0.8), (3, 0.1))}
 
 
 @dataclass
@@ -59,13 +61,10 @@ class Row:
 
 def make_weights(fmt, n, k, device, gen):
     """Random quants with small normal f16 scales (no NaN / inf), built on the device."""
-    if fmt in _EXL2_MIX:
+    if fmt in exl2_mixes.MIXES:
         from pyquant.formats.exl2.native import block_offsets
 
-        nb, widths = k // 32, []
-        for bits, frac in _EXL2_MIX[fmt]:
-            widths += [bits] * round(frac * nb)
-        block_bits = torch.tensor((widths + widths[-1:] * nb)[:nb], dtype=torch.uint8)
+        block_bits = exl2_mixes.widths(fmt, k)
         off = block_offsets(block_bits)
         qw = torch.randint(0, 256, (n, int(off[-1])), dtype=torch.uint8, device=device, generator=gen)
         d = torch.tensor([0.004], dtype=torch.float16).view(torch.uint8).tolist()
