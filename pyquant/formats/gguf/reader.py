@@ -159,6 +159,19 @@ class GGUFReader:
         """Metadata under the architecture prefix: arch_get('block_count') -> llama.block_count."""
         return self.metadata.get(f"{self.architecture}.{suffix}", default)
 
+    def drop_pages(self) -> None:
+        """Unmap every resident page of the file mapping (MADV_DONTNEED: re-read from the page cache
+        if touched again). A fault can map a whole large folio of the page cache (up to 2 MB on
+        recent kernels), so reading one tensor maps its neighbours as well, which dropping that
+        tensor's own pages never reaches: on Linux 6.18 SmolLM2's load kept 27 MB of the file resident
+        through the packing, over the peak-RSS budget. Called while loading only: nothing writes to
+        the mapping, so no private copy-on-write page is lost."""
+        if self._mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
+
     def close(self) -> None:
         mm, f = self._mm, self._file
         self._mm = self._file = None

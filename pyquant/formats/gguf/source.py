@@ -71,13 +71,14 @@ class GGUFSource:
         mm = np.memmap(self.path, dtype=np.uint8, mode="c", offset=ts[0].offset, shape=(rows, ts[0].row_bytes))
         return torch.from_numpy(mm)
 
-    @staticmethod
-    def release(t: torch.Tensor) -> None:
+    def release(self, t: torch.Tensor) -> None:
         """Weights are views of the file: the pages of one we copied from are dropped (re-read from
-        the file if touched again), so they do not count in RSS for nothing."""
+        the file if touched again), so they do not count in RSS for nothing; and with them whatever
+        else of the reader's mapping the reads faulted in (reader.drop_pages)."""
         from ...runtime.memory import release_pages
 
-        release_pages(t)
+        release_pages(t)   # t may be another mapping of the file (a span)
+        self.reader.drop_pages()
 
     def tokenizer(self):
         from ...runtime.tokenizer import Tokenizer
