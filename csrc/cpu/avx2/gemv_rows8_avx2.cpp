@@ -72,6 +72,23 @@ struct Split {
                           _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, h1, xc), h3, xd));
   }
 #endif
+  // dot() for two activation rows at once (an int8x2 pair), register by register: each split
+  // register meets both rows' broadcasts, and the four int16 sums are opaque to GCC's
+  // reassociation, which otherwise regroups the adds into a tree whose partial sums spill. Integer
+  // sums without overflow: the same lo / hi as two dot() calls.
+  void dot2(const int8_t* x0, const int8_t* x1, __m256i& lo0, __m256i& hi0, __m256i& lo1, __m256i& hi1) const {
+    const __m256i* ql[4] = {&l0, &l2, &h0, &h2};   // rows 0-3, against x quarters 0..3
+    const __m256i* qh[4] = {&l1, &l3, &h1, &h3};   // rows 4-7
+    lo0 = hi0 = lo1 = hi1 = _mm256_setzero_si256();
+    for (int t = 0; t < 4; ++t) {
+      const __m256i a = bcast8(x0 + 8 * t), b = bcast8(x1 + 8 * t);
+      lo0 = _mm256_add_epi16(lo0, _mm256_maddubs_epi16(*ql[t], a));
+      hi0 = _mm256_add_epi16(hi0, _mm256_maddubs_epi16(*qh[t], a));
+      lo1 = _mm256_add_epi16(lo1, _mm256_maddubs_epi16(*ql[t], b));
+      hi1 = _mm256_add_epi16(hi1, _mm256_maddubs_epi16(*qh[t], b));
+      __asm__("" : "+x"(lo0), "+x"(hi0), "+x"(lo1), "+x"(hi1));
+    }
+  }
   // int16 lanes: 4 products each (2 per vpmaddubsw lane x 2 adds) .. 8: |sum| <= 8 * 15 * 127
   void dot(const int8_t* x, __m256i& lo, __m256i& hi) const {
     const __m256i xa = bcast8(x), xb = bcast8(x + 8), xc = bcast8(x + 16), xd = bcast8(x + 24);
@@ -203,13 +220,13 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
         c = hi;
       }
 #else
-      q.dot(xu[0].q + 32 * b, lo, hi);
       if (kPair) {
         __m256i lo2, hi2;
-        q.dot(xu[1].q + 32 * b, lo2, hi2);
+        q.dot2(xu[0].q + 32 * b, xu[1].q + 32 * b, lo, hi, lo2, hi2);
         a = _mm256_add_epi32(_mm256_madd_epi16(lo, k256), _mm256_madd_epi16(lo2, ones));
         c = _mm256_add_epi32(_mm256_madd_epi16(hi, k256), _mm256_madd_epi16(hi2, ones));
       } else {
+        q.dot(xu[0].q + 32 * b, lo, hi);
         a = _mm256_madd_epi16(lo, ones);
         c = _mm256_madd_epi16(hi, ones);
       }
