@@ -462,7 +462,6 @@ inline void k4_pair_dot_by_chunk(const uint8_t* qj, const XQRow* x, int64_t xoff
                                                        _mm256_madd_epi16(shi[i][1], _mm256_shuffle_epi8(sc47, ihi))));
   }
 }
-
 #endif
 
 #if PQ_VNNI
