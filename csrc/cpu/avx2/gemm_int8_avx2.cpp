@@ -40,6 +40,7 @@
 #include "common/kquant_scales.h"
 #include "common/qtypes.h"
 #include "cpu/avx2/exl2_decode.h"
+#include "cpu/avx2/keep.h"
 #include "cpu/avx2/scratch.h"
 #include "cpu/avx2/transpose.h"
 #include "cpu/matmul_internal.h"
@@ -69,13 +70,6 @@ void unpack_chunk8(const WeightRef& w, UnpackRowFn unpack, int64_t r0, int nr, i
     transpose8x8_epi32(v);
     for (int t = 0; t < 8; ++t) _mm256_store_si256((__m256i*)(pq + 256 * (8 * c + j) + 32 * t), v[t]);
   }
-}
-
-// The value, pinned in a register at this point: GCC otherwise re-associates the int16 running sums
-// of panel_units into trees of stored products (each row's 8 products spilled to the stack, ~2x slower).
-inline __m256i keep(__m256i v) {
-  asm("" : "+x"(v));
-  return v;
 }
 
 inline UnpackRowFn unpacker(const TypeInfo& ti) { return ti.unpack_avx2 ? ti.unpack_avx2 : ti.unpack_scalar; }

@@ -27,6 +27,7 @@
 
 #include "common/qtypes.h"
 #include "cpu/avx2/exl2_decode.h"
+#include "cpu/avx2/keep.h"
 #include "cpu/exl2_blocks.h"
 #include "cpu/interleave.h"
 
@@ -73,20 +74,18 @@ struct Split {
   }
 #endif
   // dot() for two activation rows at once (an int8x2 pair), register by register: each split
-  // register meets both rows' broadcasts, and the four int16 sums are opaque to GCC's
-  // reassociation, which otherwise regroups the adds into a tree whose partial sums spill. Integer
-  // sums without overflow: the same lo / hi as two dot() calls.
+  // register meets both rows' broadcasts, and the four int16 sums are kept (keep.h: no spilling
+  // tree of partial sums). Integer sums without overflow: the same lo / hi as two dot() calls.
   void dot2(const int8_t* x0, const int8_t* x1, __m256i& lo0, __m256i& hi0, __m256i& lo1, __m256i& hi1) const {
     const __m256i* ql[4] = {&l0, &l2, &h0, &h2};   // rows 0-3, against x quarters 0..3
     const __m256i* qh[4] = {&l1, &l3, &h1, &h3};   // rows 4-7
     lo0 = hi0 = lo1 = hi1 = _mm256_setzero_si256();
     for (int t = 0; t < 4; ++t) {
       const __m256i a = bcast8(x0 + 8 * t), b = bcast8(x1 + 8 * t);
-      lo0 = _mm256_add_epi16(lo0, _mm256_maddubs_epi16(*ql[t], a));
-      hi0 = _mm256_add_epi16(hi0, _mm256_maddubs_epi16(*qh[t], a));
-      lo1 = _mm256_add_epi16(lo1, _mm256_maddubs_epi16(*ql[t], b));
-      hi1 = _mm256_add_epi16(hi1, _mm256_maddubs_epi16(*qh[t], b));
-      __asm__("" : "+x"(lo0), "+x"(hi0), "+x"(lo1), "+x"(hi1));
+      lo0 = keep(_mm256_add_epi16(lo0, _mm256_maddubs_epi16(*ql[t], a)));
+      hi0 = keep(_mm256_add_epi16(hi0, _mm256_maddubs_epi16(*qh[t], a)));
+      lo1 = keep(_mm256_add_epi16(lo1, _mm256_maddubs_epi16(*ql[t], b)));
+      hi1 = keep(_mm256_add_epi16(hi1, _mm256_maddubs_epi16(*qh[t], b)));
     }
   }
   // int16 lanes: 4 products each (2 per vpmaddubsw lane x 2 adds) .. 8: |sum| <= 8 * 15 * 127
@@ -447,11 +446,8 @@ inline void k4_pair_dot_by_chunk(const uint8_t* qj, const XQRow* x, int64_t xoff
     for (int i = 0; i < NX; ++i) {
       const __m256i xl = bcast8(x[i].q + xoff + 8 * c), xh = bcast8(x[i].q + xoff + 32 + 8 * c);
       for (int h = 0; h < 2; ++h) {
-        slo[i][h] = _mm256_add_epi16(slo[i][h], _mm256_maddubs_epi16(lo[h], xl));
-        shi[i][h] = _mm256_add_epi16(shi[i][h], _mm256_maddubs_epi16(hi[h], xh));
-        // opaque here: GCC's reassociation otherwise regroups the 4 chunks' integer adds into a
-        // tree whose partial sums spill
-        __asm__("" : "+x"(slo[i][h]), "+x"(shi[i][h]));
+        slo[i][h] = keep(_mm256_add_epi16(slo[i][h], _mm256_maddubs_epi16(lo[h], xl)));   // keep.h
+        shi[i][h] = keep(_mm256_add_epi16(shi[i][h], _mm256_maddubs_epi16(hi[h], xh)));
       }
     }
   }
