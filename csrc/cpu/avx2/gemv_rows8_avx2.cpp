@@ -507,6 +507,14 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     __m256i a03[MR * kXs], a47[MR * kXs];   // per activation row
     for (int i = 0; i < MR * kXs; ++i) a03[i] = a47[i] = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
+#if !PQ_VNNI
+      const __m256i ilo = _mm256_add_epi16(idx0, _mm256_set1_epi16((short)(2 * j)));
+      const __m256i ihi = _mm256_add_epi16(ilo, one16);
+      if constexpr (MR * kXs == 2) {   // no K4Split (one row keeps it: by chunk it measured 4% slower)
+        k4_pair_dot_by_chunk<2>(qb + 256 * j, x, 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03, a47);
+        continue;
+      }
+#endif
       K4Split q;
       for (int c = 0; c < 4; ++c)
         for (int h = 0; h < 2; ++h) {
@@ -522,12 +530,6 @@ void group8_q4_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
       for (int i = 0; i < MR * kXs; ++i)
         k4_pair_dot_vnni(q, x[i].q + 256 * sb + 64 * j, s03l, s03h, s47l, s47h, a03[i], a47[i]);
 #else
-      const __m256i ilo = _mm256_add_epi16(idx0, _mm256_set1_epi16((short)(2 * j)));
-      const __m256i ihi = _mm256_add_epi16(ilo, one16);
-      if (MR * kXs == 2) {   // (one row keeps K4Split's order: by chunk it measured 4% slower)
-        k4_pair_dot_by_chunk<2>(qb + 256 * j, x, 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03, a47);
-        continue;
-      }
       for (int i = 0; i < MR * kXs; ++i)
         k4_pair_dot(q, x[i].q + 256 * sb + 64 * j, hd.sc03, hd.sc47, ilo, ihi, a03[i], a47[i]);
 #endif
