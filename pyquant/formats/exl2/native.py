@@ -60,6 +60,21 @@ def device_tables(block_bits: torch.Tensor, row_bytes_: int, device, who: str) -
     return out
 
 
+def device_args(qweight: torch.Tensor, block_bits: torch.Tensor, interleaved: int, who: str):
+    """What a device kernel (Triton, CUDA) reads: (qweight as plain contiguous rows, uint8 [N,
+    row_bytes], checked; block_bits and its offsets on qweight's device: device_tables). Rows
+    interleaved by 8 (the CPU kernels' layout) are put back through the CPU (only a direct call
+    brings them: pyquant.ops hands device backends plain rows)."""
+    from ...errors import KernelError
+
+    if interleaved:
+        qweight = interleave(qweight.cpu(), block_bits.cpu(), inverse=True).to(qweight.device)
+    if qweight.dtype != torch.uint8 or qweight.dim() != 2:
+        raise KernelError(f"{who}: qweight must be uint8 [N, row_bytes], got {qweight.dtype} {tuple(qweight.shape)}")
+    qweight = qweight.contiguous()
+    return (qweight, *device_tables(block_bits, qweight.shape[1], qweight.device, who))
+
+
 def _crumb_bytes(c: torch.Tensor) -> torch.Tensor:
     """c [..., 32] of 2-bit values -> [..., 8] bytes, byte m = c[m] | c[m+8] << 2 | c[m+16] << 4 | c[m+24] << 6."""
     c = c.reshape(*c.shape[:-1], 4, 8)

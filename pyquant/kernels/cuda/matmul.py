@@ -201,16 +201,15 @@ def int8_matmul(x, qweight, scales, bias=None, path=None):
     return y
 
 
-def _exl2_args(qweight, block_bits, who):
-    """(qweight contiguous and 4-byte aligned, block_bits and its int32 offsets [K/32 + 1] there, checked)."""
-    from ...formats.exl2.native import device_tables
+def _exl2_args(qweight, block_bits, who, interleave=0):
+    """(qweight as plain rows, contiguous and 4-byte aligned, block_bits and its int32 offsets
+    [K/32 + 1] there, checked: native.device_args)."""
+    from ...formats.exl2.native import device_args
 
-    if qweight.dtype != torch.uint8 or qweight.dim() != 2:
-        raise KernelError(f"{who}: qweight must be uint8 [N, row_bytes], got {qweight.dtype} {tuple(qweight.shape)}")
-    qw = qweight.contiguous()
+    qw, bits, off = device_args(qweight, block_bits, interleave, who)
     if qw.data_ptr() % 4:   # the GEMV stages a row's blocks 32 bits at a time
         qw = qw.clone()
-    return (qw, *device_tables(block_bits, qw.shape[1], qw.device, who))
+    return qw, bits, off
 
 
 @_on_device
@@ -228,15 +227,11 @@ def dequantize_exl2(qweight, block_bits, dtype=torch.float32) -> torch.Tensor:
 @_on_device
 def exl2_matmul(x, qweight, block_bits, bias=None, interleave=0, path=None):
     """x [M, K] @ W.T, W in EXL2's own widths (K in act-order: x's columns already gathered)."""
-    if interleave:   # the CPU kernels' layout: plain rows here
-        from ...formats.exl2.native import interleave as exl2_interleave
-
-        qweight = exl2_interleave(qweight.cpu(), block_bits.cpu(), inverse=True).to(qweight.device)
+    qw, bits, off = _exl2_args(qweight, block_bits, "exl2_matmul", interleave)
     m = x.shape[0]
     path = path or matmul_path("exl2_matmul", qtypes.QType.EXL2, m)[0]
     if path == "dequant":
-        return _linear(x, dequantize_exl2(qweight, block_bits, x.dtype), bias)
-    qw, bits, off = _exl2_args(qweight, block_bits, "exl2_matmul")
+        return _linear(x, dequantize_exl2(qw, block_bits, x.dtype), bias)
     n, k = qw.shape[0], 32 * bits.numel()
     x = _aligned16(x)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)

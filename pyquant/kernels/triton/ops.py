@@ -9,8 +9,7 @@ import triton
 
 from ... import qtypes
 from ...errors import KernelError
-from ...formats.exl2.native import device_tables
-from ...formats.exl2.native import interleave as exl2_interleave
+from ...formats.exl2.native import device_args
 from . import dequant, kernels
 
 QT = qtypes.QType
@@ -135,18 +134,14 @@ def exl2_matmul(x, qweight, block_bits, bias=None, interleave=0):
     """x [M, K] @ W.T for W in EXL2's own widths (uint8 [N, row_bytes], block_bits uint8 [K/32];
     pyquant/formats/exl2/native.py), K in the stored act-order: x's columns already gathered."""
     who = "triton exl2_matmul"
-    if interleave:   # the CPU kernels' layout: plain rows here
-        qweight = exl2_interleave(qweight.cpu(), block_bits.cpu(), inverse=True).to(qweight.device)
-    if qweight.dtype != torch.uint8 or qweight.dim() != 2:
-        raise KernelError(f"{who}: qweight must be uint8 [N, row_bytes], got {qweight.dtype} {tuple(qweight.shape)}")
-    n, k = qweight.shape[0], 32 * block_bits.numel()
-    bits, off = device_tables(block_bits, qweight.shape[1], qweight.device, who)
+    qweight, bits, off = device_args(qweight, block_bits, interleave, who)
+    n, k = qweight.shape[0], 32 * bits.numel()
     x, y, bias = _prep(x, n, k, bias, who)
     m = x.shape[0]
     if m == 0 or n == 0:
         return y
     kernels.exl2_matmul_kernel[_grid(m, n)](
-        x, qweight.contiguous(), bits, off, bias if bias is not None else y, y, m, n, k,
+        x, qweight, bits, off, bias if bias is not None else y, y, m, n, k,
         qweight.shape[1], kernels._m_bucket(m), HAS_BIAS=bias is not None)
     return y
 
