@@ -653,6 +653,38 @@ inline void q6_quads(const uint8_t* qb, const __m128i sj[8], const XQRow* x, int
   }
 }
 
+#if !PQ_VNNI
+// One row quad of q6_quads for NX <= 2 activation rows, chunk by chunk: each chunk's two q6
+// registers meet every row's broadcasts before the next chunk loads, the int16 sums are kept
+// (keep.h), and the scale lanes come from memory (made once per super-block: sl / sh), so nothing
+// is live across the loop but the int32 sums. q6_quads kept sj[8] and the decode in registers
+// and spilled (llvm-mca, znver3: 20-28 stack accesses, 33 cycles per pair of quads). Same int16
+// sums (<= 4 * 63 * 127) and int32 sums as q6_quads, so the same result.
+template <int NX>
+inline void q6_quad_by_chunk(const uint8_t* qb, const XQRow* x, int64_t e0, int h, int pp, int quad,
+                             const __m256i& sl, const __m256i& sh, __m256i* acc) {
+  const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  const bool s = pp >= 2;
+  __m256i l[NX], hs[NX];
+  for (int c = 0; c < 2; ++c) {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)(qb + 64 * (8 * h + 2 * pp + c) + 32 * quad));
+    const __m256i hb = _mm256_loadu_si256((const __m256i*)(qb + 64 * (16 + 4 * h + (2 * pp) % 4 + c) + 32 * quad));
+    const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m0f),
+                                       _mm256_and_si256(s ? _mm256_slli_epi16(hb, 2) : _mm256_slli_epi16(hb, 4), m30));
+    const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m0f),
+                                       _mm256_and_si256(s ? _mm256_srli_epi16(hb, 2) : hb, m30));
+    for (int i = 0; i < NX; ++i) {
+      const int8_t* xq = x[i].q + e0 + 128 * h + 16 * pp + 8 * c;
+      const __m256i pl = _mm256_maddubs_epi16(lo, bcast8(xq)), ph = _mm256_maddubs_epi16(hi, bcast8(xq + 64));
+      l[i] = keep(c ? _mm256_add_epi16(l[i], pl) : pl);
+      hs[i] = keep(c ? _mm256_add_epi16(hs[i], ph) : ph);
+    }
+  }
+  for (int i = 0; i < NX; ++i)
+    acc[i] = _mm256_add_epi32(acc[i], _mm256_add_epi32(_mm256_madd_epi16(l[i], sl), _mm256_madd_epi16(hs[i], sh)));
+}
+#endif
+
 template <bool kPair, int MR>
 void group8_q6_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
   constexpr int kTs = 8 * 210, kXs = kPair ? 2 : 1;
@@ -678,15 +710,22 @@ void group8_q6_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
     const uint8_t* qb = p + 144;
     __m256i a03[MR * kXs], a47[MR * kXs];
     for (int i = 0; i < MR * kXs; ++i) a03[i] = a47[i] = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h)
-      for (int pp = 0; pp < 4; ++pp) {
-        if constexpr (kByQuad) {
-          q6_quads<0, 1, MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
-          q6_quads<1, 1, MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
-        } else {
-          q6_quads<0, 2, MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
+    if constexpr (kByQuad) {
+#if !PQ_VNNI
+      alignas(32) __m256i lanes[2][16];   // [quad][scale j]: q6_scale_lanes, once per super-block
+      for (int q = 0; q < 2; ++q)
+        for (int j = 0; j < 16; ++j) lanes[q][j] = q6_scale_lanes(sj, j, q);
+      for (int h = 0; h < 2; ++h)
+        for (int pp = 0; pp < 4; ++pp) {
+          const int jl = 8 * h + pp;
+          q6_quad_by_chunk<MR * kXs>(qb, x, 256 * sb, h, pp, 0, lanes[0][jl], lanes[0][jl + 4], a03);
+          q6_quad_by_chunk<MR * kXs>(qb, x, 256 * sb, h, pp, 1, lanes[1][jl], lanes[1][jl + 4], a47);
         }
-      }
+#endif
+    } else {
+      for (int h = 0; h < 2; ++h)
+        for (int pp = 0; pp < 4; ++pp) q6_quads<0, 2, MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
+    }
     // sum_j sc[j] * bsum[j] per row (rows 0..7 in lanes), then into the dot sums' lane order; the
     // scales 2jj, 2jj+1 of every row as int16 pairs, made once for every activation row
     __m256i sc_pairs[8];
