@@ -98,46 +98,59 @@ static inline void rows8_nibbles(const uint8_t* p, Rows8& q) {
       q.r[c + 2][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
 }
-// 8 crumb bytes a row: byte m holds weights m, m+8, m+16, m+24 at bits 0-1 .. 6-7.
-static inline void rows8_crumbs(const uint8_t* p, Rows8& q) {
-  const __m256i m2 = _mm256_set1_epi8(3);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * h));
-    for (int c = 0; c < 4; ++c) q.r[c][h] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), m2);
-  }
+// 8 crumb bytes a row (byte m holds weights m, m+8, m+16, m+24 at bits 0-1 .. 6-7): register [c][h].
+static inline __m256i rows8_crumb(const uint8_t* p, int c, int h) {
+  const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * h));
+  return _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), _mm256_set1_epi8(3));
+}
+// rows8_nibbles' register [c][h], alone (a second load of the 32 bytes for c >= 2).
+static inline __m256i rows8_nibble(const uint8_t* p, int c, int h) {
+  const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 64 * (c & 1) + 32 * h));
+  return _mm256_and_si256(c < 2 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
 }
 // 4 bit-part bytes a row (byte m: weights m, m + 4, .. at bits 0..7): weight 8c + i of a row's
-// 64-bit lane (its 4 bytes in both dwords) is bit 2c + i / 4 of byte i % 4, so one per-dword
-// variable shift puts every lane's bit at kOne's place (left for the low chunks, right for the
-// high ones; what comes in from a neighbour byte is masked off), OR-ed into q.
-template <int kOne>
-static inline void rows8_bits(const uint8_t* p, Rows8& q) {
-  constexpr int t = kOne == 4 ? 2 : 4;
-  for (int h = 0; h < 2; ++h) {
-    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h))),
-                                                  _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
-    for (int c = 0; c < 4; ++c) {
-      const __m256i s = t > 2 * c ? _mm256_sllv_epi32(v, _mm256_setr_epi32(t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1,
-                                                                        t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1))
-                                  : _mm256_srlv_epi32(v, _mm256_setr_epi32(2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t,
-                                                                        2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t));
-      q.r[c][h] = _mm256_or_si256(q.r[c][h], _mm256_and_si256(s, _mm256_set1_epi8(kOne)));
-    }
-  }
+// 64-bit lane (its 4 bytes in both dwords, rows8_bit_words) is bit 2c + i / 4 of byte i % 4, so one
+// per-dword variable shift puts every lane's bit at kOne's place (left for the low chunks, right for
+// the high ones; what comes in from a neighbour byte is masked off): register [c][h]'s bits.
+static inline __m256i rows8_bit_words(const uint8_t* p, int h) {
+  return _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(p + 16 * h))),
+                                     _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
 }
-// The 8 rows of a group-block of B bits whose payload starts at u: lo holds q (B <= 5) or its low
-// part (the low nibble); B >= 6 also give hi, the high bits (q = lo + 16 hi).
+template <int kOne>
+static inline __m256i rows8_bit(__m256i v, int c) {
+  constexpr int t = kOne == 4 ? 2 : 4;
+  const __m256i s = t > 2 * c ? _mm256_sllv_epi32(v, _mm256_setr_epi32(t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1,
+                                                                    t - 2 * c, t - 2 * c - 1, t - 2 * c, t - 2 * c - 1))
+                              : _mm256_srlv_epi32(v, _mm256_setr_epi32(2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t,
+                                                                    2 * c - t, 2 * c + 1 - t, 2 * c - t, 2 * c + 1 - t));
+  return _mm256_and_si256(s, _mm256_set1_epi8(kOne));
+}
+// The 8 rows of a group-block of B bits whose payload starts at u, register by register:
+// f(c, h, lo, hi) for c = 0..3 (weights 8c..8c+7), h = 0, 1 (rows 4h..4h+3); lo holds q (B <= 5) or
+// its low part (the low nibble), hi for B >= 6 the high bits (q = lo + 16 hi; zero below 6 bits).
+// A caller that uses each register as it comes keeps 2-4 registers live instead of a Rows8's 8-16.
+template <int B, typename F>
+static inline void rows8_each(const uint8_t* u, F&& f) {
+  constexpr int kBits = B == 3 ? 64 : B == 5 ? 128 : -1;   // the bit part's offset
+  __m256i bw[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  if constexpr (kBits >= 0)
+    for (int h = 0; h < 2; ++h) bw[h] = rows8_bit_words(u + kBits, h);
+  for (int c = 0; c < 4; ++c)
+    for (int h = 0; h < 2; ++h) {
+      __m256i lo = B <= 3 ? rows8_crumb(u, c, h) : rows8_nibble(u, c, h);
+      if constexpr (B == 3) lo = _mm256_or_si256(lo, rows8_bit<4>(bw[h], c));
+      if constexpr (B == 5) lo = _mm256_or_si256(lo, rows8_bit<16>(bw[h], c));
+      const __m256i hi = B == 6 ? rows8_crumb(u + 128, c, h) : B == 8 ? rows8_nibble(u + 128, c, h)
+                                                                       : _mm256_setzero_si256();
+      f(c, h, lo, hi);
+    }
+}
 template <int B>
 static inline void rows8_parts(const uint8_t* u, Rows8& lo, Rows8& hi) {
-  if (B == 2 || B == 3) {
-    rows8_crumbs(u, lo);
-    if (B == 3) rows8_bits<4>(u + 64, lo);
-  } else {
-    rows8_nibbles(u, lo);
-    if (B == 5) rows8_bits<16>(u + 128, lo);
-    if (B == 6) rows8_crumbs(u + 128, hi);
-    if (B == 8) rows8_nibbles(u + 128, hi);
-  }
+  rows8_each<B>(u, [&](int c, int h, __m256i l, __m256i hh) {
+    lo.r[c][h] = l;
+    hi.r[c][h] = hh;
+  });
 }
 // Whole q bytes (lo | hi << 4: a 16-bit shift of values <= 15 stays inside each byte).
 template <int B>

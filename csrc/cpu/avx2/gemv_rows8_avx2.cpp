@@ -802,12 +802,50 @@ inline void exl2_dot(const Rows8& q, const int8_t* x, __m256i& lo, __m256i& hi) 
 #endif
 }
 
+#if !PQ_VNNI
+// The int32 sums of an int8x2 pair (x0: the row, x1: its residual) with a group-block of B bits,
+// combined as 256 * S1 + S2: rows 0-3 in lo, 4-7 in hi (two per row). Register by register
+// (rows8_each): each decoded register meets both rows' broadcasts and dies, and the int16 sums are
+// kept (keep.h). Decoding the whole Rows8 first and dotting one row at a time (exl2_dot) kept 8
+// (B >= 6: 16) registers live across both rows and spilled (llvm-mca, znver3: 18-45 stack accesses
+// a block). Same integer sums as two exl2_dot calls.
+template <int B>
+inline void exl2_dot2(const uint8_t* u, const int8_t* x0, const int8_t* x1, __m256i& lo, __m256i& hi) {
+  constexpr bool kTwo = B >= 6;
+  __m256i s0[2], s1[2], t0[2], t1[2];   // int16 sums of the low part (s) and the high part (t)
+  for (int h = 0; h < 2; ++h) s0[h] = s1[h] = t0[h] = t1[h] = _mm256_setzero_si256();
+  exl2::rows8_each<B>(u, [&](int c, int h, __m256i l, __m256i hh) {
+    const __m256i a = bcast8(x0 + 8 * c), b = bcast8(x1 + 8 * c);
+    s0[h] = keep(_mm256_add_epi16(s0[h], _mm256_maddubs_epi16(l, a)));
+    s1[h] = keep(_mm256_add_epi16(s1[h], _mm256_maddubs_epi16(l, b)));
+    if constexpr (kTwo) {
+      t0[h] = keep(_mm256_add_epi16(t0[h], _mm256_maddubs_epi16(hh, a)));
+      t1[h] = keep(_mm256_add_epi16(t1[h], _mm256_maddubs_epi16(hh, b)));
+    }
+  });
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i r[2];
+  for (int h = 0; h < 2; ++h) {
+    __m256i v0 = _mm256_madd_epi16(s0[h], ones), v1 = _mm256_madd_epi16(s1[h], ones);
+    if constexpr (kTwo) {   // q = low part + 16 * high part
+      v0 = _mm256_add_epi32(v0, _mm256_slli_epi32(_mm256_madd_epi16(t0[h], ones), 4));
+      v1 = _mm256_add_epi32(v1, _mm256_slli_epi32(_mm256_madd_epi16(t1[h], ones), 4));
+    }
+    r[h] = _mm256_add_epi32(_mm256_slli_epi32(v0, 8), v1);
+  }
+  lo = r[0];
+  hi = r[1];
+}
+#endif
+
 template <int B, bool kPair, int MR>
 inline void exl2_run8(const uint8_t* g, int64_t j0, int64_t nb, const XQRow* x, __m256 (&acc)[MR][2],
                       __m256 (&accb)[MR][2]) {
   constexpr int kTs = 8 * (2 + 4 * B);
   constexpr bool kTwo = B >= 6;   // a second part of 4 (8-bit) or 2 (6-bit) high bits, dotted apart
   constexpr int kXs = kPair ? 2 : 1;
+  // M = 1 with int8x2: exl2_dot2 decodes register by register (more rows of x share one Rows8)
+  constexpr bool kByReg = !PQ_VNNI && kPair && MR == 1;
   const __m256i perm = to_hadd_order();
   const __m256 off = _mm256_set1_ps(-(float)(1 << (B - 1)));
   const int64_t pf = prefetch_bytes();
@@ -818,11 +856,15 @@ inline void exl2_run8(const uint8_t* g, int64_t j0, int64_t nb, const XQRow* x, 
     const __m256 d = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), perm);
     const __m256 m = _mm256_mul_ps(d, off);
     Rows8 lo, hi;   // hi: the second part (kTwo)
-    exl2::rows8_parts<B>(p + 16, lo, hi);
+    if constexpr (!kByReg) exl2::rows8_parts<B>(p + 16, lo, hi);
     const int64_t b = j0 + j;
     for (int un = 0; un < MR; ++un) {
       const XQRow* xu = x + kXs * un;
       __m256i a = _mm256_setzero_si256(), c = a;
+#if !PQ_VNNI
+      if constexpr (kByReg) exl2_dot2<B>(p + 16, xu[0].q + 32 * b, xu[1].q + 32 * b, a, c);
+      else
+#endif
       for (int i = 0; i < kXs; ++i) {   // pair: 256 * S1 + S2
         __m256i l0, h0;
         exl2_dot(lo, xu[i].q + 32 * b, l0, h0);
