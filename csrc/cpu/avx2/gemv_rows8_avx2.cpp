@@ -612,31 +612,35 @@ inline __m256i q6_scale_lanes(const __m128i sj[8], int j, bool hi) {
 #endif
 }
 
-// Row quads [Q0, Q0 + NQ) (quad 0: rows 0-3, 1: rows 4-7) of half h, scale pair pp of a group-block
-// (quants at qb): ql chunks 2pp, 2pp+1 decoded to q6 (low nibbles: weights 8c.., high: 64 + 8c..)
+// Chunk c (0, 1) of ql chunk pair pp of half h, row quad `quad` (0: rows 0-3, 1: rows 4-7) of a
+// group-block (quants at qb) as q6: lo the low nibbles' weights (8c..), hi the high ones' (64 + 8c..),
+// the 2 high bits from qh chunk (2pp % 4) + c at shift 2 (pp / 2).
+inline void q6_decode(const uint8_t* qb, int h, int pp, int c, int quad, __m256i& lo, __m256i& hi) {
+  const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  const bool s = pp >= 2;
+  const __m256i v = _mm256_loadu_si256((const __m256i*)(qb + 64 * (8 * h + 2 * pp + c) + 32 * quad));
+  const __m256i hb = _mm256_loadu_si256((const __m256i*)(qb + 64 * (16 + 4 * h + (2 * pp) % 4 + c) + 32 * quad));
+  lo = _mm256_or_si256(_mm256_and_si256(v, m0f),
+                       _mm256_and_si256(s ? _mm256_slli_epi16(hb, 2) : _mm256_slli_epi16(hb, 4), m30));
+  hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m0f), _mm256_and_si256(s ? _mm256_srli_epi16(hb, 2) : hb, m30));
+}
+
+// Both row quads of half h, scale pair pp of a group-block: ql chunks 2pp, 2pp+1 decoded to q6
 // and dotted with the NX activation rows x[i] (elements from e0), scaled per 16, into a03 / a47.
-template <int Q0, int NQ, int NX>
+template <int NX>
 inline void q6_quads(const uint8_t* qb, const __m128i sj[8], const XQRow* x, int64_t e0, int h, int pp,
                      __m256i* a03, __m256i* a47) {
-  const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-  const int s = 2 * (pp / 2), jl = 8 * h + pp, jh = jl + 4;
-  __m256i lo[2][NQ], hi6[2][NQ], sl[NQ], sh[NQ];
-  for (int q = 0; q < NQ; ++q) {
-    for (int c = 0; c < 2; ++c) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(qb + 64 * (8 * h + 2 * pp + c) + 32 * (Q0 + q)));
-      const __m256i hb = _mm256_loadu_si256((const __m256i*)(qb + 64 * (16 + 4 * h + (2 * pp) % 4 + c) + 32 * (Q0 + q)));
-      lo[c][q] = _mm256_or_si256(_mm256_and_si256(v, m0f),
-                                 _mm256_and_si256(s ? _mm256_slli_epi16(hb, 2) : _mm256_slli_epi16(hb, 4), m30));
-      hi6[c][q] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m0f),
-                                  _mm256_and_si256(s ? _mm256_srli_epi16(hb, 2) : hb, m30));
-    }
-    sl[q] = q6_scale_lanes(sj, jl, Q0 + q);
-    sh[q] = q6_scale_lanes(sj, jh, Q0 + q);
+  const int jl = 8 * h + pp, jh = jl + 4;
+  __m256i lo[2][2], hi6[2][2], sl[2], sh[2];
+  for (int q = 0; q < 2; ++q) {
+    for (int c = 0; c < 2; ++c) q6_decode(qb, h, pp, c, q, lo[c][q], hi6[c][q]);
+    sl[q] = q6_scale_lanes(sj, jl, q);
+    sh[q] = q6_scale_lanes(sj, jh, q);
   }
   for (int i = 0; i < NX; ++i) {
     const int8_t* xq = x[i].q + e0 + 128 * h + 16 * pp;
     const __m256i xl0 = bcast8(xq), xl1 = bcast8(xq + 8), xh0 = bcast8(xq + 64), xh1 = bcast8(xq + 72);
-    for (int q = 0; q < NQ; ++q) {
+    for (int q = 0; q < 2; ++q) {
 #if PQ_VNNI
       const __m256i z = _mm256_setzero_si256();
       const __m256i l = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, lo[0][q], xl0), lo[1][q], xl1);
@@ -647,7 +651,7 @@ inline void q6_quads(const uint8_t* qb, const __m128i sj[8], const XQRow* x, int
       const __m256i hs = _mm256_add_epi16(_mm256_maddubs_epi16(hi6[0][q], xh0), _mm256_maddubs_epi16(hi6[1][q], xh1));
       const __m256i t = _mm256_add_epi32(_mm256_madd_epi16(l, sl[q]), _mm256_madd_epi16(hs, sh[q]));
 #endif
-      if (Q0 + q == 0) a03[i] = _mm256_add_epi32(a03[i], t);
+      if (q == 0) a03[i] = _mm256_add_epi32(a03[i], t);
       else a47[i] = _mm256_add_epi32(a47[i], t);
     }
   }
@@ -663,16 +667,10 @@ inline void q6_quads(const uint8_t* qb, const __m128i sj[8], const XQRow* x, int
 template <int NX>
 inline void q6_quad_by_chunk(const uint8_t* qb, const XQRow* x, int64_t e0, int h, int pp, int quad,
                              const __m256i& sl, const __m256i& sh, __m256i* acc) {
-  const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-  const bool s = pp >= 2;
   __m256i l[NX], hs[NX];
   for (int c = 0; c < 2; ++c) {
-    const __m256i v = _mm256_loadu_si256((const __m256i*)(qb + 64 * (8 * h + 2 * pp + c) + 32 * quad));
-    const __m256i hb = _mm256_loadu_si256((const __m256i*)(qb + 64 * (16 + 4 * h + (2 * pp) % 4 + c) + 32 * quad));
-    const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m0f),
-                                       _mm256_and_si256(s ? _mm256_slli_epi16(hb, 2) : _mm256_slli_epi16(hb, 4), m30));
-    const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m0f),
-                                       _mm256_and_si256(s ? _mm256_srli_epi16(hb, 2) : hb, m30));
+    __m256i lo, hi;
+    q6_decode(qb, h, pp, c, quad, lo, hi);
     for (int i = 0; i < NX; ++i) {
       const int8_t* xq = x[i].q + e0 + 128 * h + 16 * pp + 8 * c;
       const __m256i pl = _mm256_maddubs_epi16(lo, bcast8(xq)), ph = _mm256_maddubs_epi16(hi, bcast8(xq + 64));
@@ -724,7 +722,7 @@ void group8_q6_k_t(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
 #endif
     } else {
       for (int h = 0; h < 2; ++h)
-        for (int pp = 0; pp < 4; ++pp) q6_quads<0, 2, MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
+        for (int pp = 0; pp < 4; ++pp) q6_quads<MR * kXs>(qb, sj, x, 256 * sb, h, pp, a03, a47);
     }
     // sum_j sc[j] * bsum[j] per row (rows 0..7 in lanes), then into the dot sums' lane order; the
     // scales 2jj, 2jj+1 of every row as int16 pairs, made once for every activation row
