@@ -151,6 +151,30 @@ inline __m256i bit5(__m256i q4, int j) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), _mm256_set1_epi8(0x10));
 }
 
+#if !PQ_VNNI
+// Split(q) with the 5th bits (bit5) and Split::dot2 in one pass, quarter by quarter: each quarter's
+// two registers are decoded, given their 5th bits and met by both rows' broadcasts before the next
+// quarter, with the int16 sums kept (keep.h). Decoding all 8 registers first kept them live through
+// the 5th bits' shuffles and spilled (llvm-mca, znver3: 23 stack accesses a group-block for Q5_0,
+// 39.6 cycles against Q4_0's 17.8). The same registers and int16 sums: the same lo / hi.
+inline void q5_dot2(const uint8_t* q, __m256i q03, __m256i q47, const int8_t* x0, const int8_t* x1, __m256i& lo0,
+                    __m256i& hi0, __m256i& lo1, __m256i& hi1) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  lo0 = hi0 = lo1 = hi1 = _mm256_setzero_si256();
+  for (int t = 0; t < 4; ++t) {   // weights 8t..8t+7: chunk t % 2, low nibbles (t < 2) or high
+    const __m256i v03 = _mm256_loadu_si256((const __m256i*)(q + 64 * (t & 1)));
+    const __m256i v47 = _mm256_loadu_si256((const __m256i*)(q + 64 * (t & 1) + 32));
+    const __m256i r03 = _mm256_or_si256(_mm256_and_si256(t < 2 ? v03 : _mm256_srli_epi16(v03, 4), m4), bit5(q03, t));
+    const __m256i r47 = _mm256_or_si256(_mm256_and_si256(t < 2 ? v47 : _mm256_srli_epi16(v47, 4), m4), bit5(q47, t));
+    const __m256i a = bcast8(x0 + 8 * t), b = bcast8(x1 + 8 * t);
+    lo0 = keep(_mm256_add_epi16(lo0, _mm256_maddubs_epi16(r03, a)));
+    hi0 = keep(_mm256_add_epi16(hi0, _mm256_maddubs_epi16(r47, a)));
+    lo1 = keep(_mm256_add_epi16(lo1, _mm256_maddubs_epi16(r03, b)));
+    hi1 = keep(_mm256_add_epi16(hi1, _mm256_maddubs_epi16(r47, b)));
+  }
+}
+#endif
+
 // MR activation units (1..4): a unit is one row x[u], or (kPair) a row and its residual x[2u],
 // x[2u+1] (d2 = d1/256 exactly: 256*S1 + S2 in int32, scaled by d * d2). The weight decode is
 // shared by the units; out[8u + row].
@@ -197,6 +221,18 @@ void group8_x32(const WeightRef& w, int64_t r0, const XQRow* x, float* out) {
       d = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sc + gi), perm);
       m = _mm256_permutevar8x32_ps(_mm256_loadu_ps(mn + gi), perm);
     }
+#if !PQ_VNNI
+    if constexpr (kQ5 && kPair && MR == 1) {   // M = 1, int8x2: quarter by quarter (q5_dot2)
+      __m256i lo, hi, lo2, hi2;
+      q5_dot2(p + 8 * kH, q03, q47, x[0].q + 32 * b, x[1].q + 32 * b, lo, hi, lo2, hi2);
+      const __m256i a = _mm256_add_epi32(_mm256_madd_epi16(lo, k256), _mm256_madd_epi16(lo2, ones));
+      const __m256i c = _mm256_add_epi32(_mm256_madd_epi16(hi, k256), _mm256_madd_epi16(hi2, ones));
+      const __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a, c));
+      acc[0][b & 1] = _mm256_fmadd_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(x[1].d[b])), acc[0][b & 1]);
+      accb[0][b & 1] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[0].s[b] + x[1].s[b]), accb[0][b & 1]);
+      continue;
+    }
+#endif
     Split q(p + 8 * kH);
     if (kQ5) {   // register -> qh byte: l0/l1 weights 0-7, l2/l3 8-15, h0/h1 16-23, h2/h3 24-31
       q.l0 = _mm256_or_si256(q.l0, bit5(q03, 0)); q.l1 = _mm256_or_si256(q.l1, bit5(q47, 0));
