@@ -18,7 +18,8 @@
 //   AVX2, int8 activations, weights with unsigned unpacked q (Q4_0 Q4_1 Q5_0 Q5_1 int4, Q2_K..Q6_K):
 //     from 12 activation rows on (2m for int8x2) the int8 GEMM instead (avx2/gemm_int8_avx2.cpp;
 //     int8x2 up to 1024 rows (the K-quants without VNNI: 128), then the float GEMM):
-//     see choose_path for the measurements.
+//     see choose_path for the measurements. Signed 8-bit q (Q8_0, EXL2's 6 / 8-bit variant): with
+//     one int8 pass on AVX2, int8x2 only in the VNNI build (gemm_int8_bits).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -249,17 +250,19 @@ constexpr int64_t kInt8GemmMinRows = 12, kInt8x2GemmMaxRows = 128, kInt8x2WideGe
 // 12.4 / 13.1, 19.5 / 17.0, 26.3 / 21.3; Q8_0 14.1 / 14.5, 14.4 / 18.1, 22.2 / 21.0, 29.5 / 28.0.
 constexpr int64_t kGroup8MaxM = 16;
 
-// The int8 GEMM's weight bits for qtype with (vnni) or without the VNNI build; 0: none. Q8_0 and
-// EXL2's 6 / 8-bit variant (signed q, like Q8_0's) have it in the VNNI build only: their weights
-// become unsigned as q + 128, whose products a vpmaddubsw pair would saturate (2 * 255 * 127 > 2^15)
-// and vpdpbusd sums in int32.
-int gemm_int8_bits(int qtype, bool vnni) {
+// The int8 GEMM's weight bits for qtype with (vnni) or without the VNNI build, for int8x2 (comp)
+// or one int8 pass; 0: none. Q8_0 and EXL2's 6 / 8-bit variant (signed q, like Q8_0's): the VNNI
+// build makes them unsigned as q + 128 (vpdpbusd sums in int32); AVX2 takes |q| against sign(x, q)
+// (one vpmaddubsw, then vpmaddwd: two products of <= 128 * 127 fit int16, no more), 2 multiplies
+// per 32 MACs against the float GEMM's 4 FMAs for one int8 pass, but 4 for an int8x2 pair: a tie
+// with the float GEMM, whose activations are exact, which int8x2 therefore keeps.
+int gemm_int8_bits(int qtype, bool vnni, bool comp) {
   const bool signed8 = qtype == (int)QType::Q8_0 || qtype == kExl2Wide;
-  return signed8 ? (vnni ? 8 : 0) : mm::gemm_int8_bits(qtype);
+  return signed8 ? (vnni || !comp ? 8 : 0) : mm::gemm_int8_bits(qtype);
 }
 
 bool int8_gemm_for(int qtype) {
-  return gemm_int8_bits(qtype, vnni_enabled()) && active_isa() == Isa::Avx2 && g_fused.load() &&
+  return gemm_int8_bits(qtype, vnni_enabled(), act_compensated()) && active_isa() == Isa::Avx2 && g_fused.load() &&
          g_int8_gemm.load();
 }
 
@@ -560,7 +563,7 @@ int gemm_int8_panels(int64_t k) {
 void run_gemm_int8(const Call& c, const WeightRef& w, const TypeInfo& ti, const float* xf, bool comp) {
   // read once: a set_vnni from another thread cannot hand Q8_0's 8-bit panels to the AVX2 build
   const bool vnni = vnni_enabled();
-  const int bits = gemm_int8_bits(w.qtype, vnni);
+  const int bits = gemm_int8_bits(w.qtype, vnni, comp);
   if (!bits) return run_gemm(c, w, xf);
   ActRows act;
   act.quantize(c, ti.kind == Kind::X256, xf, comp, avx2_kernels());

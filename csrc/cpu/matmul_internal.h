@@ -62,8 +62,8 @@ constexpr int kInt8 = 1001;
 // EXL2's mixed-width 32-blocks (cpu/exl2_blocks.h). Two kernel variants of one stored format, which
 // _C.Weight picks from the widths present: kExl2 when every block has <= 5 bits (q unsigned, so the
 // maddubs dot and the int8 GEMM take it as they take Q5_0), kExl2Wide when a 6- or 8-bit block is
-// present (q - 2^(b-1) signed, the sign-trick dot; in the int8 GEMM only the VNNI build takes it, as
-// it takes Q8_0: a 6-bit vpmaddubsw pair fits int16 but an 8-bit one saturates).
+// present (q - 2^(b-1) signed, the sign-trick dot; the int8 GEMM takes it as it takes Q8_0: the VNNI
+// build always, AVX2 with one int8 pass, |q| against sign(x, q), each vpmaddubsw to int32 at once).
 constexpr int kExl2 = 1002;
 constexpr int kExl2Wide = 1003;
 
@@ -211,12 +211,13 @@ struct GemmArgs {
   GemmStore store;
 };
 // int8 GEMM (avx2/gemm_int8_avx2.cpp) over output rows [n0, n1) of a type whose unpacked q is
-// unsigned (gemm_int8_bits: the 32-block types of <= 5 bits and Q2_K..Q6_K): x holds m activation
+// unsigned (gemm_int8_bits: the 32-block types of <= 5 bits and Q2_K..Q6_K), or signed 8-bit (bits
+// 8: Q8_0, EXL2's wide variant; matmul.cpp's gemm_int8_bits says when): x holds m activation
 // rows quantized per 32, or per 256 for the K-quants (pair: 2m rows, each followed by its residual).
 // Results go out as the float GEMM's do (GemmStore), 8 output rows at a time with ldc = 8.
 struct GemmI8Args {
   const WeightRef* w;
-  int bits;   // gemm_int8_bits(w->qtype)
+  int bits;   // matmul.cpp's gemm_int8_bits(qtype, vnni, pair)
   const XQRow* x;
   int64_t m;
   bool pair;

@@ -29,7 +29,8 @@
 // Compiled twice, like the 8-row GEMV: vnni/gemm_int8_vnni.cpp builds it with PQ_VNNI = 1 for CPUs
 // with AVX-512 VNNI + VL, where the sums are vpdpbusd chains (one uop for vpmaddubsw + vpaddw, no
 // int16 limit; the K-quants' 16-groups then meet their scale in a vpmulld) with the same integer
-// results, and Q8_0 (and EXL2's signed 6 / 8-bit variant) gets a panel of its own (q8_rows).
+// results, and Q8_0 (and EXL2's signed 6 / 8-bit variant) gets a panel of its own (q8_rows); the
+// AVX2 build takes those with one int8 pass only (q8_rows_avx2: |q| against sign(x, q)).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -329,6 +330,45 @@ void q8_corrections(const XQRow* x, int64_t m, bool pair, int64_t nb, int32_t* c
 }
 #endif
 
+#if !PQ_VNNI
+// Q8_0 and EXL2's signed widths with one int8 pass (matmul.cpp: gemm_int8_bits): the panel holds
+// the signed q, each dword vector meets a row's broadcast as |q| against sign(x, q) (x within
+// +-127, so the sign flip fits int8; a lane's two products <= 2 * 128 * 127 fit int16, so each
+// vpmaddubsw goes to int32 at once). The same integer dot as q8_rows' q + 128 and correction and
+// the same float steps: the VNNI build's bits. MR rows share each panel load and its |q|.
+template <int MR>
+void q8_rows_avx2(const uint8_t* pq, const float* pa, int64_t nb, const XQRow* x, float* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* pqb = pq + 256 * b;
+    __m256i v[MR];
+    for (int i = 0; i < MR; ++i) v[i] = _mm256_setzero_si256();
+    for (int t = 0; t < 8; ++t) {
+      const __m256i p = _mm256_load_si256((const __m256i*)(pqb + 32 * t)), pabs = _mm256_abs_epi8(p);
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xs = _mm256_sign_epi8(bcast4(x[i].q + 32 * b + 4 * t), p);
+        v[i] = keep(_mm256_add_epi32(v[i], _mm256_madd_epi16(_mm256_maddubs_epi16(pabs, xs), ones)));
+      }
+    }
+    const __m256 a8 = _mm256_load_ps(pa + 8 * b);
+    for (int i = 0; i < MR; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v[i]), _mm256_mul_ps(a8, _mm256_set1_ps(x[i].d[b])), acc[i]);
+  }
+  for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+// out[p][row][8] for the set's panels, as q8_all (one int8 pass only: int8x2 keeps the float GEMM).
+void q8_all_avx2(const PanelSet& g, int64_t nb, const XQRow* x, int64_t m, float* out) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4)
+    for (int p = 0; p < g.np; ++p) q8_rows_avx2<4>(g.q + p * g.qs, g.a + p * g.fs, nb, x + i, out + 8 * (p * m + i));
+  for (; i < m; ++i)
+    for (int p = 0; p < g.np; ++p) q8_rows_avx2<1>(g.q + p * g.qs, g.a + p * g.fs, nb, x + i, out + 8 * (p * m + i));
+}
+#endif
+
 // out[p][unit][8] for the set's panels. Each group of units passes every panel of the set while its
 // rows of x are in L1 / L2: x streams from L3 (or DRAM: a 512-token int8x2 prompt at K = 14336 is
 // 14.7 MB of int8 x and 3.7 MB of its scales) once per set instead of once per 8 weight rows.
@@ -556,6 +596,10 @@ void gemm_int8_avx2(const GemmI8Args& a) {
     if (a.bits == 8) {
       if (a.pair) q8_all<true>(g, nb, a.x, corr, a.m, out);
       else q8_all<false>(g, nb, a.x, corr, a.m, out);
+    } else
+#else
+    if (a.bits == 8) {   // never with a.pair: gemm_int8_bits gives int8x2 no 8-bit AVX2 GEMM
+      q8_all_avx2(g, nb, a.x, a.m, out);
     } else
 #endif
     if (a.pair) {
