@@ -88,22 +88,13 @@ static inline __m256i values(const A& a, int b) {
 struct Rows8 {
   __m256i r[4][2];
 };
-// 16 bytes of 8-byte nibble units: chunk c's 8 rows at p + 64 c (rows 0-3, then 4-7).
-static inline void rows8_nibbles(const uint8_t* p, Rows8& q) {
-  const __m256i m4 = _mm256_set1_epi8(15);
-  for (int c = 0; c < 2; ++c)
-    for (int h = 0; h < 2; ++h) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 64 * c + 32 * h));
-      q.r[c][h] = _mm256_and_si256(v, m4);
-      q.r[c + 2][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    }
-}
 // 8 crumb bytes a row (byte m holds weights m, m+8, m+16, m+24 at bits 0-1 .. 6-7): register [c][h].
 static inline __m256i rows8_crumb(const uint8_t* p, int c, int h) {
   const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * h));
   return _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), _mm256_set1_epi8(3));
 }
-// rows8_nibbles' register [c][h], alone (a second load of the 32 bytes for c >= 2).
+// 16 bytes of 8-byte nibble units (chunk c' = 0, 1: its 8 rows at p + 64 c', rows 0-3 then 4-7):
+// register [c][h], low nibbles of chunk c for c < 2, high ones of chunk c - 2.
 static inline __m256i rows8_nibble(const uint8_t* p, int c, int h) {
   const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 64 * (c & 1) + 32 * h));
   return _mm256_and_si256(c < 2 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));

@@ -125,7 +125,7 @@ void nib_panel_x8(const WeightRef& w, int64_t r0, uint8_t* pq, float* pa, float*
   for (int64_t bi = 0; bi < w.k / 32; ++bi) {
     const uint8_t* gb = g + 8 * (kH + 16) * bi;
     exl2::Rows8 q;
-    exl2::rows8_nibbles(gb + 8 * kH, q);
+    exl2::rows8_values<4>(gb + 8 * kH, q);   // the nibble part: EXL2's 4-bit blocks
     if (kQh >= 0) {
       for (int h = 0; h < 2; ++h) {
         uint32_t qh[4];
